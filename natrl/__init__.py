@@ -1,0 +1,20 @@
+"""natrl: natural-gradient reinforcement learning and second-order optimisation for PyTorch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_AGENTS = {"TRPO", "NPG", "PPO", "ACKTR"}
+
+
+def __getattr__(name: str) -> Any:  # lazy: `import natrl` stays cheap (no gymnasium import)
+    if name in _AGENTS:
+        from natrl import rl
+
+        return getattr(rl, name)
+    raise AttributeError(f"module 'natrl' has no attribute {name!r}")
+
+
+__all__ = ["ACKTR", "NPG", "PPO", "TRPO", "__version__"]

@@ -1,0 +1,30 @@
+"""Curvature matrix-vector products: each operator returns a matvec ``v -> M v`` on flat vectors.
+
+* :func:`fisher_vp` — exact Fisher F = (1/N) Σ Jᵀ M J of a model whose outputs parameterise a
+  distribution (jvp → analytic output Fisher → vjp, linearisation shared across matvecs).
+* :func:`kl_hvp` — Hessian of the mean KL(old ‖ new) by double backprop (reference / fallback).
+* :func:`hvp` — Hessian-vector products of a scalar loss (forward-over-reverse by default).
+* :func:`ggn_vp` — generalised Gauss-Newton for MSE / cross-entropy losses.
+* :func:`empirical_fisher_vp` — empirical Fisher (1/N) Σ gᵢ gᵢᵀ from per-sample gradients.
+* :func:`to_dense` — materialise any matvec column by column (tests, tiny models).
+"""
+
+from natrl.curvature.operators import (
+    Matvec,
+    empirical_fisher_vp,
+    fisher_vp,
+    ggn_vp,
+    hvp,
+    kl_hvp,
+    to_dense,
+)
+
+__all__ = [
+    "Matvec",
+    "empirical_fisher_vp",
+    "fisher_vp",
+    "ggn_vp",
+    "hvp",
+    "kl_hvp",
+    "to_dense",
+]
