@@ -1,0 +1,46 @@
+"""Reinforcement learning on Gymnasium: distributions, policies, rollouts, GAE and agents."""
+
+from natrl.rl.agent import Batch, CheckpointError, EvalResult, OnPolicyAgent
+from natrl.rl.config import OnPolicyConfig
+from natrl.rl.distributions import Categorical, DiagGaussian, Distribution
+from natrl.rl.env import NonFiniteError, UnsupportedSpaceError
+from natrl.rl.gae import gae
+from natrl.rl.policies import Actor, Critic
+from natrl.rl.ppo import PPO, PPOConfig
+from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
+
+AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO}
+
+
+def load_agent(path: str, *, device: str = "cpu") -> OnPolicyAgent:
+    """Load any natrl agent checkpoint, whatever its algorithm."""
+    state = OnPolicyAgent.read_checkpoint(path)
+    algo = state["algo"]
+    if algo not in AGENTS:
+        raise CheckpointError(f"{path} holds an agent of unknown algorithm {algo!r}")
+    return AGENTS[algo].load(path, device=device)
+
+
+__all__ = [
+    "AGENTS",
+    "NPG",
+    "PPO",
+    "TRPO",
+    "Actor",
+    "Batch",
+    "Categorical",
+    "CheckpointError",
+    "Critic",
+    "DiagGaussian",
+    "Distribution",
+    "EvalResult",
+    "NPGConfig",
+    "NonFiniteError",
+    "OnPolicyAgent",
+    "OnPolicyConfig",
+    "PPOConfig",
+    "TRPOConfig",
+    "UnsupportedSpaceError",
+    "gae",
+    "load_agent",
+]

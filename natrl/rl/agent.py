@@ -1,0 +1,379 @@
+"""The on-policy agent shell shared by TRPO, NPG and PPO (SB3-like API).
+
+An agent owns an actor, a critic, the training vector env, optional running
+normalisers and a torch generator. ``learn`` alternates
+
+    rollout → GAE advantages → ``_update(batch)`` (the algorithm) → stats → callback
+
+and each algorithm module only implements ``_update``. Checkpoints hold
+everything needed to continue training (networks, optimiser states,
+normaliser statistics, generator state, step counter) and are written
+atomically (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from natrl.rl.config import OnPolicyConfig, build_config
+from natrl.rl.env import EnvLike, check_spaces, env_factory, env_name, make_vector_env
+from natrl.rl.gae import gae
+from natrl.rl.normalization import ObsNormalizer, RewardScaler
+from natrl.rl.policies import Actor, Critic
+from natrl.rl.rollout import RolloutCollector
+
+__all__ = ["Batch", "CheckpointError", "EvalResult", "OnPolicyAgent"]
+
+A = TypeVar("A", bound="OnPolicyAgent")
+CHECKPOINT_FORMAT = "natrl-agent"
+CHECKPOINT_VERSION = 1
+
+Callback = Callable[["OnPolicyAgent", dict[str, float]], "bool | None"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or not compatible with this agent."""
+
+
+@dataclass
+class Batch:
+    """One update's data, flattened over (T, E) to N = T·E rows."""
+
+    obs: Tensor  # (N, obs_dim)
+    actions: Tensor  # (N,) or (N, act_dim)
+    log_probs: Tensor  # (N,)
+    values: Tensor  # (N,)
+    advantages: Tensor  # (N,)
+    returns: Tensor  # (N,)
+
+    def __len__(self) -> int:
+        return self.advantages.shape[0]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Deterministic (or stochastic) evaluation over whole episodes."""
+
+    mean: float
+    std: float
+    returns: list[float]
+    lengths: list[int]
+
+
+def explained_variance(pred: Tensor, target: Tensor) -> float:
+    """1 − Var[target − pred] / Var[target] (nan when the target is constant)."""
+    var = target.var()
+    return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)
+
+
+class OnPolicyAgent:
+    """Base class of the on-policy agents. Subclasses set ``algo``, ``config_cls`` and ``_update``."""
+
+    algo: ClassVar[str] = ""
+    config_cls: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
+
+    def __init__(
+        self,
+        env: EnvLike,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        config: OnPolicyConfig | None = None,
+        **hyperparameters: Any,
+    ) -> None:
+        if config is None:
+            config = build_config(self.config_cls, hyperparameters)
+        elif hyperparameters:
+            config = build_config(self.config_cls, {**config.to_dict(), **hyperparameters})
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu'")
+        if config.torch_threads is not None and torch.get_num_threads() != config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self.env_id = env_name(env)
+        self._factory = env_factory(env)
+        self._env_arg = env if isinstance(env, str) else None
+
+        probe = self._factory()
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
+        probe.close()
+        check_spaces(self.observation_space, self.action_space)
+        obs_dim = int(np.prod(self.observation_space.shape))
+
+        torch.manual_seed(self.seed)
+        self.actor = Actor(
+            obs_dim, self.action_space, config.hidden_sizes, config.activation,
+            log_std_init=config.log_std_init, state_dependent_std=config.state_dependent_std,
+            action_bound=config.action_bound, ortho_init=config.ortho_init,
+        ).to(self.device)
+        self.critic = Critic(
+            obs_dim, config.critic_hidden_sizes or config.hidden_sizes, config.activation, ortho_init=config.ortho_init
+        ).to(self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+        self.obs_normalizer = ObsNormalizer(self.observation_space.shape) if config.normalize_obs else None
+        self.reward_scaler = RewardScaler(config.n_envs, config.gamma) if config.normalize_reward else None
+        self.num_timesteps = 0
+        self.num_updates = 0
+        self._collector: RolloutCollector | None = None
+        self._setup()
+
+    # ----------------------------------------------------------------- algorithm hooks
+    def _setup(self) -> None:
+        """Create optimisers and algorithm state (after networks exist)."""
+
+    def _update(self, batch: Batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _algo_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_algo_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ----------------------------------------------------------------- training
+    @property
+    def collector(self) -> RolloutCollector:
+        if self._collector is None:
+            venv = make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
+            self._collector = RolloutCollector(
+                venv, device=self.device, seed=self.seed, generator=self.generator,
+                obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
+            )
+            self._collector.steps = self.num_timesteps
+        return self._collector
+
+    def _make_batch(self) -> tuple[Batch, dict[str, float]]:
+        cfg = self.config
+        ro = self.collector.collect(self.actor, self.critic, cfg.n_steps)
+        adv, ret = gae(
+            ro.rewards, ro.values, ro.next_values, ro.terminated, ro.episode_end,
+            gamma=cfg.gamma, lam=cfg.gae_lambda,
+        )
+        n = ro.n_steps
+        batch = Batch(
+            obs=ro.obs.reshape(n, -1),
+            actions=ro.actions.reshape(n, *ro.actions.shape[2:]),
+            log_probs=ro.log_probs.reshape(n),
+            values=ro.values.reshape(n),
+            advantages=adv.reshape(n),
+            returns=ret.reshape(n),
+        )
+        return batch, {"explained_variance": explained_variance(batch.values, batch.returns)}
+
+    def learn(self: A, total_steps: int, *, progress: bool = True, callback: Callback | None = None) -> A:
+        """Train for ``total_steps`` environment steps (rounded up to whole rollouts).
+
+        Args:
+            total_steps: environment transitions to collect, summed over envs.
+            progress: show a tqdm progress bar with steps/s, recent return and KL.
+            callback: called after each update as ``callback(agent, stats)``; return
+                False to stop training early.
+
+        Returns:
+            the agent itself.
+        """
+        if not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, desc=f"{self.algo} {self.env_id}")
+        start_steps = self.num_timesteps
+        t_start = time.perf_counter()
+        try:
+            while self.num_timesteps - start_steps < total_steps:
+                t0 = time.perf_counter()
+                batch, stats = self._make_batch()
+                t1 = time.perf_counter()
+                stats.update(self._update(batch))
+                t2 = time.perf_counter()
+                self.num_timesteps += len(batch)
+                self.num_updates += 1
+                coll = self.collector
+                stats.update(
+                    timesteps=float(self.num_timesteps),
+                    updates=float(self.num_updates),
+                    episodes=float(coll.episodes),
+                    fps=len(batch) / (t2 - t0),
+                    rollout_seconds=t1 - t0,
+                    update_seconds=t2 - t1,
+                    time_elapsed=time.perf_counter() - t_start,
+                )
+                if coll.episode_returns:
+                    stats["ep_return_mean"] = float(np.mean(coll.episode_returns))
+                    stats["ep_length_mean"] = float(np.mean(coll.episode_lengths))
+                if bar is not None:
+                    bar.update(len(batch))
+                    post = {"fps": f"{(self.num_timesteps - start_steps) / (time.perf_counter() - t_start):.0f}"}
+                    if "ep_return_mean" in stats:
+                        post["return"] = f"{stats['ep_return_mean']:.1f}"
+                    if "kl" in stats:
+                        post["kl"] = f"{stats['kl']:.4f}"
+                    bar.set_postfix(post, refresh=False)
+                if callback is not None and callback(self, stats) is False:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    # ----------------------------------------------------------------- acting
+    def _obs_tensor(self, obs: np.ndarray) -> Tensor:
+        obs = np.asarray(obs, dtype=np.float64)
+        if self.obs_normalizer is not None:
+            obs = self.obs_normalizer(obs)
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+
+    @torch.no_grad()
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Action(s) for one observation or a batch, in the env's action space."""
+        obs = np.asarray(obs)
+        shape = self.observation_space.shape
+        single = obs.shape == shape
+        if not single and obs.shape[1:] != shape:
+            raise ValueError(f"predict: observation shape {obs.shape} does not match the env's {shape} (or a batch of it)")
+        obs_t = self._obs_tensor(obs[None] if single else obs)
+        dist = self.actor.distribution(obs_t)
+        raw = dist.mode() if deterministic else dist.sample(self.generator)
+        action = self.actor.to_env_action(raw.cpu().numpy())
+        return action[0] if single else action
+
+    def evaluate(self, episodes: int = 10, *, deterministic: bool = True, seed: int | None = None) -> EvalResult:
+        """Run whole episodes on a separate env (seeded ``seed``, default ``self.seed + 10_000``).
+
+        Returns the undiscounted, unnormalised episode returns.
+        """
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        env = self._factory()
+        base = self.seed + 10_000 if seed is None else seed
+        returns: list[float] = []
+        lengths: list[int] = []
+        try:
+            for i in range(episodes):
+                obs, _ = env.reset(seed=base + i)
+                total, length, done = 0.0, 0, False
+                while not done:
+                    obs, reward, terminated, truncated, _ = env.step(self.predict(obs, deterministic))
+                    total += float(reward)
+                    length += 1
+                    done = bool(terminated or truncated)
+                returns.append(total)
+                lengths.append(length)
+        finally:
+            env.close()
+        return EvalResult(float(np.mean(returns)), float(np.std(returns)), returns, lengths)
+
+    def close(self) -> None:
+        if self._collector is not None:
+            self._collector.venv.close()
+            self._collector = None
+
+    # ----------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "algo": self.algo,
+            "env_id": self.env_id,
+            "env": self._env_arg,
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "obs_normalizer": self.obs_normalizer.state_dict() if self.obs_normalizer else None,
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
+            "generator": self.generator.get_state(),
+            "num_timesteps": self.num_timesteps,
+            "num_updates": self.num_updates,
+            "algo_state": self._algo_state(),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @staticmethod
+    def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Load and sanity-check a checkpoint file (raises :class:`CheckpointError`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for truncated/garbage files
+            raise CheckpointError(f"{path} is not a readable natrl checkpoint (corrupt or truncated?): {exc}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is not a natrl agent checkpoint")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, this natrl reads {CHECKPOINT_VERSION}")
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.actor.load_state_dict(state["actor"])
+            self.critic.load_state_dict(state["critic"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint does not fit this agent's networks: {exc}") from None
+        if self.obs_normalizer is not None and state.get("obs_normalizer"):
+            self.obs_normalizer.load_state_dict(state["obs_normalizer"])
+        if self.reward_scaler is not None and state.get("reward_scaler"):
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        if self.device.type == "cpu":
+            self.generator.set_state(state["generator"])
+        self.num_timesteps = int(state["num_timesteps"])
+        self.num_updates = int(state["num_updates"])
+        self._load_algo_state(state.get("algo_state", {}))
+
+    @classmethod
+    def load(
+        cls: type[A], path: str | os.PathLike[str], *, device: str | torch.device = "cpu", env: EnvLike | None = None
+    ) -> A:
+        """Rebuild an agent from :meth:`save`'s file.
+
+        Args:
+            path: the checkpoint.
+            device: where to put the networks.
+            env: the env (id, Env or factory) when the agent was not built from an id.
+        """
+        state = cls.read_checkpoint(path)
+        if cls.algo and state["algo"] != cls.algo:
+            raise CheckpointError(f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.load_agent")
+        env = env if env is not None else state.get("env")
+        if env is None:
+            raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
+        config = build_config(cls.config_cls, state["config"])
+        agent = cls(env, seed=state["seed"], device=device, config=config)
+        agent.load_state_dict(state)
+        return agent

@@ -1,0 +1,119 @@
+"""Keyword-only, frozen hyperparameter dataclasses shared by the on-policy agents.
+
+Each agent has one config class (``TRPOConfig``, ``NPGConfig``, ``PPOConfig``)
+deriving from :class:`OnPolicyConfig`. Every field is documented in the class
+docstring and validated on construction; an invalid value raises a
+``ValueError`` naming the field and its allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["OnPolicyConfig", "build_config", "check"]
+
+C = TypeVar("C", bound="OnPolicyConfig")
+
+
+def check(ok: bool, name: str, value: object, requirement: str) -> None:
+    """Raise ``ValueError('invalid hyperparameter name=value: requirement')`` unless ok."""
+    if not ok:
+        raise ValueError(f"invalid hyperparameter {name}={value!r}: {requirement}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnPolicyConfig:
+    """Hyperparameters common to every on-policy agent.
+
+    Attributes:
+        n_envs: parallel environments in the training vector env.
+        n_steps: steps per env per rollout; one update uses n_envs * n_steps transitions.
+        gamma: discount factor γ in [0, 1].
+        gae_lambda: GAE λ in [0, 1].
+        normalize_advantage: standardise advantages per update (zero mean, unit std).
+        normalize_obs: running mean/std normalisation of observations (saved with the agent).
+        normalize_reward: scale rewards by the running std of the discounted return.
+        hidden_sizes: hidden layer widths of the actor MLP.
+        critic_hidden_sizes: hidden layer widths of the critic MLP (default: hidden_sizes).
+        activation: hidden activation, one of tanh, relu, elu, gelu.
+        ortho_init: orthogonal initialisation (gain √2 hidden, 0.01 policy head, 1 value head).
+        log_std_init: initial log standard deviation of Gaussian policies.
+        state_dependent_std: the log-std is a network output instead of a free parameter.
+        action_bound: how Gaussian samples meet bounded Box actions: "clip" or "squash" (tanh).
+        critic_lr: Adam learning rate of the critic.
+        critic_epochs: passes over the rollout when fitting the critic.
+        critic_batch_size: minibatch size for the critic.
+        vec_env: "sync" (one process) or "async" (one subprocess per env).
+        torch_threads: torch intra-op threads set on construction (None leaves torch's setting).
+    """
+
+    n_envs: int = 1
+    n_steps: int = 2048
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    normalize_advantage: bool = True
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    critic_hidden_sizes: tuple[int, ...] | None = None
+    activation: str = "tanh"
+    ortho_init: bool = True
+    log_std_init: float = 0.0
+    state_dependent_std: bool = False
+    action_bound: str = "clip"
+    critic_lr: float = 1e-3
+    critic_epochs: int = 10
+    critic_batch_size: int = 64
+    vec_env: str = "sync"
+    torch_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        # Lists from TOML/CLI become tuples so the config stays hashable and frozen.
+        for name in ("hidden_sizes", "critic_hidden_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; subclasses extend it."""
+        check(isinstance(self.n_envs, int) and self.n_envs >= 1, "n_envs", self.n_envs, "an integer >= 1")
+        check(isinstance(self.n_steps, int) and self.n_steps >= 1, "n_steps", self.n_steps, "an integer >= 1")
+        check(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "must lie in [0, 1]")
+        check(0.0 <= self.gae_lambda <= 1.0, "gae_lambda", self.gae_lambda, "must lie in [0, 1]")
+        for name in ("hidden_sizes", "critic_hidden_sizes"):
+            sizes = getattr(self, name)
+            if sizes is None and name == "critic_hidden_sizes":
+                continue
+            check(
+                isinstance(sizes, tuple) and all(isinstance(h, int) and h >= 1 for h in sizes),
+                name, sizes, "a list of positive integers, e.g. [64, 64]",
+            )
+        check(self.activation in ("tanh", "relu", "elu", "gelu"), "activation", self.activation, "one of tanh, relu, elu, gelu")
+        check(self.action_bound in ("clip", "squash"), "action_bound", self.action_bound, "'clip' or 'squash'")
+        check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
+        check(isinstance(self.critic_epochs, int) and self.critic_epochs >= 0, "critic_epochs", self.critic_epochs, "an integer >= 0")
+        check(isinstance(self.critic_batch_size, int) and self.critic_batch_size >= 1, "critic_batch_size", self.critic_batch_size, "an integer >= 1")
+        check(self.vec_env in ("sync", "async"), "vec_env", self.vec_env, "'sync' or 'async'")
+        check(
+            self.torch_threads is None or (isinstance(self.torch_threads, int) and self.torch_threads >= 1),
+            "torch_threads", self.torch_threads, "None or an integer >= 1",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+
+def build_config(cls: type[C], values: Mapping[str, Any]) -> C:
+    """Build ``cls(**values)``, turning unknown keys into a ValueError listing valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+            f"{cls.__name__}; valid ones: {', '.join(sorted(names))}"
+        )
+    return cls(**values)

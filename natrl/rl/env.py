@@ -1,0 +1,145 @@
+"""Building Gymnasium environments for agents, with clear errors for bad input.
+
+An agent accepts an environment id (``"Hopper-v5"``), a ``gymnasium.Env``
+instance, or a factory (a zero-argument callable returning a new env). Training
+uses a vector env with autoreset in SAME_STEP mode: when an episode ends the
+final observation is in ``info["final_obs"]`` and the returned observation is
+already the first one of the next episode, so every step of the rollout is a real
+transition (no dummy reset steps as with NEXT_STEP mode).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+
+__all__ = [
+    "EnvLike",
+    "NonFiniteError",
+    "UnsupportedSpaceError",
+    "check_spaces",
+    "env_factory",
+    "env_name",
+    "make_vector_env",
+]
+
+EnvLike = str | gym.Env | Callable[[], gym.Env]
+
+
+class UnsupportedSpaceError(ValueError):
+    """The environment's observation or action space is not one natrl supports."""
+
+
+class NonFiniteError(FloatingPointError):
+    """An environment returned a NaN or infinite observation or reward."""
+
+
+def _unknown_env_message(env_id: str) -> str:
+    ids = list(gym.registry.keys())
+    close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    mujoco = (
+        " MuJoCo environments need the extra: pip install 'natrl[mujoco]'."
+        if any(k in env_id for k in ("Hopper", "Walker", "Cheetah", "Ant", "Humanoid", "Swimmer", "Reacher", "Inverted"))
+        else ""
+    )
+    return (
+        f"unknown environment id {env_id!r}.{hint}{mujoco} "
+        "List the registered ids with `natrl list` or `gymnasium.pprint_registry()`."
+    )
+
+
+def env_factory(env: EnvLike) -> Callable[[], gym.Env]:
+    """A zero-argument factory that builds a fresh instance of ``env``.
+
+    Raises:
+        ValueError: unknown environment id (with close matches and how to list ids).
+        TypeError: ``env`` is neither an id, an Env, nor a callable.
+    """
+    if isinstance(env, str):
+        if env not in gym.registry:
+            raise ValueError(_unknown_env_message(env))
+        env_id = env
+        return lambda: gym.make(env_id)
+    if isinstance(env, gym.Env):
+        spec = env.spec
+        if spec is None:
+            raise ValueError(
+                "got a gymnasium.Env instance without a registered spec, so natrl cannot build the "
+                "extra copies it needs (vector envs, evaluation env); pass a factory instead, e.g. "
+                "TRPO(lambda: MyEnv(), ...)"
+            )
+        return lambda: gym.make(spec)
+    if callable(env):
+        return env
+    raise TypeError(
+        f"env must be an environment id, a gymnasium.Env or a factory returning one, got {type(env).__name__}"
+    )
+
+
+def env_name(env: EnvLike) -> str:
+    """A short name for logs and run directories."""
+    if isinstance(env, str):
+        return env
+    if isinstance(env, gym.Env) and env.spec is not None:
+        return env.spec.id
+    return getattr(env, "__name__", type(env).__name__)
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise :class:`UnsupportedSpaceError` unless natrl supports the spaces."""
+    if not isinstance(observation_space, spaces.Box):
+        raise UnsupportedSpaceError(
+            f"unsupported observation space {observation_space}; natrl supports Box observations "
+            "(flatten Dict/Tuple/Discrete observations with gymnasium.wrappers.FlattenObservation)"
+        )
+    if isinstance(action_space, spaces.Discrete):
+        return
+    if isinstance(action_space, spaces.Box):
+        if len(action_space.shape) != 1:
+            raise UnsupportedSpaceError(
+                f"unsupported action space {action_space}: Box actions must be 1-D vectors"
+            )
+        return
+    raise UnsupportedSpaceError(
+        f"unsupported action space {action_space}; natrl supports Discrete and 1-D Box actions"
+    )
+
+
+def make_vector_env(
+    factory: Callable[[], gym.Env], n_envs: int, *, mode: str = "sync"
+) -> VectorEnv:
+    """A vector env of ``n_envs`` copies with SAME_STEP autoreset.
+
+    Args:
+        factory: builds one env.
+        n_envs: number of copies.
+        mode: ``"sync"`` (one process) or ``"async"`` (one subprocess per env).
+    """
+    if mode not in ("sync", "async"):
+        raise ValueError(f"vec_env must be 'sync' or 'async', got {mode!r}")
+    fns = [factory for _ in range(n_envs)]
+    kwargs: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    venv: VectorEnv = SyncVectorEnv(fns, **kwargs) if mode == "sync" else AsyncVectorEnv(fns, **kwargs)
+    check_spaces(venv.single_observation_space, venv.single_action_space)
+    return venv
+
+
+def check_finite(obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
+    """Raise :class:`NonFiniteError` naming the env index and step on NaN/inf."""
+    if np.isfinite(obs).all() and np.isfinite(rewards).all():
+        return
+    bad_obs = ~np.isfinite(obs.reshape(obs.shape[0], -1)).all(axis=1)
+    bad_rew = ~np.isfinite(rewards)
+    idx = int(np.flatnonzero(bad_obs | bad_rew)[0])
+    what = "observation" if bad_obs[idx] else "reward"
+    raise NonFiniteError(
+        f"environment {idx} returned a non-finite {what} at step {step}; the update was not "
+        "applied and the policy is unchanged. Check the environment or wrap it to clip/sanitise."
+    )

@@ -1,0 +1,112 @@
+"""The natural policy direction shared by TRPO and NPG.
+
+For the importance-sampled surrogate loss (to minimise)
+
+    L(θ) = − mean_i [ π_θ(aᵢ|sᵢ) / π_old(aᵢ|sᵢ) · Âᵢ ],
+
+the natural direction at θ_old solves (F + λI) x = −∇L(θ_old) by conjugate
+gradient, with F the exact Fisher of the policy (jvp → analytic output Fisher →
+vjp, :func:`natrl.curvature.fisher_vp`). Scaling x to a quadratic-model KL of δ
+gives the step β x with β = sqrt(2δ / xᵀ(F + λI)x) (Schulman et al., 2015,
+"Trust Region Policy Optimization", Appendix C).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from natrl.curvature import fisher_vp
+from natrl.linalg import CGResult, conjugate_gradient
+from natrl.params import flatten, functional
+from natrl.rl.agent import Batch
+from natrl.rl.distributions import Distribution
+from natrl.rl.policies import Actor
+
+__all__ = ["NaturalDirection", "PolicyObjective", "natural_direction"]
+
+
+class PolicyObjective:
+    """Surrogate loss and mean KL(π_old ‖ π_θ) of the actor as functions of its flat parameters.
+
+    The actor's parameters are ``list(actor.parameters())`` — declared by the module,
+    never filtered by name — so a state-independent log-std is always included.
+    """
+
+    def __init__(self, actor: Actor, batch: Batch) -> None:
+        self.actor = actor
+        self.params = list(actor.parameters())
+        self.fn = functional(actor)
+        self.obs = batch.obs
+        self.actions = batch.actions
+        self.old_log_probs = batch.log_probs
+        self.advantages = batch.advantages
+        with torch.no_grad():
+            self.old_dist: Distribution = actor.dist_cls(*actor(batch.obs))
+
+    def theta(self) -> Tensor:
+        return flatten(self.params).detach()
+
+    def dist(self, theta: Tensor) -> Distribution:
+        out = self.fn(theta, self.obs)
+        return self.actor.dist_cls(*out)  # type: ignore[misc]
+
+    def loss(self, dist: Distribution) -> Tensor:
+        ratio = torch.exp(dist.log_prob(self.actions) - self.old_log_probs)
+        return -(ratio * self.advantages).mean()
+
+    @torch.no_grad()
+    def loss_and_kl(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        dist = self.dist(theta)
+        return self.loss(dist), self.old_dist.kl(dist).mean()
+
+    def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        theta = theta.detach().requires_grad_(True)
+        loss = self.loss(self.dist(theta))
+        (grad,) = torch.autograd.grad(loss, theta)
+        return loss.detach(), grad
+
+
+@dataclass
+class NaturalDirection:
+    """x ≈ −(F + λI)⁻¹ g and what it took to get it."""
+
+    loss0: Tensor  # surrogate loss at θ_old (a scalar tensor)
+    grad: Tensor  # g = ∇L(θ_old)
+    direction: Tensor  # x
+    quad: float  # xᵀ(F + λI)x
+    cg: CGResult
+
+    def step_for_kl(self, delta: float) -> Tensor:
+        """β x with β = sqrt(2δ / xᵀ(F+λI)x): the step whose quadratic-model KL is δ."""
+        return math.sqrt(2.0 * delta / self.quad) * self.direction
+
+
+def natural_direction(
+    objective: PolicyObjective,
+    *,
+    damping: float,
+    cg_iters: int,
+    cg_tol: float,
+    subsample: float,
+    generator: torch.Generator | None,
+) -> NaturalDirection | None:
+    """Solve (F + λI) x = −g by CG with the exact Fisher; None when g is zero or non-finite."""
+    theta0 = objective.theta()
+    loss0, grad = objective.loss_and_grad(theta0)
+    if not bool(torch.isfinite(grad).all()) or not bool(grad.any()):
+        return None
+    n = objective.obs.shape[0]
+    sub = None if subsample >= 1.0 else max(1, int(subsample * n))
+    fvp = fisher_vp(
+        objective.fn, theta0, objective.obs, objective.actor.dist_cls,  # type: ignore[arg-type]
+        damping=damping, subsample=sub, generator=generator,
+    )
+    cg = conjugate_gradient(fvp, -grad, max_iter=cg_iters, tol=cg_tol)
+    quad = float(cg.x @ fvp(cg.x))
+    if not math.isfinite(quad) or quad <= 0.0:
+        return None
+    return NaturalDirection(loss0, grad, cg.x, quad, cg)

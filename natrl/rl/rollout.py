@@ -1,0 +1,171 @@
+"""On-policy rollouts from a Gymnasium vector env with batched, gradient-free inference.
+
+One call of :meth:`RolloutCollector.collect` runs T steps in each of E envs and
+returns a :class:`Rollout` of (T, E) tensors: normalised observations, raw
+actions, their log-probabilities, values V(sₜ), the (scaled) rewards, and for
+each step the value of the *true* next state V(s'ₜ). When an episode ends at
+step t, s'ₜ is the final observation reported by the env (SAME_STEP autoreset),
+so a truncated episode bootstraps from it while a terminated one does not (GAE
+masks it with ``terminated``). The values of all final observations of a
+rollout are computed in one batched critic call after the loop.
+
+The per-step work is one actor forward, one critic forward, one sample and one
+vector-env step; everything else is preallocated arrays and index writes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+from torch import Tensor
+
+from natrl.rl.env import check_finite
+from natrl.rl.normalization import ObsNormalizer, RewardScaler
+from natrl.rl.policies import Actor, Critic
+
+__all__ = ["Rollout", "RolloutCollector"]
+
+
+@dataclass
+class Rollout:
+    """A rollout of T steps in E envs; every tensor is (T, E, ...) on the agent's device."""
+
+    obs: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    values: Tensor
+    next_values: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    episode_end: Tensor
+
+    @property
+    def n_steps(self) -> int:
+        return self.rewards.numel()
+
+
+class RolloutCollector:
+    """Steps a vector env with the current policy; keeps episode statistics.
+
+    Args:
+        venv: the training vector env (SAME_STEP autoreset, see :mod:`natrl.rl.env`).
+        device: where inference runs and where the rollout tensors live.
+        seed: seeds env i with ``seed + i`` at the first reset.
+        obs_normalizer: optional running observation normalisation.
+        reward_scaler: optional running reward scaling.
+        generator: the torch generator for action sampling (on ``device``).
+    """
+
+    def __init__(
+        self,
+        venv: VectorEnv,
+        *,
+        device: torch.device,
+        seed: int,
+        generator: torch.Generator,
+        obs_normalizer: ObsNormalizer | None = None,
+        reward_scaler: RewardScaler | None = None,
+    ) -> None:
+        self.venv = venv
+        self.n_envs = venv.num_envs
+        self.device = device
+        self.generator = generator
+        self.obs_normalizer = obs_normalizer
+        self.reward_scaler = reward_scaler
+        obs, _ = venv.reset(seed=seed)
+        self._raw_obs = np.asarray(obs)
+        self.steps = 0
+        self._ep_return = np.zeros(self.n_envs, np.float64)
+        self._ep_length = np.zeros(self.n_envs, np.int64)
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.episodes = 0
+
+    def _normalize(self, raw: np.ndarray) -> np.ndarray:
+        if self.obs_normalizer is None:
+            return raw.astype(np.float32, copy=False)
+        return self.obs_normalizer(raw)
+
+    @torch.no_grad()
+    def collect(self, actor: Actor, critic: Critic, n_steps: int) -> Rollout:
+        """Run ``n_steps`` vector steps (``n_steps * n_envs`` transitions)."""
+        E, T = self.n_envs, n_steps
+        obs_shape = self.venv.single_observation_space.shape
+        raw_obs_buf = np.empty((T, E, *obs_shape), np.float64)
+        obs_buf = np.empty((T, E, *obs_shape), np.float32)
+        act_shape = () if actor.discrete else (actor.act_dim,)
+        act_buf = torch.empty((T, E, *act_shape), dtype=torch.int64 if actor.discrete else torch.float32, device=self.device)
+        logp_buf = torch.empty((T, E), device=self.device)
+        val_buf = torch.empty((T, E), device=self.device)
+        rew_buf = np.empty((T, E), np.float32)
+        term_buf = np.zeros((T, E), bool)
+        end_buf = np.zeros((T, E), bool)
+        finals: list[tuple[int, int, np.ndarray]] = []
+
+        raw = self._raw_obs
+        for t in range(T):
+            raw_obs_buf[t] = raw
+            obs = self._normalize(raw)
+            obs_buf[t] = obs
+            obs_t = torch.from_numpy(obs).to(self.device)
+            dist = actor.distribution(obs_t)
+            action = dist.sample(self.generator)
+            act_buf[t] = action
+            logp_buf[t] = dist.log_prob(action)
+            val_buf[t] = critic(obs_t)
+            env_action = actor.to_env_action(action.cpu().numpy())
+            raw, reward, terminated, truncated, info = self.venv.step(env_action)
+            raw = np.asarray(raw)
+            reward = np.asarray(reward, np.float64)
+            check_finite(raw, reward, self.steps + t * E)
+            ended = terminated | truncated
+            self._ep_return += reward
+            self._ep_length += 1
+            if self.reward_scaler is not None:
+                reward = self.reward_scaler(reward, ended)
+            rew_buf[t] = reward
+            term_buf[t] = terminated
+            end_buf[t] = ended
+            if ended.any():
+                final_obs = info["final_obs"]
+                for e in np.flatnonzero(ended):
+                    final = np.asarray(final_obs[e])
+                    check_finite(final[None], np.zeros(1), self.steps + t * E)
+                    finals.append((t, int(e), final))
+                    self.episode_returns.append(float(self._ep_return[e]))
+                    self.episode_lengths.append(int(self._ep_length[e]))
+                    self._ep_return[e] = 0.0
+                    self._ep_length[e] = 0
+                    self.episodes += 1
+        self._raw_obs = raw
+        self.steps += T * E
+
+        # V(s'_t): the next row's value, the last observation's value after the loop,
+        # and the final observation's value where an episode ended.
+        next_val = torch.empty_like(val_buf)
+        next_val[:-1] = val_buf[1:]
+        next_val[-1] = critic(torch.from_numpy(self._normalize(raw)).to(self.device))
+        if finals:
+            final_obs_arr = self._normalize(np.stack([f[2] for f in finals]))
+            v_final = critic(torch.from_numpy(final_obs_arr).to(self.device))
+            rows = torch.tensor([f[0] for f in finals], device=self.device)
+            cols = torch.tensor([f[1] for f in finals], device=self.device)
+            next_val[rows, cols] = v_final
+        if self.obs_normalizer is not None:
+            self.obs_normalizer.rms.update(raw_obs_buf.reshape(T * E, *obs_shape))
+
+        to = self.device
+        return Rollout(
+            obs=torch.from_numpy(obs_buf).to(to),
+            actions=act_buf,
+            log_probs=logp_buf,
+            values=val_buf,
+            next_values=next_val,
+            rewards=torch.from_numpy(rew_buf).to(to),
+            terminated=torch.from_numpy(term_buf).to(to),
+            episode_end=torch.from_numpy(end_buf).to(to),
+        )
