@@ -152,7 +152,8 @@ class OnPolicyAgent:
         if self._collector is None:
             venv = make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
             self._collector = RolloutCollector(
-                venv, device=self.device, seed=self.seed, generator=self.generator,
+                # a resumed agent starts fresh episodes with seeds it has not used before
+                venv, device=self.device, seed=self.seed + self.num_timesteps, generator=self.generator,
                 obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
             )
             self._collector.steps = self.num_timesteps

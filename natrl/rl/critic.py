@@ -7,7 +7,12 @@ from torch import Tensor
 
 from natrl.rl.policies import Critic
 
-__all__ = ["fit_critic"]
+__all__ = ["adam", "fit_critic"]
+
+
+def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
+    """Adam with the fused kernel (one kernel for all parameters, CPU and CUDA)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
 def fit_critic(

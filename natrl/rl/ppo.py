@@ -19,6 +19,7 @@ from torch import nn
 
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
+from natrl.rl.critic import adam
 
 __all__ = ["PPO", "PPOConfig"]
 
@@ -73,7 +74,7 @@ class PPO(OnPolicyAgent):
 
     def _setup(self) -> None:
         self.params = [*self.actor.parameters(), *self.critic.parameters()]
-        self.optimizer = torch.optim.Adam(self.params, lr=self.config.learning_rate, eps=1e-5)
+        self.optimizer = adam(self.params, self.config.learning_rate, eps=1e-5)
         self._lr_schedule: tuple[int, int] | None = None
 
     def learn(self, total_steps: int, *, progress: bool = True, callback: Any = None) -> PPO:

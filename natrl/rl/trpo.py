@@ -24,7 +24,7 @@ from natrl.linesearch import backtracking
 from natrl.params import write_back
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
-from natrl.rl.critic import fit_critic
+from natrl.rl.critic import adam, fit_critic
 from natrl.rl.natural import PolicyObjective, natural_direction
 
 __all__ = ["NPG", "TRPO", "NPGConfig", "TRPOConfig"]
@@ -106,7 +106,7 @@ class _NaturalAgent(OnPolicyAgent):
 
     def _setup(self) -> None:
         cfg = self.config
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.critic_optimizer = adam(list(self.critic.parameters()), cfg.critic_lr)
         self.damping = LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
 
     def _prepare(self, batch: Batch) -> None:
@@ -169,6 +169,9 @@ class TRPO(_NaturalAgent):
         theta0 = objective.theta()
         full_step = nd.step_for_kl(cfg.max_kl)
         expected = float(-(nd.grad @ full_step))
+        if not math.isfinite(expected) or expected <= 0.0:
+            # not a descent direction (CG broke down): no step, parameters untouched
+            return {"kl": 0.0, "line_search_failed": 1.0, "line_search_steps": 0.0, "surrogate_gain": 0.0}
         ls = backtracking(
             objective.loss_and_kl, theta0, full_step, expected_improvement=expected, max_kl=cfg.max_kl,
             shrink=cfg.line_search_shrink, max_backtracks=cfg.line_search_max_backtracks,

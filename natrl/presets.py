@@ -1,0 +1,122 @@
+"""Agent specs: tuned hyperparameters per algorithm and environment, read from TOML.
+
+Each algorithm has one file ``agents/<algo>.toml`` with a ``[default]`` table and
+one table per environment id, in the spirit of rl-baselines3-zoo's hyperparams.
+Two keys are not hyperparameters: ``total_steps`` (the step budget) and
+``expected_return`` (the deterministic evaluation return a run of that budget
+should reach). Every other key must be a field of the algorithm's config class;
+an unknown key is an error naming the key and the file.
+
+The folder is found, in order: the ``agents_dir`` argument, the environment
+variable ``NATRL_AGENTS_DIR``, then ``agents/`` beside the installed package (a
+source checkout or an editable install).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Preset", "PresetError", "agents_dir", "list_presets", "load_preset", "read_spec"]
+
+_META_KEYS = ("total_steps", "expected_return")
+
+
+class PresetError(ValueError):
+    """A preset file is missing, unreadable, or has an unknown key."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The resolved preset of one (algorithm, environment).
+
+    Attributes:
+        algo: algorithm name, e.g. "trpo".
+        env_id: environment id.
+        table: the TOML table used ("default" when the env has none of its own).
+        hyperparameters: config fields (the default table updated by the env table).
+        total_steps: the step budget.
+        expected_return: the evaluation threshold, if the preset states one.
+        source: the TOML file.
+    """
+
+    algo: str
+    env_id: str
+    table: str
+    hyperparameters: dict[str, Any]
+    total_steps: int
+    expected_return: float | None
+    source: Path | None
+
+
+def agents_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The folder holding the agent specs, or None when there is none."""
+    for candidate in (path, os.environ.get("NATRL_AGENTS_DIR"), Path(__file__).resolve().parent.parent / "agents"):
+        if candidate is not None and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def read_spec(algo: str, directory: str | os.PathLike[str] | None = None) -> tuple[dict[str, dict[str, Any]], Path | None]:
+    """All tables of ``<algo>.toml`` (empty when there is no presets folder)."""
+    folder = agents_dir(directory)
+    if folder is None:
+        return {}, None
+    path = folder / f"{algo}.toml"
+    if not path.is_file():
+        return {}, None
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(f"{path}: not valid TOML: {exc}") from None
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise PresetError(f"{path}: top-level key {name!r} must be a table like [{name}]")
+    return data, path
+
+
+def load_preset(
+    algo: str,
+    env_id: str,
+    config_cls: type,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+) -> Preset:
+    """The preset for ``env_id`` (its table over ``[default]``), validated against ``config_cls``.
+
+    Raises:
+        PresetError: a key that is neither a field of ``config_cls`` nor a meta key.
+    """
+    data, path = read_spec(algo, directory)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for table_name, table in data.items():
+        unknown = sorted(set(table) - fields - set(_META_KEYS))
+        if unknown:
+            raise PresetError(
+                f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in [{table_name}]; "
+                f"valid keys: {', '.join(sorted(fields | set(_META_KEYS)))}"
+            )
+    merged: dict[str, Any] = dict(data.get("default", {}))
+    table = "default"
+    if env_id in data:
+        merged.update(data[env_id])
+        table = env_id
+    total = int(merged.pop("total_steps", 1_000_000))
+    expected = merged.pop("expected_return", None)
+    return Preset(algo, env_id, table, merged, total, None if expected is None else float(expected), path)
+
+
+def list_presets(algo: str, directory: str | os.PathLike[str] | None = None) -> list[str]:
+    """Environment ids with a table of their own in ``<algo>.toml``."""
+    data, _ = read_spec(algo, directory)
+    return [name for name in data if name != "default"]
