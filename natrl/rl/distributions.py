@@ -65,7 +65,8 @@ class Distribution:
         raise NotImplementedError
 
     def detach(self) -> Distribution:
-        return type(self)(*(p.detach() for p in self.params))
+        """A copy cut from autograd and from the parameters' storage (a frozen π_old)."""
+        return type(self)(*(p.detach().clone() for p in self.params))
 
 
 class Categorical(Distribution):
@@ -93,7 +94,9 @@ class Categorical(Distribution):
         return (self.probs * (self.log_p - other.log_p)).sum(-1)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        return torch.multinomial(self.probs, 1, generator=generator).squeeze(-1)
+        """Gumbel-max: argmax(z − log(−log U)), U ~ Uniform(0, 1), is Categorical(softmax z)."""
+        u = torch.rand(self.logits.shape, generator=generator, device=self.logits.device, dtype=self.logits.dtype)
+        return (self.logits - torch.log(-torch.log(u))).argmax(-1)
 
     def mode(self) -> Tensor:
         return self.logits.argmax(-1)

@@ -45,7 +45,9 @@ class PolicyObjective:
         self.old_log_probs = batch.log_probs
         self.advantages = batch.advantages
         with torch.no_grad():
-            self.old_dist: Distribution = actor.dist_cls(*actor(batch.obs))
+            # clone: a state-independent log-std comes out as an expanded *view* of the
+            # parameter, which write_back would otherwise change under π_old's feet
+            self.old_dist: Distribution = actor.dist_cls(*(p.clone() for p in actor(batch.obs)))
 
     def theta(self) -> Tensor:
         return flatten(self.params).detach()

@@ -18,6 +18,7 @@ variables −Σ log(1 − tanh(u)²) for the density of the env action).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from natrl.rl.distributions import Categorical, DiagGaussian, Distribution
 __all__ = ["Actor", "Critic", "mlp"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+_FUNCTIONAL: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
+    nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.ELU: nn.functional.elu, nn.GELU: nn.functional.gelu,
+}
 
 
 def mlp(
@@ -104,6 +108,42 @@ class Actor(nn.Module):
 
     def distribution(self, obs: Tensor) -> Distribution:
         return self.dist_cls(*self(obs))
+
+    def sampler(self, generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+        """A lean ``obs -> raw action sample`` for rollouts (no grad, no nn.Module dispatch).
+
+        Equivalent to ``self.distribution(obs).sample(generator)`` but built from the
+        layers' tensors directly, which matters when one forward of a small MLP costs
+        less than the Python around it. Categorical samples use the Gumbel-max trick.
+        The returned closure holds references to the parameter tensors, which every
+        natrl update modifies in place, so it stays valid across updates.
+        """
+        layers: list[tuple[Tensor, Tensor] | Callable[[Tensor], Tensor]] = []
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                layers.append((m.weight, m.bias))
+            else:
+                layers.append(_FUNCTIONAL[type(m)])
+        linear = nn.functional.linear
+        discrete, sd_std, k = self.discrete, self.state_dependent_std, self.act_dim
+        log_std = None if discrete or sd_std else self.log_std
+
+        @torch.no_grad()
+        def sample(obs: Tensor) -> Tensor:
+            x = obs
+            for layer in layers:
+                x = linear(x, *layer) if isinstance(layer, tuple) else layer(x)
+            if discrete:
+                u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                return (x - torch.log(-torch.log(u))).argmax(-1)
+            if sd_std:
+                x, ls = x[:, :k], x[:, k:]
+            else:
+                ls = log_std
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return torch.addcmul(x, torch.exp(ls), noise)
+
+        return sample
 
     def to_env_action(self, raw: np.ndarray) -> np.ndarray:
         """Map raw distribution samples to actions the env accepts."""

@@ -144,7 +144,7 @@ class PPO(OnPolicyAgent):
             "learning_rate": self.optimizer.param_groups[0]["lr"],
         }
         if not self.actor.discrete and not self.actor.state_dependent_std:
-            stats["std"] = float(self.actor.log_std.exp().mean())
+            stats["std"] = float(self.actor.log_std.detach().exp().mean())
         return stats
 
     def _algo_state(self) -> dict[str, Any]:

@@ -9,8 +9,8 @@ so a truncated episode bootstraps from it while a terminated one does not (GAE
 masks it with ``terminated``). The values of all final observations of a
 rollout are computed in one batched critic call after the loop.
 
-The per-step work is one actor forward, one critic forward, one sample and one
-vector-env step; everything else is preallocated arrays and index writes.
+The per-step work is one lean actor forward with a sample and one vector-env
+step; log-probabilities and values are computed for the whole rollout at once.
 """
 
 from __future__ import annotations
@@ -92,33 +92,36 @@ class RolloutCollector:
 
     @torch.no_grad()
     def collect(self, actor: Actor, critic: Critic, n_steps: int) -> Rollout:
-        """Run ``n_steps`` vector steps (``n_steps * n_envs`` transitions)."""
+        """Run ``n_steps`` vector steps (``n_steps * n_envs`` transitions).
+
+        The loop only samples actions; log-probabilities and values of all T·E
+        observations (and of the final observations of ended episodes) are computed
+        afterwards in batched forwards, since the policy does not change during a
+        rollout and observation statistics are frozen until it ends.
+        """
         E, T = self.n_envs, n_steps
         obs_shape = self.venv.single_observation_space.shape
         raw_obs_buf = np.empty((T, E, *obs_shape), np.float64)
         obs_buf = np.empty((T, E, *obs_shape), np.float32)
         act_shape = () if actor.discrete else (actor.act_dim,)
-        act_buf = torch.empty((T, E, *act_shape), dtype=torch.int64 if actor.discrete else torch.float32, device=self.device)
-        logp_buf = torch.empty((T, E), device=self.device)
-        val_buf = torch.empty((T, E), device=self.device)
+        act_buf = np.empty((T, E, *act_shape), np.int64 if actor.discrete else np.float32)
         rew_buf = np.empty((T, E), np.float32)
         term_buf = np.zeros((T, E), bool)
         end_buf = np.zeros((T, E), bool)
         finals: list[tuple[int, int, np.ndarray]] = []
+        sample = actor.sampler(self.generator)
+        to_env_action = actor.to_env_action
+        on_cpu = self.device.type == "cpu"
 
         raw = self._raw_obs
         for t in range(T):
             raw_obs_buf[t] = raw
             obs = self._normalize(raw)
             obs_buf[t] = obs
-            obs_t = torch.from_numpy(obs).to(self.device)
-            dist = actor.distribution(obs_t)
-            action = dist.sample(self.generator)
+            obs_t = torch.from_numpy(obs)
+            action = (sample(obs_t) if on_cpu else sample(obs_t.to(self.device)).cpu()).numpy()
             act_buf[t] = action
-            logp_buf[t] = dist.log_prob(action)
-            val_buf[t] = critic(obs_t)
-            env_action = actor.to_env_action(action.cpu().numpy())
-            raw, reward, terminated, truncated, info = self.venv.step(env_action)
+            raw, reward, terminated, truncated, info = self.venv.step(to_env_action(action))
             raw = np.asarray(raw)
             reward = np.asarray(reward, np.float64)
             check_finite(raw, reward, self.steps + t * E)
@@ -144,26 +147,35 @@ class RolloutCollector:
         self._raw_obs = raw
         self.steps += T * E
 
-        # V(s'_t): the next row's value, the last observation's value after the loop,
-        # and the final observation's value where an episode ended.
-        next_val = torch.empty_like(val_buf)
-        next_val[:-1] = val_buf[1:]
-        next_val[-1] = critic(torch.from_numpy(self._normalize(raw)).to(self.device))
+        dev = self.device
+        obs_all = torch.from_numpy(obs_buf).to(dev)
+        actions = torch.from_numpy(act_buf).to(dev)
+        flat_obs = obs_all.reshape(T * E, *obs_shape)
+        log_probs = actor.distribution(flat_obs).log_prob(actions.reshape(T * E, *act_shape)).reshape(T, E)
+        # V(s_t) and V(s'_t): the next row's value, the last observation's value after the
+        # loop, and the final observation's value where an episode ended.
+        tail = [self._normalize(raw)]
         if finals:
-            final_obs_arr = self._normalize(np.stack([f[2] for f in finals]))
-            v_final = critic(torch.from_numpy(final_obs_arr).to(self.device))
-            rows = torch.tensor([f[0] for f in finals], device=self.device)
-            cols = torch.tensor([f[1] for f in finals], device=self.device)
-            next_val[rows, cols] = v_final
+            tail.append(self._normalize(np.stack([f[2] for f in finals])))
+        extra = torch.from_numpy(np.concatenate(tail)).to(dev)
+        all_values = critic(torch.cat([flat_obs, extra]))
+        values = all_values[: T * E].reshape(T, E)
+        next_val = torch.empty_like(values)
+        next_val[:-1] = values[1:]
+        next_val[-1] = all_values[T * E : T * E + E]
+        if finals:
+            rows = torch.tensor([f[0] for f in finals], device=dev)
+            cols = torch.tensor([f[1] for f in finals], device=dev)
+            next_val[rows, cols] = all_values[T * E + E :]
         if self.obs_normalizer is not None:
             self.obs_normalizer.rms.update(raw_obs_buf.reshape(T * E, *obs_shape))
 
         to = self.device
         return Rollout(
-            obs=torch.from_numpy(obs_buf).to(to),
-            actions=act_buf,
-            log_probs=logp_buf,
-            values=val_buf,
+            obs=obs_all,
+            actions=actions,
+            log_probs=log_probs,
+            values=values,
             next_values=next_val,
             rewards=torch.from_numpy(rew_buf).to(to),
             terminated=torch.from_numpy(term_buf).to(to),

@@ -129,7 +129,7 @@ class _NaturalAgent(OnPolicyAgent):
             stats["entropy"] = float(self.actor.distribution(batch.obs).entropy().mean())
         stats["damping"] = self.damping.value
         if self.actor.dist_cls.n_params == 2 and not self.actor.state_dependent_std:
-            stats["std"] = float(self.actor.log_std.exp().mean())
+            stats["std"] = float(self.actor.log_std.detach().exp().mean())
         return stats
 
     def _algo_state(self) -> dict[str, Any]:

@@ -1,0 +1,194 @@
+"""Agent-level unit tests: TRPO/NPG/PPO updates, persistence, reproducibility and bad input.
+
+Short budgets only; learning thresholds live in tests/test_learning.py (-m slow).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from natrl import NPG, PPO, TRPO
+from natrl.params import flatten
+from natrl.rl import CheckpointError, NonFiniteError, UnsupportedSpaceError, load_agent
+from natrl.rl.natural import PolicyObjective
+
+SMALL = {"n_envs": 2, "n_steps": 64, "critic_epochs": 2}
+
+
+def _batch(agent):  # noqa: ANN001, ANN202
+    batch, _ = agent._make_batch()
+    agent._prepare(batch)
+    return batch
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_trpo_accepted_step_respects_max_kl_and_changes_every_actor_parameter(env_id: str) -> None:
+    agent = TRPO(env_id, seed=0, max_kl=0.01, **SMALL)
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    batch = _batch(agent)
+    objective = PolicyObjective(agent.actor, batch)
+    stats = agent._policy_step(objective)
+    assert stats["line_search_failed"] == 0.0
+    # measure the KL independently of the line search's own number
+    with torch.no_grad():
+        new = agent.actor.distribution(batch.obs)
+        kl = float(objective.old_dist.kl(new).mean())
+    assert 0.0 < kl <= 0.01
+    assert kl == pytest.approx(stats["kl"], rel=1e-4)
+    names = [n for n, _ in agent.actor.named_parameters()]
+    for name, b, a in zip(names, before, agent.actor.parameters()):
+        assert not torch.equal(b, a), f"actor parameter {name} did not change"
+    if env_id == "Pendulum-v1":
+        assert "log_std" in names
+
+
+def test_trpo_failed_line_search_leaves_policy_bit_identical() -> None:
+    agent = TRPO("CartPole-v1", seed=1, **SMALL)
+    batch = _batch(agent)
+    # a KL bound no step can meet: every trial fails
+    agent.config = type(agent.config)(**{**agent.config.to_dict(), "max_kl": 1e-30, "line_search_max_backtracks": 3})
+    before = flatten(agent.actor.parameters()).detach().clone()
+    stats = agent._policy_step(PolicyObjective(agent.actor, batch))
+    assert stats["line_search_failed"] == 1.0
+    assert torch.equal(flatten(agent.actor.parameters()).detach(), before)
+
+
+def test_npg_step_has_the_requested_quadratic_kl() -> None:
+    agent = NPG("CartPole-v1", seed=0, step_size=0.005, **SMALL)
+    batch = _batch(agent)
+    stats = agent._policy_step(PolicyObjective(agent.actor, batch))
+    # the true KL of a small natural step is close to its quadratic model δ
+    assert stats["kl"] == pytest.approx(0.005, rel=0.3)
+
+
+def test_ppo_update_changes_actor_and_critic() -> None:
+    agent = PPO("CartPole-v1", seed=0, n_envs=2, n_steps=64, batch_size=32, n_epochs=2)
+    before = [p.detach().clone() for p in agent.params]
+    stats = agent._update(_batch_ppo(agent))
+    assert all(not torch.equal(b, a) for b, a in zip(before, agent.params))
+    assert 0.0 <= stats["clip_fraction"] <= 1.0
+
+
+def _batch_ppo(agent):  # noqa: ANN001, ANN202
+    batch, _ = agent._make_batch()
+    return batch
+
+
+@pytest.mark.parametrize("cls", [TRPO, NPG, PPO])
+def test_same_seed_same_results(cls) -> None:  # noqa: ANN001
+    kwargs = {"n_envs": 2, "n_steps": 32}
+    a = cls("Pendulum-v1", seed=3, **kwargs).learn(128, progress=False)
+    b = cls("Pendulum-v1", seed=3, **kwargs).learn(128, progress=False)
+    c = cls("Pendulum-v1", seed=4, **kwargs).learn(128, progress=False)
+    pa, pb, pc = (flatten(x.actor.parameters()) for x in (a, b, c))
+    assert torch.equal(pa, pb)
+    assert not torch.equal(pa, pc)
+
+
+@pytest.mark.parametrize("cls", [TRPO, PPO])
+def test_save_load_predict_identical(cls, tmp_path) -> None:  # noqa: ANN001
+    agent = cls("Pendulum-v1", seed=0, n_envs=2, n_steps=32, normalize_obs=True).learn(128, progress=False)
+    path = agent.save(tmp_path / "m.pt")
+    loaded = cls.load(path)
+    again = load_agent(str(path))
+    obs = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(agent.predict(obs), loaded.predict(obs))
+    np.testing.assert_array_equal(agent.predict(obs), again.predict(obs))
+    assert loaded.num_timesteps == agent.num_timesteps == 128
+    assert loaded.config == agent.config
+    assert not list(tmp_path.glob("*.tmp")), "atomic save left a temporary file"
+
+
+def test_corrupt_or_wrong_checkpoint_is_a_clear_error(tmp_path) -> None:  # noqa: ANN001
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        TRPO.load(bad)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        TRPO.load(tmp_path / "missing.pt")
+    good = PPO("CartPole-v1", seed=0, n_envs=1, n_steps=16).save(tmp_path / "ppo.pt")
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError):
+        PPO.load(truncated)
+    with pytest.raises(CheckpointError, match="ppo agent, not trpo"):
+        TRPO.load(good)
+
+
+def test_unknown_env_id_suggests_and_says_how_to_list() -> None:
+    with pytest.raises(ValueError, match=r"unknown environment id 'CartPol-v1'.*CartPole.*natrl list"):
+        TRPO("CartPol-v1")
+
+
+def test_unsupported_spaces_are_named() -> None:
+    with pytest.raises(UnsupportedSpaceError, match="Discrete"):
+        TRPO(lambda: gym.make("FrozenLake-v1"))  # Discrete observations
+    with pytest.raises(UnsupportedSpaceError, match="action space"):
+        PPO(lambda: gym.make("CartPole-v1").unwrapped.__class__() and _MultiBinaryEnv())
+
+
+class _MultiBinaryEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.MultiBinary(3)
+
+    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
+class _NaNEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):  # noqa: ANN001, ANN201
+        self.t += 1
+        reward = float("nan") if self.t == 5 else 1.0
+        return np.zeros(2, np.float32), reward, False, False, {}
+
+
+def test_non_finite_reward_names_env_and_step_and_leaves_policy_untouched() -> None:
+    agent = TRPO(_NaNEnv, seed=0, n_envs=1, n_steps=16)
+    before = flatten(agent.actor.parameters()).detach().clone()
+    with pytest.raises(NonFiniteError, match=r"environment 0 returned a non-finite reward at step 4"):
+        agent.learn(16, progress=False)
+    assert torch.equal(flatten(agent.actor.parameters()).detach(), before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_kl": -1.0}, "max_kl"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"n_envs": 0}, "n_envs"),
+        ({"hidden_sizes": [64, -1]}, "hidden_sizes"),
+        ({"max_kll": 0.01}, "unknown hyperparameter max_kll"),
+    ],
+)
+def test_invalid_hyperparameters_are_named(kwargs, match) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=match):
+        TRPO("CartPole-v1", **kwargs)
+
+
+def test_evaluate_and_predict_shapes() -> None:
+    agent = PPO("Pendulum-v1", seed=0, n_envs=1, n_steps=16)
+    res = agent.evaluate(episodes=2)
+    assert len(res.returns) == 2 and res.lengths == [200, 200]
+    assert res.mean == pytest.approx(np.mean(res.returns))
+    a = agent.predict(np.zeros(3, np.float32))
+    assert a.shape == (1,) and -2.0 <= a[0] <= 2.0
+    with pytest.raises(ValueError, match="observation shape"):
+        agent.predict(np.zeros(5))

@@ -1,0 +1,196 @@
+"""GAE, distributions, policies and normalisation against hand calculations and torch.distributions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from torch.distributions import Normal
+from torch.distributions import Categorical as TorchCategorical
+
+from natrl.rl.distributions import Categorical, DiagGaussian
+from natrl.rl.gae import gae
+from natrl.rl.normalization import RewardScaler, RunningMeanStd
+from natrl.rl.policies import Actor
+
+torch.set_default_dtype(torch.float64)
+
+
+def teardown_module() -> None:
+    torch.set_default_dtype(torch.float32)
+
+
+# ----------------------------------------------------------------------------- GAE
+def test_gae_hand_computation_with_termination_and_truncation() -> None:
+    # one env, 4 steps: step 1 terminates, step 3 is truncated (bootstraps from V(final obs) = 10).
+    g, lam = 0.9, 0.5
+    r = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    v = torch.tensor([[0.5], [1.0], [2.0], [3.0]])
+    nv = torch.tensor([[1.0], [7.0], [3.0], [10.0]])  # V(s'_t); row 1: final obs of a terminated episode
+    term = torch.tensor([[False], [True], [False], [False]])
+    end = torch.tensor([[False], [True], [False], [True]])
+    adv, ret = gae(r, v, nv, term, end, gamma=g, lam=lam)
+    d3 = 4.0 + g * 10.0 - 3.0  # truncation: bootstrap
+    a3 = d3
+    d2 = 3.0 + g * 3.0 - 2.0
+    a2 = d2 + g * lam * a3
+    d1 = 2.0 - 1.0  # terminated: no bootstrap (V=7 ignored)
+    a1 = d1  # and the recursion is cut
+    d0 = 1.0 + g * 1.0 - 0.5
+    a0 = d0 + g * lam * a1
+    expected = torch.tensor([[a0], [a1], [a2], [a3]])
+    torch.testing.assert_close(adv, expected)
+    torch.testing.assert_close(ret, expected + v)
+
+
+def test_gae_lambda_one_equals_discounted_return_minus_value() -> None:
+    torch.manual_seed(0)
+    T = 6
+    r = torch.randn(T, 2)
+    v = torch.randn(T, 2)
+    last_v = torch.randn(2)
+    nv = torch.cat([v[1:], last_v[None]])
+    zeros = torch.zeros(T, 2, dtype=torch.bool)
+    adv, ret = gae(r, v, nv, zeros, zeros, gamma=0.97, lam=1.0)
+    # Monte Carlo return with bootstrap at the rollout end
+    mc = torch.empty(T, 2)
+    acc = last_v.clone()
+    for t in reversed(range(T)):
+        acc = r[t] + 0.97 * acc
+        mc[t] = acc
+    torch.testing.assert_close(ret, mc)
+    torch.testing.assert_close(adv, mc - v)
+
+
+def test_gae_rejects_bad_shapes_and_ranges() -> None:
+    x = torch.zeros(3, 2)
+    b = torch.zeros(3, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="values"):
+        gae(x, torch.zeros(3, 1), x, b, b, gamma=0.9, lam=0.9)
+    with pytest.raises(ValueError, match="gamma"):
+        gae(x, x, x, b, b, gamma=1.5, lam=0.9)
+
+
+# ----------------------------------------------------------------------------- distributions
+def test_categorical_matches_torch_distributions() -> None:
+    torch.manual_seed(1)
+    logits, logits2 = torch.randn(5, 4), torch.randn(5, 4)
+    a = torch.randint(0, 4, (5,))
+    ours, ref = Categorical(logits), TorchCategorical(logits=logits)
+    ref2 = TorchCategorical(logits=logits2)
+    torch.testing.assert_close(ours.log_prob(a), ref.log_prob(a))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    torch.testing.assert_close(ours.kl(Categorical(logits2)), torch.distributions.kl_divergence(ref, ref2))
+
+
+def test_gaussian_matches_torch_distributions() -> None:
+    torch.manual_seed(2)
+    m, s, m2, s2 = (torch.randn(5, 3) for _ in range(4))
+    a = torch.randn(5, 3)
+    ours, ref = DiagGaussian(m, s), Normal(m, s.exp())
+    ref2 = Normal(m2, s2.exp())
+    torch.testing.assert_close(ours.log_prob(a), ref.log_prob(a).sum(-1))
+    torch.testing.assert_close(ours.entropy(), ref.entropy().sum(-1))
+    torch.testing.assert_close(ours.kl(DiagGaussian(m2, s2)), torch.distributions.kl_divergence(ref, ref2).sum(-1))
+
+
+@pytest.mark.parametrize("family", ["categorical", "gaussian"])
+def test_output_fisher_equals_kl_hessian_and_score_covariance(family: str) -> None:
+    """M from fisher_vp_outputs == Hessian of KL(old‖new) at new=old == E[score scoreᵀ] (enumerated/MC)."""
+    torch.manual_seed(3)
+    if family == "categorical":
+        params = (torch.randn(1, 4),)
+        cls = Categorical
+    else:
+        params = (torch.randn(1, 3), 0.3 * torch.randn(1, 3))
+        cls = DiagGaussian
+    sizes = [p.numel() for p in params]
+    flat0 = torch.cat([p.reshape(-1) for p in params])
+
+    def split(flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(c.reshape(1, -1) for c in flat.split(sizes))
+
+    old = cls(*params)
+    hess = torch.func.hessian(lambda f: old.kl(cls(*split(f))).sum())(flat0)
+    n = flat0.numel()
+    dense = torch.stack(
+        [torch.cat([t.reshape(-1) for t in cls.fisher_vp_outputs(params, split(e))]) for e in torch.eye(n)], 1
+    )
+    torch.testing.assert_close(dense, hess, atol=1e-10, rtol=1e-8)
+    # Fisher as the covariance of the score, E[∇log p ∇log pᵀ]
+    if family == "categorical":
+        p = old.probs[0]
+        scores = torch.stack([torch.func.grad(lambda f, k=k: cls(*split(f)).log_prob(torch.tensor([k])).sum())(flat0) for k in range(4)])
+        cov = (p[:, None, None] * scores[:, :, None] * scores[:, None, :]).sum(0)
+        torch.testing.assert_close(cov, dense, atol=1e-10, rtol=1e-8)
+    else:
+        g = torch.Generator().manual_seed(0)
+        samples = old.sample(g).repeat(1, 1)
+        samples = torch.cat([old.sample(g) for _ in range(20000)])
+        score = torch.func.vmap(lambda a: torch.func.grad(lambda f: cls(*split(f)).log_prob(a[None]).sum())(flat0))(samples)
+        cov = score.T @ score / samples.shape[0]
+        torch.testing.assert_close(cov, dense, atol=0.1, rtol=0.1)
+
+
+# ----------------------------------------------------------------------------- policies
+def test_actor_declares_log_std_and_bounds_actions() -> None:
+    space = spaces.Box(low=-2.0, high=np.array([1.0, 3.0]), dtype=np.float32)
+    actor = Actor(5, space, (8,), log_std_init=-0.5)
+    names = [n for n, _ in actor.named_parameters()]
+    assert "log_std" in names and len(list(actor.parameters())) == len(names)
+    raw = np.array([[-5.0, 5.0], [0.5, 0.0]])
+    np.testing.assert_array_equal(actor.to_env_action(raw), [[-2.0, 3.0], [0.5, 0.0]])
+    squash = Actor(5, space, (8,), action_bound="squash")
+    out = squash.to_env_action(np.array([[0.0, 100.0]]))
+    np.testing.assert_allclose(out, [[-0.5, 3.0]])
+
+
+def test_squashed_log_prob_is_change_of_variables() -> None:
+    space = spaces.Box(low=-1.0, high=3.0, shape=(1,), dtype=np.float32)
+    actor = Actor(2, space, (4,), action_bound="squash")
+    obs = torch.randn(1, 2)
+    u = torch.tensor([[0.3]])
+    dist = actor.distribution(obs)
+    a = -1.0 + (math.tanh(0.3) + 1.0) * 2.0  # env action
+    da_du = 2.0 * (1 - math.tanh(0.3) ** 2)
+    expected = dist.log_prob(u) - math.log(da_du)
+    torch.testing.assert_close(actor.log_prob_env(obs, u), expected)
+    assert -1.0 < a < 3.0
+
+
+def test_state_dependent_std_is_an_output() -> None:
+    space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    actor = Actor(3, space, (8,), state_dependent_std=True, log_std_init=-1.0)
+    mean, log_std = actor(torch.zeros(4, 3))
+    assert mean.shape == log_std.shape == (4, 2)
+    torch.testing.assert_close(log_std, torch.full((4, 2), -1.0))
+    assert not any(n == "log_std" for n, _ in actor.named_parameters())
+
+
+# ----------------------------------------------------------------------------- normalisation
+def test_running_mean_std_matches_numpy_over_batches() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(1000, 3))
+    rms = RunningMeanStd((3,), epsilon=0.0)
+    rms.count = 0.0
+    for chunk in np.array_split(data, 7):
+        if rms.count == 0.0:
+            rms.mean, rms.var, rms.count = chunk.mean(0), chunk.var(0), chunk.shape[0]
+        else:
+            rms.update(chunk)
+    np.testing.assert_allclose(rms.mean, data.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-10)
+
+
+def test_reward_scaler_uses_discounted_return_and_resets_at_episode_end() -> None:
+    sc = RewardScaler(1, gamma=0.5, clip=1e9, epsilon=0.0)
+    sc.rms.count = 0.0
+    sc.rms.var[...] = 0.0
+    sc(np.array([1.0]), np.array([False]))
+    assert sc.ret[0] == 1.0
+    sc(np.array([2.0]), np.array([True]))  # R = 0.5 + 2 = 2.5, then reset
+    assert sc.ret[0] == 0.0
+    np.testing.assert_allclose(sc.rms.mean, (1.0 + 2.5) / 2)
