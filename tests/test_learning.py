@@ -1,0 +1,33 @@
+"""Learning tests with fixed seeds and the shipped presets (slow: run with `pytest -m slow`).
+
+Each trains with the preset of agents/<algo>.toml for its budget and asserts the
+deterministic 10-episode evaluation reaches the issue's threshold.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from natrl.presets import load_preset
+from natrl.rl import AGENTS
+
+CASES = [
+    ("trpo", "CartPole-v1", 475.0),
+    ("npg", "CartPole-v1", 475.0),
+    ("ppo", "CartPole-v1", 475.0),
+    ("trpo", "Pendulum-v1", -250.0),
+    ("ppo", "Pendulum-v1", -250.0),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("algo", "env_id", "threshold"), CASES, ids=[f"{a}-{e}" for a, e, _ in CASES])
+def test_reaches_threshold_within_100k_steps(algo: str, env_id: str, threshold: float) -> None:
+    cls = AGENTS[algo]
+    preset = load_preset(algo, env_id, cls.config_cls)
+    assert preset.total_steps <= 100_000
+    agent = cls(env_id, seed=0, **preset.hyperparameters)
+    agent.learn(preset.total_steps, progress=False)
+    result = agent.evaluate(episodes=10, deterministic=True)
+    assert result.mean >= threshold, f"{algo} {env_id}: {result.mean:.1f} < {threshold}"
