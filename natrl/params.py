@@ -84,9 +84,7 @@ def unflatten(flat: Tensor, spec: ParamSpec) -> list[Tensor]:
         ValueError: if ``flat`` is not one-dimensional of length ``spec.size``.
     """
     if flat.dim() != 1 or flat.numel() != spec.size:
-        raise ValueError(
-            f"unflatten: expected a flat vector of {spec.size} elements, got shape {tuple(flat.shape)}"
-        )
+        raise ValueError(f"unflatten: expected a flat vector of {spec.size} elements, got shape {tuple(flat.shape)}")
     return [chunk.view(shape) for chunk, shape in zip(flat.split(list(spec.numels)), spec.shapes)]
 
 
@@ -103,9 +101,7 @@ def write_back(params: Iterable[Tensor], flat: Tensor) -> None:
         p.copy_(chunk)
 
 
-def named_functional(
-    module: nn.Module, names: Sequence[str] | None = None
-) -> tuple[Callable[..., object], list[str]]:
+def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> tuple[Callable[..., object], list[str]]:
     """A pure function ``f(θ, *args, **kwargs)`` of the module's (chosen) parameters.
 
     Parameters not in ``names`` and all buffers keep their current values.

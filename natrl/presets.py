@@ -66,7 +66,9 @@ def agents_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
     return None
 
 
-def read_spec(algo: str, directory: str | os.PathLike[str] | None = None) -> tuple[dict[str, dict[str, Any]], Path | None]:
+def read_spec(
+    algo: str, directory: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, dict[str, Any]], Path | None]:
     """All tables of ``<algo>.toml`` (empty when there is no presets folder)."""
     folder = agents_dir(directory)
     if folder is None:

@@ -18,7 +18,7 @@ from natrl.rl.natural import PolicyObjective
 SMALL = {"n_envs": 2, "n_steps": 64, "critic_epochs": 2}
 
 
-def _batch(agent):  # noqa: ANN001, ANN202
+def _batch(agent):
     batch, _ = agent._make_batch()
     agent._prepare(batch)
     return batch
@@ -72,13 +72,13 @@ def test_ppo_update_changes_actor_and_critic() -> None:
     assert 0.0 <= stats["clip_fraction"] <= 1.0
 
 
-def _batch_ppo(agent):  # noqa: ANN001, ANN202
+def _batch_ppo(agent):
     batch, _ = agent._make_batch()
     return batch
 
 
 @pytest.mark.parametrize("cls", [TRPO, NPG, PPO])
-def test_same_seed_same_results(cls) -> None:  # noqa: ANN001
+def test_same_seed_same_results(cls) -> None:
     kwargs = {"n_envs": 2, "n_steps": 32}
     a = cls("Pendulum-v1", seed=3, **kwargs).learn(128, progress=False)
     b = cls("Pendulum-v1", seed=3, **kwargs).learn(128, progress=False)
@@ -89,7 +89,7 @@ def test_same_seed_same_results(cls) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("cls", [TRPO, PPO])
-def test_save_load_predict_identical(cls, tmp_path) -> None:  # noqa: ANN001
+def test_save_load_predict_identical(cls, tmp_path) -> None:
     agent = cls("Pendulum-v1", seed=0, n_envs=2, n_steps=32, normalize_obs=True).learn(128, progress=False)
     path = agent.save(tmp_path / "m.pt")
     loaded = cls.load(path)
@@ -102,7 +102,7 @@ def test_save_load_predict_identical(cls, tmp_path) -> None:  # noqa: ANN001
     assert not list(tmp_path.glob("*.tmp")), "atomic save left a temporary file"
 
 
-def test_corrupt_or_wrong_checkpoint_is_a_clear_error(tmp_path) -> None:  # noqa: ANN001
+def test_corrupt_or_wrong_checkpoint_is_a_clear_error(tmp_path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
@@ -134,11 +134,11 @@ class _MultiBinaryEnv(gym.Env):
     observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
     action_space = gym.spaces.MultiBinary(3)
 
-    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201
+    def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         return np.zeros(2, np.float32), {}
 
-    def step(self, action):  # noqa: ANN001, ANN201
+    def step(self, action):
         return np.zeros(2, np.float32), 0.0, False, False, {}
 
 
@@ -149,12 +149,12 @@ class _NaNEnv(gym.Env):
     def __init__(self) -> None:
         self.t = 0
 
-    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN201
+    def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
         return np.zeros(2, np.float32), {}
 
-    def step(self, action):  # noqa: ANN001, ANN201
+    def step(self, action):
         self.t += 1
         reward = float("nan") if self.t == 5 else 1.0
         return np.zeros(2, np.float32), reward, False, False, {}
@@ -178,7 +178,7 @@ def test_non_finite_reward_names_env_and_step_and_leaves_policy_untouched() -> N
         ({"max_kll": 0.01}, "unknown hyperparameter max_kll"),
     ],
 )
-def test_invalid_hyperparameters_are_named(kwargs, match) -> None:  # noqa: ANN001
+def test_invalid_hyperparameters_are_named(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         TRPO("CartPole-v1", **kwargs)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from torch.distributions import Normal
 from torch.distributions import Categorical as TorchCategorical
+from torch.distributions import Normal
 
 from natrl.rl.distributions import Categorical, DiagGaussian
 from natrl.rl.gae import gae
@@ -123,14 +123,18 @@ def test_output_fisher_equals_kl_hessian_and_score_covariance(family: str) -> No
     # Fisher as the covariance of the score, E[∇log p ∇log pᵀ]
     if family == "categorical":
         p = old.probs[0]
-        scores = torch.stack([torch.func.grad(lambda f, k=k: cls(*split(f)).log_prob(torch.tensor([k])).sum())(flat0) for k in range(4)])
+        scores = torch.stack(
+            [torch.func.grad(lambda f, k=k: cls(*split(f)).log_prob(torch.tensor([k])).sum())(flat0) for k in range(4)]
+        )
         cov = (p[:, None, None] * scores[:, :, None] * scores[:, None, :]).sum(0)
         torch.testing.assert_close(cov, dense, atol=1e-10, rtol=1e-8)
     else:
         g = torch.Generator().manual_seed(0)
         samples = old.sample(g).repeat(1, 1)
         samples = torch.cat([old.sample(g) for _ in range(20000)])
-        score = torch.func.vmap(lambda a: torch.func.grad(lambda f: cls(*split(f)).log_prob(a[None]).sum())(flat0))(samples)
+        score = torch.func.vmap(lambda a: torch.func.grad(lambda f: cls(*split(f)).log_prob(a[None]).sum())(flat0))(
+            samples
+        )
         cov = score.T @ score / samples.shape[0]
         torch.testing.assert_close(cov, dense, atol=0.1, rtol=0.1)
 

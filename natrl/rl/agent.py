@@ -117,15 +117,21 @@ class OnPolicyAgent:
 
         torch.manual_seed(self.seed)
         self.actor = Actor(
-            obs_dim, self.action_space, config.hidden_sizes, config.activation,
-            log_std_init=config.log_std_init, state_dependent_std=config.state_dependent_std,
-            action_bound=config.action_bound, ortho_init=config.ortho_init,
+            obs_dim,
+            self.action_space,
+            config.hidden_sizes,
+            config.activation,
+            log_std_init=config.log_std_init,
+            state_dependent_std=config.state_dependent_std,
+            action_bound=config.action_bound,
+            ortho_init=config.ortho_init,
         ).to(self.device)
         self.critic = Critic(
             obs_dim, config.critic_hidden_sizes or config.hidden_sizes, config.activation, ortho_init=config.ortho_init
         ).to(self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
+        self.rng = np.random.default_rng(self.seed)  # CPU rollout sampling (see Actor.numpy_sampler)
         self.obs_normalizer = ObsNormalizer(self.observation_space.shape) if config.normalize_obs else None
         self.reward_scaler = RewardScaler(config.n_envs, config.gamma) if config.normalize_reward else None
         self.num_timesteps = 0
@@ -153,8 +159,13 @@ class OnPolicyAgent:
             venv = make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
             self._collector = RolloutCollector(
                 # a resumed agent starts fresh episodes with seeds it has not used before
-                venv, device=self.device, seed=self.seed + self.num_timesteps, generator=self.generator,
-                obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
+                venv,
+                device=self.device,
+                seed=self.seed + self.num_timesteps,
+                generator=self.generator,
+                rng=self.rng,
+                obs_normalizer=self.obs_normalizer,
+                reward_scaler=self.reward_scaler,
             )
             self._collector.steps = self.num_timesteps
         return self._collector
@@ -163,8 +174,13 @@ class OnPolicyAgent:
         cfg = self.config
         ro = self.collector.collect(self.actor, self.critic, cfg.n_steps)
         adv, ret = gae(
-            ro.rewards, ro.values, ro.next_values, ro.terminated, ro.episode_end,
-            gamma=cfg.gamma, lam=cfg.gae_lambda,
+            ro.rewards,
+            ro.values,
+            ro.next_values,
+            ro.terminated,
+            ro.episode_end,
+            gamma=cfg.gamma,
+            lam=cfg.gae_lambda,
         )
         n = ro.n_steps
         batch = Batch(
@@ -249,7 +265,9 @@ class OnPolicyAgent:
         shape = self.observation_space.shape
         single = obs.shape == shape
         if not single and obs.shape[1:] != shape:
-            raise ValueError(f"predict: observation shape {obs.shape} does not match the env's {shape} (or a batch of it)")
+            raise ValueError(
+                f"predict: observation shape {obs.shape} does not match the env's {shape} (or a batch of it)"
+            )
         obs_t = self._obs_tensor(obs[None] if single else obs)
         dist = self.actor.distribution(obs_t)
         raw = dist.mode() if deterministic else dist.sample(self.generator)
@@ -302,6 +320,7 @@ class OnPolicyAgent:
             "obs_normalizer": self.obs_normalizer.state_dict() if self.obs_normalizer else None,
             "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
             "generator": self.generator.get_state(),
+            "rng": self.rng.bit_generator.state,
             "num_timesteps": self.num_timesteps,
             "num_updates": self.num_updates,
             "algo_state": self._algo_state(),
@@ -338,7 +357,9 @@ class OnPolicyAgent:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a natrl agent checkpoint")
         if state.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, this natrl reads {CHECKPOINT_VERSION}")
+            raise CheckpointError(
+                f"{path} has checkpoint version {state.get('version')}, this natrl reads {CHECKPOINT_VERSION}"
+            )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -353,6 +374,8 @@ class OnPolicyAgent:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
         if self.device.type == "cpu":
             self.generator.set_state(state["generator"])
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]
         self.num_timesteps = int(state["num_timesteps"])
         self.num_updates = int(state["num_updates"])
         self._load_algo_state(state.get("algo_state", {}))
@@ -370,7 +393,9 @@ class OnPolicyAgent:
         """
         state = cls.read_checkpoint(path)
         if cls.algo and state["algo"] != cls.algo:
-            raise CheckpointError(f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.load_agent")
+            raise CheckpointError(
+                f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.load_agent"
+            )
         env = env if env is not None else state.get("env")
         if env is None:
             raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")

@@ -90,21 +90,42 @@ class OnPolicyConfig:
                 continue
             check(
                 isinstance(sizes, tuple) and all(isinstance(h, int) and h >= 1 for h in sizes),
-                name, sizes, "a list of positive integers, e.g. [64, 64]",
+                name,
+                sizes,
+                "a list of positive integers, e.g. [64, 64]",
             )
-        check(self.activation in ("tanh", "relu", "elu", "gelu"), "activation", self.activation, "one of tanh, relu, elu, gelu")
+        check(
+            self.activation in ("tanh", "relu", "elu", "gelu"),
+            "activation",
+            self.activation,
+            "one of tanh, relu, elu, gelu",
+        )
         check(self.action_bound in ("clip", "squash"), "action_bound", self.action_bound, "'clip' or 'squash'")
         check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
-        check(isinstance(self.critic_epochs, int) and self.critic_epochs >= 0, "critic_epochs", self.critic_epochs, "an integer >= 0")
-        check(isinstance(self.critic_batch_size, int) and self.critic_batch_size >= 1, "critic_batch_size", self.critic_batch_size, "an integer >= 1")
+        check(
+            isinstance(self.critic_epochs, int) and self.critic_epochs >= 0,
+            "critic_epochs",
+            self.critic_epochs,
+            "an integer >= 0",
+        )
+        check(
+            isinstance(self.critic_batch_size, int) and self.critic_batch_size >= 1,
+            "critic_batch_size",
+            self.critic_batch_size,
+            "an integer >= 1",
+        )
         check(self.vec_env in ("sync", "async"), "vec_env", self.vec_env, "'sync' or 'async'")
         check(
             self.torch_threads is None or (isinstance(self.torch_threads, int) and self.torch_threads >= 1),
-            "torch_threads", self.torch_threads, "None or an integer >= 1",
+            "torch_threads",
+            self.torch_threads,
+            "None or an integer >= 1",
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
+        }
 
 
 def build_config(cls: type[C], values: Mapping[str, Any]) -> C:

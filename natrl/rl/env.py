@@ -46,7 +46,9 @@ def _unknown_env_message(env_id: str) -> str:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     mujoco = (
         " MuJoCo environments need the extra: pip install 'natrl[mujoco]'."
-        if any(k in env_id for k in ("Hopper", "Walker", "Cheetah", "Ant", "Humanoid", "Swimmer", "Reacher", "Inverted"))
+        if any(
+            k in env_id for k in ("Hopper", "Walker", "Cheetah", "Ant", "Humanoid", "Swimmer", "Reacher", "Inverted")
+        )
         else ""
     )
     return (
@@ -103,18 +105,12 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) ->
         return
     if isinstance(action_space, spaces.Box):
         if len(action_space.shape) != 1:
-            raise UnsupportedSpaceError(
-                f"unsupported action space {action_space}: Box actions must be 1-D vectors"
-            )
+            raise UnsupportedSpaceError(f"unsupported action space {action_space}: Box actions must be 1-D vectors")
         return
-    raise UnsupportedSpaceError(
-        f"unsupported action space {action_space}; natrl supports Discrete and 1-D Box actions"
-    )
+    raise UnsupportedSpaceError(f"unsupported action space {action_space}; natrl supports Discrete and 1-D Box actions")
 
 
-def make_vector_env(
-    factory: Callable[[], gym.Env], n_envs: int, *, mode: str = "sync"
-) -> VectorEnv:
+def make_vector_env(factory: Callable[[], gym.Env], n_envs: int, *, mode: str = "sync") -> VectorEnv:
     """A vector env of ``n_envs`` copies with SAME_STEP autoreset.
 
     Args:
@@ -126,7 +122,10 @@ def make_vector_env(
         raise ValueError(f"vec_env must be 'sync' or 'async', got {mode!r}")
     fns = [factory for _ in range(n_envs)]
     kwargs: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
-    venv: VectorEnv = SyncVectorEnv(fns, **kwargs) if mode == "sync" else AsyncVectorEnv(fns, **kwargs)
+    # copy=False: the rollout copies each observation into its own buffer before the next step
+    venv: VectorEnv = (
+        SyncVectorEnv(fns, copy=False, **kwargs) if mode == "sync" else AsyncVectorEnv(fns, copy=False, **kwargs)
+    )
     check_spaces(venv.single_observation_space, venv.single_action_space)
     return venv
 

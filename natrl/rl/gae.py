@@ -44,7 +44,12 @@ def gae(
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
         raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
     shape = rewards.shape
-    for name, t in (("values", values), ("next_values", next_values), ("terminated", terminated), ("episode_end", episode_end)):
+    for name, t in (
+        ("values", values),
+        ("next_values", next_values),
+        ("terminated", terminated),
+        ("episode_end", episode_end),
+    ):
         if t.shape != shape:
             raise ValueError(f"gae: {name} has shape {tuple(t.shape)}, expected {tuple(shape)} like rewards")
     not_term = 1.0 - terminated.to(rewards.dtype)

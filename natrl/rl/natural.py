@@ -104,8 +104,13 @@ def natural_direction(
     n = objective.obs.shape[0]
     sub = None if subsample >= 1.0 else max(1, int(subsample * n))
     fvp = fisher_vp(
-        objective.fn, theta0, objective.obs, objective.actor.dist_cls,  # type: ignore[arg-type]
-        damping=damping, subsample=sub, generator=generator,
+        objective.fn,
+        theta0,
+        objective.obs,
+        objective.actor.dist_cls,  # type: ignore[arg-type]
+        damping=damping,
+        subsample=sub,
+        generator=generator,
     )
     cg = conjugate_gradient(fvp, -grad, max_iter=cg_iters, tol=cg_tol)
     quad = float(cg.x @ fvp(cg.x))

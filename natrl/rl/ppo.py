@@ -56,7 +56,9 @@ class PPOConfig(OnPolicyConfig):
         super().validate()
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
         check(isinstance(self.n_epochs, int) and self.n_epochs >= 1, "n_epochs", self.n_epochs, "an integer >= 1")
-        check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(
+            isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1"
+        )
         check(self.clip_range > 0, "clip_range", self.clip_range, "must be > 0")
         check(self.clip_range_vf is None or self.clip_range_vf > 0, "clip_range_vf", self.clip_range_vf, "None or > 0")
         check(self.ent_coef >= 0, "ent_coef", self.ent_coef, "must be >= 0")

@@ -57,7 +57,8 @@ class RolloutCollector:
         seed: seeds env i with ``seed + i`` at the first reset.
         obs_normalizer: optional running observation normalisation.
         reward_scaler: optional running reward scaling.
-        generator: the torch generator for action sampling (on ``device``).
+        generator: the torch generator for action sampling on non-CPU devices.
+        rng: the NumPy generator for action sampling on the CPU.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class RolloutCollector:
         device: torch.device,
         seed: int,
         generator: torch.Generator,
+        rng: np.random.Generator,
         obs_normalizer: ObsNormalizer | None = None,
         reward_scaler: RewardScaler | None = None,
     ) -> None:
@@ -74,6 +76,7 @@ class RolloutCollector:
         self.n_envs = venv.num_envs
         self.device = device
         self.generator = generator
+        self.rng = rng
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
         obs, _ = venv.reset(seed=seed)
@@ -109,17 +112,23 @@ class RolloutCollector:
         term_buf = np.zeros((T, E), bool)
         end_buf = np.zeros((T, E), bool)
         finals: list[tuple[int, int, np.ndarray]] = []
-        sample = actor.sampler(self.generator)
-        to_env_action = actor.to_env_action
         on_cpu = self.device.type == "cpu"
+        if on_cpu:
+            sample_np = actor.numpy_sampler(self.rng)
+        else:
+            sample_t = actor.sampler(self.generator)
+
+            def sample_np(obs: np.ndarray) -> np.ndarray:
+                return sample_t(torch.from_numpy(obs).to(self.device)).cpu().numpy()
+
+        to_env_action = actor.to_env_action
 
         raw = self._raw_obs
         for t in range(T):
             raw_obs_buf[t] = raw
             obs = self._normalize(raw)
             obs_buf[t] = obs
-            obs_t = torch.from_numpy(obs)
-            action = (sample(obs_t) if on_cpu else sample(obs_t.to(self.device)).cpu()).numpy()
+            action = sample_np(obs)
             act_buf[t] = action
             raw, reward, terminated, truncated, info = self.venv.step(to_env_action(action))
             raw = np.asarray(raw)

@@ -81,9 +81,16 @@ class TRPOConfig(_NaturalConfig):
         check(0.0 < self.line_search_shrink < 1.0, "line_search_shrink", self.line_search_shrink, "must lie in (0, 1)")
         check(
             isinstance(self.line_search_max_backtracks, int) and self.line_search_max_backtracks >= 0,
-            "line_search_max_backtracks", self.line_search_max_backtracks, "an integer >= 0",
+            "line_search_max_backtracks",
+            self.line_search_max_backtracks,
+            "an integer >= 0",
         )
-        check(0.0 <= self.line_search_accept_ratio < 1.0, "line_search_accept_ratio", self.line_search_accept_ratio, "must lie in [0, 1)")
+        check(
+            0.0 <= self.line_search_accept_ratio < 1.0,
+            "line_search_accept_ratio",
+            self.line_search_accept_ratio,
+            "must lie in [0, 1)",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +114,9 @@ class _NaturalAgent(OnPolicyAgent):
     def _setup(self) -> None:
         cfg = self.config
         self.critic_optimizer = adam(list(self.critic.parameters()), cfg.critic_lr)
-        self.damping = LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
+        self.damping = (
+            LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
+        )
 
     def _prepare(self, batch: Batch) -> None:
         if self.config.normalize_advantage and len(batch) > 1:
@@ -122,8 +131,13 @@ class _NaturalAgent(OnPolicyAgent):
         objective = PolicyObjective(self.actor, batch)
         stats = self._policy_step(objective)
         stats["value_loss"] = fit_critic(
-            self.critic, self.critic_optimizer, batch.obs, batch.returns,
-            epochs=self.config.critic_epochs, batch_size=self.config.critic_batch_size, generator=self.generator,
+            self.critic,
+            self.critic_optimizer,
+            batch.obs,
+            batch.returns,
+            epochs=self.config.critic_epochs,
+            batch_size=self.config.critic_batch_size,
+            generator=self.generator,
         )
         with torch.no_grad():
             stats["entropy"] = float(self.actor.distribution(batch.obs).entropy().mean())
@@ -141,11 +155,15 @@ class _NaturalAgent(OnPolicyAgent):
         if "damping" in state:
             self.damping.load_state_dict(state["damping"])
 
-    def _direction(self, objective: PolicyObjective):  # noqa: ANN202
+    def _direction(self, objective: PolicyObjective):
         cfg = self.config
         return natural_direction(
-            objective, damping=self.damping.value, cg_iters=cfg.cg_iters, cg_tol=cfg.cg_tol,
-            subsample=cfg.fisher_subsample, generator=self.generator,
+            objective,
+            damping=self.damping.value,
+            cg_iters=cfg.cg_iters,
+            cg_tol=cfg.cg_tol,
+            subsample=cfg.fisher_subsample,
+            generator=self.generator,
         )
 
 
@@ -173,13 +191,21 @@ class TRPO(_NaturalAgent):
             # not a descent direction (CG broke down): no step, parameters untouched
             return {"kl": 0.0, "line_search_failed": 1.0, "line_search_steps": 0.0, "surrogate_gain": 0.0}
         ls = backtracking(
-            objective.loss_and_kl, theta0, full_step, expected_improvement=expected, max_kl=cfg.max_kl,
-            shrink=cfg.line_search_shrink, max_backtracks=cfg.line_search_max_backtracks,
-            accept_ratio=cfg.line_search_accept_ratio, loss0=float(nd.loss0),
+            objective.loss_and_kl,
+            theta0,
+            full_step,
+            expected_improvement=expected,
+            max_kl=cfg.max_kl,
+            shrink=cfg.line_search_shrink,
+            max_backtracks=cfg.line_search_max_backtracks,
+            accept_ratio=cfg.line_search_accept_ratio,
+            loss0=float(nd.loss0),
         )
         if ls.accepted:
             write_back(objective.params, ls.params)
-        self.damping.update(ls.improvement if ls.accepted else -1.0, expected * ls.step_fraction if ls.accepted else expected)
+        self.damping.update(
+            ls.improvement if ls.accepted else -1.0, expected * ls.step_fraction if ls.accepted else expected
+        )
         return {
             "kl": ls.kl if ls.accepted else 0.0,
             "surrogate_gain": ls.improvement if ls.accepted else 0.0,
