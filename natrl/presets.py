@@ -8,8 +8,8 @@ should reach). Every other key must be a field of the algorithm's config class;
 an unknown key is an error naming the key and the file.
 
 The folder is found, in order: the ``agents_dir`` argument, the environment
-variable ``NATRL_AGENTS_DIR``, then ``agents/`` beside the installed package (a
-source checkout or an editable install).
+variable ``NATRL_AGENTS_DIR``, ``agents/`` beside the package (a source checkout
+or an editable install), then ``<prefix>/share/natrl/agents`` (a regular install).
 """
 
 from __future__ import annotations
@@ -60,7 +60,13 @@ class Preset:
 
 def agents_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
     """The folder holding the agent specs, or None when there is none."""
-    for candidate in (path, os.environ.get("NATRL_AGENTS_DIR"), Path(__file__).resolve().parent.parent / "agents"):
+    candidates = (
+        path,
+        os.environ.get("NATRL_AGENTS_DIR"),
+        Path(__file__).resolve().parent.parent / "agents",  # source checkout / editable install
+        Path(sys.prefix) / "share" / "natrl" / "agents",  # regular install (pyproject data-files)
+    )
+    for candidate in candidates:
         if candidate is not None and Path(candidate).is_dir():
             return Path(candidate)
     return None

@@ -193,7 +193,14 @@ class OnPolicyAgent:
         )
         return batch, {"explained_variance": explained_variance(batch.values, batch.returns)}
 
-    def learn(self: A, total_steps: int, *, progress: bool = True, callback: Callback | None = None) -> A:
+    def learn(
+        self: A,
+        total_steps: int,
+        *,
+        progress: bool = True,
+        callback: Callback | None = None,
+        run_start: int | None = None,
+    ) -> A:
         """Train for ``total_steps`` environment steps (rounded up to whole rollouts).
 
         Args:
@@ -201,6 +208,10 @@ class OnPolicyAgent:
             progress: show a tqdm progress bar with steps/s, recent return and KL.
             callback: called after each update as ``callback(agent, stats)``; return
                 False to stop training early.
+            run_start: the step at which the run began, when this call continues it
+                (e.g. after loading a checkpoint); schedules such as PPO's learning-rate
+                annealing then span [run_start, now + total_steps] and continue where
+                they were instead of restarting. Default: the current step.
 
         Returns:
             the agent itself.
@@ -213,6 +224,8 @@ class OnPolicyAgent:
 
             bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, desc=f"{self.algo} {self.env_id}")
         start_steps = self.num_timesteps
+        # the span schedules follow; (start, end) in steps
+        self._schedule_span = (start_steps if run_start is None else int(run_start), start_steps + total_steps)
         t_start = time.perf_counter()
         try:
             while self.num_timesteps - start_steps < total_steps:
@@ -334,6 +347,9 @@ class OnPolicyAgent:
         torch.save(self.state_dict(), buf)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
             with os.fdopen(fd, "wb") as f:
                 f.write(buf.getvalue())
                 f.flush()
@@ -372,8 +388,10 @@ class OnPolicyAgent:
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         if self.reward_scaler is not None and state.get("reward_scaler"):
             self.reward_scaler.load_state_dict(state["reward_scaler"])
-        if self.device.type == "cpu":
+        try:
             self.generator.set_state(state["generator"])
+        except RuntimeError:  # a generator state saved on another device type
+            pass
         if "rng" in state:
             self.rng.bit_generator.state = state["rng"]
         self.num_timesteps = int(state["num_timesteps"])

@@ -30,7 +30,7 @@ class PPOConfig(OnPolicyConfig):
 
     Attributes:
         learning_rate: Adam learning rate for actor and critic.
-        anneal_lr: decay the learning rate linearly to 0 over the ``learn`` call.
+        anneal_lr: decay the learning rate linearly to 0 over the run (``learn``'s ``run_start`` to its end).
         n_epochs: passes over the rollout per update.
         batch_size: minibatch size.
         clip_range: ε of the clipped surrogate.
@@ -77,20 +77,13 @@ class PPO(OnPolicyAgent):
     def _setup(self) -> None:
         self.params = [*self.actor.parameters(), *self.critic.parameters()]
         self.optimizer = adam(self.params, self.config.learning_rate, eps=1e-5)
-        self._lr_schedule: tuple[int, int] | None = None
-
-    def learn(self, total_steps: int, *, progress: bool = True, callback: Any = None) -> PPO:
-        self._lr_schedule = (self.num_timesteps, total_steps)
-        try:
-            return super().learn(total_steps, progress=progress, callback=callback)
-        finally:
-            self._lr_schedule = None
+        self._schedule_span: tuple[int, int] | None = None
 
     def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        if cfg.anneal_lr and self._lr_schedule is not None:
-            start, total = self._lr_schedule
-            frac = max(0.0, 1.0 - (self.num_timesteps - start) / total)
+        if cfg.anneal_lr and self._schedule_span is not None:
+            start, end = self._schedule_span
+            frac = max(0.0, 1.0 - (self.num_timesteps - start) / max(end - start, 1))
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * frac
         n = len(batch)
