@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,11 +17,13 @@ from natrl.rl.gae import gae
 from natrl.rl.normalization import RewardScaler, RunningMeanStd
 from natrl.rl.policies import Actor
 
-torch.set_default_dtype(torch.float64)
 
-
-def teardown_module() -> None:
-    torch.set_default_dtype(torch.float32)
+@pytest.fixture(autouse=True)
+def _float64() -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 # ----------------------------------------------------------------------------- GAE

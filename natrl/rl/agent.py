@@ -125,10 +125,10 @@ class OnPolicyAgent:
             state_dependent_std=config.state_dependent_std,
             action_bound=config.action_bound,
             ortho_init=config.ortho_init,
-        ).to(self.device)
+        ).to(self.device, torch.float32)  # float32 whatever torch's default dtype is
         self.critic = Critic(
             obs_dim, config.critic_hidden_sizes or config.hidden_sizes, config.activation, ortho_init=config.ortho_init
-        ).to(self.device)
+        ).to(self.device, torch.float32)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)  # CPU rollout sampling (see Actor.numpy_sampler)

@@ -2,11 +2,12 @@
 
 The first-order baseline: per update, ``n_epochs`` passes of minibatch Adam on
 
-    L = − mean min(r Â, clip(r, 1 ± ε) Â) + c_v · ½ (V − R)² − c_e · H[π],
+    L = − mean min(r Â, clip(r, 1 ± ε) Â) + c_v · mean (V − R)² − c_e · H[π],
 
 with r = π_θ(a|s)/π_old(a|s), optional value clipping around the old values,
 global gradient-norm clipping, and an early stop of the epoch loop when the
-approximate KL exceeds ``target_kl`` (as in stable-baselines3).
+approximate KL exceeds ``target_kl`` (as in stable-baselines3, whose value-loss
+scale — plain MSE — natrl shares, so c_v means the same in both).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class PPO(OnPolicyAgent):
         cfg = self.config
         if cfg.anneal_lr and self._schedule_span is not None:
             start, end = self._schedule_span
-            frac = max(0.0, 1.0 - (self.num_timesteps - start) / max(end - start, 1))
+            # progress counted after this rollout, as stable-baselines3 does
+            frac = max(0.0, 1.0 - (self.num_timesteps + len(batch) - start) / max(end - start, 1))
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * frac
         n = len(batch)
@@ -105,7 +107,7 @@ class PPO(OnPolicyAgent):
                 if cfg.clip_range_vf is not None:
                     old_v = batch.values[idx]
                     values = old_v + (values - old_v).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
-                v_loss = 0.5 * (values - batch.returns[idx]).pow(2).mean()
+                v_loss = (values - batch.returns[idx]).pow(2).mean()
                 entropy = dist.entropy().mean()
                 loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 with torch.no_grad():
@@ -133,7 +135,7 @@ class PPO(OnPolicyAgent):
             "kl": mean(approx_kls),
             "clip_fraction": mean(clip_fracs),
             "policy_loss": mean(pg_losses),
-            "value_loss": 2.0 * mean(v_losses),
+            "value_loss": mean(v_losses),
             "entropy": mean(entropies),
             "stopped_early": float(stopped_early),
             "learning_rate": self.optimizer.param_groups[0]["lr"],

@@ -1,0 +1,418 @@
+"""``natrl bench``: natrl's TRPO, NPG and PPO against stable-baselines3, fairly and reproducibly.
+
+A sweep is the product algos × envs × seeds of jobs, each one training run with
+the natrl preset of ``agents/<algo>.toml``; with ``--against sb3`` every natrl
+TRPO/PPO job is followed by sb3-contrib TRPO / SB3 PPO with the preset
+translated to matched arguments (:mod:`natrl.bench.peers`), on the same env,
+budget and seed. Every run is evaluated the same way (:mod:`natrl.bench.worker`)
+and writes one row; the sweep writes ``results.json``, ``results.csv``,
+``table.md`` and ``curves_<env>.png`` (:mod:`natrl.bench.report`).
+
+Jobs run one after another, each in a fresh subprocess, or with ``--ray`` as
+Ray tasks of one CPU each (:mod:`natrl.bench.executors`).
+
+Usage::
+
+    natrl bench --algos trpo,npg,ppo --envs CartPole-v1,Pendulum-v1 --seeds 0,1,2 --against sb3
+    natrl bench --algos trpo,ppo --envs Hopper-v5 --seeds 0,1 --against sb3 --ray
+    python -m natrl.bench ...          # the same without the natrl console script
+
+The command line registers this module through :func:`add_arguments` and
+dispatches to :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from natrl.bench.jobs import BenchError
+
+__all__ = ["BenchError", "add_arguments", "main", "run"]
+
+DEFAULT_OUT_ROOT = "bench-out"
+EXAMPLES = """\
+examples:
+  natrl bench --algos trpo,ppo --envs CartPole-v1 --seeds 0 --steps 20k --against sb3
+  natrl bench --algos trpo,npg,ppo --envs CartPole-v1,Pendulum-v1 --seeds 0,1,2 --against sb3
+  natrl bench --algos trpo,ppo --envs Hopper-v5 --seeds 0,1 --against sb3 --ray --ray-cpus 2
+  natrl bench --algos trpo --envs Hopper-v5 --seeds 0-4 --ray --ray-address auto
+  natrl bench --algos trpo,ppo --envs Pendulum-v1 --against sb3 --dry-run   # show the matched kwargs
+
+Each job trains with the preset of agents/<algo>.toml (budget: its total_steps unless
+--steps). With --against sb3 every natrl TRPO/PPO job is followed by sb3-contrib TRPO /
+SB3 PPO with the same hyperparameters, env, budget and seed. Output: results.json,
+results.csv, table.md and curves_<env>.png in --out (default bench-out/<time>/).
+Exit status: 0 when every job succeeded, 1 when some failed (they are in the results).
+"""
+
+
+def _steps(text: str) -> int:
+    """A step count: ``100000``, ``100_000``, ``1e6``, ``100k`` or ``1M``."""
+    s = text.strip().replace("_", "").replace(",", "")
+    scale = 1
+    if s[-1:].lower() in ("k", "m"):
+        scale = 1_000 if s[-1].lower() == "k" else 1_000_000
+        s = s[:-1]
+    try:
+        value = float(s) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a step count: {text!r} (use e.g. 100000, 1e6 or 200k)") from None
+    if value != int(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"a step count must be a whole number >= 0, got {text!r}")
+    return int(value)
+
+
+def _positive_steps(text: str) -> int:
+    value = _steps(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a step budget must be >= 1, got {text!r}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list, e.g. trpo,ppo")
+    return list(dict.fromkeys(names))
+
+
+def _seeds(text: str) -> list[int]:
+    """``0,1,2`` or ``0-4`` (inclusive) or a mix: ``0-2,7``."""
+    seeds: list[int] = []
+    try:
+        for part in _names(text):
+            lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2 or 0-4, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options to ``parser`` (used by ``natrl bench`` and :func:`main`)."""
+    if parser.epilog is None:
+        parser.epilog = EXAMPLES
+    parser.add_argument(
+        "--algos",
+        type=_names,
+        default="trpo,npg,ppo",
+        metavar="A,B",
+        help="natrl algorithms (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--envs",
+        type=_names,
+        default="CartPole-v1,Pendulum-v1",
+        metavar="ENV,ENV",
+        help="Gymnasium environment ids (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default="0,1,2",
+        metavar="S,S",
+        help="training seeds, e.g. 0,1,2 or 0-4 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_positive_steps,
+        metavar="N",
+        help="step budget of every run, e.g. 20k or 1e6 (default: each preset's total_steps)",
+    )
+    parser.add_argument(
+        "--against",
+        choices=["sb3"],
+        help="also run the stable-baselines3 peers (sb3-contrib TRPO, SB3 PPO) with matched "
+        "hyperparameters, interleaved with natrl's runs",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=_steps,
+        metavar="N",
+        help="steps between evaluations; 0: only at the end (default: budget/10)",
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="deterministic episodes per evaluation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="run every job as a Ray task of one CPU (a local Ray started in-process unless --ray-address)",
+    )
+    parser.add_argument(
+        "--ray-address", metavar="ADDR", help="an existing Ray cluster, e.g. auto or ray://head:10001 (implies --ray)"
+    )
+    parser.add_argument(
+        "--ray-cpus",
+        type=_positive_int,
+        metavar="K",
+        help="CPUs of the local Ray, i.e. jobs at once (default: all CPUs)",
+    )
+    parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {DEFAULT_OUT_ROOT}/<time>/)")
+    parser.add_argument("--agents-dir", metavar="DIR", help="folder of agent-spec TOML files (default: agents/)")
+    parser.add_argument(
+        "--status-every",
+        type=_positive_float,
+        default="60",
+        metavar="SEC",
+        help="seconds between status lines while jobs run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the jobs and the translated SB3 arguments, run nothing"
+    )
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        metavar="RESULTS",
+        help="run nothing: merge these results.json files (or their folders) and write the table and "
+        "curves into --out, e.g. to combine a classic-control and a MuJoCo sweep in one table",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    if getattr(args, "command_line", None):
+        return str(args.command_line)
+    if getattr(args, "argv", None) is not None:  # set by natrl.cli.main
+        return "natrl " + shlex.join(args.argv)
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def _metadata(args: argparse.Namespace, n_jobs: int) -> dict[str, Any]:
+    dists = ("natrl", "torch", "gymnasium", "mujoco", "stable-baselines3", "sb3-contrib", "numpy", "ray")
+    if args.ray or args.ray_address:
+        execution = f"Ray ({args.ray_address or 'local'}), one CPU per job"
+    else:
+        execution = "one job at a time, each in a fresh subprocess"
+    return {
+        "command": _command_line(args),
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": {d: _version(d) for d in dists} | {"python": platform.python_version()},
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "algos": args.algos,
+        "envs": args.envs,
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "against": args.against,
+        "eval_every": args.eval_every,
+        "eval_every_text": "budget/10" if args.eval_every is None else f"{args.eval_every:,}",
+        "eval_episodes": args.eval_episodes,
+        "execution": execution,
+        "jobs": n_jobs,
+    }
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out) if args.out else Path(DEFAULT_OUT_ROOT) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if (out / "results.json").exists():
+        raise BenchError(f"{out} already holds results.json; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep described by ``args`` (from :func:`add_arguments`).
+
+    Returns:
+        0 when every job succeeded, 1 when at least one failed (failures are in the results).
+
+    Raises:
+        BenchError: an invalid request or a missing optional dependency (one-line message).
+        natrl.presets.PresetError: an unreadable preset file.
+    """
+    from natrl.bench.jobs import plan_jobs
+
+    if args.report:
+        return _merge_reports(args)
+    use_ray = bool(args.ray or args.ray_address)
+    if args.against == "sb3":
+        missing = [m for m in ("stable_baselines3", "sb3_contrib") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BenchError(f"--against sb3 needs {' and '.join(missing)}: pip install 'natrl[bench]'")
+    if use_ray and importlib.util.find_spec("ray") is None:
+        raise BenchError("--ray needs Ray, which is not installed: pip install 'natrl[ray]'")
+    if args.ray_cpus is not None and args.ray_address:
+        raise BenchError("--ray-cpus sets the size of a local Ray; it cannot be used with --ray-address")
+    jobs = plan_jobs(
+        args.algos,
+        args.envs,
+        args.seeds,
+        against=args.against,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        agents_dir=args.agents_dir,
+    )
+    if args.dry_run:
+        for job in jobs:
+            print(
+                f"{job.index:3d}  {job.name}  steps={job.total_steps:,} eval_every={job.eval_every:,} "
+                f"threshold={job.expected_return}  preset={job.preset}"
+            )
+            if job.peer is not None:
+                print(
+                    "     " + json.dumps({k: job.peer[k] for k in ("algo_class", "n_envs", "vec_normalize", "kwargs")})
+                )
+                for note in job.peer["notes"]:
+                    print(f"     note: {note}")
+        return 0
+
+    from natrl.bench import report
+    from natrl.bench.executors import Progress, run_ray, run_sequential
+
+    out = _out_dir(args)
+    meta = _metadata(args, len(jobs))
+    rows: list[dict[str, Any]] = []
+    progress = Progress(len(jobs), stream=None if args.quiet else sys.stderr)
+
+    def on_row(job: Any, row: dict[str, Any]) -> None:
+        rows.append(row)
+        report.write_results(out, rows, meta)
+
+    if not args.quiet:
+        peers = sum(j.library != "natrl" for j in jobs)
+        print(
+            f"natrl bench: {len(jobs)} jobs ({len(jobs) - peers} natrl, {peers} sb3), {meta['execution']} → {out}",
+            file=sys.stderr,
+            flush=True,
+        )
+    report.write_results(out, rows, meta)
+    try:
+        if use_ray:
+            meta["ray"] = run_ray(
+                jobs, on_row, progress, address=args.ray_address, num_cpus=args.ray_cpus, status_every=args.status_every
+            )
+        else:
+            run_sequential(jobs, on_row, progress, status_every=args.status_every)
+    finally:
+        meta["elapsed_seconds"] = round(progress.elapsed(), 1)
+        meta["complete"] = len(rows) == len(jobs)
+        report.write_results(out, rows, meta)
+    _write_report(out, rows, meta)
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} jobs failed (see the table and results.json)")
+    return 1 if failed else 0
+
+
+def _write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """table.md and the curves (results.json/csv are written already); print the table."""
+    from natrl.bench import report
+
+    table = report.markdown_table(rows, meta)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    try:
+        plots = report.plot_curves(rows, out)
+    except ModuleNotFoundError:
+        plots = []
+        print(
+            "natrl bench: matplotlib is not installed, no curves plotted (pip install 'natrl[bench]')", file=sys.stderr
+        )
+    print(table)
+    files = [out / "results.json", out / "results.csv", out / "table.md", *plots]
+    print("results: " + ", ".join(str(f) for f in files))
+
+
+def _merge_reports(args: argparse.Namespace) -> int:
+    """``--report``: merge results files into one results.json/csv, table and set of curves."""
+    from natrl.bench import report
+
+    metas, rows = [], []
+    for source in args.report:
+        try:
+            meta, runs = report.read_results(source)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BenchError(f"cannot read results from {source}: {exc}") from None
+        offset = len(rows)
+        rows += [{**r, "index": offset + i} for i, r in enumerate(sorted(runs, key=lambda r: r.get("index", 0)))]
+        metas.append(meta)
+    out = _out_dir(args)
+    merged = dict(metas[0])
+    merged["commands"] = [m.get("command", "") for m in metas]
+    merged["command"] = " ; ".join(merged["commands"])
+    merged["merged_from"] = [str(s) for s in args.report]
+    merged["complete"] = all(m.get("complete", False) for m in metas)
+    for key in ("eval_every_text", "eval_episodes", "execution"):
+        values = list(dict.fromkeys(str(m.get(key)) for m in metas))
+        merged[key] = values[0] if len(values) == 1 else " / ".join(values)
+    report.write_results(out, rows, merged)
+    _write_report(out, rows, merged)
+    return 0 if all(r.get("status") == "ok" for r in rows) else 1
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m natrl.bench") -> int:
+    """Standalone entry point (``python -m natrl.bench``, ``scripts/benchmark.py``).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        prog: the program name shown in help and errors, and recorded in the results.
+
+    Returns:
+        the exit status: 0 all jobs succeeded, 1 some failed, 2 a usage error, 130 interrupted.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Benchmark natrl's agents over envs and seeds, optionally against stable-baselines3.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.command_line = f"{prog} {shlex.join(argv)}".strip()
+    from natrl.presets import PresetError
+
+    try:
+        return run(args)
+    except (BenchError, PresetError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (finished jobs are in the results)", file=sys.stderr)
+        return 130

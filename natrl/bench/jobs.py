@@ -1,0 +1,144 @@
+"""The jobs of a benchmark sweep: one (library, algorithm, environment, seed) each.
+
+A job carries everything a worker process needs, resolved in the driver: the
+natrl preset's hyperparameters (the source of truth for both libraries), the
+step budget, the evaluation schedule and threshold, and for a stable-baselines3
+job the translated constructor arguments (:mod:`natrl.bench.peers`). Workers
+therefore need neither the ``agents/`` folder nor the driver's command line,
+which keeps Ray tasks on remote nodes self-contained.
+
+Jobs are ordered (env, seed, algo, library) so that each natrl run is directly
+followed by its peer and slow drift of the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["LIBRARIES", "BenchError", "Job", "plan_jobs"]
+
+LIBRARIES = ("natrl", "sb3")
+
+
+class BenchError(ValueError):
+    """A benchmark request that cannot run (bad option, missing optional dependency)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the sweep.
+
+    Attributes:
+        index: position in the sweep (0-based); results are reported in this order.
+        library: "natrl" or "sb3".
+        algo: natrl algorithm name ("trpo", "npg", "ppo").
+        env_id: Gymnasium environment id.
+        seed: training seed; evaluation episode i uses seed 10_000 + seed + i.
+        total_steps: environment steps to train (rounded up to whole rollouts by both libraries).
+        eval_every: steps between periodic evaluations (0: only the final one).
+        eval_episodes: deterministic episodes per evaluation.
+        hyperparameters: the natrl preset's config fields (TOML values).
+        expected_return: the preset's threshold for time-to-threshold, if any.
+        preset: "<file>[<table>]" the hyperparameters came from.
+        peer: for an sb3 job, the translated spec (:meth:`natrl.bench.peers.PeerSpec.to_dict`).
+    """
+
+    index: int
+    library: str
+    algo: str
+    env_id: str
+    seed: int
+    total_steps: int
+    eval_every: int
+    eval_episodes: int
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    expected_return: float | None = None
+    preset: str = ""
+    peer: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """A short label, e.g. ``natrl trpo CartPole-v1 s0``."""
+        return f"{self.library} {self.algo} {self.env_id} s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_jobs(
+    algos: Sequence[str],
+    envs: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    against: str | None = None,
+    steps: int | None = None,
+    eval_every: int | None = None,
+    eval_episodes: int = 10,
+    agents_dir: str | os.PathLike[str] | None = None,
+) -> list[Job]:
+    """The sweep's jobs in (env, seed, algo, library) order.
+
+    Args:
+        algos: natrl algorithm names (keys of ``natrl.rl.AGENTS``).
+        envs: environment ids. An unknown id is not an error here: its jobs fail
+            and are reported as failed, the others still run.
+        seeds: training seeds.
+        against: "sb3" to add a stable-baselines3 peer after each natrl job that has one.
+        steps: step budget for every job (default: each preset's ``total_steps``).
+        eval_every: steps between evaluations (default: a tenth of the budget; 0: final only).
+        eval_episodes: episodes per evaluation.
+        agents_dir: folder of the agent-spec TOML files.
+
+    Raises:
+        BenchError: unknown algorithm or peer, or an invalid preset value.
+    """
+    from natrl.bench.peers import translate
+    from natrl.presets import load_preset
+    from natrl.rl import AGENTS
+    from natrl.rl.config import build_config
+
+    unknown = [a for a in algos if a not in AGENTS]
+    if unknown:
+        raise BenchError(f"unknown algorithm {', '.join(unknown)}; choose from {', '.join(AGENTS)}")
+    if against not in (None, "sb3"):
+        raise BenchError(f"unknown peer {against!r}; the supported peer is 'sb3'")
+    if not algos or not envs or not seeds:
+        raise BenchError("--algos, --envs and --seeds each need at least one value")
+    if eval_episodes < 1:
+        raise BenchError(f"--eval-episodes must be >= 1, got {eval_episodes}")
+    if steps is not None and steps < 1:
+        raise BenchError(f"--steps must be >= 1, got {steps}")
+    if eval_every is not None and eval_every < 0:
+        raise BenchError(f"--eval-every must be >= 0, got {eval_every}")
+    jobs: list[Job] = []
+    for env_id in envs:
+        for seed in seeds:
+            for algo in algos:
+                cls = AGENTS[algo]
+                preset = load_preset(algo, env_id, cls.config_cls, directory=agents_dir)
+                try:
+                    config = build_config(cls.config_cls, preset.hyperparameters)
+                except ValueError as exc:
+                    raise BenchError(f"preset {preset.source}[{preset.table}]: {exc}") from None
+                budget = steps if steps is not None else preset.total_steps
+                every = max(1, budget // 10) if eval_every is None else eval_every
+                common: dict[str, Any] = dict(
+                    algo=algo,
+                    env_id=env_id,
+                    seed=int(seed),
+                    total_steps=int(budget),
+                    eval_every=int(every),
+                    eval_episodes=int(eval_episodes),
+                    hyperparameters=config.to_dict(),
+                    expected_return=preset.expected_return,
+                    preset=f"{preset.source.name if preset.source else '<defaults>'}[{preset.table}]",
+                )
+                jobs.append(Job(index=len(jobs), library="natrl", **common))
+                if against == "sb3":
+                    spec = translate(algo, config)
+                    if spec is not None:
+                        jobs.append(Job(index=len(jobs), library="sb3", peer=spec.to_dict(), **common))
+    return jobs

@@ -1,0 +1,214 @@
+"""natrl presets translated to stable-baselines3 PPO and sb3-contrib TRPO.
+
+The natrl preset is the source of truth. :func:`translate` maps a natrl config
+to the peer's constructor arguments, its vector env and its normalisation, and
+lists in notes every place where the two libraries cannot be made to do the
+same thing (or where matching needs a non-obvious conversion). The translated
+spec is JSON-serialisable and is written into the results file, so a reader can
+audit the matching; :func:`build_model` materialises it.
+
+Conversions that are not one-to-one (see the notes each spec carries):
+
+* line search: natrl tries the full step plus ``line_search_max_backtracks``
+  shrunk steps, sb3-contrib ``line_search_max_iter`` steps in all, so
+  ``line_search_max_iter = line_search_max_backtracks + 1``;
+* Adam ε: natrl's critic Adam uses ε = 1e-8 (TRPO/NPG) and PPO's 1e-5; SB3's
+  policies default to 1e-5, so ``optimizer_kwargs`` sets it explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["PEER_NAMES", "PPO_ADAM_EPS", "PeerSpec", "build_model", "translate"]
+
+PEER_NAMES = {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO"}
+_CLASSES = {"trpo": "sb3_contrib.TRPO", "ppo": "stable_baselines3.PPO"}
+_ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "gelu": "GELU"}
+# natrl.rl.ppo builds its Adam with eps=1e-5 (tests/test_bench.py checks it stays so).
+PPO_ADAM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """A stable-baselines3 model matched to a natrl config.
+
+    Attributes:
+        algo_class: "sb3_contrib.TRPO" or "stable_baselines3.PPO".
+        kwargs: constructor keyword arguments, JSON-serialisable: ``activation_fn``
+            is a ``torch.nn`` class name and a linear learning-rate schedule is
+            ``{"linear": initial_rate}``.
+        n_envs: training environments (``make_vec_env`` with ``DummyVecEnv``).
+        vec_normalize: ``VecNormalize`` keyword arguments, or None without normalisation.
+        notes: differences that remain, and conversions that are not one-to-one.
+    """
+
+    algo_class: str
+    kwargs: dict[str, Any]
+    n_envs: int
+    vec_normalize: dict[str, Any] | None
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["notes"] = list(self.notes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PeerSpec:
+        return cls(
+            algo_class=data["algo_class"],
+            kwargs=data["kwargs"],
+            n_envs=int(data["n_envs"]),
+            vec_normalize=data["vec_normalize"],
+            notes=tuple(data["notes"]),
+        )
+
+
+def _default(func: Any, name: str) -> Any:
+    return inspect.signature(func).parameters[name].default
+
+
+def translate(algo: str, config: Any) -> PeerSpec | None:
+    """The stable-baselines3 peer of a natrl config, or None when there is none (NPG).
+
+    Args:
+        algo: natrl algorithm name.
+        config: its ``TRPOConfig`` / ``PPOConfig``.
+    """
+    if algo not in _CLASSES:
+        return None
+    from natrl.rl.critic import adam
+    from natrl.rl.normalization import ObsNormalizer, RewardScaler
+
+    cfg = config
+    notes: list[str] = []
+    adam_eps = float(_default(adam, "eps")) if algo == "trpo" else PPO_ADAM_EPS
+    policy_kwargs: dict[str, Any] = {
+        "net_arch": {"pi": list(cfg.hidden_sizes), "vf": list(cfg.critic_hidden_sizes or cfg.hidden_sizes)},
+        "activation_fn": _ACTIVATIONS[cfg.activation],
+        "ortho_init": bool(cfg.ortho_init),
+        "log_std_init": float(cfg.log_std_init),
+        "optimizer_kwargs": {"eps": adam_eps},
+    }
+    common: dict[str, Any] = {
+        "n_steps": cfg.n_steps,
+        "gamma": cfg.gamma,
+        "gae_lambda": cfg.gae_lambda,
+        "normalize_advantage": bool(cfg.normalize_advantage),
+    }
+    if algo == "trpo":
+        sub = 1 if cfg.fisher_subsample >= 1.0 else max(1, round(1.0 / cfg.fisher_subsample))
+        kwargs = {
+            "learning_rate": cfg.critic_lr,
+            **common,
+            "batch_size": cfg.critic_batch_size,
+            "cg_max_steps": cfg.cg_iters,
+            "cg_damping": cfg.damping,
+            "line_search_shrinking_factor": cfg.line_search_shrink,
+            "line_search_max_iter": cfg.line_search_max_backtracks + 1,
+            "n_critic_updates": cfg.critic_epochs,
+            "target_kl": cfg.max_kl,
+            "sub_sampling_factor": sub,
+        }
+        notes += [
+            f"line_search_max_iter={cfg.line_search_max_backtracks + 1}: natrl tries the full step and "
+            f"{cfg.line_search_max_backtracks} shrunk steps (line_search_max_backtracks), sb3-contrib "
+            "counts all trials",
+            "trust region: natrl bounds mean KL(π_old‖π_new) ≤ max_kl, sb3-contrib mean KL(π_new‖π_old) "
+            "< target_kl (equal to second order)",
+            f"CG stop: natrl ‖r‖ ≤ cg_tol·‖g‖ (cg_tol={cfg.cg_tol:g}), sb3-contrib ‖r‖² < 1e-10 (fixed); "
+            "both at most cg_iters iterations",
+            f"critic: Adam lr={cfg.critic_lr:g}, eps={adam_eps:g} (set through optimizer_kwargs; SB3's "
+            "default is 1e-5), natrl's loss is ½·MSE, SB3's MSE (Adam is invariant to the scale)",
+        ]
+        if cfg.adaptive_damping:
+            notes.append("NOT MATCHED: adaptive_damping (Levenberg–Marquardt); sb3-contrib keeps cg_damping constant")
+        if cfg.line_search_accept_ratio > 0:
+            notes.append(
+                f"NOT MATCHED: line_search_accept_ratio={cfg.line_search_accept_ratio:g}; sb3-contrib accepts "
+                "any surrogate improvement"
+            )
+        if cfg.fisher_subsample < 1.0:
+            notes.append(
+                f"APPROXIMATE: fisher_subsample={cfg.fisher_subsample:g} → sub_sampling_factor={sub}; "
+                "sb3-contrib subsamples gradient, Fisher and line search, natrl only the Fisher"
+            )
+    else:
+        lr: float | dict[str, float] = {"linear": cfg.learning_rate} if cfg.anneal_lr else cfg.learning_rate
+        kwargs = {
+            "learning_rate": lr,
+            **common,
+            "batch_size": cfg.batch_size,
+            "n_epochs": cfg.n_epochs,
+            "clip_range": cfg.clip_range,
+            "clip_range_vf": cfg.clip_range_vf,
+            "ent_coef": cfg.ent_coef,
+            "vf_coef": cfg.vf_coef,
+            "max_grad_norm": cfg.max_grad_norm,
+            "target_kl": cfg.target_kl,
+        }
+    kwargs["policy_kwargs"] = policy_kwargs
+    normalize = None
+    if cfg.normalize_obs or cfg.normalize_reward:
+        obs_clip, obs_eps = _default(ObsNormalizer, "clip"), _default(ObsNormalizer, "epsilon")
+        rew_clip, rew_eps = _default(RewardScaler, "clip"), _default(RewardScaler, "epsilon")
+        if obs_eps != rew_eps:
+            notes.append(
+                f"APPROXIMATE: VecNormalize has one epsilon; natrl uses {obs_eps:g} (obs), {rew_eps:g} (reward)"
+            )
+        normalize = {
+            "norm_obs": bool(cfg.normalize_obs),
+            "norm_reward": bool(cfg.normalize_reward),
+            "gamma": cfg.gamma,
+            "clip_obs": float(obs_clip),
+            "clip_reward": float(rew_clip),
+            "epsilon": float(obs_eps),
+        }
+        if cfg.normalize_obs:
+            notes.append(
+                "observation statistics: natrl updates them once per rollout (frozen within it), "
+                "VecNormalize after every step (including reset observations)"
+            )
+        notes.append("evaluation applies the training VecNormalize's observation statistics (frozen), raw rewards")
+    if getattr(cfg, "state_dependent_std", False):
+        notes.append("NOT MATCHED: state_dependent_std (SB3 has a state-dependent std only as gSDE)")
+    if cfg.action_bound != "clip":
+        notes.append(f"NOT MATCHED: action_bound={cfg.action_bound!r}; SB3 clips Gaussian actions to the bounds")
+    if cfg.vec_env != "sync":
+        notes.append(f"NOT MATCHED: vec_env={cfg.vec_env!r}; the SB3 run steps its envs in one process (DummyVecEnv)")
+    return PeerSpec(_CLASSES[algo], kwargs, int(cfg.n_envs), normalize, tuple(notes))
+
+
+def build_model(spec: PeerSpec, env_id: str, seed: int) -> tuple[Any, Any]:
+    """Build the SB3 model and its training vector env.
+
+    Returns:
+        (model, vec_normalize): ``vec_normalize`` is the ``VecNormalize`` wrapper, or None.
+
+    Raises:
+        ModuleNotFoundError: stable-baselines3 or sb3-contrib is not installed.
+    """
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.utils import LinearSchedule
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    module_name, class_name = spec.algo_class.rsplit(".", 1)
+    module = __import__(module_name, fromlist=[class_name])
+    model_cls = getattr(module, class_name)
+    kwargs = copy.deepcopy(spec.kwargs)
+    pk = kwargs["policy_kwargs"] = dict(kwargs.get("policy_kwargs", {}))
+    pk["activation_fn"] = getattr(torch.nn, pk["activation_fn"])
+    lr = kwargs.get("learning_rate")
+    if isinstance(lr, dict):
+        kwargs["learning_rate"] = LinearSchedule(float(lr["linear"]), 0.0, 1.0)
+    venv = make_vec_env(env_id, n_envs=spec.n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+    vec_normalize = None
+    if spec.vec_normalize is not None:
+        venv = vec_normalize = VecNormalize(venv, **spec.vec_normalize)
+    model = model_cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)
+    return model, vec_normalize

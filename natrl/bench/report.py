@@ -1,0 +1,364 @@
+"""Results of a sweep: results.json / results.csv, a markdown table and learning-curve plots.
+
+* ``results.json``: ``{"metadata": {...}, "runs": [row, ...]}``, one row per job
+  (see :func:`natrl.bench.worker.run_job`), including each run's evaluation
+  curve, its natrl hyperparameters and, for SB3 runs, the translated arguments.
+* ``results.csv``: the scalar columns of the rows (:data:`CSV_FIELDS`).
+* ``table.md``: per (env, algo, library) the mean ± sample std over seeds of the
+  final evaluation, steps/s, training time and time-to-threshold, with
+  natrl/peer ratios computed on paired seeds (seeds where both runs succeeded;
+  for time-to-threshold, where both reached the threshold).
+* ``curves_<env>.png``: evaluation return against steps and against training
+  seconds, the mean over seeds with a min–max band, one line per (library, algo).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CSV_FIELDS",
+    "Group",
+    "group_rows",
+    "markdown_table",
+    "plot_curves",
+    "read_results",
+    "write_results",
+]
+
+Row = dict[str, Any]
+
+CSV_FIELDS = (
+    "index",
+    "library",
+    "algo",
+    "env",
+    "seed",
+    "status",
+    "error",
+    "implementation",
+    "steps",
+    "budget",
+    "train_seconds",
+    "train_cpu_seconds",
+    "eval_seconds",
+    "setup_seconds",
+    "wall_seconds",
+    "steps_per_second",
+    "final_eval_mean",
+    "final_eval_std",
+    "threshold",
+    "threshold_steps",
+    "threshold_seconds",
+    "host",
+    "preset",
+)
+_PEER_LABEL = {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO"}
+_ALGO_COLORS = {"trpo": "tab:blue", "npg": "tab:green", "ppo": "tab:orange"}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf → None, tuples → lists, NumPy scalars → Python (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_results(out_dir: Path, rows: Sequence[Row], metadata: dict[str, Any]) -> None:
+    """Write results.json and results.csv (rows sorted by job index), each atomically."""
+    rows = sorted(rows, key=lambda r: r.get("index", 0))
+    payload = {"metadata": metadata, "runs": list(rows)}
+    _write_atomic(out_dir / "results.json", json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+    _write_atomic(out_dir / "results.csv", buf.getvalue())
+
+
+def read_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Row]]:
+    """(metadata, rows) of a results.json (or of the folder holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data["metadata"], data["runs"]
+
+
+# --------------------------------------------------------------------------- aggregation
+@dataclass
+class Group:
+    """The runs of one (env, algo, library, step budget) over seeds."""
+
+    env: str
+    algo: str
+    library: str
+    budget: int | None
+    rows: list[Row]
+
+    @property
+    def pair_key(self) -> tuple[str, str, int | None]:
+        """What a natrl group and its peer share."""
+        return (self.env, self.algo, self.budget)
+
+    @property
+    def ok(self) -> list[Row]:
+        return [r for r in self.rows if r.get("status") == "ok"]
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if r.get("status") != "ok"]
+
+    def by_seed(self) -> dict[int, Row]:
+        return {int(r["seed"]): r for r in self.ok}
+
+    def label(self) -> str:
+        if self.library == "natrl":
+            return "natrl"
+        impl = next((r.get("implementation") for r in self.ok if r.get("implementation")), None)
+        return impl or _PEER_LABEL.get(self.algo, self.library)
+
+
+def group_rows(rows: Iterable[Row]) -> list[Group]:
+    """Rows grouped by (env, algo, library, budget), in first-appearance order (the sweep's order)."""
+    groups: dict[tuple[str, str, str, int | None], Group] = {}
+    for row in sorted(rows, key=lambda r: r.get("index", 0)):
+        key = (row["env"], row["algo"], row["library"], row.get("budget"))
+        groups.setdefault(key, Group(*key, rows=[])).rows.append(row)
+    # natrl first, its peer right after, within each (env, algo)
+    env_order = {e: i for i, e in enumerate(dict.fromkeys(g.env for g in groups.values()))}
+    order = {k: i for i, k in enumerate(dict.fromkeys(g.pair_key for g in groups.values()))}
+    return sorted(groups.values(), key=lambda g: (env_order[g.env], order[g.pair_key], g.library != "natrl"))
+
+
+def _values(rows: Iterable[Row], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key) is not None and math.isfinite(float(r[key]))]
+
+
+def _mean_std(values: Sequence[float], digits: int, *, thousands: bool = False) -> str:
+    if not values:
+        return "–"
+    fmt = f"{{:,.{digits}f}}" if thousands else f"{{:.{digits}f}}"
+    mean = fmt.format(float(np.mean(values)))
+    if len(values) == 1:
+        return mean
+    return f"{mean} ± {fmt.format(float(np.std(values, ddof=1)))}"
+
+
+def _ratio(natrl: Group, peer: Group | None, key: str) -> str:
+    """sum(natrl) / sum(peer) of ``key`` over the seeds where both runs have it."""
+    if peer is None:
+        return "–"
+    a, b = natrl.by_seed(), peer.by_seed()
+    seeds = [s for s in a if s in b and a[s].get(key) is not None and b[s].get(key) is not None]
+    if not seeds:
+        return "–"
+    num, den = sum(float(a[s][key]) for s in seeds), sum(float(b[s][key]) for s in seeds)
+    if den <= 0 or not math.isfinite(num / den):
+        return "–"
+    n = "" if len(seeds) == len(a) == len(b) else f" ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
+    return f"{num / den:.2f}{n}"
+
+
+def _threshold(group: Group) -> float | None:
+    return next((float(r["threshold"]) for r in group.rows if r.get("threshold") is not None), None)
+
+
+def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
+    """The sweep's table with its command, machine, protocol and notes, as markdown."""
+    groups = group_rows(rows)
+    v = metadata.get("versions", {})
+    lines = [
+        "# natrl benchmark",
+        "",
+        *[f"Command: `{c}`  " for c in metadata.get("commands", [metadata.get("command", "")])],
+        "",
+        f"Machine: {metadata.get('cpu_count')} CPUs ({metadata.get('platform', '')}), "
+        f"{metadata.get('date', '')}; natrl {v.get('natrl')}, torch {v.get('torch')}, "
+        f"gymnasium {v.get('gymnasium')}, mujoco {v.get('mujoco')}, stable-baselines3 "
+        f"{v.get('stable-baselines3')}, sb3-contrib {v.get('sb3-contrib')}; "
+        f"execution: {metadata.get('execution', '')}.",
+        "",
+        "Protocol: every run uses the natrl preset (agents/<algo>.toml; SB3 runs get it translated, see "
+        "the notes), one torch thread, and the same evaluation: a separate env, deterministic actions, "
+        f"{metadata.get('eval_episodes')} episodes seeded 10000 + seed + i, every "
+        f"{metadata.get('eval_every_text', 'budget/10')} steps and at the end. Training time excludes "
+        "evaluations and model construction; steps/s = steps / training seconds (wall clock); train CPU s "
+        "is the process's CPU time over the same span (≈ train s on a quiet machine; a gap means other load). "
+        "Threshold: the preset's "
+        "expected_return, reached at the first evaluation whose mean is ≥ it. Values are mean ± sample std "
+        "over seeds (successful runs); ratios are natrl / peer (sum over seeds where both have a value): "
+        "steps/s ratio > 1 means natrl is faster, time-to-threshold ratio < 1 means natrl gets there sooner.",
+        "",
+    ]
+    peers = {g.pair_key: g for g in groups if g.library != "natrl"}
+    header = [
+        "env",
+        "algo",
+        "library",
+        "runs",
+        "steps",
+        "final return",
+        "steps/s",
+        "train s",
+        "train CPU s",
+        "reached",
+        "steps to threshold",
+        "s to threshold",
+    ]
+    if peers:
+        header += ["steps/s ratio", "time-to-threshold ratio"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in groups:
+        thr = _threshold(g)
+        env = f"{g.env} (≥ {thr:g})" if thr is not None else g.env
+        ok = g.ok
+        runs = f"{len(ok)}" + (f" (+{len(g.failed)} failed)" if g.failed else "")
+        steps = _values(ok, "steps")
+        steps_txt = f"{int(np.mean(steps)):,}" if steps else "–"
+        reached = [r for r in ok if r.get("threshold_steps") is not None]
+        reached_txt = f"{len(reached)}/{len(ok)}" if thr is not None and ok else "–"
+        cells = [
+            env,
+            g.algo,
+            g.label(),
+            runs,
+            steps_txt,
+            _mean_std(_values(ok, "final_eval_mean"), 1),
+            _mean_std(_values(ok, "steps_per_second"), 0, thousands=True),
+            _mean_std(_values(ok, "train_seconds"), 1),
+            _mean_std(_values(ok, "train_cpu_seconds"), 1),
+            reached_txt,
+            _mean_std(_values(reached, "threshold_steps"), 0, thousands=True),
+            _mean_std(_values(reached, "threshold_seconds"), 1),
+        ]
+        if peers:
+            peer = peers.get(g.pair_key)
+            if g.library != "natrl":
+                cells += ["", ""]
+            elif peer is None:
+                cells += ["no peer" if g.algo not in _PEER_LABEL else "–", "–"]
+            else:
+                cells += [_ratio(g, peer, "steps_per_second"), _ratio(g, peer, "threshold_seconds")]
+        lines.append("| " + " | ".join(cells) + " |")
+    # each distinct note once per peer, with the envs it concerns when not all of them
+    notes: dict[str, dict[str, list[str]]] = {}
+    peer_envs: dict[str, list[str]] = {}
+    for r in sorted(rows, key=lambda r: r.get("index", 0)):
+        peer = r.get("peer")
+        if r.get("library") != "sb3" or not peer:
+            continue
+        label = _PEER_LABEL.get(r["algo"], r["algo"])
+        envs = peer_envs.setdefault(label, [])
+        if r["env"] not in envs:
+            envs.append(r["env"])
+        for note in peer.get("notes", []):
+            where = notes.setdefault(label, {}).setdefault(note, [])
+            if r["env"] not in where:
+                where.append(r["env"])
+    if notes:
+        lines += ["", "## Matching notes (natrl preset → SB3)", ""]
+        for label, items in notes.items():
+            for note, envs in items.items():
+                scope = "" if len(envs) == len(peer_envs[label]) else f" ({', '.join(envs)})"
+                lines.append(f"- {label}{scope}: {note}")
+    no_peer = sorted({g.algo for g in groups if g.algo not in _PEER_LABEL})
+    if no_peer and any(g.library != "natrl" for g in groups):
+        lines.append(f"- {', '.join(no_peer)}: no stable-baselines3 peer; natrl only.")
+    failed = [r for r in sorted(rows, key=lambda r: r.get("index", 0)) if r.get("status") != "ok"]
+    if failed:
+        lines += ["", "## Failed runs", ""]
+        for r in failed:
+            lines.append(f"- {r['library']} {r['algo']} {r['env']} seed {r['seed']}: {r.get('error')}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+def _safe_name(env_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id)
+
+
+def _band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, min, max) of curves interpolated onto their common x range."""
+    end = min(float(x[-1]) for x, _ in curves)
+    grid = np.unique(np.concatenate([x[x <= end] for x, _ in curves]))
+    ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, ys.mean(0), ys.min(0), ys.max(0)
+
+
+def plot_curves(rows: Sequence[Row], out_dir: Path) -> list[Path]:
+    """One ``curves_<env>.png`` per env: return vs steps and vs training seconds.
+
+    Returns:
+        the files written (none when no run has a curve).
+
+    Raises:
+        ModuleNotFoundError: matplotlib is not installed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    written: list[Path] = []
+    for env in dict.fromkeys(r["env"] for r in rows):
+        groups = [g for g in group_rows(rows) if g.env == env and any(r.get("curve") for r in g.ok)]
+        if not groups:
+            continue
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax_steps, ax_time = fig.subplots(1, 2, sharey=True)
+        for g in groups:
+            runs = [r["curve"] for r in g.ok if r.get("curve")]
+            label = f"{g.label()} {g.algo.upper()}" if g.library == "natrl" else g.label()
+            if len({h.budget for h in groups}) > 1:
+                label += f", budget {g.budget:,}"
+            style = {"color": _ALGO_COLORS.get(g.algo), "linestyle": "-" if g.library == "natrl" else "--"}
+            for ax, key in ((ax_steps, "steps"), (ax_time, "train_seconds")):
+                curves = [(np.array([p[key] for p in c], float), np.array([p["mean"] for p in c], float)) for c in runs]
+                x, mean, lo, hi = _band(curves)
+                ax.plot(x, mean, label=f"{label} (n={len(runs)})", marker="." if len(x) < 30 else None, **style)
+                if len(runs) > 1:
+                    ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, linewidth=0)
+        thr = next((_threshold(g) for g in groups if _threshold(g) is not None), None)
+        for ax in (ax_steps, ax_time):
+            if thr is not None:
+                ax.axhline(thr, color="gray", linestyle=":", linewidth=1)
+            ax.grid(alpha=0.3)
+        ax_steps.set_xlabel("environment steps")
+        ax_time.set_xlabel("training seconds (evaluation excluded)")
+        ax_steps.set_ylabel("evaluation return (deterministic)")
+        ax_steps.legend(fontsize="small")
+        fig.suptitle(f"{env}: mean over seeds, band min–max" + (f", threshold {thr:g}" if thr is not None else ""))
+        path = out_dir / f"curves_{_safe_name(env)}.png"
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    return written

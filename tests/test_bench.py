@@ -1,0 +1,387 @@
+"""Tests of ``natrl bench``: the SB3 translation, the shared evaluation, the report and tiny real sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from natrl.bench import BenchError, main
+from natrl.bench.jobs import plan_jobs
+from natrl.bench.peers import PeerSpec, build_model, translate
+from natrl.bench.report import CSV_FIELDS, markdown_table
+from natrl.bench.worker import EVAL_SEED_OFFSET, Evaluator, evaluate_policy
+from natrl.rl import AGENTS, PPOConfig, TRPOConfig
+from natrl.rl.config import build_config
+from natrl.rl.normalization import ObsNormalizer, RewardScaler
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("sb3_contrib")
+
+
+# --------------------------------------------------------------------------- planning
+def test_jobs_are_interleaved_env_seed_algo_library() -> None:
+    jobs = plan_jobs(["trpo", "npg", "ppo"], ["CartPole-v1", "Pendulum-v1"], [0, 1], against="sb3", steps=5000)
+    names = [j.name for j in jobs]
+    assert names[:6] == [
+        "natrl trpo CartPole-v1 s0",
+        "sb3 trpo CartPole-v1 s0",
+        "natrl npg CartPole-v1 s0",  # NPG has no SB3 peer
+        "natrl ppo CartPole-v1 s0",
+        "sb3 ppo CartPole-v1 s0",
+        "natrl trpo CartPole-v1 s1",
+    ]
+    assert len(jobs) == 2 * 2 * 5
+    assert [j.index for j in jobs] == list(range(len(jobs)))
+    assert all(j.total_steps == 5000 and j.eval_every == 500 for j in jobs)
+    # the peer runs the same preset: same hyperparameters, threshold and budget as its natrl job
+    natrl_job, peer_job = jobs[0], jobs[1]
+    assert peer_job.hyperparameters == natrl_job.hyperparameters
+    assert peer_job.expected_return == natrl_job.expected_return == 475.0
+    assert peer_job.peer is not None and natrl_job.peer is None
+
+
+def test_plan_uses_preset_budget_and_rejects_bad_requests() -> None:
+    (job,) = plan_jobs(["trpo"], ["CartPole-v1"], [3], eval_every=0)
+    assert job.total_steps == 100_000 and job.eval_every == 0 and job.preset == "trpo.toml[CartPole-v1]"
+    with pytest.raises(BenchError, match="unknown algorithm acktr2"):
+        plan_jobs(["acktr2"], ["CartPole-v1"], [0])
+    with pytest.raises(BenchError, match="unknown peer"):
+        plan_jobs(["trpo"], ["CartPole-v1"], [0], against="rllib")
+
+
+# --------------------------------------------------------------------------- translation
+def test_trpo_preset_translates_to_sb3_contrib_kwargs() -> None:
+    # agents/trpo.toml [CartPole-v1]: n_envs=2, n_steps=256, critic_batch_size=512, damping=0.001,
+    # gae_lambda=0.98, critic_lr=1e-3, critic_epochs=20 over the TRPOConfig defaults
+    (_, peer) = plan_jobs(["trpo"], ["CartPole-v1"], [0], against="sb3", steps=1000)
+    spec = PeerSpec.from_dict(peer.peer)
+    kw = spec.kwargs
+    assert spec.algo_class == "sb3_contrib.TRPO" and spec.n_envs == 2 and spec.vec_normalize is None
+    assert kw["n_steps"] == 256 and kw["batch_size"] == 512 and kw["cg_damping"] == 0.001
+    assert kw["gae_lambda"] == 0.98 and kw["learning_rate"] == 1e-3 and kw["n_critic_updates"] == 20
+    assert kw["cg_max_steps"] == 15 and kw["target_kl"] == 0.01 and kw["line_search_shrinking_factor"] == 0.8
+    # natrl: full step + 10 backtracks = 11 trials; sb3-contrib counts trials
+    assert kw["line_search_max_iter"] == 11 and kw["sub_sampling_factor"] == 1
+    assert kw["policy_kwargs"]["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
+    assert kw["policy_kwargs"]["activation_fn"] == "Tanh"
+    json.dumps(peer.peer)  # auditable: the spec goes into results.json as it is
+
+
+def test_ppo_translation_keeps_vf_coef_and_anneals_linearly() -> None:
+    cfg = PPOConfig(vf_coef=0.8, anneal_lr=True, learning_rate=1e-3, clip_range_vf=0.3, target_kl=0.02)
+    spec = translate("ppo", cfg)
+    assert spec is not None
+    assert spec.kwargs["vf_coef"] == pytest.approx(0.8)  # both minimise vf_coef · MSE
+    assert spec.kwargs["learning_rate"] == {"linear": 1e-3}
+    model, _ = build_model(spec, "CartPole-v1", seed=0)
+    assert model.vf_coef == pytest.approx(0.8)
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    assert model.clip_range(0.5) == pytest.approx(0.2) and model.clip_range_vf(0.5) == pytest.approx(0.3)
+    assert model.target_kl == 0.02
+    assert translate("npg", build_config(AGENTS["npg"].config_cls, {})) is None
+
+
+def test_unmatched_options_are_reported() -> None:
+    spec = translate("trpo", TRPOConfig(adaptive_damping=True, fisher_subsample=0.25, action_bound="squash"))
+    assert spec is not None and spec.kwargs["sub_sampling_factor"] == 4
+    text = "\n".join(spec.notes)
+    assert "NOT MATCHED: adaptive_damping" in text and "NOT MATCHED: action_bound" in text
+    assert "APPROXIMATE: fisher_subsample" in text
+
+
+@pytest.mark.parametrize("algo", ["trpo", "ppo"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_sb3_model_has_natrls_networks_and_optimizer(algo: str, env_id: str) -> None:
+    (job, peer) = plan_jobs([algo], [env_id], [0], against="sb3", steps=1000)
+    cls = AGENTS[algo]
+    agent = cls(env_id, seed=0, config=build_config(cls.config_cls, job.hyperparameters))
+    model, _ = build_model(PeerSpec.from_dict(peer.peer), env_id, seed=0)
+    natrl_shapes = sorted(tuple(p.shape) for p in [*agent.actor.parameters(), *agent.critic.parameters()])
+    sb3_shapes = sorted(tuple(p.shape) for p in model.policy.parameters())
+    assert natrl_shapes == sb3_shapes
+    natrl_opt = agent.critic_optimizer if algo == "trpo" else agent.optimizer
+    assert model.policy.optimizer.param_groups[0]["eps"] == natrl_opt.param_groups[0]["eps"]
+    assert model.n_steps == agent.config.n_steps and model.n_envs == agent.config.n_envs
+    assert model.gamma == agent.config.gamma and model.gae_lambda == agent.config.gae_lambda
+    agent.close()
+    model.get_env().close()
+
+
+def test_translated_vecnormalize_scales_rewards_like_natrl() -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    cfg = TRPOConfig(normalize_obs=True, normalize_reward=True, n_envs=2, gamma=0.97)
+    spec = translate("trpo", cfg)
+    assert spec is not None and spec.vec_normalize is not None
+    venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0), **spec.vec_normalize)
+    scaler = RewardScaler(2, cfg.gamma)
+    obs_norm = ObsNormalizer(venv.observation_space.shape)
+    venv.reset()
+    obs_norm.rms.update(venv.get_original_obs())
+    rng = np.random.default_rng(0)
+    for _ in range(450):  # Pendulum episodes end at 200 steps: the running return is reset twice
+        _, reward, dones, _ = venv.step(rng.uniform(-2, 2, size=(2, 1)).astype(np.float32))
+        np.testing.assert_allclose(reward, scaler(venv.get_original_reward(), dones), rtol=1e-6)
+        obs_norm.rms.update(venv.get_original_obs())
+    raw = rng.normal(size=(5, 3)) * 3
+    np.testing.assert_allclose(venv.normalize_obs(raw), obs_norm(raw), rtol=1e-5)
+    venv.close()
+
+
+# --------------------------------------------------------------------------- evaluation
+def test_shared_evaluation_loop_reproduces_agent_evaluate() -> None:
+    agent = AGENTS["trpo"]("CartPole-v1", seed=4, n_envs=1, n_steps=64)
+    returns = evaluate_policy(
+        lambda obs: agent.predict(obs, deterministic=True), lambda: gym.make("CartPole-v1"), 3, 10_004
+    )
+    assert returns == agent.evaluate(3, deterministic=True, seed=EVAL_SEED_OFFSET + 4).returns
+    agent.close()
+
+
+class _SlowEnv(gym.Env):
+    """Episodes of 3 steps, reward 1 per step; each step sleeps so evaluations take time."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        time.sleep(0.01)
+        self.t += 1
+        return np.zeros(1, np.float32), 1.0 + float(action), self.t >= 3, False, {}
+
+
+def test_evaluator_schedule_threshold_and_paused_clock() -> None:
+    action = {"a": 0}
+    ev = Evaluator(lambda obs: action["a"], _SlowEnv, episodes=2, seed=0, every=300, total_steps=1000, threshold=5.0)
+    ev.start()
+    evaluated = []
+    for steps in range(256, 1025, 256):  # rollouts of 256 steps, as the learn loops report them
+        if steps >= 768:
+            action["a"] = 1  # returns jump from 3 to 6
+        if ev.due(steps):
+            evaluated.append(ev.evaluate(steps).steps)
+    ev.finish(1024)
+    # the first rollout boundary past each multiple of 300, never the budget itself (the final one does)
+    assert evaluated == [512, 768]
+    assert [p.steps for p in ev.points] == [512, 768, 1024]
+    assert [p.mean for p in ev.points] == [3.0, 6.0, 6.0]
+    assert ev.reached is not None and ev.reached.steps == 768
+    # three evaluations of 2 × 3 sleeping steps: ≥ 0.18 s of evaluation, none of it counted as training
+    assert ev.eval_seconds >= 0.18
+    assert ev.final_train_seconds < 0.1
+
+
+# --------------------------------------------------------------------------- report
+def _row(library: str, seed: int, sps: float, ttt: float | None, final: float) -> dict[str, Any]:
+    return {
+        "index": seed * 2 + (library == "sb3"),
+        "library": library,
+        "algo": "trpo",
+        "env": "CartPole-v1",
+        "seed": seed,
+        "status": "ok",
+        "steps": 1000,
+        "train_seconds": 1000 / sps,
+        "steps_per_second": sps,
+        "final_eval_mean": final,
+        "final_eval_std": 0.0,
+        "threshold": 475.0,
+        "threshold_steps": None if ttt is None else 500,
+        "threshold_seconds": ttt,
+        "implementation": "natrl 0.1.0" if library == "natrl" else "sb3-contrib TRPO 2.9.2",
+    }
+
+
+def test_table_reports_mean_std_over_seeds_and_paired_ratios() -> None:
+    rows = [
+        _row("natrl", 0, 1000.0, 10.0, 500.0),
+        _row("sb3", 0, 500.0, 20.0, 480.0),
+        _row("natrl", 1, 2000.0, None, 400.0),
+        _row("sb3", 1, 1000.0, 30.0, 490.0),
+        {
+            "index": 9,
+            "library": "natrl",
+            "algo": "trpo",
+            "env": "Nope-v0",
+            "seed": 0,
+            "status": "failed",
+            "error": "ValueError: unknown environment id 'Nope-v0'",
+        },
+    ]
+    table = markdown_table(rows, {"command": "natrl bench --against sb3", "versions": {}})
+    lines = table.splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| env |")).strip("|").split("|")]
+    natrl_line = next(line for line in lines if line.startswith("| CartPole-v1 (≥ 475) | trpo | natrl"))
+    cells = dict(zip(header, (c.strip() for c in natrl_line.strip("|").split("|")), strict=True))
+    assert cells["runs"] == "2"
+    assert cells["final return"] == "450.0 ± 70.7"  # sample std of (500, 400)
+    assert cells["steps/s"] == "1,500 ± 707"
+    assert cells["reached"] == "1/2"
+    assert cells["steps/s ratio"] == "2.00"  # (1000 + 2000) / (500 + 1000)
+    assert cells["time-to-threshold ratio"] == "0.50 (1 seed)"  # only seed 0: both reached the threshold
+    assert "| Nope-v0 | trpo | natrl | 0 (+1 failed) |" in table
+    assert "natrl trpo Nope-v0 seed 0: ValueError: unknown environment id 'Nope-v0'" in table
+
+
+def test_report_merges_sweeps_into_one_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from natrl.bench.report import write_results
+
+    for name, rows in (
+        ("a", [_row("natrl", 0, 1000.0, 10.0, 500.0), _row("sb3", 0, 500.0, 20.0, 480.0)]),
+        ("b", [{**_row("natrl", 0, 800.0, None, 900.0), "env": "Hopper-v5", "threshold": 2500.0}]),
+    ):
+        (tmp_path / name).mkdir()
+        write_results(tmp_path / name, rows, {"command": f"natrl bench {name}", "eval_episodes": 10, "complete": True})
+    out = tmp_path / "merged"
+    assert main(["--report", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [(r["index"], r["env"], r["library"]) for r in data["runs"]] == [
+        (0, "CartPole-v1", "natrl"),
+        (1, "CartPole-v1", "sb3"),
+        (2, "Hopper-v5", "natrl"),
+    ]
+    table = (out / "table.md").read_text()
+    assert "Command: `natrl bench a`" in table and "Command: `natrl bench b`" in table
+    assert "| Hopper-v5 (≥ 2500) | trpo | natrl | 1 | 1,000 | 900.0 |" in table
+    assert table in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- real sweeps
+def _check_results(out: Path, expected: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    data = json.loads((out / "results.json").read_text())
+    meta, runs = data["metadata"], data["runs"]
+    assert meta["complete"] is True and meta["versions"]["torch"] and meta["cpu_count"] >= 1
+    assert meta["command"].startswith("python -m natrl.bench")
+    assert [(r["library"], r["algo"], r["env"]) for r in runs] == expected
+    for r in runs:
+        if r["status"] != "ok":
+            continue
+        assert r["steps"] >= r["budget"] and r["error"] is None and r["torch_threads"] == 1
+        assert r["train_seconds"] > 0 and r["wall_seconds"] > r["train_seconds"] + r["eval_seconds"]
+        assert r["steps_per_second"] == pytest.approx(r["steps"] / r["train_seconds"])
+        curve = r["curve"]
+        assert curve[-1]["steps"] == r["steps"] and curve[-1]["mean"] == r["final_eval_mean"]
+        assert [p["steps"] for p in curve] == sorted(p["steps"] for p in curve) and len(curve) >= 2
+        reached = [p for p in curve if p["mean"] >= r["threshold"]]
+        assert r["threshold_steps"] == (reached[0]["steps"] if reached else None)
+        assert math.isfinite(r["final_eval_mean"]) and r["hyperparameters"]["n_steps"] >= 1
+    with (out / "results.csv").open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert tuple(csv_rows[0]) == CSV_FIELDS and len(csv_rows) == len(runs)
+    assert "| env | algo | library |" in (out / "table.md").read_text()
+    return runs
+
+
+def test_sequential_sweep_against_sb3_with_a_failing_job(tmp_path: Path) -> None:
+    out = tmp_path / "seq"
+    argv = [
+        "--algos",
+        "trpo",
+        "--envs",
+        "CartPole-v1,Nope-v0",
+        "--seeds",
+        "0",
+        "--steps",
+        "1024",
+        "--eval-every",
+        "512",
+        "--eval-episodes",
+        "2",
+        "--against",
+        "sb3",
+        "--out",
+        str(out),
+        "-q",
+    ]
+    assert main(argv) == 1  # some job failed
+    runs = _check_results(
+        out,
+        [
+            ("natrl", "trpo", "CartPole-v1"),
+            ("sb3", "trpo", "CartPole-v1"),
+            ("natrl", "trpo", "Nope-v0"),
+            ("sb3", "trpo", "Nope-v0"),
+        ],
+    )
+    assert [r["status"] for r in runs] == ["ok", "ok", "failed", "failed"]
+    assert "Nope-v0" in runs[2]["error"] and "Nope" in runs[3]["error"]
+    assert runs[1]["implementation"].startswith("sb3-contrib TRPO") and runs[1]["peer"]["kwargs"]["n_steps"] == 256
+    assert (out / "curves_CartPole-v1.png").stat().st_size > 1000
+    assert main(argv) == 2  # refuses to overwrite the results
+
+
+def test_ray_sweep_local(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    argv = [
+        "--algos",
+        "trpo,ppo",
+        "--envs",
+        "CartPole-v1,Nope-v0",
+        "--seeds",
+        "1",
+        "--steps",
+        "1024",
+        "--eval-episodes",
+        "2",
+        "--ray",
+        "--ray-cpus",
+        "2",
+        "--out",
+        str(out),
+        "-q",
+    ]
+    assert main(argv) == 1
+    runs = _check_results(
+        out,
+        [
+            ("natrl", "trpo", "CartPole-v1"),
+            ("natrl", "ppo", "CartPole-v1"),
+            ("natrl", "trpo", "Nope-v0"),
+            ("natrl", "ppo", "Nope-v0"),
+        ],
+    )
+    assert [r["status"] for r in runs] == ["ok", "ok", "failed", "failed"]
+    meta = json.loads((out / "results.json").read_text())["metadata"]
+    assert meta["ray"]["cluster_cpus"] == 2 and meta["execution"].startswith("Ray (local)")
+
+
+def test_missing_ray_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert main(["--algos", "trpo", "--envs", "CartPole-v1", "--seeds", "0", "--ray", "--dry-run"]) == 2
+    assert "--ray needs Ray, which is not installed: pip install 'natrl[ray]'" in capsys.readouterr().err
+
+
+def test_cli_registers_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    cli = pytest.importorskip("natrl.cli")
+    code = cli.main(
+        ["bench", "--algos", "trpo,npg", "--envs", "Pendulum-v1", "--seeds", "0-1", "--against", "sb3", "--dry-run"]
+    )
+    assert code == 0
+    names = re.findall(r"(?:natrl|sb3) \w+ Pendulum-v1 s\d", capsys.readouterr().out)
+    assert names == [
+        "natrl trpo Pendulum-v1 s0",
+        "sb3 trpo Pendulum-v1 s0",
+        "natrl npg Pendulum-v1 s0",
+        "natrl trpo Pendulum-v1 s1",
+        "sb3 trpo Pendulum-v1 s1",
+        "natrl npg Pendulum-v1 s1",
+    ]
