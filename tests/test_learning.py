@@ -17,16 +17,17 @@ CASES = [
     ("ppo", "CartPole-v1", 475.0),
     ("trpo", "Pendulum-v1", -250.0),
     ("ppo", "Pendulum-v1", -250.0),
+    ("acktr", "CartPole-v1", 475.0),  # within 200k steps (issue: ACKTR)
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(("algo", "env_id", "threshold"), CASES, ids=[f"{a}-{e}" for a, e, _ in CASES])
-def test_reaches_threshold_within_100k_steps(algo: str, env_id: str, threshold: float) -> None:
+def test_reaches_threshold_within_budget(algo: str, env_id: str, threshold: float) -> None:
     cls = AGENTS[algo]
     preset = load_preset(algo, env_id, cls.config_cls)
-    assert preset.total_steps <= 100_000
+    assert preset.total_steps <= (200_000 if algo == "acktr" else 100_000)
     agent = cls(env_id, seed=0, **preset.hyperparameters)
     agent.learn(preset.total_steps, progress=False)
     result = agent.evaluate(episodes=10, deterministic=True)

@@ -1,5 +1,6 @@
 """Reinforcement learning on Gymnasium: distributions, policies, rollouts, GAE and agents."""
 
+from natrl.rl.acktr import ACKTR, ACKTRConfig
 from natrl.rl.agent import Batch, CheckpointError, EvalResult, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig
 from natrl.rl.distributions import Categorical, DiagGaussian, Distribution
@@ -9,7 +10,7 @@ from natrl.rl.policies import Actor, Critic
 from natrl.rl.ppo import PPO, PPOConfig
 from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
 
-AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO}
+AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, "acktr": ACKTR}
 
 
 def load_agent(path: str, *, device: str = "cpu") -> OnPolicyAgent:
@@ -22,10 +23,12 @@ def load_agent(path: str, *, device: str = "cpu") -> OnPolicyAgent:
 
 
 __all__ = [
+    "ACKTR",
     "AGENTS",
     "NPG",
     "PPO",
     "TRPO",
+    "ACKTRConfig",
     "Actor",
     "Batch",
     "Categorical",

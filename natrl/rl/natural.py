@@ -38,6 +38,7 @@ class PolicyObjective:
 
     def __init__(self, actor: Actor, batch: Batch) -> None:
         self.actor = actor
+        self.batch = batch
         self.params = list(actor.parameters())
         self.fn = functional(actor)
         self.obs = batch.obs
@@ -80,7 +81,12 @@ class NaturalDirection:
     grad: Tensor  # g = ∇L(θ_old)
     direction: Tensor  # x
     quad: float  # xᵀ(F + λI)x
-    cg: CGResult
+    cg: CGResult | None  # None when the direction came from K-FAC
+
+    def cg_stats(self) -> dict[str, float]:
+        if self.cg is None:
+            return {}
+        return {"cg_iterations": float(self.cg.iterations), "cg_residual": self.cg.residual_norm}
 
     def step_for_kl(self, delta: float) -> Tensor:
         """β x with β = sqrt(2δ / xᵀ(F+λI)x): the step whose quadratic-model KL is δ."""

@@ -21,11 +21,13 @@ import torch
 
 from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.linesearch import backtracking
+from natrl.optim.kfac import KFAC
 from natrl.params import write_back
+from natrl.rl.acktr import kfac_policy_direction, make_actor_kfac
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
 from natrl.rl.critic import adam, fit_critic
-from natrl.rl.natural import PolicyObjective, natural_direction
+from natrl.rl.natural import NaturalDirection, PolicyObjective, natural_direction
 
 __all__ = ["NPG", "TRPO", "NPGConfig", "TRPOConfig"]
 
@@ -41,6 +43,10 @@ class _NaturalConfig(OnPolicyConfig):
         adaptive_damping: adapt λ by the Levenberg–Marquardt rule from the ratio of the
             actual to the predicted surrogate improvement.
         fisher_subsample: fraction of the batch used for Fisher-vector products (0, 1].
+        curvature: "exact" (CG on the exact Fisher) or "kfac" (the K-FAC natural gradient of the
+            policy's own Fisher, no CG; xᵀFx from the K-FAC blocks). With "kfac", ``damping`` is
+            the Tikhonov damping of the Kronecker blocks.
+        kfac_factor_decay: moving-average decay of the K-FAC factors (curvature="kfac").
     """
 
     critic_batch_size: int = 128
@@ -49,9 +55,16 @@ class _NaturalConfig(OnPolicyConfig):
     damping: float = 0.1
     adaptive_damping: bool = False
     fisher_subsample: float = 1.0
+    curvature: str = "exact"
+    kfac_factor_decay: float = 0.95
 
     def validate(self) -> None:
         super().validate()
+        check(self.curvature in ("exact", "kfac"), "curvature", self.curvature, "'exact' or 'kfac'")
+        check(0.0 <= self.kfac_factor_decay < 1.0, "kfac_factor_decay", self.kfac_factor_decay, "must lie in [0, 1)")
+        check(
+            self.curvature == "exact" or self.damping > 0, "damping", self.damping, "must be > 0 with curvature='kfac'"
+        )
         check(isinstance(self.cg_iters, int) and self.cg_iters >= 1, "cg_iters", self.cg_iters, "an integer >= 1")
         check(self.cg_tol >= 0, "cg_tol", self.cg_tol, "must be >= 0")
         check(self.damping >= 0, "damping", self.damping, "must be >= 0")
@@ -117,6 +130,11 @@ class _NaturalAgent(OnPolicyAgent):
         self.damping = (
             LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
         )
+        self.kfac: KFAC | None = None
+        if cfg.curvature == "kfac":
+            self.kfac = make_actor_kfac(
+                self.actor, damping=cfg.damping, factor_decay=cfg.kfac_factor_decay, inverse_interval=1
+            )
 
     def _prepare(self, batch: Batch) -> None:
         if self.config.normalize_advantage and len(batch) > 1:
@@ -147,16 +165,32 @@ class _NaturalAgent(OnPolicyAgent):
         return stats
 
     def _algo_state(self) -> dict[str, Any]:
-        return {"critic_optimizer": self.critic_optimizer.state_dict(), "damping": self.damping.state_dict()}
+        state = {"critic_optimizer": self.critic_optimizer.state_dict(), "damping": self.damping.state_dict()}
+        if self.kfac is not None:
+            state["kfac"] = self.kfac.state_dict()
+        return state
 
     def _load_algo_state(self, state: dict[str, Any]) -> None:
         if "critic_optimizer" in state:
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         if "damping" in state:
             self.damping.load_state_dict(state["damping"])
+        if self.kfac is not None and "kfac" in state:
+            self.kfac.load_state_dict(state["kfac"])
 
-    def _direction(self, objective: PolicyObjective):
+    def _direction(self, objective: PolicyObjective) -> NaturalDirection | None:
         cfg = self.config
+        if self.kfac is not None:
+            self.kfac.damping = self.damping.value
+            kd = kfac_policy_direction(
+                self.actor, self.kfac, objective.batch, ent_coef=0.0, generator=self.generator, importance_ratio=True
+            )
+            if kd is None:
+                return None
+            quad = float(kd.natural @ kd.grad)  # xᵀ F̂ x with F̂ x = −g for x = −ĝ
+            if not math.isfinite(quad) or quad <= 0.0:
+                return None
+            return NaturalDirection(torch.tensor(kd.loss0), kd.grad, -kd.natural, quad, None)
         return natural_direction(
             objective,
             damping=self.damping.value,
@@ -213,8 +247,7 @@ class TRPO(_NaturalAgent):
             "step_fraction": ls.step_fraction if ls.accepted else 0.0,
             "line_search_steps": float(ls.n_trials),
             "line_search_failed": 0.0 if ls.accepted else 1.0,
-            "cg_iterations": float(nd.cg.iterations),
-            "cg_residual": nd.cg.residual_norm,
+            **nd.cg_stats(),
             "grad_norm": float(nd.grad.norm()),
         }
 
@@ -249,7 +282,6 @@ class NPG(_NaturalAgent):
             "surrogate_gain": gain if ok else 0.0,
             "expected_gain": expected,
             "step_rejected": 0.0 if ok else 1.0,
-            "cg_iterations": float(nd.cg.iterations),
-            "cg_residual": nd.cg.residual_norm,
+            **nd.cg_stats(),
             "grad_norm": float(nd.grad.norm()),
         }

@@ -1,0 +1,337 @@
+"""ACKTR: actor-critic with a K-FAC natural gradient and a KL trust region (Wu et al., 2017).
+
+One update:
+
+    rollout → GAE → forward the actor on the batch
+    → a Fisher pass: actions a' ~ π(·|s) sampled from the policy itself, backward of
+      −mean log π(a'|s), which feeds K-FAC its output-gradient factors G (the true Fisher,
+      not the empirical one); the input factors A come from the same forward
+    → the policy gradient g of −mean log π(a|s)·Â − c_e·H, preconditioned layer by layer:
+      ĝ = (G ⊗ A + λI)⁻¹ g for the MLP, ĝ = g / 2 for a state-independent log-std
+      (its exact Fisher block: 2 per dimension, uncoupled from the mean's)
+    → momentum u = μ u_prev + ĝ, then the KL clip ν = min(1, √(κ / (η² uᵀFu))) with the
+      exact Fisher (one Fisher-vector product), step −η ν u (Ba et al., 2017, §5; Wu et al.,
+      2017, §3.1 clip ĝ alone, which lets momentum carry the step past the trust region)
+    → damping λ constant or Levenberg–Marquardt from actual vs predicted surrogate change
+    → critic regression (Adam, or K-FAC with Gauss-Newton factors from sampled targets).
+
+:func:`kfac_policy_direction` is shared with ``TRPO(curvature="kfac")``, which takes the
+K-FAC direction, scales it to the trust region with the exact Fisher and line-searches it.
+
+Eigendecomposition failures and non-finite statistics never crash and never produce NaN
+parameters: :func:`natrl.optim.kfac.eigh_robust` retries with jitter and in float64, a layer
+whose factors cannot be decomposed keeps its plain gradient (with a warning), and a step whose
+direction is not finite is skipped with the parameters left exactly as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from natrl.curvature import fisher_vp
+from natrl.linalg import ConstantDamping, LevenbergMarquardt
+from natrl.optim.kfac import KFAC
+from natrl.params import flatten, functional, write_back
+from natrl.rl.agent import Batch, OnPolicyAgent
+from natrl.rl.config import OnPolicyConfig, check
+from natrl.rl.critic import adam, fit_critic
+from natrl.rl.policies import Actor
+
+__all__ = ["ACKTR", "ACKTRConfig", "KFACDirection", "kfac_policy_direction", "make_actor_kfac"]
+
+
+def make_actor_kfac(actor: Actor, *, damping: float, factor_decay: float, inverse_interval: int) -> KFAC:
+    """A K-FAC preconditioner over the actor's MLP with the policy's own (sampled) Fisher.
+
+    Statistics are collected only inside :func:`kfac_policy_direction`; other forward and
+    backward passes through the actor (line searches, Fisher-vector products, rollouts)
+    leave the factors alone.
+    """
+    kfac = KFAC(
+        actor.net,
+        lr=1.0,
+        damping=damping,
+        factor_decay=factor_decay,
+        inverse_interval=inverse_interval,
+        kl_clip=None,
+        fisher="sampled",
+        preconditioner_only=True,
+    )
+    kfac._suspended = True
+    return kfac
+
+
+@contextlib.contextmanager
+def _collecting(kfac: KFAC) -> Iterator[None]:
+    kfac._suspended = False
+    try:
+        yield
+    finally:
+        kfac._suspended = True
+
+
+@dataclass
+class KFACDirection:
+    """ĝ ≈ F⁻¹ g for the actor's parameters (flat), with g and the surrogate at θ_old."""
+
+    grad: Tensor  # g, flat over list(actor.parameters())
+    natural: Tensor  # ĝ
+    loss0: float
+    entropy: float
+    fallbacks: int
+    failed_layers: tuple[str, ...]
+
+
+def kfac_policy_direction(
+    actor: Actor,
+    kfac: KFAC,
+    batch: Batch,
+    *,
+    ent_coef: float,
+    generator: torch.Generator,
+    importance_ratio: bool,
+) -> KFACDirection | None:
+    """K-FAC natural gradient of the policy loss at the current parameters.
+
+    Args:
+        actor: the policy.
+        kfac: its preconditioner (:func:`make_actor_kfac`); its factors are updated here.
+        batch: the rollout (advantages already normalised if wanted).
+        ent_coef: entropy bonus c_e.
+        generator: for the actions sampled in the Fisher pass.
+        importance_ratio: use the surrogate −mean r·Â with r = π/π_old (TRPO) instead of
+            −mean log π·Â (ACKTR); both have the same gradient at θ_old.
+
+    Returns:
+        The direction, or None when the gradient or its preconditioned form is not finite
+        (the caller then skips the step).
+    """
+    params = list(actor.parameters())
+    for p in params:
+        p.grad = None
+    actor.train()
+    with _collecting(kfac):
+        dist = actor.dist_cls(*actor(batch.obs))
+        with torch.no_grad():
+            sampled = dist.detach().sample(generator)
+        kfac.fisher_backward(-dist.log_prob(sampled).mean())
+        log_prob = dist.log_prob(batch.actions)
+        if importance_ratio:
+            pg = -(torch.exp(log_prob - batch.log_probs) * batch.advantages).mean()
+        else:
+            pg = -(log_prob * batch.advantages).mean()
+        entropy = dist.entropy().mean()
+        (pg - ent_coef * entropy).backward()
+        grad = flatten(p.grad if p.grad is not None else torch.zeros_like(p) for p in params).clone()
+        if not bool(torch.isfinite(grad).all()):
+            for p in params:
+                p.grad = None
+            for layer in kfac._layers.values():  # drop this pass's statistics
+                layer.a_sum, layer.a_rows, layer.g_sum, layer.g_count = None, 0, None, 0
+                layer.outputs.clear()
+            return None
+        kfac.step()  # preconditioner_only: rewrites the MLP's .grad, refreshes factors/inverses
+    stats = kfac.stats
+    assert stats is not None
+    fallbacks, failed = stats.fallbacks, list(stats.failed_layers)
+    if not actor.discrete and not actor.state_dependent_std and actor.log_std.grad is not None:
+        actor.log_std.grad.div_(2.0)  # exact Fisher of a state-independent log-std: 2 I
+    natural = flatten(p.grad if p.grad is not None else torch.zeros_like(p) for p in params).clone()
+    for p in params:
+        p.grad = None
+    if not bool(torch.isfinite(natural).all()):
+        return None
+    return KFACDirection(grad, natural, float(pg.detach()), float(entropy.detach()), fallbacks, tuple(failed))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ACKTRConfig(OnPolicyConfig):
+    """ACKTR hyperparameters.
+
+    Attributes:
+        learning_rate: step size η of the actor's natural-gradient step.
+        momentum: momentum of the actor's step (0 disables it).
+        kl_clip: κ: the step is scaled so that η² ĝᵀF ĝ ≤ κ.
+        damping: Tikhonov λ of the K-FAC blocks (initial value when adaptive).
+        adaptive_damping: Levenberg–Marquardt adaptation of λ from the ratio of the actual to
+            the predicted change of the surrogate.
+        factor_decay: ε of the K-FAC factor moving averages.
+        inverse_interval: recompute the eigendecompositions every this many updates.
+        ent_coef: entropy bonus c_e.
+        critic_optimizer: "adam" (minibatch epochs) or "kfac" (Gauss-Newton K-FAC steps).
+        critic_kfac_lr: step size of the critic's K-FAC steps.
+    """
+
+    n_envs: int = 4
+    n_steps: int = 64
+    learning_rate: float = 0.25
+    momentum: float = 0.9
+    kl_clip: float = 0.001
+    damping: float = 0.01
+    adaptive_damping: bool = False
+    factor_decay: float = 0.95
+    inverse_interval: int = 1
+    ent_coef: float = 0.0
+    critic_optimizer: str = "adam"
+    critic_kfac_lr: float = 0.25
+    critic_epochs: int = 5
+    critic_batch_size: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "must lie in [0, 1)")
+        check(self.kl_clip > 0, "kl_clip", self.kl_clip, "must be > 0")
+        check(self.damping > 0, "damping", self.damping, "must be > 0")
+        check(0.0 <= self.factor_decay < 1.0, "factor_decay", self.factor_decay, "must lie in [0, 1)")
+        check(
+            isinstance(self.inverse_interval, int) and self.inverse_interval >= 1,
+            "inverse_interval",
+            self.inverse_interval,
+            "an integer >= 1",
+        )
+        check(self.ent_coef >= 0, "ent_coef", self.ent_coef, "must be >= 0")
+        check(self.critic_optimizer in ("adam", "kfac"), "critic_optimizer", self.critic_optimizer, "'adam' or 'kfac'")
+        check(self.critic_kfac_lr > 0, "critic_kfac_lr", self.critic_kfac_lr, "must be > 0")
+
+
+class ACKTR(OnPolicyAgent):
+    """Actor-critic using Kronecker-factored trust region (see module docstring)."""
+
+    algo = "acktr"
+    config_cls = ACKTRConfig
+    config: ACKTRConfig
+
+    def _setup(self) -> None:
+        cfg = self.config
+        self.kfac = make_actor_kfac(
+            self.actor, damping=cfg.damping, factor_decay=cfg.factor_decay, inverse_interval=cfg.inverse_interval
+        )
+        self._momentum: Tensor | None = None  # momentum buffer of the actor's natural step
+        self.damping = LevenbergMarquardt(cfg.damping) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
+        if cfg.critic_optimizer == "kfac":
+            self.critic_optimizer: torch.optim.Optimizer = KFAC(
+                self.critic,
+                lr=cfg.critic_kfac_lr,
+                momentum=cfg.momentum,
+                damping=cfg.damping,
+                factor_decay=cfg.factor_decay,
+                kl_clip=cfg.kl_clip,
+                fisher="sampled",
+            )
+        else:
+            self.critic_optimizer = adam(list(self.critic.parameters()), cfg.critic_lr)
+
+    def _update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.config
+        if cfg.normalize_advantage and len(batch) > 1:
+            batch.advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+        self.kfac.damping = self.damping.value
+        params = list(self.actor.parameters())
+        theta0 = flatten(params).detach().clone()
+        nd = kfac_policy_direction(
+            self.actor, self.kfac, batch, ent_coef=cfg.ent_coef, generator=self.generator, importance_ratio=False
+        )
+        stats: dict[str, float] = {"damping": self.damping.value}
+        if nd is None:
+            stats.update(step_skipped=1.0, kl=0.0)
+        else:
+            # momentum on the natural gradient, then the KL clip on the whole step:
+            # ν = min(1, √(κ / (η² uᵀ F u))) with u the momentum direction and F the exact
+            # Fisher (one matvec), so the step's quadratic KL ½ η² ν² uᵀFu stays ≤ κ / 2
+            buf = nd.natural if self._momentum is None else cfg.momentum * self._momentum + nd.natural
+            fvp = fisher_vp(functional(self.actor), theta0, batch.obs, self.actor.dist_cls)  # type: ignore[arg-type]
+            quad = float(buf @ fvp(buf))
+            nu = 1.0 if not quad > 0 else min(1.0, math.sqrt(cfg.kl_clip / (cfg.learning_rate**2 * quad)))
+            theta1 = theta0 - cfg.learning_rate * nu * buf
+            if not (math.isfinite(quad) and bool(torch.isfinite(theta1).all())):
+                stats.update(step_skipped=1.0, kl=0.0)  # parameters untouched
+            else:
+                self._momentum = nu * buf if cfg.momentum > 0 else None
+                write_back(params, theta1)
+                stats.update(self._step_stats(batch, theta0, theta1, nd, nu, quad))
+        if cfg.critic_optimizer == "kfac":
+            stats["value_loss"] = self._fit_critic_kfac(batch)
+        else:
+            stats["value_loss"] = fit_critic(
+                self.critic,
+                self.critic_optimizer,
+                batch.obs,
+                batch.returns,
+                epochs=cfg.critic_epochs,
+                batch_size=cfg.critic_batch_size,
+                generator=self.generator,
+            )
+        if not self.actor.discrete and not self.actor.state_dependent_std:
+            stats["std"] = float(self.actor.log_std.detach().exp().mean())
+        return stats
+
+    def _step_stats(
+        self, batch: Batch, theta0: Tensor, theta1: Tensor, nd: KFACDirection, nu: float, quad: float
+    ) -> dict[str, float]:
+        """KL of the step, actual vs predicted surrogate change, and the damping update."""
+        fn = functional(self.actor)
+        with torch.no_grad():
+            old = self.actor.dist_cls(*fn(theta0, batch.obs))  # type: ignore[misc]
+            new = self.actor.dist_cls(*fn(theta1, batch.obs))  # type: ignore[misc]
+            kl = float(old.kl(new).mean())
+            ratio = torch.exp(new.log_prob(batch.actions) - batch.log_probs)
+            gain = float(-(ratio * batch.advantages).mean() - (-batch.advantages.mean()))
+        step = theta1 - theta0
+        lin = float(nd.grad @ step)
+        predicted = -(lin + 0.5 * (nu * self.config.learning_rate) ** 2 * quad)
+        self.damping.update(-gain, predicted)
+        return {
+            "kl": kl,
+            "kl_scale": nu,
+            "surrogate_gain": -gain,
+            "predicted_gain": predicted,
+            "entropy": nd.entropy,
+            "eigen_fallbacks": float(nd.fallbacks),
+            "failed_layers": float(len(nd.failed_layers)),
+        }
+
+    def _fit_critic_kfac(self, batch: Batch) -> float:
+        cfg = self.config
+        opt = self.critic_optimizer
+        assert isinstance(opt, KFAC)
+        n = len(batch)
+        last = float("nan")
+        for _ in range(cfg.critic_epochs):
+            perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(batch.obs.device)
+            for start in range(0, n, cfg.critic_batch_size):
+                idx = perm[start : start + cfg.critic_batch_size]
+                values = self.critic(batch.obs[idx])
+                opt.sampled_fisher_backward(values, "gaussian", generator=self.generator)
+                loss = 0.5 * (values - batch.returns[idx]).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                last = float(2.0 * loss.detach())
+        return last
+
+    def _algo_state(self) -> dict[str, Any]:
+        return {
+            "kfac": self.kfac.state_dict(),
+            "momentum": self._momentum,
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "damping": self.damping.state_dict(),
+        }
+
+    def _load_algo_state(self, state: dict[str, Any]) -> None:
+        for name, obj in (
+            ("kfac", self.kfac),
+            ("critic_optimizer", self.critic_optimizer),
+            ("damping", self.damping),
+        ):
+            if name in state:
+                obj.load_state_dict(state[name])
+        if state.get("momentum") is not None:
+            self._momentum = state["momentum"].to(self.device)
