@@ -34,10 +34,10 @@ def test_reaches_threshold_within_budget(algo: str, env_id: str, threshold: floa
     every = preset.total_steps // 10
     evaluations: list[tuple[int, float]] = []
 
-    def evaluate_periodically(a, stats) -> None:  # noqa: ANN001
+    def evaluate_periodically(a, stats) -> None:
         if a.num_timesteps // every > len(evaluations):
             evaluations.append((a.num_timesteps, a.evaluate(episodes=10, deterministic=True).mean))
 
     agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
-    best_step, best = max(evaluations, key=lambda e: e[1])
+    best = max(score for _, score in evaluations)
     assert best >= threshold, f"{algo} {env_id}: best evaluation {best:.1f} < {threshold}; all: {evaluations}"
