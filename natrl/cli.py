@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog=PROG,
-        description="natrl: natural-gradient reinforcement learning (TRPO, NPG, PPO) on Gymnasium.",
+        description="natrl: natural-gradient reinforcement learning (TRPO, NPG, ACKTR; PPO as the baseline) on Gymnasium.",
         epilog=MAIN_EXAMPLES,
         formatter_class=_Formatter,
     )
