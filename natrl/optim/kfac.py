@@ -1,0 +1,738 @@
+"""K-FAC: Kronecker-factored approximate curvature for ``nn.Linear`` and ``nn.Conv2d``.
+
+For a layer with (bias-augmented) input ā and pre-activation output s, the per-example
+gradient of the weights [W | b] is g āᵀ with g = ∂ℓ/∂s, so the layer's Fisher block is
+F = E[(g gᵀ) ⊗ (ā āᵀ)] (row-major vec of [W | b]). K-FAC assumes g and ā independent:
+
+    F ≈ G ⊗ A,   A = E[ā āᵀ],   G = E[g gᵀ]
+
+(Martens & Grosse 2015, "Optimizing neural networks with Kronecker-factored approximate
+curvature", ICML, §3). For ``Conv2d`` ā are the unfolded input patches and g the output
+gradients at each spatial location; with spatially uncorrelated derivatives
+F ≈ (L·Ḡ) ⊗ Ā over the L locations (Grosse & Martens 2016, "A Kronecker-factored approximate
+Fisher matrix for convolution layers", ICML, §3.1). The preconditioned gradient solves the
+damped system with the eigendecompositions A = Q_A diag(a) Q_Aᵀ, G = Q_G diag(g) Q_Gᵀ:
+
+    (G ⊗ A + λI)⁻¹ vec(∇) = vec(Q_G [(Q_Gᵀ ∇ Q_A) ⊘ (g aᵀ + λ)] Q_Aᵀ)
+
+(Tikhonov damping of the Kronecker product, exact in the eigenbasis; George et al. 2018,
+"Fast approximate natural gradient descent in a Kronecker-factored eigenbasis", §3).
+
+Pieces, all usable on their own (ACKTR reuses them with a policy's sampled Fisher):
+
+* pure functions: :func:`linear_factors`, :func:`conv2d_factors` (factor contributions from
+  inputs and output gradients), :func:`eigh_robust` (eigendecomposition with jitter then
+  float64 fallbacks), :func:`precondition` (the solve above), :func:`kl_clip_scale` (the
+  step scale ν = min(1, √(κ / (η² Σ⟨∇̃, ∇⟩))) of Ba et al. 2017 / ACKTR, Wu et al. 2017);
+* :class:`KFAC`, a ``torch.optim`` optimizer that collects the factors with forward hooks on
+  the layers and tensor hooks on their outputs, keeps exponential moving averages, refreshes
+  eigendecompositions every ``inverse_interval`` steps, and either only rewrites ``.grad``
+  (``preconditioner_only=True``: ``loss.backward(); kfac.step(); other_opt.step()``) or also
+  takes an SGD-with-momentum step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+from natrl.linalg import LevenbergMarquardt
+
+__all__ = [
+    "KFAC",
+    "Eigen",
+    "KFACStats",
+    "conv2d_factors",
+    "eigh_robust",
+    "kl_clip_scale",
+    "linear_factors",
+    "precondition",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------------
+
+
+def _with_ones(a: Tensor) -> Tensor:
+    return torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
+
+
+def linear_factors(
+    inputs: Tensor, grad_outputs: Tensor | None, *, bias: bool, batch_size: int | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """K-FAC factor estimates of an ``nn.Linear`` layer from one batch.
+
+    With rows r = 1..R (all leading dimensions flattened; R = N for a plain batch):
+    A = (1/R) Σ_r ā_r ā_rᵀ with ā = [a, 1] when ``bias``, and G = N Σ_r ĝ_r ĝ_rᵀ where ĝ are
+    the gradients of a loss *averaged* over the N examples with respect to the outputs (so N ĝ
+    is the per-example gradient and G = (1/N) Σₙ (N ĝₙ)(N ĝₙ)ᵀ for a plain batch).
+
+    Args:
+        inputs: the layer input, shape (N, …, d_in).
+        grad_outputs: ∂L/∂output, shape (N, …, d_out), or None (then G is None).
+        bias: whether the layer has a bias (append the homogeneous coordinate).
+        batch_size: N (``inputs.shape[0]`` by default).
+
+    Returns:
+        ``(A, G)`` of shapes (d_in [+1], d_in [+1]) and (d_out, d_out).
+    """
+    n = inputs.shape[0] if batch_size is None else batch_size
+    a = inputs.reshape(-1, inputs.shape[-1])
+    if bias:
+        a = _with_ones(a)
+    big_a = a.T @ a / a.shape[0]
+    if grad_outputs is None:
+        return big_a, None
+    g = grad_outputs.reshape(-1, grad_outputs.shape[-1])
+    return big_a, (g.T @ g) * n
+
+
+def _conv_patches(inputs: Tensor, conv: nn.Conv2d) -> Tensor:
+    """Unfolded input patches, shape (N·L, C_in·kh·kw), ordered like ``weight.view(C_out, -1)``."""
+    padding = conv.padding if not isinstance(conv.padding, str) else 0  # "valid"
+    cols = nnf.unfold(inputs, conv.kernel_size, dilation=conv.dilation, padding=padding,
+                      stride=conv.stride)  # fmt: skip
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def conv2d_factors(inputs: Tensor, grad_outputs: Tensor | None, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
+    """K-FAC (KFC) factor estimates of an ``nn.Conv2d`` layer (groups = 1) from one batch.
+
+    A = (1/(N L)) Σ_{n,t} ā_{n,t} ā_{n,t}ᵀ over the unfolded patches ā (plus 1 with a bias)
+    and G = N Σ_{n,t} ĝ_{n,t} ĝ_{n,t}ᵀ over the L output locations (the L·Ḡ of Grosse &
+    Martens 2016 with per-example gradients N ĝ), so that for a 1 × 1 output map the factors
+    equal those of the equivalent ``nn.Linear``.
+
+    Args:
+        inputs: the layer input, shape (N, C_in, H, W).
+        grad_outputs: ∂L/∂output, shape (N, C_out, H', W'), or None.
+        conv: the layer (kernel, stride, padding, dilation, bias).
+
+    Returns:
+        ``(A, G)`` of shapes (C_in kh kw [+1], …) and (C_out, C_out).
+    """
+    n = inputs.shape[0]
+    a = _conv_patches(inputs, conv)
+    if conv.bias is not None:
+        a = _with_ones(a)
+    big_a = a.T @ a / a.shape[0]
+    if grad_outputs is None:
+        return big_a, None
+    g = grad_outputs.permute(0, 2, 3, 1).reshape(-1, grad_outputs.shape[1])
+    return big_a, (g.T @ g) * n
+
+
+class Eigen(NamedTuple):
+    """A symmetric eigendecomposition M = Q diag(values) Qᵀ (values clamped at ≥ 0)."""
+
+    values: Tensor
+    vectors: Tensor
+
+
+def eigh_robust(m: Tensor, *, jitters: tuple[float, ...] = (1e-6, 1e-4, 1e-2)) -> tuple[Eigen | None, str]:
+    """Eigendecomposition of a symmetric PSD factor that does not crash.
+
+    Tries ``torch.linalg.eigh`` on ½(M + Mᵀ); on failure (an exception or non-finite output)
+    retries with M + j·(tr M / n)·I for each jitter j, then in float64 (cast back), and gives
+    up with ``None``.
+
+    Args:
+        m: M, shape (n, n).
+        jitters: relative diagonal shifts tried in turn.
+
+    Returns:
+        ``(eigen, how)``: the decomposition (or None) and ``"ok"``, ``"jitter=…"``,
+        ``"float64"`` or the reason it failed.
+    """
+    if not bool(torch.isfinite(m).all()):
+        return None, "non-finite factor"
+    sym = 0.5 * (m + m.T)
+    n = sym.shape[0]
+    scale = float(sym.diagonal().abs().mean()) or 1.0
+    eye = torch.eye(n, dtype=sym.dtype, device=sym.device)
+    attempts: list[tuple[str, Tensor]] = [("ok", sym)]
+    attempts += [(f"jitter={j:g}", sym + j * scale * eye) for j in jitters]
+    attempts.append(("float64", sym.double()))
+    for how, mat in attempts:
+        try:
+            vals, vecs = torch.linalg.eigh(mat)
+        except (RuntimeError, torch.linalg.LinAlgError):
+            continue
+        if bool(torch.isfinite(vals).all()) and bool(torch.isfinite(vecs).all()):
+            return Eigen(vals.to(m.dtype).clamp_min(0.0), vecs.to(m.dtype)), how
+    return None, "eigh failed (also with jitter and in float64)"
+
+
+def precondition(
+    grad: Tensor, eig_a: Eigen, eig_g: Eigen, damping: float, *, inv_denom: Tensor | None = None
+) -> Tensor:
+    """(G ⊗ A + λI)⁻¹ vec(∇) for a gradient matrix ∇ of shape (d_out, d_a), as a matrix.
+
+    Args:
+        grad: ∇ = [∇W | ∇b], shape (d_out, d_a).
+        eig_a: eigendecomposition of A (d_a × d_a).
+        eig_g: eigendecomposition of G (d_out × d_out).
+        damping: λ > 0.
+        inv_denom: 1 / (g aᵀ + λ), shape (d_out, d_a), if already computed.
+
+    Returns:
+        The preconditioned gradient, shape (d_out, d_a).
+    """
+    qa, qg = eig_a.vectors, eig_g.vectors
+    if inv_denom is None:
+        inv_denom = 1.0 / (torch.outer(eig_g.values, eig_a.values) + damping)
+    return qg @ ((qg.T @ grad @ qa) * inv_denom) @ qa.T
+
+
+def kl_clip_scale(inner: float, lr: float, kl_clip: float) -> float:
+    """ν = min(1, √(κ / (η² Σ⟨∇̃, ∇⟩))): the step-scaling of ACKTR (Wu et al. 2017, §3.1).
+
+    Args:
+        inner: Σ over parameters of ⟨∇̃, ∇⟩ (the quadratic form ∇̃ᵀ F ∇̃ of the update).
+        lr: the learning rate η of the step that follows.
+        kl_clip: κ > 0.
+    """
+    quad = lr * lr * inner
+    if not quad > 0.0 or not math.isfinite(quad):
+        return 1.0
+    return min(1.0, math.sqrt(kl_clip / quad))
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    """Factors and their eigendecompositions for one tracked layer."""
+
+    name: str
+    module: nn.Module
+    a: Tensor | None = None
+    g: Tensor | None = None
+    a_sum: Tensor | None = None
+    a_rows: int = 0
+    g_sum: Tensor | None = None
+    g_count: int = 0
+    eig_a: Eigen | None = None
+    eig_g: Eigen | None = None
+    inv_denom: Tensor | None = None  # 1 / (g aᵀ + λ) in the eigenbasis, for the current λ
+    denom_damping: float = math.nan
+    outputs: list[Tensor] = field(default_factory=list)  # outputs of this step's forwards
+    handles: list[RemovableHandle] = field(default_factory=list)
+
+    @property
+    def params(self) -> list[Tensor]:
+        ps = [self.module.weight]  # type: ignore[list-item]
+        if self.module.bias is not None:  # type: ignore[union-attr]
+            ps.append(self.module.bias)  # type: ignore[arg-type]
+        return ps
+
+
+class KFACStats(NamedTuple):
+    """What one :meth:`KFAC.step` did.
+
+    Attributes:
+        kl_scale: ν applied to the preconditioned gradients (1.0 without KL clipping).
+        damping: λ used.
+        preconditioned_layers: layers whose gradients were preconditioned.
+        fallbacks: eigendecompositions that needed jitter or float64 in this step.
+        failed_layers: layers left to plain gradients in this step (eigh failed or no factor).
+        rho: the Levenberg–Marquardt reduction ratio (NaN when not evaluated).
+    """
+
+    kl_scale: float
+    damping: float
+    preconditioned_layers: int
+    fallbacks: int
+    failed_layers: tuple[str, ...]
+    rho: float
+
+
+def _supported(module: nn.Module) -> str | None:
+    """None when K-FAC handles the module, else why not."""
+    if type(module) is nn.Linear:
+        return None
+    if type(module) is nn.Conv2d:
+        if module.groups != 1:
+            return "grouped convolution"
+        if module.padding_mode != "zeros":
+            return f"padding_mode={module.padding_mode!r}"
+        if module.padding == "same":
+            return "padding='same'"
+        return None
+    return "unsupported layer type"
+
+
+class KFAC(Optimizer):
+    """K-FAC natural-gradient optimizer or preconditioner for a model's Linear/Conv2d layers.
+
+    Usage as a full optimizer::
+
+        opt = KFAC(model, lr=0.05, momentum=0.9, damping=1e-2)
+        loss = criterion(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+
+    as a preconditioner in front of any optimizer::
+
+        kfac = KFAC(model, lr=0.05, preconditioner_only=True)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+        loss.backward(); kfac.step(); sgd.step()
+
+    The factor G comes from the backward passes of the training loss
+    (``fisher="empirical"``, the default: cheap, the usual choice for supervised learning), or
+    only from passes marked as Fisher passes (``fisher="sampled"``, the true Fisher: run
+    ``kfac.fisher_backward(sampled_loss)`` or ``kfac.sampled_fisher_backward(outputs)`` with
+    targets sampled from the model, as ACKTR does); A always comes from the forward pass.
+    Both assume the loss is averaged over the batch (first dimension).
+
+    Layers other than ``nn.Linear`` and ``nn.Conv2d`` (groups = 1, zero padding) keep their
+    plain gradients; they are named in a warning. Parameters without a gradient are skipped.
+
+    Args:
+        model: the module whose Linear/Conv2d layers are preconditioned; all its trainable
+            parameters are the optimizer's parameters.
+        lr: the step size η (also used by the KL clip in preconditioner mode: pass the
+            learning rate of the optimizer that follows).
+        momentum: SGD momentum on the preconditioned gradient (optimizer mode).
+        weight_decay: L2 coefficient added to the gradients before preconditioning.
+        damping: Tikhonov λ > 0 added to G ⊗ A.
+        factor_decay: ε of the moving averages F ← ε F + (1 − ε) F_batch.
+        factor_interval: collect statistics and update factors every this many steps.
+        inverse_interval: recompute the eigendecompositions every this many steps.
+        kl_clip: κ of the KL clip (None disables it).
+        adaptive_damping: Levenberg–Marquardt adaptation of λ (Martens & Grosse 2015, §6.5;
+            ω = (19/20)^damping_interval) from ρ computed with a closure; optimizer mode only.
+        damping_interval: steps between damping adaptations (T₃).
+        fisher: ``"empirical"`` or ``"sampled"`` (see above).
+        preconditioner_only: only rewrite ``.grad`` (no parameter update).
+
+    Attributes:
+        stats: :class:`KFACStats` of the last step.
+        layers: the names of the preconditioned layers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.01,
+        *,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        damping: float = 1e-3,
+        factor_decay: float = 0.95,
+        factor_interval: int = 1,
+        inverse_interval: int = 10,
+        kl_clip: float | None = 1e-3,
+        adaptive_damping: bool = False,
+        damping_interval: int = 5,
+        fisher: str = "empirical",
+        preconditioner_only: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"KFAC: model must be an nn.Module, got {type(model).__name__}")
+        if fisher not in ("empirical", "sampled"):
+            raise ValueError(f"KFAC: unknown fisher {fisher!r}; valid: 'empirical', 'sampled'")
+        if not damping > 0.0:
+            raise ValueError(f"KFAC: damping must be > 0, got {damping}")
+        if not 0.0 <= factor_decay < 1.0:
+            raise ValueError(f"KFAC: factor_decay must lie in [0, 1), got {factor_decay}")
+        if factor_interval < 1 or inverse_interval < 1 or damping_interval < 1:
+            raise ValueError("KFAC: factor_interval, inverse_interval, damping_interval must be >= 1")
+        if kl_clip is not None and not kl_clip > 0.0:
+            raise ValueError(f"KFAC: kl_clip must be > 0 or None, got {kl_clip}")
+        if adaptive_damping and preconditioner_only:
+            raise ValueError(
+                "KFAC: adaptive_damping needs the parameter update, so it is not available with "
+                "preconditioner_only=True"
+            )
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("KFAC: the model has no trainable parameters")
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
+        self.model = model
+        self.damping = float(damping)
+        self.factor_decay = factor_decay
+        self.factor_interval = factor_interval
+        self.inverse_interval = inverse_interval
+        self.kl_clip = kl_clip
+        self.adaptive_damping = adaptive_damping
+        self.damping_interval = damping_interval
+        self.fisher = fisher
+        self.preconditioner_only = preconditioner_only
+        omega = (19.0 / 20.0) ** damping_interval
+        self._lm = LevenbergMarquardt(damping, increase=1.0 / omega, decrease=omega,
+                                      min_value=min(1e-8, damping), max_value=max(1e4, damping))  # fmt: skip
+        self._k = 0  # steps taken
+        self._in_fisher_pass = False
+        self._suspended = False
+        self.stats: KFACStats | None = None
+
+        self._layers: dict[nn.Module, _Layer] = {}
+        skipped: list[str] = []
+        for name, module in model.named_modules():
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            if not own:
+                continue
+            why = _supported(module)
+            if why is not None:
+                skipped.append(f"{name or '<root>'} ({type(module).__name__}: {why})")
+                continue
+            layer = _Layer(name or "<root>", module)
+            layer.handles.append(module.register_forward_hook(self._forward_hook))
+            self._layers[module] = layer
+        if skipped:
+            warnings.warn(
+                "KFAC: layers left to plain gradients: " + ", ".join(skipped),
+                UserWarning,
+                stacklevel=2,
+            )
+        self.layers = [layer.name for layer in self._layers.values()]
+
+    # -- statistics collection -----------------------------------------------------------------
+
+    @property
+    def _collecting(self) -> bool:
+        return not self._suspended and self._k % self.factor_interval == 0
+
+    def _forward_hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        if not (self._collecting and module.training and torch.is_grad_enabled()):
+            return
+        x = inputs[0]
+        if not isinstance(x, Tensor) or not isinstance(output, Tensor):
+            return
+        layer = self._layers[module]
+        x = x.detach()
+        with torch.no_grad():
+            if isinstance(module, nn.Conv2d):
+                big_a, _ = conv2d_factors(x, None, module)
+                rows = x.shape[0] * output.shape[-1] * output.shape[-2]
+            else:
+                big_a, _ = linear_factors(x, None, bias=module.bias is not None)  # type: ignore[arg-type]
+                rows = x.numel() // x.shape[-1]
+        layer.a_sum = big_a * rows if layer.a_sum is None else layer.a_sum + big_a * rows
+        layer.a_rows += rows
+        if output.requires_grad:
+            n = x.shape[0]
+            output.register_hook(lambda go, layer=layer, n=n: self._grad_hook(layer, n, go))
+            layer.outputs.append(output)
+
+    def _grad_hook(self, layer: _Layer, n: int, go: Tensor) -> None:
+        wanted = self._in_fisher_pass if self.fisher == "sampled" else not self._in_fisher_pass
+        if self._suspended or not wanted:
+            return
+        with torch.no_grad():
+            if go.dim() == 4 and isinstance(layer.module, nn.Conv2d):
+                g = go.permute(0, 2, 3, 1).reshape(-1, go.shape[1])
+            else:
+                g = go.reshape(-1, go.shape[-1])
+            big_g = (g.T @ g) * n
+        layer.g_sum = big_g if layer.g_sum is None else layer.g_sum + big_g
+        layer.g_count += 1
+
+    @contextlib.contextmanager
+    def fisher_pass(self) -> Iterator[None]:
+        """Mark the backward passes inside as Fisher passes (sampled targets)."""
+        prev = self._in_fisher_pass
+        self._in_fisher_pass = True
+        try:
+            yield
+        finally:
+            self._in_fisher_pass = prev
+
+    def fisher_backward(self, loss: Tensor) -> None:
+        """Backpropagate a loss with sampled targets to collect G, leaving ``.grad`` untouched.
+
+        Gradients are taken only with respect to the layer outputs recorded in this step's
+        forward passes (no weight gradients are formed); the graph is retained, so the
+        training loss can be backpropagated afterwards.
+        """
+        outputs = [o for layer in self._layers.values() for o in layer.outputs]
+        if not outputs:
+            return  # not a collection step (factor_interval) or no forward in training mode
+        with self.fisher_pass():
+            torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
+
+    def sampled_fisher_backward(
+        self, outputs: Tensor, likelihood: str = "categorical", *, generator: torch.Generator | None = None
+    ) -> None:
+        """Sample targets from the model's predictive distribution and call
+        :meth:`fisher_backward` on their mean negative log-likelihood.
+
+        Args:
+            outputs: logits (``"categorical"``, shape (N, C)) or means (``"gaussian"``, unit
+                variance, any shape with N first).
+            likelihood: ``"categorical"`` or ``"gaussian"``.
+            generator: random generator for the samples.
+        """
+        with torch.no_grad():
+            if likelihood == "categorical":
+                probs = torch.softmax(outputs.detach().float(), dim=-1)
+                y = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+                y = y.reshape(outputs.shape[:-1])
+            elif likelihood == "gaussian":
+                noise = torch.randn(outputs.shape, generator=generator, dtype=outputs.dtype,
+                                    device=outputs.device)  # fmt: skip
+                y = outputs.detach() + noise
+            else:
+                raise ValueError(f"KFAC: unknown likelihood {likelihood!r}; valid: 'categorical', 'gaussian'")
+        if likelihood == "categorical":
+            loss = nnf.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), y.reshape(-1))
+        else:
+            loss = 0.5 * ((outputs - y) ** 2).reshape(outputs.shape[0], -1).sum(1).mean()
+        self.fisher_backward(loss)
+
+    # -- factors and inverses ------------------------------------------------------------------
+
+    def _update_factors(self) -> None:
+        eps = self.factor_decay
+        for layer in self._layers.values():
+            if layer.a_sum is not None and layer.a_rows > 0:
+                new_a = layer.a_sum.div_(layer.a_rows)
+                layer.a = new_a if layer.a is None else layer.a.lerp_(new_a, 1 - eps)
+            if layer.g_sum is not None and layer.g_count > 0:
+                new_g = layer.g_sum.div_(layer.g_count)
+                layer.g = new_g if layer.g is None else layer.g.lerp_(new_g, 1 - eps)
+            layer.a_sum, layer.a_rows, layer.g_sum, layer.g_count = None, 0, None, 0
+
+    def _update_inverses(self, force: bool) -> tuple[int, list[str]]:
+        fallbacks, failed = 0, []
+        for layer in self._layers.values():
+            if layer.a is None or layer.g is None:
+                continue
+            if not force and layer.eig_a is not None:
+                continue
+            eig_a, how_a = eigh_robust(layer.a)
+            eig_g, how_g = eigh_robust(layer.g)
+            fallbacks += (how_a not in ("ok",) and eig_a is not None) + (how_g not in ("ok",) and eig_g is not None)
+            if eig_a is None or eig_g is None:
+                failed.append(layer.name)
+                warnings.warn(
+                    f"KFAC: eigendecomposition failed for layer {layer.name} "
+                    f"({how_a if eig_a is None else how_g}); it keeps plain gradients until "
+                    "its factors recover",
+                    RuntimeWarning,
+                    stacklevel=5,  # _update_inverses < _precondition < precondition_grads < step
+                )
+                layer.eig_a = layer.eig_g = layer.inv_denom = None
+                continue
+            layer.eig_a, layer.eig_g = eig_a, eig_g
+            layer.inv_denom = None
+        return fallbacks, failed
+
+    @staticmethod
+    def _grad_matrix(layer: _Layer) -> Tensor | None:
+        w = layer.module.weight  # type: ignore[union-attr]
+        if w.grad is None:
+            return None
+        gm = w.grad.reshape(w.shape[0], -1)
+        b = layer.module.bias  # type: ignore[union-attr]
+        if b is not None:
+            gb = b.grad if b.grad is not None else torch.zeros_like(b)
+            gm = torch.cat([gm, gb.reshape(-1, 1)], dim=1)
+        return gm
+
+    @staticmethod
+    def _write_grad_matrix(layer: _Layer, mat: Tensor) -> None:
+        w = layer.module.weight  # type: ignore[union-attr]
+        b = layer.module.bias  # type: ignore[union-attr]
+        if b is not None:
+            wg, bg = mat[:, :-1], mat[:, -1]
+            if b.grad is None:
+                b.grad = bg.reshape(b.shape).clone()
+            else:
+                b.grad.copy_(bg.reshape(b.shape))
+        else:
+            wg = mat
+        assert w.grad is not None
+        w.grad.copy_(wg.reshape(w.shape))
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def precondition_grads(self) -> tuple[float, int, int, list[str]]:
+        """Update factors/inverses as scheduled and replace ``.grad`` by ν (G⊗A + λI)⁻¹ ∇.
+
+        Returns:
+            ``(ν, preconditioned layers, eigen fallbacks, failed layer names)``.
+        """
+        params = [p for g in self.param_groups for p in g["params"]]
+        if all(p.grad is None for p in params):
+            raise RuntimeError("KFAC: no parameter has a gradient; call loss.backward() first")
+        with torch.no_grad():
+            return self._precondition(params)
+
+    def _precondition(self, params: list[Tensor]) -> tuple[float, int, int, list[str]]:
+        wd = float(self.defaults["weight_decay"])
+        keep_raw = self.adaptive_damping and not self.preconditioner_only
+        raw: dict[int, Tensor] = {}
+        for p in params:
+            if p.grad is None:
+                continue
+            if wd:
+                p.grad.add_(p, alpha=wd)
+            if keep_raw:
+                raw[id(p)] = p.grad.clone()
+        if self._k % self.factor_interval == 0:
+            self._update_factors()
+        for layer in self._layers.values():
+            layer.outputs.clear()
+        fallbacks, failed = self._update_inverses(force=self._k % self.inverse_interval == 0)
+        done = 0
+        inners: list[Tensor] = []  # ⟨∇̃, ∇⟩ pieces for the KL clip
+        handled: set[int] = set()
+        for layer in self._layers.values():
+            if layer.eig_a is None or layer.eig_g is None:
+                if layer.name not in failed and layer.a is not None:
+                    failed.append(layer.name)
+                continue
+            gm = self._grad_matrix(layer)
+            if gm is None:
+                continue
+            if layer.inv_denom is None or layer.denom_damping != self.damping:
+                outer = torch.outer(layer.eig_g.values, layer.eig_a.values)
+                layer.inv_denom = 1.0 / (outer + self.damping)
+                layer.denom_damping = self.damping
+            pre = precondition(gm, layer.eig_a, layer.eig_g, self.damping,
+                               inv_denom=layer.inv_denom)  # fmt: skip
+            if self.kl_clip is not None:
+                inners.append((pre * gm).sum())
+            self._write_grad_matrix(layer, pre)
+            handled.update(id(p) for p in layer.params)
+            done += 1
+        nu = 1.0
+        if self.kl_clip is not None:
+            inners += [(p.grad * p.grad).sum() for p in params
+                       if p.grad is not None and id(p) not in handled]  # fmt: skip
+            inner = float(torch.stack(inners).sum()) if inners else 0.0
+            nu = kl_clip_scale(inner, float(self.defaults["lr"]), self.kl_clip)
+            if nu < 1.0:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(nu)
+        self._raw_grads = raw
+        return nu, done, fallbacks, failed
+
+    def _quadratic_model(self, deltas: dict[int, Tensor]) -> float:
+        """gᵀδ + ½ δᵀ(F̂ + λI)δ with F̂ the K-FAC blocks (curvature of other parameters: λ only)."""
+        lin = sum(float((self._raw_grads[i] * d).sum()) for i, d in deltas.items() if i in self._raw_grads)
+        quad = self.damping * sum(float((d * d).sum()) for d in deltas.values())
+        for layer in self._layers.values():
+            if layer.a is None or layer.g is None:
+                continue
+            w = layer.module.weight  # type: ignore[union-attr]
+            if id(w) not in deltas:
+                continue
+            dm = deltas[id(w)].reshape(w.shape[0], -1)
+            b = layer.module.bias  # type: ignore[union-attr]
+            if b is not None:
+                db = deltas.get(id(b), torch.zeros_like(b))
+                dm = torch.cat([dm, db.reshape(-1, 1)], dim=1)
+            quad += float((dm * (layer.g @ dm @ layer.a)).sum())
+        return lin + 0.5 * quad
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Tensor | None:  # type: ignore[override]
+        """Precondition the gradients and (unless ``preconditioner_only``) take a step.
+
+        Args:
+            closure: optional; zeroes the gradients, computes the loss, calls backward and
+                returns the loss. Needed for ``adaptive_damping`` (it is called again, without
+                collecting statistics, at the new parameters).
+
+        Returns:
+            The closure's loss (before the step), if a closure was given.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        lam = self.damping
+        nu, done, fallbacks, failed = self.precondition_grads()
+        rho = math.nan
+        if not self.preconditioner_only:
+            adapt = self.adaptive_damping and closure is not None and (self._k + 1) % self.damping_interval == 0
+            deltas: dict[int, Tensor] = {}
+            with torch.no_grad():
+                for group in self.param_groups:
+                    lr, mom = float(group["lr"]), float(group["momentum"])
+                    for p in group["params"]:
+                        if p.grad is None:
+                            continue
+                        d_p = p.grad
+                        if mom:
+                            buf = self.state[p].get("momentum_buffer")
+                            if buf is None:
+                                buf = d_p.clone()
+                                self.state[p]["momentum_buffer"] = buf
+                            else:
+                                buf.mul_(mom).add_(d_p)
+                            d_p = buf
+                        delta = -lr * d_p
+                        if adapt:
+                            deltas[id(p)] = delta.clone()
+                        p.add_(delta)
+            if adapt:
+                assert loss is not None
+                predicted = self._quadratic_model(deltas)
+                self._suspended = True
+                try:
+                    with torch.enable_grad():
+                        new_loss = float(torch.as_tensor(closure()).detach())  # type: ignore[misc]
+                finally:
+                    self._suspended = False
+                actual = new_loss - float(torch.as_tensor(loss).detach())
+                rho = actual / predicted if predicted < 0 else -math.inf
+                self._lm.update(-actual, -predicted)
+                self.damping = self._lm.value
+        self.stats = KFACStats(nu, lam, done, fallbacks, tuple(failed), rho)
+        self._k += 1
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """The torch.optim state plus the factors, λ and the step count (by layer name)."""
+        sd = super().state_dict()
+        sd["kfac"] = {
+            "step": self._k,
+            "damping": self.damping,
+            "factors": {layer.name: (layer.a, layer.g) for layer in self._layers.values()},
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; eigendecompositions are recomputed at the next step."""
+        sd = dict(state_dict)
+        extra = sd.pop("kfac", None)
+        super().load_state_dict(sd)
+        if extra is None:
+            return
+        self._k = int(extra["step"])
+        self.damping = float(extra["damping"])
+        self._lm.load_state_dict({"value": self.damping})
+        for layer in self._layers.values():
+            a, g = extra["factors"].get(layer.name, (None, None))
+            layer.a = None if a is None else a.clone()
+            layer.g = None if g is None else g.clone()
+            layer.eig_a = layer.eig_g = layer.inv_denom = None
+
+    def remove_hooks(self) -> None:
+        """Detach the forward hooks from the model (the optimizer stops collecting)."""
+        for layer in self._layers.values():
+            for h in layer.handles:
+                h.remove()
+            layer.handles.clear()
+
+    def factors(self) -> dict[str, tuple[Tensor | None, Tensor | None]]:
+        """The current (A, G) of each preconditioned layer, by layer name."""
+        return {layer.name: (layer.a, layer.g) for layer in self._layers.values()}

@@ -1,0 +1,174 @@
+"""``minimize``: scipy-style unconstrained minimisation of a function of a torch tensor.
+
+    >>> res = minimize(lambda x: ((x - 3.0) ** 2).sum(), torch.zeros(4), method="lbfgs")
+    >>> res.x, res.success, res.nfev
+
+The objective runs on whatever device x0 lives on (CPU or GPU) and in x0's dtype; gradients
+come from autograd unless ``fun`` returns ``(loss, grad)`` or ``jac`` is given, and
+Hessian-vector products from autograd unless ``hessp`` is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import Tensor
+
+from natrl.optim.newton import run_newton, run_newton_cg
+from natrl.optim.objective import Objective
+from natrl.optim.quasi_newton import run_bfgs, run_lbfgs
+from natrl.optim.result import OptimizeResult
+from natrl.optim.trust_region import run_trust_ncg
+
+__all__ = ["METHODS", "minimize"]
+
+# Method → its options and their defaults (scipy's defaults for the matching method).
+METHODS: dict[str, dict[str, Any]] = {
+    "bfgs": {
+        "gtol": 1e-5,
+        "norm": math.inf,
+        "c1": 1e-4,
+        "c2": 0.9,
+        "xrtol": 0.0,
+        "hess_inv0": None,
+        "max_evals": None,
+    },
+    "lbfgs": {
+        "history_size": 10,
+        "gtol": 1e-5,
+        "ftol": 2.220446049250313e-09,
+        "c1": 1e-4,
+        "c2": 0.9,
+        "max_evals": 15000,
+        "max_ls_evals": 20,
+        "line_search": "strong_wolfe",
+    },
+    "newton-cg": {"xtol": 1e-5, "c1": 1e-4, "c2": 0.9, "cg_max_iter": None},
+    "trust-ncg": {
+        "gtol": 1e-4,
+        "initial_trust_radius": 1.0,
+        "max_trust_radius": 1000.0,
+        "eta": 0.15,
+    },
+    "newton": {"gtol": 1e-5, "c1": 1e-4, "c2": 0.9, "beta": 1e-3},
+}
+_ALIASES = {
+    "l-bfgs": "lbfgs",
+    "l-bfgs-b": "lbfgs",
+    "newtoncg": "newton-cg",
+    "trust_ncg": "trust-ncg",
+    "newton_cg": "newton-cg",
+}
+# The option that the ``tol`` argument sets, per method (as scipy does).
+_TOL_OPTIONS = {
+    "bfgs": ("gtol",),
+    "lbfgs": ("gtol", "ftol"),
+    "newton-cg": ("xtol",),
+    "trust-ncg": ("gtol",),
+    "newton": ("gtol",),
+}
+
+
+def minimize(
+    fun: Callable[[Tensor], Any],
+    x0: Tensor,
+    *,
+    method: str,
+    jac: Callable[[Tensor], Tensor] | bool | None = None,
+    hessp: Callable[[Tensor, Tensor], Tensor] | None = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    callback: Callable[[OptimizeResult], object] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> OptimizeResult:
+    """Minimise a scalar function of a tensor.
+
+    Methods (references: Nocedal & Wright, *Numerical Optimization*, 2nd ed.):
+
+    * ``"bfgs"`` — dense inverse-Hessian BFGS, strong Wolfe line search (Algorithm 6.1).
+      Options: gtol (1e-5), norm (inf), c1 (1e-4), c2 (0.9), xrtol (0), hess_inv0, max_evals.
+    * ``"lbfgs"`` — limited-memory BFGS, two-loop recursion, strong Wolfe (Algorithms 7.4,
+      7.5). Options: history_size (10), gtol (1e-5, max-abs), ftol (2.2e-9, relative
+      reduction), c1, c2, max_evals (15000), max_ls_evals (20), line_search.
+    * ``"newton-cg"`` — line-search truncated Newton-CG with a forcing term (Algorithm 7.1).
+      Options: xtol (1e-5), c1, c2, cg_max_iter (20 n).
+    * ``"trust-ncg"`` — trust-region Newton with Steihaug CG (Algorithms 4.1 and 7.2).
+      Options: gtol (1e-4), initial_trust_radius (1), max_trust_radius (1000), eta (0.15).
+    * ``"newton"`` — dense Hessian, Cholesky solve, Levenberg–Marquardt shift when the Hessian
+      is not positive definite (Algorithm 3.3), strong Wolfe from t = 1. Options: gtol
+      (1e-5), c1, c2, beta (1e-3). For small n: it forms the n × n Hessian.
+
+    Args:
+        fun: ``fun(x) -> loss`` (a scalar tensor differentiable by autograd) or
+            ``fun(x) -> (loss, grad)``; ``x`` has the shape, dtype and device of ``x0``.
+        x0: the starting point, a floating-point tensor of any shape on any device.
+        method: one of the names above (case-insensitive; scipy's "L-BFGS-B" and
+            "Newton-CG" are accepted).
+        jac: ``jac(x) -> grad``, or True when ``fun`` returns ``(loss, grad)``; autograd by
+            default.
+        hessp: ``hessp(x, p) -> ∇²f(x) p`` for newton-cg, trust-ncg and newton; autograd
+            (double backward through ``fun``) by default.
+        tol: sets the method's main tolerance (gtol, xtol; and ftol for lbfgs) as scipy does.
+        max_iter: iteration limit (method default when None).
+        callback: ``callback(intermediate: OptimizeResult)`` after each iteration; return
+            True to stop (status 5).
+        options: method options (see above).
+
+    Returns:
+        An :class:`OptimizeResult`; ``x`` and ``grad`` have x0's shape.
+
+    Raises:
+        ValueError: unknown method or option (the message lists the valid ones); ``fun``
+            returning a non-scalar, a value that is not finite at x0, a value on another
+            device than x0, or a value with no gradient with respect to x.
+        TypeError: x0 not a floating-point tensor.
+    """
+    name = _ALIASES.get(method.lower(), method.lower()) if isinstance(method, str) else method
+    if name not in METHODS:
+        raise ValueError(f"minimize: unknown method {method!r}; valid methods: {sorted(METHODS)}")
+    opts = dict(METHODS[name])
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(opts))
+    if unknown:
+        raise ValueError(f"minimize: unknown option(s) {unknown} for method {name!r}; valid options: {sorted(opts)}")
+    if tol is not None:
+        for key in _TOL_OPTIONS[name]:
+            opts[key] = tol
+    opts.update(given)
+    if max_iter is not None and max_iter < 0:
+        raise ValueError(f"minimize: max_iter must be >= 0, got {max_iter}")
+
+    obj = Objective(fun, x0, jac=jac, hessp=hessp, where=f"minimize({name})")
+    flat0 = x0.detach().reshape(-1)
+
+    cb = None
+    if callback is not None:
+        user_cb = callback
+
+        def cb(r: OptimizeResult) -> object:
+            return user_cb(_shaped(r, x0, obj))
+
+    if name == "bfgs":
+        res = run_bfgs(obj.fg, flat0, max_iter=max_iter, callback=cb, **opts)
+    elif name == "lbfgs":
+        res, _ = run_lbfgs(obj.fg, flat0, max_iter=15000 if max_iter is None else max_iter, callback=cb, **opts)
+    elif name == "newton-cg":
+        res = run_newton_cg(obj.fg, obj.hvp, flat0, max_iter=max_iter, callback=cb, **opts)
+    elif name == "trust-ncg":
+        res = run_trust_ncg(obj.fg, obj.hvp, flat0, max_iter=max_iter, callback=cb, **opts)
+    else:
+        res, _ = run_newton(obj.fg, obj.hessian, flat0, max_iter=max_iter, callback=cb, **opts)
+    return _shaped(res, x0, obj)
+
+
+def _shaped(res: OptimizeResult, x0: Tensor, obj: Objective) -> OptimizeResult:
+    """Give x and grad the shape of x0 and take the evaluation counts from the objective."""
+    return res._replace(
+        x=res.x.detach().reshape(x0.shape),
+        grad=res.grad.detach().reshape(x0.shape),
+        nfev=obj.nfev,
+        njev=obj.njev,
+        nhev=obj.nhev,
+    )

@@ -1,0 +1,294 @@
+"""Newton's method: dense (Cholesky + Levenberg–Marquardt) and truncated Newton-CG.
+
+* :func:`run_newton` — the Hessian H = ∇²f(x) is formed densely and the step solves
+  (H + τI) d = −∇f by Cholesky, with τ = 0 when H is positive definite and otherwise
+  increased until the factorisation succeeds (N&W Algorithm 3.3, "Cholesky with added
+  multiple of the identity", a Levenberg–Marquardt shift). A strong Wolfe line search tries
+  t = 1 first, so on a strictly convex quadratic the first step lands on the minimiser.
+* :func:`truncated_cg` and :func:`run_newton_cg` — line-search Newton-CG (N&W Algorithm 7.1):
+  CG on H d = −∇f using only Hessian-vector products, stopped by the forcing term
+  ‖r‖ ≤ ηₖ‖∇f‖ with ηₖ = min(0.5, √‖∇f‖) (superlinear convergence, N&W Theorem 7.2) or at
+  the first direction of non-positive curvature. Norms are 1-norms as in scipy's Newton-CG,
+  so the counts compare one to one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from natrl.optim.quasi_newton import (
+    _below_resolution,
+    _initial_step_from_decrease,
+    _wolfe_with_fallback,
+)
+from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status
+
+__all__ = ["TruncatedCGResult", "damped_cholesky", "run_newton", "run_newton_cg", "truncated_cg"]
+
+FG = Callable[[Tensor], tuple[Tensor, Tensor]]
+Matvec = Callable[[Tensor], Tensor]
+Callback = Callable[[OptimizeResult], object]
+
+
+def damped_cholesky(h: Tensor, *, beta: float = 1e-3, max_tries: int = 60) -> tuple[Tensor, float]:
+    """Cholesky factor of H + τI with the smallest τ in {0, τ₀, 2τ₀, 4τ₀, …} that works.
+
+    N&W Algorithm 3.3: τ₀ = 0 if min(diag H) > 0, else β − min(diag H); after each failed
+    factorisation τ ← max(2τ, β).
+
+    Args:
+        h: symmetric H, shape (n, n).
+        beta: the smallest positive shift tried.
+        max_tries: the most factorisations attempted.
+
+    Returns:
+        ``(L, τ)`` with L lower triangular, L Lᵀ = H + τI.
+
+    Raises:
+        RuntimeError: if no shift made H + τI numerically positive definite.
+    """
+    n = h.shape[0]
+    eye = torch.eye(n, dtype=h.dtype, device=h.device)
+    min_diag = float(h.diagonal().min())
+    tau = 0.0 if min_diag > 0.0 else beta - min_diag
+    for _ in range(max_tries):
+        chol, info = torch.linalg.cholesky_ex(h + tau * eye)
+        if int(info) == 0 and bool(torch.isfinite(chol).all()):
+            return chol, tau
+        tau = max(2.0 * tau, beta)
+    raise RuntimeError("damped_cholesky: H + τI is not positive definite for any τ tried")
+
+
+def run_newton(
+    fg: FG,
+    hessian: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    *,
+    gtol: float = 1e-5,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    beta: float = 1e-3,
+    max_iter: int | None = None,
+    callback: Callback | None = None,
+) -> tuple[OptimizeResult, int]:
+    """Minimise f by Newton's method with a dense Hessian (N&W Algorithms 3.2 and 3.3).
+
+    d = −(H + τI)⁻¹∇f (:func:`damped_cholesky`), t from a strong Wolfe search starting at
+    t = 1. Stops when ‖∇f‖_∞ ≤ gtol or when the predicted decrease −½∇fᵀd is below the
+    rounding error of f.
+
+    Args:
+        fg: ``fg(x) -> (f, ∇f)``.
+        hessian: ``hessian(x) -> H``, shape (n, n).
+        x0: starting point, shape (n,).
+        gtol: max-abs gradient tolerance.
+        c1: sufficient-decrease constant.
+        c2: curvature constant.
+        beta: smallest Levenberg–Marquardt shift when H is not positive definite.
+        max_iter: iteration limit (200 n by default).
+        callback: called after each iteration; returning True stops.
+
+    Returns:
+        ``(result, n_hessians)``.
+    """
+    n = x0.numel()
+    max_iter = 200 * n if max_iter is None else max_iter
+    x = x0.detach().reshape(-1).clone()
+    fv, g = fg(x)
+    f = float(fv)
+    nfev, nh, k = 1, 0, 0
+    status = Status.SUCCESS
+
+    def result(st: int) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, nh, st == Status.SUCCESS, st, STATUS_MESSAGES[st])
+
+    while float(g.abs().max()) > gtol:
+        if k >= max_iter:
+            status = Status.MAX_ITER
+            break
+        h = hessian(x)
+        nh += 1
+        if not bool(torch.isfinite(h).all()):
+            status = Status.NON_FINITE
+            break
+        chol, _ = damped_cholesky(h, beta=beta)
+        d = -torch.cholesky_solve(g.unsqueeze(1), chol).squeeze(1)
+        if _below_resolution(f, float(torch.dot(g, d)), x.dtype):
+            break
+        ls = _wolfe_with_fallback(fg, x, d, f, g, 1.0, c1, c2, 1e-100, 1e100)
+        nfev += ls.nfev
+        if not ls.success or ls.g is None:
+            status = Status.LINE_SEARCH_FAILED
+            break
+        x, f, g = ls.x, ls.f, ls.g
+        k += 1
+        if callback is not None and callback(result(Status.SUCCESS)) is True:
+            status = Status.CALLBACK
+            break
+    return result(status), nh
+
+
+class TruncatedCGResult(NamedTuple):
+    """Outcome of :func:`truncated_cg`.
+
+    Attributes:
+        x: the approximate Newton step, shape (n,).
+        iterations: Hessian-vector products used.
+        converged: the forcing-term test was met.
+        negative_curvature: a direction with pᵀHp ≤ 0 stopped CG.
+    """
+
+    x: Tensor
+    iterations: int
+    converged: bool
+    negative_curvature: bool
+
+
+def truncated_cg(
+    matvec: Matvec,
+    g: Tensor,
+    *,
+    forcing: float | None = None,
+    max_iter: int | None = None,
+    norm: float = 1.0,
+    abs_curvature_tol: float | None = None,
+) -> TruncatedCGResult:
+    """Approximately solve H d = −g by CG, truncated by a forcing term (N&W Algorithm 7.1).
+
+    Starts at d = 0 and stops when ‖r‖ ≤ η‖g‖ with η = ``forcing`` (min(0.5, √‖g‖) by
+    default), or when a search direction has pᵀHp ≤ 0: then the current iterate is returned,
+    or, on the first iteration, the steepest-descent step −(gᵀg / |gᵀHg|) g.
+
+    Args:
+        matvec: v ↦ H v.
+        g: the gradient, shape (n,).
+        forcing: η ∈ (0, 1).
+        max_iter: the most products (20 n by default).
+        norm: the order of the norms in the stopping test (1 as in scipy).
+        abs_curvature_tol: CG also stops when 0 ≤ pᵀHp ≤ this (scipy uses 3 ε₆₄, which acts as
+            an absolute residual floor); by default the test is relative, pᵀHp ≤ 3 ε ‖p‖².
+
+    Returns:
+        A :class:`TruncatedCGResult`.
+    """
+    n = g.numel()
+    max_iter = 20 * n if max_iter is None else max_iter
+    gnorm = float(torch.linalg.vector_norm(g, ord=norm))
+    eta = min(0.5, math.sqrt(gnorm)) if forcing is None else forcing
+    tol = eta * gnorm
+    eps = float(torch.finfo(torch.float64).eps)
+    x = torch.zeros_like(g)
+    r = g.clone()
+    p = -r
+    rr = float(torch.dot(r, r))
+    for i in range(max_iter):
+        if float(torch.linalg.vector_norm(r, ord=norm)) <= tol:
+            return TruncatedCGResult(x, i, True, False)
+        hp = matvec(p)
+        curv = float(torch.dot(p, hp))
+        zero = 3.0 * eps * float(torch.dot(p, p)) if abs_curvature_tol is None else abs_curvature_tol
+        if 0.0 <= curv <= zero:  # (numerically) zero curvature
+            return TruncatedCGResult(x, i + 1, False, False)
+        if curv < 0.0:
+            if i == 0:
+                x = -(rr / -curv) * g
+            return TruncatedCGResult(x, i + 1, False, True)
+        alpha = rr / curv
+        x = x + alpha * p
+        r = r + alpha * hp
+        rr_new = float(torch.dot(r, r))
+        p = -r + (rr_new / rr) * p
+        rr = rr_new
+    return TruncatedCGResult(x, max_iter, False, False)
+
+
+def run_newton_cg(
+    fg: FG,
+    hvp_at: Callable[[Tensor], Matvec],
+    x0: Tensor,
+    *,
+    xtol: float = 1e-5,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_iter: int | None = None,
+    cg_max_iter: int | None = None,
+    callback: Callback | None = None,
+) -> OptimizeResult:
+    """Minimise f by line-search Newton-CG (N&W Algorithm 7.1), as scipy's ``Newton-CG``.
+
+    Each iteration: d from :func:`truncated_cg` on ∇²f(x) (products from ``hvp_at(x)``), a
+    strong Wolfe search (first trial min(1, 2.02 Δf / ∇fᵀd), steps in [1e-8, 50]); stop when
+    ‖t d‖₁ ≤ n · xtol, or when the predicted decrease −½∇fᵀd is below the rounding error of f.
+
+    Args:
+        fg: ``fg(x) -> (f, ∇f)``.
+        hvp_at: ``hvp_at(x)`` returns v ↦ ∇²f(x) v.
+        x0: starting point, shape (n,).
+        xtol: average relative step tolerance.
+        c1: sufficient-decrease constant.
+        c2: curvature constant.
+        max_iter: iteration limit (200 n by default).
+        cg_max_iter: CG products per iteration (20 n by default).
+        callback: called after each iteration; returning True stops.
+
+    Returns:
+        An :class:`OptimizeResult` (``nhev`` left 0: the caller counts products).
+    """
+    n = x0.numel()
+    max_iter = 200 * n if max_iter is None else max_iter
+    x = x0.detach().reshape(-1).clone()
+    fv, g = fg(x)
+    f = float(fv)
+    f_prev: float | None = None
+    nfev, k = 1, 0
+    status = Status.SUCCESS
+
+    def result(st: int) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, STATUS_MESSAGES[st])
+
+    update_norm = math.inf
+    while update_norm > n * xtol:
+        if k >= max_iter:
+            status = Status.MAX_ITER
+            break
+        cg = truncated_cg(
+            hvp_at(x), g, max_iter=cg_max_iter, abs_curvature_tol=3.0 * float(torch.finfo(torch.float64).eps)
+        )
+        if (
+            not cg.converged
+            and not cg.negative_curvature
+            and cg.iterations >= (20 * n if cg_max_iter is None else cg_max_iter)
+        ):
+            status = Status.NOT_POSITIVE_DEFINITE
+            break
+        d = cg.x
+        gtd = float(torch.dot(g, d))
+        if not gtd < 0.0:  # zero step (gradient already tiny) or ascent: use −∇f
+            d = -g
+            gtd = float(torch.dot(g, d))
+            if gtd == 0.0:
+                break
+        if _below_resolution(f, gtd, x.dtype):
+            break
+        step = _initial_step_from_decrease(f, f_prev, gtd)
+        ls = _wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-8, 50.0)
+        nfev += ls.nfev
+        if not ls.success or ls.g is None:
+            status = Status.LINE_SEARCH_FAILED
+            break
+        update_norm = float(torch.linalg.vector_norm(ls.x - x, ord=1))
+        f_prev, f = f, ls.f
+        x, g = ls.x, ls.g
+        k += 1
+        if callback is not None and callback(result(Status.SUCCESS)) is True:
+            status = Status.CALLBACK
+            break
+        if not math.isfinite(f):
+            status = Status.NON_FINITE
+            break
+    return result(status)

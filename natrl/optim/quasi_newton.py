@@ -1,0 +1,461 @@
+"""BFGS and L-BFGS: pure update rules and line-search drivers over flat tensors.
+
+BFGS keeps a dense inverse-Hessian approximation H ≈ ∇²f⁻¹ and updates it from the step
+s = x₊ − x and the gradient change y = ∇f(x₊) − ∇f(x) (N&W eq. 6.17)::
+
+    H₊ = (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ,   ρ = 1 / yᵀs.
+
+L-BFGS keeps only the last m pairs (s, y) and applies H to a vector with the two-loop
+recursion (N&W Algorithm 7.4) from H₀ = γ I, γ = sᵀy / yᵀy of the newest pair (N&W eq. 7.20).
+
+Both drivers take steps x₊ = x + t d, d = −H ∇f(x), with t from a strong Wolfe line search,
+which keeps yᵀs > 0 and so H positive definite (N&W Algorithm 6.1 and Algorithm 7.5).
+Their defaults and stopping rules mirror scipy's ``BFGS`` and ``L-BFGS-B`` (unconstrained), so
+iteration and evaluation counts are comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from natrl.linesearch.wolfe import PRECISION_LOSS, LineSearchResult, strong_wolfe
+from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status
+
+__all__ = [
+    "LBFGSMemory",
+    "bfgs_update",
+    "lbfgs_direction",
+    "lbfgs_init",
+    "lbfgs_push",
+    "run_bfgs",
+    "run_lbfgs",
+]
+
+FG = Callable[[Tensor], tuple[Tensor, Tensor]]
+Callback = Callable[[OptimizeResult], object]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure update rules
+# ---------------------------------------------------------------------------------------------
+
+
+def bfgs_update(h: Tensor, s: Tensor, y: Tensor, *, skip_tol: float | None = None) -> tuple[Tensor, bool]:
+    """One BFGS update of the inverse-Hessian approximation.
+
+    H₊ = (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ with ρ = 1/(yᵀs) (N&W eq. 6.17), computed in
+    O(n²) as H − ρ (s (Hy)ᵀ + (Hy) sᵀ) + (ρ² yᵀHy + ρ) s sᵀ. The update is skipped (H returned
+    unchanged) when yᵀs ≤ skip_tol · ‖y‖ ‖s‖, where the curvature condition fails and the
+    update would destroy positive definiteness (N&W §6.1).
+
+    Args:
+        h: H, shape (n, n), symmetric positive definite.
+        s: the step x₊ − x, shape (n,).
+        y: the gradient change ∇f(x₊) − ∇f(x), shape (n,).
+        skip_tol: relative threshold; machine epsilon of the dtype by default.
+
+    Returns:
+        ``(H₊, skipped)``.
+    """
+    if skip_tol is None:
+        skip_tol = float(torch.finfo(h.dtype).eps)
+    ys = float(torch.dot(y, s))
+    if not math.isfinite(ys) or ys <= skip_tol * float(torch.linalg.vector_norm(y) * torch.linalg.vector_norm(s)):
+        return h, True
+    rho = 1.0 / ys
+    hy = h @ y
+    yhy = float(torch.dot(y, hy))
+    h_new = torch.addr(h, s, hy, alpha=-rho)  # rank-one updates, no n × n temporaries
+    h_new.addr_(hy, s, alpha=-rho)
+    h_new.addr_(s, s, alpha=rho * rho * yhy + rho)
+    return h_new, False
+
+
+class LBFGSMemory(NamedTuple):
+    """The L-BFGS curvature pairs, oldest first.
+
+    Attributes:
+        s: steps sₖ = xₖ₊₁ − xₖ, each of shape (n,).
+        y: gradient changes yₖ = ∇fₖ₊₁ − ∇fₖ, each of shape (n,).
+        rho: ρₖ = 1 / yₖᵀsₖ (Python floats).
+        gamma: the initial scaling γ = sᵀy / yᵀy of H₀ = γ I (1.0 while empty).
+    """
+
+    s: tuple[Tensor, ...]
+    y: tuple[Tensor, ...]
+    rho: tuple[float, ...]
+    gamma: float
+
+
+def lbfgs_init() -> LBFGSMemory:
+    """An empty memory (the first direction is steepest descent)."""
+    return LBFGSMemory((), (), (), 1.0)
+
+
+def lbfgs_push(
+    memory: LBFGSMemory, s: Tensor, y: Tensor, *, history_size: int, skip_tol: float | None = None
+) -> tuple[LBFGSMemory, bool]:
+    """Add the pair (s, y), dropping the oldest beyond ``history_size`` pairs.
+
+    The pair is skipped when yᵀs ≤ skip_tol · yᵀy (the test of L-BFGS-B, Byrd et al. 1995),
+    which keeps the implicit H positive definite.
+
+    Returns:
+        ``(memory, skipped)``.
+    """
+    if skip_tol is None:
+        skip_tol = float(torch.finfo(s.dtype).eps)
+    ys = float(torch.dot(y, s))
+    yy = float(torch.dot(y, y))
+    if not (math.isfinite(ys) and math.isfinite(yy)) or ys <= skip_tol * yy or yy == 0.0:
+        return memory, True
+    start = max(len(memory.s) - (history_size - 1), 0)
+    s_hist = (*memory.s[start:], s)
+    y_hist = (*memory.y[start:], y)
+    rho = (*memory.rho[start:], 1.0 / ys)
+    return LBFGSMemory(s_hist, y_hist, rho, ys / yy), False
+
+
+def lbfgs_direction(g: Tensor, memory: LBFGSMemory) -> Tensor:
+    """The quasi-Newton direction d = −H g by the two-loop recursion (N&W Algorithm 7.4).
+
+    Args:
+        g: the gradient, shape (n,).
+        memory: the curvature pairs.
+
+    Returns:
+        d, shape (n,).
+    """
+    q = g.clone()
+    alphas: list[Tensor] = []
+    for s, y, rho in zip(reversed(memory.s), reversed(memory.y), reversed(memory.rho), strict=True):
+        a = rho * torch.dot(s, q)
+        q.sub_(a * y)
+        alphas.append(a)
+    r = q.mul_(memory.gamma)
+    for s, y, rho, a in zip(memory.s, memory.y, memory.rho, reversed(alphas), strict=True):
+        b = rho * torch.dot(y, r)
+        r.add_((a - b) * s)
+    return r.neg_()
+
+
+# ---------------------------------------------------------------------------------------------
+# Drivers
+# ---------------------------------------------------------------------------------------------
+
+
+def _below_resolution(f: float, gtd: float, dtype: torch.dtype) -> bool:
+    """Whether the predicted decrease −½∇fᵀd of a full step is below the rounding of f.
+
+    Then no step along d can decrease f representably in ``dtype``: the iterate is converged
+    to machine precision (this ends float32 runs where scipy's float64 tolerances cannot be
+    met, instead of failing their last line search).
+    """
+    return -0.5 * gtd <= float(torch.finfo(dtype).eps) * abs(f)
+
+
+def _initial_step_from_decrease(f: float, f_prev: float | None, gtd: float) -> float:
+    """scipy's guess t = min(1, 1.01 · 2 (f − f_prev) / gᵀd) (N&W eq. 3.60)."""
+    if f_prev is None or gtd == 0.0:
+        return 1.0
+    t = min(1.0, 1.01 * 2.0 * (f - f_prev) / gtd)
+    return 1.0 if t <= 0.0 or not math.isfinite(t) else t
+
+
+def _wolfe_with_fallback(
+    fg: FG,
+    x: Tensor,
+    d: Tensor,
+    f: float,
+    g: Tensor,
+    step: float,
+    c1: float,
+    c2: float,
+    step_min: float,
+    step_max: float,
+    max_evals: int = 100,
+) -> LineSearchResult:
+    """Moré–Thuente first, the zoom search if it fails (as scipy's ``_line_search_wolfe12``)."""
+    ls = strong_wolfe(
+        fg,
+        x,
+        d,
+        f0=f,
+        g0=g,
+        step=step,
+        c1=c1,
+        c2=c2,
+        max_evals=max_evals,
+        step_min=step_min,
+        step_max=step_max,
+    )
+    if ls.success or ls.message == PRECISION_LOSS:
+        return ls
+    ls2 = strong_wolfe(
+        fg,
+        x,
+        d,
+        f0=f,
+        g0=g,
+        step=1.0,
+        c1=c1,
+        c2=c2,
+        max_evals=20,
+        step_max=min(step_max, 1e10),
+        method="zoom",
+    )
+    return ls2._replace(nfev=ls.nfev + ls2.nfev)
+
+
+def run_bfgs(
+    fg: FG,
+    x0: Tensor,
+    *,
+    gtol: float = 1e-5,
+    norm: float = math.inf,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_iter: int | None = None,
+    max_evals: int | None = None,
+    xrtol: float = 0.0,
+    hess_inv0: Tensor | None = None,
+    lr: float | Tensor = 1.0,
+    f0: Tensor | float | None = None,
+    g0: Tensor | None = None,
+    f_prev: float | None = None,
+    callback: Callback | None = None,
+) -> OptimizeResult:
+    """Minimise f by BFGS with a strong Wolfe line search (N&W Algorithm 6.1).
+
+    d = −H ∇f, t from Moré–Thuente (zoom as a fallback), H updated by :func:`bfgs_update`.
+    Stops when ‖∇f‖_norm ≤ gtol, or t‖d‖ ≤ xrtol (xrtol + ‖x‖), or when the predicted decrease
+    −½∇fᵀd is below the rounding error of f (converged to machine precision, which matters
+    in float32). The first trial step is
+    t = min(1, 2.02 (fₖ − fₖ₋₁)/∇fᵀd), with fₖ₋₁ = f₀ + ‖∇f₀‖/2 at the start (as scipy).
+    If d is not a descent direction (H lost definiteness to rounding) H is reset to I.
+
+    Args:
+        fg: ``fg(x) -> (f, ∇f)`` on flat vectors (0-d tensor or float, (n,) tensor).
+        x0: starting point, shape (n,).
+        gtol: gradient tolerance.
+        norm: the order of the gradient norm (``inf`` = max-abs).
+        c1: sufficient-decrease constant of the line search.
+        c2: curvature constant of the line search.
+        max_iter: iteration limit (200 n by default).
+        max_evals: limit on evaluations of ``fg`` (unlimited by default).
+        xrtol: relative step tolerance.
+        hess_inv0: initial H, shape (n, n) (identity by default).
+        lr: a scalar or a per-coordinate tensor (n,) multiplying the direction.
+        f0: f(x0), if already known (with ``g0``), to save an evaluation.
+        g0: ∇f(x0).
+        f_prev: f at the previous iterate, for the first trial step (f0 + ‖∇f0‖/2 by default).
+        callback: called after each iteration with an :class:`OptimizeResult`; returning
+            True stops the run.
+
+    Returns:
+        An :class:`OptimizeResult` with ``hess_inv`` (``nhev`` = 0).
+    """
+    n = x0.numel()
+    max_iter = 200 * n if max_iter is None else max_iter
+    max_evals = math.inf if max_evals is None else max_evals  # type: ignore[assignment]
+    x = x0.detach().reshape(-1).clone()
+    if f0 is None or g0 is None:
+        fv, g = fg(x)
+        nfev = 1
+    else:
+        fv, g = f0, g0.detach().reshape(-1)
+        nfev = 0
+    f = float(fv)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    h = eye.clone() if hess_inv0 is None else hess_inv0.to(dtype=x.dtype, device=x.device).clone()
+    if f_prev is None:
+        f_prev = f + float(torch.linalg.vector_norm(g)) / 2.0
+    plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
+    k = 0
+    status = Status.SUCCESS
+
+    def gnorm(v: Tensor) -> float:
+        return float(torch.linalg.vector_norm(v, ord=norm))
+
+    def result(st: int) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, STATUS_MESSAGES[st], h)
+
+    while gnorm(g) > gtol:
+        if k >= max_iter:
+            status = Status.MAX_ITER
+            break
+        if nfev >= max_evals:
+            status = Status.MAX_EVALS
+            break
+        d = -(h @ g) if plain_lr else -(h @ g) * lr
+        gtd = float(torch.dot(g, d))
+        if not gtd < 0.0:
+            h = eye.clone()
+            d = -g if plain_lr else -g * lr
+            gtd = float(torch.dot(g, d))
+        if _below_resolution(f, gtd, x.dtype):
+            break
+        step = _initial_step_from_decrease(f, f_prev, gtd)
+        ls = _wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-100, 1e100)
+        nfev += ls.nfev
+        if not ls.success:
+            status = Status.LINE_SEARCH_FAILED
+            break
+        assert ls.g is not None
+        s = ls.x - x
+        y = ls.g - g
+        f_prev, f = f, ls.f
+        x, g = ls.x, ls.g
+        k += 1
+        if callback is not None and callback(result(Status.SUCCESS)) is True:
+            status = Status.CALLBACK
+            break
+        if gnorm(g) <= gtol:
+            break
+        if ls.step * float(torch.linalg.vector_norm(d)) <= xrtol * (xrtol + float(torch.linalg.vector_norm(x))):
+            break
+        if not math.isfinite(f):
+            status = Status.NON_FINITE
+            break
+        h, _ = bfgs_update(h, s, y)
+    return result(status)
+
+
+def run_lbfgs(
+    fg: FG,
+    x0: Tensor,
+    *,
+    history_size: int = 10,
+    gtol: float = 1e-5,
+    ftol: float = 2.220446049250313e-09,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_iter: int = 15000,
+    max_evals: int = 15000,
+    max_ls_evals: int = 20,
+    line_search: str | None = "strong_wolfe",
+    lr: float | Tensor = 1.0,
+    memory: LBFGSMemory | None = None,
+    f0: Tensor | float | None = None,
+    g0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> tuple[OptimizeResult, LBFGSMemory]:
+    """Minimise f by L-BFGS with a strong Wolfe line search (N&W Algorithm 7.5).
+
+    d = −H ∇f by :func:`lbfgs_direction`, t from the Moré–Thuente search (c1, c2, at most
+    ``max_ls_evals`` evaluations), then (s, y) pushed by :func:`lbfgs_push`. The first step
+    of a run with an empty memory is t = 1/‖d‖₂ (as L-BFGS-B); later steps try t = 1 first.
+
+    Stopping rules (those of L-BFGS-B): ‖∇f‖_∞ ≤ gtol, or
+    (fₖ − fₖ₊₁) / max(|fₖ|, |fₖ₊₁|, 1) ≤ ftol, or the iteration / evaluation limits.
+
+    Recovery instead of NaN: trial points with a non-finite f are never accepted (the line
+    search shrinks the step); if the line search fails the memory is dropped and the search
+    is retried along −∇f; if that fails too, the run stops with status 2 at the last accepted
+    iterate, which is always finite.
+
+    Args:
+        fg: ``fg(x) -> (f, ∇f)`` on flat vectors.
+        x0: starting point, shape (n,).
+        history_size: m, the number of pairs kept.
+        gtol: max-abs gradient tolerance.
+        ftol: relative reduction tolerance.
+        c1: sufficient-decrease constant.
+        c2: curvature constant.
+        max_iter: iteration limit.
+        max_evals: limit on evaluations of ``fg`` (including the one at x0 unless ``f0`` given).
+        max_ls_evals: limit on evaluations per line search.
+        line_search: ``"strong_wolfe"``, or None for fixed steps t = 1 (scaled by ``lr``).
+        lr: a scalar or a per-coordinate tensor (n,) multiplying the direction.
+        memory: pairs from an earlier run to continue with (empty by default).
+        f0: f(x0), if already known (with ``g0``), to save an evaluation.
+        g0: ∇f(x0).
+        callback: called after each iteration; returning True stops the run.
+
+    Returns:
+        ``(result, memory)``; the memory can seed the next run.
+    """
+    if line_search not in ("strong_wolfe", None):
+        raise ValueError(f"lbfgs: unknown line_search {line_search!r}; valid: 'strong_wolfe', None")
+    memory = lbfgs_init() if memory is None else memory
+    x = x0.detach().reshape(-1).clone()
+    nfev = 0
+    if f0 is None or g0 is None:
+        fv, g = fg(x)
+        nfev = 1
+    else:
+        fv, g = f0, g0.detach().reshape(-1)
+    f = float(fv)
+    k = 0
+
+    def result(st: int) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, STATUS_MESSAGES[st])
+
+    if not math.isfinite(f):
+        return result(Status.NON_FINITE), memory
+    if float(g.abs().max()) <= gtol:
+        return result(Status.SUCCESS), memory
+    plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
+
+    def scaled(v: Tensor) -> Tensor:
+        return v if plain_lr else v * lr
+
+    status = Status.SUCCESS
+    while True:
+        if k >= max_iter:
+            status = Status.MAX_ITER
+            break
+        if nfev >= max_evals:
+            status = Status.MAX_EVALS
+            break
+        restarted = False
+        while True:
+            d = scaled(lbfgs_direction(g, memory))
+            gtd = float(torch.dot(g, d))
+            if not (gtd < 0.0 and math.isfinite(gtd)):  # not a descent direction: restart
+                memory = lbfgs_init()
+                d = scaled(-g)
+            step = 1.0 / float(torch.linalg.vector_norm(d)) if not memory.s else 1.0
+            step = min(step, 1e10)
+            if line_search is None:
+                xt = x + step * d
+                ft, gt = fg(xt)
+                ls = LineSearchResult(step, float(ft), gt, 1, math.isfinite(float(ft)), "fixed step", xt)
+            else:
+                budget = int(min(max_ls_evals, max_evals - nfev))
+                if budget < 1:
+                    status = Status.MAX_EVALS
+                    break
+                ls = strong_wolfe(fg, x, d, f0=f, g0=g, step=step, c1=c1, c2=c2, max_evals=budget, step_max=1e10)
+            nfev += ls.nfev
+            if ls.success or restarted or not memory.s or nfev >= max_evals:
+                break
+            memory = lbfgs_init()  # drop the memory, retry along −∇f
+            restarted = True
+        if status != Status.SUCCESS:
+            break
+        if not ls.success:
+            status = Status.MAX_EVALS if nfev >= max_evals else Status.LINE_SEARCH_FAILED
+            if line_search is None:
+                status = Status.NON_FINITE
+            break
+        assert ls.g is not None
+        s = ls.x - x
+        y = ls.g.reshape(-1) - g
+        f_old = f
+        x, f, g = ls.x, ls.f, ls.g.reshape(-1)
+        k += 1
+        memory, _ = lbfgs_push(memory, s, y, history_size=history_size)
+        if callback is not None and callback(result(Status.SUCCESS)) is True:
+            status = Status.CALLBACK
+            break
+        if float(g.abs().max()) <= gtol:
+            break
+        if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
+            break
+    return result(status), memory

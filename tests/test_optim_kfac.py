@@ -1,0 +1,382 @@
+"""K-FAC factors against dense Fishers, preconditioning against dense solves, and robustness."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import natrl.optim.kfac as kfac_mod
+from natrl.optim import KFAC
+from natrl.optim.kfac import conv2d_factors, kl_clip_scale, linear_factors
+
+
+@pytest.fixture(autouse=True)
+def _float64():  # type: ignore[no-untyped-def]
+    """Exact comparisons in float64 (restores the default dtype afterwards)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def _per_example_grads(layer: nn.Linear, losses: torch.Tensor) -> torch.Tensor:
+    """Row n: the gradient of losses[n] w.r.t. [W | b], flattened row-major (autograd)."""
+    rows = []
+    for ln in losses:
+        gw, gb = torch.autograd.grad(ln, [layer.weight, layer.bias], retain_graph=True)
+        rows.append(torch.cat([gw, gb[:, None]], dim=1).reshape(-1))
+    return torch.stack(rows)
+
+
+def _fit_once(layer: nn.Module, x: torch.Tensor, targets_fn, **kw) -> KFAC:  # type: ignore[no-untyped-def]
+    opt = KFAC(layer, kl_clip=None, preconditioner_only=True, **kw)
+    out = layer(x)
+    loss = 0.5 * ((out - targets_fn(out.detach())) ** 2).sum(1).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return opt
+
+
+def test_factors_equal_dense_fisher_where_kfac_is_exact() -> None:
+    """Data = all pairs (xᵢ, εⱼ): the output gradients εⱼ are independent of the inputs, so
+    the empirical Fisher E[(ggᵀ) ⊗ (āāᵀ)] equals G ⊗ A exactly."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2)
+    xs, eps = torch.randn(4, 3), torch.randn(5, 2)
+    x = xs.repeat_interleave(5, dim=0)  # x₁ x₁ … x₂ …
+    e = eps.repeat(4, 1)  # ε₁ ε₂ … ε₁ …
+    opt = _fit_once(layer, x, lambda out: out - e)
+    a, g = opt.factors()["<root>"]
+    assert a is not None and g is not None
+    out = layer(x)
+    per_example = _per_example_grads(layer, 0.5 * ((out - (out.detach() - e)) ** 2).sum(1))
+    fisher = per_example.T @ per_example / len(x)
+    torch.testing.assert_close(torch.kron(g, a), fisher, rtol=1e-12, atol=1e-12)
+    # and the factors themselves are the plain second moments
+    x1 = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    torch.testing.assert_close(a, x1.T @ x1 / len(x))
+    torch.testing.assert_close(g, eps.T @ eps / 5)
+
+
+def test_factors_differ_from_dense_fisher_by_the_covariance_term() -> None:
+    """Targets 0: the output gradient is the output itself, correlated with the input. Then
+    F − G ⊗ A = E[(ggᵀ − G) ⊗ (āāᵀ − A)] ≠ 0, while the bias block (ā's constant 1) is exact."""
+    torch.manual_seed(1)
+    layer = nn.Linear(3, 2)
+    x = torch.randn(40, 3)
+    opt = _fit_once(layer, x, torch.zeros_like)
+    a, g = opt.factors()["<root>"]
+    assert a is not None and g is not None
+    out = layer(x)
+    per_example = _per_example_grads(layer, 0.5 * (out**2).sum(1))
+    fisher = per_example.T @ per_example / len(x)
+    kron = torch.kron(g, a)
+    assert float((fisher - kron).norm()) > 1e-2 * float(fisher.norm())
+    bias = [o * 4 + 3 for o in range(2)]  # row-major [W | b]: the bias is column 3 of each row
+    torch.testing.assert_close(kron[bias][:, bias], fisher[bias][:, bias])
+    go = out.detach()  # per-example ∂ℓₙ/∂oₙ = oₙ
+    x1 = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    cov = sum(
+        torch.kron(torch.outer(gn, gn) - g, torch.outer(an, an) - a) for gn, an in zip(go, x1, strict=True)
+    ) / len(x)
+    torch.testing.assert_close(fisher - kron, cov)
+
+
+def test_sampled_fisher_mode_collects_g_only_from_fisher_passes() -> None:
+    torch.manual_seed(2)
+    layer = nn.Linear(4, 3)
+    opt = KFAC(layer, fisher="sampled", kl_clip=None, preconditioner_only=True)
+    x = torch.randn(6, 4)
+    out = layer(x)
+    y_sampled = torch.multinomial(torch.softmax(out.detach(), 1), 1).squeeze(1)
+    opt.fisher_backward(nn.functional.cross_entropy(out, y_sampled))
+    assert layer.weight.grad is None  # the Fisher pass leaves .grad alone
+    y_true = torch.randint(0, 3, (6,))
+    nn.functional.cross_entropy(out, y_true).backward()  # a loss pass: no G contribution
+    opt.step()
+    _, g = opt.factors()["<root>"]
+    resid = torch.softmax(out.detach(), 1) - nn.functional.one_hot(y_sampled, 3)
+    torch.testing.assert_close(g, resid.T @ resid / 6)
+
+
+def test_sampled_fisher_approaches_exact_categorical_fisher_factor() -> None:
+    """E_y[ggᵀ] for y ~ softmax(o) is diag(p) − ppᵀ; many samples bring Ĝ close to its mean."""
+    torch.manual_seed(3)
+    layer = nn.Linear(2, 3)
+    xs = torch.randn(5, 2)
+    x = xs.repeat(2000, 1)
+    opt = KFAC(layer, fisher="sampled", kl_clip=None, preconditioner_only=True)
+    out = layer(x)
+    opt.sampled_fisher_backward(out, generator=torch.Generator().manual_seed(0))
+    nn.functional.cross_entropy(out, torch.zeros(len(x), dtype=torch.long)).backward()
+    opt.step()
+    _, g = opt.factors()["<root>"]
+    p = torch.softmax(layer(xs).detach(), 1)
+    exact = sum(torch.diag(pi) - torch.outer(pi, pi) for pi in p) / len(xs)
+    assert float((g - exact).norm()) < 0.05 * float(exact.norm())
+
+
+def _loop_conv_factors(x: torch.Tensor, go: torch.Tensor, conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches cut by hand with explicit loops (zero padding, stride, dilation 1)."""
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    xp = nn.functional.pad(x, (pw, pw, ph, ph))
+    rows_a, rows_g = [], []
+    for n in range(x.shape[0]):
+        for i in range(go.shape[2]):
+            for j in range(go.shape[3]):
+                patch = xp[n, :, i * sh : i * sh + kh, j * sw : j * sw + kw].reshape(-1)
+                rows_a.append(torch.cat([patch, torch.ones(1)]))
+                rows_g.append(go[n, :, i, j])
+    a, g = torch.stack(rows_a), torch.stack(rows_g)
+    return a.T @ a / len(a), g.T @ g * x.shape[0]
+
+
+def test_conv2d_factors_match_hand_cut_patches_and_reconstruct_the_gradient() -> None:
+    torch.manual_seed(4)
+    conv = nn.Conv2d(2, 3, kernel_size=(3, 2), stride=(2, 1), padding=(1, 1))
+    x = torch.randn(3, 2, 5, 4)
+    out = conv(x)
+    loss = (out**2).mean()
+    (go,) = torch.autograd.grad(loss, out, retain_graph=True)
+    a, g = conv2d_factors(x, go, conv)
+    a_ref, g_ref = _loop_conv_factors(x, go, conv)
+    torch.testing.assert_close(a, a_ref)
+    assert g is not None
+    torch.testing.assert_close(g, g_ref)
+    # Σ over rows of ĝ āᵀ is [∇W | ∇b]: the patch layout matches weight.view(C_out, −1).
+    loss.backward()
+    patches = nn.functional.unfold(x, (3, 2), padding=(1, 1), stride=(2, 1)).transpose(1, 2)
+    rows_a = torch.cat([patches.reshape(-1, 12), torch.ones(patches.shape[0] * patches.shape[1], 1)], 1)
+    rows_g = go.permute(0, 2, 3, 1).reshape(-1, 3)
+    grad_mat = rows_g.T @ rows_a
+    torch.testing.assert_close(grad_mat[:, :-1], conv.weight.grad.reshape(3, -1))
+    torch.testing.assert_close(grad_mat[:, -1], conv.bias.grad)
+
+
+def test_conv_with_full_kernel_equals_linear() -> None:
+    torch.manual_seed(5)
+    conv = nn.Conv2d(2, 3, kernel_size=3)
+    x = torch.randn(4, 2, 3, 3)
+    go = torch.randn(4, 3, 1, 1)
+    a_c, g_c = conv2d_factors(x, go, conv)
+    a_l, g_l = linear_factors(x.reshape(4, -1), go.reshape(4, 3), bias=True)
+    torch.testing.assert_close(a_c, a_l)
+    torch.testing.assert_close(g_c, g_l)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_preconditioned_gradient_equals_dense_damped_solve(kind: str) -> None:
+    torch.manual_seed(6)
+    if kind == "linear":
+        layer: nn.Module = nn.Linear(4, 3)
+        x = torch.randn(10, 4)
+    else:
+        layer = nn.Conv2d(2, 3, 2)
+        x = torch.randn(5, 2, 3, 3)
+    lam = 0.05
+    opt = KFAC(layer, damping=lam, kl_clip=None, preconditioner_only=True)
+    out = layer(x)
+    (out.reshape(len(x), -1) ** 2).sum(1).mean().backward()
+    w, b = layer.weight, layer.bias
+    before = torch.cat([w.grad.reshape(w.shape[0], -1), b.grad[:, None]], 1).reshape(-1).clone()
+    w_before = w.detach().clone()
+    opt.step()
+    a, g = opt.factors()["<root>"]
+    expected = torch.linalg.solve(torch.kron(g, a) + lam * torch.eye(before.numel()), before)
+    after = torch.cat([w.grad.reshape(w.shape[0], -1), b.grad[:, None]], 1).reshape(-1)
+    torch.testing.assert_close(after, expected)
+    assert torch.equal(w.detach(), w_before)  # preconditioner only: parameters unchanged
+
+
+def test_factor_moving_average_and_intervals() -> None:
+    torch.manual_seed(7)
+    layer = nn.Linear(3, 2)
+    opt = KFAC(layer, factor_decay=0.9, factor_interval=2, kl_clip=None, lr=0.0, momentum=0.0)
+    batches = [torch.randn(8, 3) for _ in range(3)]
+    seen = []
+    for xb in batches:
+        opt.zero_grad()
+        (layer(xb) ** 2).sum(1).mean().backward()
+        opt.step()
+        seen.append(opt.factors()["<root>"][0].clone())
+
+    def second_moment(xb: torch.Tensor) -> torch.Tensor:
+        x1 = torch.cat([xb, torch.ones(8, 1)], 1)
+        return x1.T @ x1 / 8
+
+    torch.testing.assert_close(seen[0], second_moment(batches[0]))
+    torch.testing.assert_close(seen[1], seen[0])  # step 1: no collection (interval 2)
+    torch.testing.assert_close(seen[2], 0.9 * seen[0] + 0.1 * second_moment(batches[2]))
+
+
+def test_eigh_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eigh failing on the first tries: jitter, then float64 rescue; always failing: the layer
+    keeps its plain gradient and a warning names it."""
+    torch.manual_seed(8)
+    layer = nn.Linear(3, 2)
+    x = torch.randn(10, 3)
+    real = torch.linalg.eigh
+    calls = {"n": 0}
+
+    def flaky(m: torch.Tensor):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if m.dtype != torch.float64 or calls["n"] <= 4:
+            raise torch.linalg.LinAlgError("simulated failure")
+        return real(m)
+
+    torch.set_default_dtype(torch.float32)
+    layer32 = nn.Linear(3, 2)
+    opt = KFAC(layer32, kl_clip=None, preconditioner_only=True)
+    (layer32(x.float()) ** 2).sum(1).mean().backward()
+    monkeypatch.setattr(kfac_mod.torch.linalg, "eigh", flaky)
+    opt.step()
+    assert opt.stats is not None and opt.stats.preconditioned_layers == 1
+    assert opt.stats.fallbacks == 2  # A and G both rescued in float64
+    assert torch.isfinite(layer32.weight.grad).all()
+    torch.set_default_dtype(torch.float64)
+
+    def broken(m: torch.Tensor):  # type: ignore[no-untyped-def]
+        raise torch.linalg.LinAlgError("simulated failure")
+
+    monkeypatch.setattr(kfac_mod.torch.linalg, "eigh", broken)
+    opt2 = KFAC(layer, kl_clip=None, preconditioner_only=True)
+    (layer(x) ** 2).sum(1).mean().backward()
+    plain = layer.weight.grad.clone()
+    with pytest.warns(RuntimeWarning, match="eigendecomposition failed for layer <root>"):
+        opt2.step()
+    assert torch.equal(layer.weight.grad, plain)
+    assert opt2.stats is not None and opt2.stats.failed_layers == ("<root>",)
+
+
+def test_unsupported_layers_are_named_and_keep_plain_gradients() -> None:
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net[1].weight.data.uniform_(0.5, 1.5)
+    with pytest.warns(UserWarning, match=r"1 \(BatchNorm1d"):
+        opt = KFAC(net, kl_clip=None, preconditioner_only=True)
+    assert opt.layers == ["0", "2"]
+    (net(torch.randn(8, 3)) ** 2).sum(1).mean().backward()
+    bn_grad = net[1].weight.grad.clone()
+    lin_grad = net[0].weight.grad.clone()
+    opt.step()
+    assert torch.equal(net[1].weight.grad, bn_grad)
+    assert not torch.allclose(net[0].weight.grad, lin_grad)
+
+
+def test_kl_clip_scales_the_preconditioned_gradient() -> None:
+    torch.manual_seed(10)
+    x = torch.randn(16, 3)
+    results = {}
+    for clip in (None, 1e-6):
+        layer = nn.Linear(3, 2)
+        layer.load_state_dict({"weight": torch.ones(2, 3), "bias": torch.zeros(2)})
+        opt = KFAC(layer, lr=0.5, kl_clip=clip, preconditioner_only=True)
+        (layer(x) ** 2).sum(1).mean().backward()
+        raw = torch.cat([layer.weight.grad.reshape(-1), layer.bias.grad]).clone()
+        opt.step()
+        results[clip] = (raw, torch.cat([layer.weight.grad.reshape(-1), layer.bias.grad]), opt.stats)
+    raw, pre, _ = results[None]
+    nu = math.sqrt(1e-6 / (0.25 * float(raw @ pre)))  # √(κ / (η² ∇̃ᵀ∇))
+    assert nu < 1
+    _, clipped, stats = results[1e-6]
+    assert stats is not None and stats.kl_scale == pytest.approx(nu, rel=1e-12)
+    torch.testing.assert_close(clipped, nu * pre)
+    assert kl_clip_scale(1e-12, 0.1, 1.0) == 1.0
+
+
+def test_preconditioner_before_sgd_equals_optimizer_mode() -> None:
+    torch.manual_seed(11)
+    x, y = torch.randn(32, 5), torch.randn(32, 2)
+
+    def make() -> nn.Module:
+        torch.manual_seed(12)
+        return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    m1, m2 = make(), make()
+    full = KFAC(m1, lr=0.1, momentum=0.9, damping=1e-2)
+    pre = KFAC(m2, lr=0.1, damping=1e-2, preconditioner_only=True)
+    sgd = torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(5):
+        for m, steps in ((m1, [full]), (m2, [pre, sgd])):
+            for o in steps:
+                o.zero_grad()
+            nn.functional.mse_loss(m(x), y).backward()
+            for o in steps:
+                o.step()
+    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
+        torch.testing.assert_close(p1, p2)
+
+
+def test_adaptive_damping_and_training_progress() -> None:
+    torch.manual_seed(13)
+    x = torch.randn(64, 4)
+    y = torch.sin(x @ torch.randn(4, 2))
+    net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
+    opt = KFAC(net, lr=0.2, momentum=0.0, damping=1.0, adaptive_damping=True, damping_interval=1,
+               kl_clip=None)  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(net(x), y)
+        loss.backward()
+        return loss
+
+    first = float(closure().detach())
+    rhos = []
+    for _ in range(20):
+        opt.step(closure)
+        assert opt.stats is not None
+        rhos.append(opt.stats.rho)
+    assert all(math.isfinite(r) for r in rhos)
+    assert opt.damping < 1.0  # good model predictions (ρ > 3/4) shrink λ
+    assert float(closure().detach()) < 0.5 * first
+
+
+def test_kfac_bad_input() -> None:
+    with pytest.raises(TypeError, match=r"nn\.Module"):
+        KFAC([torch.zeros(2, requires_grad=True)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="valid: 'empirical', 'sampled'"):
+        KFAC(nn.Linear(2, 2), fisher="exact")
+    with pytest.raises(ValueError, match="preconditioner_only"):
+        KFAC(nn.Linear(2, 2), adaptive_damping=True, preconditioner_only=True)
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        KFAC(frozen)
+    opt = KFAC(nn.Linear(2, 2))
+    with pytest.raises(RuntimeError, match="backward"):
+        opt.step()
+
+
+def test_state_dict_round_trip() -> None:
+    torch.manual_seed(14)
+    x, y = torch.randn(16, 3), torch.randn(16, 2)
+
+    def make() -> nn.Module:
+        torch.manual_seed(15)
+        return nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
+
+    def one_step(m: nn.Module, o: KFAC) -> None:
+        o.zero_grad()
+        nn.functional.mse_loss(m(x), y).backward()
+        o.step()
+
+    m1 = make()
+    o1 = KFAC(m1, lr=0.1, inverse_interval=1, adaptive_damping=False)
+    for _ in range(3):
+        one_step(m1, o1)
+    m2 = make()
+    m2.load_state_dict(m1.state_dict())
+    o2 = KFAC(m2, lr=0.1, inverse_interval=1)
+    o2.load_state_dict(copy.deepcopy(o1.state_dict()))  # torch's state_dict aliases buffers
+    for name, (a, g) in o1.factors().items():
+        torch.testing.assert_close(o2.factors()[name][0], a)
+        torch.testing.assert_close(o2.factors()[name][1], g)
+    one_step(m1, o1)
+    one_step(m2, o2)
+    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
+        torch.testing.assert_close(p1, p2)
