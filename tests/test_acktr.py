@@ -144,3 +144,26 @@ def test_acktr_save_load_predict_identical(tmp_path) -> None:
     # training continues from the restored K-FAC state without error
     loaded.learn(128, progress=False)
     assert loaded.num_timesteps == 384
+
+
+def test_non_finite_statistics_skip_the_factor_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    from natrl.optim import kfac as kfac_module
+
+    agent = ACKTR("CartPole-v1", seed=0, n_envs=2, n_steps=64)
+    batch, _ = agent._make_batch()
+    agent._update(batch)  # factors exist
+    factors_before = {k: (a.clone(), g.clone()) for k, (a, g) in agent.kfac.factors().items()}
+    real = kfac_module.linear_factors
+
+    def poisoned(*args, **kwargs):
+        big_a, big_g = real(*args, **kwargs)
+        return big_a * float("nan"), big_g
+
+    monkeypatch.setattr(kfac_module, "linear_factors", poisoned)
+    batch, _ = agent._make_batch()
+    with pytest.warns(RuntimeWarning, match="non-finite A statistics"):
+        agent._update(batch)
+    for name, (a, g) in agent.kfac.factors().items():
+        torch.testing.assert_close(a, factors_before[name][0])  # previous factors kept
+        assert bool(torch.isfinite(g).all())
+    assert bool(torch.isfinite(flatten(agent.actor.parameters())).all())

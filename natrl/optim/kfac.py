@@ -500,13 +500,24 @@ class KFAC(Optimizer):
     def _update_factors(self) -> None:
         eps = self.factor_decay
         for layer in self._layers.values():
-            if layer.a_sum is not None and layer.a_rows > 0:
-                new_a = layer.a_sum.div_(layer.a_rows)
-                layer.a = new_a if layer.a is None else layer.a.lerp_(new_a, 1 - eps)
-            if layer.g_sum is not None and layer.g_count > 0:
-                new_g = layer.g_sum.div_(layer.g_count)
-                layer.g = new_g if layer.g is None else layer.g.lerp_(new_g, 1 - eps)
+            new_a = layer.a_sum.div_(layer.a_rows) if layer.a_sum is not None and layer.a_rows > 0 else None
+            new_g = layer.g_sum.div_(layer.g_count) if layer.g_sum is not None and layer.g_count > 0 else None
             layer.a_sum, layer.a_rows, layer.g_sum, layer.g_count = None, 0, None, 0
+            bad = [n for n, f in (("A", new_a), ("G", new_g)) if f is not None and not bool(torch.isfinite(f).all())]
+            if bad:
+                # a NaN/inf batch statistic would poison the moving average for good: skip
+                # this refresh and keep the previous factors
+                warnings.warn(
+                    f"KFAC: non-finite {' and '.join(bad)} statistics for layer {layer.name}; "
+                    "this factor update is skipped and the previous factors are kept",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                continue
+            if new_a is not None:
+                layer.a = new_a if layer.a is None else layer.a.lerp_(new_a, 1 - eps)
+            if new_g is not None:
+                layer.g = new_g if layer.g is None else layer.g.lerp_(new_g, 1 - eps)
 
     def _update_inverses(self, force: bool) -> tuple[int, list[str]]:
         fallbacks, failed = 0, []
