@@ -380,3 +380,23 @@ def test_state_dict_round_trip() -> None:
     one_step(m2, o2)
     for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
         torch.testing.assert_close(p1, p2)
+
+
+def test_kfac_hooks_do_not_break_torch_func_on_the_same_model() -> None:
+    from natrl.curvature import hvp
+    from natrl.optim import KFAC as NatrlKFAC
+    from natrl.params import flatten, functional
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    NatrlKFAC(model)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    f, theta = functional(model), flatten(model.parameters()).detach()
+
+    def loss(th: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(f(th, x), y)
+
+    v = torch.randn_like(theta)
+    fwd = hvp(loss, theta, mode="forward-over-reverse")(v)
+    rev = hvp(loss, theta, mode="reverse-over-reverse")(v)
+    torch.testing.assert_close(fwd, rev, rtol=1e-4, atol=1e-5)

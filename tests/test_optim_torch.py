@@ -357,3 +357,24 @@ def test_natural_gradient_with_ggn_operator_and_kl_limit() -> None:
     assert 0.5 * opt.stats.step_size**2 * opt.stats.quadratic == pytest.approx(1e-4, rel=1e-9)
     moved = flatten(net.parameters()).detach() - before
     assert float(moved.norm()) > 0
+
+
+def test_lbfgs_with_max_iter_one_still_takes_a_step() -> None:
+    # mini-batch use: one iteration per step; the default max_eval must leave room for the line search
+    from natrl.optim import LBFGS as NatrlLBFGS
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(64, 3), torch.randn(64, 1)
+    opt = NatrlLBFGS(model.parameters(), max_iter=1)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    first = float(closure())
+    for _ in range(5):
+        opt.step(closure)
+    assert float(closure()) < first

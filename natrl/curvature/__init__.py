@@ -7,6 +7,10 @@
 * :func:`ggn_vp` — generalised Gauss-Newton for MSE / cross-entropy losses.
 * :func:`empirical_fisher_vp` — empirical Fisher (1/N) Σ gᵢ gᵢᵀ from per-sample gradients.
 * :func:`to_dense` — materialise any matvec column by column (tests, tiny models).
+
+Spectrum of any of them (:mod:`natrl.curvature.spectrum`): :func:`lanczos`,
+:func:`power_iteration`, :func:`hutchinson_trace`, :func:`spectral_density`,
+:func:`condition_number`.
 """
 
 from natrl.curvature.operators import (
@@ -18,13 +22,33 @@ from natrl.curvature.operators import (
     kl_hvp,
     to_dense,
 )
+from natrl.curvature.spectrum import (
+    ConditionNumber,
+    Density,
+    EigResult,
+    TraceEstimate,
+    condition_number,
+    hutchinson_trace,
+    lanczos,
+    power_iteration,
+    spectral_density,
+)
 
 __all__ = [
+    "ConditionNumber",
+    "Density",
+    "EigResult",
     "Matvec",
+    "TraceEstimate",
+    "condition_number",
     "empirical_fisher_vp",
     "fisher_vp",
     "ggn_vp",
+    "hutchinson_trace",
     "hvp",
     "kl_hvp",
+    "lanczos",
+    "power_iteration",
+    "spectral_density",
     "to_dense",
 ]

@@ -211,8 +211,8 @@ class LBFGS(_FlatOptimizer):
         lr: scales the direction (per group); 1 is the natural L-BFGS step.
         history_size: m, curvature pairs kept.
         max_iter: iterations per ``step``.
-        max_eval: closure evaluations per ``step`` (including the first); 1.25 max_iter by
-            default.
+        max_eval: closure evaluations per ``step`` (including the first); by default
+            max(1.25 max_iter, 1 + max_ls_evals), so that ``max_iter=1`` still takes a step.
         tolerance_grad: stop when ‖∇f‖_∞ ≤ this.
         tolerance_change: stop when the relative decrease (fₖ − fₖ₊₁)/max(|fₖ|, |fₖ₊₁|, 1) ≤ this.
         line_search: ``"strong_wolfe"`` or None (fixed steps of length ``lr``).
@@ -247,7 +247,8 @@ class LBFGS(_FlatOptimizer):
             raise ValueError(f"LBFGS: need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
         if history_size < 1 or max_iter < 1:
             raise ValueError("LBFGS: history_size and max_iter must be >= 1")
-        max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
+        # at least one full iteration (first evaluation + a whole line search), even for max_iter=1
+        max_eval = max(max_iter * 5 // 4, 1 + max_ls_evals) if max_eval is None else max_eval
         if max_eval < 1:
             raise ValueError(f"LBFGS: max_eval must be >= 1, got {max_eval}")
         defaults = {
@@ -303,7 +304,8 @@ class BFGS(_FlatOptimizer):
         params: parameters or parameter groups (groups may set only ``lr``).
         lr: scales the direction (per group).
         max_iter: iterations per ``step``.
-        max_eval: closure evaluations per ``step``; 1.25 max_iter by default.
+        max_eval: closure evaluations per ``step``; max(1.25 max_iter, 26) by default, so that
+            ``max_iter=1`` still takes a step.
         tolerance_grad: stop when ‖∇f‖_∞ ≤ this.
         c1: sufficient-decrease constant.
         c2: curvature constant.
@@ -329,7 +331,8 @@ class BFGS(_FlatOptimizer):
     ) -> None:
         if not 0.0 < c1 < c2 < 1.0:
             raise ValueError(f"BFGS: need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
-        max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
+        # at least one full iteration (first evaluation + a whole line search), even for max_iter=1
+        max_eval = max(max_iter * 5 // 4, 26) if max_eval is None else max_eval  # 26: one line search
         defaults = {
             "lr": lr, "max_iter": max_iter, "max_eval": max_eval,
             "tolerance_grad": tolerance_grad, "c1": c1, "c2": c2, "max_params": max_params,
