@@ -414,7 +414,7 @@ class KFAC(Optimizer):
         x = inputs[0]
         if not isinstance(x, Tensor) or not isinstance(output, Tensor):
             return
-        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        if torch._C._functorch.is_functorch_wrapped_tensor(output):
             return  # inside a torch.func transform (vmap/grad/jvp of the model): not a data pass
         layer = self._layers[module]
         x = x.detach()
