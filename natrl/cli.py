@@ -33,6 +33,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from natrl.runs import parse_steps
+
 if TYPE_CHECKING:
     from natrl.rl import EvalResult, OnPolicyAgent
     from natrl.runs import RunSpec
@@ -69,19 +71,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _steps(text: str) -> int:
-    """A step count: ``100000``, ``100_000``, ``1e6``, ``100k`` or ``1M``."""
-    s = text.strip().replace("_", "").replace(",", "")
-    scale = 1
-    if s[-1:].lower() in ("k", "m"):
-        scale = 1_000 if s[-1].lower() == "k" else 1_000_000
-        s = s[:-1]
-    try:
-        value = float(s) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a step count: {text!r} (use e.g. 100000, 1e6 or 200k)") from None
-    if not math.isfinite(value) or value != int(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"a step count must be a positive whole number, got {text!r}")
-    return int(value)
+    return parse_steps(text, minimum=1)
 
 
 def _positive_int(text: str) -> int:
@@ -95,7 +85,7 @@ def _positive_int(text: str) -> int:
 
 
 def _non_negative_steps(text: str) -> int:
-    return 0 if text.strip() == "0" else _steps(text)
+    return parse_steps(text, minimum=0)
 
 
 TRAIN_EXAMPLES = """\
@@ -316,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog=PROG,
-        description="natrl: natural-gradient reinforcement learning (TRPO, NPG, ACKTR; PPO as the baseline) on Gymnasium.",
+        description="natrl: natural-gradient RL (TRPO, NPG, ACKTR; PPO as the baseline) on Gymnasium.",
         epilog=MAIN_EXAMPLES,
         formatter_class=_Formatter,
     )

@@ -49,6 +49,29 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+
+def parse_steps(text: str, *, minimum: int = 0) -> int:
+    """A step count written as ``100000``, ``100_000``, ``1e6``, ``100k`` or ``1M`` (for argparse).
+
+    Raises:
+        argparse.ArgumentTypeError: not a whole number, or below ``minimum``.
+    """
+    import argparse
+
+    s = text.strip().replace("_", "").replace(",", "")
+    scale = 1
+    if s[-1:].lower() in ("k", "m"):
+        scale = 1_000 if s[-1].lower() == "k" else 1_000_000
+        s = s[:-1]
+    try:
+        value = float(s) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a step count: {text!r} (use e.g. 100000, 1e6 or 200k)") from None
+    if not math.isfinite(value) or value != int(value) or value < minimum:
+        raise argparse.ArgumentTypeError(f"a step count must be a whole number >= {minimum}, got {text!r}")
+    return int(value)
+
+
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 

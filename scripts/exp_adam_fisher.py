@@ -36,7 +36,6 @@ Run: ``python scripts/exp_adam_fisher.py`` (2-3 minutes); writes
 
 from __future__ import annotations
 
-import io
 import time
 import warnings
 from collections.abc import Callable
@@ -49,7 +48,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
+from figures import save  # scripts/figures.py
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
@@ -222,18 +221,6 @@ def train_b(method: str, lr: float, data: Split) -> Curve:
     with torch.no_grad():
         acc = float((net(data.x_test).argmax(1) == data.y_test).double().mean())
     return Curve(np.array(losses), np.array(secs), acc)
-
-
-def save(fig: plt.Figure, path: Path) -> None:
-    """Write the figure as a 256-colour PNG (about 3x smaller than matplotlib's RGBA output)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    buf.seek(0)
-    image = (
-        Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
 
 
 def main() -> None:

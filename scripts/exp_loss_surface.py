@@ -28,7 +28,6 @@ Run: ``python scripts/exp_loss_surface.py`` (about a minute); writes
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -37,7 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
+from figures import save  # scripts/figures.py
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
@@ -62,18 +61,6 @@ def data() -> tuple[Tensor, Tensor]:
     xt = torch.tensor(x, dtype=DT)
     xt = (xt - xt.mean(0)) / (xt.std(0) + 0.1)
     return xt, torch.tensor(y)
-
-
-def save(fig: plt.Figure, path: Path) -> None:
-    """Write the figure as a 256-colour PNG (about 3x smaller than matplotlib's RGBA output)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    buf.seek(0)
-    image = (
-        Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
 
 
 def main() -> None:

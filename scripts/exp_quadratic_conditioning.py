@@ -19,7 +19,6 @@ Run: ``python scripts/exp_quadratic_conditioning.py`` (a few seconds); writes
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from PIL import Image
+from figures import save  # scripts/figures.py
 from torch import Tensor
 
 from natrl.curvature.spectrum import condition_number
@@ -92,18 +91,6 @@ def run_minimize(a: Tensor, b: Tensor, method: str) -> list[float]:
     minimize(lambda x: 0.5 * x @ (a @ x) - b @ x, torch.zeros(N, dtype=DT), method=method, max_iter=1000,
              callback=record, options=options)  # fmt: skip
     return curve
-
-
-def save(fig: plt.Figure, path: Path) -> None:
-    """Write the figure as a 256-colour PNG (about 3x smaller than matplotlib's RGBA output)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    buf.seek(0)
-    image = (
-        Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ Run: ``python scripts/exp_rosenbrock.py`` (under a minute); writes
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
+from figures import save  # scripts/figures.py
 from torch import Tensor
 
 from natrl.curvature import hvp
@@ -111,18 +110,6 @@ def makers(name: str, lr: float) -> Callable[[Tensor], torch.optim.Optimizer]:
     if name == "Adam":
         return lambda p: torch.optim.Adam([p], lr=lr)
     return lambda p: torch.optim.SGD([p], lr=lr, momentum=0.9)
-
-
-def save(fig: plt.Figure, path: Path) -> None:
-    """Write the figure as a 256-colour PNG (about 3x smaller than matplotlib's RGBA output)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    buf.seek(0)
-    image = (
-        Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ and prints the table.
 
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -37,7 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
+from figures import save  # scripts/figures.py
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
@@ -153,18 +152,6 @@ def measure(name: str, lr: float, batch: int, net: nn.Module, data: Split, with_
         name, lr, batch, float(loss(theta)), test_loss, test_acc, float(top.eigenvalues[0]), top.iterations,
         tr.trace, tr.ci_high - tr.trace, dens,
     )  # fmt: skip
-
-
-def save(fig: plt.Figure, path: Path) -> None:
-    """Write the figure as a 256-colour PNG (about 3x smaller than matplotlib's RGBA output)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    buf.seek(0)
-    image = (
-        Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
 
 
 def main() -> None:

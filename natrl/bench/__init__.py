@@ -58,26 +58,15 @@ Exit status: 0 when every job succeeded, 1 when some failed (they are in the res
 
 
 def _steps(text: str) -> int:
-    """A step count: ``100000``, ``100_000``, ``1e6``, ``100k`` or ``1M``."""
-    s = text.strip().replace("_", "").replace(",", "")
-    scale = 1
-    if s[-1:].lower() in ("k", "m"):
-        scale = 1_000 if s[-1].lower() == "k" else 1_000_000
-        s = s[:-1]
-    try:
-        value = float(s) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a step count: {text!r} (use e.g. 100000, 1e6 or 200k)") from None
-    if value != int(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"a step count must be a whole number >= 0, got {text!r}")
-    return int(value)
+    from natrl.runs import parse_steps
+
+    return parse_steps(text, minimum=0)
 
 
 def _positive_steps(text: str) -> int:
-    value = _steps(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a step budget must be >= 1, got {text!r}")
-    return value
+    from natrl.runs import parse_steps
+
+    return parse_steps(text, minimum=1)
 
 
 def _names(text: str) -> list[str]:
