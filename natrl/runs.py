@@ -68,7 +68,8 @@ def parse_steps(text: str, *, minimum: int = 0) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a step count: {text!r} (use e.g. 100000, 1e6 or 200k)") from None
     if not math.isfinite(value) or value != int(value) or value < minimum:
-        raise argparse.ArgumentTypeError(f"a step count must be a whole number >= {minimum}, got {text!r}")
+        what = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        raise argparse.ArgumentTypeError(f"a step count must be {what}, got {text!r}")
     return int(value)
 
 
