@@ -66,7 +66,7 @@ CSV_FIELDS = (
     "preset",
 )
 _PEER_LABEL = {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO"}
-_ALGO_COLORS = {"trpo": "tab:blue", "npg": "tab:green", "ppo": "tab:orange"}
+_ALGO_COLORS = {"trpo": "tab:blue", "npg": "tab:green", "ppo": "tab:orange", "acktr": "tab:red"}
 
 
 def _write_atomic(path: Path, text: str) -> None:
