@@ -369,7 +369,11 @@ class OnPolicyAgent:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for truncated/garbage files
-            raise CheckpointError(f"{path} is not a readable natrl checkpoint (corrupt or truncated?): {exc}") from None
+            # torch's own message (weights-only unpickling advice) would mislead here: the file
+            # is not a checkpoint natrl wrote, so name only the kind of failure
+            raise CheckpointError(
+                f"{path} is not a readable natrl checkpoint (corrupt or truncated?): {type(exc).__name__}"
+            ) from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a natrl agent checkpoint")
         if state.get("version") != CHECKPOINT_VERSION:
