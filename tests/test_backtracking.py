@@ -13,9 +13,7 @@ from natrl.linesearch import BacktrackingResult, backtracking
 N = 6
 
 
-def _quadratic_problem(
-    seed: int, f_scale: float = 1.0
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _quadratic_problem(seed: int, f_scale: float = 1.0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """θ₀, H (loss Hessian), c, F (KL Hessian), and the natural step direction F⁻¹(−∇L(θ₀))."""
     g = torch.Generator().manual_seed(seed)
     theta0 = torch.randn(N, generator=g, dtype=torch.float64)
@@ -39,9 +37,7 @@ def _quadratic_problem(
         (6, 50.0, 0.7, 1e-5),  # KL needs k ≥ 6, improvement k ≥ 12
     ],
 )
-def test_accepts_predicted_fraction_on_quadratic(
-    seed: int, kl_multiple: float, shrink: float, f_scale: float
-) -> None:
+def test_accepts_predicted_fraction_on_quadratic(seed: int, kl_multiple: float, shrink: float, f_scale: float) -> None:
     # L(θ) = ½θᵀHθ − cᵀθ,  KL(θ) = ½(θ−θ₀)ᵀF(θ−θ₀).  Along θ₀ + t s (closed form):
     #   KL(t) = ½ t² sᵀFs,   L(θ₀) − L(θ₀ + t s) = t e − ½ t² sᵀHs,   e = −∇L(θ₀)ᵀs.
     theta0, h, c, f, direction = _quadratic_problem(seed, f_scale)
@@ -62,14 +58,11 @@ def test_accepts_predicted_fraction_on_quadratic(
     expected_k = next(
         k
         for k in range(100)
-        if 0.5 * shrink ** (2 * k) * sfs <= max_kl
-        and shrink**k * e - 0.5 * shrink ** (2 * k) * shs > 0
+        if 0.5 * shrink ** (2 * k) * sfs <= max_kl and shrink**k * e - 0.5 * shrink ** (2 * k) * shs > 0
     )
     t = shrink**expected_k
     theta0_copy = theta0.clone()
-    res = backtracking(
-        evaluate, theta0, s, expected_improvement=e, max_kl=max_kl, shrink=shrink, max_backtracks=50
-    )
+    res = backtracking(evaluate, theta0, s, expected_improvement=e, max_kl=max_kl, shrink=shrink, max_backtracks=50)
 
     assert isinstance(res, BacktrackingResult)
     assert res.accepted, res.reason
@@ -93,16 +86,9 @@ def test_hand_computed_one_dimensional() -> None:
     def evaluate(theta: Tensor) -> tuple[float, float]:
         return ((theta - 1.0) ** 2).sum().item(), 0.5 * (theta**2).sum().item()
 
-    res = backtracking(
-        evaluate, torch.zeros(1), torch.full((1,), 2.0), expected_improvement=4.0, max_kl=1.0
-    )
+    res = backtracking(evaluate, torch.zeros(1), torch.full((1,), 2.0), expected_improvement=4.0, max_kl=1.0)
     assert res.accepted and res.step_fraction == 0.5 and res.n_trials == 2
-    assert (
-        res.loss == 0.0
-        and res.kl == 0.5
-        and res.improvement == 1.0
-        and res.expected_improvement == 2.0
-    )
+    assert res.loss == 0.0 and res.kl == 0.5 and res.improvement == 1.0 and res.expected_improvement == 2.0
     assert torch.equal(res.params, torch.ones(1))
 
 
@@ -155,9 +141,7 @@ def test_no_improvement_reason_and_loss0_default() -> None:
         return 1.0 + theta.item() ** 2, 0.0  # minimum at the start: every step is worse
 
     params = torch.zeros(1)
-    res = backtracking(
-        evaluate, params, torch.ones(1), expected_improvement=1.0, max_kl=0.1, max_backtracks=3
-    )
+    res = backtracking(evaluate, params, torch.ones(1), expected_improvement=1.0, max_kl=0.1, max_backtracks=3)
     assert not res.accepted and res.params is params
     assert "no improvement" in res.reason and res.reason.endswith("after 3 backtracks")
     assert calls == [0.0, 1.0, 0.5, 0.25, 0.125]  # loss0 at params first, then the trials
@@ -171,14 +155,10 @@ def test_given_loss0_is_used_instead_of_evaluating() -> None:
         calls.append(theta.item())
         return 5.0 - theta.item(), 0.0
 
-    res = backtracking(
-        evaluate, torch.zeros(1), torch.ones(1), expected_improvement=1.0, max_kl=0.1, loss0=4.5
-    )
+    res = backtracking(evaluate, torch.zeros(1), torch.ones(1), expected_improvement=1.0, max_kl=0.1, loss0=4.5)
     assert calls[0] == 1.0  # the start was not evaluated
     assert res.accepted and res.step_fraction == 1.0 and res.improvement == 0.5
-    low = backtracking(
-        evaluate, torch.zeros(1), torch.ones(1), expected_improvement=1.0, max_kl=0.1, loss0=3.0
-    )
+    low = backtracking(evaluate, torch.zeros(1), torch.ones(1), expected_improvement=1.0, max_kl=0.1, loss0=3.0)
     assert not low.accepted and "no improvement" in low.reason
 
 
@@ -191,9 +171,7 @@ def test_non_finite_trials_are_rejected() -> None:
             return -t, math.inf
         return -t, 0.0
 
-    res = backtracking(
-        evaluate, torch.zeros(1), torch.ones(1), expected_improvement=1.0, max_kl=0.1, loss0=0.0
-    )
+    res = backtracking(evaluate, torch.zeros(1), torch.ones(1), expected_improvement=1.0, max_kl=0.1, loss0=0.0)
     assert res.accepted and res.step_fraction == 0.25 and res.n_trials == 3
 
     nan_everywhere = backtracking(
@@ -218,9 +196,7 @@ def test_non_finite_trials_are_rejected() -> None:
     assert not inf_kl.accepted and "non-finite KL" in inf_kl.reason
 
 
-@pytest.mark.parametrize(
-    ("accept_ratio", "fraction"), [(0.0, 1.0), (0.4, 1.0), (0.6, 0.5), (0.8, 0.25)]
-)
+@pytest.mark.parametrize(("accept_ratio", "fraction"), [(0.0, 1.0), (0.4, 1.0), (0.6, 0.5), (0.8, 0.25)])
 def test_accept_ratio_enforced(accept_ratio: float, fraction: float) -> None:
     # Along the step, L(t) = −t e + ½ t² q with e = q = 1: improvement(t) / (t e) = 1 − t/2,
     # i.e. 0.5 at t = 1, 0.75 at t = 1/2, 0.875 at t = 1/4 (by hand).

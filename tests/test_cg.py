@@ -27,9 +27,7 @@ def random_damped_gram(n: int, seed: int) -> Tensor:
 
 
 def rand_vec(n: int, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(
-        dtype
-    )
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -103,9 +101,7 @@ def test_jacobi_preconditioner_needs_fewer_iterations() -> None:
     d = torch.diagonal(a)
 
     plain = conjugate_gradient(lambda v: a @ v, b, max_iter=20 * n, tol=1e-10)
-    jacobi = conjugate_gradient(
-        lambda v: a @ v, b, max_iter=20 * n, tol=1e-10, preconditioner=lambda v: v / d
-    )
+    jacobi = conjugate_gradient(lambda v: a @ v, b, max_iter=20 * n, tol=1e-10, preconditioner=lambda v: v / d)
     assert jacobi.converged
     assert jacobi.iterations < plain.iterations / 2
     rel_err = torch.linalg.norm(jacobi.x - expected) / torch.linalg.norm(expected)
@@ -117,9 +113,7 @@ def test_exact_inverse_preconditioner_converges_in_one_iteration() -> None:
     a = random_spd(n, cond=1e3, seed=9)
     a_inv = torch.linalg.inv(a)
     b = rand_vec(n, 10)
-    res = conjugate_gradient(
-        lambda v: a @ v, b, max_iter=n, tol=1e-10, preconditioner=lambda v: a_inv @ v
-    )
+    res = conjugate_gradient(lambda v: a @ v, b, max_iter=n, tol=1e-10, preconditioner=lambda v: a_inv @ v)
     assert res.converged and res.iterations == 1
     torch.testing.assert_close(res.x, torch.linalg.solve(a, b), rtol=1e-9, atol=1e-9)
 
@@ -252,9 +246,7 @@ def test_hessian_vector_product_matvec_with_autograd() -> None:
 
     res = conjugate_gradient(hvp, grad, max_iter=n, tol=1e-12)  # b = grad requires grad
     hessian = a + torch.diag(theta.detach() ** 2)
-    torch.testing.assert_close(
-        res.x, torch.linalg.solve(hessian, grad.detach()), rtol=1e-9, atol=1e-9
-    )
+    torch.testing.assert_close(res.x, torch.linalg.solve(hessian, grad.detach()), rtol=1e-9, atol=1e-9)
     assert not res.x.requires_grad
 
 
@@ -266,14 +258,10 @@ def test_cuda(dtype: torch.dtype) -> None:
     b64 = rand_vec(n, 26)
     a, b = a64.to("cuda", dtype), b64.to("cuda", dtype)
     d = torch.diagonal(a)
-    res = conjugate_gradient(
-        lambda v: a @ v, b, max_iter=n, tol=1e-5, preconditioner=lambda v: v / d
-    )
+    res = conjugate_gradient(lambda v: a @ v, b, max_iter=n, tol=1e-5, preconditioner=lambda v: v / d)
     assert res.x.device.type == "cuda" and res.x.dtype == dtype
     expected = torch.linalg.solve(a64, b64)
-    assert (
-        torch.linalg.norm(res.x.cpu().double() - expected) / torch.linalg.norm(expected)
-    ).item() < 1e-4
+    assert (torch.linalg.norm(res.x.cpu().double() - expected) / torch.linalg.norm(expected)).item() < 1e-4
 
 
 def _spd_matvec(v: Tensor) -> Tensor:

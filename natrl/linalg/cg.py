@@ -130,9 +130,7 @@ def conjugate_gradient(
     if not math.isfinite(b_norm):
         if not bool(torch.isfinite(b).all()):
             raise ValueError("conjugate_gradient: b contains non-finite values (NaN or inf)")
-        raise ValueError(
-            f"conjugate_gradient: ‖b‖₂ overflows {b.dtype}; rescale b (the system is linear)"
-        )
+        raise ValueError(f"conjugate_gradient: ‖b‖₂ overflows {b.dtype}; rescale b (the system is linear)")
     if b_norm == 0.0:
         return CGResult(torch.zeros_like(b), 0, 0.0, True, False)
     threshold_sq = (tol * b_norm) ** 2
@@ -144,9 +142,7 @@ def conjugate_gradient(
         rr = b_norm**2
     else:
         if not isinstance(x0, Tensor):
-            raise TypeError(
-                f"conjugate_gradient: x0 must be a Tensor or None, got {type(x0).__name__}"
-            )
+            raise TypeError(f"conjugate_gradient: x0 must be a Tensor or None, got {type(x0).__name__}")
         if x0.shape != b.shape:
             raise ValueError(
                 f"conjugate_gradient: x0 has shape {tuple(x0.shape)} but b has shape "
@@ -159,9 +155,7 @@ def conjugate_gradient(
         rr_t = torch.dot(r, r)
         rr = float(rr_t)
         if not math.isfinite(rr):
-            raise ValueError(
-                "conjugate_gradient: matvec(x0) returned non-finite values (NaN or inf)"
-            )
+            raise ValueError("conjugate_gradient: matvec(x0) returned non-finite values (NaN or inf)")
     if rr <= threshold_sq:
         return CGResult(x, 0, math.sqrt(rr), True, False)
 
@@ -186,13 +180,9 @@ def conjugate_gradient(
             )
         if not math.isfinite(pap_f):
             if not bool(torch.isfinite(ap).all()):
-                raise ValueError(
-                    f"conjugate_gradient: matvec returned non-finite values (NaN or inf) at "
-                    f"iteration {k}"
-                )
+                raise ValueError(f"conjugate_gradient: matvec returned non-finite values (NaN or inf) at iteration {k}")
             raise ValueError(
-                f"conjugate_gradient: pᵀA p overflowed {b.dtype} at iteration {k}; rescale the "
-                "system or use float64"
+                f"conjugate_gradient: pᵀA p overflowed {b.dtype} at iteration {k}; rescale the system or use float64"
             )
         if pap_f <= 0.0:
             if k == 0:  # no iterate yet: fall back to x₀ + p₀ (see docstring)
@@ -222,9 +212,7 @@ def _apply(fn: Callable[[Tensor], Tensor], v: Tensor, b: Tensor, name: str) -> T
     """fn(v), detached, checked to be a tensor of b's shape, in b's dtype."""
     out = fn(v)
     if not isinstance(out, Tensor):
-        raise TypeError(
-            f"conjugate_gradient: {name} must return a Tensor, got {type(out).__name__}"
-        )
+        raise TypeError(f"conjugate_gradient: {name} must return a Tensor, got {type(out).__name__}")
     if out.shape != b.shape:
         raise ValueError(
             f"conjugate_gradient: {name} returned shape {tuple(out.shape)} for an input of shape "
@@ -244,8 +232,7 @@ def _check_arguments(
         raise TypeError(f"conjugate_gradient: matvec must be callable, got {type(matvec).__name__}")
     if preconditioner is not None and not callable(preconditioner):
         raise TypeError(
-            "conjugate_gradient: preconditioner must be callable or None, got "
-            f"{type(preconditioner).__name__}"
+            f"conjugate_gradient: preconditioner must be callable or None, got {type(preconditioner).__name__}"
         )
     if not isinstance(b, Tensor):
         raise TypeError(f"conjugate_gradient: b must be a Tensor, got {type(b).__name__}")
@@ -260,9 +247,7 @@ def _check_arguments(
             "flatten it (see natrl.params.flatten)"
         )
     if isinstance(max_iter, bool) or not isinstance(max_iter, int):
-        raise TypeError(
-            f"conjugate_gradient: max_iter must be an int, got {type(max_iter).__name__}"
-        )
+        raise TypeError(f"conjugate_gradient: max_iter must be an int, got {type(max_iter).__name__}")
     if max_iter < 1:
         raise ValueError(f"conjugate_gradient: max_iter must be ≥ 1, got {max_iter}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)):

@@ -184,9 +184,7 @@ class LevenbergMarquardt:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore λ; it must lie in [min_value, max_value]."""
-        self._value = self._check_in_range(
-            "LevenbergMarquardt.load_state_dict", "value", _get_value(state)
-        )
+        self._value = self._check_in_range("LevenbergMarquardt.load_state_dict", "value", _get_value(state))
 
     def _check_in_range(self, where: str, name: str, value: object) -> float:
         v = _as_float(where, name, value)
@@ -273,25 +271,17 @@ def _validate(
             raise ValueError(f"{where}: {name} must be finite, got {v!r}")
     if not (0.0 <= lower < upper):
         raise ValueError(
-            f"{where}: need 0 ≤ lower < upper for the reduction-ratio thresholds, "
-            f"got lower={lower!r}, upper={upper!r}"
+            f"{where}: need 0 ≤ lower < upper for the reduction-ratio thresholds, got lower={lower!r}, upper={upper!r}"
         )
     if not increase > 1.0:
-        raise ValueError(
-            f"{where}: increase must be > 1 (it grows λ on bad steps), got {increase!r}"
-        )
+        raise ValueError(f"{where}: increase must be > 1 (it grows λ on bad steps), got {increase!r}")
     if not (0.0 < decrease < 1.0):
-        raise ValueError(
-            f"{where}: decrease must lie in (0, 1) (it shrinks λ on good steps), got {decrease!r}"
-        )
+        raise ValueError(f"{where}: decrease must lie in (0, 1) (it shrinks λ on good steps), got {decrease!r}")
     if not min_value > 0.0:
-        raise ValueError(
-            f"{where}: min_value must be > 0 (λ is updated multiplicatively), got {min_value!r}"
-        )
+        raise ValueError(f"{where}: min_value must be > 0 (λ is updated multiplicatively), got {min_value!r}")
     if not max_value >= min_value:
         raise ValueError(
-            f"{where}: max_value must be ≥ min_value, got min_value={min_value!r}, "
-            f"max_value={max_value!r}"
+            f"{where}: max_value must be ≥ min_value, got min_value={min_value!r}, max_value={max_value!r}"
         )
 
 
@@ -319,7 +309,6 @@ def _nonnegative(where: str, name: str, value: object) -> float:
 def _get_value(state: Mapping[str, Any]) -> object:
     if not isinstance(state, Mapping) or "value" not in state:
         raise ValueError(
-            "load_state_dict: expected a mapping with key 'value' (as returned by state_dict()), "
-            f"got {state!r}"
+            f"load_state_dict: expected a mapping with key 'value' (as returned by state_dict()), got {state!r}"
         )
     return state["value"]

@@ -202,9 +202,7 @@ def _evaluate(
 ) -> tuple[float, float]:
     out = evaluate(theta)
     if not isinstance(out, tuple) or len(out) != 2:
-        raise TypeError(
-            f"backtracking: evaluate(theta) must return a pair (loss, kl), got {type(out).__name__}"
-        )
+        raise TypeError(f"backtracking: evaluate(theta) must return a pair (loss, kl), got {type(out).__name__}")
     return _scalar("evaluate's loss", out[0]), _scalar("evaluate's KL", out[1])
 
 
@@ -238,13 +236,9 @@ def _check_arguments(
     accept_ratio: object,
 ) -> None:
     if not isinstance(params, Tensor) or not params.dtype.is_floating_point:
-        raise TypeError(
-            f"backtracking: params must be a floating-point Tensor, got {_describe(params)}"
-        )
+        raise TypeError(f"backtracking: params must be a floating-point Tensor, got {_describe(params)}")
     if not isinstance(full_step, Tensor) or not full_step.dtype.is_floating_point:
-        raise TypeError(
-            f"backtracking: full_step must be a floating-point Tensor, got {_describe(full_step)}"
-        )
+        raise TypeError(f"backtracking: full_step must be a floating-point Tensor, got {_describe(full_step)}")
     if full_step.shape != params.shape:
         raise ValueError(
             f"backtracking: full_step has shape {tuple(full_step.shape)} but params has shape "
@@ -274,9 +268,7 @@ def _check_arguments(
     if not (0.0 < sh < 1.0):
         raise ValueError(f"backtracking: shrink must lie in (0, 1), got {sh!r}")
     if isinstance(max_backtracks, bool) or not isinstance(max_backtracks, int):
-        raise TypeError(
-            f"backtracking: max_backtracks must be an int, got {type(max_backtracks).__name__}"
-        )
+        raise TypeError(f"backtracking: max_backtracks must be an int, got {type(max_backtracks).__name__}")
     if max_backtracks < 0:
         raise ValueError(f"backtracking: max_backtracks must be ≥ 0, got {max_backtracks}")
     a = _scalar("accept_ratio", accept_ratio)
