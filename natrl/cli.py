@@ -33,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from natrl.runs import parse_steps
+from natrl.runs import parse_steps, positive_int
 
 if TYPE_CHECKING:
     from natrl.rl import EvalResult, OnPolicyAgent
@@ -75,13 +75,7 @@ def _steps(text: str) -> int:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return positive_int(text)
 
 
 def _non_negative_steps(text: str) -> int:

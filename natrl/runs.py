@@ -35,7 +35,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,10 +43,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from natrl.atomic import TMP_SUFFIX as _TMP_SUFFIX
+from natrl.atomic import atomic_write_bytes, atomic_write_text
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (for argparse)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def parse_steps(text: str, *, minimum: int = 0) -> int:
@@ -127,43 +142,6 @@ KNOWN_COLUMNS: tuple[str, ...] = (
     "eval_return_std",
     "eval_length_mean",
 )
-
-_TMP_SUFFIX = ".tmp"
-
-
-# --------------------------------------------------------------------------- atomic files
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
-
-    A reader (or a process killed half-way) sees either the old file or the
-    complete new one, never a truncated file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the permissions open() would
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def remove_stale_tmp(directory: str | os.PathLike[str]) -> list[Path]:

@@ -91,13 +91,9 @@ def _seeds(text: str) -> list[int]:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    from natrl.runs import positive_int
+
+    return positive_int(text)
 
 
 def _positive_float(text: str) -> float:
