@@ -48,9 +48,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from digits_data import Split, digits  # scripts/digits_data.py
 from figures import save  # scripts/figures.py
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.func import grad, jacrev, vmap
 
@@ -72,23 +71,6 @@ GRIDS = {
     "Adam": (3e-3, 1e-2, 3e-2, 0.1, 0.3),
     "SGD": (0.3, 1.0, 3.0, 10.0, 30.0),
 }
-
-
-class Split(NamedTuple):
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-
-
-def digits() -> Split:
-    x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1.0
-    return Split(
-        torch.tensor((x_tr - mu) / sd, dtype=DT), torch.tensor(y_tr),
-        torch.tensor((x_te - mu) / sd, dtype=DT), torch.tensor(y_te),
-    )  # fmt: skip
 
 
 def make_net(seed: int = 0) -> nn.Module:
@@ -226,7 +208,7 @@ def train_b(method: str, lr: float, data: Split) -> Curve:
 def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
-    data = digits()
+    data = digits(DT)
 
     # ---- Part A: Adam's v̂ vs diagonal Fishers, and preconditioned directions
     net = make_net(0)

@@ -41,9 +41,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from digits_data import Split, digits  # scripts/digits_data.py
 from figures import save  # scripts/figures.py
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 from natrl.optim import LBFGS
@@ -55,13 +54,6 @@ BATCHES = (1257, 256, 64, 16)
 EPOCHS = 25.0
 
 
-class Split(NamedTuple):
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-
-
 class Trace(NamedTuple):
     epochs: np.ndarray  # data passes of gradient evaluations so far
     loss: np.ndarray  # full training loss
@@ -69,16 +61,6 @@ class Trace(NamedTuple):
     same: np.ndarray  # sᵀy_same / sᵀy_full per step (natrl mini-batch runs only)
     cross: np.ndarray  # sᵀy_cross / sᵀy_full per step
     stalled: int  # steps that left the parameters unchanged (line search returned t = 0)
-
-
-def digits() -> Split:
-    x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1.0
-    return Split(
-        torch.tensor((x_tr - mu) / sd, dtype=DT), torch.tensor(y_tr),
-        torch.tensor((x_te - mu) / sd, dtype=DT), torch.tensor(y_te),
-    )  # fmt: skip
 
 
 def make_net(seed: int = 0) -> nn.Module:
@@ -155,7 +137,7 @@ def run(data: Split, batch: int, kind: str, diagnose: bool) -> Trace:
 
 def main() -> None:
     torch.set_num_threads(1)
-    data = digits()
+    data = digits(DT)
     traces: dict[tuple[str, int], Trace] = {}
     for batch in BATCHES:
         traces["natrl", batch] = run(data, batch, "natrl", diagnose=batch < 1257)

@@ -36,9 +36,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from digits_data import Split, digits  # scripts/digits_data.py
 from figures import save  # scripts/figures.py
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 from natrl.curvature import hvp
@@ -59,13 +58,6 @@ DENSITY_GRID = torch.linspace(-0.03, 0.3, 700, dtype=DT)
 DENSITY_SIGMA = 0.003
 
 
-class Split(NamedTuple):
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-
-
 class Outcome(NamedTuple):
     optimizer: str
     lr: float
@@ -78,17 +70,6 @@ class Outcome(NamedTuple):
     trace: float
     trace_half: float
     density: Density | None
-
-
-def digits() -> Split:
-    x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1.0
-    f32 = torch.float32
-    return Split(
-        torch.tensor((x_tr - mu) / sd, dtype=f32), torch.tensor(y_tr),
-        torch.tensor((x_te - mu) / sd, dtype=f32), torch.tensor(y_te),
-    )  # fmt: skip
 
 
 def make_optimizer(name: str, net: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -157,7 +138,7 @@ def measure(name: str, lr: float, batch: int, net: nn.Module, data: Split, with_
 def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
-    data = digits()
+    data = digits(torch.float32)
     results: list[Outcome] = []
     for name, lrs in CONFIGS.items():
         for lr in lrs:
