@@ -51,7 +51,9 @@ def test_matches_dense_solve_on_random_spd(seed: int) -> None:
 def test_stops_at_first_iteration_meeting_relative_tolerance() -> None:
     n, tol = 30, 1e-3
     a = random_spd(n, cond=1e3, seed=3)
-    b = rand_vec(n, 4) * 1e6  # relative criterion: the scale of b must not matter
+    # relative criterion: the scale of b must not matter (a power of two scales exactly, so the
+    # iterates are the same bits up to the scale; 1e6 would perturb the rounding)
+    b = rand_vec(n, 4) * 2.0**20
     res = conjugate_gradient(lambda v: a @ v, b, max_iter=200, tol=tol)
     b_norm = torch.linalg.norm(b).item()
     assert res.converged
@@ -60,8 +62,9 @@ def test_stops_at_first_iteration_meeting_relative_tolerance() -> None:
     assert not earlier.converged
     assert earlier.iterations == res.iterations - 1
     assert torch.linalg.norm(b - a @ earlier.x).item() > tol * b_norm
-    rescaled = conjugate_gradient(lambda v: a @ v, b / 1e6, max_iter=200, tol=tol)
+    rescaled = conjugate_gradient(lambda v: a @ v, b / 2.0**20, max_iter=200, tol=tol)
     assert rescaled.iterations == res.iterations
+    assert torch.equal(rescaled.x * 2.0**20, res.x)
 
 
 def test_max_iter_reached_reports_not_converged() -> None:

@@ -224,6 +224,9 @@ def run_newton_cg(
     Each iteration: d from :func:`truncated_cg` on ∇²f(x) (products from ``hvp_at(x)``), a
     strong Wolfe search (first trial min(1, 2.02 Δf / ∇fᵀd), steps in [1e-8, 50]); stop when
     ‖t d‖₁ ≤ n · xtol, or when the predicted decrease −½∇fᵀd is below the rounding error of f.
+    One deliberate difference from scipy: CG's zero-curvature test is relative (pᵀHp ≤ 3ε‖p‖²)
+    where scipy's is absolute (pᵀHp ≤ 3ε), so the method is invariant to scaling f and keeps
+    taking Newton steps once ∇f is tiny (scipy stops at x0 when f is scaled by 1e-6).
 
     Args:
         fg: ``fg(x) -> (f, ∇f)``.
@@ -256,9 +259,7 @@ def run_newton_cg(
         if k >= max_iter:
             status = Status.MAX_ITER
             break
-        cg = truncated_cg(
-            hvp_at(x), g, max_iter=cg_max_iter, abs_curvature_tol=3.0 * float(torch.finfo(torch.float64).eps)
-        )
+        cg = truncated_cg(hvp_at(x), g, max_iter=cg_max_iter)
         if (
             not cg.converged
             and not cg.negative_curvature
