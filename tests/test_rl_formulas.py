@@ -12,10 +12,12 @@ from gymnasium import spaces
 from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
+from natrl.rl import critic as critic_mod
+from natrl.rl.critic import adam, fit_critic, mlp_layers, mlp_value_grads
 from natrl.rl.distributions import Categorical, DiagGaussian
 from natrl.rl.gae import gae
 from natrl.rl.normalization import RewardScaler, RunningMeanStd
-from natrl.rl.policies import Actor
+from natrl.rl.policies import Actor, Critic
 
 
 @pytest.fixture(autouse=True)
@@ -201,3 +203,46 @@ def test_reward_scaler_uses_discounted_return_and_resets_at_episode_end() -> Non
     sc(np.array([2.0]), np.array([True]))  # R = 0.5 + 2 = 2.5, then reset
     assert sc.ret[0] == 0.0
     np.testing.assert_allclose(sc.rms.mean, (1.0 + 2.5) / 2)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("hidden", [(), (16,), (32, 16)])
+def test_hand_written_critic_gradient_equals_autograd(activation: str, hidden: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    critic = Critic(5, hidden, activation).double()
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randn(40, dtype=torch.float64)
+    loss_ref = 0.5 * (critic(x) - y).pow(2).mean()
+    ref = torch.autograd.grad(loss_ref, list(critic.parameters()))
+    layers = mlp_layers(critic)
+    assert layers is not None
+    loss = mlp_value_grads(layers, x, y)
+    assert float(loss) == pytest.approx(float(loss_ref), rel=1e-12)
+    for (name, p), r in zip(critic.named_parameters(), ref):
+        torch.testing.assert_close(p.grad, r, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_fit_critic_hand_written_path_follows_the_autograd_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run() -> tuple[float, torch.Tensor]:
+        torch.manual_seed(1)
+        critic = Critic(4, (32, 32), "tanh").double()
+        opt = adam(list(critic.parameters()), 1e-3)
+        gen = torch.Generator().manual_seed(2)
+        data = torch.Generator().manual_seed(3)
+        obs = torch.randn(300, 4, generator=data, dtype=torch.float64)
+        ret = torch.randn(300, generator=data, dtype=torch.float64)
+        mse = fit_critic(critic, opt, obs, ret, epochs=3, batch_size=64, generator=gen)
+        return mse, torch.cat([p.detach().reshape(-1) for p in critic.parameters()])
+
+    fast = run()
+    monkeypatch.setattr(critic_mod, "mlp_layers", lambda critic: None)  # force autograd
+    slow = run()
+    assert fast[0] == pytest.approx(slow[0], rel=1e-9)
+    torch.testing.assert_close(fast[1], slow[1], rtol=1e-9, atol=1e-12)
+
+
+def test_critics_the_hand_written_pass_does_not_cover_use_autograd() -> None:
+    assert mlp_layers(Critic(3, (8,), "elu")) is None
+    assert mlp_layers(Critic(3, (8,), "gelu")) is None
+    frozen = Critic(3, (8,), "tanh")
+    frozen.net[0].weight.requires_grad_(False)
+    assert mlp_layers(frozen) is None
