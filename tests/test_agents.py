@@ -77,6 +77,30 @@ def _batch_ppo(agent):
     return batch
 
 
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("CartPole-v1", {}),
+        ("Pendulum-v1", {"ent_coef": 0.01, "clip_range_vf": 0.2}),
+        ("Pendulum-v1", {"state_dependent_std": True, "activation": "relu", "hidden_sizes": (32,)}),
+    ],
+)
+def test_ppo_hand_written_backward_matches_autograd(env_id, kwargs, monkeypatch) -> None:
+    """PPO's minibatch gradients through natrl.rl.fastmlp equal loss.backward()'s (same update)."""
+
+    def update(fast: bool) -> torch.Tensor:
+        agent = PPO(env_id, seed=0, n_envs=2, n_steps=64, batch_size=32, n_epochs=2, **kwargs)
+        assert agent._fast_path() is not None
+        if not fast:
+            monkeypatch.setattr(agent, "_fast_path", lambda: None)
+        agent._update(_batch_ppo(agent))
+        return torch.cat([p.detach().reshape(-1) for p in agent.params])
+
+    fast, ref = update(True), update(False)
+    moved = (fast - ref).abs().max() / (ref.abs().max())
+    assert float(moved) < 1e-5
+
+
 @pytest.mark.parametrize("cls", [TRPO, NPG, PPO])
 def test_same_seed_same_results(cls) -> None:
     kwargs = {"n_envs": 2, "n_steps": 32}

@@ -102,7 +102,10 @@ class Actor(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, ...]:
         """Distribution output parameters for a batch of observations (N, obs_dim)."""
-        out = self.net(obs)
+        return self.head(self.net(obs))
+
+    def head(self, out: Tensor) -> tuple[Tensor, ...]:
+        """Distribution output parameters from the network's output ``self.net(obs)``."""
         if self.discrete:
             return (out,)
         if self.state_dependent_std:

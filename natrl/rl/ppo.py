@@ -21,6 +21,8 @@ from torch import nn
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
 from natrl.rl.critic import adam
+from natrl.rl.fastmlp import MLPSpec, mlp_backward, mlp_forward, mlp_spec
+from natrl.rl.policies import Critic
 
 __all__ = ["PPO", "PPOConfig"]
 
@@ -89,6 +91,7 @@ class PPO(OnPolicyAgent):
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * frac
         n = len(batch)
+        fast = self._fast_path()
         clip_fracs, approx_kls, pg_losses, v_losses, entropies = [], [], [], [], []
         stopped_early = False
         for _ in range(cfg.n_epochs):
@@ -99,11 +102,19 @@ class PPO(OnPolicyAgent):
                 adv = batch.advantages[idx]
                 if cfg.normalize_advantage and idx.numel() > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                dist = self.actor.distribution(obs)
+                if fast is not None:
+                    out_a, acts_a = mlp_forward(fast[0], obs)
+                    out_v, acts_v = mlp_forward(fast[1], obs)
+                    out_a.requires_grad_()
+                    out_v.requires_grad_()
+                    dist = self.actor.dist_cls(*self.actor.head(out_a))
+                    values = out_v.squeeze(-1)
+                else:
+                    dist = self.actor.distribution(obs)
+                    values = self.critic(obs)
                 log_ratio = dist.log_prob(batch.actions[idx]) - batch.log_probs[idx]
                 ratio = log_ratio.exp()
                 pg_loss = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range) * adv).mean()
-                values = self.critic(obs)
                 if cfg.clip_range_vf is not None:
                     old_v = batch.values[idx]
                     values = old_v + (values - old_v).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
@@ -116,8 +127,18 @@ class PPO(OnPolicyAgent):
                 if cfg.target_kl is not None and float(approx_kl) > 1.5 * cfg.target_kl:
                     stopped_early = True
                     break
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if fast is not None:
+                    # autograd over the loss's head only; the two MLPs by hand (natrl.rl.fastmlp)
+                    leaves = [out_a, out_v, *fast[2]]
+                    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+                    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+                    mlp_backward(fast[0], acts_a, grads[0])
+                    mlp_backward(fast[1], acts_v, grads[1])
+                    for p, g in zip(fast[2], grads[2:]):
+                        p.grad = g
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 approx_kls.append(approx_kl)
@@ -143,6 +164,17 @@ class PPO(OnPolicyAgent):
         if not self.actor.discrete and not self.actor.state_dependent_std:
             stats["std"] = float(self.actor.log_std.detach().exp().mean())
         return stats
+
+    def _fast_path(self) -> tuple[MLPSpec, MLPSpec, list[nn.Parameter]] | None:
+        """(actor MLP, critic MLP, other actor parameters) when both nets are plain tanh/ReLU MLPs."""
+        spec_a, spec_v = mlp_spec(self.actor.net), mlp_spec(self.critic.net)
+        if spec_a is None or spec_v is None or type(self.critic) is not Critic:
+            return None
+        net_ids = {id(p) for p in self.actor.net.parameters()}
+        rest = [p for p in self.actor.parameters() if id(p) not in net_ids]
+        if not all(p.requires_grad for p in rest):
+            return None
+        return spec_a, spec_v, rest
 
     def _algo_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

@@ -1,0 +1,85 @@
+"""Hand-written forward and backward passes of natrl's MLPs (Linear layers, tanh or ReLU between).
+
+The minibatch loops of PPO and of the critic regression run thousands of small steps per
+update; for 64-unit networks on a CPU, autograd's graph bookkeeping costs about as much as
+the arithmetic. These functions do the same arithmetic without a graph: the forward pass
+keeps each layer's output, the backward pass turns the gradient w.r.t. the network's output
+into the layers' ``.grad``. Losses on top of the output (clipped surrogates, log-probs,
+entropies) still go through autograd, on a graph of a few elementwise ops.
+
+Other architectures (other activations, frozen parameters) get ``None`` from
+:func:`mlp_spec`; callers then use autograd on the module.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MLPSpec", "mlp_backward", "mlp_forward", "mlp_spec"]
+
+_ACTS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+
+
+class MLPSpec(NamedTuple):
+    """The Linear layers of an MLP and the activation between them ("tanh", "relu" or "none")."""
+
+    linears: list[nn.Linear]
+    activation: str
+
+
+def mlp_spec(net: nn.Module) -> MLPSpec | None:
+    """The :class:`MLPSpec` of an ``nn.Sequential`` Linear, act, Linear, …, Linear; else None.
+
+    None also when the activations are not all the same tanh/ReLU or a parameter is frozen.
+    """
+    if not isinstance(net, nn.Sequential):
+        return None
+    mods = list(net)
+    linears, acts = mods[0::2], mods[1::2]
+    if len(mods) % 2 == 0 or not all(type(m) is nn.Linear for m in linears):
+        return None
+    kinds = {type(a) for a in acts}
+    if len(kinds) > 1 or (kinds and next(iter(kinds)) not in _ACTS):
+        return None
+    if not all(p.requires_grad for p in net.parameters()) or any(m.bias is None for m in linears):
+        return None
+    return MLPSpec(linears, _ACTS[next(iter(kinds))] if kinds else "none")  # type: ignore[arg-type]
+
+
+def mlp_forward(spec: MLPSpec, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The network's output for ``x`` (N, in) and the inputs of each Linear layer (no graph)."""
+    with torch.no_grad():
+        acts = [x]
+        h = x
+        for lin in spec.linears[:-1]:
+            z = torch.addmm(lin.bias, h, lin.weight.t())
+            h = torch.tanh(z) if spec.activation == "tanh" else torch.relu(z)
+            acts.append(h)
+        last = spec.linears[-1]
+        return torch.addmm(last.bias, h, last.weight.t()), acts
+
+
+def mlp_backward(spec: MLPSpec, acts: list[Tensor], grad_out: Tensor) -> None:
+    """Write the gradient of a loss into the layers' ``.grad`` (overwriting), given ∂loss/∂output.
+
+    With aₖ the input of Linear k and δ the gradient w.r.t. its output: ∇Wₖ = δᵀaₖ,
+    ∇bₖ = Σₙ δ, and δ ← (δ Wₖ) ⊙ σ'(·), σ' read off the stored activation (tanh: 1 − a²,
+    ReLU: a > 0).
+    """
+    with torch.no_grad():
+        delta = grad_out
+        for k in range(len(spec.linears) - 1, -1, -1):
+            lin = spec.linears[k]
+            if lin.weight.grad is None:
+                lin.weight.grad = torch.empty_like(lin.weight)
+            if lin.bias.grad is None:
+                lin.bias.grad = torch.empty_like(lin.bias)
+            torch.mm(delta.t(), acts[k], out=lin.weight.grad)
+            torch.sum(delta, 0, out=lin.bias.grad)
+            if k > 0:
+                delta = torch.mm(delta, lin.weight)
+                a = acts[k]
+                delta = delta - delta * a * a if spec.activation == "tanh" else delta * (a > 0)
