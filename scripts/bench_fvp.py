@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds per case")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batches", default="2048,8192", help="comma-separated batch sizes")
+    parser.add_argument("--widths", default="64,256", help="comma-separated hidden widths (two hidden layers each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stat", choices=["median", "min"], default="median", help="statistic over the rounds")
     args = parser.parse_args()
@@ -155,6 +156,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     batches = [int(b) for b in args.batches.split(",")]
+    widths = [int(w) for w in args.widths.split(",")]
     envs = [
         ("Hopper-like (17 obs, 6-d Gaussian)", 17, 6, True),
         ("CartPole-like (4 obs, 2 actions)", 4, 2, False),
@@ -162,7 +164,7 @@ def main() -> None:
     cases = [
         Case(env, obs_dim, n_act, gaussian, hidden, batch)
         for env, obs_dim, n_act, gaussian in envs
-        for hidden in [(64, 64), (256, 256)]
+        for hidden in [(w, w) for w in widths]
         for batch in batches
     ]
     print(
