@@ -166,7 +166,7 @@ def test_newton_cg_is_invariant_to_scaling_the_objective(scale: float) -> None:
     """Newton's step is invariant to f → s·f; natrl's Newton-CG keeps that where scipy's does not.
 
     scipy's Newton-CG ends CG when pᵀHp ≤ 3ε (absolute): with f scaled by 1e-6 it stops at x0
-    (|∇f| = 0.18, measured with scipy 1.x), so it is the unscaled scipy run that is the reference.
+    (|∇f| = 0.18, measured with scipy 1.17), so it is the unscaled scipy run that is the reference.
     """
     p = PROBLEMS["logreg"]
     ref = so.minimize(p.f, p.x0, jac=p.grad, hessp=p.hessp, method="Newton-CG")

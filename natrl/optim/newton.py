@@ -157,6 +157,7 @@ def truncated_cg(
     max_iter: int | None = None,
     norm: float = 1.0,
     abs_curvature_tol: float | None = None,
+    step_tol: float = 0.0,
 ) -> TruncatedCGResult:
     """Approximately solve H d = −g by CG, truncated by a forcing term (N&W Algorithm 7.1).
 
@@ -170,6 +171,8 @@ def truncated_cg(
         forcing: η ∈ (0, 1).
         max_iter: the most products (20 n by default).
         norm: the order of the norms in the stopping test (1 as in scipy).
+        step_tol: CG also stops (converged) once an update α p has ‖α p‖₁ ≤ this: refining d
+            below the caller's resolution in x is wasted work (0: off).
         abs_curvature_tol: CG also stops when 0 ≤ pᵀHp ≤ this (scipy uses 3 ε₆₄, which acts as
             an absolute residual floor); by default the test is relative, pᵀHp ≤ 3 ε ‖p‖².
 
@@ -200,11 +203,17 @@ def truncated_cg(
             return TruncatedCGResult(x, i + 1, False, True)
         alpha = rr / curv
         x = x + alpha * p
+        if step_tol > 0.0 and alpha * float(torch.linalg.vector_norm(p, ord=1)) <= step_tol:
+            return TruncatedCGResult(x, i + 1, True, False)
         r = r + alpha * hp
         rr_new = float(torch.dot(r, r))
         p = -r + (rr_new / rr) * p
         rr = rr_new
     return TruncatedCGResult(x, max_iter, False, False)
+
+
+CG_STEP_FRACTION = 1e-3
+"""Newton-CG's CG stops once its last update moved d by ≤ this fraction of the outer step tolerance."""
 
 
 def run_newton_cg(
@@ -259,7 +268,7 @@ def run_newton_cg(
         if k >= max_iter:
             status = Status.MAX_ITER
             break
-        cg = truncated_cg(hvp_at(x), g, max_iter=cg_max_iter)
+        cg = truncated_cg(hvp_at(x), g, max_iter=cg_max_iter, step_tol=CG_STEP_FRACTION * n * xtol)
         if (
             not cg.converged
             and not cg.negative_curvature
