@@ -13,7 +13,7 @@ from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
 from natrl.rl import critic as critic_mod
-from natrl.rl.critic import adam, adam_step, fit_critic, mlp_layers, mlp_value_grads
+from natrl.rl.critic import adam, adam_step, clip_grad_norm, fit_critic, mlp_layers, mlp_value_grads
 from natrl.rl.distributions import Categorical, DiagGaussian
 from natrl.rl.gae import gae
 from natrl.rl.normalization import RewardScaler, RunningMeanStd
@@ -279,3 +279,20 @@ def test_adam_step_falls_back_for_other_optimizers() -> None:
     sgd = torch.optim.SGD([p], lr=0.5)
     adam_step(sgd)
     assert torch.equal(p.detach(), torch.full((3,), 0.5))
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 0.5, 1e3])
+def test_clip_grad_norm_is_bit_identical_to_torch(max_norm: float) -> None:
+    def grads() -> list[torch.nn.Parameter]:
+        gen = torch.Generator().manual_seed(0)
+        ps = [torch.nn.Parameter(torch.zeros(s)) for s in [(64, 3), (64,), (1, 64), (1,)]]
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen)
+        return ps
+
+    a, b = grads(), grads()
+    total = clip_grad_norm(a, max_norm)
+    ref = torch.nn.utils.clip_grad_norm_(b, max_norm)
+    assert torch.equal(total, ref)
+    for p, q in zip(a, b):
+        assert torch.equal(p.grad, q.grad)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from natrl.rl.fastmlp import MLPSpec, mlp_backward, mlp_forward, mlp_spec
 from natrl.rl.policies import Critic
 
-__all__ = ["adam", "adam_step", "fit_critic", "mlp_layers", "mlp_value_grads"]
+__all__ = ["adam", "adam_step", "clip_grad_norm", "fit_critic", "mlp_layers", "mlp_value_grads"]
 
 
 def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
@@ -71,6 +71,23 @@ def adam_step(optimizer: torch.optim.Optimizer) -> None:
             grad_scale=None,
             found_inf=None,
         )
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` (2-norm) for parameters on one device, in four ops.
+
+    Same arithmetic as torch's (per-tensor norms, the norm of those, coefficient
+    max_norm / (norm + 1e-6) clamped at 1, in-place scaling), so the gradients are the
+    same bits (tested), without its per-call device grouping. Parameters without a
+    gradient are skipped; returns the total norm.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef)
+    return total
 
 
 def fit_critic(

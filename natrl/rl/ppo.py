@@ -20,7 +20,7 @@ from torch import nn
 
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
-from natrl.rl.critic import adam, adam_step
+from natrl.rl.critic import adam, adam_step, clip_grad_norm
 from natrl.rl.fastmlp import MLPSpec, mlp_backward, mlp_forward, mlp_spec
 from natrl.rl.policies import Critic
 
@@ -139,7 +139,7 @@ class PPO(OnPolicyAgent):
                 else:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                clip_grad_norm(self.params, cfg.max_grad_norm)
                 adam_step(self.optimizer)
                 approx_kls.append(approx_kl)
                 clip_fracs.append(((ratio - 1).abs() > cfg.clip_range).float().mean().detach())
