@@ -26,3 +26,18 @@ def digits(dtype: torch.dtype = torch.float64) -> Split:
         torch.tensor((x_tr - mu) / sd, dtype=dtype), torch.tensor(y_tr),
         torch.tensor((x_te - mu) / sd, dtype=dtype), torch.tensor(y_te),
     )  # fmt: skip
+
+
+def train_epochs(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, data: Split, *, epochs: int, batch: int, seed: int
+) -> None:
+    """Minibatch cross-entropy training: ``epochs`` shuffled passes (torch generator seeded ``seed``)."""
+    g = torch.Generator().manual_seed(seed)
+    n = data.y_train.numel()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, batch):
+            idx = perm[i : i + batch]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(data.x_train[idx]), data.y_train[idx]).backward()
+            opt.step()

@@ -48,7 +48,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from digits_data import Split, digits  # scripts/digits_data.py
+from digits_data import Split, digits, train_epochs  # scripts/digits_data.py
 from figures import save  # scripts/figures.py
 from torch import Tensor, nn
 from torch.func import grad, jacrev, vmap
@@ -216,15 +216,7 @@ def main() -> None:
     v0, eps = adam_v_at(make_net(0), data)
     cos_init = directions(net, data, v0, eps)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(2)
-    n = data.y_train.numel()
-    for _ in range(20):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, BATCH_A):
-            idx = perm[i : i + BATCH_A]
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(data.x_train[idx]), data.y_train[idx]).backward()
-            opt.step()
+    train_epochs(net, opt, data, epochs=20, batch=BATCH_A, seed=2)
     print(f"Part A: Adam (lr 1e-3, batch {BATCH_A}) for 20 epochs: train loss {full_loss(net, data):.4f}")
     v, eps = adam_v_at(net, data)
     theta = flatten(net.parameters()).detach()

@@ -36,7 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from digits_data import Split, digits  # scripts/digits_data.py
+from digits_data import Split, digits, train_epochs  # scripts/digits_data.py
 from figures import save  # scripts/figures.py
 from torch import Tensor, nn
 
@@ -84,15 +84,7 @@ def train(name: str, lr: float, batch: int, data: Split, seed: int = 0) -> nn.Mo
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
     opt = make_optimizer(name, net, lr)
-    g = torch.Generator().manual_seed(seed)
-    n = data.y_train.numel()
-    for _ in range(EPOCHS):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, batch):
-            idx = perm[i : i + batch]
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(data.x_train[idx]), data.y_train[idx]).backward()
-            opt.step()
+    train_epochs(net, opt, data, epochs=EPOCHS, batch=batch, seed=seed)
     if isinstance(opt, KFAC):
         opt.remove_hooks()  # its forward hooks must not run inside the torch.func transforms of hvp
     return net

@@ -156,14 +156,14 @@ def truncated_cg(
     forcing: float | None = None,
     max_iter: int | None = None,
     norm: float = 1.0,
-    abs_curvature_tol: float | None = None,
     step_tol: float = 0.0,
 ) -> TruncatedCGResult:
     """Approximately solve H d = −g by CG, truncated by a forcing term (N&W Algorithm 7.1).
 
     Starts at d = 0 and stops when ‖r‖ ≤ η‖g‖ with η = ``forcing`` (min(0.5, √‖g‖) by
-    default), or when a search direction has pᵀHp ≤ 0: then the current iterate is returned,
-    or, on the first iteration, the steepest-descent step −(gᵀg / |gᵀHg|) g.
+    default), when a search direction has (numerically) zero curvature, pᵀHp ≤ 3ε‖p‖²
+    (relative, so invariant to scaling H), or when pᵀHp < 0: then the current iterate is
+    returned, or, on the first iteration, the steepest-descent step −(gᵀg / |gᵀHg|) g.
 
     Args:
         matvec: v ↦ H v.
@@ -173,8 +173,6 @@ def truncated_cg(
         norm: the order of the norms in the stopping test (1 as in scipy).
         step_tol: CG also stops (converged) once an update α p has ‖α p‖₁ ≤ this: refining d
             below the caller's resolution in x is wasted work (0: off).
-        abs_curvature_tol: CG also stops when 0 ≤ pᵀHp ≤ this (scipy uses 3 ε₆₄, which acts as
-            an absolute residual floor); by default the test is relative, pᵀHp ≤ 3 ε ‖p‖².
 
     Returns:
         A :class:`TruncatedCGResult`.
@@ -194,8 +192,7 @@ def truncated_cg(
             return TruncatedCGResult(x, i, True, False)
         hp = matvec(p)
         curv = float(torch.dot(p, hp))
-        zero = 3.0 * eps * float(torch.dot(p, p)) if abs_curvature_tol is None else abs_curvature_tol
-        if 0.0 <= curv <= zero:  # (numerically) zero curvature
+        if 0.0 <= curv <= 3.0 * eps * float(torch.dot(p, p)):  # (numerically) zero curvature
             return TruncatedCGResult(x, i + 1, False, False)
         if curv < 0.0:
             if i == 0:

@@ -1,4 +1,5 @@
-"""Value-function regression shared by TRPO, NPG and ACKTR."""
+"""Value-function regression shared by TRPO, NPG and ACKTR, and the minibatch-step helpers
+(fused Adam, its step, gradient clipping) that it shares with PPO."""
 
 from __future__ import annotations
 
