@@ -168,7 +168,7 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
             "clip_reward": float(rew_clip),
             "epsilon": float(obs_eps),
         }
-        if cfg.normalize_obs:
+        if cfg.normalize_obs and cfg.obs_norm_update != "step":
             notes.append(
                 "observation statistics: natrl updates them once per rollout (frozen within it), "
                 "VecNormalize after every step (including reset observations)"

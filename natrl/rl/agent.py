@@ -166,6 +166,7 @@ class OnPolicyAgent:
                 rng=self.rng,
                 obs_normalizer=self.obs_normalizer,
                 reward_scaler=self.reward_scaler,
+                obs_norm_update=self.config.obs_norm_update,
             )
             self._collector.steps = self.num_timesteps
         return self._collector

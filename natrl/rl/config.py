@@ -35,6 +35,9 @@ class OnPolicyConfig:
         gae_lambda: GAE λ in [0, 1].
         normalize_advantage: standardise advantages per update (zero mean, unit std).
         normalize_obs: running mean/std normalisation of observations (saved with the agent).
+        obs_norm_update: when observation statistics are updated: "rollout" (once per rollout,
+            from all its observations; one set of statistics per rollout) or "step" (after every
+            vector step, as stable-baselines3's VecNormalize does).
         normalize_reward: scale rewards by the running std of the discounted return.
         hidden_sizes: hidden layer widths of the actor MLP.
         critic_hidden_sizes: hidden layer widths of the critic MLP (default: hidden_sizes).
@@ -56,6 +59,7 @@ class OnPolicyConfig:
     gae_lambda: float = 0.95
     normalize_advantage: bool = True
     normalize_obs: bool = False
+    obs_norm_update: str = "rollout"
     normalize_reward: bool = False
     hidden_sizes: tuple[int, ...] = (64, 64)
     critic_hidden_sizes: tuple[int, ...] | None = None
@@ -99,6 +103,9 @@ class OnPolicyConfig:
             "activation",
             self.activation,
             "one of tanh, relu, elu, gelu",
+        )
+        check(
+            self.obs_norm_update in ("rollout", "step"), "obs_norm_update", self.obs_norm_update, "'rollout' or 'step'"
         )
         check(self.action_bound in ("clip", "squash"), "action_bound", self.action_bound, "'clip' or 'squash'")
         check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")

@@ -9,6 +9,13 @@ so a truncated episode bootstraps from it while a terminated one does not (GAE
 masks it with ``terminated``). The values of all final observations of a
 rollout are computed in one batched critic call after the loop.
 
+Observation statistics are updated either once per rollout from all its raw
+observations (``obs_norm_update="rollout"``: every observation of a rollout is
+normalised with the same statistics) or after every vector step as
+stable-baselines3's ``VecNormalize`` does (``"step"``: the statistics include the
+reset observations and each new observation before it is normalised; final
+observations are normalised with the statistics of their step, not added).
+
 The per-step work is one lean actor forward with a sample and one vector-env
 step; log-probabilities and values are computed for the whole rollout at once.
 """
@@ -57,6 +64,7 @@ class RolloutCollector:
         seed: seeds env i with ``seed + i`` at the first reset.
         obs_normalizer: optional running observation normalisation.
         reward_scaler: optional running reward scaling.
+        obs_norm_update: "rollout" or "step", when observation statistics are updated (see above).
         generator: the torch generator for action sampling on non-CPU devices.
         rng: the NumPy generator for action sampling on the CPU.
     """
@@ -71,7 +79,10 @@ class RolloutCollector:
         rng: np.random.Generator,
         obs_normalizer: ObsNormalizer | None = None,
         reward_scaler: RewardScaler | None = None,
+        obs_norm_update: str = "rollout",
     ) -> None:
+        if obs_norm_update not in ("rollout", "step"):
+            raise ValueError(f"obs_norm_update must be 'rollout' or 'step', got {obs_norm_update!r}")
         self.venv = venv
         self.n_envs = venv.num_envs
         self.device = device
@@ -79,8 +90,12 @@ class RolloutCollector:
         self.rng = rng
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
+        self._per_step = obs_normalizer is not None and obs_norm_update == "step"
         obs, _ = venv.reset(seed=seed)
         self._raw_obs = np.asarray(obs)
+        if self._per_step:
+            check_finite(self._raw_obs, np.zeros(self.n_envs), 0)
+            self._norm_obs = obs_normalizer(self._raw_obs, update=True)
         self.steps = 0
         self._ep_return = np.zeros(self.n_envs, np.float64)
         self._ep_length = np.zeros(self.n_envs, np.int64)
@@ -100,7 +115,7 @@ class RolloutCollector:
         The loop only samples actions; log-probabilities and values of all T·E
         observations (and of the final observations of ended episodes) are computed
         afterwards in batched forwards, since the policy does not change during a
-        rollout and observation statistics are frozen until it ends.
+        rollout and every observation is stored as it was normalised when it arrived.
         """
         E, T = self.n_envs, n_steps
         obs_shape = self.venv.single_observation_space.shape
@@ -123,10 +138,12 @@ class RolloutCollector:
 
         to_env_action = actor.to_env_action
 
+        per_step = self._per_step
+        norm = self.obs_normalizer
         raw = self._raw_obs
+        obs = self._norm_obs if per_step else self._normalize(raw)
         for t in range(T):
             raw_obs_buf[t] = raw
-            obs = self._normalize(raw)
             obs_buf[t] = obs
             action = sample_np(obs)
             act_buf[t] = action
@@ -134,6 +151,11 @@ class RolloutCollector:
             raw = np.asarray(raw)
             reward = np.asarray(reward, np.float64)
             check_finite(raw, reward, self.steps + t * E)
+            if per_step:
+                norm.rms.update(raw)  # type: ignore[union-attr]
+                obs = norm(raw)  # type: ignore[misc]
+            else:
+                obs = self._normalize(raw)
             ended = terminated | truncated
             self._ep_return += reward
             self._ep_length += 1
@@ -147,13 +169,16 @@ class RolloutCollector:
                 for e in np.flatnonzero(ended):
                     final = np.asarray(final_obs[e])
                     check_finite(final[None], np.zeros(1), self.steps + t * E)
-                    finals.append((t, int(e), final))
+                    # per-step statistics: normalised now, with this step's statistics
+                    finals.append((t, int(e), norm(final[None])[0] if per_step else final))  # type: ignore[misc]
                     self.episode_returns.append(float(self._ep_return[e]))
                     self.episode_lengths.append(int(self._ep_length[e]))
                     self._ep_return[e] = 0.0
                     self._ep_length[e] = 0
                     self.episodes += 1
         self._raw_obs = raw
+        if per_step:
+            self._norm_obs = obs
         self.steps += T * E
 
         dev = self.device
@@ -163,9 +188,10 @@ class RolloutCollector:
         log_probs = actor.distribution(flat_obs).log_prob(actions.reshape(T * E, *act_shape)).reshape(T, E)
         # V(s_t) and V(s'_t): the next row's value, the last observation's value after the
         # loop, and the final observation's value where an episode ended.
-        tail = [self._normalize(raw)]
+        tail = [obs]
         if finals:
-            tail.append(self._normalize(np.stack([f[2] for f in finals])))
+            stacked = np.stack([f[2] for f in finals])
+            tail.append(stacked.astype(np.float32, copy=False) if per_step else self._normalize(stacked))
         extra = torch.from_numpy(np.concatenate(tail)).to(dev)
         all_values = critic(torch.cat([flat_obs, extra]))
         values = all_values[: T * E].reshape(T, E)
@@ -176,7 +202,7 @@ class RolloutCollector:
             rows = torch.tensor([f[0] for f in finals], device=dev)
             cols = torch.tensor([f[1] for f in finals], device=dev)
             next_val[rows, cols] = all_values[T * E + E :]
-        if self.obs_normalizer is not None:
+        if self.obs_normalizer is not None and not per_step:
             self.obs_normalizer.rms.update(raw_obs_buf.reshape(T * E, *obs_shape))
 
         to = self.device
