@@ -216,3 +216,75 @@ def test_evaluate_and_predict_shapes() -> None:
     assert a.shape == (1,) and -2.0 <= a[0] <= 2.0
     with pytest.raises(ValueError, match="observation shape"):
         agent.predict(np.zeros(5))
+
+
+@pytest.mark.parametrize("head", ["categorical", "gaussian", "gaussian_state_dependent"])
+@pytest.mark.parametrize(("ent_coef", "clip_range_vf"), [(0.0, None), (0.03, 0.1)])
+def test_ppo_closed_form_loss_gradients_equal_autograd(head, ent_coef, clip_range_vf) -> None:
+    """clipped_loss_grads against autograd of the same loss, float64, with ratios on both
+    sides of the clip range, advantages of both signs and active value clipping."""
+    from natrl.rl.distributions import Categorical, DiagGaussian
+    from natrl.rl.ppo import clipped_loss_grads
+
+    g = torch.Generator().manual_seed(7)
+    n, k = 256, 3
+    discrete = head == "categorical"
+    width = 2 * k if head == "gaussian_state_dependent" else (5 if discrete else k)
+    out_a = torch.randn(n, width, generator=g, dtype=torch.float64, requires_grad=True)
+    out_v = torch.randn(n, 1, generator=g, dtype=torch.float64, requires_grad=True)
+    log_std = (0.3 * torch.randn(k, generator=g, dtype=torch.float64)).requires_grad_() if head == "gaussian" else None
+    if discrete:
+        dist = Categorical(out_a)
+        actions = torch.randint(0, 5, (n,), generator=g)
+    else:
+        mean, ls = (out_a[:, :k], out_a[:, k:]) if log_std is None else (out_a, log_std.expand_as(out_a))
+        dist = DiagGaussian(mean, ls)
+        actions = torch.randn(n, k, generator=g, dtype=torch.float64)
+    logp = dist.log_prob(actions)
+    # old log-probs put the ratios anywhere in about [0.5, 2]: clipped above and below
+    old_logp = (logp + 0.35 * torch.randn(n, generator=g, dtype=torch.float64)).detach()
+    adv = torch.randn(n, generator=g, dtype=torch.float64)
+    returns = torch.randn(n, generator=g, dtype=torch.float64)
+    old_v = (out_v.squeeze(-1) + 0.2 * torch.randn(n, generator=g, dtype=torch.float64)).detach()
+
+    ratio = (logp - old_logp).exp()
+    assert ((ratio > 1.2) & (adv > 0)).any() and ((ratio < 0.8) & (adv < 0)).any()
+    pg = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()
+    values = out_v.squeeze(-1)
+    if clip_range_vf is not None:
+        values = old_v + (values - old_v).clamp(-clip_range_vf, clip_range_vf)
+    vl = (values - returns).pow(2).mean()
+    loss = pg + 0.5 * vl - ent_coef * dist.entropy().mean()
+    leaves = [out_a, out_v] + ([log_std] if log_std is not None else [])
+    ref = torch.autograd.grad(loss, leaves)
+
+    h = clipped_loss_grads(
+        out_a.detach(),
+        out_v.detach(),
+        None if log_std is None else log_std.detach(),
+        actions,
+        old_logp,
+        adv,
+        returns,
+        old_v,
+        discrete=discrete,
+        clip_range=0.2,
+        clip_range_vf=clip_range_vf,
+        ent_coef=ent_coef,
+        vf_coef=0.5,
+    )
+    torch.testing.assert_close(h.actor_out, ref[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(h.critic_out, ref[1], rtol=1e-12, atol=1e-14)
+    if log_std is not None:
+        torch.testing.assert_close(h.log_std, ref[2], rtol=1e-12, atol=1e-14)
+    assert float(h.pg_loss) == pytest.approx(float(pg.detach()), rel=1e-12)
+    assert float(h.v_loss) == pytest.approx(float(vl.detach()), rel=1e-12)
+    assert float(h.entropy) == pytest.approx(float(dist.entropy().mean().detach()), rel=1e-12)
+    assert 0.0 < float(h.clip_fraction) < 1.0
+
+
+def test_ppo_fast_path_only_for_natrls_own_networks() -> None:
+    agent = PPO("Pendulum-v1", seed=0, n_envs=1, n_steps=64, batch_size=32)
+    assert agent._fast_path() is not None
+    agent.actor.extra = torch.nn.Parameter(torch.zeros(2))  # a parameter the closed form does not know
+    assert agent._fast_path() is None

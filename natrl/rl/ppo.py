@@ -12,19 +12,121 @@ scale — plain MSE — natrl shares, so c_v means the same in both).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
 from natrl.rl.critic import adam, adam_step, clip_grad_norm
 from natrl.rl.fastmlp import MLPSpec, mlp_backward, mlp_forward, mlp_spec
-from natrl.rl.policies import Critic
+from natrl.rl.policies import Actor, Critic
 
-__all__ = ["PPO", "PPOConfig"]
+__all__ = ["PPO", "PPOConfig", "clipped_loss_grads"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class HeadGrads(NamedTuple):
+    """Gradients of the PPO loss w.r.t. the networks' outputs, and the loss's terms."""
+
+    actor_out: Tensor  # (B, out) gradient w.r.t. the actor MLP's output
+    critic_out: Tensor  # (B, 1) gradient w.r.t. the critic MLP's output
+    log_std: Tensor | None  # gradient w.r.t. a state-independent log-std parameter
+    pg_loss: Tensor
+    v_loss: Tensor
+    entropy: Tensor
+    approx_kl: Tensor
+    clip_fraction: Tensor
+
+
+def clipped_loss_grads(
+    out_a: Tensor,
+    out_v: Tensor,
+    log_std: Tensor | None,
+    actions: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    returns: Tensor,
+    old_values: Tensor,
+    *,
+    discrete: bool,
+    clip_range: float,
+    clip_range_vf: float | None,
+    ent_coef: float,
+    vf_coef: float,
+) -> HeadGrads:
+    """The PPO loss of one minibatch and its gradient w.r.t. the networks' outputs, in closed form.
+
+    With ℓ = log π(a|s), r = exp(ℓ − ℓ_old), c = clip(r, 1 ± ε) and B samples,
+
+        ∂L_clip/∂ℓ = −r Â / B where r Â ≤ c Â, else 0
+        ∂ℓ/∂μ = (a − μ)/σ²,  ∂ℓ/∂log σ = ((a − μ)/σ)² − 1           (diagonal Gaussian)
+        ∂ℓ/∂z = onehot(a) − softmax(z),  ∂H/∂z = −p ⊙ (log p + H)    (categorical logits z)
+        ∂L_V/∂V = 2 c_v (V' − R)/B, zero where value clipping is active,
+
+    which is what autograd computes for :meth:`PPO._update`'s loss (ties of the min and the
+    clamp boundaries included), without building a graph for a dozen elementwise ops per
+    minibatch. ``out_a`` is the actor MLP's output: logits, the mean, or [mean, log-std]
+    when ``log_std`` is None for a Gaussian (state-dependent std).
+    """
+    n = out_a.shape[0]
+    if discrete:
+        log_p = torch.log_softmax(out_a, dim=-1)
+        p = log_p.exp()
+        idx = actions.long().reshape(-1, 1)
+        logp = log_p.gather(-1, idx).squeeze(-1)
+        ent_rows = -(p * log_p).sum(-1)
+    else:
+        k = actions.shape[-1]
+        if log_std is None:
+            mean, ls = out_a[:, :k], out_a[:, k:]
+        else:
+            mean, ls = out_a, log_std.expand_as(out_a)
+        inv_std = torch.exp(-ls)
+        z = (actions - mean) * inv_std
+        logp = (-0.5 * z.pow(2) - ls - 0.5 * _LOG_2PI).sum(-1)
+        ent_rows = (ls + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
+    log_ratio = logp - old_log_probs
+    ratio = log_ratio.exp()
+    surr1 = ratio * advantages
+    surr2 = ratio.clamp(1 - clip_range, 1 + clip_range) * advantages
+    pg_loss = -torch.min(surr1, surr2).mean()
+    g_logp = torch.where(surr1 <= surr2, surr1, 0.0).mul_(-1.0 / n)
+
+    values = out_v.squeeze(-1)
+    v_mask = None
+    if clip_range_vf is not None:
+        diff = values - old_values
+        v_mask = diff.abs() <= clip_range_vf
+        values = old_values + diff.clamp(-clip_range_vf, clip_range_vf)
+    v_err = values - returns
+    v_loss = v_err.pow(2).mean()
+    g_v = v_err * (2.0 * vf_coef / n)
+    if v_mask is not None:
+        g_v = g_v * v_mask
+
+    g_log_std = None
+    if discrete:
+        g_out = (g_logp[:, None] * -p).scatter_add_(-1, idx, g_logp[:, None])
+        if ent_coef:
+            g_out += (ent_coef / n) * p * (log_p + ent_rows[:, None])
+    else:
+        g_mean = (g_logp[:, None] * z) * inv_std
+        g_ls = g_logp[:, None] * (z.pow(2) - 1.0)
+        if ent_coef:
+            g_ls -= ent_coef / n
+        if log_std is None:
+            g_out = torch.cat([g_mean, g_ls], dim=-1)
+        else:
+            g_out, g_log_std = g_mean, g_ls.sum(0)
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's unbiased estimator of KL(old ‖ new)
+        clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
+    return HeadGrads(g_out, g_v[:, None], g_log_std, pg_loss, v_loss, ent_rows.mean(), approx_kl, clip_fraction)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,46 +205,66 @@ class PPO(OnPolicyAgent):
                 if cfg.normalize_advantage and idx.numel() > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 if fast is not None:
+                    # closed-form loss gradients (clipped_loss_grads) pulled back through the
+                    # two MLPs by hand (natrl.rl.fastmlp): no autograd graph per minibatch
                     out_a, acts_a = mlp_forward(fast[0], obs)
                     out_v, acts_v = mlp_forward(fast[1], obs)
-                    out_a.requires_grad_()
-                    out_v.requires_grad_()
-                    dist = self.actor.dist_cls(*self.actor.head(out_a))
-                    values = out_v.squeeze(-1)
+                    h = clipped_loss_grads(
+                        out_a,
+                        out_v,
+                        fast[2][0] if fast[2] else None,
+                        batch.actions[idx],
+                        batch.log_probs[idx],
+                        adv,
+                        batch.returns[idx],
+                        batch.values[idx] if cfg.clip_range_vf is not None else None,
+                        discrete=self.actor.discrete,
+                        clip_range=cfg.clip_range,
+                        clip_range_vf=cfg.clip_range_vf,
+                        ent_coef=cfg.ent_coef,
+                        vf_coef=cfg.vf_coef,
+                    )
+                    pg_loss, v_loss, entropy, approx_kl, clip_frac = (
+                        h.pg_loss,
+                        h.v_loss,
+                        h.entropy,
+                        h.approx_kl,
+                        h.clip_fraction,
+                    )
+                    if cfg.target_kl is not None and float(approx_kl) > 1.5 * cfg.target_kl:
+                        stopped_early = True
+                        break
+                    mlp_backward(fast[0], acts_a, h.actor_out)
+                    mlp_backward(fast[1], acts_v, h.critic_out)
+                    if fast[2]:
+                        fast[2][0].grad = h.log_std
                 else:
                     dist = self.actor.distribution(obs)
                     values = self.critic(obs)
-                log_ratio = dist.log_prob(batch.actions[idx]) - batch.log_probs[idx]
-                ratio = log_ratio.exp()
-                pg_loss = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range) * adv).mean()
-                if cfg.clip_range_vf is not None:
-                    old_v = batch.values[idx]
-                    values = old_v + (values - old_v).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
-                v_loss = (values - batch.returns[idx]).pow(2).mean()
-                entropy = dist.entropy().mean()
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-                with torch.no_grad():
-                    # Schulman's unbiased, non-negative estimator of KL(old ‖ new)
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                if cfg.target_kl is not None and float(approx_kl) > 1.5 * cfg.target_kl:
-                    stopped_early = True
-                    break
-                if fast is not None:
-                    # autograd over the loss's head only; the two MLPs by hand (natrl.rl.fastmlp)
-                    leaves = [out_a, out_v, *fast[2]]
-                    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-                    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
-                    mlp_backward(fast[0], acts_a, grads[0])
-                    mlp_backward(fast[1], acts_v, grads[1])
-                    for p, g in zip(fast[2], grads[2:]):
-                        p.grad = g
-                else:
+                    log_ratio = dist.log_prob(batch.actions[idx]) - batch.log_probs[idx]
+                    ratio = log_ratio.exp()
+                    surr1 = ratio * adv
+                    surr2 = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range) * adv
+                    pg_loss = -torch.min(surr1, surr2).mean()
+                    if cfg.clip_range_vf is not None:
+                        old_v = batch.values[idx]
+                        values = old_v + (values - old_v).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
+                    v_loss = (values - batch.returns[idx]).pow(2).mean()
+                    entropy = dist.entropy().mean()
+                    loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                    with torch.no_grad():
+                        # Schulman's unbiased, non-negative estimator of KL(old ‖ new)
+                        approx_kl = ((ratio - 1) - log_ratio).mean()
+                        clip_frac = ((ratio - 1).abs() > cfg.clip_range).float().mean()
+                    if cfg.target_kl is not None and float(approx_kl) > 1.5 * cfg.target_kl:
+                        stopped_early = True
+                        break
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                 clip_grad_norm(self.params, cfg.max_grad_norm)
                 adam_step(self.optimizer)
                 approx_kls.append(approx_kl)
-                clip_fracs.append(((ratio - 1).abs() > cfg.clip_range).float().mean().detach())
+                clip_fracs.append(clip_frac)
                 pg_losses.append(pg_loss.detach())
                 v_losses.append(v_loss.detach())
                 entropies.append(entropy.detach())
@@ -166,12 +288,19 @@ class PPO(OnPolicyAgent):
         return stats
 
     def _fast_path(self) -> tuple[MLPSpec, MLPSpec, list[nn.Parameter]] | None:
-        """(actor MLP, critic MLP, other actor parameters) when both nets are plain tanh/ReLU MLPs."""
+        """(actor MLP, critic MLP, [log-std] or []) when both nets are plain tanh/ReLU MLPs
+        under natrl's own Actor and Critic (whose heads :func:`clipped_loss_grads` knows)."""
+        if type(self.actor) is not Actor or type(self.critic) is not Critic:
+            return None
         spec_a, spec_v = mlp_spec(self.actor.net), mlp_spec(self.critic.net)
-        if spec_a is None or spec_v is None or type(self.critic) is not Critic:
+        if spec_a is None or spec_v is None:
             return None
         net_ids = {id(p) for p in self.actor.net.parameters()}
         rest = [p for p in self.actor.parameters() if id(p) not in net_ids]
+        own_log_std = not self.actor.discrete and not self.actor.state_dependent_std
+        expected = [self.actor.log_std] if own_log_std else []
+        if len(rest) != len(expected) or any(a is not b for a, b in zip(rest, expected)):
+            return None
         if not all(p.requires_grad for p in rest):
             return None
         return spec_a, spec_v, rest
