@@ -4,8 +4,9 @@ The minibatch loops of PPO and of the critic regression run thousands of small s
 update; for 64-unit networks on a CPU, autograd's graph bookkeeping costs about as much as
 the arithmetic. These functions do the same arithmetic without a graph: the forward pass
 keeps each layer's output, the backward pass turns the gradient w.r.t. the network's output
-into the layers' ``.grad``. Losses on top of the output (clipped surrogates, log-probs,
-entropies) still go through autograd, on a graph of a few elementwise ops.
+into the layers' ``.grad``. The gradient w.r.t. the output comes from the caller: the
+critic's squared error by hand, PPO's clipped loss from
+:func:`natrl.rl.ppo.clipped_loss_grads` (closed form, checked against autograd).
 
 Other architectures (other activations, frozen parameters) get ``None`` from
 :func:`mlp_spec`; callers then use autograd on the module.
