@@ -1,6 +1,7 @@
 """Compact natrl-vs-SB3 table (the README's) from `natrl bench` results files.
 
 Usage: python scripts/bench_summary.py bench-out/classic/results.json [more results.json ...]
+       python scripts/bench_summary.py --per-seed LABEL=results.json [LABEL=results.json ...]
 
 One row per (env, algo): final and best deterministic evaluation (mean over seeds), how
 many runs reached the preset's threshold, mean steps/s, and the natrl / peer ratio of
@@ -76,11 +77,54 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def main(paths: list[str]) -> None:
+def per_seed(labelled: list[tuple[str, list[Run]]]) -> str:
+    """One row per (label, library, algo, env): every seed's final evaluation, and the mean over
+    seeds of the final evaluation, of the last three evaluations and of the best one (a single
+    evaluation of 10 deterministic episodes moves by hundreds on Hopper, see the curves)."""
+    lines = [
+        "| variant | library | env | algo | seeds | final evaluation per seed | final (mean ± std) "
+        "| last three evaluations (mean ± std) | best evaluation (mean) |",
+        "|" + "---|" * 9,
+    ]
+    for label, runs in labelled:
+        groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+        for r in runs:
+            if r["status"] == "ok":
+                groups[(r["library"], r["env"], r["algo"])].append(r)
+        for (lib, env, algo), rs in groups.items():
+            rs.sort(key=lambda r: r["seed"])
+            last3 = [st.mean(p["mean"] for p in r["curve"][-3:]) for r in rs]
+            row = [
+                label,
+                lib,
+                env,
+                algo.upper(),
+                ",".join(str(r["seed"]) for r in rs),
+                ", ".join(f"{r['final_eval_mean']:.0f}" for r in rs),
+                mean_std([r["final_eval_mean"] for r in rs]),
+                mean_std(last3),
+                best(rs),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def load(path: str) -> list[Run]:
+    with open(path) as f:
+        return json.load(f)["runs"]
+
+
+def main(args: list[str]) -> None:
+    if args and args[0] == "--per-seed":
+        labelled: dict[str, list[Run]] = defaultdict(list)
+        for arg in args[1:]:
+            label, _, path = arg.rpartition("=")
+            labelled[label or path] += load(path)
+        print(per_seed(list(labelled.items())))
+        return
     runs: list[Run] = []
-    for path in paths:
-        with open(path) as f:
-            runs += json.load(f)["runs"]
+    for path in args:
+        runs += load(path)
     print(table(runs))
 
 
