@@ -288,3 +288,18 @@ def test_ppo_fast_path_only_for_natrls_own_networks() -> None:
     assert agent._fast_path() is not None
     agent.actor.extra = torch.nn.Parameter(torch.zeros(2))  # a parameter the closed form does not know
     assert agent._fast_path() is None
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_ppo_update_leaves_no_autograd_history(env_id) -> None:
+    """Gradients and Adam's state stay plain tensors: a graph hanging off them would grow
+    with every minibatch (a closed-form head once recorded the log-std's graph into
+    log_std.grad, and the fused Adam kernel then chained it into exp_avg: +16 MB per update)."""
+    agent = PPO(env_id, seed=0, n_envs=2, n_steps=64, batch_size=32, n_epochs=2)
+    assert agent._fast_path() is not None
+    for _ in range(2):
+        agent._update(_batch_ppo(agent))
+    for p in agent.params:
+        assert p.grad is not None and p.grad.grad_fn is None and not p.grad.requires_grad
+        for value in agent.optimizer.state[p].values():
+            assert value.grad_fn is None and not value.requires_grad

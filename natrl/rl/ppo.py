@@ -51,7 +51,7 @@ def clipped_loss_grads(
     old_log_probs: Tensor,
     advantages: Tensor,
     returns: Tensor,
-    old_values: Tensor,
+    old_values: Tensor | None,
     *,
     discrete: bool,
     clip_range: float,
@@ -71,8 +71,44 @@ def clipped_loss_grads(
     which is what autograd computes for :meth:`PPO._update`'s loss (ties of the min and the
     clamp boundaries included), without building a graph for a dozen elementwise ops per
     minibatch. ``out_a`` is the actor MLP's output: logits, the mean, or [mean, log-std]
-    when ``log_std`` is None for a Gaussian (state-dependent std).
+    when ``log_std`` is None for a Gaussian (state-dependent std). Runs without autograd
+    (inputs that require grad, such as the log-std parameter, are not recorded): every
+    returned tensor is plain data.
     """
+    with torch.no_grad():
+        return _clipped_loss_grads(
+            out_a,
+            out_v,
+            log_std,
+            actions,
+            old_log_probs,
+            advantages,
+            returns,
+            old_values,
+            discrete=discrete,
+            clip_range=clip_range,
+            clip_range_vf=clip_range_vf,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+        )
+
+
+def _clipped_loss_grads(
+    out_a: Tensor,
+    out_v: Tensor,
+    log_std: Tensor | None,
+    actions: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    returns: Tensor,
+    old_values: Tensor | None,
+    *,
+    discrete: bool,
+    clip_range: float,
+    clip_range_vf: float | None,
+    ent_coef: float,
+    vf_coef: float,
+) -> HeadGrads:
     n = out_a.shape[0]
     if discrete:
         log_p = torch.log_softmax(out_a, dim=-1)
@@ -100,6 +136,7 @@ def clipped_loss_grads(
     values = out_v.squeeze(-1)
     v_mask = None
     if clip_range_vf is not None:
+        assert old_values is not None, "value clipping needs the old values"
         diff = values - old_values
         v_mask = diff.abs() <= clip_range_vf
         values = old_values + diff.clamp(-clip_range_vf, clip_range_vf)
@@ -123,9 +160,8 @@ def clipped_loss_grads(
             g_out = torch.cat([g_mean, g_ls], dim=-1)
         else:
             g_out, g_log_std = g_mean, g_ls.sum(0)
-    with torch.no_grad():
-        approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's unbiased estimator of KL(old ‖ new)
-        clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
+    approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's unbiased estimator of KL(old ‖ new)
+    clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
     return HeadGrads(g_out, g_v[:, None], g_log_std, pg_loss, v_loss, ent_rows.mean(), approx_kl, clip_fraction)
 
 
