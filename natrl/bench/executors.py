@@ -177,7 +177,9 @@ def run_ray(
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=num_cpus, **kwargs)
+                # "local": a new Ray instance even when another one runs on this machine
+                # (a bare ray.init() would attach to it and refuse num_cpus)
+                ray.init(address="local", num_cpus=num_cpus, **kwargs)
         except ConnectionError as exc:
             raise BenchError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         started_here = True
