@@ -43,6 +43,7 @@ class HeadGrads(NamedTuple):
     clip_fraction: Tensor
 
 
+@torch.no_grad()
 def clipped_loss_grads(
     out_a: Tensor,
     out_v: Tensor,
@@ -75,40 +76,6 @@ def clipped_loss_grads(
     (inputs that require grad, such as the log-std parameter, are not recorded): every
     returned tensor is plain data.
     """
-    with torch.no_grad():
-        return _clipped_loss_grads(
-            out_a,
-            out_v,
-            log_std,
-            actions,
-            old_log_probs,
-            advantages,
-            returns,
-            old_values,
-            discrete=discrete,
-            clip_range=clip_range,
-            clip_range_vf=clip_range_vf,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-        )
-
-
-def _clipped_loss_grads(
-    out_a: Tensor,
-    out_v: Tensor,
-    log_std: Tensor | None,
-    actions: Tensor,
-    old_log_probs: Tensor,
-    advantages: Tensor,
-    returns: Tensor,
-    old_values: Tensor | None,
-    *,
-    discrete: bool,
-    clip_range: float,
-    clip_range_vf: float | None,
-    ent_coef: float,
-    vf_coef: float,
-) -> HeadGrads:
     n = out_a.shape[0]
     if discrete:
         log_p = torch.log_softmax(out_a, dim=-1)

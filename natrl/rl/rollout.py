@@ -152,8 +152,7 @@ class RolloutCollector:
             reward = np.asarray(reward, np.float64)
             check_finite(raw, reward, self.steps + t * E)
             if per_step:
-                norm.rms.update(raw)  # type: ignore[union-attr]
-                obs = norm(raw)  # type: ignore[misc]
+                obs = norm(raw, update=True)  # type: ignore[misc]
             else:
                 obs = self._normalize(raw)
             ended = terminated | truncated
