@@ -81,8 +81,8 @@ from torch.func import grad as func_grad
 from torch.func import jvp as func_jvp
 from torch.func import vmap
 
-if TYPE_CHECKING:  # natrl.rl imports natrl.curvature: no runtime import (cycle)
-    from natrl.rl.distributions import Distribution
+if TYPE_CHECKING:
+    from natrl.distributions import Distribution
 
 __all__ = [
     "Matvec",

@@ -404,6 +404,21 @@ class KFAC(Optimizer):
 
     # -- statistics collection -----------------------------------------------------------------
 
+    def suspend(self) -> None:
+        """Stop collecting statistics: forward and backward passes leave the factors alone until
+        :meth:`resume` (e.g. line searches and Fisher-vector products through a policy)."""
+        self._suspended = True
+
+    def resume(self) -> None:
+        """Collect statistics again (see :meth:`suspend`)."""
+        self._suspended = False
+
+    def discard_statistics(self) -> None:
+        """Drop the statistics collected since the last step (a pass whose gradients were unusable)."""
+        for layer in self._layers.values():
+            layer.a_sum, layer.a_rows, layer.g_sum, layer.g_count = None, 0, None, 0
+            layer.outputs.clear()
+
     @property
     def _collecting(self) -> bool:
         return not self._suspended and self._k % self.factor_interval == 0

@@ -3,10 +3,17 @@
 from natrl.rl.acktr import ACKTR, ACKTRConfig
 from natrl.rl.agent import Batch, CheckpointError, EvalResult, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig
-from natrl.rl.distributions import Categorical, DiagGaussian, Distribution
+from natrl.rl.distributions import Bernoulli, Categorical, DiagGaussian, Distribution, MultiCategorical
 from natrl.rl.env import NonFiniteError, UnsupportedSpaceError
 from natrl.rl.gae import gae
-from natrl.rl.policies import Actor, Critic
+from natrl.rl.policies import (
+    Actor,
+    CombinedExtractor,
+    Critic,
+    FlattenExtractor,
+    NatureCNN,
+    PolicyError,
+)
 from natrl.rl.ppo import PPO, PPOConfig
 from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
 
@@ -31,17 +38,23 @@ __all__ = [
     "ACKTRConfig",
     "Actor",
     "Batch",
+    "Bernoulli",
     "Categorical",
     "CheckpointError",
+    "CombinedExtractor",
     "Critic",
     "DiagGaussian",
     "Distribution",
     "EvalResult",
+    "FlattenExtractor",
+    "MultiCategorical",
+    "NatureCNN",
     "NPGConfig",
     "NonFiniteError",
     "OnPolicyAgent",
     "OnPolicyConfig",
     "PPOConfig",
+    "PolicyError",
     "TRPOConfig",
     "UnsupportedSpaceError",
     "gae",

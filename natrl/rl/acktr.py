@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from natrl.curvature import fisher_vp
 from natrl.linalg import ConstantDamping, LevenbergMarquardt
@@ -48,14 +48,18 @@ __all__ = ["ACKTR", "ACKTRConfig", "KFACDirection", "kfac_policy_direction", "ma
 
 
 def make_actor_kfac(actor: Actor, *, damping: float, factor_decay: float, inverse_interval: int) -> KFAC:
-    """A K-FAC preconditioner over the actor's MLP with the policy's own (sampled) Fisher.
+    """A K-FAC preconditioner over the actor's features extractor and network with the policy's own
+    (sampled) Fisher.
 
+    Linear and Conv2d layers get Kronecker-factored blocks; other parameters (normalisation
+    layers, a user's custom layers) keep their plain gradients (named in KFAC's warning), and a
+    state-independent log-std its exact Fisher block (see :func:`kfac_policy_direction`).
     Statistics are collected only inside :func:`kfac_policy_direction`; other forward and
     backward passes through the actor (line searches, Fisher-vector products, rollouts)
     leave the factors alone.
     """
     kfac = KFAC(
-        actor.net,
+        nn.ModuleList([actor.features, actor.net]),
         lr=1.0,
         damping=damping,
         factor_decay=factor_decay,
@@ -64,17 +68,17 @@ def make_actor_kfac(actor: Actor, *, damping: float, factor_decay: float, invers
         fisher="sampled",
         preconditioner_only=True,
     )
-    kfac._suspended = True
+    kfac.suspend()
     return kfac
 
 
 @contextlib.contextmanager
 def _collecting(kfac: KFAC) -> Iterator[None]:
-    kfac._suspended = False
+    kfac.resume()
     try:
         yield
     finally:
-        kfac._suspended = True
+        kfac.suspend()
 
 
 @dataclass
@@ -133,15 +137,13 @@ def kfac_policy_direction(
         if not bool(torch.isfinite(grad).all()):
             for p in params:
                 p.grad = None
-            for layer in kfac._layers.values():  # drop this pass's statistics
-                layer.a_sum, layer.a_rows, layer.g_sum, layer.g_count = None, 0, None, 0
-                layer.outputs.clear()
+            kfac.discard_statistics()
             return None
         kfac.step()  # preconditioner_only: rewrites the MLP's .grad, refreshes factors/inverses
     stats = kfac.stats
     assert stats is not None
     fallbacks, failed = stats.fallbacks, list(stats.failed_layers)
-    if not actor.discrete and not actor.state_dependent_std and actor.log_std.grad is not None:
+    if actor.free_log_std and actor.log_std.grad is not None:
         actor.log_std.grad.div_(2.0)  # exact Fisher of a state-independent log-std: 2 I
     natural = flatten(p.grad if p.grad is not None else torch.zeros_like(p) for p in params).clone()
     for p in params:
@@ -261,7 +263,7 @@ class ACKTR(OnPolicyAgent):
             stats["value_loss"] = self._fit_critic_kfac(batch)
         else:
             stats["value_loss"] = fit_critic(
-                self.critic,
+                self._critic_grads,
                 self.critic_optimizer,
                 batch.obs,
                 batch.returns,
@@ -269,7 +271,7 @@ class ACKTR(OnPolicyAgent):
                 batch_size=cfg.critic_batch_size,
                 generator=self.generator,
             )
-        if not self.actor.discrete and not self.actor.state_dependent_std:
+        if self.actor.free_log_std:
             stats["std"] = float(self.actor.log_std.detach().exp().mean())
         return stats
 

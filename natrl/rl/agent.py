@@ -23,15 +23,19 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from natrl.atomic import atomic_write_bytes
+from natrl.rl.accel import FastPaths, fast_paths
 from natrl.rl.config import OnPolicyConfig, build_config
-from natrl.rl.env import EnvLike, check_spaces, env_factory, env_name, make_vector_env
+from natrl.rl.critic import ValueGrads, value_grads
+from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
-from natrl.rl.policies import Actor, Critic
-from natrl.rl.rollout import RolloutCollector
+from natrl.rl.policies import build_policy
+from natrl.rl.policies.build import decode_policy_kwargs, encode_policy_kwargs
+from natrl.rl.rollout import RolloutCollector, Sampler, torch_sampler
+from natrl.rl.spaces import check_spaces
 
 __all__ = ["Batch", "CheckpointError", "EvalResult", "OnPolicyAgent"]
 
@@ -50,7 +54,7 @@ class CheckpointError(ValueError):
 class Batch:
     """One update's data, flattened over (T, E) to N = T·E rows."""
 
-    obs: Tensor  # (N, obs_dim)
+    obs: Tensor  # (N, *stored observation shape), in the stored dtype (see natrl.rl.spaces)
     actions: Tensor  # (N,) or (N, act_dim)
     log_probs: Tensor  # (N,)
     values: Tensor  # (N,)
@@ -78,7 +82,21 @@ def explained_variance(pred: Tensor, target: Tensor) -> float:
 
 
 class OnPolicyAgent:
-    """Base class of the on-policy agents. Subclasses set ``algo``, ``config_cls`` and ``_update``."""
+    """Base class of the on-policy agents. Subclasses set ``algo``, ``config_cls`` and ``_update``.
+
+    Args:
+        env: an environment id, a ``gymnasium.Env`` or a factory returning one.
+        policy: ``"MlpPolicy"`` (default), ``"MultiInputPolicy"``, ``"CnnPolicy"``, one ``nn.Module``
+            returning ``(actor_output, value)``, or a pair ``(actor_module, critic_module)``
+            (see :mod:`natrl.rl.policies.build`).
+        policy_kwargs: stable-baselines3's policy keywords for the built-in policies (``net_arch``,
+            ``activation_fn``, ``features_extractor_class``/``_kwargs``, ``share_features_extractor``,
+            ``ortho_init``, ``log_std_init``).
+        seed: seeds the networks' initialisation, the samplers and the envs.
+        device: where the networks live and the updates run.
+        config: a ready hyperparameter object (else built from ``hyperparameters``).
+        hyperparameters: fields of the algorithm's config class.
+    """
 
     algo: ClassVar[str] = ""
     config_cls: ClassVar[type[OnPolicyConfig]] = OnPolicyConfig
@@ -87,6 +105,8 @@ class OnPolicyAgent:
         self,
         env: EnvLike,
         *,
+        policy: str | nn.Module | tuple[nn.Module, nn.Module] = "MlpPolicy",
+        policy_kwargs: dict[str, Any] | None = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
         config: OnPolicyConfig | None = None,
@@ -113,30 +133,43 @@ class OnPolicyAgent:
         self.observation_space, self.action_space = probe.observation_space, probe.action_space
         probe.close()
         check_spaces(self.observation_space, self.action_space)
-        obs_dim = int(np.prod(self.observation_space.shape))
 
         torch.manual_seed(self.seed)
-        self.actor = Actor(
-            obs_dim,
+        self.policy = policy if isinstance(policy, str) else "custom"
+        self.policy_kwargs = dict(policy_kwargs or {})
+        actor, critic = build_policy(
+            policy,
+            policy_kwargs,
+            self.observation_space,
             self.action_space,
-            config.hidden_sizes,
-            config.activation,
+            hidden_sizes=config.hidden_sizes,
+            critic_hidden_sizes=config.critic_hidden_sizes,
+            activation=config.activation,
+            ortho_init=config.ortho_init,
             log_std_init=config.log_std_init,
             state_dependent_std=config.state_dependent_std,
             action_bound=config.action_bound,
-            ortho_init=config.ortho_init,
-        ).to(self.device, torch.float32)  # float32 whatever torch's default dtype is
-        self.critic = Critic(
-            obs_dim, config.critic_hidden_sizes or config.hidden_sizes, config.activation, ortho_init=config.ortho_init
-        ).to(self.device, torch.float32)
+        )
+        self.actor = actor.to(self.device, torch.float32)  # float32 whatever torch's default dtype is
+        self.critic = critic.to(self.device, torch.float32)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
-        self.rng = np.random.default_rng(self.seed)  # CPU rollout sampling (see Actor.numpy_sampler)
-        self.obs_normalizer = ObsNormalizer(self.observation_space.shape) if config.normalize_obs else None
+        self.rng = np.random.default_rng(self.seed)  # the NumPy rollout sampler's generator
+        codec = self.actor.obs_codec
+        if config.normalize_obs and not codec.normalizable:
+            raise ValueError(
+                f"normalize_obs=True needs a float Box observation space, got {self.observation_space}; "
+                "set normalize_obs=False (images are scaled by 1/255, indices one-hot encoded)"
+            )
+        self.obs_normalizer = ObsNormalizer(codec.shape) if config.normalize_obs else None
         self.reward_scaler = RewardScaler(config.n_envs, config.gamma) if config.normalize_reward else None
         self.num_timesteps = 0
         self.num_updates = 0
         self._collector: RolloutCollector | None = None
+        # the speed devices for natrl's own MLPs on the CPU, chosen once (natrl.rl.accel)
+        self.fast: FastPaths = fast_paths(self.actor, self.critic, self.rng, enabled=config.fast_paths)
+        self._sampler: Sampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
+        self._critic_grads: ValueGrads = self.fast.critic_grads or value_grads(self.critic)
         self._setup()
 
     # ----------------------------------------------------------------- algorithm hooks
@@ -162,8 +195,7 @@ class OnPolicyAgent:
                 venv,
                 device=self.device,
                 seed=self.seed + self.num_timesteps,
-                generator=self.generator,
-                rng=self.rng,
+                obs_codec=self.actor.obs_codec,
                 obs_normalizer=self.obs_normalizer,
                 reward_scaler=self.reward_scaler,
                 obs_norm_update=self.config.obs_norm_update,
@@ -173,7 +205,7 @@ class OnPolicyAgent:
 
     def _make_batch(self) -> tuple[Batch, dict[str, float]]:
         cfg = self.config
-        ro = self.collector.collect(self.actor, self.critic, cfg.n_steps)
+        ro = self.collector.collect(self.actor, self.critic, cfg.n_steps, self._sampler)
         adv, ret = gae(
             ro.rewards,
             ro.values,
@@ -185,7 +217,7 @@ class OnPolicyAgent:
         )
         n = ro.n_steps
         batch = Batch(
-            obs=ro.obs.reshape(n, -1),
+            obs=ro.obs.reshape(n, *ro.obs.shape[2:]),
             actions=ro.actions.reshape(n, *ro.actions.shape[2:]),
             log_probs=ro.log_probs.reshape(n),
             values=ro.values.reshape(n),
@@ -266,23 +298,23 @@ class OnPolicyAgent:
         return self
 
     # ----------------------------------------------------------------- acting
-    def _obs_tensor(self, obs: np.ndarray) -> Tensor:
-        obs = np.asarray(obs, dtype=np.float64)
+    def _obs_tensor(self, obs: Any) -> Tensor:
+        """A batch of env observations → the stored form (normalised if the agent normalises) on the device."""
         if self.obs_normalizer is not None:
-            obs = self.obs_normalizer(obs)
-        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+            stored = self.obs_normalizer(np.asarray(obs, dtype=np.float64))
+        else:
+            stored = self.actor.obs_codec.encode(obs)
+        return torch.as_tensor(stored, device=self.device)
 
     @torch.no_grad()
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Action(s) for one observation or a batch, in the env's action space."""
-        obs = np.asarray(obs)
-        shape = self.observation_space.shape
-        single = obs.shape == shape
-        if not single and obs.shape[1:] != shape:
-            raise ValueError(
-                f"predict: observation shape {obs.shape} does not match the env's {shape} (or a batch of it)"
-            )
-        obs_t = self._obs_tensor(obs[None] if single else obs)
+        codec = self.actor.obs_codec
+        try:
+            single = not codec.is_batch(obs)
+        except ValueError as exc:
+            raise ValueError(f"predict: {exc}") from None
+        obs_t = self._obs_tensor(codec.batch_of_one(obs) if single else obs)
         dist = self.actor.distribution(obs_t)
         raw = dist.mode() if deterministic else dist.sample(self.generator)
         action = self.actor.to_env_action(raw.cpu().numpy())
@@ -329,6 +361,8 @@ class OnPolicyAgent:
             "env": self._env_arg,
             "seed": self.seed,
             "config": self.config.to_dict(),
+            "policy": self.policy,
+            "policy_kwargs": encode_policy_kwargs(self.policy_kwargs),
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "obs_normalizer": self.obs_normalizer.state_dict() if self.obs_normalizer else None,
@@ -390,14 +424,27 @@ class OnPolicyAgent:
 
     @classmethod
     def load(
-        cls: type[A], path: str | os.PathLike[str], *, device: str | torch.device = "cpu", env: EnvLike | None = None
+        cls: type[A],
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        env: EnvLike | None = None,
+        policy: str | nn.Module | tuple[nn.Module, nn.Module] | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
     ) -> A:
         """Rebuild an agent from :meth:`save`'s file.
+
+        Built-in policies are rebuilt from the checkpoint alone; the weights are loaded into
+        fresh modules (weights-only loading: a checkpoint never carries code).
 
         Args:
             path: the checkpoint.
             device: where to put the networks.
             env: the env (id, Env or factory) when the agent was not built from an id.
+            policy: the user's own module(s), when the agent was built with them (the same
+                architecture; their weights come from the checkpoint).
+            policy_kwargs: classes in the saved policy_kwargs that are neither torch.nn's nor
+                natrl's (a user's features extractor or activation), passed again.
         """
         state = cls.read_checkpoint(path)
         if cls.algo and state["algo"] != cls.algo:
@@ -408,6 +455,20 @@ class OnPolicyAgent:
         if env is None:
             raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
         config = build_config(cls.config_cls, state["config"])
-        agent = cls(env, seed=state["seed"], device=device, config=config)
+        saved_policy = state.get("policy", "MlpPolicy")
+        if saved_policy == "custom" and policy is None:
+            raise CheckpointError(
+                f"{path} was trained with your own policy module(s); pass them again: "
+                f"{cls.__name__}.load(path, policy=...)"
+            )
+        kwargs = decode_policy_kwargs(state.get("policy_kwargs") or {}, policy_kwargs)
+        agent = cls(
+            env,
+            seed=state["seed"],
+            device=device,
+            config=config,
+            policy=policy if policy is not None else saved_policy,
+            policy_kwargs=kwargs if policy is None or isinstance(policy, str) else None,
+        )
         agent.load_state_dict(state)
         return agent

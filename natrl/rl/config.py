@@ -51,6 +51,9 @@ class OnPolicyConfig:
         critic_batch_size: minibatch size for the critic.
         vec_env: "sync" (one process) or "async" (one subprocess per env).
         torch_threads: torch intra-op threads set on construction (None leaves torch's setting).
+        fast_paths: use natrl's CPU fast paths (NumPy sampler, hand-written MLP backward, PPO's
+            closed-form gradient) where they apply: natrl's own MLPs on flat observations on the CPU
+            (:mod:`natrl.rl.accel`). False forces the generic path (same mathematics, to float rounding).
     """
 
     n_envs: int = 1
@@ -73,6 +76,7 @@ class OnPolicyConfig:
     critic_batch_size: int = 64
     vec_env: str = "sync"
     torch_threads: int | None = 1
+    fast_paths: bool = True
 
     def __post_init__(self) -> None:
         # Lists from TOML/CLI become tuples so the config stays hashable and frozen.

@@ -3,13 +3,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from natrl.rl.fastmlp import MLPSpec, mlp_backward, mlp_forward, mlp_spec
-from natrl.rl.policies import Critic
+__all__ = ["ValueGrads", "adam", "adam_step", "clip_grad_norm", "fit_critic", "unique_parameters", "value_grads"]
 
-__all__ = ["adam", "adam_step", "clip_grad_norm", "fit_critic", "mlp_layers", "mlp_value_grads"]
+ValueGrads = Callable[[Tensor, Tensor], Tensor]
+"""``grads(obs, returns) -> loss``: writes ∇ of ½·mean (V(obs) − returns)² into the critic's ``.grad``."""
+
+
+def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the modules, each once (a trunk shared by actor and critic appears in both)."""
+    seen: set[int] = set()
+    out = []
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def value_grads(critic: nn.Module) -> ValueGrads:
+    """The generic critic gradient: autograd on ½·mean (V(obs) − returns)², for any critic module."""
+    params = list(critic.parameters())
+
+    def grads(x: Tensor, y: Tensor) -> Tensor:
+        loss = 0.5 * (critic(x) - y).pow(2).mean()
+        for p in params:
+            p.grad = None
+        loss.backward()
+        return loss.detach()
+
+    return grads
 
 
 def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
@@ -92,7 +120,7 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> Tensor:
 
 
 def fit_critic(
-    critic: Critic,
+    grads: ValueGrads,
     optimizer: torch.optim.Optimizer,
     obs: Tensor,
     returns: Tensor,
@@ -104,15 +132,13 @@ def fit_critic(
     """Minimise ½·mean (V(s) − R)² by minibatch passes over the rollout.
 
     Each epoch draws one permutation and walks it in minibatches of ``batch_size``; after each
-    minibatch the optimiser steps once. For the MLP critics natrl builds (Linear layers with
-    tanh or ReLU between them) the gradient is computed by a hand-written backward pass
-    (:mod:`natrl.rl.fastmlp`): the same arithmetic as autograd, without its graph, about 1.8x
-    faster per minibatch for 64-unit networks on a CPU. Other critics use autograd.
+    minibatch the optimiser steps once.
 
     Args:
-        critic: the value network.
-        optimizer: its optimiser (Adam in the presets).
-        obs: (N, obs_dim) observations.
+        grads: the critic's gradient function: :func:`value_grads` (autograd, any critic), or the
+            hand-written backward of natrl's MLP critic (:func:`natrl.rl.accel.mlp_value_grads`).
+        optimizer: the critic's optimiser (Adam in the presets).
+        obs: (N, ...) stored observations.
         returns: (N,) regression targets (GAE λ-returns).
         epochs: passes over the data.
         batch_size: minibatch size.
@@ -121,7 +147,6 @@ def fit_critic(
     Returns:
         The mean squared error over the last epoch (nan when epochs = 0).
     """
-    layers = mlp_layers(critic)
     n = returns.shape[0]
     last = float("nan")
     for _ in range(epochs):
@@ -130,29 +155,8 @@ def fit_critic(
         total = torch.zeros((), device=obs.device)
         for start in range(0, n, batch_size):
             x, y = obs_p[start : start + batch_size], ret_p[start : start + batch_size]
-            if layers is not None:
-                loss = mlp_value_grads(layers, x, y)
-            else:
-                loss = 0.5 * (critic(x) - y).pow(2).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+            loss = grads(x, y)
             adam_step(optimizer)
             total += loss.detach() * y.shape[0]
         last = float(2.0 * total / n)
     return last
-
-
-def mlp_layers(critic: nn.Module) -> MLPSpec | None:
-    """The :class:`~natrl.rl.fastmlp.MLPSpec` of natrl's MLP critic, or None for other critics."""
-    return mlp_spec(critic.net) if type(critic) is Critic else None
-
-
-def mlp_value_grads(spec: MLPSpec, x: Tensor, y: Tensor) -> Tensor:
-    """Write ∇ of ½·mean (V(x) − y)² into the critic's ``.grad`` (hand-written backward); return the loss."""
-    out, acts = mlp_forward(spec, x)
-    with torch.no_grad():
-        err = out.squeeze(-1) - y
-        loss = 0.5 * (err * err).mean()
-        grad_out = (err * (1.0 / y.shape[0])).unsqueeze(-1)
-    mlp_backward(spec, acts, grad_out)
-    return loss

@@ -16,8 +16,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+
+from natrl.rl.spaces import UnsupportedSpaceError, check_spaces
 
 __all__ = [
     "EnvLike",
@@ -30,10 +31,6 @@ __all__ = [
 ]
 
 EnvLike = str | gym.Env | Callable[[], gym.Env]
-
-
-class UnsupportedSpaceError(ValueError):
-    """The environment's observation or action space is not one natrl supports."""
 
 
 class NonFiniteError(FloatingPointError):
@@ -92,22 +89,6 @@ def env_name(env: EnvLike) -> str:
     if isinstance(env, gym.Env) and env.spec is not None:
         return env.spec.id
     return getattr(env, "__name__", type(env).__name__)
-
-
-def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    """Raise :class:`UnsupportedSpaceError` unless natrl supports the spaces."""
-    if not isinstance(observation_space, spaces.Box):
-        raise UnsupportedSpaceError(
-            f"unsupported observation space {observation_space}; natrl supports Box observations "
-            "(flatten Dict/Tuple/Discrete observations with gymnasium.wrappers.FlattenObservation)"
-        )
-    if isinstance(action_space, spaces.Discrete):
-        return
-    if isinstance(action_space, spaces.Box):
-        if len(action_space.shape) != 1:
-            raise UnsupportedSpaceError(f"unsupported action space {action_space}: Box actions must be 1-D vectors")
-        return
-    raise UnsupportedSpaceError(f"unsupported action space {action_space}; natrl supports Discrete and 1-D Box actions")
 
 
 def make_vector_env(factory: Callable[[], gym.Env], n_envs: int, *, mode: str = "sync") -> VectorEnv:

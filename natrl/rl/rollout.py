@@ -16,13 +16,18 @@ stable-baselines3's ``VecNormalize`` does (``"step"``: the statistics include th
 reset observations and each new observation before it is normalised; final
 observations are normalised with the statistics of their step, not added).
 
-The per-step work is one lean actor forward with a sample and one vector-env
-step; log-probabilities and values are computed for the whole rollout at once.
+Observations are stored in the form :mod:`natrl.rl.spaces` gives them (uint8 images
+stay uint8, indices stay integers) and preprocessed by the networks per batch.
+
+The per-step work is one actor forward with a sample (a :data:`Sampler`: the generic
+:func:`torch_sampler`, or natrl's NumPy fast path) and one vector-env step;
+log-probabilities and values are computed for the whole rollout at once.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +38,23 @@ from torch import Tensor
 from natrl.rl.env import check_finite
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
+from natrl.rl.spaces import ObservationCodec
 
-__all__ = ["Rollout", "RolloutCollector"]
+__all__ = ["Rollout", "RolloutCollector", "Sampler", "torch_sampler"]
+
+Sampler = Callable[[np.ndarray], np.ndarray]
+"""``sample(stored_obs (E, ...)) -> raw actions (E, *raw_shape)`` with the current policy."""
+
+
+def torch_sampler(actor: Actor, generator: torch.Generator) -> Sampler:
+    """The generic sampler: ``actor.distribution(obs).sample(generator)`` on the actor's device."""
+
+    @torch.no_grad()
+    def sample(obs: np.ndarray) -> np.ndarray:
+        device = generator.device
+        return actor.distribution(torch.from_numpy(obs).to(device)).sample(generator).cpu().numpy()
+
+    return sample
 
 
 @dataclass
@@ -62,11 +82,10 @@ class RolloutCollector:
         venv: the training vector env (SAME_STEP autoreset, see :mod:`natrl.rl.env`).
         device: where inference runs and where the rollout tensors live.
         seed: seeds env i with ``seed + i`` at the first reset.
-        obs_normalizer: optional running observation normalisation.
+        obs_codec: how observations are stored (:func:`natrl.rl.spaces.observation_codec`).
+        obs_normalizer: optional running observation normalisation (float Box observations).
         reward_scaler: optional running reward scaling.
         obs_norm_update: "rollout" or "step", when observation statistics are updated (see above).
-        generator: the torch generator for action sampling on non-CPU devices.
-        rng: the NumPy generator for action sampling on the CPU.
     """
 
     def __init__(
@@ -75,8 +94,7 @@ class RolloutCollector:
         *,
         device: torch.device,
         seed: int,
-        generator: torch.Generator,
-        rng: np.random.Generator,
+        obs_codec: ObservationCodec,
         obs_normalizer: ObsNormalizer | None = None,
         reward_scaler: RewardScaler | None = None,
         obs_norm_update: str = "rollout",
@@ -86,15 +104,14 @@ class RolloutCollector:
         self.venv = venv
         self.n_envs = venv.num_envs
         self.device = device
-        self.generator = generator
-        self.rng = rng
+        self.codec = obs_codec
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
         self._per_step = obs_normalizer is not None and obs_norm_update == "step"
         obs, _ = venv.reset(seed=seed)
-        self._raw_obs = np.asarray(obs)
+        self._raw_obs = self._raw(obs)
+        check_finite(self._raw_obs, np.zeros(self.n_envs), 0)
         if self._per_step:
-            check_finite(self._raw_obs, np.zeros(self.n_envs), 0)
             self._norm_obs = obs_normalizer(self._raw_obs, update=True)
         self.steps = 0
         self._ep_return = np.zeros(self.n_envs, np.float64)
@@ -103,13 +120,17 @@ class RolloutCollector:
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.episodes = 0
 
+    def _raw(self, obs: object) -> np.ndarray:
+        """The env's observations as one array: as returned for a normalised float Box, else stored."""
+        return np.asarray(obs) if self.obs_normalizer is not None else self.codec.encode(obs)
+
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
         if self.obs_normalizer is None:
-            return raw.astype(np.float32, copy=False)
+            return raw
         return self.obs_normalizer(raw)
 
     @torch.no_grad()
-    def collect(self, actor: Actor, critic: Critic, n_steps: int) -> Rollout:
+    def collect(self, actor: Actor, critic: Critic, n_steps: int, sample: Sampler) -> Rollout:
         """Run ``n_steps`` vector steps (``n_steps * n_envs`` transitions).
 
         The loop only samples actions; log-probabilities and values of all T·E
@@ -118,24 +139,16 @@ class RolloutCollector:
         rollout and every observation is stored as it was normalised when it arrived.
         """
         E, T = self.n_envs, n_steps
-        obs_shape = self.venv.single_observation_space.shape
-        raw_obs_buf = np.empty((T, E, *obs_shape), np.float64)
-        obs_buf = np.empty((T, E, *obs_shape), np.float32)
-        act_shape = () if actor.discrete else (actor.act_dim,)
-        act_buf = np.empty((T, E, *act_shape), np.int64 if actor.discrete else np.float32)
+        obs_shape = self.codec.shape
+        per_rollout_stats = self.obs_normalizer is not None and not self._per_step
+        raw_obs_buf = np.empty((T, E, *obs_shape), np.float64) if per_rollout_stats else None
+        obs_buf = np.empty((T, E, *obs_shape), self.codec.dtype)
+        act_shape = actor.action.raw_shape
+        act_buf = np.empty((T, E, *act_shape), actor.action.raw_dtype)
         rew_buf = np.empty((T, E), np.float32)
         term_buf = np.zeros((T, E), bool)
         end_buf = np.zeros((T, E), bool)
         finals: list[tuple[int, int, np.ndarray]] = []
-        on_cpu = self.device.type == "cpu"
-        if on_cpu:
-            sample_np = actor.numpy_sampler(self.rng)
-        else:
-            sample_t = actor.sampler(self.generator)
-
-            def sample_np(obs: np.ndarray) -> np.ndarray:
-                return sample_t(torch.from_numpy(obs).to(self.device)).cpu().numpy()
-
         to_env_action = actor.to_env_action
 
         per_step = self._per_step
@@ -143,12 +156,13 @@ class RolloutCollector:
         raw = self._raw_obs
         obs = self._norm_obs if per_step else self._normalize(raw)
         for t in range(T):
-            raw_obs_buf[t] = raw
+            if raw_obs_buf is not None:
+                raw_obs_buf[t] = raw
             obs_buf[t] = obs
-            action = sample_np(obs)
+            action = sample(obs)
             act_buf[t] = action
             raw, reward, terminated, truncated, info = self.venv.step(to_env_action(action))
-            raw = np.asarray(raw)
+            raw = self._raw(raw)
             reward = np.asarray(reward, np.float64)
             check_finite(raw, reward, self.steps + t * E)
             if per_step:
@@ -166,7 +180,7 @@ class RolloutCollector:
             if ended.any():
                 final_obs = info["final_obs"]
                 for e in np.flatnonzero(ended):
-                    final = np.asarray(final_obs[e])
+                    final = self._raw(self.codec.batch_of_one(final_obs[e]))[0]
                     check_finite(final[None], np.zeros(1), self.steps + t * E)
                     # per-step statistics: normalised now, with this step's statistics
                     finals.append((t, int(e), norm(final[None])[0] if per_step else final))  # type: ignore[misc]
@@ -190,7 +204,7 @@ class RolloutCollector:
         tail = [obs]
         if finals:
             stacked = np.stack([f[2] for f in finals])
-            tail.append(stacked.astype(np.float32, copy=False) if per_step else self._normalize(stacked))
+            tail.append(stacked if per_step else self._normalize(stacked))
         extra = torch.from_numpy(np.concatenate(tail)).to(dev)
         all_values = critic(torch.cat([flat_obs, extra]))
         values = all_values[: T * E].reshape(T, E)
@@ -201,7 +215,7 @@ class RolloutCollector:
             rows = torch.tensor([f[0] for f in finals], device=dev)
             cols = torch.tensor([f[1] for f in finals], device=dev)
             next_val[rows, cols] = all_values[T * E + E :]
-        if self.obs_normalizer is not None and not per_step:
+        if self.obs_normalizer is not None and raw_obs_buf is not None:
             self.obs_normalizer.rms.update(raw_obs_buf.reshape(T * E, *obs_shape))
 
         to = self.device

@@ -149,7 +149,7 @@ class _NaturalAgent(OnPolicyAgent):
         objective = PolicyObjective(self.actor, batch)
         stats = self._policy_step(objective)
         stats["value_loss"] = fit_critic(
-            self.critic,
+            self._critic_grads,
             self.critic_optimizer,
             batch.obs,
             batch.returns,
@@ -160,7 +160,7 @@ class _NaturalAgent(OnPolicyAgent):
         with torch.no_grad():
             stats["entropy"] = float(self.actor.distribution(batch.obs).entropy().mean())
         stats["damping"] = self.damping.value
-        if self.actor.dist_cls.n_params == 2 and not self.actor.state_dependent_std:
+        if self.actor.free_log_std:
             stats["std"] = float(self.actor.log_std.detach().exp().mean())
         return stats
 

@@ -1,0 +1,198 @@
+"""Building an agent's actor and critic from a policy argument, stable-baselines3 style.
+
+``policy`` is one of
+
+* a built-in name: ``"MlpPolicy"`` (any non-image observation space; Dict/Tuple
+  observations get the combined extractor), ``"MultiInputPolicy"`` (the same, SB3's
+  name for Dict observations) or ``"CnnPolicy"`` (image observations, NatureCNN);
+* one ``nn.Module`` with two heads: ``module(obs) -> (actor_output, value)``, a trunk
+  shared by actor and critic (as tianshou's ``ActorCritic``);
+* a pair ``(actor_module, critic_module)``: ``actor_module(obs) -> actor_output``,
+  ``critic_module(obs) -> value``.
+
+A user's module receives the preprocessed observation (float32 of the space's shape;
+a dict/tuple for Dict/Tuple spaces; one-hots for Discrete) and returns the
+distribution's outputs (:attr:`natrl.rl.spaces.ActionSpec.n_outputs` columns: logits,
+or the mean of a Gaussian whose state-independent log-std natrl adds) and the value.
+
+``policy_kwargs`` (built-in policies only) takes stable-baselines3's keys:
+``net_arch`` (a list for both networks or ``dict(pi=[...], vf=[...])``),
+``activation_fn`` (an ``nn.Module`` class), ``features_extractor_class`` and
+``features_extractor_kwargs`` (the class is called as ``cls(observation_space, **kwargs)``),
+``share_features_extractor`` (default True), ``ortho_init`` and ``log_std_init``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from gymnasium import spaces
+from torch import nn
+
+from natrl.rl.policies.modules import Actor, Critic, OutputOf, default_extractor
+from natrl.rl.spaces import is_image_space
+
+__all__ = ["BUILTIN_POLICIES", "POLICY_KWARGS", "PolicyError", "build_policy", "decode_policy_kwargs", "encode_policy_kwargs"]
+
+BUILTIN_POLICIES = ("MlpPolicy", "MultiInputPolicy", "CnnPolicy")
+POLICY_KWARGS = (
+    "net_arch",
+    "activation_fn",
+    "features_extractor_class",
+    "features_extractor_kwargs",
+    "share_features_extractor",
+    "ortho_init",
+    "log_std_init",
+)
+
+
+class PolicyError(ValueError):
+    """A policy or policy_kwargs that natrl cannot build."""
+
+
+def _net_arch(value: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def sizes(v: Any, what: str) -> tuple[int, ...]:
+        if not isinstance(v, (list, tuple)) or not all(isinstance(h, int) and h >= 1 for h in v):
+            raise PolicyError(f"policy_kwargs net_arch{what} must be a list of positive integers, got {v!r}")
+        return tuple(v)
+
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"pi", "vf"})
+        if unknown:
+            raise PolicyError(f"policy_kwargs net_arch has unknown key(s) {unknown}; use dict(pi=[...], vf=[...])")
+        return sizes(value.get("pi", [64, 64]), "['pi']"), sizes(value.get("vf", [64, 64]), "['vf']")
+    arch = sizes(value, "")
+    return arch, arch
+
+
+def build_policy(
+    policy: Any,
+    policy_kwargs: Mapping[str, Any] | None,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    *,
+    hidden_sizes: tuple[int, ...] = (64, 64),
+    critic_hidden_sizes: tuple[int, ...] | None = None,
+    activation: str = "tanh",
+    ortho_init: bool = True,
+    log_std_init: float = 0.0,
+    state_dependent_std: bool = False,
+    action_bound: str = "clip",
+) -> tuple[Actor, Critic]:
+    """The actor and critic for ``policy`` (see the module docstring); the keyword arguments are
+    the agent's hyperparameters, which ``policy_kwargs`` override.
+
+    Raises:
+        PolicyError: unknown policy name or policy_kwargs key, policy_kwargs with a user's modules.
+        TypeError: a network that is not an ``nn.Module``.
+        ValueError: a network whose output does not fit the action space (from the modules).
+    """
+    kwargs = dict(policy_kwargs or {})
+    unknown = sorted(set(kwargs) - set(POLICY_KWARGS))
+    if unknown:
+        raise PolicyError(
+            f"unknown policy_kwargs key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(POLICY_KWARGS)}"
+        )
+    head = {"state_dependent_std": state_dependent_std, "action_bound": action_bound}
+    if not isinstance(policy, str):
+        if kwargs:
+            raise PolicyError("policy_kwargs apply to the built-in policies; a user's modules carry their own architecture")
+        log_std = {"log_std_init": log_std_init}
+        if isinstance(policy, nn.Module):
+            shared = policy
+            actor = Actor(observation_space, action_space, features=nn.Identity(), net=OutputOf(shared, 0), **head, **log_std)
+            critic = Critic(observation_space, features=nn.Identity(), net=OutputOf(shared, 1))
+            return actor, critic
+        if isinstance(policy, (tuple, list)) and len(policy) == 2:
+            actor_net, critic_net = policy
+            actor = Actor(observation_space, action_space, features=nn.Identity(), net=actor_net, **head, **log_std)
+            critic = Critic(observation_space, features=nn.Identity(), net=critic_net)
+            return actor, critic
+        raise TypeError(
+            "policy must be a built-in name ('MlpPolicy', 'MultiInputPolicy', 'CnnPolicy'), an nn.Module "
+            f"returning (actor_output, value), or a pair (actor_module, critic_module); got {type(policy).__name__}"
+        )
+    if policy not in BUILTIN_POLICIES:
+        raise PolicyError(f"unknown policy {policy!r}; built-in policies: {', '.join(BUILTIN_POLICIES)}")
+    if policy == "CnnPolicy" and not (
+        is_image_space(observation_space)
+        or (isinstance(observation_space, spaces.Dict) and any(is_image_space(s) for s in observation_space.values()))
+    ):
+        raise PolicyError(
+            f"'CnnPolicy' needs image observations (uint8 Box (H, W, C) or (C, H, W) in [0, 255]); got "
+            f"{observation_space}. Use 'MlpPolicy'"
+        )
+    pi, vf = hidden_sizes, critic_hidden_sizes or hidden_sizes
+    if "net_arch" in kwargs:
+        pi, vf = _net_arch(kwargs["net_arch"])
+    act: str | type[nn.Module] = kwargs.get("activation_fn", activation)
+    if not (isinstance(act, str) or (isinstance(act, type) and issubclass(act, nn.Module))):
+        raise PolicyError(f"policy_kwargs activation_fn must be an nn.Module class such as nn.Tanh, got {act!r}")
+    ortho = bool(kwargs.get("ortho_init", ortho_init))
+    log_std = float(kwargs.get("log_std_init", log_std_init))
+    fx_cls = kwargs.get("features_extractor_class")
+    fx_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
+    if fx_cls is not None and not (isinstance(fx_cls, type) and issubclass(fx_cls, nn.Module)):
+        raise PolicyError(f"policy_kwargs features_extractor_class must be an nn.Module class, got {fx_cls!r}")
+    if fx_kwargs and fx_cls is None:
+        raise PolicyError("policy_kwargs features_extractor_kwargs given without features_extractor_class")
+
+    def extractor() -> nn.Module:
+        return fx_cls(observation_space, **fx_kwargs) if fx_cls is not None else default_extractor(observation_space)
+
+    features_pi = extractor()
+    features_vf = features_pi if kwargs.get("share_features_extractor", True) else extractor()
+    actor = Actor(
+        observation_space, action_space, pi, act, log_std_init=log_std, ortho_init=ortho, features=features_pi, **head
+    )
+    critic = Critic(observation_space, vf, act, ortho_init=ortho, features=features_vf)
+    return actor, critic
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+_CLASS_PREFIX = "class:"
+_LOADABLE_MODULES = ("torch.nn", "natrl.")
+
+
+def encode_policy_kwargs(policy_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """policy_kwargs in a form a weights-only checkpoint can hold (classes as ``"class:module.Name"``)."""
+
+    def enc(v: Any) -> Any:
+        if isinstance(v, type):
+            return f"{_CLASS_PREFIX}{v.__module__}.{v.__qualname__}"
+        if isinstance(v, Mapping):
+            return {k: enc(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [enc(x) for x in v]
+        return v
+
+    return {k: enc(v) for k, v in (policy_kwargs or {}).items()}
+
+
+def decode_policy_kwargs(encoded: Mapping[str, Any], given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Inverse of :func:`encode_policy_kwargs`. Classes from ``torch.nn`` and natrl are imported; any other
+    class must come back in ``given`` (the user passes the same policy_kwargs again): a checkpoint never
+    names code to import."""
+    given = dict(given or {})
+
+    def dec(key: str, v: Any) -> Any:
+        if isinstance(v, str) and v.startswith(_CLASS_PREFIX):
+            path = v[len(_CLASS_PREFIX) :]
+            module, _, name = path.rpartition(".")
+            if module.startswith(_LOADABLE_MODULES) and "." not in name:
+                return getattr(importlib.import_module(module), name)
+            raise PolicyError(
+                f"the checkpoint's policy_kwargs {key!r} is the class {path}, which natrl does not import from a "
+                f"checkpoint; pass policy_kwargs={{{key!r}: {name}, ...}} to load()"
+            )
+        if isinstance(v, Mapping):
+            return {k: dec(key, x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [dec(key, x) for x in v]
+        return v
+
+    return {k: (given[k] if k in given else dec(k, v)) for k, v in encoded.items()}

@@ -1,0 +1,398 @@
+"""The actor and critic modules: preprocessing → features extractor → network → head.
+
+Both modules take *stored* observations (see :mod:`natrl.rl.spaces`: uint8 images,
+integer indices, float vectors), preprocess them on their device, pass them through a
+features extractor and a network:
+
+* :class:`Actor` maps the network's output to the parameters of the action
+  distribution: ``(logits,)`` for Discrete, MultiDiscrete and MultiBinary actions,
+  ``(mean, log_std)`` for Box actions. A state-independent log-std (the default) is
+  one parameter vector broadcast over the batch; it is part of ``actor.parameters()``
+  like every other actor weight, so natural-gradient updates cover it (OpenAI
+  baselines issue #262 lost it by selecting parameters by name).
+* :class:`Critic` maps it to one value per observation.
+
+The extractor and network are natrl's by default (:class:`FlattenExtractor` or
+:class:`CombinedExtractor`, then an MLP; :class:`NatureCNN` for image observations) or
+any ``nn.Module`` the user gives. Shapes are checked once at construction with a sample
+observation, so a network that does not fit the spaces fails there with one line.
+
+Bounded Box actions: the distribution lives on unbounded "raw" actions u; the env
+receives clip(u, low, high) (``action_bound="clip"``, the usual TRPO/PPO choice;
+log-probs are those of u) or low + (tanh(u) + 1)(high − low)/2 (``"squash"``; tanh is
+a bijection, so likelihood ratios and KL of u equal those of the squashed action, and
+:meth:`Actor.log_prob_env` adds the change of variables −Σ log(1 − tanh(u)²) for the
+density of the env action).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from natrl.distributions import Categorical, Distribution
+from natrl.rl.spaces import ActionSpec, ObservationCodec, Preprocessed, action_spec, is_image_space, observation_codec
+
+__all__ = [
+    "ACTIVATIONS",
+    "Actor",
+    "CombinedExtractor",
+    "Critic",
+    "FlattenExtractor",
+    "NatureCNN",
+    "OutputOf",
+    "default_extractor",
+    "mlp",
+]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+def _activation_class(activation: str | type[nn.Module]) -> type[nn.Module]:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        return ACTIVATIONS[activation]
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation
+    raise TypeError(f"activation must be a name or an nn.Module class (e.g. nn.SiLU), got {activation!r}")
+
+
+def mlp(
+    in_dim: int,
+    hidden: tuple[int, ...],
+    out_dim: int,
+    activation: str | type[nn.Module],
+    *,
+    out_gain: float,
+    ortho: bool,
+) -> nn.Sequential:
+    """An MLP with orthogonal init (gain √2 hidden, ``out_gain`` last; zero biases)."""
+    act = _activation_class(activation)
+    layers: list[nn.Module] = []
+    sizes = (in_dim, *hidden)
+    for a, b in itertools.pairwise(sizes):
+        layers += [nn.Linear(a, b), act()]
+    layers.append(nn.Linear(sizes[-1], out_dim))
+    if ortho:
+        linears = [m for m in layers if isinstance(m, nn.Linear)]
+        for i, lin in enumerate(linears):
+            nn.init.orthogonal_(lin.weight, gain=out_gain if i == len(linears) - 1 else math.sqrt(2.0))
+            nn.init.zeros_(lin.bias)
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------- features extractors
+
+
+class FlattenExtractor(nn.Module):
+    """Preprocessed observations (N, ...) → (N, features_dim), no parameters."""
+
+    def __init__(self, observation_space: spaces.Space | None = None) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+class CombinedExtractor(nn.Module):
+    """Dict/Tuple observations: each part flattened, the parts concatenated (SB3's MultiInputPolicy
+    extractor for non-image keys); image parts go through a :class:`NatureCNN` each."""
+
+    def __init__(self, observation_space: spaces.Dict | spaces.Tuple, cnn_output_dim: int = 256) -> None:
+        super().__init__()
+        keys = list(observation_space.spaces.keys()) if isinstance(observation_space, spaces.Dict) else list(
+            range(len(observation_space.spaces))
+        )
+        self.keys = keys
+        self.cnns = nn.ModuleDict(
+            {str(k): NatureCNN(observation_space[k], cnn_output_dim) for k in keys if is_image_space(observation_space[k])}
+        )
+
+    def forward(self, x: dict[str, Tensor] | tuple[Tensor, ...]) -> Tensor:
+        parts = []
+        for k in self.keys:
+            v = x[k]  # type: ignore[index]
+            parts.append(self.cnns[str(k)](v) if str(k) in self.cnns else v.flatten(1))
+        return torch.cat(parts, dim=-1)
+
+
+class NatureCNN(nn.Module):
+    """The convolutional torso of Mnih et al. (2015), "Human-level control through deep
+    reinforcement learning" (32×8×8/4, 64×4×4/2, 64×3×3/1, then a ReLU Linear layer), on image
+    observations scaled to [0, 1], channels first or last (detected from the space)."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 512) -> None:
+        super().__init__()
+        shape = observation_space.shape
+        assert shape is not None and len(shape) == 3, "NatureCNN needs (C, H, W) or (H, W, C) observations"
+        # channels last when the last axis is the smallest (e.g. (84, 84, 4) or (210, 160, 3))
+        self.channels_last = shape[-1] < shape[0]
+        c = shape[-1] if self.channels_last else shape[0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(c, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            probe = torch.zeros(1, *shape)
+            n_flat = self.cnn(self._channels_first(probe)).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+        self.features_dim = features_dim
+
+    def _channels_first(self, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.cnn(self._channels_first(x)))
+
+
+def default_extractor(observation_space: spaces.Space) -> nn.Module:
+    """natrl's default extractor for a space: NatureCNN for images, combined for Dict/Tuple, else flatten."""
+    if is_image_space(observation_space):
+        return NatureCNN(observation_space)  # type: ignore[arg-type]
+    if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
+        return CombinedExtractor(observation_space)
+    return FlattenExtractor(observation_space)
+
+
+class OutputOf(nn.Module):
+    """Output ``index`` of a module that returns several (one module with two heads, shared trunk)."""
+
+    def __init__(self, module: nn.Module, index: int) -> None:
+        super().__init__()
+        self.module = module
+        self.index = index
+
+    def forward(self, x: Preprocessed) -> Tensor:
+        out = self.module(x)
+        if not isinstance(out, (tuple, list)) or len(out) <= self.index:
+            raise ValueError(
+                f"the shared policy module must return (actor_output, value); got {type(out).__name__}"
+                + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
+            )
+        return out[self.index]
+
+
+def _as_space(observation_space: spaces.Space | int) -> spaces.Space:
+    if isinstance(observation_space, (int, np.integer)):
+        return spaces.Box(-np.inf, np.inf, (int(observation_space),), np.float32)
+    if not isinstance(observation_space, spaces.Space):
+        raise TypeError(f"observation_space must be a gymnasium space, got {type(observation_space).__name__}")
+    return observation_space
+
+
+def _check_module(obj: object, what: str) -> nn.Module:
+    if not isinstance(obj, nn.Module):
+        raise TypeError(f"{what} must be a torch.nn.Module, got {type(obj).__name__}")
+    return obj
+
+
+def _probe(codec: ObservationCodec, n: int = 2) -> Tensor:
+    """A stored batch of ``n`` sample observations (for shape checks at construction)."""
+    space = copy.deepcopy(codec.space)  # seeding the copy leaves the caller's space RNG alone
+    space.seed(0)
+    samples = [space.sample() for _ in range(n)]
+    rows = [codec.encode(codec.batch_of_one(s)) for s in samples]
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows)))
+
+
+def _features_dim(features: nn.Module, codec: ObservationCodec, what: str) -> int:
+    with torch.no_grad():
+        try:
+            out = features(codec.preprocess(_probe(codec)))
+        except Exception as exc:
+            raise ValueError(f"{what} failed on a sample observation of {codec.space}: {exc}") from None
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{what} must return a (batch, features) tensor, got {shape} for a batch of 2 observations")
+    return int(out.shape[1])
+
+
+class Actor(nn.Module):
+    """Stochastic policy π(a | s) for any supported observation and action space.
+
+    Args:
+        observation_space: the env's observation space (an int n means a flat float Box (n,)).
+        action_space: the env's action space.
+        hidden_sizes: hidden widths of natrl's MLP (when ``net`` is not given).
+        activation: its activation: a name (tanh, relu, elu, gelu) or an ``nn.Module`` class.
+        log_std_init: initial log standard deviation of a Gaussian policy.
+        state_dependent_std: the log-std is a network output instead of a free parameter.
+        action_bound: "clip" or "squash" for bounded Box actions.
+        ortho_init: orthogonal initialisation of natrl's MLP (gain √2 hidden, 0.01 last).
+        features: the features extractor (preprocessed observations → (N, F)); default
+            :func:`default_extractor`.
+        net: the network from features to the distribution's outputs (N, ``n_outputs``);
+            default natrl's MLP.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space | int,
+        action_space: spaces.Space,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str | type[nn.Module] = "tanh",
+        *,
+        log_std_init: float = 0.0,
+        state_dependent_std: bool = False,
+        action_bound: str = "clip",
+        ortho_init: bool = True,
+        features: nn.Module | None = None,
+        net: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.observation_space = _as_space(observation_space)
+        self.obs_codec = observation_codec(self.observation_space)
+        self.action: ActionSpec = action_spec(
+            action_space,
+            state_dependent_std=state_dependent_std and isinstance(action_space, spaces.Box),
+            action_bound=action_bound,
+        )
+        self.features = (
+            default_extractor(self.observation_space)
+            if features is None
+            else _check_module(features, "the features extractor")
+        )
+        if net is None:
+            in_dim = _features_dim(self.features, self.obs_codec, "the features extractor")
+            self.net = mlp(
+                in_dim, tuple(hidden_sizes), self.action.n_outputs, activation, out_gain=0.01, ortho=ortho_init
+            )
+            if self.action.state_dependent_std:
+                with torch.no_grad():
+                    self.net[-1].bias[self.act_dim :] = float(log_std_init)  # type: ignore[index]
+        else:
+            self.net = _check_module(net, "the actor network")
+        if self.free_log_std:
+            self.log_std = nn.Parameter(torch.full((self.act_dim,), float(log_std_init)))
+        self._check_output()
+
+    def _check_output(self) -> None:
+        with torch.no_grad():
+            try:
+                out = self.net(self.features(self.obs_codec.preprocess(_probe(self.obs_codec))))
+            except Exception as exc:
+                raise ValueError(f"the actor network failed on a sample observation of {self.observation_space}: {exc}") from None
+        if not isinstance(out, Tensor) or tuple(out.shape) != (2, self.action.n_outputs):
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"the actor network's output has shape {shape} for a batch of 2 observations; the action space "
+                f"{self.action.space} needs (batch, {self.action.n_outputs}): {self.action.output_description()}"
+            )
+
+    # -- what the algorithms read
+    @property
+    def dist_cls(self) -> type[Distribution]:
+        return self.action.dist_cls
+
+    @property
+    def discrete(self) -> bool:
+        """Categorical over one Discrete action."""
+        return self.action.dist_cls is Categorical
+
+    @property
+    def state_dependent_std(self) -> bool:
+        return self.action.state_dependent_std
+
+    @property
+    def free_log_std(self) -> bool:
+        """A Gaussian policy whose log-std is a state-independent parameter (``self.log_std``)."""
+        return self.action.gaussian and not self.action.state_dependent_std
+
+    @property
+    def act_dim(self) -> int:
+        return self.action.act_dim
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, ...]:
+        """Distribution output parameters for a batch of stored observations."""
+        return self.head(self.net(self.features(self.obs_codec.preprocess(obs))))
+
+    def head(self, out: Tensor) -> tuple[Tensor, ...]:
+        """Distribution output parameters from the network's output ``self.net(features)``."""
+        if not self.action.gaussian:
+            return (out,)
+        if self.action.state_dependent_std:
+            mean, log_std = out.split(self.act_dim, dim=-1)
+            return (mean, log_std)
+        return (out, self.log_std.expand_as(out))
+
+    def distribution(self, obs: Tensor) -> Distribution:
+        return self.dist_cls(*self(obs))
+
+    def to_env_action(self, raw: np.ndarray) -> np.ndarray:
+        """Map a batch of raw distribution samples to actions the env accepts."""
+        return self.action.to_env(raw)
+
+    def log_prob_env(self, obs: Tensor, raw: Tensor) -> Tensor:
+        """Log-density of the action sent to the env (squash: with the tanh Jacobian)."""
+        lp = self.distribution(obs).log_prob(raw)
+        if self.action.gaussian and self.action.action_bound == "squash":
+            space = self.action.space
+            assert isinstance(space, spaces.Box)
+            half = 0.5 * (space.high.reshape(-1).astype(np.float64) - space.low.reshape(-1).astype(np.float64))
+            scale = torch.as_tensor(half, dtype=raw.dtype, device=raw.device)
+            # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), numerically stable
+            log_det = 2.0 * (math.log(2.0) - raw - nn.functional.softplus(-2.0 * raw))
+            lp = lp - (log_det + torch.log(scale)).sum(-1)
+        return lp
+
+
+class Critic(nn.Module):
+    """State-value function V(s) for any supported observation space.
+
+    Args:
+        observation_space: the env's observation space (an int n means a flat float Box (n,)).
+        hidden_sizes, activation, ortho_init: natrl's MLP (when ``net`` is not given).
+        features: the features extractor (default :func:`default_extractor`; pass the actor's
+            to share it).
+        net: the network from features to the value, (N,) or (N, 1); default natrl's MLP.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space | int,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str | type[nn.Module] = "tanh",
+        *,
+        ortho_init: bool = True,
+        features: nn.Module | None = None,
+        net: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.observation_space = _as_space(observation_space)
+        self.obs_codec = observation_codec(self.observation_space)
+        self.features = (
+            default_extractor(self.observation_space)
+            if features is None
+            else _check_module(features, "the features extractor")
+        )
+        if net is None:
+            in_dim = _features_dim(self.features, self.obs_codec, "the features extractor")
+            self.net = mlp(in_dim, tuple(hidden_sizes), 1, activation, out_gain=1.0, ortho=ortho_init)
+        else:
+            self.net = _check_module(net, "the critic network")
+        with torch.no_grad():
+            try:
+                out = self(_probe(self.obs_codec))
+            except Exception as exc:
+                raise ValueError(f"the critic network failed on a sample observation of {self.observation_space}: {exc}") from None
+        if tuple(out.shape) != (2,):
+            raise ValueError(
+                f"the critic network's output has shape {tuple(out.shape)} for a batch of 2 observations; "
+                "it must be (batch,) or (batch, 1): one value per observation"
+            )
+
+    def forward(self, obs: Tensor) -> Tensor:
+        v = self.net(self.features(self.obs_codec.preprocess(obs)))
+        return v.squeeze(-1) if v.dim() == 2 and v.shape[-1] == 1 else v
