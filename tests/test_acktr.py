@@ -34,7 +34,7 @@ def _kfac_block_vs_exact(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     kfac = make_actor_kfac(actor, damping=1e-3, factor_decay=0.0, inverse_interval=1)
     g = torch.Generator().manual_seed(0)
     assert kfac_policy_direction(actor, kfac, batch, ent_coef=0.0, generator=g, importance_ratio=False) is not None
-    a, gg = kfac.factors()["0"]
+    a, gg = kfac.factors()["net.0"]
     kron = torch.kron(gg, a).double()  # row-major vec of [W | b]
     d_out, d_in = actor.net[0].weight.shape
     # natrl's flat order: W row-major, then b; K-FAC's: rows of [W | b]

@@ -13,6 +13,7 @@ import torch
 from natrl import NPG, PPO, TRPO
 from natrl.params import flatten
 from natrl.rl import CheckpointError, NonFiniteError, UnsupportedSpaceError, load_agent
+from natrl.rl.accel import fast_paths
 from natrl.rl.natural import PolicyObjective
 
 SMALL = {"n_envs": 2, "n_steps": 64, "critic_epochs": 2}
@@ -85,15 +86,14 @@ def _batch_ppo(agent):
         ("Pendulum-v1", {"state_dependent_std": True, "activation": "relu", "hidden_sizes": (32,)}),
     ],
 )
-def test_ppo_hand_written_backward_matches_autograd(env_id, kwargs, monkeypatch) -> None:
-    """PPO's minibatch gradients through natrl.rl.fastmlp equal loss.backward()'s (same update)."""
+def test_ppo_hand_written_backward_matches_autograd(env_id, kwargs) -> None:
+    """PPO's minibatch gradients through natrl.rl.fastmlp equal loss.backward()'s (same update, same batch)."""
+    batch = _batch_ppo(PPO(env_id, seed=0, n_envs=2, n_steps=64, **kwargs))
 
     def update(fast: bool) -> torch.Tensor:
-        agent = PPO(env_id, seed=0, n_envs=2, n_steps=64, batch_size=32, n_epochs=2, **kwargs)
-        assert agent._fast_path() is not None
-        if not fast:
-            monkeypatch.setattr(agent, "_fast_path", lambda: None)
-        agent._update(_batch_ppo(agent))
+        agent = PPO(env_id, seed=0, n_envs=2, n_steps=64, batch_size=32, n_epochs=2, fast_paths=fast, **kwargs)
+        assert (agent.fast.ppo_grads is not None) == fast
+        agent._update(batch)
         return torch.cat([p.detach().reshape(-1) for p in agent.params])
 
     fast, ref = update(True), update(False)
@@ -147,23 +147,27 @@ def test_unknown_env_id_suggests_and_says_how_to_list() -> None:
         TRPO("CartPol-v1")
 
 
-def test_unsupported_spaces_are_named() -> None:
-    with pytest.raises(UnsupportedSpaceError, match="Discrete"):
-        TRPO(lambda: gym.make("FrozenLake-v1"))  # Discrete observations
-    with pytest.raises(UnsupportedSpaceError, match="action space"):
-        PPO(lambda: gym.make("CartPole-v1").unwrapped.__class__() and _MultiBinaryEnv())
-
-
-class _MultiBinaryEnv(gym.Env):
-    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gym.spaces.MultiBinary(3)
+class _SpaceEnv(gym.Env):
+    def __init__(self, observation_space, action_space) -> None:
+        self.observation_space, self.action_space = observation_space, action_space
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        return np.zeros(2, np.float32), {}
+        return self.observation_space.sample(), {}
 
     def step(self, action):
-        return np.zeros(2, np.float32), 0.0, False, False, {}
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def test_unsupported_spaces_are_named() -> None:
+    box = gym.spaces.Box(-1, 1, (2,), np.float32)
+    with pytest.raises(UnsupportedSpaceError, match=r"unsupported observation space Text"):
+        TRPO(lambda: _SpaceEnv(gym.spaces.Text(5), gym.spaces.Discrete(2)))
+    with pytest.raises(UnsupportedSpaceError, match=r"unsupported action space Text.*Discrete, MultiDiscrete"):
+        PPO(lambda: _SpaceEnv(box, gym.spaces.Text(5)))
+    nested = gym.spaces.Dict({"a": box, "b": gym.spaces.Sequence(box)})
+    with pytest.raises(UnsupportedSpaceError, match="Sequence"):
+        NPG(lambda: _SpaceEnv(nested, gym.spaces.Discrete(2)))
 
 
 class _NaNEnv(gym.Env):
@@ -285,9 +289,9 @@ def test_ppo_closed_form_loss_gradients_equal_autograd(head, ent_coef, clip_rang
 
 def test_ppo_fast_path_only_for_natrls_own_networks() -> None:
     agent = PPO("Pendulum-v1", seed=0, n_envs=1, n_steps=64, batch_size=32)
-    assert agent._fast_path() is not None
+    assert fast_paths(agent.actor, agent.critic, agent.rng).ppo_grads is not None
     agent.actor.extra = torch.nn.Parameter(torch.zeros(2))  # a parameter the closed form does not know
-    assert agent._fast_path() is None
+    assert fast_paths(agent.actor, agent.critic, agent.rng).ppo_grads is None
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -296,7 +300,7 @@ def test_ppo_update_leaves_no_autograd_history(env_id) -> None:
     with every minibatch (a closed-form head once recorded the log-std's graph into
     log_std.grad, and the fused Adam kernel then chained it into exp_avg: +16 MB per update)."""
     agent = PPO(env_id, seed=0, n_envs=2, n_steps=64, batch_size=32, n_epochs=2)
-    assert agent._fast_path() is not None
+    assert agent.fast.ppo_grads is not None
     for _ in range(2):
         agent._update(_batch_ppo(agent))
     for p in agent.params:

@@ -25,7 +25,7 @@ def _natrl_rollout(obs_norm_update: str, n_envs: int = 2, n_steps: int = 96):
     with torch.no_grad():
         # a large log-std makes the random policy fall over: many terminations per rollout
         agent.actor.log_std.fill_(1.0)
-    ro = agent.collector.collect(agent.actor, agent.critic, n_steps)
+    ro = agent.collector.collect(agent.actor, agent.critic, n_steps, agent.sampler)
     return agent, ro
 
 

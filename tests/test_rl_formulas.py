@@ -12,8 +12,8 @@ from gymnasium import spaces
 from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
-from natrl.rl import critic as critic_mod
-from natrl.rl.critic import adam, adam_step, clip_grad_norm, fit_critic, mlp_layers, mlp_value_grads
+from natrl.rl.accel import critic_mlp, mlp_value_grads
+from natrl.rl.critic import adam, adam_step, clip_grad_norm, fit_critic, value_grads
 from natrl.rl.distributions import Categorical, DiagGaussian
 from natrl.rl.gae import gae
 from natrl.rl.normalization import RewardScaler, RunningMeanStd
@@ -213,7 +213,7 @@ def test_hand_written_critic_gradient_equals_autograd(activation: str, hidden: t
     x, y = torch.randn(40, 5, dtype=torch.float64), torch.randn(40, dtype=torch.float64)
     loss_ref = 0.5 * (critic(x) - y).pow(2).mean()
     ref = torch.autograd.grad(loss_ref, list(critic.parameters()))
-    layers = mlp_layers(critic)
+    layers = critic_mlp(critic)
     assert layers is not None
     loss = mlp_value_grads(layers, x, y)
     assert float(loss) == pytest.approx(float(loss_ref), rel=1e-12)
@@ -221,8 +221,8 @@ def test_hand_written_critic_gradient_equals_autograd(activation: str, hidden: t
         torch.testing.assert_close(p.grad, r, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_fit_critic_hand_written_path_follows_the_autograd_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    def run() -> tuple[float, torch.Tensor]:
+def test_fit_critic_hand_written_path_follows_the_autograd_path() -> None:
+    def run(fast: bool) -> tuple[float, torch.Tensor]:
         torch.manual_seed(1)
         critic = Critic(4, (32, 32), "tanh").double()
         opt = adam(list(critic.parameters()), 1e-3)
@@ -230,22 +230,24 @@ def test_fit_critic_hand_written_path_follows_the_autograd_path(monkeypatch: pyt
         data = torch.Generator().manual_seed(3)
         obs = torch.randn(300, 4, generator=data, dtype=torch.float64)
         ret = torch.randn(300, generator=data, dtype=torch.float64)
-        mse = fit_critic(critic, opt, obs, ret, epochs=3, batch_size=64, generator=gen)
+        spec = critic_mlp(critic)
+        assert spec is not None
+        grads = (lambda x, y: mlp_value_grads(spec, x, y)) if fast else value_grads(critic)
+        mse = fit_critic(grads, opt, obs, ret, epochs=3, batch_size=64, generator=gen)
         return mse, torch.cat([p.detach().reshape(-1) for p in critic.parameters()])
 
-    fast = run()
-    monkeypatch.setattr(critic_mod, "mlp_layers", lambda critic: None)  # force autograd
-    slow = run()
+    fast = run(True)
+    slow = run(False)
     assert fast[0] == pytest.approx(slow[0], rel=1e-9)
     torch.testing.assert_close(fast[1], slow[1], rtol=1e-9, atol=1e-12)
 
 
 def test_critics_the_hand_written_pass_does_not_cover_use_autograd() -> None:
-    assert mlp_layers(Critic(3, (8,), "elu")) is None
-    assert mlp_layers(Critic(3, (8,), "gelu")) is None
+    assert critic_mlp(Critic(3, (8,), "elu")) is None
+    assert critic_mlp(Critic(3, (8,), "gelu")) is None
     frozen = Critic(3, (8,), "tanh")
     frozen.net[0].weight.requires_grad_(False)
-    assert mlp_layers(frozen) is None
+    assert critic_mlp(frozen) is None
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])

@@ -59,7 +59,7 @@ def make_actor_kfac(actor: Actor, *, damping: float, factor_decay: float, invers
     leave the factors alone.
     """
     kfac = KFAC(
-        nn.ModuleList([actor.features, actor.net]),
+        nn.ModuleDict({"features": actor.features, "net": actor.net}),
         lr=1.0,
         damping=damping,
         factor_decay=factor_decay,

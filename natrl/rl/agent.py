@@ -168,7 +168,7 @@ class OnPolicyAgent:
         self._collector: RolloutCollector | None = None
         # the speed devices for natrl's own MLPs on the CPU, chosen once (natrl.rl.accel)
         self.fast: FastPaths = fast_paths(self.actor, self.critic, self.rng, enabled=config.fast_paths)
-        self._sampler: Sampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
+        self.sampler: Sampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
         self._critic_grads: ValueGrads = self.fast.critic_grads or value_grads(self.critic)
         self._setup()
 
@@ -205,7 +205,7 @@ class OnPolicyAgent:
 
     def _make_batch(self) -> tuple[Batch, dict[str, float]]:
         cfg = self.config
-        ro = self.collector.collect(self.actor, self.critic, cfg.n_steps, self._sampler)
+        ro = self.collector.collect(self.actor, self.critic, cfg.n_steps, self.sampler)
         adv, ret = gae(
             ro.rewards,
             ro.values,

@@ -298,15 +298,15 @@ class ActionSpec:
         return f"{self.n_outputs} values (the mean of each action dimension)"
 
     def to_env(self, raw: np.ndarray) -> np.ndarray:
-        """A batch of raw samples (N, *raw_shape) → actions the env accepts (N, *space.shape)."""
+        """Raw samples (..., *raw_shape) → actions the env accepts (..., *space.shape)."""
         space = self.space
-        n = raw.shape[0]
+        lead = raw.shape[: raw.ndim - len(self.raw_shape)]
         if isinstance(space, spaces.Discrete):
             return raw.astype(np.int64) + int(space.start)
         if isinstance(space, spaces.MultiDiscrete):
-            return (raw.astype(np.int64) + space.start.reshape(-1)).reshape(n, *space.shape)
+            return (raw.astype(np.int64) + space.start.reshape(-1)).reshape(*lead, *space.shape)
         if isinstance(space, spaces.MultiBinary):
-            return raw.astype(np.int8).reshape(n, *space.shape)
+            return raw.astype(np.int8).reshape(*lead, *space.shape)
         assert isinstance(space, spaces.Box)
         low, high = space.low.reshape(-1).astype(np.float64), space.high.reshape(-1).astype(np.float64)
         if self.action_bound == "squash":
@@ -315,7 +315,7 @@ class ActionSpec:
             out = np.clip(raw, low, high)
         else:
             out = raw
-        return out.reshape(n, *space.shape)
+        return out.reshape(*lead, *space.shape)
 
 
 def action_spec(space: spaces.Space, *, state_dependent_std: bool = False, action_bound: str = "clip") -> ActionSpec:

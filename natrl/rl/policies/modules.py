@@ -207,10 +207,23 @@ def _probe(codec: ObservationCodec, n: int = 2) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows)))
 
 
+def _probe_input(codec: ObservationCodec) -> Preprocessed:
+    """Preprocessed sample observations in torch's default dtype (that of freshly built modules)."""
+
+    def cast(x: Preprocessed) -> Preprocessed:
+        if isinstance(x, dict):
+            return {k: cast(v) for k, v in x.items()}
+        if isinstance(x, tuple):
+            return tuple(cast(v) for v in x)
+        return x.to(torch.get_default_dtype()) if x.is_floating_point() else x
+
+    return cast(codec.preprocess(_probe(codec)))
+
+
 def _features_dim(features: nn.Module, codec: ObservationCodec, what: str) -> int:
     with torch.no_grad():
         try:
-            out = features(codec.preprocess(_probe(codec)))
+            out = features(_probe_input(codec))
         except Exception as exc:
             raise ValueError(f"{what} failed on a sample observation of {codec.space}: {exc}") from None
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
@@ -281,7 +294,7 @@ class Actor(nn.Module):
     def _check_output(self) -> None:
         with torch.no_grad():
             try:
-                out = self.net(self.features(self.obs_codec.preprocess(_probe(self.obs_codec))))
+                out = self.net(self.features(_probe_input(self.obs_codec)))
             except Exception as exc:
                 raise ValueError(f"the actor network failed on a sample observation of {self.observation_space}: {exc}") from None
         if not isinstance(out, Tensor) or tuple(out.shape) != (2, self.action.n_outputs):
@@ -384,12 +397,13 @@ class Critic(nn.Module):
             self.net = _check_module(net, "the critic network")
         with torch.no_grad():
             try:
-                out = self(_probe(self.obs_codec))
+                out = self.net(self.features(_probe_input(self.obs_codec)))
             except Exception as exc:
                 raise ValueError(f"the critic network failed on a sample observation of {self.observation_space}: {exc}") from None
-        if tuple(out.shape) != (2,):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        if shape not in ((2,), (2, 1)):
             raise ValueError(
-                f"the critic network's output has shape {tuple(out.shape)} for a batch of 2 observations; "
+                f"the critic network's output has shape {shape} for a batch of 2 observations; "
                 "it must be (batch,) or (batch, 1): one value per observation"
             )
 
