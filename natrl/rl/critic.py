@@ -8,7 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ValueGrads", "adam", "adam_step", "clip_grad_norm", "fit_critic", "unique_parameters", "value_grads"]
+from natrl.rl.policies import Actor
+
+__all__ = ["ValueGrads", "adam", "critic_only_parameters", "adam_step", "clip_grad_norm", "fit_critic", "unique_parameters", "value_grads"]
 
 ValueGrads = Callable[[Tensor, Tensor], Tensor]
 """``grads(obs, returns) -> loss``: writes ∇ of ½·mean (V(obs) − returns)² into the critic's ``.grad``."""
@@ -24,6 +26,20 @@ def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
                 seen.add(id(p))
                 out.append(p)
     return out
+
+
+def critic_only_parameters(actor: Actor, critic: nn.Module) -> list[nn.Parameter]:
+    """The critic's parameters that the actor does not use.
+
+    The natural-gradient agents regress the critic on these only: a trunk shared by actor and
+    critic is then moved by the policy step alone, so the trust region bounds every change of
+    the policy (a regression step on a shared trunk would change the policy by an unbounded KL).
+    """
+    actor_ids = {id(p) for p in actor.parameters_in_use()}
+    params = [p for p in critic.parameters() if id(p) not in actor_ids]
+    if not params:
+        raise ValueError("the critic has no parameters of its own (all are the actor's); give it a value head")
+    return params
 
 
 def value_grads(critic: nn.Module) -> ValueGrads:

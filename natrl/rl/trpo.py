@@ -26,7 +26,7 @@ from natrl.params import write_back
 from natrl.rl.acktr import kfac_policy_direction, make_actor_kfac
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
-from natrl.rl.critic import adam, fit_critic
+from natrl.rl.critic import adam, critic_only_parameters, fit_critic
 from natrl.rl.natural import NaturalDirection, PolicyObjective, natural_direction
 
 __all__ = ["NPG", "TRPO", "NPGConfig", "TRPOConfig"]
@@ -126,7 +126,7 @@ class _NaturalAgent(OnPolicyAgent):
 
     def _setup(self) -> None:
         cfg = self.config
-        self.critic_optimizer = adam(list(self.critic.parameters()), cfg.critic_lr)
+        self.critic_optimizer = adam(critic_only_parameters(self.actor, self.critic), cfg.critic_lr)
         self.damping = (
             LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
         )

@@ -304,6 +304,18 @@ class Actor(nn.Module):
                 f"{self.action.space} needs (batch, {self.action.n_outputs}): {self.action.output_description()}"
             )
 
+    def parameters_in_use(self) -> list[nn.Parameter]:
+        """The trainable parameters the policy's output depends on (found by autograd on sample
+        observations): all of them for natrl's networks; without the value head for a module
+        with two heads."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            device = params[0].device if params else torch.device("cpu")
+            out = self(_probe(self.obs_codec).to(device))
+            total = sum(o.float().sum() for o in out)
+            grads = torch.autograd.grad(total, params, allow_unused=True)
+        return [p for p, g in zip(params, grads) if g is not None]
+
     # -- what the algorithms read
     @property
     def dist_cls(self) -> type[Distribution]:
