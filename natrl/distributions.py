@@ -198,9 +198,7 @@ class MultiCategorical(Distribution):
 
     def kl(self, other: Distribution) -> Tensor:
         assert isinstance(other, MultiCategorical) and other.nvec == self.nvec
-        return torch.stack(
-            [(p.exp() * (p - q)).sum(-1) for p, q in zip(self.log_ps, other.log_ps)], dim=-1
-        ).sum(-1)
+        return torch.stack([(p.exp() * (p - q)).sum(-1) for p, q in zip(self.log_ps, other.log_ps)], dim=-1).sum(-1)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """Gumbel-max per component."""
@@ -252,9 +250,7 @@ class Bernoulli(Distribution):
         p = self.probs
         z, w = self.logits, other.logits
         # Σ p (log σ(z) − log σ(w)) + (1 − p)(log σ(−z) − log σ(−w))
-        return (
-            p * (F.logsigmoid(z) - F.logsigmoid(w)) + (1.0 - p) * (F.logsigmoid(-z) - F.logsigmoid(-w))
-        ).sum(-1)
+        return (p * (F.logsigmoid(z) - F.logsigmoid(w)) + (1.0 - p) * (F.logsigmoid(-z) - F.logsigmoid(-w))).sum(-1)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         z = self.logits

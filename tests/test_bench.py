@@ -385,3 +385,14 @@ def test_cli_registers_bench(capsys: pytest.CaptureFixture[str]) -> None:
         "sb3 trpo Pendulum-v1 s1",
         "natrl npg Pendulum-v1 s1",
     ]
+
+
+def test_set_overrides_every_natrl_job_and_names_bad_keys() -> None:
+    from natrl.bench.jobs import BenchError as _BenchError
+    from natrl.bench.jobs import plan_jobs as _plan
+
+    jobs = _plan(["trpo", "ppo"], ["CartPole-v1"], [0], overrides=["fast_paths=false", "gamma=0.9"])
+    assert [j.hyperparameters["fast_paths"] for j in jobs] == [False, False]
+    assert [j.hyperparameters["gamma"] for j in jobs] == [0.9, 0.9]
+    with pytest.raises(_BenchError, match="did you mean fast_paths"):
+        _plan(["trpo"], ["CartPole-v1"], [0], overrides=["fast_path=false"])

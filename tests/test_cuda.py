@@ -133,3 +133,30 @@ def test_kfac_optimizer_on_cuda_follows_the_cpu_run() -> None:
     assert _on(model, "cuda")
     assert gpu_losses[-1] < 0.8 * gpu_losses[0]
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=2e-3)
+
+
+@pytest.mark.parametrize("cls", [TRPO, PPO, ACKTR])
+@pytest.mark.parametrize("env_name", ["MultiDiscreteActions", "MultiBinaryActions", "Box2DActions",
+                                      "DictObservations", "DiscreteObservations", "ImageObservations"])  # fmt: skip
+def test_every_space_and_a_cnn_train_on_cuda(cls, env_name, tmp_path) -> None:
+    import toy_envs
+
+    env = getattr(toy_envs, env_name)
+    kwargs = {"n_envs": 2, "n_steps": 32, **({"batch_size": 32} if cls is PPO else {"critic_epochs": 1})}
+    agent = cls(env, seed=0, device="cuda", **kwargs)
+    agent.learn(128, progress=False)
+    assert _on(agent.actor, "cuda") and torch.isfinite(flatten(agent.actor.parameters())).all()
+    batch, _ = agent._make_batch()
+    assert batch.obs.device.type == "cuda"
+    if env_name == "ImageObservations":
+        assert batch.obs.dtype == torch.uint8
+    loaded = cls.load(agent.save(tmp_path / "m.pt"), env=env, device="cpu")
+    assert _on(loaded.actor, "cpu")
+
+
+def test_users_shared_trunk_module_on_cuda() -> None:
+    import toy_envs
+
+    agent = TRPO("CartPole-v1", seed=0, device="cuda", policy=toy_envs.LayerNormSiLUActorCritic(4, 2), **SMALL)
+    agent.learn(256, progress=False)
+    assert _on(agent.actor, "cuda") and torch.isfinite(flatten(agent.actor.parameters())).all()

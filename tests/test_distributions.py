@@ -67,7 +67,7 @@ def test_output_fisher_equals_enumerated_score_covariance_and_kl_hessian(family:
         m = torch.stack([cls.fisher_vp_outputs((zi,), (eye[j : j + 1],))[0][0] for j in range(k)], dim=1)
         assert torch.allclose(m, dense_cov, atol=1e-10), f"{family}: output Fisher != score covariance"
         old = cls(zi)
-        hess = torch.func.hessian(lambda zz: old.kl(cls(zz)).sum())(zi).reshape(k, k)
+        hess = torch.func.hessian(lambda zz, old=old: old.kl(cls(zz)).sum())(zi).reshape(k, k)
         assert torch.allclose(m, hess, atol=1e-8), f"{family}: output Fisher != KL Hessian"
 
 
@@ -153,7 +153,9 @@ def test_exact_policy_fisher_equals_the_dense_reference(action_space: spaces.Spa
     ref = _policy_fisher_reference(actor, obs)
     assert float((got - ref).abs().max()) < 1e-6
     if not isinstance(action_space, spaces.Box):
-        all_actions = _all_actions("multicategorical" if isinstance(action_space, spaces.MultiDiscrete) else "bernoulli")
+        all_actions = _all_actions(
+            "multicategorical" if isinstance(action_space, spaces.MultiDiscrete) else "bernoulli"
+        )
         enum = _enumerated_policy_fisher(actor, obs, all_actions)
         assert float((got - enum).abs().max()) < 1e-6
     else:

@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import toy_envs as T
 from torch import nn
 
-import toy_envs as T
 from natrl import ACKTR, NPG, PPO, TRPO
 from natrl.params import flatten
 from natrl.rl import CheckpointError, PolicyError
@@ -63,8 +63,8 @@ class _Features(nn.Module):
 
 
 def test_features_extractor_class_is_shared_by_default_and_trained_once(tmp_path) -> None:
-    agent = PPO("CartPole-v1", policy_kwargs={"features_extractor_class": _Features,
-                                              "features_extractor_kwargs": {"features_dim": 12}}, **_small(PPO))  # fmt: skip
+    kwargs = {"features_extractor_class": _Features, "features_extractor_kwargs": {"features_dim": 12}}
+    agent = PPO("CartPole-v1", policy_kwargs=kwargs, **_small(PPO))
     assert agent.actor.features is agent.critic.features
     assert agent.actor.net[0].in_features == 12
     ids = [id(p) for p in agent.params]
@@ -132,7 +132,7 @@ def test_bad_policies_are_one_clear_line_at_construction() -> None:
         TRPO("CartPole-v1", policy=(nn.Linear(4, 2), nn.Linear(4, 2)))
     with pytest.raises(ValueError, match=r"actor network failed on a sample observation"):
         PPO("CartPole-v1", policy=(nn.Linear(5, 2), nn.Linear(4, 1)))
-    with pytest.raises(TypeError, match="the actor network must be a torch.nn.Module, got function"):
+    with pytest.raises(TypeError, match=r"the actor network must be a torch\.nn\.Module, got function"):
         PPO("CartPole-v1", policy=(lambda x: x, nn.Linear(4, 1)))
     with pytest.raises(TypeError, match="policy must be a built-in name"):
         PPO("CartPole-v1", policy=42)
@@ -142,7 +142,7 @@ def test_bad_policies_are_one_clear_line_at_construction() -> None:
         PPO("CartPole-v1", policy_kwargs={"net_archh": [64]})
     with pytest.raises(PolicyError, match="net_arch must be a list of positive integers"):
         PPO("CartPole-v1", policy_kwargs={"net_arch": [64, -1]})
-    with pytest.raises(PolicyError, match="activation_fn must be an nn.Module class"):
+    with pytest.raises(PolicyError, match=r"activation_fn must be an nn\.Module class"):
         PPO("CartPole-v1", policy_kwargs={"activation_fn": torch.tanh})
     with pytest.raises(PolicyError, match="policy_kwargs apply to the built-in policies"):
         PPO("CartPole-v1", policy=T.LayerNormSiLUActorCritic(4, 2), policy_kwargs={"net_arch": [8]})
@@ -176,9 +176,7 @@ def test_smoke_every_space_every_algorithm(cls, env, tmp_path) -> None:
     action = agent.predict(single)
     assert agent.action_space.contains(np.asarray(action, dtype=agent.action_space.dtype)), action
     batch = [probe.reset(seed=i)[0] for i in range(3)]
-    stacked = (
-        {k: np.stack([b[k] for b in batch]) for k in batch[0]} if isinstance(batch[0], dict) else np.stack(batch)
-    )
+    stacked = {k: np.stack([b[k] for b in batch]) for k in batch[0]} if isinstance(batch[0], dict) else np.stack(batch)
     assert len(agent.predict(stacked)) == 3
     loaded = cls.load(agent.save(tmp_path / "m.pt"), env=env)
     np.testing.assert_array_equal(loaded.predict(stacked), agent.predict(stacked))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-from torch import nn
 from gymnasium import spaces
+from torch import nn
 
 EPISODE = 8
 

@@ -173,6 +173,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {DEFAULT_OUT_ROOT}/<time>/)")
     parser.add_argument("--agents-dir", metavar="DIR", help="folder of agent-spec TOML files (default: agents/)")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a hyperparameter of every natrl job (repeatable), e.g. --set fast_paths=false",
+    )
+    parser.add_argument(
         "--status-every",
         type=_positive_float,
         default="60",
@@ -273,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         agents_dir=args.agents_dir,
+        overrides=args.overrides,
     )
     if args.dry_run:
         for job in jobs:

@@ -78,6 +78,7 @@ def plan_jobs(
     eval_every: int | None = None,
     eval_episodes: int = 10,
     agents_dir: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[Job]:
     """The sweep's jobs in (env, seed, algo, library) order.
 
@@ -91,11 +92,15 @@ def plan_jobs(
         eval_every: steps between evaluations (default: a tenth of the budget; 0: final only).
         eval_episodes: episodes per evaluation.
         agents_dir: folder of the agent-spec TOML files.
+        overrides: ``KEY=VALUE`` hyperparameters applied on top of every preset (``natrl train``'s
+            ``--set`` syntax), e.g. ``fast_paths=false`` to time the generic path; the peers get the
+            translated result.
 
     Raises:
         BenchError: unknown algorithm or peer, or an invalid preset value.
     """
     from natrl.bench.peers import translate
+    from natrl.cli import CLIError, parse_overrides
     from natrl.presets import load_preset
     from natrl.rl import AGENTS
     from natrl.rl.config import build_config
@@ -120,7 +125,11 @@ def plan_jobs(
                 cls = AGENTS[algo]
                 preset = load_preset(algo, env_id, cls.config_cls, directory=agents_dir)
                 try:
-                    config = build_config(cls.config_cls, preset.hyperparameters)
+                    extra = parse_overrides(overrides, cls.config_cls, algo)
+                except CLIError as exc:
+                    raise BenchError(str(exc)) from None
+                try:
+                    config = build_config(cls.config_cls, {**preset.hyperparameters, **extra})
                 except ValueError as exc:
                     raise BenchError(f"preset {preset.source}[{preset.table}]: {exc}") from None
                 budget = steps if steps is not None else preset.total_steps

@@ -10,7 +10,16 @@ from torch import Tensor, nn
 
 from natrl.rl.policies import Actor
 
-__all__ = ["ValueGrads", "adam", "critic_only_parameters", "adam_step", "clip_grad_norm", "fit_critic", "unique_parameters", "value_grads"]
+__all__ = [
+    "ValueGrads",
+    "adam",
+    "adam_step",
+    "clip_grad_norm",
+    "critic_only_parameters",
+    "fit_critic",
+    "unique_parameters",
+    "value_grads",
+]
 
 ValueGrads = Callable[[Tensor, Tensor], Tensor]
 """``grads(obs, returns) -> loss``: writes ∇ of ½·mean (V(obs) − returns)² into the critic's ``.grad``."""

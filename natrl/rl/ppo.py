@@ -26,6 +26,7 @@ from natrl.rl.critic import adam, adam_step, clip_grad_norm, unique_parameters
 
 __all__ = ["PPO", "PPOConfig", "clipped_loss_grads"]
 
+
 @dataclass(frozen=True, kw_only=True)
 class PPOConfig(OnPolicyConfig):
     """PPO hyperparameters (defaults follow stable-baselines3's PPO).

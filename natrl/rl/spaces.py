@@ -196,8 +196,8 @@ class _CompositeCodec(ObservationCodec):
 
     def __init__(self, space: spaces.Dict | spaces.Tuple) -> None:
         super().__init__(space)
-        self.keys: list[str | int] = list(space.spaces.keys()) if isinstance(space, spaces.Dict) else list(
-            range(len(space.spaces))
+        self.keys: list[str | int] = (
+            list(space.spaces.keys()) if isinstance(space, spaces.Dict) else list(range(len(space.spaces)))
         )
         self.parts = [observation_codec(space[k]) for k in self.keys]
         self.sizes = [p.size for p in self.parts]
@@ -338,7 +338,9 @@ def action_spec(space: spaces.Space, *, state_dependent_std: bool = False, actio
         if action_bound == "squash" and not bounded:
             raise ValueError("action_bound='squash' needs a Box action space with finite bounds")
         n_out = 2 * d if state_dependent_std else d
-        return ActionSpec(space, DiagGaussian, n_out, (d,), np.dtype(np.float32), True, state_dependent_std, action_bound)
+        return ActionSpec(
+            space, DiagGaussian, n_out, (d,), np.dtype(np.float32), True, state_dependent_std, action_bound
+        )
     raise UnsupportedSpaceError(
         f"unsupported action space {space}; natrl supports Discrete, MultiDiscrete, MultiBinary and Box actions"
     )

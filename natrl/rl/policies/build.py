@@ -34,7 +34,14 @@ from torch import nn
 from natrl.rl.policies.modules import Actor, Critic, OutputOf, default_extractor
 from natrl.rl.spaces import is_image_space
 
-__all__ = ["BUILTIN_POLICIES", "POLICY_KWARGS", "PolicyError", "build_policy", "decode_policy_kwargs", "encode_policy_kwargs"]
+__all__ = [
+    "BUILTIN_POLICIES",
+    "POLICY_KWARGS",
+    "PolicyError",
+    "build_policy",
+    "decode_policy_kwargs",
+    "encode_policy_kwargs",
+]
 
 BUILTIN_POLICIES = ("MlpPolicy", "MultiInputPolicy", "CnnPolicy")
 POLICY_KWARGS = (
@@ -99,11 +106,15 @@ def build_policy(
     head = {"state_dependent_std": state_dependent_std, "action_bound": action_bound}
     if not isinstance(policy, str):
         if kwargs:
-            raise PolicyError("policy_kwargs apply to the built-in policies; a user's modules carry their own architecture")
+            raise PolicyError(
+                "policy_kwargs apply to the built-in policies; a user's modules carry their own architecture"
+            )
         log_std = {"log_std_init": log_std_init}
         if isinstance(policy, nn.Module):
             shared = policy
-            actor = Actor(observation_space, action_space, features=nn.Identity(), net=OutputOf(shared, 0), **head, **log_std)
+            actor = Actor(
+                observation_space, action_space, features=nn.Identity(), net=OutputOf(shared, 0), **head, **log_std
+            )
             critic = Critic(observation_space, features=nn.Identity(), net=OutputOf(shared, 1))
             return actor, critic
         if isinstance(policy, (tuple, list)) and len(policy) == 2:

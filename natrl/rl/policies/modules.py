@@ -107,12 +107,18 @@ class CombinedExtractor(nn.Module):
 
     def __init__(self, observation_space: spaces.Dict | spaces.Tuple, cnn_output_dim: int = 256) -> None:
         super().__init__()
-        keys = list(observation_space.spaces.keys()) if isinstance(observation_space, spaces.Dict) else list(
-            range(len(observation_space.spaces))
+        keys = (
+            list(observation_space.spaces.keys())
+            if isinstance(observation_space, spaces.Dict)
+            else list(range(len(observation_space.spaces)))
         )
         self.keys = keys
         self.cnns = nn.ModuleDict(
-            {str(k): NatureCNN(observation_space[k], cnn_output_dim) for k in keys if is_image_space(observation_space[k])}
+            {
+                str(k): NatureCNN(observation_space[k], cnn_output_dim)
+                for k in keys
+                if is_image_space(observation_space[k])
+            }
         )
 
     def forward(self, x: dict[str, Tensor] | tuple[Tensor, ...]) -> Tensor:
@@ -296,7 +302,9 @@ class Actor(nn.Module):
             try:
                 out = self.net(self.features(_probe_input(self.obs_codec)))
             except Exception as exc:
-                raise ValueError(f"the actor network failed on a sample observation of {self.observation_space}: {exc}") from None
+                raise ValueError(
+                    f"the actor network failed on a sample observation of {self.observation_space}: {exc}"
+                ) from None
         if not isinstance(out, Tensor) or tuple(out.shape) != (2, self.action.n_outputs):
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
@@ -411,7 +419,9 @@ class Critic(nn.Module):
             try:
                 out = self.net(self.features(_probe_input(self.obs_codec)))
             except Exception as exc:
-                raise ValueError(f"the critic network failed on a sample observation of {self.observation_space}: {exc}") from None
+                raise ValueError(
+                    f"the critic network failed on a sample observation of {self.observation_space}: {exc}"
+                ) from None
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         if shape not in ((2,), (2, 1)):
             raise ValueError(
