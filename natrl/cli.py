@@ -569,7 +569,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides, cls.config_cls, algo)
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
-    config = build_config(cls.config_cls, {**preset.hyperparameters, **overrides})
+    # the command line owns its process: one torch thread unless asked (small networks run faster so)
+    config = build_config(cls.config_cls, {"torch_threads": 1, **preset.hyperparameters, **overrides})
     total = args.steps or preset.total_steps
     device = args.device or "cpu"
     spec = RunSpec(

@@ -26,14 +26,12 @@ direction is not finite is skipped with the parameters left exactly as they were
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from natrl.curvature import fisher_vp
 from natrl.linalg import ConstantDamping, LevenbergMarquardt
@@ -42,115 +40,9 @@ from natrl.params import flatten, functional, write_back
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
 from natrl.rl.critic import adam, fit_critic
-from natrl.rl.policies import Actor
+from natrl.rl.kfac_policy import KFACDirection, kfac_policy_direction, make_actor_kfac
 
 __all__ = ["ACKTR", "ACKTRConfig", "KFACDirection", "kfac_policy_direction", "make_actor_kfac"]
-
-
-def make_actor_kfac(actor: Actor, *, damping: float, factor_decay: float, inverse_interval: int) -> KFAC:
-    """A K-FAC preconditioner over the actor's features extractor and network with the policy's own
-    (sampled) Fisher.
-
-    Linear and Conv2d layers get Kronecker-factored blocks; other parameters (normalisation
-    layers, a user's custom layers) keep their plain gradients (named in KFAC's warning), and a
-    state-independent log-std its exact Fisher block (see :func:`kfac_policy_direction`).
-    Statistics are collected only inside :func:`kfac_policy_direction`; other forward and
-    backward passes through the actor (line searches, Fisher-vector products, rollouts)
-    leave the factors alone.
-    """
-    kfac = KFAC(
-        nn.ModuleDict({"features": actor.features, "net": actor.net}),
-        lr=1.0,
-        damping=damping,
-        factor_decay=factor_decay,
-        inverse_interval=inverse_interval,
-        kl_clip=None,
-        fisher="sampled",
-        preconditioner_only=True,
-    )
-    kfac.suspend()
-    return kfac
-
-
-@contextlib.contextmanager
-def _collecting(kfac: KFAC) -> Iterator[None]:
-    kfac.resume()
-    try:
-        yield
-    finally:
-        kfac.suspend()
-
-
-@dataclass
-class KFACDirection:
-    """ĝ ≈ F⁻¹ g for the actor's parameters (flat), with g and the surrogate at θ_old."""
-
-    grad: Tensor  # g, flat over list(actor.parameters())
-    natural: Tensor  # ĝ
-    loss0: float
-    entropy: float
-    fallbacks: int
-    failed_layers: tuple[str, ...]
-
-
-def kfac_policy_direction(
-    actor: Actor,
-    kfac: KFAC,
-    batch: Batch,
-    *,
-    ent_coef: float,
-    generator: torch.Generator,
-    importance_ratio: bool,
-) -> KFACDirection | None:
-    """K-FAC natural gradient of the policy loss at the current parameters.
-
-    Args:
-        actor: the policy.
-        kfac: its preconditioner (:func:`make_actor_kfac`); its factors are updated here.
-        batch: the rollout (advantages already normalised if wanted).
-        ent_coef: entropy bonus c_e.
-        generator: for the actions sampled in the Fisher pass.
-        importance_ratio: use the surrogate −mean r·Â with r = π/π_old (TRPO) instead of
-            −mean log π·Â (ACKTR); both have the same gradient at θ_old.
-
-    Returns:
-        The direction, or None when the gradient or its preconditioned form is not finite
-        (the caller then skips the step).
-    """
-    params = list(actor.parameters())
-    for p in params:
-        p.grad = None
-    actor.train()
-    with _collecting(kfac):
-        dist = actor.dist_cls(*actor(batch.obs))
-        with torch.no_grad():
-            sampled = dist.detach().sample(generator)
-        kfac.fisher_backward(-dist.log_prob(sampled).mean())
-        log_prob = dist.log_prob(batch.actions)
-        if importance_ratio:
-            pg = -(torch.exp(log_prob - batch.log_probs) * batch.advantages).mean()
-        else:
-            pg = -(log_prob * batch.advantages).mean()
-        entropy = dist.entropy().mean()
-        (pg - ent_coef * entropy).backward()
-        grad = flatten(p.grad if p.grad is not None else torch.zeros_like(p) for p in params).clone()
-        if not bool(torch.isfinite(grad).all()):
-            for p in params:
-                p.grad = None
-            kfac.discard_statistics()
-            return None
-        kfac.step()  # preconditioner_only: rewrites the MLP's .grad, refreshes factors/inverses
-    stats = kfac.stats
-    assert stats is not None
-    fallbacks, failed = stats.fallbacks, list(stats.failed_layers)
-    if actor.free_log_std and actor.log_std.grad is not None:
-        actor.log_std.grad.div_(2.0)  # exact Fisher of a state-independent log-std: 2 I
-    natural = flatten(p.grad if p.grad is not None else torch.zeros_like(p) for p in params).clone()
-    for p in params:
-        p.grad = None
-    if not bool(torch.isfinite(natural).all()):
-        return None
-    return KFACDirection(grad, natural, float(pg.detach()), float(entropy.detach()), fallbacks, tuple(failed))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,7 +52,7 @@ class ACKTRConfig(OnPolicyConfig):
     Attributes:
         learning_rate: step size η of the actor's natural-gradient step.
         momentum: momentum of the actor's step (0 disables it).
-        kl_clip: κ: the step is scaled so that η² ĝᵀF ĝ ≤ κ.
+        kl_clip: κ: the step −η ν u along the momentum direction u is scaled so that η² ν² uᵀF u ≤ κ.
         damping: Tikhonov λ of the K-FAC blocks (initial value when adaptive).
         adaptive_damping: Levenberg–Marquardt adaptation of λ from the ratio of the actual to
             the predicted change of the surrogate.

@@ -14,6 +14,7 @@ atomically (temporary file + ``os.replace``).
 from __future__ import annotations
 
 import io
+import math
 import os
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from natrl.rl.policies.build import decode_policy_kwargs, encode_policy_kwargs
 from natrl.rl.rollout import RolloutCollector, Sampler, torch_sampler
 from natrl.rl.spaces import check_spaces
 
-__all__ = ["Batch", "CheckpointError", "EvalResult", "OnPolicyAgent"]
+__all__ = ["Batch", "CheckpointError", "EvalResult", "NonFiniteUpdateError", "OnPolicyAgent"]
 
 A = TypeVar("A", bound="OnPolicyAgent")
 CHECKPOINT_FORMAT = "natrl-agent"
@@ -48,6 +49,33 @@ Callback = Callable[["OnPolicyAgent", dict[str, float]], "bool | None"]
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or not compatible with this agent."""
+
+
+class NonFiniteUpdateError(FloatingPointError):
+    """Several updates in a row would have made a parameter or optimiser state non-finite (each undone)."""
+
+
+def _clone_tensors(obj: Any) -> Any:
+    """A copy of nested dicts/lists/tuples in which every tensor is cloned (a snapshot of live state)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone_tensors(v) for v in obj)
+    return obj
+
+
+def _all_finite(obj: Any) -> bool:
+    if isinstance(obj, Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    return True
 
 
 @dataclass
@@ -165,6 +193,7 @@ class OnPolicyAgent:
         self.reward_scaler = RewardScaler(config.n_envs, config.gamma) if config.normalize_reward else None
         self.num_timesteps = 0
         self.num_updates = 0
+        self._rejected_in_a_row = 0
         self._collector: RolloutCollector | None = None
         # the speed devices for natrl's own MLPs on the CPU, chosen once (natrl.rl.accel)
         self.fast: FastPaths = fast_paths(self.actor, self.critic, self.rng, enabled=config.fast_paths)
@@ -265,7 +294,7 @@ class OnPolicyAgent:
                 t0 = time.perf_counter()
                 batch, stats = self._make_batch()
                 t1 = time.perf_counter()
-                stats.update(self._update(batch))
+                stats.update(self._guarded_update(batch))
                 t2 = time.perf_counter()
                 self.num_timesteps += len(batch)
                 self.num_updates += 1
@@ -296,6 +325,51 @@ class OnPolicyAgent:
             if bar is not None:
                 bar.close()
         return self
+
+    def _guarded_update(self, batch: Batch) -> dict[str, float]:
+        """``_update`` under the finite guard: an update after which any network parameter or
+        optimiser state is non-finite is undone (the previous values restored bit for bit) and
+        reported as ``update_rejected``; ``max_rejected_updates`` in a row stop training with
+        :class:`NonFiniteUpdateError`, so no NaN ever reaches a checkpoint."""
+        named = {**{f"actor.{n}": p for n, p in self.actor.named_parameters()},
+                 **{f"critic.{n}": p for n, p in self.critic.named_parameters()}}  # fmt: skip
+        params = list({id(p): p for p in named.values()}.values())
+        before = [p.detach().clone() for p in params]
+        algo_before = _clone_tensors(self._algo_state())
+        stats = self._update(batch)
+        bad = [n for n, p in named.items() if not bool(torch.isfinite(p.detach()).all())]
+        if not bad and _all_finite(self._algo_state()):
+            self._rejected_in_a_row = 0
+            stats["update_rejected"] = 0.0
+            return stats
+        with torch.no_grad():
+            for p, b in zip(params, before):
+                p.copy_(b)
+        self._load_algo_state(algo_before)
+        self._rejected_in_a_row += 1
+        if self._rejected_in_a_row >= self.config.max_rejected_updates:
+            raise NonFiniteUpdateError(self._rejection_message(batch, bad))
+        return {"update_rejected": 1.0, "kl": 0.0}
+
+    def _rejection_message(self, batch: Batch, bad: list[str]) -> str:
+        cfg = self.config.to_dict()
+        rates = ", ".join(
+            f"{k}={cfg[k]:g}"
+            for k in ("learning_rate", "critic_lr", "critic_kfac_lr", "max_kl", "step_size")
+            if k in cfg
+        )
+        what = (
+            f"non-finite parameters ({', '.join(bad[:2])}{', …' if len(bad) > 2 else ''})"
+            if bad
+            else ("a non-finite optimiser state")
+        )
+        scale = float(batch.returns.abs().max()) if len(batch) else float("nan")
+        return (
+            f"{self._rejected_in_a_row} updates in a row produced {what} and were undone; the networks are those "
+            f"of step {self.num_timesteps:,}. The steps are too large for this problem: lower the step sizes "
+            f"({rates}) or scale the rewards (normalize_reward=True or a wrapper; the largest |return| in the last "
+            f"batch was {scale:.3g})"
+        )
 
     # ----------------------------------------------------------------- acting
     def _obs_tensor(self, obs: Any) -> Tensor:

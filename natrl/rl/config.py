@@ -50,10 +50,13 @@ class OnPolicyConfig:
         critic_epochs: passes over the rollout when fitting the critic.
         critic_batch_size: minibatch size for the critic.
         vec_env: "sync" (one process) or "async" (one subprocess per env).
-        torch_threads: torch intra-op threads set on construction (None leaves torch's setting).
+        torch_threads: torch intra-op threads set on construction (None, the default, leaves torch's
+            process-wide setting alone; ``natrl train`` and ``natrl bench`` use 1, faster for small networks).
         fast_paths: use natrl's CPU fast paths (NumPy sampler, hand-written MLP backward, PPO's
             closed-form gradient) where they apply: natrl's own MLPs on flat observations on the CPU
             (:mod:`natrl.rl.accel`). False forces the generic path (same mathematics, to float rounding).
+        max_rejected_updates: an update that would make a parameter or optimiser state non-finite is
+            undone; this many in a row stop training with an error naming the step sizes.
     """
 
     n_envs: int = 1
@@ -75,8 +78,9 @@ class OnPolicyConfig:
     critic_epochs: int = 10
     critic_batch_size: int = 64
     vec_env: str = "sync"
-    torch_threads: int | None = 1
+    torch_threads: int | None = None
     fast_paths: bool = True
+    max_rejected_updates: int = 3
 
     def __post_init__(self) -> None:
         # Lists from TOML/CLI become tuples so the config stays hashable and frozen.
@@ -123,6 +127,12 @@ class OnPolicyConfig:
             isinstance(self.critic_batch_size, int) and self.critic_batch_size >= 1,
             "critic_batch_size",
             self.critic_batch_size,
+            "an integer >= 1",
+        )
+        check(
+            isinstance(self.max_rejected_updates, int) and self.max_rejected_updates >= 1,
+            "max_rejected_updates",
+            self.max_rejected_updates,
             "an integer >= 1",
         )
         check(self.vec_env in ("sync", "async"), "vec_env", self.vec_env, "'sync' or 'async'")

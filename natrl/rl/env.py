@@ -123,3 +123,15 @@ def check_finite(obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
         f"environment {idx} returned a non-finite {what} at step {step}; the update was not "
         "applied and the policy is unchanged. Check the environment or wrap it to clip/sanitise."
     )
+
+
+def check_float32_rewards(stored: np.ndarray, first_step: int) -> None:
+    """Raise :class:`NonFiniteError` when rewards that were finite overflowed float32 (T, E) storage."""
+    if np.isfinite(stored).all():
+        return
+    t, e = (int(i[0]) for i in np.nonzero(~np.isfinite(stored)))
+    raise NonFiniteError(
+        f"environment {e} returned a reward beyond float32's range (±3.4e38) at step "
+        f"{first_step + t * stored.shape[1]}, and rollouts store rewards in float32; the update was not "
+        "applied. Scale the rewards with a wrapper (gymnasium.wrappers.TransformReward) or normalize_reward=True."
+    )

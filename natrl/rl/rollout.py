@@ -35,7 +35,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import Tensor
 
-from natrl.rl.env import check_finite
+from natrl.rl.env import check_finite, check_float32_rewards
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
 from natrl.rl.spaces import ObservationCodec
@@ -108,6 +108,8 @@ class RolloutCollector:
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
         self._per_step = obs_normalizer is not None and obs_norm_update == "step"
+        # the env's observations as one array: as returned for a normalised float Box, else stored
+        self._raw = np.asarray if obs_normalizer is not None else obs_codec.encode
         obs, _ = venv.reset(seed=seed)
         self._raw_obs = self._raw(obs)
         check_finite(self._raw_obs, np.zeros(self.n_envs), 0)
@@ -119,10 +121,6 @@ class RolloutCollector:
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.episodes = 0
-
-    def _raw(self, obs: object) -> np.ndarray:
-        """The env's observations as one array: as returned for a normalised float Box, else stored."""
-        return np.asarray(obs) if self.obs_normalizer is not None else self.codec.encode(obs)
 
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
         if self.obs_normalizer is None:
@@ -192,6 +190,7 @@ class RolloutCollector:
         self._raw_obs = raw
         if per_step:
             self._norm_obs = obs
+        check_float32_rewards(rew_buf, self.steps)
         self.steps += T * E
 
         dev = self.device

@@ -297,25 +297,31 @@ class ActionSpec:
             return f"{self.n_outputs} values (mean and log-std of {self.n_outputs // 2} action dimensions)"
         return f"{self.n_outputs} values (the mean of each action dimension)"
 
+    def __post_init__(self) -> None:
+        # bounds of Box actions as flat float64 vectors, computed once (to_env runs every env step)
+        if isinstance(self.space, spaces.Box):
+            low = self.space.low.reshape(-1).astype(np.float64)
+            high = self.space.high.reshape(-1).astype(np.float64)
+            object.__setattr__(self, "_bounds", (low, high, bool(np.isfinite(low).all() and np.isfinite(high).all())))
+
     def to_env(self, raw: np.ndarray) -> np.ndarray:
         """Raw samples (..., *raw_shape) → actions the env accepts (..., *space.shape)."""
         space = self.space
-        lead = raw.shape[: raw.ndim - len(self.raw_shape)]
         if isinstance(space, spaces.Discrete):
-            return raw.astype(np.int64) + int(space.start)
+            return raw.astype(np.int64) + int(space.start) if space.start else raw.astype(np.int64)
+        lead = raw.shape[: raw.ndim - len(self.raw_shape)]
         if isinstance(space, spaces.MultiDiscrete):
             return (raw.astype(np.int64) + space.start.reshape(-1)).reshape(*lead, *space.shape)
         if isinstance(space, spaces.MultiBinary):
             return raw.astype(np.int8).reshape(*lead, *space.shape)
-        assert isinstance(space, spaces.Box)
-        low, high = space.low.reshape(-1).astype(np.float64), space.high.reshape(-1).astype(np.float64)
+        low, high, bounded = self._bounds  # type: ignore[attr-defined]
         if self.action_bound == "squash":
             out = low + (np.tanh(raw) + 1.0) * 0.5 * (high - low)
-        elif np.isfinite(low).all() and np.isfinite(high).all():
+        elif bounded:
             out = np.clip(raw, low, high)
         else:
             out = raw
-        return out.reshape(*lead, *space.shape)
+        return out if len(space.shape) == 1 else out.reshape(*lead, *space.shape)
 
 
 def action_spec(space: spaces.Space, *, state_dependent_std: bool = False, action_bound: str = "clip") -> ActionSpec:

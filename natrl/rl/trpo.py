@@ -23,10 +23,10 @@ from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.linesearch import backtracking
 from natrl.optim.kfac import KFAC
 from natrl.params import write_back
-from natrl.rl.acktr import kfac_policy_direction, make_actor_kfac
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, check
 from natrl.rl.critic import adam, critic_only_parameters, fit_critic
+from natrl.rl.kfac_policy import kfac_policy_direction, make_actor_kfac
 from natrl.rl.natural import NaturalDirection, PolicyObjective, natural_direction
 
 __all__ = ["NPG", "TRPO", "NPGConfig", "TRPOConfig"]
