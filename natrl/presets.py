@@ -59,7 +59,15 @@ class Preset:
 
 
 def agents_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """The folder holding the agent specs, or None when there is none."""
+    """The folder holding the agent specs, or None when there is none.
+
+    Raises:
+        PresetError: ``path`` (or ``NATRL_AGENTS_DIR``) was given but is not a folder: a typo must not
+            fall back to the built-in presets silently.
+    """
+    for given, what in ((path, "agents directory"), (os.environ.get("NATRL_AGENTS_DIR"), "NATRL_AGENTS_DIR")):
+        if given is not None and not Path(given).is_dir():
+            raise PresetError(f"{what} {given} is not a folder; point it at a folder of <algo>.toml agent specs")
     candidates = (
         path,
         os.environ.get("NATRL_AGENTS_DIR"),
@@ -119,8 +127,12 @@ def load_preset(
     if env_id in data:
         merged.update(data[env_id])
         table = env_id
-    total = int(merged.pop("total_steps", 1_000_000))
+    total = merged.pop("total_steps", 1_000_000)
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        raise PresetError(f"{path}: total_steps = {total!r} in [{table}]; it must be a positive integer")
     expected = merged.pop("expected_return", None)
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, (int, float))):
+        raise PresetError(f"{path}: expected_return = {expected!r} in [{table}]; it must be a number")
     return Preset(algo, env_id, table, merged, total, None if expected is None else float(expected), path)
 
 

@@ -204,6 +204,14 @@ def test_non_finite_reward_names_env_and_step_and_leaves_policy_untouched() -> N
         ({"n_envs": 0}, "n_envs"),
         ({"hidden_sizes": [64, -1]}, "hidden_sizes"),
         ({"max_kll": 0.01}, "unknown hyperparameter max_kll"),
+        ({"max_kl": float("inf")}, r"max_kl=inf: must be a finite number"),
+        ({"critic_lr": float("nan")}, r"critic_lr=nan: must be a finite number"),
+        ({"gamma": "0.9"}, r"gamma='0.9': must be a finite number"),
+        ({"max_kl": "0.02"}, r"max_kl='0.02': must be a finite number"),
+        ({"log_std_init": 1000.0}, r"log_std_init=1000.0: must lie in \[-20, 5\]"),
+        ({"log_std_init": float("nan")}, r"log_std_init=nan: must be a finite number"),
+        ({"n_steps": 64.0}, r"n_steps=64.0: must be an integer"),
+        ({"normalize_obs": 1}, r"normalize_obs=1: must be true or false"),
     ],
 )
 def test_invalid_hyperparameters_are_named(kwargs, match) -> None:
@@ -307,3 +315,33 @@ def test_ppo_update_leaves_no_autograd_history(env_id) -> None:
         assert p.grad is not None and p.grad.grad_fn is None and not p.grad.requires_grad
         for value in agent.optimizer.state[p].values():
             assert value.grad_fn is None and not value.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (PPO, {"learning_rate": float("inf")}, r"learning_rate=inf: must be a finite number"),
+        (PPO, {"ent_coef": float("inf")}, r"ent_coef=inf: must be a finite number"),
+        (NPG, {"step_size": float("inf")}, r"step_size=inf: must be a finite number"),
+    ],
+)
+def test_infinite_step_sizes_are_refused(cls, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        cls("CartPole-v1", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+        ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+        ({"lr": -1.0}, "lr must be a finite number > 0, got -1.0"),
+        ({"momentum": float("nan")}, r"momentum must be a finite number in \[0, 1\), got nan"),
+        ({"weight_decay": float("nan")}, "weight_decay must be a finite number >= 0, got nan"),
+    ],
+)
+def test_kfac_refuses_non_finite_hyperparameters(kwargs, match) -> None:
+    from natrl.optim import KFAC
+
+    with pytest.raises(ValueError, match=match):
+        KFAC(torch.nn.Linear(2, 2), **kwargs)

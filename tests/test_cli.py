@@ -425,3 +425,32 @@ def test_help_has_examples(command: list[str], capsys: pytest.CaptureFixture[str
     if command == ["train"]:
         for option in ("--steps", "--seed", "--n-envs", "--device", "--set", "--run-dir", "--resume"):
             assert option in out
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("total_steps = -5", "total_steps = -5 in [CartPole-v1]; it must be a positive integer"),
+        ('max_kl = "0.02"', "invalid hyperparameter max_kl='0.02': must be a finite number"),
+        ("max_kl = inf", "invalid hyperparameter max_kl=inf: must be a finite number"),
+    ],
+)
+def test_bad_preset_values_are_one_line(
+    table: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "trpo.toml").write_text(f"[CartPole-v1]\n{table}\n")
+    assert main(["train", "trpo", "CartPole-v1", "--agents-dir", "specs"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_agents_dir_is_an_error_not_a_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "trpo", "CartPole-v1", "--agents-dir", "specz"]) == 2
+    err = capsys.readouterr().err
+    assert "agents directory specz is not a folder" in err and len(err.strip().splitlines()) == 1

@@ -378,3 +378,51 @@ def test_lbfgs_with_max_iter_one_still_takes_a_step() -> None:
     for _ in range(5):
         opt.step(closure)
     assert float(closure()) < first
+
+
+@pytest.mark.parametrize("name", ["newton", "natural"])
+def test_learning_rate_schedulers_reach_newton_and_natural_gradient(name: str) -> None:
+    """A scheduler edits param_groups[i]["lr"]; the step must follow it (half the lr, half the step)."""
+    from natrl.optim import NaturalGradient, Newton
+
+    def step(factor: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        x, y = torch.randn(16, 3), torch.randn(16, 1)
+        if name == "newton":
+            opt = Newton(model.parameters(), lr=1.0)
+        else:
+            opt = NaturalGradient(model.parameters(), lr=1.0, curvature=lambda theta: (lambda v: v))
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: factor)
+        before = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            if name == "natural":  # Newton differentiates the loss itself
+                loss.backward()
+            return loss
+
+        opt.step(closure)
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]) - before
+
+    torch.testing.assert_close(step(0.5), 0.5 * step(1.0))
+
+
+def test_kfac_kl_clip_follows_a_scheduled_learning_rate() -> None:
+    from natrl.optim import KFAC
+
+    def step_size(lr_now: float) -> float:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        opt = KFAC(model, lr=1.0, momentum=0.0, kl_clip=1e-3, inverse_interval=1)
+        opt.param_groups[0]["lr"] = lr_now  # what a scheduler does
+        x, y = torch.randn(32, 4), torch.randn(32, 2)
+        before = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        return float((torch.cat([p.detach().reshape(-1) for p in model.parameters()]) - before).norm())
+
+    # with the clip active the step is sqrt(κ/<g̃,g>) whatever η is: η ν = √(κ / ⟨g̃, g⟩)
+    assert step_size(0.5) == pytest.approx(step_size(1.0), rel=1e-4)

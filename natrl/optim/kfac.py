@@ -345,8 +345,15 @@ class KFAC(Optimizer):
             raise TypeError(f"KFAC: model must be an nn.Module, got {type(model).__name__}")
         if fisher not in ("empirical", "sampled"):
             raise ValueError(f"KFAC: unknown fisher {fisher!r}; valid: 'empirical', 'sampled'")
-        if not damping > 0.0:
-            raise ValueError(f"KFAC: damping must be > 0, got {damping}")
+        for name, value, ok, need in (
+            ("lr", lr, lambda v: v > 0.0, "> 0"),
+            ("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+            ("weight_decay", weight_decay, lambda v: v >= 0.0, ">= 0"),
+            ("damping", damping, lambda v: v > 0.0, "> 0"),
+        ):
+            real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not (real and ok(value)):
+                raise ValueError(f"KFAC: {name} must be a finite number {need}, got {value!r}")
         if not 0.0 <= factor_decay < 1.0:
             raise ValueError(f"KFAC: factor_decay must lie in [0, 1), got {factor_decay}")
         if factor_interval < 1 or inverse_interval < 1 or damping_interval < 1:
@@ -603,7 +610,7 @@ class KFAC(Optimizer):
             return self._precondition(params)
 
     def _precondition(self, params: list[Tensor]) -> tuple[float, int, int, list[str]]:
-        wd = float(self.defaults["weight_decay"])
+        wd = float(self.param_groups[0]["weight_decay"])  # a scheduler edits the group, not defaults
         keep_raw = self.adaptive_damping and not self.preconditioner_only
         raw: dict[int, Tensor] = {}
         for p in params:
@@ -645,7 +652,7 @@ class KFAC(Optimizer):
             inners += [(p.grad * p.grad).sum() for p in params
                        if p.grad is not None and id(p) not in handled]  # fmt: skip
             inner = float(torch.stack(inners).sum()) if inners else 0.0
-            nu = kl_clip_scale(inner, float(self.defaults["lr"]), self.kl_clip)
+            nu = kl_clip_scale(inner, float(self.param_groups[0]["lr"]), self.kl_clip)
             if nu < 1.0:
                 for p in params:
                     if p.grad is not None:

@@ -544,7 +544,7 @@ class Newton(Optimizer):
             o = closure()
             return _closure_loss(o[0] if isinstance(o, tuple) else o, "Newton")
 
-        lr = float(d["lr"]) if isinstance(scale, float) else 1.0
+        lr = scale if isinstance(scale, float) else 1.0  # the groups' lr, which a scheduler edits
         t, new_loss = 0.0, math.nan
         if gtd < 0.0 and d["line_search"] == "armijo":
             ls = armijo(f_at, x0, direction, f0=f0, g0=g, step=lr, max_evals=d["max_ls_evals"])
@@ -662,7 +662,7 @@ class NaturalGradient(Optimizer):
         x = cg.x
         quad = float(torch.dot(x, damped(x).detach()))
         scale = self._flat.group_scale(self)
-        eta = float(d["lr"]) if isinstance(scale, float) else 1.0
+        eta = scale if isinstance(scale, float) else 1.0  # the groups' lr, which a scheduler edits
         if d["max_kl"] is not None and quad > 0.0:
             eta = min(eta, math.sqrt(2.0 * float(d["max_kl"]) / quad))
         step = x if isinstance(scale, float) else x * scale

@@ -9,6 +9,8 @@ docstring and validated on construction; an invalid value raises a
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -90,8 +92,32 @@ class OnPolicyConfig:
                 object.__setattr__(self, name, tuple(value))
         self.validate()
 
+    def _check_types(self) -> None:
+        """Every field has its declared type: numbers are real and finite (no bool, no string, no inf/nan),
+        integers integral, flags bool, names strings; None only where a field allows it."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value, tp = getattr(self, f.name), hints[f.name]
+            args = typing.get_args(tp)
+            optional = type(None) in args
+            if value is None:
+                check(optional, f.name, value, "must not be None")
+                continue
+            base = next((a for a in args if a is not type(None)), tp) if optional else tp
+            if base is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                check(ok, f.name, value, "must be a finite number")
+            elif base is int:
+                check(isinstance(value, int) and not isinstance(value, bool), f.name, value, "must be an integer")
+            elif base is bool:
+                check(isinstance(value, bool), f.name, value, "must be true or false")
+            elif base is str:
+                check(isinstance(value, str), f.name, value, "must be a string")
+
     def validate(self) -> None:
         """Check every field; subclasses extend it."""
+        self._check_types()
+        check(-20.0 <= self.log_std_init <= 5.0, "log_std_init", self.log_std_init, "must lie in [-20, 5]")
         check(isinstance(self.n_envs, int) and self.n_envs >= 1, "n_envs", self.n_envs, "an integer >= 1")
         check(isinstance(self.n_steps, int) and self.n_steps >= 1, "n_steps", self.n_steps, "an integer >= 1")
         check(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "must lie in [0, 1]")
