@@ -557,7 +557,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _resume(args, cls)
     from natrl.presets import load_preset
     from natrl.rl.config import build_config
-    from natrl.runs import RunSpec, default_run_dir
+    from natrl.runs import RunLock, RunSpec, default_run_dir
 
     algo, seed = cls.algo, 0 if args.seed is None else args.seed
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(RUNS_ROOT, algo, args.env, seed)
@@ -593,8 +593,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         command=shlex.join([PROG, *getattr(args, "argv", [])]),
     )
     agent = cls(args.env, seed=seed, device=device, config=config)
+    lock = RunLock(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # one writer per run directory
         spec.write(run_dir)
         if not args.quiet:
             source = f"{_rel(preset.source)} [{preset.table}]" if preset.source else "none found (built-in defaults)"
@@ -608,19 +610,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"  run dir:   {_rel(run_dir)}", flush=True)
         return _train_loop(agent, spec, run_dir, start_step=0, time_offset=0.0, quiet=args.quiet)
     finally:
+        lock.release()
         agent.close()
 
 
 def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
-    from natrl.runs import (
-        CHECKPOINT_DIR,
-        PROGRESS_FILE,
-        CheckpointManager,
-        RunSpec,
-        find_latest_run,
-        resume_agent,
-        truncate_progress,
-    )
+    from natrl.runs import CHECKPOINT_DIR, CheckpointManager, RunLock, RunSpec, find_latest_run
 
     algo, seed = cls.algo, 0 if args.seed is None else args.seed
     if args.run_dir:
@@ -673,6 +668,13 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
             f"cannot resume {run_dir}: it has no checkpoint yet (stopped before the first one); "
             "delete it and start a new run"
         )
+    with RunLock(run_dir):  # one writer per run directory: resuming a run that still runs is refused
+        return _resume_locked(args, run_dir, spec)
+
+
+def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> int:
+    from natrl.runs import PROGRESS_FILE, resume_agent, truncate_progress
+
     state = resume_agent(run_dir, spec, device=spec.device)
     for message in state.skipped:
         _err(f"warning: {message}")

@@ -98,11 +98,14 @@ __all__ = [
     "CONFIG_FILE",
     "EVAL_FILE",
     "KNOWN_COLUMNS",
+    "LOCK_FILE",
     "MODEL_FILE",
     "PROGRESS_FILE",
     "CheckpointManager",
     "ProgressLog",
     "ResumeState",
+    "RunLock",
+    "RunLockedError",
     "RunSpec",
     "TensorBoardLog",
     "TrainingMonitor",
@@ -643,6 +646,23 @@ class ResumeState:
     skipped: list[str]
 
 
+_EXECUTION_ONLY = ("torch_threads", "fast_paths", "max_rejected_updates")
+
+
+def _checkpoint_mismatch(state: Mapping[str, Any], spec: RunSpec) -> str | None:
+    """Why a checkpoint does not belong to the run described by ``spec`` (None when it does)."""
+    if (state.get("algo"), state.get("env_id")) != (spec.algo, spec.env_id):
+        return (
+            f"it holds a {state.get('algo')} agent on {state.get('env_id')}, "
+            f"but the run is {spec.algo} on {spec.env_id}"
+        )
+    saved = state.get("config") or {}
+    for key, value in spec.hyperparameters.items():
+        if key in saved and key not in _EXECUTION_ONLY and saved[key] != value:
+            return f"its {key}={saved[key]!r} differs from the run's {key}={value!r}"
+    return None
+
+
 def resume_agent(run_dir: str | os.PathLike[str], spec: RunSpec, *, device: str | None = None) -> ResumeState:
     """Rebuild the agent of ``run_dir`` from its newest checkpoint that loads cleanly.
 
@@ -668,6 +688,10 @@ def resume_agent(run_dir: str | os.PathLike[str], spec: RunSpec, *, device: str 
         except CheckpointError as exc:
             skipped.append(f"skipping checkpoint {path}: {exc}")
             continue
+        mismatch = _checkpoint_mismatch(state, spec)
+        if mismatch:
+            skipped.append(f"skipping checkpoint {path}: {mismatch}")
+            continue
         run_state = dict(state.get("run") or {})
         if "rng" in run_state:
             set_rng_state(run_state["rng"])
@@ -677,6 +701,72 @@ def resume_agent(run_dir: str | os.PathLike[str], spec: RunSpec, *, device: str 
 
 
 # --------------------------------------------------------------------------- the callback
+LOCK_FILE = ".lock"
+
+
+class RunLockedError(FileExistsError):
+    """Another live process writes this run directory."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per run directory: a lock file holding the owner's pid and host.
+
+    Taken with an exclusive create; a lock left by a process that no longer runs on this host
+    (SIGKILL, a crash) is stale and replaced. Used as a context manager; released on exit.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> None:
+        import socket
+
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self.path.read_text(errors="replace").split()
+                pid = int(owner[0]) if owner and owner[0].isdigit() else -1
+                host = owner[1] if len(owner) > 1 else ""
+                if pid > 0 and (host != socket.gethostname() or _pid_alive(pid)):
+                    where = "" if host == socket.gethostname() else f" on {host}"
+                    raise RunLockedError(
+                        f"run directory {self.path.parent} is being written by process {pid}{where}; wait for it "
+                        f"to finish or stop it (delete {self.path} if no natrl process writes there)"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its owner is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return
+        raise RunLockedError(f"could not lock {self.path.parent}: another process took it at the same moment")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 

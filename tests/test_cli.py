@@ -284,6 +284,8 @@ def test_sigkill_mid_training_then_resume_continues_the_run(tmp_path: Path) -> N
             assert t[-1] >= killed_at and np.all(np.diff(t) == 256)
         elif path.name.startswith("events.out.tfevents"):
             assert [s for s, _ in scalars(run_dir, "train/kl")][-1] >= killed_at
+        elif path.name == ".lock":  # the killed writer's lock: stale now, replaced by the resume
+            assert int(path.read_text().split()[0]) == proc.pid
         else:
             pytest.fail(f"unexpected file {path}")
 
@@ -454,3 +456,44 @@ def test_a_missing_agents_dir_is_an_error_not_a_fallback(
     assert main(["train", "trpo", "CartPole-v1", "--agents-dir", "specz"]) == 2
     err = capsys.readouterr().err
     assert "agents directory specz is not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_one_writer_per_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    args = ["train", "ppo", "CartPole-v1", "--steps", "200000", "--checkpoint-every", "512",
+            "--eval-every", "0", "--run-dir", str(run_dir)]  # fmt: skip
+    proc = spawn(*args, cwd=tmp_path)
+    try:
+        wait_for(lambda: checkpoint_steps(run_dir), proc)
+        # a second writer, resuming the run that still runs: refused, nothing touched
+        csv_before = (run_dir / "progress.csv").read_bytes()
+        assert main([*args, "--resume", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"is being written by process {proc.pid}" in err and len(err.strip().splitlines()) == 1
+        assert (run_dir / "progress.csv").read_bytes()[: len(csv_before)] == csv_before
+    finally:
+        proc.kill()
+        proc.communicate()
+    # the writer is gone: its lock is stale and the run resumes
+    assert (
+        main([*args[:3], "--steps", str(max(checkpoint_steps(run_dir)) + 256), *args[5:], "--resume", "--quiet"]) == 0
+    )
+    assert not (run_dir / ".lock").exists()
+
+
+def test_resume_skips_a_checkpoint_of_another_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for env in ("CartPole-v1", "Acrobot-v1"):
+        assert main(["train", "trpo", env, "--steps", "512", "--set", "n_steps=128", "--set", "n_envs=2",
+                     "--checkpoint-every", "256", "--eval-every", "0", "--run-dir", str(tmp_path / env),
+                     "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    foreign = tmp_path / "Acrobot-v1" / "checkpoints" / "step_512.pt"
+    shutil.copy(foreign, tmp_path / "CartPole-v1" / "checkpoints" / "step_768.pt")
+    code = main(["train", "trpo", "CartPole-v1", "--steps", "1024", "--run-dir", str(tmp_path / "CartPole-v1"),
+                 "--resume", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (
+        "skipping checkpoint" in err and "holds a trpo agent on Acrobot-v1, but the run is trpo on CartPole-v1" in err
+    )
+    assert load_agent(str(tmp_path / "CartPole-v1" / "model.pt")).env_id == "CartPole-v1"

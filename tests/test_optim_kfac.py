@@ -400,3 +400,31 @@ def test_kfac_hooks_ignore_torch_func_transforms_of_the_same_model() -> None:
     torch.testing.assert_close(got, expected)
     assert all(layer.a_sum is None for layer in kfac._layers.values())
     assert all(not layer.outputs for layer in kfac._layers.values())
+
+
+def test_kfac_skips_a_step_with_non_finite_gradients_and_keeps_parameters() -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    opt = KFAC(model, lr=0.1, momentum=0.9, inverse_interval=1)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    for _ in range(2):  # momentum buffers and factors exist
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    before = [p.detach().clone() for p in model.parameters()]
+    buffers = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    bad = x.clone()
+    bad[0, 0] = float("inf")
+    opt.zero_grad()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.nn.functional.mse_loss(model(bad), y).backward()
+        opt.step()
+    assert opt.stats is not None and opt.stats.skipped
+    assert any("step is skipped" in str(w.message) for w in caught)
+    for b, p in zip(before, model.parameters()):
+        assert torch.equal(b, p.detach())
+    for b, p in zip(buffers, model.parameters()):
+        assert torch.equal(b, opt.state[p]["momentum_buffer"])

@@ -392,7 +392,7 @@ def test_learning_rate_schedulers_reach_newton_and_natural_gradient(name: str) -
         if name == "newton":
             opt = Newton(model.parameters(), lr=1.0)
         else:
-            opt = NaturalGradient(model.parameters(), lr=1.0, curvature=lambda theta: (lambda v: v))
+            opt = NaturalGradient(model.parameters(), lr=1.0, curvature=lambda theta: lambda v: v)
         torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: factor)
         before = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 

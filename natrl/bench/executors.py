@@ -179,7 +179,8 @@ def run_ray(
             else:
                 # "local": a new Ray instance even when another one runs on this machine
                 # (a bare ray.init() would attach to it and refuse num_cpus)
-                ray.init(address="local", num_cpus=num_cpus, **kwargs)
+                # bound to the loopback address: the local instance serves this process only
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
         except ConnectionError as exc:
             raise BenchError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         started_here = True

@@ -252,6 +252,8 @@ class KFACStats(NamedTuple):
         fallbacks: eigendecompositions that needed jitter or float64 in this step.
         failed_layers: layers left to plain gradients in this step (eigh failed or no factor).
         rho: the Levenberg–Marquardt reduction ratio (NaN when not evaluated).
+        skipped: the step was not taken because a (preconditioned) gradient was not finite; the
+            parameters and momentum buffers are exactly as before.
     """
 
     kl_scale: float
@@ -260,6 +262,7 @@ class KFACStats(NamedTuple):
     fallbacks: int
     failed_layers: tuple[str, ...]
     rho: float
+    skipped: bool = False
 
 
 def _supported(module: nn.Module) -> str | None:
@@ -346,7 +349,7 @@ class KFAC(Optimizer):
         if fisher not in ("empirical", "sampled"):
             raise ValueError(f"KFAC: unknown fisher {fisher!r}; valid: 'empirical', 'sampled'")
         for name, value, ok, need in (
-            ("lr", lr, lambda v: v > 0.0, "> 0"),
+            ("lr", lr, lambda v: v >= 0.0, ">= 0"),
             ("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
             ("weight_decay", weight_decay, lambda v: v >= 0.0, ">= 0"),
             ("damping", damping, lambda v: v > 0.0, "> 0"),
@@ -696,7 +699,16 @@ class KFAC(Optimizer):
         lam = self.damping
         nu, done, fallbacks, failed = self.precondition_grads()
         rho = math.nan
-        if not self.preconditioner_only:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        skipped = not self.preconditioner_only and not all(bool(torch.isfinite(gr).all()) for gr in grads)
+        if skipped:
+            warnings.warn(
+                "KFAC: a non-finite gradient (NaN/inf inputs or loss?); the step is skipped and the parameters "
+                "are unchanged",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        elif not self.preconditioner_only:
             adapt = self.adaptive_damping and closure is not None and (self._k + 1) % self.damping_interval == 0
             deltas: dict[int, Tensor] = {}
             with torch.no_grad():
@@ -731,7 +743,7 @@ class KFAC(Optimizer):
                 rho = actual / predicted if predicted < 0 else -math.inf
                 self._lm.update(-actual, -predicted)
                 self.damping = self._lm.value
-        self.stats = KFACStats(nu, lam, done, fallbacks, tuple(failed), rho)
+        self.stats = KFACStats(nu, lam, done, fallbacks, tuple(failed), rho, skipped)
         self._k += 1
         return loss
 

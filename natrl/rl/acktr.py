@@ -197,9 +197,10 @@ class ACKTR(OnPolicyAgent):
         opt = self.critic_optimizer
         assert isinstance(opt, KFAC)
         n = len(batch)
-        last = float("nan")
+        last = float("nan")  # the mean squared error over the last epoch, as fit_critic reports it
         for _ in range(cfg.critic_epochs):
             perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(batch.obs.device)
+            total = torch.zeros((), device=batch.obs.device)
             for start in range(0, n, cfg.critic_batch_size):
                 idx = perm[start : start + cfg.critic_batch_size]
                 values = self.critic(batch.obs[idx])
@@ -208,7 +209,8 @@ class ACKTR(OnPolicyAgent):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                last = float(2.0 * loss.detach())
+                total += loss.detach() * idx.numel()
+            last = float(2.0 * total / n)
         return last
 
     def _algo_state(self) -> dict[str, Any]:

@@ -338,6 +338,9 @@ class OnPolicyAgent:
         algo_before = _clone_tensors(self._algo_state())
         stats = self._update(batch)
         bad = [n for n, p in named.items() if not bool(torch.isfinite(p.detach()).all())]
+        # an infinite loss means the update's gradients overflowed (optimisers that skip such steps,
+        # like KFAC, leave finite parameters behind, but nothing was learned)
+        bad += [k for k in ("value_loss", "policy_loss") if math.isinf(stats.get(k, 0.0))]
         if not bad and _all_finite(self._algo_state()):
             self._rejected_in_a_row = 0
             stats["update_rejected"] = 0.0
@@ -358,11 +361,14 @@ class OnPolicyAgent:
             for k in ("learning_rate", "critic_lr", "critic_kfac_lr", "max_kl", "step_size")
             if k in cfg
         )
-        what = (
-            f"non-finite parameters ({', '.join(bad[:2])}{', …' if len(bad) > 2 else ''})"
-            if bad
-            else ("a non-finite optimiser state")
-        )
+        losses = [b for b in bad if b in ("value_loss", "policy_loss")]
+        params = [b for b in bad if b not in losses]
+        if params:
+            what = f"non-finite parameters ({', '.join(params[:2])}{', …' if len(params) > 2 else ''})"
+        elif losses:
+            what = f"an infinite {' and '.join(losses)}"
+        else:
+            what = "a non-finite optimiser state"
         scale = float(batch.returns.abs().max()) if len(batch) else float("nan")
         return (
             f"{self._rejected_in_a_row} updates in a row produced {what} and were undone; the networks are those "

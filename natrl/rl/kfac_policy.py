@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from natrl.optim.kfac import KFAC
-from natrl.params import flatten
+from natrl.params import flatten_grads
 from natrl.rl.agent import Batch
 from natrl.rl.policies import Actor
 
@@ -109,7 +109,7 @@ def kfac_policy_direction(
             pg = -(log_prob * batch.advantages).mean()
         entropy = dist.entropy().mean()
         (pg - ent_coef * entropy).backward()
-        grad = flatten(p.grad if p.grad is not None else torch.zeros_like(p) for p in params).clone()
+        grad = flatten_grads(params)
         if not bool(torch.isfinite(grad).all()):
             for p in params:
                 p.grad = None
@@ -121,7 +121,7 @@ def kfac_policy_direction(
     fallbacks, failed = stats.fallbacks, list(stats.failed_layers)
     if actor.free_log_std and actor.log_std.grad is not None:
         actor.log_std.grad.div_(2.0)  # exact Fisher of a state-independent log-std: 2 I
-    natural = flatten(p.grad if p.grad is not None else torch.zeros_like(p) for p in params).clone()
+    natural = flatten_grads(params)
     for p in params:
         p.grad = None
     if not bool(torch.isfinite(natural).all()):

@@ -42,6 +42,8 @@ from natrl.rl.spaces import ObservationCodec
 
 __all__ = ["Rollout", "RolloutCollector", "Sampler", "torch_sampler"]
 
+_CHUNK_ELEMENTS = 1 << 22  # observation scalars per batched forward after the rollout
+
 Sampler = Callable[[np.ndarray], np.ndarray]
 """``sample(stored_obs (E, ...)) -> raw actions (E, *raw_shape)`` with the current policy."""
 
@@ -197,7 +199,13 @@ class RolloutCollector:
         obs_all = torch.from_numpy(obs_buf).to(dev)
         actions = torch.from_numpy(act_buf).to(dev)
         flat_obs = obs_all.reshape(T * E, *obs_shape)
-        log_probs = actor.distribution(flat_obs).log_prob(actions.reshape(T * E, *act_shape)).reshape(T, E)
+        # forwards over the whole rollout, in chunks of bounded input size (one chunk for vector
+        # observations; ~150 frames of 84×84×4 for images, whose float activations dominate memory)
+        rows = max(1, _CHUNK_ELEMENTS // max(1, self.codec.size))
+        flat_act = actions.reshape(T * E, *act_shape)
+        log_probs = torch.cat(
+            [actor.distribution(flat_obs[i : i + rows]).log_prob(flat_act[i : i + rows]) for i in range(0, T * E, rows)]
+        ).reshape(T, E)
         # V(s_t) and V(s'_t): the next row's value, the last observation's value after the
         # loop, and the final observation's value where an episode ended.
         tail = [obs]
@@ -205,7 +213,8 @@ class RolloutCollector:
             stacked = np.stack([f[2] for f in finals])
             tail.append(stacked if per_step else self._normalize(stacked))
         extra = torch.from_numpy(np.concatenate(tail)).to(dev)
-        all_values = critic(torch.cat([flat_obs, extra]))
+        inputs = torch.cat([flat_obs, extra])
+        all_values = torch.cat([critic(inputs[i : i + rows]) for i in range(0, inputs.shape[0], rows)])
         values = all_values[: T * E].reshape(T, E)
         next_val = torch.empty_like(values)
         next_val[:-1] = values[1:]
