@@ -745,7 +745,7 @@ def _train_loop(
             if remaining > 0:
                 # schedules (PPO's anneal_lr) span the whole run, also when it is resumed
                 span = {"run_start": 0} if "run_start" in inspect.signature(agent.learn).parameters else {}
-                agent.learn(remaining, progress=False, callback=monitor, **span)
+                agent.learn(remaining, progress=False, callback=monitor, reset_num_timesteps=False, **span)
             if stopper.signum is not None and agent.num_timesteps < spec.total_steps:
                 path = (
                     monitor.last_checkpoint
@@ -832,7 +832,7 @@ def _episodes(
         if frames is not None:
             frames.append(env.render())
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(agent.predict(obs, deterministic=not stochastic))
+            obs, reward, terminated, truncated, _ = env.step(agent.predict(obs, deterministic=not stochastic)[0])
             total += float(reward)
             length += 1
             done = bool(terminated or truncated)

@@ -45,6 +45,7 @@ import numpy as np
 
 from natrl.atomic import TMP_SUFFIX as _TMP_SUFFIX
 from natrl.atomic import atomic_write_bytes, atomic_write_text
+from natrl.logger import sb3_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -469,25 +470,10 @@ class ProgressLog:
 
 
 # --------------------------------------------------------------------------- TensorBoard
-_TB_TAGS = {
-    "ep_return_mean": "rollout/ep_return_mean",
-    "ep_length_mean": "rollout/ep_length_mean",
-    "episodes": "rollout/episodes",
-    "explained_variance": "train/explained_variance",
-    "fps": "time/fps",
-    "time_elapsed": "time/elapsed_seconds",
-    "rollout_seconds": "time/rollout_seconds",
-    "update_seconds": "time/update_seconds",
-    "updates": "time/updates",
-    "eval_return_mean": "eval/return_mean",
-    "eval_return_std": "eval/return_std",
-    "eval_length_mean": "eval/length_mean",
-}
-
-
 def tensorboard_tag(key: str) -> str:
-    """The TensorBoard tag of a stats key: ``rollout/…``, ``eval/…``, ``time/…`` or ``train/…``."""
-    return _TB_TAGS.get(key, f"train/{key}")
+    """The TensorBoard tag of a stats key: stable-baselines3's name where the quantity is the same
+    (``rollout/ep_rew_mean``, ``eval/mean_reward``, ``time/fps``, …), else ``train/<key>``."""
+    return sb3_key(key)
 
 
 class TensorBoardLog:

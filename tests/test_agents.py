@@ -119,8 +119,8 @@ def test_save_load_predict_identical(cls, tmp_path) -> None:
     loaded = cls.load(path)
     again = load_agent(str(path))
     obs = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
-    np.testing.assert_array_equal(agent.predict(obs), loaded.predict(obs))
-    np.testing.assert_array_equal(agent.predict(obs), again.predict(obs))
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], again.predict(obs, deterministic=True)[0])
     assert loaded.num_timesteps == agent.num_timesteps == 128
     assert loaded.config == agent.config
     assert not list(tmp_path.glob("*.tmp")), "atomic save left a temporary file"
@@ -230,14 +230,14 @@ def test_evaluate_and_predict_shapes() -> None:
         obs, _ = env.reset(seed=10_000 + i)
         total, done = 0.0, False
         while not done:
-            obs, r, terminated, truncated, _ = env.step(agent.predict(obs))
+            obs, r, terminated, truncated, _ = env.step(agent.predict(obs, deterministic=True)[0])
             total, done = total + float(r), terminated or truncated
         by_hand.append(total)
     assert res.returns == by_hand and res.mean == pytest.approx(np.mean(by_hand))
-    a = agent.predict(np.zeros(3, np.float32))
+    a = agent.predict(np.zeros(3, np.float32), deterministic=True)[0]
     assert a.shape == (1,) and -2.0 <= a[0] <= 2.0
     with pytest.raises(ValueError, match="observation shape"):
-        agent.predict(np.zeros(5))
+        agent.predict(np.zeros(5), deterministic=True)[0]
 
 
 @pytest.mark.parametrize("head", ["categorical", "gaussian", "gaussian_state_dependent"])

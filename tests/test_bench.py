@@ -142,7 +142,7 @@ def test_translated_vecnormalize_scales_rewards_like_natrl() -> None:
 def test_shared_evaluation_loop_reproduces_agent_evaluate() -> None:
     agent = AGENTS["trpo"]("CartPole-v1", seed=4, n_envs=1, n_steps=64)
     returns = evaluate_policy(
-        lambda obs: agent.predict(obs, deterministic=True), lambda: gym.make("CartPole-v1"), 3, 10_004
+        lambda obs: agent.predict(obs, deterministic=True)[0], lambda: gym.make("CartPole-v1"), 3, 10_004
     )
     assert returns == agent.evaluate(3, deterministic=True, seed=EVAL_SEED_OFFSET + 4).returns
     agent.close()

@@ -23,7 +23,7 @@ def _state(agent) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("cls", [TRPO, NPG, PPO, ACKTR])
 def test_an_update_that_poisons_a_parameter_is_undone_bit_for_bit(cls, monkeypatch) -> None:
-    kwargs = {**SMALL, **({"batch_size": 32} if cls is PPO else {})}
+    kwargs = {"n_envs": 2, "n_steps": 32, "batch_size": 32} if cls is PPO else SMALL
     agent = cls("Pendulum-v1", seed=0, max_rejected_updates=2, **kwargs)
     agent.learn(64, progress=False)  # optimiser states exist
     before = _state(agent)

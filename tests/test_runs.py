@@ -179,7 +179,7 @@ def test_checkpoints_keep_the_last_k_and_resume_skips_a_corrupt_one(tmp_path: Pa
     agent = PPO("CartPole-v1", seed=0, **TINY)
     manager = CheckpointManager(tmp_path / "checkpoints", keep=2)
     for _ in range(3):
-        agent.learn(32, progress=False)
+        agent.learn(32, progress=False, reset_num_timesteps=False)
         manager.save(agent, {"time_elapsed": float(agent.num_timesteps)})
     assert [s for s, _ in manager.list()] == [64, 96]
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary files left

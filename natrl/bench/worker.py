@@ -178,7 +178,7 @@ def _train_natrl(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str
     config = build_config(cls.config_cls, {**job.hyperparameters, "torch_threads": 1})
     agent = cls(job.env_id, seed=job.seed, device="cpu", config=config)
     try:
-        ev = Evaluator(lambda obs: agent.predict(obs, deterministic=True), _eval_env(job.env_id), **ev_args)
+        ev = Evaluator(lambda obs: agent.predict(obs, deterministic=True)[0], _eval_env(job.env_id), **ev_args)
 
         def callback(a: Any, stats: dict[str, float]) -> bool:
             if ev.due(a.num_timesteps):

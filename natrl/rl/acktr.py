@@ -38,7 +38,7 @@ from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.optim.kfac import KFAC
 from natrl.params import flatten, functional, write_back
 from natrl.rl.agent import Batch, OnPolicyAgent
-from natrl.rl.config import OnPolicyConfig, check
+from natrl.rl.config import CriticConfig, check
 from natrl.rl.critic import adam, fit_critic
 from natrl.rl.kfac_policy import KFACDirection, kfac_policy_direction, make_actor_kfac
 
@@ -46,7 +46,7 @@ __all__ = ["ACKTR", "ACKTRConfig", "KFACDirection", "kfac_policy_direction", "ma
 
 
 @dataclass(frozen=True, kw_only=True)
-class ACKTRConfig(OnPolicyConfig):
+class ACKTRConfig(CriticConfig):
     """ACKTR hyperparameters.
 
     Attributes:

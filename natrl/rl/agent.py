@@ -24,21 +24,23 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from torch import Tensor, nn
 
 from natrl.atomic import atomic_write_bytes
+from natrl.logger import Logger, configure, sb3_key
 from natrl.rl.accel import FastPaths, fast_paths
 from natrl.rl.config import OnPolicyConfig, build_config
 from natrl.rl.critic import ValueGrads, value_grads
 from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
-from natrl.rl.policies import build_policy
+from natrl.rl.policies import BUILTIN_POLICIES, build_policy
 from natrl.rl.policies.build import decode_policy_kwargs, encode_policy_kwargs
-from natrl.rl.rollout import RolloutCollector, Sampler, torch_sampler
+from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
 from natrl.rl.spaces import check_spaces
 
-__all__ = ["Batch", "CheckpointError", "EvalResult", "NonFiniteUpdateError", "OnPolicyAgent"]
+__all__ = ["ActorCritic", "Batch", "CheckpointError", "EvalResult", "NonFiniteUpdateError", "OnPolicyAgent"]
 
 A = TypeVar("A", bound="OnPolicyAgent")
 CHECKPOINT_FORMAT = "natrl-agent"
@@ -109,6 +111,50 @@ def explained_variance(pred: Tensor, target: Tensor) -> float:
     return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)
 
 
+class ActorCritic(nn.Module):
+    """The agent's networks as one module (stable-baselines3's ``model.policy``): parameters a trunk shared by
+    actor and critic owns appear once."""
+
+    def __init__(self, actor: nn.Module, critic: nn.Module) -> None:
+        super().__init__()
+        self.actor = actor
+        self.critic = critic
+
+    def forward(self, obs: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """The action distribution's parameters and the value of a batch of stored observations."""
+        return self.actor(obs), self.critic(obs)
+
+
+def _resolve_env_and_policy(name: str, first: Any, env: Any, policy: Any) -> tuple[EnvLike, Any]:
+    """natrl's ``Agent(env, policy=...)`` and stable-baselines3's ``Agent(policy, env)`` forms."""
+    if env is not None:
+        if first is not None and policy is not None:
+            raise TypeError(f"{name}: the policy was given twice (positionally and as policy=)")
+        return env, (first if first is not None else policy) or "MlpPolicy"
+    if first is None:
+        raise TypeError(f"{name} needs an environment: {name}(env) or {name}('MlpPolicy', env)")
+    if isinstance(first, str) and first in BUILTIN_POLICIES:
+        raise TypeError(f"{name}({first!r}) needs an environment too: {name}({first!r}, env)")
+    return first, policy or "MlpPolicy"
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """An integer count from an int, an integral float (``1e5``) or a NumPy integer; else one clear error."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok and float(value).is_integer() and value >= 1:
+        return int(value)
+    raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+
+
 class OnPolicyAgent:
     """Base class of the on-policy agents. Subclasses set ``algo``, ``config_cls`` and ``_update``.
 
@@ -131,15 +177,24 @@ class OnPolicyAgent:
 
     def __init__(
         self,
-        env: EnvLike,
+        env_or_policy: Any = None,
+        env: EnvLike | None = None,
         *,
-        policy: str | nn.Module | tuple[nn.Module, nn.Module] = "MlpPolicy",
+        policy: str | nn.Module | tuple[nn.Module, nn.Module] | None = None,
         policy_kwargs: dict[str, Any] | None = None,
-        seed: int = 0,
+        seed: int | None = 0,
         device: str | torch.device = "cpu",
         config: OnPolicyConfig | None = None,
+        verbose: int = 0,
+        tensorboard_log: str | os.PathLike[str] | None = None,
         **hyperparameters: Any,
     ) -> None:
+        env, policy = _resolve_env_and_policy(type(self).__name__, env_or_policy, env, policy)
+        self.verbose = int(verbose)
+        self.tensorboard_log = None if tensorboard_log is None else str(tensorboard_log)
+        self._user_logger: Logger | None = None
+        self._auto_logger: Logger | None = None
+        self._rollout_steps = 0
         if config is None:
             config = build_config(self.config_cls, hyperparameters)
         elif hyperparameters:
@@ -147,8 +202,8 @@ class OnPolicyAgent:
         if not isinstance(config, self.config_cls):
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
         self.config = config
-        self.seed = int(seed)
-        self.device = torch.device(device)
+        self.seed = 0 if seed is None else int(seed)
+        self.device = _resolve_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu'")
         if config.torch_threads is not None and torch.get_num_threads() != config.torch_threads:
@@ -163,7 +218,7 @@ class OnPolicyAgent:
         check_spaces(self.observation_space, self.action_space)
 
         torch.manual_seed(self.seed)
-        self.policy = policy if isinstance(policy, str) else "custom"
+        self.policy_name = policy if isinstance(policy, str) else "custom"
         self.policy_kwargs = dict(policy_kwargs or {})
         actor, critic = build_policy(
             policy,
@@ -180,6 +235,7 @@ class OnPolicyAgent:
         )
         self.actor = actor.to(self.device, torch.float32)  # float32 whatever torch's default dtype is
         self.critic = critic.to(self.device, torch.float32)
+        self.policy = ActorCritic(self.actor, self.critic)  # SB3's `model.policy`: one module, shared parts once
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)  # the NumPy rollout sampler's generator
@@ -232,9 +288,11 @@ class OnPolicyAgent:
             self._collector.steps = self.num_timesteps
         return self._collector
 
-    def _make_batch(self) -> tuple[Batch, dict[str, float]]:
+    def _make_batch(self, on_step: StepHook | None = None) -> tuple[Batch, dict[str, float]] | None:
         cfg = self.config
-        ro = self.collector.collect(self.actor, self.critic, cfg.n_steps, self.sampler)
+        ro = self.collector.collect(self.actor, self.critic, cfg.n_steps, self.sampler, on_step)
+        if ro is None:
+            return None
         adv, ret = gae(
             ro.rewards,
             ro.values,
@@ -257,46 +315,74 @@ class OnPolicyAgent:
 
     def learn(
         self: A,
-        total_steps: int,
+        total_timesteps: int | float | None = None,
+        callback: Any = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
         *,
-        progress: bool = True,
-        callback: Callback | None = None,
+        total_steps: int | float | None = None,
+        progress: bool | None = None,
         run_start: int | None = None,
     ) -> A:
-        """Train for ``total_steps`` environment steps (rounded up to whole rollouts).
+        """Train for ``total_timesteps`` environment steps (rounded up to whole rollouts); stable-baselines3's
+        signature, with natrl's names (``total_steps``, ``progress``) accepted too.
 
         Args:
-            total_steps: environment transitions to collect, summed over envs.
-            progress: show a tqdm progress bar with steps/s, recent return and KL.
-            callback: called after each update as ``callback(agent, stats)``; return
-                False to stop training early.
-            run_start: the step at which the run began, when this call continues it
-                (e.g. after loading a checkpoint); schedules such as PPO's learning-rate
-                annealing then span [run_start, now + total_steps] and continue where
-                they were instead of restarting. Default: the current step.
+            total_timesteps: environment transitions to collect, summed over envs (an integer, an integral
+                float such as ``1e5``, or a NumPy integer).
+            callback: a :class:`natrl.callbacks.BaseCallback`, a list of them, or ``fn(agent, stats)``
+                called after each update (return False to stop training early).
+            log_interval: updates between dumps of the logger (stdout with ``verbose=1``, TensorBoard with
+                ``tensorboard_log``, or the logger given to :meth:`set_logger`).
+            tb_log_name: the TensorBoard run name under ``tensorboard_log`` (default: the algorithm's
+                class name; runs are numbered ``NAME_1``, ``NAME_2``, …).
+            reset_num_timesteps: start the step counter at 0 (True, stable-baselines3's default) or
+                continue it (False: a second ``learn`` call extends the same run).
+            progress_bar: show a tqdm progress bar with steps/s, recent return and KL.
+            run_start: the step at which the run began, when this call continues it (e.g. after loading
+                a checkpoint); schedules such as PPO's learning-rate annealing then span
+                [run_start, now + total_timesteps]. Default: the current step.
 
         Returns:
             the agent itself.
         """
-        if not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        from natrl.callbacks import make_callback
+
+        steps = _positive_int("total_timesteps", total_timesteps if total_steps is None else total_steps)
+        log_interval = _positive_int("log_interval", log_interval)
+        show = progress_bar if progress is None else progress
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        cb = make_callback(callback)
+        cb.init_callback(self)
+        logger = self._logger_for(tb_log_name or type(self).__name__, reset_num_timesteps)
         bar = None
-        if progress:
+        if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, desc=f"{self.algo} {self.env_id}")
+            bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=f"{self.algo} {self.env_id}")
         start_steps = self.num_timesteps
         # the span schedules follow; (start, end) in steps
-        self._schedule_span = (start_steps if run_start is None else int(run_start), start_steps + total_steps)
+        self._schedule_span = (start_steps if run_start is None else int(run_start), start_steps + steps)
+        on_step = self._step_hook(cb) if cb.steps_hook else None
         t_start = time.perf_counter()
+        cb.on_training_start(locals(), globals())
         try:
-            while self.num_timesteps - start_steps < total_steps:
+            while self.num_timesteps - start_steps < steps:
+                cb.on_rollout_start()
                 t0 = time.perf_counter()
-                batch, stats = self._make_batch()
+                made = self._make_batch(on_step)
+                if made is None:  # a callback stopped training during the rollout
+                    break
+                batch, stats = made
+                cb.on_rollout_end()
                 t1 = time.perf_counter()
                 stats.update(self._guarded_update(batch))
                 t2 = time.perf_counter()
                 self.num_timesteps += len(batch)
+                self._rollout_steps = 0
                 self.num_updates += 1
                 coll = self.collector
                 stats.update(
@@ -319,12 +405,75 @@ class OnPolicyAgent:
                     if "kl" in stats:
                         post["kl"] = f"{stats['kl']:.4f}"
                     bar.set_postfix(post, refresh=False)
-                if callback is not None and callback(self, stats) is False:
+                if logger is not None:
+                    for key, value in stats.items():
+                        logger.record(sb3_key(key, self.algo), value)
+                    if "entropy" in stats:
+                        logger.record("train/entropy_loss", -stats["entropy"])
+                    if self.num_updates % log_interval == 0:
+                        logger.dump(self.num_timesteps)
+                if not cb.on_update_end(stats):
                     break
         finally:
+            self._rollout_steps = 0
             if bar is not None:
                 bar.close()
+            if logger is not None and logger is not self._user_logger:
+                logger.dump(self.num_timesteps)
+        cb.on_training_end()
         return self
+
+    @property
+    def current_timesteps(self) -> int:
+        """Transitions so far, including those of the rollout in progress (what callbacks see)."""
+        return self.num_timesteps + self._rollout_steps
+
+    def _step_hook(self, cb: Any) -> Callable[[dict[str, Any]], bool]:
+        n_envs = self.config.n_envs
+
+        def hook(step_locals: dict[str, Any]) -> bool:
+            self._rollout_steps += n_envs
+            cb.update_locals(step_locals)
+            return cb.on_step()
+
+        return hook
+
+    # ----------------------------------------------------------------- logging
+    @property
+    def logger(self) -> Logger:
+        """The logger of the current (or last) ``learn`` call: the one given to :meth:`set_logger`, else one
+        writing to stdout (``verbose=1``) and TensorBoard (``tensorboard_log``), else one writing nowhere."""
+        if self._user_logger is not None:
+            return self._user_logger
+        if self._auto_logger is None:
+            self._auto_logger = Logger(None, [])
+        return self._auto_logger
+
+    def set_logger(self, logger: Logger) -> None:
+        """Write every ``learn`` call's stats to ``logger`` (see :func:`natrl.logger.configure`)."""
+        self._user_logger = logger
+
+    def _logger_for(self, run_name: str, new_run: bool) -> Logger | None:
+        if self._user_logger is not None:
+            return self._user_logger
+        formats = (["stdout"] if self.verbose >= 1 else []) + (["tensorboard"] if self.tensorboard_log else [])
+        if not formats:
+            self._auto_logger = None
+            return None
+        folder = None
+        if self.tensorboard_log:
+            root = Path(self.tensorboard_log)
+            taken = [
+                int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"{run_name}_*") if p.name.rsplit("_", 1)[1].isdigit()
+            ]
+            last = max(taken, default=0)
+            folder = root / f"{run_name}_{last + 1 if new_run or last == 0 else last}"
+        if self._auto_logger is not None and self._auto_logger.dir == (None if folder is None else str(folder)):
+            return self._auto_logger
+        if self._auto_logger is not None:
+            self._auto_logger.close()
+        self._auto_logger = configure(folder, formats)
+        return self._auto_logger
 
     def _guarded_update(self, batch: Batch) -> dict[str, float]:
         """``_update`` under the finite guard: an update after which any network parameter or
@@ -387,44 +536,119 @@ class OnPolicyAgent:
         return torch.as_tensor(stored, device=self.device)
 
     @torch.no_grad()
-    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
-        """Action(s) for one observation or a batch, in the env's action space."""
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Action(s) for one observation or a batch, in the env's action space (stable-baselines3's signature).
+
+        Args:
+            observation: one observation of the env's space, or a batch of them (leading axis).
+            state: the recurrent state (None: natrl's policies have none; returned unchanged).
+            episode_start: which batch entries start an episode (for recurrent policies; unused).
+            deterministic: the distribution's mode instead of a sample.
+
+        Returns:
+            ``(action, state)``: the action(s), batched when the observation was, and the state.
+        """
         codec = self.actor.obs_codec
         try:
-            single = not codec.is_batch(obs)
+            single = not codec.is_batch(observation)
         except ValueError as exc:
             raise ValueError(f"predict: {exc}") from None
-        obs_t = self._obs_tensor(codec.batch_of_one(obs) if single else obs)
+        obs_t = self._obs_tensor(codec.batch_of_one(observation) if single else observation)
         dist = self.actor.distribution(obs_t)
         raw = dist.mode() if deterministic else dist.sample(self.generator)
         action = self.actor.to_env_action(raw.cpu().numpy())
-        return action[0] if single else action
+        return (action[0] if single else action), state
 
-    def evaluate(self, episodes: int = 10, *, deterministic: bool = True, seed: int | None = None) -> EvalResult:
+    def evaluate(
+        self,
+        episodes: int = 10,
+        *,
+        deterministic: bool = True,
+        seed: int | None = None,
+        env: EnvLike | None = None,
+    ) -> EvalResult:
         """Run whole episodes on a separate env (seeded ``seed``, default ``self.seed + 10_000``).
+
+        Args:
+            episodes: how many.
+            deterministic: the policy's mode (default) or samples.
+            seed: episode i is reset with ``seed + i``.
+            env: another env to evaluate on (id, Env or factory; same spaces); default a fresh copy
+                of the training env.
 
         Returns the undiscounted, unnormalised episode returns.
         """
-        if episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {episodes}")
-        env = self._factory()
+        if not isinstance(episodes, (int, np.integer)) or isinstance(episodes, bool) or episodes < 1:
+            raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+        if env is None:
+            env_ = self._factory()
+        else:
+            env_ = env_factory(env)()
+            if (env_.observation_space, env_.action_space) != (self.observation_space, self.action_space):
+                env_.close()
+                raise ValueError(
+                    f"evaluate: the env's spaces ({env_.observation_space}, {env_.action_space}) differ from "
+                    f"the agent's ({self.observation_space}, {self.action_space})"
+                )
         base = self.seed + 10_000 if seed is None else seed
         returns: list[float] = []
         lengths: list[int] = []
         try:
-            for i in range(episodes):
-                obs, _ = env.reset(seed=base + i)
+            for i in range(int(episodes)):
+                obs, _ = env_.reset(seed=base + i)
                 total, length, done = 0.0, 0, False
                 while not done:
-                    obs, reward, terminated, truncated, _ = env.step(self.predict(obs, deterministic))
+                    action, _ = self.predict(obs, deterministic=deterministic)
+                    obs, reward, terminated, truncated, _ = env_.step(action)
                     total += float(reward)
                     length += 1
                     done = bool(terminated or truncated)
                 returns.append(total)
                 lengths.append(length)
         finally:
-            env.close()
+            env_.close()
         return EvalResult(float(np.mean(returns)), float(np.std(returns)), returns, lengths)
+
+    # ----------------------------------------------------------------- SB3's accessors
+    def get_env(self) -> VectorEnv:
+        """The training vector env (a Gymnasium ``VectorEnv``, not stable-baselines3's ``VecEnv``)."""
+        return self.collector.venv
+
+    def set_env(self, env: EnvLike) -> None:
+        """Train on another env with the same spaces from the next rollout on (fresh episodes)."""
+        factory = env_factory(env)
+        probe = factory()
+        spaces_ = (probe.observation_space, probe.action_space)
+        probe.close()
+        if spaces_ != (self.observation_space, self.action_space):
+            raise ValueError(
+                f"set_env: the env's spaces {spaces_} differ from the agent's "
+                f"({self.observation_space}, {self.action_space})"
+            )
+        self.close()
+        self._factory, self.env_id = factory, env_name(env)
+        self._env_arg = env if isinstance(env, str) else None
+
+    def get_parameters(self) -> dict[str, dict[str, Tensor]]:
+        """The networks' weights, ``{"policy": state_dict}`` (stable-baselines3's layout)."""
+        return {"policy": self.policy.state_dict()}
+
+    def set_parameters(self, parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str]) -> None:
+        """Load weights from :meth:`get_parameters`'s dict or from a checkpoint file (weights only)."""
+        if not isinstance(parameters, dict):
+            state = self.read_checkpoint(parameters)
+            parameters = {"policy": {**{f"actor.{k}": v for k, v in state["actor"].items()},
+                                     **{f"critic.{k}": v for k, v in state["critic"].items()}}}  # fmt: skip
+        try:
+            self.policy.load_state_dict(parameters["policy"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"the parameters do not fit this agent's networks: {exc}") from None
 
     def close(self) -> None:
         if self._collector is not None:
@@ -441,7 +665,7 @@ class OnPolicyAgent:
             "env": self._env_arg,
             "seed": self.seed,
             "config": self.config.to_dict(),
-            "policy": self.policy,
+            "policy": self.policy_name,
             "policy_kwargs": encode_policy_kwargs(self.policy_kwargs),
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["OnPolicyConfig", "build_config", "check"]
+__all__ = ["CriticConfig", "OnPolicyConfig", "build_config", "check"]
 
 C = TypeVar("C", bound="OnPolicyConfig")
 
@@ -48,9 +48,6 @@ class OnPolicyConfig:
         log_std_init: initial log standard deviation of Gaussian policies.
         state_dependent_std: the log-std is a network output instead of a free parameter.
         action_bound: how Gaussian samples meet bounded Box actions: "clip" or "squash" (tanh).
-        critic_lr: Adam learning rate of the critic.
-        critic_epochs: passes over the rollout when fitting the critic.
-        critic_batch_size: minibatch size for the critic.
         vec_env: "sync" (one process) or "async" (one subprocess per env).
         torch_threads: torch intra-op threads set on construction (None, the default, leaves torch's
             process-wide setting alone; ``natrl train`` and ``natrl bench`` use 1, faster for small networks).
@@ -76,9 +73,6 @@ class OnPolicyConfig:
     log_std_init: float = 0.0
     state_dependent_std: bool = False
     action_bound: str = "clip"
-    critic_lr: float = 1e-3
-    critic_epochs: int = 10
-    critic_batch_size: int = 64
     vec_env: str = "sync"
     torch_threads: int | None = None
     fast_paths: bool = True
@@ -142,19 +136,6 @@ class OnPolicyConfig:
             self.obs_norm_update in ("rollout", "step"), "obs_norm_update", self.obs_norm_update, "'rollout' or 'step'"
         )
         check(self.action_bound in ("clip", "squash"), "action_bound", self.action_bound, "'clip' or 'squash'")
-        check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
-        check(
-            isinstance(self.critic_epochs, int) and self.critic_epochs >= 0,
-            "critic_epochs",
-            self.critic_epochs,
-            "an integer >= 0",
-        )
-        check(
-            isinstance(self.critic_batch_size, int) and self.critic_batch_size >= 1,
-            "critic_batch_size",
-            self.critic_batch_size,
-            "an integer >= 1",
-        )
         check(
             isinstance(self.max_rejected_updates, int) and self.max_rejected_updates >= 1,
             "max_rejected_updates",
@@ -173,6 +154,38 @@ class OnPolicyConfig:
         return {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CriticConfig(OnPolicyConfig):
+    """Hyperparameters of a critic regressed on its own, after the policy step (TRPO, NPG, ACKTR; PPO
+    trains its critic inside its joint loss with its ``learning_rate``, ``n_epochs`` and ``batch_size``).
+
+    Attributes:
+        critic_lr: Adam learning rate of the critic.
+        critic_epochs: passes over the rollout when fitting the critic.
+        critic_batch_size: minibatch size for the critic.
+    """
+
+    critic_lr: float = 1e-3
+    critic_epochs: int = 10
+    critic_batch_size: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
+        check(
+            isinstance(self.critic_epochs, int) and self.critic_epochs >= 0,
+            "critic_epochs",
+            self.critic_epochs,
+            "an integer >= 0",
+        )
+        check(
+            isinstance(self.critic_batch_size, int) and self.critic_batch_size >= 1,
+            "critic_batch_size",
+            self.critic_batch_size,
+            "an integer >= 1",
+        )
 
 
 def build_config(cls: type[C], values: Mapping[str, Any]) -> C:

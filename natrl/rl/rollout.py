@@ -40,11 +40,13 @@ from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
 from natrl.rl.spaces import ObservationCodec
 
-__all__ = ["Rollout", "RolloutCollector", "Sampler", "torch_sampler"]
+__all__ = ["Rollout", "RolloutCollector", "Sampler", "StepHook", "torch_sampler"]
 
 _CHUNK_ELEMENTS = 1 << 22  # observation scalars per batched forward after the rollout
 
 Sampler = Callable[[np.ndarray], np.ndarray]
+StepHook = Callable[[dict[str, object]], object]
+"""``hook(locals)`` after each vector step: new_obs, actions, rewards, dones, infos; False stops."""
 """``sample(stored_obs (E, ...)) -> raw actions (E, *raw_shape)`` with the current policy."""
 
 
@@ -130,13 +132,23 @@ class RolloutCollector:
         return self.obs_normalizer(raw)
 
     @torch.no_grad()
-    def collect(self, actor: Actor, critic: Critic, n_steps: int, sample: Sampler) -> Rollout:
+    def collect(
+        self,
+        actor: Actor,
+        critic: Critic,
+        n_steps: int,
+        sample: Sampler,
+        on_step: StepHook | None = None,
+    ) -> Rollout | None:
         """Run ``n_steps`` vector steps (``n_steps * n_envs`` transitions).
 
         The loop only samples actions; log-probabilities and values of all T·E
         observations (and of the final observations of ended episodes) are computed
         afterwards in batched forwards, since the policy does not change during a
         rollout and every observation is stored as it was normalised when it arrived.
+
+        ``on_step`` (callbacks) is called after every vector step with what it produced; when it
+        returns False the rollout stops there and ``None`` is returned (training stops).
         """
         E, T = self.n_envs, n_steps
         obs_shape = self.codec.shape
@@ -189,6 +201,14 @@ class RolloutCollector:
                     self._ep_return[e] = 0.0
                     self._ep_length[e] = 0
                     self.episodes += 1
+            if on_step is not None:
+                step_locals = {"new_obs": raw, "actions": action, "rewards": reward, "dones": ended, "infos": info}
+                if on_step(step_locals) is False:
+                    self._raw_obs = raw
+                    if per_step:
+                        self._norm_obs = obs
+                    self.steps += (t + 1) * E
+                    return None
         self._raw_obs = raw
         if per_step:
             self._norm_obs = obs

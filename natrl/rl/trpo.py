@@ -24,7 +24,7 @@ from natrl.linesearch import backtracking
 from natrl.optim.kfac import KFAC
 from natrl.params import write_back
 from natrl.rl.agent import Batch, OnPolicyAgent
-from natrl.rl.config import OnPolicyConfig, check
+from natrl.rl.config import CriticConfig, check
 from natrl.rl.critic import adam, critic_only_parameters, fit_critic
 from natrl.rl.kfac_policy import kfac_policy_direction, make_actor_kfac
 from natrl.rl.natural import NaturalDirection, PolicyObjective, natural_direction
@@ -33,7 +33,7 @@ __all__ = ["NPG", "TRPO", "NPGConfig", "TRPOConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class _NaturalConfig(OnPolicyConfig):
+class _NaturalConfig(CriticConfig):
     """Hyperparameters of the natural direction (shared by TRPO and NPG).
 
     Attributes:

@@ -1,0 +1,387 @@
+"""Training callbacks with stable-baselines3's names and semantics.
+
+A callback is passed to ``agent.learn(..., callback=...)``: one :class:`BaseCallback`, a list of them
+(:class:`CallbackList`), or a plain function ``fn(agent, stats)`` called after every update with the
+update's stats (return False to stop). The hooks run where stable-baselines3 runs them:
+
+* ``_on_training_start`` / ``_on_training_end`` around ``learn``;
+* ``_on_rollout_start`` / ``_on_rollout_end`` around each rollout (before the update);
+* ``_on_step`` after every vector-env step (``n_calls`` counts them, ``num_timesteps`` counts
+  transitions), with ``self.locals`` holding that step's ``new_obs``, ``actions``, ``rewards``,
+  ``dones`` and ``infos``; returning False stops training;
+* natrl adds ``_on_update_end(stats)`` after each update, with the update's stats.
+
+The built-in ones: :class:`EvalCallback` (periodic deterministic evaluation, best-model saving,
+``evaluations.npz``), :class:`CheckpointCallback`, :class:`StopTrainingOnRewardThreshold`,
+:class:`StopTrainingOnNoModelImprovement`, :class:`EveryNTimesteps`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # the agents import this module
+    from natrl.rl.agent import OnPolicyAgent
+
+__all__ = [
+    "BaseCallback",
+    "CallbackList",
+    "CheckpointCallback",
+    "EvalCallback",
+    "EveryNTimesteps",
+    "FunctionCallback",
+    "StopTrainingOnNoModelImprovement",
+    "StopTrainingOnRewardThreshold",
+    "make_callback",
+]
+
+
+class BaseCallback:
+    """Base class: override the ``_on_*`` hooks you need (``_on_step`` must return a bool).
+
+    Attributes:
+        model: the agent (set by ``init_callback``).
+        n_calls: how many times ``on_step`` ran (vector-env steps).
+        num_timesteps: the agent's transitions so far, including the rollout in progress.
+        locals: the last step's (or the update's) variables.
+        parent: the callback that owns this one (EvalCallback for its children).
+    """
+
+    def __init__(self, verbose: int = 0) -> None:
+        self.verbose = verbose
+        self.model: OnPolicyAgent | None = None
+        self.n_calls = 0
+        self.num_timesteps = 0
+        self.locals: dict[str, Any] = {}
+        self.globals: dict[str, Any] = {}
+        self.parent: BaseCallback | None = None
+
+    @property
+    def training_env(self) -> Any:
+        assert self.model is not None
+        return self.model.get_env()
+
+    @property
+    def logger(self) -> Any:
+        assert self.model is not None
+        return self.model.logger
+
+    @property
+    def steps_hook(self) -> bool:
+        """Whether this callback needs ``on_step`` after every env step (False for update-only callbacks)."""
+        return True
+
+    def init_callback(self, model: OnPolicyAgent) -> None:
+        self.model = model
+        self._init_callback()
+
+    def _init_callback(self) -> None:
+        pass
+
+    def on_training_start(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        self.locals, self.globals = locals_, globals_
+        assert self.model is not None
+        self.num_timesteps = self.model.num_timesteps
+        self._on_training_start()
+
+    def _on_training_start(self) -> None:
+        pass
+
+    def on_rollout_start(self) -> None:
+        self._on_rollout_start()
+
+    def _on_rollout_start(self) -> None:
+        pass
+
+    def on_step(self) -> bool:
+        self.n_calls += 1
+        assert self.model is not None
+        self.num_timesteps = self.model.current_timesteps
+        return self._on_step()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def on_rollout_end(self) -> None:
+        self._on_rollout_end()
+
+    def _on_rollout_end(self) -> None:
+        pass
+
+    def on_update_end(self, stats: dict[str, float]) -> bool:
+        assert self.model is not None
+        self.num_timesteps = self.model.num_timesteps
+        return self._on_update_end(stats) is not False
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool | None:
+        return True
+
+    def on_training_end(self) -> None:
+        self._on_training_end()
+
+    def _on_training_end(self) -> None:
+        pass
+
+    def update_locals(self, locals_: dict[str, Any]) -> None:
+        self.locals.update(locals_)
+        self.update_child_locals(locals_)
+
+    def update_child_locals(self, locals_: dict[str, Any]) -> None:
+        pass
+
+
+class FunctionCallback(BaseCallback):
+    """natrl's plain ``fn(agent, stats)`` after every update (return False to stop)."""
+
+    def __init__(self, fn: Callable[[Any, dict[str, float]], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    @property
+    def steps_hook(self) -> bool:
+        return False
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool | None:
+        return self.fn(self.model, stats) is not False
+
+
+class CallbackList(BaseCallback):
+    """Several callbacks, called in order; training stops when one of them says so."""
+
+    def __init__(self, callbacks: Sequence[BaseCallback | Callable[..., Any]]) -> None:
+        super().__init__()
+        self.callbacks = [make_callback(c) for c in callbacks]
+
+    @property
+    def steps_hook(self) -> bool:
+        return any(c.steps_hook for c in self.callbacks)
+
+    def _init_callback(self) -> None:
+        for c in self.callbacks:
+            c.init_callback(self.model)  # type: ignore[arg-type]
+
+    def _on_training_start(self) -> None:
+        for c in self.callbacks:
+            c.on_training_start(self.locals, self.globals)
+
+    def _on_rollout_start(self) -> None:
+        for c in self.callbacks:
+            c.on_rollout_start()
+
+    def _on_step(self) -> bool:
+        go = True
+        for c in self.callbacks:
+            if c.steps_hook:
+                go = c.on_step() and go
+        return go
+
+    def _on_rollout_end(self) -> None:
+        for c in self.callbacks:
+            c.on_rollout_end()
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool:
+        go = True
+        for c in self.callbacks:
+            go = c.on_update_end(stats) and go
+        return go
+
+    def _on_training_end(self) -> None:
+        for c in self.callbacks:
+            c.on_training_end()
+
+    def update_child_locals(self, locals_: dict[str, Any]) -> None:
+        for c in self.callbacks:
+            c.update_locals(locals_)
+
+
+def make_callback(callback: Any) -> BaseCallback:
+    """A :class:`BaseCallback` from ``None``, a callback, a list of them, or a function ``fn(agent, stats)``."""
+    if callback is None:
+        return CallbackList([])
+    if isinstance(callback, BaseCallback):
+        return callback
+    if isinstance(callback, (list, tuple)):
+        return CallbackList(callback)
+    if callable(callback):
+        return FunctionCallback(callback)
+    raise TypeError(
+        f"callback must be a natrl.callbacks.BaseCallback, a list of them or a function (agent, stats), "
+        f"got {type(callback).__name__}"
+    )
+
+
+class EveryNTimesteps(BaseCallback):
+    """Calls ``callback.on_step()`` each time another ``n_steps`` transitions have passed."""
+
+    def __init__(self, n_steps: int, callback: BaseCallback) -> None:
+        super().__init__()
+        self.n_steps = int(n_steps)
+        self.callback = callback
+        self.last_trigger = 0
+
+    def _init_callback(self) -> None:
+        self.callback.init_callback(self.model)  # type: ignore[arg-type]
+        self.callback.parent = self
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last_trigger >= self.n_steps:
+            self.last_trigger = self.num_timesteps
+            return self.callback.on_step()
+        return True
+
+
+class CheckpointCallback(BaseCallback):
+    """Saves the agent every ``save_freq`` calls (vector steps) to ``save_path/{name_prefix}_{steps}_steps.pt``."""
+
+    def __init__(self, save_freq: int, save_path: str | os.PathLike[str], name_prefix: str = "rl_model",
+                 verbose: int = 0) -> None:  # fmt: skip
+        super().__init__(verbose)
+        if save_freq < 1:
+            raise ValueError(f"CheckpointCallback: save_freq must be >= 1, got {save_freq}")
+        self.save_freq, self.save_path, self.name_prefix = int(save_freq), Path(save_path), name_prefix
+
+    def _init_callback(self) -> None:
+        self.save_path.mkdir(parents=True, exist_ok=True)
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            assert self.model is not None
+            path = self.model.save(self.save_path / f"{self.name_prefix}_{self.num_timesteps}_steps.pt")
+            if self.verbose >= 2:
+                print(f"Saving model checkpoint to {path}")
+        return True
+
+
+class EvalCallback(BaseCallback):
+    """Evaluates the agent every ``eval_freq`` calls (vector steps) on ``eval_env``.
+
+    Records ``eval/mean_reward`` and ``eval/mean_ep_length`` in the agent's logger, saves the best agent
+    to ``best_model_save_path/best_model.pt``, appends to ``log_path/evaluations.npz`` (``timesteps``,
+    ``results``, ``ep_lengths``, as stable-baselines3 writes it), and calls ``callback_on_new_best``
+    after a new best and ``callback_after_eval`` after every evaluation; either stops training by
+    returning False.
+
+    Args:
+        eval_env: an env id, a ``gymnasium.Env`` or a factory (same spaces as the training env).
+        n_eval_episodes: episodes per evaluation (reset with seeds ``eval_seed + i``).
+        eval_freq: vector steps between evaluations.
+        deterministic: evaluate the policy's mode.
+    """
+
+    def __init__(
+        self,
+        eval_env: Any,
+        callback_on_new_best: BaseCallback | None = None,
+        callback_after_eval: BaseCallback | None = None,
+        n_eval_episodes: int = 5,
+        eval_freq: int = 10_000,
+        log_path: str | os.PathLike[str] | None = None,
+        best_model_save_path: str | os.PathLike[str] | None = None,
+        deterministic: bool = True,
+        render: bool = False,
+        verbose: int = 1,
+        warn: bool = True,
+        eval_seed: int | None = None,
+    ) -> None:
+        super().__init__(verbose)
+        self.eval_env = eval_env
+        self.callback_on_new_best = callback_on_new_best
+        self.callback_after_eval = callback_after_eval
+        self.n_eval_episodes, self.eval_freq = int(n_eval_episodes), int(eval_freq)
+        self.log_path = None if log_path is None else Path(log_path)
+        self.best_model_save_path = None if best_model_save_path is None else Path(best_model_save_path)
+        self.deterministic = deterministic
+        self.eval_seed = eval_seed
+        self.best_mean_reward = -np.inf
+        self.last_mean_reward = -np.inf
+        self.evaluations_timesteps: list[int] = []
+        self.evaluations_results: list[list[float]] = []
+        self.evaluations_length: list[list[int]] = []
+
+    def _init_callback(self) -> None:
+        for child in (self.callback_on_new_best, self.callback_after_eval):
+            if child is not None:
+                child.init_callback(self.model)  # type: ignore[arg-type]
+                child.parent = self
+        for folder in (self.log_path, self.best_model_save_path):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+
+    def _on_step(self) -> bool:
+        if self.eval_freq <= 0 or self.n_calls % self.eval_freq != 0:
+            return True
+        assert self.model is not None
+        res = self.model.evaluate(
+            self.n_eval_episodes, deterministic=self.deterministic, env=self.eval_env, seed=self.eval_seed
+        )
+        self.last_mean_reward = res.mean
+        self.evaluations_timesteps.append(self.num_timesteps)
+        self.evaluations_results.append(res.returns)
+        self.evaluations_length.append(res.lengths)
+        if self.log_path is not None:
+            np.savez(
+                self.log_path / "evaluations.npz",
+                timesteps=np.array(self.evaluations_timesteps),
+                results=np.array(self.evaluations_results),
+                ep_lengths=np.array(self.evaluations_length),
+            )
+        logger = self.model.logger
+        logger.record("eval/mean_reward", float(res.mean))
+        logger.record("eval/mean_ep_length", float(np.mean(res.lengths)))
+        if self.verbose >= 1:
+            print(f"Eval num_timesteps={self.num_timesteps}, episode_reward={res.mean:.2f} +/- {res.std:.2f}")
+        go = True
+        if res.mean > self.best_mean_reward:
+            self.best_mean_reward = res.mean
+            if self.best_model_save_path is not None:
+                self.model.save(self.best_model_save_path / "best_model.pt")
+            if self.callback_on_new_best is not None:
+                go = self.callback_on_new_best.on_step()
+        if self.callback_after_eval is not None:
+            go = self.callback_after_eval.on_step() and go
+        return go
+
+
+class StopTrainingOnRewardThreshold(BaseCallback):
+    """Child of :class:`EvalCallback` (``callback_on_new_best``): stops once the best mean reward reaches
+    ``reward_threshold``."""
+
+    def __init__(self, reward_threshold: float, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.reward_threshold = float(reward_threshold)
+
+    def _on_step(self) -> bool:
+        if not isinstance(self.parent, EvalCallback):
+            raise TypeError("StopTrainingOnRewardThreshold must be used as EvalCallback's callback_on_new_best")
+        go = bool(self.parent.best_mean_reward < self.reward_threshold)
+        if not go and self.verbose >= 1:
+            print(f"Stopping training: the best mean reward {self.parent.best_mean_reward:.2f} "
+                  f"reached the threshold {self.reward_threshold}")  # fmt: skip
+        return go
+
+
+class StopTrainingOnNoModelImprovement(BaseCallback):
+    """Child of :class:`EvalCallback` (``callback_after_eval``): stops after ``max_no_improvement_evals``
+    evaluations in a row without a new best (counting from ``min_evals``)."""
+
+    def __init__(self, max_no_improvement_evals: int, min_evals: int = 0, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.max_no_improvement_evals, self.min_evals = int(max_no_improvement_evals), int(min_evals)
+        self.last_best = -np.inf
+        self.no_improvement = 0
+
+    def _on_step(self) -> bool:
+        if not isinstance(self.parent, EvalCallback):
+            raise TypeError("StopTrainingOnNoModelImprovement must be used as EvalCallback's callback_after_eval")
+        if self.n_calls > self.min_evals:
+            if self.parent.best_mean_reward > self.last_best:
+                self.no_improvement = 0
+            else:
+                self.no_improvement += 1
+        self.last_best = self.parent.best_mean_reward
+        return self.no_improvement < self.max_no_improvement_evals
