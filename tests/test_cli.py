@@ -336,7 +336,11 @@ def test_user_errors_are_one_line_on_stderr_with_exit_code_2(tmp_path: Path) -> 
         "unknown algorithm 'foo'; choose from trpo, npg, ppo": ["train", "foo", "CartPole-v1"],
         "unknown environment id 'CartPoel-v1'. Did you mean 'CartPole-v1'": ["train", "trpo", "CartPoel-v1"],
         "unknown hyperparameter 'max_kll' for trpo": [*train, "--set", "max_kll=0.1"],
-        "max_kl must be a number, got 'abc'": [*train, "--set", "max_kl=abc"],
+        "invalid hyperparameter max_kl='abc': must be a finite number, 'lin_<number>' or a function": [
+            *train,
+            "--set",
+            "max_kl=abc",
+        ],
         f"run directory {existing} already exists": [*train, "--run-dir", str(existing)],
         "no checkpoint at missing.pt": ["eval", "missing.pt"],
         "corrupt.pt is not a readable natrl checkpoint": ["eval", "corrupt.pt"],

@@ -81,7 +81,7 @@ def test_parse_overrides_types_values_by_the_config_fields() -> None:
         ("max_kll=0.1", "unknown hyperparameter 'max_kll'"),
         ("max_kll=0.1", "did you mean max_kl?"),
         ("max_kll=0.1", "valid keys: "),
-        ("max_kl=abc", "max_kl must be a number, got 'abc'"),
+        ("damping=abc", "damping must be a number, got 'abc'"),
         ("cg_iters=2.5", "cg_iters must be an integer"),
         ("normalize_obs=1", "normalize_obs must be true or false"),
         ("hidden_sizes=64", "a list of integers"),

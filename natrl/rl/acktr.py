@@ -38,7 +38,7 @@ from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.optim.kfac import KFAC
 from natrl.params import flatten, functional, write_back
 from natrl.rl.agent import Batch, OnPolicyAgent
-from natrl.rl.config import CriticConfig, check
+from natrl.rl.config import CriticConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, fit_critic
 from natrl.rl.kfac_policy import KFACDirection, kfac_policy_direction, make_actor_kfac
 
@@ -65,7 +65,7 @@ class ACKTRConfig(CriticConfig):
 
     n_envs: int = 4
     n_steps: int = 64
-    learning_rate: float = 0.25
+    learning_rate: float | str | Schedule = 0.25
     momentum: float = 0.9
     kl_clip: float = 0.001
     damping: float = 0.01
@@ -80,7 +80,7 @@ class ACKTRConfig(CriticConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        check(schedule_value(self.learning_rate, 1.0) > 0, "learning_rate", self.learning_rate, "must be > 0")
         check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "must lie in [0, 1)")
         check(self.kl_clip > 0, "kl_clip", self.kl_clip, "must be > 0")
         check(self.damping > 0, "damping", self.damping, "must be > 0")
@@ -121,7 +121,7 @@ class ACKTR(OnPolicyAgent):
                 fisher="sampled",
             )
         else:
-            self.critic_optimizer = adam(list(self.critic.parameters()), cfg.critic_lr)
+            self.critic_optimizer = adam(list(self.critic.parameters()), self.scheduled("critic_lr"))
 
     def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
@@ -143,8 +143,9 @@ class ACKTR(OnPolicyAgent):
             buf = nd.natural if self._momentum is None else cfg.momentum * self._momentum + nd.natural
             fvp = fisher_vp(functional(self.actor), theta0, batch.obs, self.actor.dist_cls)  # type: ignore[arg-type]
             quad = float(buf @ fvp(buf))
-            nu = 1.0 if not quad > 0 else min(1.0, math.sqrt(cfg.kl_clip / (cfg.learning_rate**2 * quad)))
-            theta1 = theta0 - cfg.learning_rate * nu * buf
+            lr = self.scheduled("learning_rate")
+            nu = 1.0 if not quad > 0 else min(1.0, math.sqrt(cfg.kl_clip / (lr**2 * quad)))
+            theta1 = theta0 - lr * nu * buf
             if not (math.isfinite(quad) and bool(torch.isfinite(theta1).all())):
                 stats.update(step_skipped=1.0, kl=0.0)  # parameters untouched
             else:
@@ -154,6 +155,8 @@ class ACKTR(OnPolicyAgent):
         if cfg.critic_optimizer == "kfac":
             stats["value_loss"] = self._fit_critic_kfac(batch)
         else:
+            for group in self.critic_optimizer.param_groups:
+                group["lr"] = self.scheduled("critic_lr")
             stats["value_loss"] = fit_critic(
                 self._critic_grads,
                 self.critic_optimizer,
@@ -180,7 +183,7 @@ class ACKTR(OnPolicyAgent):
             gain = float(-(ratio * batch.advantages).mean() - (-batch.advantages.mean()))
         step = theta1 - theta0
         lin = float(nd.grad @ step)
-        predicted = -(lin + 0.5 * (nu * self.config.learning_rate) ** 2 * quad)
+        predicted = -(lin + 0.5 * (nu * self.scheduled("learning_rate")) ** 2 * quad)
         self.damping.update(-gain, predicted)
         return {
             "kl": kl,

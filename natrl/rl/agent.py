@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from natrl.atomic import atomic_write_bytes
 from natrl.logger import Logger, configure, sb3_key
 from natrl.rl.accel import FastPaths, fast_paths
-from natrl.rl.config import OnPolicyConfig, build_config
+from natrl.rl.config import OnPolicyConfig, build_config, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
 from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
 from natrl.rl.gae import gae
@@ -146,6 +147,30 @@ def _positive_int(name: str, value: Any) -> int:
     raise ValueError(f"{name} must be a positive whole number, got {value!r}")
 
 
+def _rebuildable(env: Any) -> str | None:
+    """What a checkpoint stores to rebuild the env: an id, or an Env's spec as JSON (kwargs and the
+    wrappers gymnasium records, e.g. ``gym.make("CartPole-v1", max_episode_steps=50)``); None for factories."""
+    if isinstance(env, str):
+        return env
+    spec = getattr(env, "spec", None)
+    if isinstance(env, gym.Env) and spec is not None:
+        try:
+            return _SPEC_PREFIX + spec.to_json()
+        except (ValueError, TypeError):  # kwargs gymnasium cannot write as JSON
+            return None
+    return None
+
+
+def _rebuild(stored: str | None) -> EnvLike | None:
+    if stored is None or not stored.startswith(_SPEC_PREFIX):
+        return stored
+    spec = gym.envs.registration.EnvSpec.from_json(stored[len(_SPEC_PREFIX) :])
+    return lambda: gym.make(spec)
+
+
+_SPEC_PREFIX = "spec:"
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -195,6 +220,7 @@ class OnPolicyAgent:
         self._user_logger: Logger | None = None
         self._auto_logger: Logger | None = None
         self._rollout_steps = 0
+        self.progress_remaining = 1.0  # of the current learn call; what schedules are evaluated at
         if config is None:
             config = build_config(self.config_cls, hyperparameters)
         elif hyperparameters:
@@ -210,7 +236,7 @@ class OnPolicyAgent:
             torch.set_num_threads(config.torch_threads)
         self.env_id = env_name(env)
         self._factory = env_factory(env)
-        self._env_arg = env if isinstance(env, str) else None
+        self._env_arg = _rebuildable(env)
 
         probe = self._factory()
         self.observation_space, self.action_space = probe.observation_space, probe.action_space
@@ -379,6 +405,11 @@ class OnPolicyAgent:
                 batch, stats = made
                 cb.on_rollout_end()
                 t1 = time.perf_counter()
+                # schedules: the progress remaining after this rollout, as stable-baselines3 counts it
+                start, end = self._schedule_span
+                self.progress_remaining = max(
+                    0.0, 1.0 - (self.num_timesteps + len(batch) - start) / max(end - start, 1)
+                )
                 stats.update(self._guarded_update(batch))
                 t2 = time.perf_counter()
                 self.num_timesteps += len(batch)
@@ -422,6 +453,11 @@ class OnPolicyAgent:
                 logger.dump(self.num_timesteps)
         cb.on_training_end()
         return self
+
+    def scheduled(self, name: str) -> float:
+        """A hyperparameter's value now: a number, or a schedule (``"lin_<value>"`` or a function of the
+        progress remaining) evaluated at :attr:`progress_remaining`."""
+        return schedule_value(getattr(self.config, name), self.progress_remaining)
 
     @property
     def current_timesteps(self) -> int:
@@ -506,7 +542,7 @@ class OnPolicyAgent:
     def _rejection_message(self, batch: Batch, bad: list[str]) -> str:
         cfg = self.config.to_dict()
         rates = ", ".join(
-            f"{k}={cfg[k]:g}"
+            f"{k}={cfg[k]:g}" if isinstance(cfg[k], (int, float)) else f"{k}={cfg[k]!r}"
             for k in ("learning_rate", "critic_lr", "critic_kfac_lr", "max_kl", "step_size")
             if k in cfg
         )
@@ -633,7 +669,7 @@ class OnPolicyAgent:
             )
         self.close()
         self._factory, self.env_id = factory, env_name(env)
-        self._env_arg = env if isinstance(env, str) else None
+        self._env_arg = _rebuildable(env)
 
     def get_parameters(self) -> dict[str, dict[str, Tensor]]:
         """The networks' weights, ``{"policy": state_dict}`` (stable-baselines3's layout)."""
@@ -664,7 +700,12 @@ class OnPolicyAgent:
             "env_id": self.env_id,
             "env": self._env_arg,
             "seed": self.seed,
-            "config": self.config.to_dict(),
+            # a function schedule cannot go into a weights-only file: its current value does (pass the
+            # function again with load(..., custom_objects={name: fn})); "lin_<value>" strings are kept
+            "config": {
+                k: schedule_value(v, self.progress_remaining) if callable(v) else v
+                for k, v in self.config.to_dict().items()
+            },
             "policy": self.policy_name,
             "policy_kwargs": encode_policy_kwargs(self.policy_kwargs),
             "actor": self.actor.state_dict(),
@@ -735,6 +776,7 @@ class OnPolicyAgent:
         env: EnvLike | None = None,
         policy: str | nn.Module | tuple[nn.Module, nn.Module] | None = None,
         policy_kwargs: dict[str, Any] | None = None,
+        custom_objects: dict[str, Any] | None = None,
     ) -> A:
         """Rebuild an agent from :meth:`save`'s file.
 
@@ -749,16 +791,21 @@ class OnPolicyAgent:
                 architecture; their weights come from the checkpoint).
             policy_kwargs: classes in the saved policy_kwargs that are neither torch.nn's nor
                 natrl's (a user's features extractor or activation), passed again.
+            custom_objects: hyperparameters that replace the saved ones (stable-baselines3's name), e.g.
+                a schedule function, which a checkpoint holds as its value at the time of saving.
         """
         state = cls.read_checkpoint(path)
         if cls.algo and state["algo"] != cls.algo:
             raise CheckpointError(
                 f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.load_agent"
             )
-        env = env if env is not None else state.get("env")
+        env_given = env
+        env = env if env is not None else _rebuild(state.get("env"))
         if env is None:
             raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
-        config = build_config(cls.config_cls, state["config"])
+        retired = getattr(cls.config_cls, "retired_fields", ())
+        saved = {k: v for k, v in state["config"].items() if k not in retired}
+        config = build_config(cls.config_cls, {**saved, **(custom_objects or {})})
         saved_policy = state.get("policy", "MlpPolicy")
         if saved_policy == "custom" and policy is None:
             raise CheckpointError(
@@ -775,4 +822,6 @@ class OnPolicyAgent:
             policy_kwargs=kwargs if policy is None or isinstance(policy, str) else None,
         )
         agent.load_state_dict(state)
+        if env_given is None and state.get("env") is not None:  # rebuilt from the stored id or spec
+            agent.env_id, agent._env_arg = state["env_id"], state["env"]
         return agent

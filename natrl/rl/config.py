@@ -11,13 +11,46 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["CriticConfig", "OnPolicyConfig", "build_config", "check"]
+__all__ = ["SCHEDULABLE", "CriticConfig", "OnPolicyConfig", "Schedule", "build_config", "check", "schedule_value"]
 
 C = TypeVar("C", bound="OnPolicyConfig")
+
+
+Schedule = Callable[[float], float]
+"""A hyperparameter as a function of the progress remaining (1 at the start of ``learn``, 0 at its end), as in
+stable-baselines3; rl-zoo3's ``"lin_<value>"`` strings mean ``value * progress_remaining``."""
+
+SCHEDULABLE = ("learning_rate", "clip_range", "critic_lr", "max_kl", "step_size")
+"""Fields that accept a :data:`Schedule` or a ``"lin_<value>"`` string besides a number."""
+
+
+def schedule_value(value: float | str | Schedule, progress_remaining: float) -> float:
+    """The value of a (possibly scheduled) hyperparameter at ``progress_remaining`` in [0, 1]."""
+    if isinstance(value, str):
+        return float(value[len("lin_") :]) * progress_remaining
+    if callable(value):
+        return float(value(progress_remaining))
+    return float(value)
+
+
+def _schedule_ok(value: object) -> bool:
+    if isinstance(value, str):
+        if not value.startswith("lin_"):
+            return False
+        try:
+            return math.isfinite(float(value[len("lin_") :]))
+        except ValueError:
+            return False
+    if callable(value):
+        try:
+            return math.isfinite(float(value(1.0)))
+        except Exception:
+            return False
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check(ok: bool, name: str, value: object, requirement: str) -> None:
@@ -92,6 +125,14 @@ class OnPolicyConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value, tp = getattr(self, f.name), hints[f.name]
+            if f.name in SCHEDULABLE:
+                check(
+                    _schedule_ok(value),
+                    f.name,
+                    value,
+                    "must be a finite number, 'lin_<number>' or a function of the progress remaining",
+                )
+                continue
             args = typing.get_args(tp)
             optional = type(None) in args
             if value is None:
@@ -167,13 +208,13 @@ class CriticConfig(OnPolicyConfig):
         critic_batch_size: minibatch size for the critic.
     """
 
-    critic_lr: float = 1e-3
+    critic_lr: float | str | Schedule = 1e-3
     critic_epochs: int = 10
     critic_batch_size: int = 64
 
     def validate(self) -> None:
         super().validate()
-        check(self.critic_lr > 0, "critic_lr", self.critic_lr, "must be > 0")
+        check(schedule_value(self.critic_lr, 1.0) > 0, "critic_lr", self.critic_lr, "must be > 0")
         check(
             isinstance(self.critic_epochs, int) and self.critic_epochs >= 0,
             "critic_epochs",

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from natrl.rl.accel import PPOGrads, PPOTerms, clipped_loss_grads
 from natrl.rl.agent import Batch, OnPolicyAgent
-from natrl.rl.config import OnPolicyConfig, check
+from natrl.rl.config import OnPolicyConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, adam_step, clip_grad_norm, unique_parameters
 
 __all__ = ["PPO", "PPOConfig", "clipped_loss_grads"]
@@ -44,11 +44,14 @@ class PPOConfig(OnPolicyConfig):
         target_kl: stop the epoch loop once the approximate KL exceeds this (None: never).
     """
 
-    learning_rate: float = 3e-4
+    # PPO's critic trains in the joint loss; checkpoints of natrl 0.1 listed (and ignored) these
+    retired_fields: ClassVar[tuple[str, ...]] = ("critic_lr", "critic_epochs", "critic_batch_size")
+
+    learning_rate: float | str | Schedule = 3e-4
     anneal_lr: bool = False
     n_epochs: int = 10
     batch_size: int = 64
-    clip_range: float = 0.2
+    clip_range: float | str | Schedule = 0.2
     clip_range_vf: float | None = None
     ent_coef: float = 0.0
     vf_coef: float = 0.5
@@ -57,12 +60,12 @@ class PPOConfig(OnPolicyConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        check(schedule_value(self.learning_rate, 1.0) > 0, "learning_rate", self.learning_rate, "must be > 0")
         check(isinstance(self.n_epochs, int) and self.n_epochs >= 1, "n_epochs", self.n_epochs, "an integer >= 1")
         check(
             isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1"
         )
-        check(self.clip_range > 0, "clip_range", self.clip_range, "must be > 0")
+        check(schedule_value(self.clip_range, 1.0) > 0, "clip_range", self.clip_range, "must be > 0")
         check(self.clip_range_vf is None or self.clip_range_vf > 0, "clip_range_vf", self.clip_range_vf, "None or > 0")
         check(self.ent_coef >= 0, "ent_coef", self.ent_coef, "must be >= 0")
         check(self.vf_coef >= 0, "vf_coef", self.vf_coef, "must be >= 0")
@@ -79,8 +82,7 @@ class PPO(OnPolicyAgent):
 
     def _setup(self) -> None:
         self.params = unique_parameters(self.actor, self.critic)
-        self.optimizer = adam(self.params, self.config.learning_rate, eps=1e-5)
-        self._schedule_span: tuple[int, int] | None = None
+        self.optimizer = adam(self.params, self.scheduled("learning_rate"), eps=1e-5)
         # the minibatch gradient: autograd on the loss below, or its closed form for natrl's MLPs
         self._minibatch_grads: PPOGrads = self.fast.ppo_grads or self._autograd_grads
 
@@ -126,12 +128,12 @@ class PPO(OnPolicyAgent):
 
     def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        if cfg.anneal_lr and self._schedule_span is not None:
-            start, end = self._schedule_span
-            # progress counted after this rollout, as stable-baselines3 does
-            frac = max(0.0, 1.0 - (self.num_timesteps + len(batch) - start) / max(end - start, 1))
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.learning_rate * frac
+        lr = self.scheduled("learning_rate")
+        if cfg.anneal_lr:
+            lr *= self.progress_remaining
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        clip_range = self.scheduled("clip_range")
         n = len(batch)
         terms: list[PPOTerms] = []
         stopped_early = False
@@ -149,7 +151,7 @@ class PPO(OnPolicyAgent):
                     adv,
                     batch.returns[idx],
                     batch.values[idx] if cfg.clip_range_vf is not None else None,
-                    clip_range=cfg.clip_range,
+                    clip_range=clip_range,
                     clip_range_vf=cfg.clip_range_vf,
                     ent_coef=cfg.ent_coef,
                     vf_coef=cfg.vf_coef,

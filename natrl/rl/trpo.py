@@ -24,7 +24,7 @@ from natrl.linesearch import backtracking
 from natrl.optim.kfac import KFAC
 from natrl.params import write_back
 from natrl.rl.agent import Batch, OnPolicyAgent
-from natrl.rl.config import CriticConfig, check
+from natrl.rl.config import CriticConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, critic_only_parameters, fit_critic
 from natrl.rl.kfac_policy import kfac_policy_direction, make_actor_kfac
 from natrl.rl.natural import NaturalDirection, PolicyObjective, natural_direction
@@ -83,14 +83,14 @@ class TRPOConfig(_NaturalConfig):
             of the linear prediction (0: any improvement, as in the TRPO paper).
     """
 
-    max_kl: float = 0.01
+    max_kl: float | str | Schedule = 0.01
     line_search_shrink: float = 0.8
     line_search_max_backtracks: int = 10
     line_search_accept_ratio: float = 0.0
 
     def validate(self) -> None:
         super().validate()
-        check(self.max_kl > 0, "max_kl", self.max_kl, "must be > 0")
+        check(schedule_value(self.max_kl, 1.0) > 0, "max_kl", self.max_kl, "must be > 0")
         check(0.0 < self.line_search_shrink < 1.0, "line_search_shrink", self.line_search_shrink, "must lie in (0, 1)")
         check(
             isinstance(self.line_search_max_backtracks, int) and self.line_search_max_backtracks >= 0,
@@ -114,11 +114,11 @@ class NPGConfig(_NaturalConfig):
         step_size: normalised step δ: every update moves by β x with a quadratic-model KL of δ.
     """
 
-    step_size: float = 0.01
+    step_size: float | str | Schedule = 0.01
 
     def validate(self) -> None:
         super().validate()
-        check(self.step_size > 0, "step_size", self.step_size, "must be > 0")
+        check(schedule_value(self.step_size, 1.0) > 0, "step_size", self.step_size, "must be > 0")
 
 
 class _NaturalAgent(OnPolicyAgent):
@@ -126,7 +126,7 @@ class _NaturalAgent(OnPolicyAgent):
 
     def _setup(self) -> None:
         cfg = self.config
-        self.critic_optimizer = adam(critic_only_parameters(self.actor, self.critic), cfg.critic_lr)
+        self.critic_optimizer = adam(critic_only_parameters(self.actor, self.critic), self.scheduled("critic_lr"))
         self.damping = (
             LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
         )
@@ -148,6 +148,8 @@ class _NaturalAgent(OnPolicyAgent):
         self._prepare(batch)
         objective = PolicyObjective(self.actor, batch)
         stats = self._policy_step(objective)
+        for group in self.critic_optimizer.param_groups:
+            group["lr"] = self.scheduled("critic_lr")
         stats["value_loss"] = fit_critic(
             self._critic_grads,
             self.critic_optimizer,
@@ -219,7 +221,8 @@ class TRPO(_NaturalAgent):
         if nd is None:
             return {"kl": 0.0, "line_search_failed": 1.0, "line_search_steps": 0.0, "surrogate_gain": 0.0}
         theta0 = objective.theta()
-        full_step = nd.step_for_kl(cfg.max_kl)
+        max_kl = self.scheduled("max_kl")
+        full_step = nd.step_for_kl(max_kl)
         expected = float(-(nd.grad @ full_step))
         if not math.isfinite(expected) or expected <= 0.0:
             # not a descent direction (CG broke down): no step, parameters untouched
@@ -229,7 +232,7 @@ class TRPO(_NaturalAgent):
             theta0,
             full_step,
             expected_improvement=expected,
-            max_kl=cfg.max_kl,
+            max_kl=max_kl,
             shrink=cfg.line_search_shrink,
             max_backtracks=cfg.line_search_max_backtracks,
             accept_ratio=cfg.line_search_accept_ratio,
@@ -268,7 +271,7 @@ class NPG(_NaturalAgent):
         if nd is None:
             return {"kl": 0.0, "step_rejected": 1.0, "surrogate_gain": 0.0}
         theta0 = objective.theta()
-        step = nd.step_for_kl(self.config.step_size)
+        step = nd.step_for_kl(self.scheduled("step_size"))
         theta = theta0 + step
         loss, kl = objective.loss_and_kl(theta)
         ok = math.isfinite(float(loss)) and math.isfinite(float(kl))

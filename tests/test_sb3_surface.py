@@ -1,0 +1,244 @@
+"""stable-baselines3's user surface: its README quickstart, callbacks and TensorBoard examples run with
+only the import changed, and its call shapes (learn, predict, constructor, accessors) behave as there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from natrl import PPO, TRPO
+from natrl.callbacks import (
+    BaseCallback,
+    CallbackList,
+    CheckpointCallback,
+    EvalCallback,
+    EveryNTimesteps,
+    StopTrainingOnNoModelImprovement,
+    StopTrainingOnRewardThreshold,
+)
+from natrl.logger import configure
+
+
+def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in folder.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events.parent))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def test_readme_quickstart(tmp_path, monkeypatch) -> None:
+    """SB3's README: construct with a policy name and an env, learn, predict on the batched observations
+    of the training env. natrl's get_env() is a Gymnasium VectorEnv: reset() -> (obs, info), step() -> 5-tuple."""
+    monkeypatch.chdir(tmp_path)
+    env = gym.make("CartPole-v1")
+    model = PPO("MlpPolicy", env, verbose=1, n_envs=4, n_steps=64, batch_size=64)
+    model.learn(total_timesteps=1_000)
+    vec_env = model.get_env()
+    obs, _ = vec_env.reset(seed=0)
+    for _ in range(20):
+        action, _states = model.predict(obs, deterministic=True)
+        assert action.shape == (4,) and _states is None
+        obs, _reward, _terminated, _truncated, _info = vec_env.step(action)
+    model.save("ppo_cartpole")
+    del model
+    model = PPO.load("ppo_cartpole")
+    batch = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    action, _ = model.predict(batch, deterministic=True)
+    ref = model.actor.distribution(torch.from_numpy(batch)).mode().numpy()
+    np.testing.assert_array_equal(action, ref)  # the batch's own actions, not a split tuple
+    env.close()
+
+
+def test_callbacks_example_stops_at_the_reward_threshold(tmp_path) -> None:
+    """SB3's docs: EvalCallback with StopTrainingOnRewardThreshold as callback_on_new_best (Pendulum-v1)."""
+    eval_env = gym.make("Pendulum-v1")
+    callback_on_best = StopTrainingOnRewardThreshold(reward_threshold=-400, verbose=1)
+    eval_callback = EvalCallback(
+        eval_env, callback_on_new_best=callback_on_best, eval_freq=1024, best_model_save_path=tmp_path,
+        log_path=tmp_path, verbose=1,
+    )  # fmt: skip
+    model = TRPO("MlpPolicy", "Pendulum-v1", n_envs=2, n_steps=1024, gamma=0.9, critic_epochs=15)
+    model.learn(int(1e10), callback=eval_callback)
+    results = np.load(tmp_path / "evaluations.npz")["results"].mean(1)
+    assert results[0] < -400 <= results[-1] == eval_callback.best_mean_reward  # learned, then stopped
+    assert 2048 < model.num_timesteps < 200_000
+    assert (tmp_path / "best_model.pt").is_file()
+    npz = np.load(tmp_path / "evaluations.npz")
+    assert npz["results"].shape[1] == 5 and list(npz["timesteps"]) == eval_callback.evaluations_timesteps
+    assert all(t % 2048 == 0 for t in npz["timesteps"])  # eval_freq counts vector steps: 1024 × 2 envs
+    best = TRPO.load(tmp_path / "best_model.pt")
+    assert best.evaluate(5, env=eval_env).mean == pytest.approx(eval_callback.best_mean_reward)
+
+
+def test_tensorboard_example_has_sb3_tags(tmp_path) -> None:
+    model = PPO("MlpPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), n_envs=2, n_steps=64, batch_size=64)
+    model.learn(total_timesteps=1_024, callback=EvalCallback(gym.make("CartPole-v1"), eval_freq=128, verbose=0))
+    model.learn(total_timesteps=256, reset_num_timesteps=False)  # continues PPO_1
+    model.learn(total_timesteps=256)  # a new run: PPO_2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["PPO_1", "PPO_2"]
+    tags = _scalars(tmp_path / "PPO_1")
+    for tag in ("rollout/ep_rew_mean", "eval/mean_reward", "eval/mean_ep_length", "time/fps", "train/approx_kl",
+                "train/value_loss", "train/entropy_loss", "train/clip_fraction"):  # fmt: skip
+        assert tag in tags, sorted(tags)
+    assert [s for s, _ in tags["eval/mean_reward"]] == [256, 512, 768, 1024]
+    assert max(s for s, _ in tags["time/total_timesteps"]) == 1_024 + 256
+
+
+def test_checkpoint_callback_and_callback_list(tmp_path) -> None:
+    class Counter(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = {"start": 0, "rollout_start": 0, "step": 0, "rollout_end": 0, "end": 0}
+
+        def _on_training_start(self) -> None:
+            self.calls["start"] += 1
+
+        def _on_rollout_start(self) -> None:
+            self.calls["rollout_start"] += 1
+
+        def _on_step(self) -> bool:
+            self.calls["step"] += 1
+            assert set(self.locals) >= {"new_obs", "actions", "rewards", "dones", "infos"}
+            return True
+
+        def _on_rollout_end(self) -> None:
+            self.calls["rollout_end"] += 1
+
+        def _on_training_end(self) -> None:
+            self.calls["end"] += 1
+
+    counter = Counter()
+    seen = []
+    ckpt = CheckpointCallback(save_freq=100, save_path=tmp_path, name_prefix="m")
+    model = TRPO("Pendulum-v1", n_envs=2, n_steps=50)
+    model.learn(400, callback=CallbackList([counter, ckpt, lambda agent, stats: seen.append(stats["timesteps"])]))
+    assert counter.calls == {"start": 1, "rollout_start": 4, "step": 200, "rollout_end": 4, "end": 1}
+    assert counter.n_calls == 200 and counter.num_timesteps == 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_200_steps.pt", "m_400_steps.pt"]
+    assert seen == [100.0, 200.0, 300.0, 400.0]
+
+
+def test_a_callback_returning_false_stops_training_mid_rollout() -> None:
+    class StopAt(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.num_timesteps < 30
+
+    model = TRPO("CartPole-v1", n_envs=2, n_steps=64)
+    before = torch.cat([p.detach().reshape(-1) for p in model.actor.parameters()])
+    model.learn(10_000, callback=StopAt())
+    assert model.num_updates == 0  # stopped during the first rollout, before any update
+    assert torch.equal(before, torch.cat([p.detach().reshape(-1) for p in model.actor.parameters()]))
+
+
+def test_no_improvement_and_every_n_timesteps() -> None:
+    class Count(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+    every = Count()
+    stop = StopTrainingOnNoModelImprovement(max_no_improvement_evals=2)
+    eval_cb = EvalCallback("CartPole-v1", callback_after_eval=stop, eval_freq=32, n_eval_episodes=1, verbose=0)
+    model = PPO("CartPole-v1", n_envs=1, n_steps=32, batch_size=32, learning_rate=1e-12)  # cannot improve
+    model.learn(100_000, callback=[eval_cb, EveryNTimesteps(64, every)])
+    assert len(eval_cb.evaluations_timesteps) == 3  # the first sets the best, two more without improvement
+    assert every.n_calls == model.num_timesteps // 64
+
+
+def test_learn_accepts_integral_floats_and_numpy_ints_and_refuses_the_rest() -> None:
+    model = TRPO("CartPole-v1", n_envs=1, n_steps=32)
+    model.learn(64.0)
+    model.learn(np.int64(64))
+    assert model.num_timesteps == 64  # reset_num_timesteps=True restarts the count (SB3's default)
+    model.learn(32, reset_num_timesteps=False)
+    assert model.num_timesteps == 96
+    for bad in (0, -5, 1.5, "100", True):
+        with pytest.raises(ValueError, match="total_timesteps must be a positive whole number"):
+            model.learn(bad)
+
+
+def test_predict_shapes_and_state_for_single_and_batched_observations() -> None:
+    model = PPO("Pendulum-v1", n_envs=1, n_steps=32)
+    action, state = model.predict(np.zeros(3, np.float32))
+    assert action.shape == (1,) and state is None
+    actions, state = model.predict(np.zeros((6, 3), np.float32), state="s", episode_start=np.ones(6, bool))
+    assert actions.shape == (6, 1) and state == "s"
+    # stochastic by default (SB3), the mode when asked
+    a1, _ = model.predict(np.zeros((50, 3), np.float32))
+    assert np.std(a1) > 0
+    d1, _ = model.predict(np.zeros((50, 3), np.float32), deterministic=True)
+    assert np.std(d1) == 0
+
+
+def test_constructor_forms_devices_and_accessors(tmp_path) -> None:
+    a = TRPO("MlpPolicy", "CartPole-v1", device="auto")
+    b = TRPO("CartPole-v1", policy="MlpPolicy")
+    c = TRPO(policy="MlpPolicy", env="CartPole-v1")
+    assert a.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for m in (a, b, c):
+        assert m.env_id == "CartPole-v1" and isinstance(m.policy, torch.nn.Module)
+    with pytest.raises(TypeError, match=r"TRPO\('MlpPolicy'\) needs an environment too"):
+        TRPO("MlpPolicy")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        TRPO("CartPole-v1", device="gpu")
+    params = b.get_parameters()
+    assert set(params) == {"policy"} and any(k.startswith("actor.") for k in params["policy"])
+    c.set_parameters(params)
+    obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(b.predict(obs, deterministic=True)[0], c.predict(obs, deterministic=True)[0])
+    a.set_parameters(b.save(tmp_path / "b.pt"))
+    np.testing.assert_array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
+    with pytest.raises(ValueError, match="set_env: the env's spaces"):
+        a.set_env("Acrobot-v1")
+    a.set_env(gym.make("CartPole-v1", max_episode_steps=50))
+    a.learn(256)
+    assert max(a.collector.episode_lengths) <= 50
+    with pytest.raises(ValueError, match="evaluate: the env's spaces"):
+        a.evaluate(2, env="Pendulum-v1")
+
+
+def test_a_logger_from_configure_gets_every_update(tmp_path) -> None:
+    model = TRPO("CartPole-v1", n_envs=1, n_steps=64)
+    model.set_logger(configure(str(tmp_path), ["csv", "tensorboard"]))
+    model.learn(256)
+    rows = (tmp_path / "progress.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and "train/cg_iterations" in rows[0] and "time/total_timesteps" in rows[0]
+    assert "rollout/ep_rew_mean" in _scalars(tmp_path)
+
+
+def test_a_callable_learning_rate_reaches_ppos_optimiser_and_the_trpo_critic(tmp_path) -> None:
+    """The optimisers' lr after each update equals the schedule at that update's progress remaining
+    (1 − steps after the rollout / total, stable-baselines3's convention)."""
+
+    def schedule(progress: float) -> float:
+        return 1e-3 * progress + 1e-5
+
+    expected = [schedule(1 - k / 4) for k in range(1, 5)]
+    ppo = PPO("CartPole-v1", learning_rate=schedule, n_envs=2, n_steps=32, batch_size=64)
+    seen: list[float] = []
+    ppo.learn(256, callback=lambda a, s: seen.append(a.optimizer.param_groups[0]["lr"]))
+    assert seen == pytest.approx(expected, rel=1e-12)
+    trpo = TRPO("CartPole-v1", critic_lr="lin_1e-3", max_kl=lambda p: 0.01 * p + 1e-4, n_envs=2, n_steps=32)
+    seen = []
+    trpo.learn(256, callback=lambda a, s: seen.append((a.critic_optimizer.param_groups[0]["lr"], s["kl"])))
+    assert [lr for lr, _ in seen] == pytest.approx([1e-3 * (1 - k / 4) for k in range(1, 5)], rel=1e-12)
+    assert all(kl <= 0.01 * (1 - k / 4) + 1e-4 for k, (_, kl) in enumerate(seen, start=1))
+    # a function schedule is saved as its current value; pass it again to keep scheduling
+    path = ppo.save(tmp_path / "m.pt")
+    assert PPO.load(path).config.learning_rate == pytest.approx(schedule(0.0))
+    assert PPO.load(path, custom_objects={"learning_rate": schedule}).config.learning_rate is schedule
+    assert TRPO.load(trpo.save(tmp_path / "t.pt")).config.critic_lr == "lin_1e-3"
+
+
+@pytest.mark.parametrize("bad", ["lin_x", "fast", float("inf"), lambda p: float("nan")])
+def test_bad_schedules_are_named(bad) -> None:
+    with pytest.raises(ValueError, match=r"learning_rate=.*must be a finite number, 'lin_<number>' or a function"):
+        PPO("CartPole-v1", learning_rate=bad)
