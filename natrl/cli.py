@@ -163,6 +163,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a hyperparameter (repeatable), e.g. --set max_kl=0.02",
     )
+    p.add_argument(
+        "--env-kwargs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of gym.make (repeatable, TOML values), e.g. --env-kwargs frameskip=4",
+    )
+    p.add_argument(
+        "--gym-packages",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="import a package that registers environments before making the env (repeatable)",
+    )
+    p.add_argument("--wrapper", metavar="MODULE:CLASS", help="wrap every env copy, e.g. gymnasium.wrappers:ClipAction")
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<algo>-<env>-s<seed>-<time>)")
     p.add_argument(
         "--resume",
@@ -216,6 +231,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="seed of the first episode (default: the agent's seed + 10000)",
     )
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    p.add_argument(
+        "--env",
+        metavar="ENV",
+        help="evaluate on this env id (same spaces), e.g. for a model trained on a factory or another variant",
+    )
+    p.add_argument("--gym-packages", action="append", default=[], metavar="PKG", help="import to register --env")
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device")
     p.add_argument("--render", action="store_true", help="show the episodes in a window (render_mode='human')")
     p.add_argument("--video", metavar="PATH", help="write the episodes as a video (.gif, .mp4, ...)")
@@ -518,6 +539,40 @@ def _check_env_id(env_id: str) -> None:
     env_factory(env_id)  # ValueError with close matches for an unknown id
 
 
+def _import_gym_packages(packages: Sequence[str]) -> None:
+    import importlib
+
+    for pkg in packages:
+        try:
+            importlib.import_module(pkg)
+        except ImportError as exc:
+            raise CLIError(f"--gym-packages {pkg}: cannot import it ({exc})") from None
+
+
+def _env_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--env-kwargs expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(raw)
+    return out
+
+
+def _wrapper(path: str | None) -> Any:
+    if path is None:
+        return None
+    import importlib
+
+    module, sep, name = path.partition(":")
+    if not sep or not module or not name:
+        raise CLIError(f"--wrapper expects MODULE:CLASS, e.g. gymnasium.wrappers:ClipAction; got {path!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise CLIError(f"--wrapper {path}: {exc}") from None
+
+
 def _check_device(device: str) -> None:
     """A one-line error for a device torch does not know or this machine does not have."""
     import torch
@@ -563,6 +618,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(RUNS_ROOT, algo, args.env, seed)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise CLIError(f"run directory {run_dir} already exists; continue it with --resume or choose another --run-dir")
+    _import_gym_packages(args.gym_packages)
+    env_kwargs, wrapper = _env_kwargs(args.env_kwargs), _wrapper(args.wrapper)
     _check_env_id(args.env)
     _check_device(args.device or "cpu")
     preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
@@ -592,7 +649,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         versions=_versions(),
         command=shlex.join([PROG, *getattr(args, "argv", [])]),
     )
-    agent = cls(args.env, seed=seed, device=device, config=config)
+    spec.env_kwargs, spec.gym_packages, spec.wrapper = env_kwargs, list(args.gym_packages), args.wrapper
+    agent = cls(args.env, seed=seed, device=device, config=config, env_kwargs=env_kwargs, wrapper_class=wrapper)
     lock = RunLock(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -675,7 +733,8 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
 def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> int:
     from natrl.runs import PROGRESS_FILE, resume_agent, truncate_progress
 
-    state = resume_agent(run_dir, spec, device=spec.device)
+    _import_gym_packages(spec.gym_packages)
+    state = resume_agent(run_dir, spec, device=spec.device, wrapper_class=_wrapper(spec.wrapper))
     for message in state.skipped:
         _err(f"warning: {message}")
     agent = state.agent
@@ -873,7 +932,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         os.environ["MUJOCO_GL"] = "egl"  # headless MuJoCo rendering (must be set before mujoco loads)
     path = _model_path(args.model)
     _check_device(args.device)
-    agent = load_agent(str(path), device=args.device)
+    _import_gym_packages(args.gym_packages)
+    if args.env is not None:
+        _check_env_id(args.env)
+    agent = load_agent(str(path), device=args.device, **({"env": args.env} if args.env else {}))
     try:
         visual = args.render or args.video is not None
         episodes = args.episodes or (1 if visual else 10)

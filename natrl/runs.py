@@ -261,6 +261,9 @@ class RunSpec:
         created: ISO time the run was started.
         versions: package versions (natrl, torch, gymnasium, python).
         command: the command line that started the run.
+        env_kwargs: keyword arguments of ``gym.make`` (``--env-kwargs``).
+        gym_packages: packages imported to register the env (``--gym-packages``).
+        wrapper: the env wrapper as ``module:Class`` (``--wrapper``).
     """
 
     algo: str
@@ -280,6 +283,9 @@ class RunSpec:
     created: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    gym_packages: list[str] = field(default_factory=list)
+    wrapper: str | None = None
 
     def to_toml(self) -> str:
         """The ``config.toml`` text."""
@@ -299,12 +305,15 @@ class RunSpec:
             "overrides": list(self.overrides),
             "created": self.created,
             "command": self.command,
+            "gym_packages": list(self.gym_packages),
+            "wrapper": self.wrapper,
         }
         header = (
             "natrl run configuration, written by `natrl train`.\n"
             "[hyperparameters] holds every field of the algorithm's config as used by this run."
         )
-        return dumps_toml({"run": run, "hyperparameters": self.hyperparameters, "versions": self.versions}, header)
+        tables = {"run": run, "env_kwargs": self.env_kwargs, "hyperparameters": self.hyperparameters}
+        return dumps_toml({**tables, "versions": self.versions}, header)
 
     def write(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write ``run_dir/config.toml`` atomically."""
@@ -342,6 +351,9 @@ class RunSpec:
                 created=str(run.get("created", "")),
                 versions=dict(data.get("versions", {})),
                 command=str(run.get("command", "")),
+                env_kwargs=dict(data.get("env_kwargs", {})),
+                gym_packages=list(run.get("gym_packages", [])),
+                wrapper=run.get("wrapper"),
             )
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path} is not a valid natrl run config: {exc}") from None
@@ -649,7 +661,9 @@ def _checkpoint_mismatch(state: Mapping[str, Any], spec: RunSpec) -> str | None:
     return None
 
 
-def resume_agent(run_dir: str | os.PathLike[str], spec: RunSpec, *, device: str | None = None) -> ResumeState:
+def resume_agent(
+    run_dir: str | os.PathLike[str], spec: RunSpec, *, device: str | None = None, wrapper_class: Any = None
+) -> ResumeState:
     """Rebuild the agent of ``run_dir`` from its newest checkpoint that loads cleanly.
 
     Restores networks, optimiser states, normaliser statistics, the agent's
@@ -670,7 +684,7 @@ def resume_agent(run_dir: str | os.PathLike[str], spec: RunSpec, *, device: str 
     for _, path in reversed(manager.list()):
         try:
             state = cls.read_checkpoint(path)
-            agent = cls.load(path, device=device or spec.device)
+            agent = cls.load(path, device=device or spec.device, wrapper_class=wrapper_class)
         except CheckpointError as exc:
             skipped.append(f"skipping checkpoint {path}: {exc}")
             continue

@@ -1,5 +1,7 @@
 """Reinforcement learning on Gymnasium: distributions, policies, rollouts, GAE and agents."""
 
+from typing import Any
+
 from natrl.rl.acktr import ACKTR, ACKTRConfig
 from natrl.rl.agent import Batch, CheckpointError, EvalResult, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig
@@ -20,13 +22,13 @@ from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
 AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, "acktr": ACKTR}
 
 
-def load_agent(path: str, *, device: str = "cpu") -> OnPolicyAgent:
-    """Load any natrl agent checkpoint, whatever its algorithm."""
+def load_agent(path: str, *, device: str = "cpu", **kwargs: Any) -> OnPolicyAgent:
+    """Load any natrl agent checkpoint, whatever its algorithm (``kwargs`` as for ``TRPO.load``: env, policy, …)."""
     state = OnPolicyAgent.read_checkpoint(path)
     algo = state["algo"]
     if algo not in AGENTS:
         raise CheckpointError(f"{path} holds an agent of unknown algorithm {algo!r}")
-    return AGENTS[algo].load(path, device=device)
+    return AGENTS[algo].load(path, device=device, **kwargs)
 
 
 __all__ = [

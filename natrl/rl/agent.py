@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import VectorEnv
+from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor, nn
 
 from natrl.atomic import atomic_write_bytes
@@ -147,6 +147,26 @@ def _positive_int(name: str, value: Any) -> int:
     raise ValueError(f"{name} must be a positive whole number, got {value!r}")
 
 
+def _check_autoreset(venv: VectorEnv) -> None:
+    mode = venv.metadata.get("autoreset_mode")
+    if mode is not None and mode != AutoresetMode.SAME_STEP and str(mode) != str(AutoresetMode.SAME_STEP):
+        raise ValueError(
+            f"the vector env autoresets in {mode} mode; natrl needs SAME_STEP (final observations in the step's "
+            "info): gym.make_vec(id, n, vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP})"
+        )
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any] | None:
+    """``value`` when JSON can hold it (a checkpoint stores it), else None."""
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
 def _rebuildable(env: Any) -> str | None:
     """What a checkpoint stores to rebuild the env: an id, or an Env's spec as JSON (kwargs and the
     wrappers gymnasium records, e.g. ``gym.make("CartPole-v1", max_episode_steps=50)``); None for factories."""
@@ -212,6 +232,9 @@ class OnPolicyAgent:
         config: OnPolicyConfig | None = None,
         verbose: int = 0,
         tensorboard_log: str | os.PathLike[str] | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+        wrapper_class: Callable[..., gym.Env] | None = None,
+        wrapper_kwargs: dict[str, Any] | None = None,
         **hyperparameters: Any,
     ) -> None:
         env, policy = _resolve_env_and_policy(type(self).__name__, env_or_policy, env, policy)
@@ -227,6 +250,12 @@ class OnPolicyAgent:
             config = build_config(self.config_cls, {**config.to_dict(), **hyperparameters})
         if not isinstance(config, self.config_cls):
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
+        self._given_venv: VectorEnv | None = None
+        if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
+            _check_autoreset(env)
+            if config.n_envs != env.num_envs:
+                config = build_config(self.config_cls, {**config.to_dict(), "n_envs": env.num_envs})
+            self._given_venv = env
         self.config = config
         self.seed = 0 if seed is None else int(seed)
         self.device = _resolve_device(device)
@@ -234,13 +263,27 @@ class OnPolicyAgent:
             raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu'")
         if config.torch_threads is not None and torch.get_num_threads() != config.torch_threads:
             torch.set_num_threads(config.torch_threads)
-        self.env_id = env_name(env)
-        self._factory = env_factory(env)
-        self._env_arg = _rebuildable(env)
-
-        probe = self._factory()
-        self.observation_space, self.action_space = probe.observation_space, probe.action_space
-        probe.close()
+        self.env_kwargs = dict(env_kwargs or {})
+        self.wrapper_class, self.wrapper_kwargs = wrapper_class, dict(wrapper_kwargs or {})
+        if self._given_venv is not None:
+            venv = self._given_venv
+            spec = getattr(venv, "spec", None)  # gym.make_vec records the single env's id and make-kwargs
+            self.env_id = spec.id if spec is not None else type(venv).__name__
+            self._factory: Callable[[], gym.Env] | None = None
+            self._env_arg = None
+            if spec is not None and spec.id in gym.registry:
+                vector_keys = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers")
+                self.env_kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k not in vector_keys}
+                self._factory = env_factory(spec.id, self.env_kwargs)  # for evaluation and checkpoints
+                self._env_arg = spec.id
+            self.observation_space, self.action_space = venv.single_observation_space, venv.single_action_space
+        else:
+            self.env_id = env_name(env)
+            self._factory = env_factory(env, self.env_kwargs, wrapper_class, self.wrapper_kwargs)
+            self._env_arg = _rebuildable(env)
+            probe = self._factory()
+            self.observation_space, self.action_space = probe.observation_space, probe.action_space
+            probe.close()
         check_spaces(self.observation_space, self.action_space)
 
         torch.manual_seed(self.seed)
@@ -300,7 +343,11 @@ class OnPolicyAgent:
     @property
     def collector(self) -> RolloutCollector:
         if self._collector is None:
-            venv = make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
+            if self._given_venv is not None:
+                venv = self._given_venv
+            else:
+                assert self._factory is not None
+                venv = make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
             self._collector = RolloutCollector(
                 # a resumed agent starts fresh episodes with seeds it has not used before
                 venv,
@@ -623,6 +670,8 @@ class OnPolicyAgent:
         if not isinstance(episodes, (int, np.integer)) or isinstance(episodes, bool) or episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
         if env is None:
+            if self._factory is None:
+                raise ValueError("evaluate: the agent trains on a vector env without a spec; pass env=...")
             env_ = self._factory()
         else:
             env_ = env_factory(env)()
@@ -658,7 +707,9 @@ class OnPolicyAgent:
 
     def set_env(self, env: EnvLike) -> None:
         """Train on another env with the same spaces from the next rollout on (fresh episodes)."""
-        factory = env_factory(env)
+        if isinstance(env, VectorEnv):
+            raise ValueError("set_env takes an env id, a gymnasium.Env or a factory (build the agent on a vector env)")
+        factory = env_factory(env, self.env_kwargs, self.wrapper_class, self.wrapper_kwargs)
         probe = factory()
         spaces_ = (probe.observation_space, probe.action_space)
         probe.close()
@@ -687,8 +738,10 @@ class OnPolicyAgent:
             raise CheckpointError(f"the parameters do not fit this agent's networks: {exc}") from None
 
     def close(self) -> None:
+        """Close the vector env natrl made (a vector env given to the agent is the caller's to close)."""
         if self._collector is not None:
-            self._collector.venv.close()
+            if self._collector.venv is not self._given_venv:
+                self._collector.venv.close()
             self._collector = None
 
     # ----------------------------------------------------------------- persistence
@@ -699,6 +752,9 @@ class OnPolicyAgent:
             "algo": self.algo,
             "env_id": self.env_id,
             "env": self._env_arg,
+            "env_kwargs": _jsonable(self.env_kwargs),
+            "wrapper_class": encode_policy_kwargs({"w": self.wrapper_class})["w"] if self.wrapper_class else None,
+            "wrapper_kwargs": _jsonable(self.wrapper_kwargs),
             "seed": self.seed,
             # a function schedule cannot go into a weights-only file: its current value does (pass the
             # function again with load(..., custom_objects={name: fn})); "lin_<value>" strings are kept
@@ -777,6 +833,7 @@ class OnPolicyAgent:
         policy: str | nn.Module | tuple[nn.Module, nn.Module] | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         custom_objects: dict[str, Any] | None = None,
+        wrapper_class: Callable[..., gym.Env] | None = None,
     ) -> A:
         """Rebuild an agent from :meth:`save`'s file.
 
@@ -791,6 +848,8 @@ class OnPolicyAgent:
                 architecture; their weights come from the checkpoint).
             policy_kwargs: classes in the saved policy_kwargs that are neither torch.nn's nor
                 natrl's (a user's features extractor or activation), passed again.
+            wrapper_class: the env wrapper the agent was trained with, when it is neither gymnasium's nor
+                natrl's (a checkpoint never names code to import).
             custom_objects: hyperparameters that replace the saved ones (stable-baselines3's name), e.g.
                 a schedule function, which a checkpoint holds as its value at the time of saving.
         """
@@ -813,6 +872,10 @@ class OnPolicyAgent:
                 f"{cls.__name__}.load(path, policy=...)"
             )
         kwargs = decode_policy_kwargs(state.get("policy_kwargs") or {}, policy_kwargs)
+        # the env as it was made: make-kwargs for an id, the wrapper when the env comes from the checkpoint
+        env_kwargs = (state.get("env_kwargs") or {}) if isinstance(env, str) else {}
+        if wrapper_class is None and env_given is None and state.get("wrapper_class"):
+            wrapper_class = decode_policy_kwargs({"wrapper_class": state["wrapper_class"]})["wrapper_class"]
         agent = cls(
             env,
             seed=state["seed"],
@@ -820,6 +883,9 @@ class OnPolicyAgent:
             config=config,
             policy=policy if policy is not None else saved_policy,
             policy_kwargs=kwargs if policy is None or isinstance(policy, str) else None,
+            env_kwargs=env_kwargs,
+            wrapper_class=wrapper_class,
+            wrapper_kwargs=(state.get("wrapper_kwargs") or {}) if wrapper_class is not None else None,
         )
         agent.load_state_dict(state)
         if env_given is None and state.get("env") is not None:  # rebuilt from the stored id or spec

@@ -11,7 +11,8 @@ transition (no dummy reset steps as with NEXT_STEP mode).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -54,19 +55,58 @@ def _unknown_env_message(env_id: str) -> str:
     )
 
 
-def env_factory(env: EnvLike) -> Callable[[], gym.Env]:
+def _resolve_id(env_id: str) -> str:
+    """Register what an id needs: ``module:Env-v0`` imports ``module`` (as ``gym.make`` does), ``ALE/…`` ids
+    register ale-py's environments. Returns the id without the module part."""
+    if ":" in env_id:
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"environment id {module}:{env_id}: cannot import {module!r} ({exc})") from None
+    if env_id not in gym.registry and env_id.startswith("ALE/"):
+        try:
+            import ale_py
+        except ImportError:
+            raise ValueError(
+                f"environment id {env_id!r} is an Atari game, which needs ale-py: pip install 'natrl[atari]'"
+            ) from None
+        gym.register_envs(ale_py)
+    return env_id
+
+
+def env_factory(
+    env: EnvLike,
+    env_kwargs: Mapping[str, Any] | None = None,
+    wrapper_class: Callable[..., gym.Env] | None = None,
+    wrapper_kwargs: Mapping[str, Any] | None = None,
+) -> Callable[[], gym.Env]:
     """A zero-argument factory that builds a fresh instance of ``env``.
 
+    Args:
+        env: an id (``"Hopper-v5"``, ``"module:Env-v0"``, ``"ALE/Pong-v5"``), a ``gymnasium.Env``
+            (rebuilt from its spec: its make-kwargs and the wrappers gymnasium records) or a factory.
+        env_kwargs: keyword arguments of ``gym.make`` (ids only).
+        wrapper_class: a wrapper applied to every copy, ``wrapper_class(env, **wrapper_kwargs)``.
+        wrapper_kwargs: its keyword arguments.
+
     Raises:
-        ValueError: unknown environment id (with close matches and how to list ids).
+        ValueError: unknown environment id (with close matches and how to list ids), an id whose
+            module cannot be imported, an Env without a spec, env_kwargs for a non-id.
         TypeError: ``env`` is neither an id, an Env, nor a callable.
     """
+    kwargs = dict(env_kwargs or {})
+    if kwargs and not isinstance(env, str):
+        raise ValueError("env_kwargs apply to environment ids (gym.make); give a factory the arguments itself")
     if isinstance(env, str):
-        if env not in gym.registry:
-            raise ValueError(_unknown_env_message(env))
-        env_id = env
-        return lambda: gym.make(env_id)
-    if isinstance(env, gym.Env):
+        env_id = _resolve_id(env)
+        if env_id not in gym.registry:
+            raise ValueError(_unknown_env_message(env_id))
+
+        def base() -> gym.Env:
+            return gym.make(env_id, **kwargs)
+
+    elif isinstance(env, gym.Env):
         spec = env.spec
         if spec is None:
             raise ValueError(
@@ -74,12 +114,20 @@ def env_factory(env: EnvLike) -> Callable[[], gym.Env]:
                 "extra copies it needs (vector envs, evaluation env); pass a factory instead, e.g. "
                 "TRPO(lambda: MyEnv(), ...)"
             )
-        return lambda: gym.make(spec)
-    if callable(env):
-        return env
-    raise TypeError(
-        f"env must be an environment id, a gymnasium.Env or a factory returning one, got {type(env).__name__}"
-    )
+
+        def base() -> gym.Env:
+            return gym.make(spec)
+
+    elif callable(env):
+        base = env
+    else:
+        raise TypeError(
+            f"env must be an environment id, a gymnasium.Env or a factory returning one, got {type(env).__name__}"
+        )
+    if wrapper_class is None:
+        return base
+    wkw = dict(wrapper_kwargs or {})
+    return lambda: wrapper_class(base(), **wkw)
 
 
 def env_name(env: EnvLike) -> str:

@@ -166,7 +166,7 @@ def build_policy(
 # --------------------------------------------------------------------------- checkpoints
 
 _CLASS_PREFIX = "class:"
-_LOADABLE_MODULES = ("torch.nn", "natrl.")
+_LOADABLE_MODULES = ("torch.nn", "natrl.", "gymnasium.")
 
 
 def encode_policy_kwargs(policy_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -185,7 +185,7 @@ def encode_policy_kwargs(policy_kwargs: Mapping[str, Any] | None) -> dict[str, A
 
 
 def decode_policy_kwargs(encoded: Mapping[str, Any], given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Inverse of :func:`encode_policy_kwargs`. Classes from ``torch.nn`` and natrl are imported; any other
+    """Inverse of :func:`encode_policy_kwargs`. Classes from ``torch.nn``, gymnasium and natrl are imported; any other
     class must come back in ``given`` (the user passes the same policy_kwargs again): a checkpoint never
     names code to import."""
     given = dict(given or {})

@@ -1,0 +1,95 @@
+"""Environments as users give them: ids with make-kwargs and wrappers, module:Env-v0 ids, ready vector envs,
+env instances; from Python and from the command line."""
+
+from __future__ import annotations
+
+import sys
+
+import gymnasium as gym
+import pytest
+from gymnasium.vector import AutoresetMode
+
+from natrl import PPO, TRPO
+from natrl.cli import main
+
+
+def test_env_kwargs_and_wrapper_reach_every_copy_and_the_checkpoint(tmp_path) -> None:
+    agent = TRPO(
+        "CartPole-v1",
+        env_kwargs={"max_episode_steps": 40},
+        wrapper_class=gym.wrappers.TimeLimit,
+        wrapper_kwargs={"max_episode_steps": 25},
+        n_envs=2,
+        n_steps=64,
+    )
+    agent.learn(256)
+    assert max(agent.collector.episode_lengths) <= 25
+    assert max(agent.evaluate(3).lengths) <= 25
+    loaded = TRPO.load(agent.save(tmp_path / "m.pt"))  # gymnasium's wrapper is rebuilt from its name
+    assert loaded.wrapper_class is gym.wrappers.TimeLimit and loaded.env_kwargs == {"max_episode_steps": 40}
+    assert max(loaded.evaluate(3).lengths) <= 25
+    with pytest.raises(ValueError, match="env_kwargs apply to environment ids"):
+        TRPO(lambda: gym.make("CartPole-v1"), env_kwargs={"max_episode_steps": 40})
+
+
+def test_module_colon_id_imports_the_registering_module() -> None:
+    sys.modules.pop("registered_env", None)
+    agent = PPO("registered_env:NatrlCorridor-v0", env_kwargs={"length": 3}, n_envs=2, n_steps=32, batch_size=32)
+    agent.learn(64)
+    assert agent.env_id == "registered_env:NatrlCorridor-v0"
+    with pytest.raises(ValueError, match="cannot import 'no_such_module'"):
+        PPO("no_such_module:Env-v0")
+
+
+def test_ale_ids_without_ale_py_name_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # as if ale-py were not installed
+    with pytest.raises(ValueError, match=r"needs ale-py: pip install 'natrl\[atari\]'"):
+        PPO("ALE/Pong-v5")
+
+
+def test_a_ready_vector_env_is_trained_on_as_given() -> None:
+    venv = gym.make_vec("CartPole-v1", 3, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})  # fmt: skip
+    agent = TRPO(venv, n_steps=32)
+    assert agent.config.n_envs == 3 and agent.get_env() is venv and agent.env_id == "CartPole-v1"
+    agent.learn(192)
+    assert agent.num_timesteps == 192 and len(agent.evaluate(2).returns) == 2
+    agent.close()
+    venv.step(venv.action_space.sample())  # still the caller's, still open
+    venv.close()
+    next_step = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync")
+    with pytest.raises(ValueError, match="natrl needs SAME_STEP"):
+        TRPO(next_step)
+
+
+def test_an_env_instance_keeps_its_make_kwargs(tmp_path) -> None:
+    agent = TRPO(gym.make("CartPole-v1", max_episode_steps=30), n_envs=1, n_steps=64)
+    agent.learn(128)
+    assert max(agent.collector.episode_lengths) <= 30
+    loaded = TRPO.load(agent.save(tmp_path / "m.pt"))
+    assert loaded.env_id == "CartPole-v1" and max(loaded.evaluate(3).lengths) <= 30
+
+
+def test_cli_env_kwargs_gym_packages_wrapper_and_eval_env(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("registered_env", None)
+    run = tmp_path / "run"
+    env_args = ["--gym-packages", "registered_env", "--env-kwargs", "length=4",
+                "--wrapper", "gymnasium.wrappers:RecordEpisodeStatistics"]  # fmt: skip
+    common = ["--set", "n_steps=64", "--set", "batch_size=64", "--eval-every", "0", "--run-dir", str(run), "--quiet"]
+    assert main(["train", "ppo", "NatrlCorridor-v0", *env_args, "--steps", "512", *common]) == 0, capsys.readouterr()
+    text = (run / "config.toml").read_text()
+    assert "[env_kwargs]\nlength = 4" in text and 'wrapper = "gymnasium.wrappers:RecordEpisodeStatistics"' in text
+    sys.modules.pop("registered_env", None)  # a fresh process: the resume imports it from config.toml
+    gym.registry.pop("NatrlCorridor-v0", None)
+    resume = ["train", "ppo", "NatrlCorridor-v0", "--steps", "1024", "--run-dir", str(run), "--quiet", "--resume"]
+    assert main(resume) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["eval", str(run / "model.pt"), "--episodes", "2", "--env", "registered_env:NatrlCorridor-v0"]) == 0
+    assert "return" in capsys.readouterr().out
+    assert main(["train", "ppo", "CartPole-v1", "--gym-packages", "nope_pkg", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "--gym-packages nope_pkg: cannot import it" in capsys.readouterr().err
+    assert (
+        main(["train", "ppo", "CartPole-v1", "--wrapper", "gymnasium.wrappers", "--run-dir", str(tmp_path / "y")]) == 2
+    )
+    assert "--wrapper expects MODULE:CLASS" in capsys.readouterr().err
