@@ -141,6 +141,12 @@ class NatureCNN(nn.Module):
         # channels last when the last axis is the smallest (e.g. (84, 84, 4) or (210, 160, 3))
         self.channels_last = shape[-1] < shape[0]
         c = shape[-1] if self.channels_last else shape[0]
+        h, w = (shape[0], shape[1]) if self.channels_last else (shape[1], shape[2])
+        if min(h, w) < 36:
+            raise ValueError(
+                f"NatureCNN needs images of at least 36×36 pixels, got observations of shape {tuple(shape)}; resize "
+                "the frames (gymnasium.wrappers.ResizeObservation) or pass policy_kwargs=dict(features_extractor_class=...)"
+            )
         self.cnn = nn.Sequential(
             nn.Conv2d(c, 32, 8, stride=4),
             nn.ReLU(),
