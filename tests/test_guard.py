@@ -104,3 +104,33 @@ def test_observation_arrays_with_inf_at_reset_stop_before_any_update() -> None:
     with pytest.raises(NonFiniteError, match="non-finite observation at step 0"):
         agent.learn(64, progress=False)
     assert all(torch.equal(b, a) for b, a in zip(before, _state(agent)))
+
+
+def test_discrete_actions_with_a_start_reach_the_env_in_its_range() -> None:
+    class Shifted(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        action_space = gym.spaces.Discrete(3, start=5)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            assert self.action_space.contains(action), action  # 5, 6 or 7
+            return np.zeros(2, np.float32), float(action == 7), False, False, {}
+
+    agent = TRPO(Shifted, n_envs=2, n_steps=32)
+    agent.learn(256)
+    action, _ = agent.predict(np.zeros(2, np.float32))
+    assert action in (5, 6, 7)
+
+
+def test_the_episode_count_continues_after_save_and_load(tmp_path) -> None:
+    agent = TRPO("CartPole-v1", n_envs=2, n_steps=128)
+    agent.learn(512)
+    done = agent.collector.episodes
+    assert done > 0
+    loaded = TRPO.load(agent.save(tmp_path / "m.pt"))
+    seen: list[float] = []
+    loaded.learn(256, reset_num_timesteps=False, callback=lambda a, s: seen.append(s["episodes"]))
+    assert seen[0] >= done

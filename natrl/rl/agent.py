@@ -319,6 +319,7 @@ class OnPolicyAgent:
         self.num_timesteps = 0
         self.num_updates = 0
         self._rejected_in_a_row = 0
+        self._episodes_before = 0  # episodes finished before this agent's collector (a loaded run's count)
         self._collector: RolloutCollector | None = None
         # the speed devices for natrl's own MLPs on the CPU, chosen once (natrl.rl.accel)
         self.fast: FastPaths = fast_paths(self.actor, self.critic, self.rng, enabled=config.fast_paths)
@@ -359,6 +360,7 @@ class OnPolicyAgent:
                 obs_norm_update=self.config.obs_norm_update,
             )
             self._collector.steps = self.num_timesteps
+            self._collector.episodes = self._episodes_before  # continued across save/load
         return self._collector
 
     def _make_batch(self, on_step: StepHook | None = None) -> tuple[Batch, dict[str, float]] | None:
@@ -772,6 +774,7 @@ class OnPolicyAgent:
             "rng": self.rng.bit_generator.state,
             "num_timesteps": self.num_timesteps,
             "num_updates": self.num_updates,
+            "episodes": self._collector.episodes if self._collector is not None else self._episodes_before,
             "algo_state": self._algo_state(),
         }
 
@@ -821,6 +824,7 @@ class OnPolicyAgent:
             self.rng.bit_generator.state = state["rng"]
         self.num_timesteps = int(state["num_timesteps"])
         self.num_updates = int(state["num_updates"])
+        self._episodes_before = int(state.get("episodes", 0))
         self._load_algo_state(state.get("algo_state", {}))
 
     @classmethod
