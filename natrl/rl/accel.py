@@ -39,6 +39,8 @@ from natrl.rl.policies.modules import Actor, Critic, FlattenExtractor
 __all__ = [
     "FastPaths",
     "HeadGrads",
+    "PPOCoefs",
+    "PPOMinibatch",
     "clipped_loss_grads",
     "fast_paths",
     "mlp_value_grads",
@@ -256,10 +258,29 @@ class PPOTerms(NamedTuple):
     clip_fraction: Tensor
 
 
-PPOGrads = Callable[..., tuple[PPOTerms, Callable[[], None]]]
-"""``grads(obs, actions, old_log_probs, advantages, returns, old_values, *, clip_range, clip_range_vf,
-ent_coef, vf_coef) -> (terms, backward)``: the minibatch's loss terms, and a function that writes
-the loss's gradient into the parameters' ``.grad`` (called unless the update stops early)."""
+class PPOMinibatch(NamedTuple):
+    """One PPO minibatch (advantages already normalised if wanted)."""
+
+    obs: Tensor
+    actions: Tensor
+    old_log_probs: Tensor
+    advantages: Tensor
+    returns: Tensor
+    old_values: Tensor | None  # needed with value clipping
+
+
+class PPOCoefs(NamedTuple):
+    """The coefficients of PPO's loss for one update (schedules already evaluated)."""
+
+    clip_range: float
+    clip_range_vf: float | None
+    ent_coef: float
+    vf_coef: float
+
+
+PPOGrads = Callable[[PPOMinibatch, PPOCoefs], tuple[PPOTerms, Callable[[], None]]]
+"""``grads(minibatch, coefs) -> (terms, backward)``: the minibatch's loss terms, and a function that
+writes the loss's gradient into the parameters' ``.grad`` (called unless the update stops early)."""
 
 
 def _ppo_closed_form(actor: Actor, critic: Critic) -> PPOGrads | None:
@@ -279,36 +300,10 @@ def _ppo_closed_form(actor: Actor, critic: Critic) -> PPOGrads | None:
     log_std = expected[0] if expected else None
     discrete = actor.discrete
 
-    def grads(
-        obs: Tensor,
-        actions: Tensor,
-        old_log_probs: Tensor,
-        advantages: Tensor,
-        returns: Tensor,
-        old_values: Tensor | None,
-        *,
-        clip_range: float,
-        clip_range_vf: float | None,
-        ent_coef: float,
-        vf_coef: float,
-    ) -> tuple[PPOTerms, Callable[[], None]]:
-        out_a, acts_a = mlp_forward(spec_a, obs)
-        out_v, acts_v = mlp_forward(spec_v, obs)
-        h = clipped_loss_grads(
-            out_a,
-            out_v,
-            log_std,
-            actions,
-            old_log_probs,
-            advantages,
-            returns,
-            old_values,
-            discrete=discrete,
-            clip_range=clip_range,
-            clip_range_vf=clip_range_vf,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-        )
+    def grads(mb: PPOMinibatch, coefs: PPOCoefs) -> tuple[PPOTerms, Callable[[], None]]:
+        out_a, acts_a = mlp_forward(spec_a, mb.obs)
+        out_v, acts_v = mlp_forward(spec_v, mb.obs)
+        h = clipped_loss_grads(out_a, out_v, log_std, *mb[1:], discrete=discrete, **coefs._asdict())
 
         def backward() -> None:
             mlp_backward(spec_a, acts_a, h.actor_out)

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
 
-from natrl.rl.accel import PPOGrads, PPOTerms, clipped_loss_grads
+from natrl.rl.accel import PPOCoefs, PPOGrads, PPOMinibatch, PPOTerms, clipped_loss_grads
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, adam_step, clip_grad_norm, unique_parameters
@@ -86,38 +85,25 @@ class PPO(OnPolicyAgent):
         # the minibatch gradient: autograd on the loss below, or its closed form for natrl's MLPs
         self._minibatch_grads: PPOGrads = self.fast.ppo_grads or self._autograd_grads
 
-    def _autograd_grads(
-        self,
-        obs: Tensor,
-        actions: Tensor,
-        old_log_probs: Tensor,
-        advantages: Tensor,
-        returns: Tensor,
-        old_values: Tensor | None,
-        *,
-        clip_range: float,
-        clip_range_vf: float | None,
-        ent_coef: float,
-        vf_coef: float,
-    ) -> tuple[PPOTerms, Callable[[], None]]:
+    def _autograd_grads(self, mb: PPOMinibatch, coefs: PPOCoefs) -> tuple[PPOTerms, Callable[[], None]]:
         """PPO's loss on one minibatch; its backward writes the gradient of every parameter."""
-        dist = self.actor.distribution(obs)
-        values = self.critic(obs)
-        log_ratio = dist.log_prob(actions) - old_log_probs
+        dist = self.actor.distribution(mb.obs)
+        values = self.critic(mb.obs)
+        log_ratio = dist.log_prob(mb.actions) - mb.old_log_probs
         ratio = log_ratio.exp()
-        surr1 = ratio * advantages
-        surr2 = ratio.clamp(1 - clip_range, 1 + clip_range) * advantages
+        surr1 = ratio * mb.advantages
+        surr2 = ratio.clamp(1 - coefs.clip_range, 1 + coefs.clip_range) * mb.advantages
         pg_loss = -torch.min(surr1, surr2).mean()
-        if clip_range_vf is not None:
-            assert old_values is not None
-            values = old_values + (values - old_values).clamp(-clip_range_vf, clip_range_vf)
-        v_loss = (values - returns).pow(2).mean()
+        if coefs.clip_range_vf is not None:
+            assert mb.old_values is not None
+            values = mb.old_values + (values - mb.old_values).clamp(-coefs.clip_range_vf, coefs.clip_range_vf)
+        v_loss = (values - mb.returns).pow(2).mean()
         entropy = dist.entropy().mean()
-        loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
+        loss = pg_loss + coefs.vf_coef * v_loss - coefs.ent_coef * entropy
         with torch.no_grad():
             # Schulman's unbiased, non-negative estimator of KL(old ‖ new)
             approx_kl = ((ratio - 1) - log_ratio).mean()
-            clip_frac = ((ratio - 1).abs() > clip_range).float().mean()
+            clip_frac = ((ratio - 1).abs() > coefs.clip_range).float().mean()
 
         def backward() -> None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -133,7 +119,7 @@ class PPO(OnPolicyAgent):
             lr *= self.progress_remaining
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        clip_range = self.scheduled("clip_range")
+        coefs = PPOCoefs(self.scheduled("clip_range"), cfg.clip_range_vf, cfg.ent_coef, cfg.vf_coef)
         n = len(batch)
         terms: list[PPOTerms] = []
         stopped_early = False
@@ -144,18 +130,15 @@ class PPO(OnPolicyAgent):
                 adv = batch.advantages[idx]
                 if cfg.normalize_advantage and idx.numel() > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                t, backward = self._minibatch_grads(
+                mb = PPOMinibatch(
                     batch.obs[idx],
                     batch.actions[idx],
                     batch.log_probs[idx],
                     adv,
                     batch.returns[idx],
                     batch.values[idx] if cfg.clip_range_vf is not None else None,
-                    clip_range=clip_range,
-                    clip_range_vf=cfg.clip_range_vf,
-                    ent_coef=cfg.ent_coef,
-                    vf_coef=cfg.vf_coef,
                 )
+                t, backward = self._minibatch_grads(mb, coefs)
                 if cfg.target_kl is not None and float(t.approx_kl) > 1.5 * cfg.target_kl:
                     stopped_early = True
                     break

@@ -144,8 +144,9 @@ class NatureCNN(nn.Module):
         h, w = (shape[0], shape[1]) if self.channels_last else (shape[1], shape[2])
         if min(h, w) < 36:
             raise ValueError(
-                f"NatureCNN needs images of at least 36×36 pixels, got observations of shape {tuple(shape)}; resize "
-                "the frames (gymnasium.wrappers.ResizeObservation) or pass policy_kwargs=dict(features_extractor_class=...)"
+                f"NatureCNN needs images of at least 36×36 pixels, got observations of shape {tuple(shape)}; "
+                "resize the frames (gymnasium.wrappers.ResizeObservation) or pass "
+                "policy_kwargs=dict(features_extractor_class=...)"
             )
         self.cnn = nn.Sequential(
             nn.Conv2d(c, 32, 8, stride=4),
@@ -244,7 +245,38 @@ def _features_dim(features: nn.Module, codec: ObservationCodec, what: str) -> in
     return int(out.shape[1])
 
 
-class Actor(nn.Module):
+class _ObservationModule(nn.Module):
+    """What Actor and Critic share: the observation space, its codec, the features extractor, and a
+    check of the network's output on sample observations."""
+
+    def _init_input(self, observation_space: spaces.Space | int, features: nn.Module | None) -> None:
+        self.observation_space = _as_space(observation_space)
+        self.obs_codec = observation_codec(self.observation_space)
+        self.features = (
+            default_extractor(self.observation_space)
+            if features is None
+            else _check_module(features, "the features extractor")
+        )
+
+    def _features_dim(self) -> int:
+        return _features_dim(self.features, self.obs_codec, "the features extractor")
+
+    def _sample_output(self, what: str) -> tuple[int, ...] | str:
+        """The shape of ``net(features(sample observations))`` for a batch of 2 (a type name if not a tensor)."""
+        with torch.no_grad():
+            try:
+                out = self.net(self.features(_probe_input(self.obs_codec)))
+            except Exception as exc:
+                raise ValueError(
+                    f"the {what} failed on a sample observation of {self.observation_space}: {exc}"
+                ) from None
+        return tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+
+    def _body(self, obs: Tensor) -> Tensor:
+        return self.net(self.features(self.obs_codec.preprocess(obs)))
+
+
+class Actor(_ObservationModule):
     """Stochastic policy π(a | s) for any supported observation and action space.
 
     Args:
@@ -277,22 +309,20 @@ class Actor(nn.Module):
         net: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.observation_space = _as_space(observation_space)
-        self.obs_codec = observation_codec(self.observation_space)
+        self._init_input(observation_space, features)
         self.action: ActionSpec = action_spec(
             action_space,
             state_dependent_std=state_dependent_std and isinstance(action_space, spaces.Box),
             action_bound=action_bound,
         )
-        self.features = (
-            default_extractor(self.observation_space)
-            if features is None
-            else _check_module(features, "the features extractor")
-        )
         if net is None:
-            in_dim = _features_dim(self.features, self.obs_codec, "the features extractor")
             self.net = mlp(
-                in_dim, tuple(hidden_sizes), self.action.n_outputs, activation, out_gain=0.01, ortho=ortho_init
+                self._features_dim(),
+                tuple(hidden_sizes),
+                self.action.n_outputs,
+                activation,
+                out_gain=0.01,
+                ortho=ortho_init,
             )
             if self.action.state_dependent_std:
                 with torch.no_grad():
@@ -304,15 +334,8 @@ class Actor(nn.Module):
         self._check_output()
 
     def _check_output(self) -> None:
-        with torch.no_grad():
-            try:
-                out = self.net(self.features(_probe_input(self.obs_codec)))
-            except Exception as exc:
-                raise ValueError(
-                    f"the actor network failed on a sample observation of {self.observation_space}: {exc}"
-                ) from None
-        if not isinstance(out, Tensor) or tuple(out.shape) != (2, self.action.n_outputs):
-            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        shape = self._sample_output("actor network")
+        if shape != (2, self.action.n_outputs):
             raise ValueError(
                 f"the actor network's output has shape {shape} for a batch of 2 observations; the action space "
                 f"{self.action.space} needs (batch, {self.action.n_outputs}): {self.action.output_description()}"
@@ -355,7 +378,7 @@ class Actor(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, ...]:
         """Distribution output parameters for a batch of stored observations."""
-        return self.head(self.net(self.features(self.obs_codec.preprocess(obs))))
+        return self.head(self._body(obs))
 
     def head(self, out: Tensor) -> tuple[Tensor, ...]:
         """Distribution output parameters from the network's output ``self.net(features)``."""
@@ -387,7 +410,7 @@ class Actor(nn.Module):
         return lp
 
 
-class Critic(nn.Module):
+class Critic(_ObservationModule):
     """State-value function V(s) for any supported observation space.
 
     Args:
@@ -409,26 +432,12 @@ class Critic(nn.Module):
         net: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.observation_space = _as_space(observation_space)
-        self.obs_codec = observation_codec(self.observation_space)
-        self.features = (
-            default_extractor(self.observation_space)
-            if features is None
-            else _check_module(features, "the features extractor")
-        )
+        self._init_input(observation_space, features)
         if net is None:
-            in_dim = _features_dim(self.features, self.obs_codec, "the features extractor")
-            self.net = mlp(in_dim, tuple(hidden_sizes), 1, activation, out_gain=1.0, ortho=ortho_init)
+            self.net = mlp(self._features_dim(), tuple(hidden_sizes), 1, activation, out_gain=1.0, ortho=ortho_init)
         else:
             self.net = _check_module(net, "the critic network")
-        with torch.no_grad():
-            try:
-                out = self.net(self.features(_probe_input(self.obs_codec)))
-            except Exception as exc:
-                raise ValueError(
-                    f"the critic network failed on a sample observation of {self.observation_space}: {exc}"
-                ) from None
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        shape = self._sample_output("critic network")
         if shape not in ((2,), (2, 1)):
             raise ValueError(
                 f"the critic network's output has shape {shape} for a batch of 2 observations; "
@@ -436,5 +445,5 @@ class Critic(nn.Module):
             )
 
     def forward(self, obs: Tensor) -> Tensor:
-        v = self.net(self.features(self.obs_codec.preprocess(obs)))
+        v = self._body(obs)
         return v.squeeze(-1) if v.dim() == 2 and v.shape[-1] == 1 else v
