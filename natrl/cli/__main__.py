@@ -1,0 +1,7 @@
+"""``python -m natrl.cli``: the same command line as ``natrl``."""
+
+import sys
+
+from natrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,257 @@
+"""``natrl train``: a new run or ``--resume`` of one, trained by :func:`natrl.runs.train_run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from natrl.cli.checks import _agent_class, _check_device, _check_env_id, _import_gym_packages, _wrapper
+from natrl.cli.common import PROG, RUNS_ROOT, CLIError, _err, _rel
+from natrl.cli.progress import _Progress
+from natrl.cli.signals import _StopOnSignal
+from natrl.cli.values import _env_kwargs, parse_overrides
+
+if TYPE_CHECKING:
+    from natrl.rl import OnPolicyAgent
+    from natrl.runs import RunSpec
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import torch
+
+    from natrl import __version__
+
+    return {
+        "natrl": __version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``natrl train``: a new run, or ``--resume`` of an existing one."""
+    cls = _agent_class(args.algo)
+    if args.resume:
+        return _resume(args, cls)
+    from natrl.presets import load_preset
+    from natrl.rl.config import build_config
+    from natrl.runs import RunLock, RunSpec, default_run_dir
+
+    algo, seed = cls.algo, 0 if args.seed is None else args.seed
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(RUNS_ROOT, algo, args.env, seed)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise CLIError(f"run directory {run_dir} already exists; continue it with --resume or choose another --run-dir")
+    _import_gym_packages(args.gym_packages)
+    env_kwargs, wrapper = _env_kwargs(args.env_kwargs), _wrapper(args.wrapper)
+    _check_env_id(args.env)
+    _check_device(args.device or "cpu")
+    preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
+    overrides = parse_overrides(args.overrides, cls.config_cls, algo)
+    if args.n_envs is not None:
+        overrides["n_envs"] = args.n_envs
+    # the command line owns its process: one torch thread unless asked (small networks run faster so)
+    config = build_config(cls.config_cls, {"torch_threads": 1, **preset.hyperparameters, **overrides})
+    total = args.steps or preset.total_steps
+    device = args.device or "cpu"
+    spec = RunSpec(
+        algo=algo,
+        env_id=args.env,
+        seed=seed,
+        total_steps=total,
+        device=device,
+        hyperparameters=config.to_dict(),
+        eval_every=max(total // 10, 1) if args.eval_every is None else args.eval_every,
+        eval_episodes=args.eval_episodes or 10,
+        checkpoint_every=args.checkpoint_every or max(total // 10, 1),
+        keep=args.keep or 3,
+        preset_source=str(preset.source) if preset.source else None,
+        preset_table=preset.table if preset.source else None,
+        expected_return=preset.expected_return,
+        overrides=list(args.overrides) + ([f"n_envs={args.n_envs}"] if args.n_envs is not None else []),
+        created=datetime.now().isoformat(timespec="seconds"),
+        versions=_versions(),
+        command=shlex.join([PROG, *getattr(args, "argv", [])]),
+    )
+    spec.env_kwargs, spec.gym_packages, spec.wrapper = env_kwargs, list(args.gym_packages), args.wrapper
+    agent = cls(args.env, seed=seed, device=device, config=config, env_kwargs=env_kwargs, wrapper_class=wrapper)
+    lock = RunLock(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # one writer per run directory
+        spec.write(run_dir)
+        if not args.quiet:
+            source = f"{_rel(preset.source)} [{preset.table}]" if preset.source else "none found (built-in defaults)"
+            if preset.source and preset.table == "default":
+                source += f" (no tuned preset for {args.env})"
+            expect = f", expected return {preset.expected_return:g}" if preset.expected_return is not None else ""
+            print(f"natrl train: {algo} on {args.env}, seed {seed}, {total:,} steps, device {device}")
+            print(f"  preset:    {source}{expect}")
+            if spec.overrides:
+                print(f"  overrides: {' '.join(spec.overrides)}")
+            print(f"  run dir:   {_rel(run_dir)}", flush=True)
+        return _train_loop(agent, spec, run_dir, start_step=0, time_offset=0.0, quiet=args.quiet)
+    finally:
+        lock.release()
+        agent.close()
+
+
+def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
+    from natrl.runs import CHECKPOINT_DIR, CheckpointManager, RunLock, RunSpec, find_latest_run
+
+    algo, seed = cls.algo, 0 if args.seed is None else args.seed
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        if not run_dir.is_dir():
+            raise CLIError(f"cannot resume: run directory {run_dir} does not exist")
+    else:
+        found = find_latest_run(RUNS_ROOT, algo, args.env, seed)
+        if found is None:
+            raise CLIError(
+                f"nothing to resume: no {algo} run on {args.env} with seed {seed} "
+                f"under {RUNS_ROOT}/; "
+                "pass --run-dir DIR"
+            )
+        run_dir = found
+    try:
+        spec = RunSpec.read(run_dir)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    if (spec.algo, spec.env_id) != (algo, args.env):
+        raise CLIError(f"{run_dir} is a {spec.algo} run on {spec.env_id}, not {algo} on {args.env}")
+    if args.seed is not None and args.seed != spec.seed:
+        raise CLIError(f"{run_dir} was started with seed {spec.seed}, not {args.seed}")
+    requested = parse_overrides(args.overrides, cls.config_cls, algo)
+    if args.n_envs is not None:
+        requested["n_envs"] = args.n_envs
+    for key, value in requested.items():
+        recorded = spec.hyperparameters.get(key)
+        if (list(value) if isinstance(value, tuple) else value) != recorded:
+            shown = "none" if recorded is None else json.dumps(recorded)
+            raise CLIError(
+                f"{key}={json.dumps(value) if value is not None else 'none'} differs from the run's "
+                f"{key}={shown}; a resumed run keeps its hyperparameters (start a new run to change them)"
+            )
+    if args.steps is not None:
+        spec.total_steps = args.steps
+    if args.eval_every is not None:
+        spec.eval_every = args.eval_every
+    if args.eval_episodes is not None:
+        spec.eval_episodes = args.eval_episodes
+    if args.checkpoint_every is not None:
+        spec.checkpoint_every = args.checkpoint_every
+    if args.keep is not None:
+        spec.keep = args.keep
+    if args.device is not None:
+        _check_device(args.device)
+        spec.device = args.device
+    if not CheckpointManager(run_dir / CHECKPOINT_DIR).list():
+        raise CLIError(
+            f"cannot resume {run_dir}: it has no checkpoint yet (stopped before the first one); "
+            "delete it and start a new run"
+        )
+    with RunLock(run_dir):  # one writer per run directory: resuming a run that still runs is refused
+        return _resume_locked(args, run_dir, spec)
+
+
+def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> int:
+    from natrl.runs import PROGRESS_FILE, resume_agent, truncate_progress
+
+    _import_gym_packages(spec.gym_packages)
+    state = resume_agent(run_dir, spec, device=spec.device, wrapper_class=_wrapper(spec.wrapper))
+    for message in state.skipped:
+        _err(f"warning: {message}")
+    agent = state.agent
+    try:
+        rows = truncate_progress(run_dir / PROGRESS_FILE, agent.num_timesteps)
+        spec.write(run_dir)
+        if not args.quiet and agent.num_timesteps >= spec.total_steps:
+            print(
+                f"natrl train: {_rel(run_dir)} already reached its {spec.total_steps:,} steps; "
+                "writing model.pt and evaluating (pass --steps N to train further)",
+                flush=True,
+            )
+        elif not args.quiet:
+            print(
+                f"natrl train: resuming {_rel(run_dir)} at step "
+                f"{agent.num_timesteps:,}/{spec.total_steps:,} "
+                f"from {_rel(state.checkpoint)} ({rows} progress rows kept)",
+                flush=True,
+            )
+        return _train_loop(
+            agent,
+            spec,
+            run_dir,
+            start_step=agent.num_timesteps,
+            time_offset=float(state.run_state.get("time_elapsed", 0.0)),
+            quiet=args.quiet,
+        )
+    finally:
+        agent.close()
+
+
+def _train_loop(
+    agent: OnPolicyAgent,
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    start_step: int,
+    time_offset: float,
+    quiet: bool,
+) -> int:
+    """Train with :func:`natrl.runs.train_run` under the progress display and Ctrl-C handling; print the outcome."""
+    from natrl.runs import train_run
+
+    display = _Progress(spec, start_step, quiet)
+    stopper = _StopOnSignal(
+        on_first=lambda signum: display.write(
+            f"{signal.Signals(signum).name}: stopping after this update to save a checkpoint "
+            "(press Ctrl-C again to abort without one)"
+        )
+    )
+    try:
+        with stopper:
+            outcome = train_run(
+                agent,
+                spec,
+                run_dir,
+                start_step=start_step,
+                time_offset=time_offset,
+                report=display.update,
+                should_stop=stopper.is_set,
+            )
+    finally:
+        display.close()
+    if outcome.interrupted:
+        assert stopper.signum is not None and outcome.checkpoint is not None
+        path = outcome.checkpoint
+        print(f"interrupted at step {agent.num_timesteps:,}/{spec.total_steps:,}; checkpoint: {_rel(path)}")
+        print(f"resume with: natrl train {spec.algo} {spec.env_id} --run-dir {shlex.quote(_rel(run_dir))} --resume")
+        return 128 + stopper.signum
+    result, model = outcome.evaluation, outcome.model
+    assert result is not None and model is not None and outcome.summary is not None
+    reached = outcome.summary["reached_expected_return"]
+    if not quiet:
+        verdict = ""
+        if spec.expected_return is not None:
+            outcome_text = "reached" if reached else "not reached"
+            verdict = f"  (preset expects {spec.expected_return:g}: {outcome_text})"
+        print(
+            f"evaluation at {agent.num_timesteps:,} steps "
+            f"(deterministic, {len(result.returns)} episodes): "
+            f"return {result.mean:.1f} ± {result.std:.1f}{verdict}"
+        )
+        rd = _rel(run_dir)
+        print(f"files in {rd}/:")
+        print(f"  model.pt      final model     natrl eval {shlex.quote(_rel(model))}")
+        print(f"  progress.csv  learning curve  natrl plot {shlex.quote(rd)} -o curves.png")
+        print("  events.out.*  TensorBoard     tensorboard --logdir " + shlex.quote(str(Path(rd).parent)))
+        print("  checkpoints/  the last checkpoints; config.toml: the resolved run; eval.json: this evaluation")
+    return 0
