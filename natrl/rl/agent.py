@@ -25,18 +25,27 @@ from typing import Any, ClassVar, TypeVar
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import VectorEnv
 from torch import Tensor, nn
 
 from natrl.atomic import atomic_write_bytes
 from natrl.logger import Logger, configure, sb3_key
 from natrl.rl.accel import FastPaths, fast_paths
+from natrl.rl.arguments import (
+    check_autoreset,
+    jsonable,
+    positive_int,
+    rebuild_env,
+    rebuildable_env,
+    resolve_device,
+    resolve_env_and_policy,
+)
 from natrl.rl.config import OnPolicyConfig, build_config, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
 from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
-from natrl.rl.policies import BUILTIN_POLICIES, build_policy
+from natrl.rl.policies import build_policy
 from natrl.rl.policies.build import decode_policy_kwargs, encode_policy_kwargs
 from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
 from natrl.rl.spaces import check_spaces
@@ -126,80 +135,6 @@ class ActorCritic(nn.Module):
         return self.actor(obs), self.critic(obs)
 
 
-def _resolve_env_and_policy(name: str, first: Any, env: Any, policy: Any) -> tuple[EnvLike, Any]:
-    """natrl's ``Agent(env, policy=...)`` and stable-baselines3's ``Agent(policy, env)`` forms."""
-    if env is not None:
-        if first is not None and policy is not None:
-            raise TypeError(f"{name}: the policy was given twice (positionally and as policy=)")
-        return env, (first if first is not None else policy) or "MlpPolicy"
-    if first is None:
-        raise TypeError(f"{name} needs an environment: {name}(env) or {name}('MlpPolicy', env)")
-    if isinstance(first, str) and first in BUILTIN_POLICIES:
-        raise TypeError(f"{name}({first!r}) needs an environment too: {name}({first!r}, env)")
-    return first, policy or "MlpPolicy"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    """An integer count from an int, an integral float (``1e5``) or a NumPy integer; else one clear error."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok and float(value).is_integer() and value >= 1:
-        return int(value)
-    raise ValueError(f"{name} must be a positive whole number, got {value!r}")
-
-
-def _check_autoreset(venv: VectorEnv) -> None:
-    mode = venv.metadata.get("autoreset_mode")
-    if mode is not None and mode != AutoresetMode.SAME_STEP and str(mode) != str(AutoresetMode.SAME_STEP):
-        raise ValueError(
-            f"the vector env autoresets in {mode} mode; natrl needs SAME_STEP (final observations in the step's "
-            "info): gym.make_vec(id, n, vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP})"
-        )
-
-
-def _jsonable(value: dict[str, Any]) -> dict[str, Any] | None:
-    """``value`` when JSON can hold it (a checkpoint stores it), else None."""
-    import json
-
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return None
-    return value
-
-
-def _rebuildable(env: Any) -> str | None:
-    """What a checkpoint stores to rebuild the env: an id, or an Env's spec as JSON (kwargs and the
-    wrappers gymnasium records, e.g. ``gym.make("CartPole-v1", max_episode_steps=50)``); None for factories."""
-    if isinstance(env, str):
-        return env
-    spec = getattr(env, "spec", None)
-    if isinstance(env, gym.Env) and spec is not None:
-        try:
-            return _SPEC_PREFIX + spec.to_json()
-        except (ValueError, TypeError):  # kwargs gymnasium cannot write as JSON
-            return None
-    return None
-
-
-def _rebuild(stored: str | None) -> EnvLike | None:
-    if stored is None or not stored.startswith(_SPEC_PREFIX):
-        return stored
-    spec = gym.envs.registration.EnvSpec.from_json(stored[len(_SPEC_PREFIX) :])
-    return lambda: gym.make(spec)
-
-
-_SPEC_PREFIX = "spec:"
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
-
-
 class OnPolicyAgent:
     """Base class of the on-policy agents. Subclasses set ``algo``, ``config_cls`` and ``_update``.
 
@@ -237,7 +172,7 @@ class OnPolicyAgent:
         wrapper_kwargs: dict[str, Any] | None = None,
         **hyperparameters: Any,
     ) -> None:
-        env, policy = _resolve_env_and_policy(type(self).__name__, env_or_policy, env, policy)
+        env, policy = resolve_env_and_policy(type(self).__name__, env_or_policy, env, policy)
         self.verbose = int(verbose)
         self.tensorboard_log = None if tensorboard_log is None else str(tensorboard_log)
         self._user_logger: Logger | None = None
@@ -252,13 +187,13 @@ class OnPolicyAgent:
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
         self._given_venv: VectorEnv | None = None
         if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
-            _check_autoreset(env)
+            check_autoreset(env)
             if config.n_envs != env.num_envs:
                 config = build_config(self.config_cls, {**config.to_dict(), "n_envs": env.num_envs})
             self._given_venv = env
         self.config = config
         self.seed = 0 if seed is None else int(seed)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu'")
         if config.torch_threads is not None and torch.get_num_threads() != config.torch_threads:
@@ -280,7 +215,7 @@ class OnPolicyAgent:
         else:
             self.env_id = env_name(env)
             self._factory = env_factory(env, self.env_kwargs, wrapper_class, self.wrapper_kwargs)
-            self._env_arg = _rebuildable(env)
+            self._env_arg = rebuildable_env(env)
             probe = self._factory()
             self.observation_space, self.action_space = probe.observation_space, probe.action_space
             probe.close()
@@ -425,8 +360,8 @@ class OnPolicyAgent:
         """
         from natrl.callbacks import make_callback
 
-        steps = _positive_int("total_timesteps", total_timesteps if total_steps is None else total_steps)
-        log_interval = _positive_int("log_interval", log_interval)
+        steps = positive_int("total_timesteps", total_timesteps if total_steps is None else total_steps)
+        log_interval = positive_int("log_interval", log_interval)
         show = progress_bar if progress is None else progress
         if reset_num_timesteps:
             self.num_timesteps = 0
@@ -722,7 +657,7 @@ class OnPolicyAgent:
             )
         self.close()
         self._factory, self.env_id = factory, env_name(env)
-        self._env_arg = _rebuildable(env)
+        self._env_arg = rebuildable_env(env)
 
     def get_parameters(self) -> dict[str, dict[str, Tensor]]:
         """The networks' weights, ``{"policy": state_dict}`` (stable-baselines3's layout)."""
@@ -754,9 +689,9 @@ class OnPolicyAgent:
             "algo": self.algo,
             "env_id": self.env_id,
             "env": self._env_arg,
-            "env_kwargs": _jsonable(self.env_kwargs),
+            "env_kwargs": jsonable(self.env_kwargs),
             "wrapper_class": encode_policy_kwargs({"w": self.wrapper_class})["w"] if self.wrapper_class else None,
-            "wrapper_kwargs": _jsonable(self.wrapper_kwargs),
+            "wrapper_kwargs": jsonable(self.wrapper_kwargs),
             "seed": self.seed,
             # a function schedule cannot go into a weights-only file: its current value does (pass the
             # function again with load(..., custom_objects={name: fn})); "lin_<value>" strings are kept
@@ -863,7 +798,7 @@ class OnPolicyAgent:
                 f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.load_agent"
             )
         env_given = env
-        env = env if env is not None else _rebuild(state.get("env"))
+        env = env if env is not None else rebuild_env(state.get("env"))
         if env is None:
             raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
         retired = getattr(cls.config_cls, "retired_fields", ())
