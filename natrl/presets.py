@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ else:  # pragma: no cover
 
 __all__ = ["Preset", "PresetError", "agents_dir", "list_presets", "load_preset", "read_spec"]
 
-_META_KEYS = ("total_steps", "expected_return")
+_META_KEYS = ("total_steps", "expected_return", "env_kwargs", "wrapper")
 
 
 class PresetError(ValueError):
@@ -47,6 +47,8 @@ class Preset:
         total_steps: the step budget.
         expected_return: the evaluation threshold, if the preset states one.
         source: the TOML file.
+        env_kwargs: keyword arguments of ``gym.make`` (a ``[ENV.env_kwargs]`` sub-table).
+        wrapper: the env wrapper as ``"module:Class"`` (e.g. ``"natrl.rl.atari:AtariWrapper"``).
     """
 
     algo: str
@@ -56,6 +58,8 @@ class Preset:
     total_steps: int
     expected_return: float | None
     source: Path | None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    wrapper: str | None = None
 
 
 def agents_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -133,7 +137,14 @@ def load_preset(
     expected = merged.pop("expected_return", None)
     if expected is not None and (isinstance(expected, bool) or not isinstance(expected, (int, float))):
         raise PresetError(f"{path}: expected_return = {expected!r} in [{table}]; it must be a number")
-    return Preset(algo, env_id, table, merged, total, None if expected is None else float(expected), path)
+    env_kwargs = merged.pop("env_kwargs", {})
+    wrapper = merged.pop("wrapper", None)
+    if not isinstance(env_kwargs, dict):
+        raise PresetError(f"{path}: env_kwargs in [{table}] must be a table, e.g. [{table}.env_kwargs]")
+    if wrapper is not None and (not isinstance(wrapper, str) or ":" not in wrapper):
+        raise PresetError(f'{path}: wrapper = {wrapper!r} in [{table}]; write it as "module:Class"')
+    expected_f = None if expected is None else float(expected)
+    return Preset(algo, env_id, table, merged, total, expected_f, path, dict(env_kwargs), wrapper)
 
 
 def list_presets(algo: str, directory: str | os.PathLike[str] | None = None) -> list[str]:

@@ -7,6 +7,7 @@ resident memory before and after (Linux ``ru_maxrss``). Observations are stored 
 converted to float per batch inside the networks, so the stored rollout is steps × 28,224 bytes.
 
     python scripts/mem_image_rollout.py --steps 2048
+    python scripts/mem_image_rollout.py --envs 8 --steps 128
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ def peak_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=2048, help="steps per env")
+    parser.add_argument("--envs", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    agent = PPO(AtariShaped, policy="CnnPolicy", n_envs=1, n_steps=args.steps, torch_threads=None)
+    agent = PPO(AtariShaped, policy="CnnPolicy", n_envs=args.envs, n_steps=args.steps, torch_threads=None)
+    _ = agent.collector  # the vector env exists before the measurement, as in training
     before = peak_mb()
     batch, _ = agent._make_batch()
     after = peak_mb()

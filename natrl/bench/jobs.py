@@ -44,6 +44,8 @@ class Job:
         expected_return: the preset's threshold for time-to-threshold, if any.
         preset: "<file>[<table>]" the hyperparameters came from.
         peer: for an sb3 job, the translated spec (:meth:`natrl.bench.peers.PeerSpec.to_dict`).
+        env_kwargs: the preset's keyword arguments of ``gym.make`` (both libraries, training and evaluation).
+        wrapper: the preset's env wrapper as ``"module:Class"`` (both libraries, training and evaluation).
     """
 
     index: int
@@ -58,6 +60,8 @@ class Job:
     expected_return: float | None = None
     preset: str = ""
     peer: dict[str, Any] | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    wrapper: str | None = None
 
     @property
     def name(self) -> str:
@@ -144,6 +148,8 @@ def plan_jobs(
                     hyperparameters=config.to_dict(),
                     expected_return=preset.expected_return,
                     preset=f"{preset.source.name if preset.source else '<defaults>'}[{preset.table}]",
+                    env_kwargs=dict(preset.env_kwargs),
+                    wrapper=preset.wrapper,
                 )
                 jobs.append(Job(index=len(jobs), library="natrl", **common))
                 if against == "sb3":

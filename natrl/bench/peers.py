@@ -72,6 +72,15 @@ def _default(func: Any, name: str) -> Any:
     return inspect.signature(func).parameters[name].default
 
 
+def _schedule(value: Any) -> Any:
+    """A natrl hyperparameter as the peer spec holds it: a number, or ``{"linear": v}`` for ``"lin_<v>"``."""
+    if isinstance(value, str) and value.startswith("lin_"):
+        return {"linear": float(value[len("lin_") :])}
+    if callable(value):
+        raise ValueError("natrl bench cannot translate a function schedule for the SB3 peer; use 'lin_<value>'")
+    return value
+
+
 def translate(algo: str, config: Any) -> PeerSpec | None:
     """The stable-baselines3 peer of a natrl config, or None when there is none (NPG).
 
@@ -103,7 +112,7 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
     if algo == "trpo":
         sub = 1 if cfg.fisher_subsample >= 1.0 else max(1, round(1.0 / cfg.fisher_subsample))
         kwargs = {
-            "learning_rate": cfg.critic_lr,
+            "learning_rate": _schedule(cfg.critic_lr),
             **common,
             "batch_size": cfg.critic_batch_size,
             "cg_max_steps": cfg.cg_iters,
@@ -111,7 +120,7 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
             "line_search_shrinking_factor": cfg.line_search_shrink,
             "line_search_max_iter": cfg.line_search_max_backtracks + 1,
             "n_critic_updates": cfg.critic_epochs,
-            "target_kl": cfg.max_kl,
+            "target_kl": cfg.max_kl if not isinstance(cfg.max_kl, str) else float(cfg.max_kl[len("lin_") :]),
             "sub_sampling_factor": sub,
         }
         notes += [
@@ -122,7 +131,7 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
             "< target_kl (equal to second order)",
             f"CG stop: natrl ‖r‖ ≤ cg_tol·‖g‖ (cg_tol={cfg.cg_tol:g}), sb3-contrib ‖r‖² < 1e-10 (fixed); "
             "both at most cg_iters iterations",
-            f"critic: Adam lr={cfg.critic_lr:g}, eps={adam_eps:g} (set through optimizer_kwargs; SB3's "
+            f"critic: Adam lr={cfg.critic_lr}, eps={adam_eps:g} (set through optimizer_kwargs; SB3's "
             "default is 1e-5), natrl's loss is ½·MSE, SB3's MSE (Adam is invariant to the scale)",
         ]
         if cfg.adaptive_damping:
@@ -138,13 +147,15 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
                 "sb3-contrib subsamples gradient, Fisher and line search, natrl only the Fisher"
             )
     else:
-        lr: float | dict[str, float] = {"linear": cfg.learning_rate} if cfg.anneal_lr else cfg.learning_rate
+        lr: float | dict[str, float] = _schedule(cfg.learning_rate)
+        if cfg.anneal_lr and not isinstance(lr, dict):
+            lr = {"linear": lr}
         kwargs = {
             "learning_rate": lr,
             **common,
             "batch_size": cfg.batch_size,
             "n_epochs": cfg.n_epochs,
-            "clip_range": cfg.clip_range,
+            "clip_range": _schedule(cfg.clip_range),
             "clip_range_vf": cfg.clip_range_vf,
             "ent_coef": cfg.ent_coef,
             "vf_coef": cfg.vf_coef,
@@ -183,8 +194,11 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
     return PeerSpec(_CLASSES[algo], kwargs, int(cfg.n_envs), normalize, tuple(notes))
 
 
-def build_model(spec: PeerSpec, env_id: str, seed: int) -> tuple[Any, Any]:
-    """Build the SB3 model and its training vector env.
+def build_model(
+    spec: PeerSpec, env_id: str, seed: int, env_kwargs: dict[str, Any] | None = None, wrapper_class: Any = None
+) -> tuple[Any, Any]:
+    """Build the SB3 model and its training vector env (the preset's make-kwargs and wrapper on every copy;
+    ``CnnPolicy`` for image observations, as SB3 wants it named).
 
     Returns:
         (model, vec_normalize): ``vec_normalize`` is the ``VecNormalize`` wrapper, or None.
@@ -203,12 +217,17 @@ def build_model(spec: PeerSpec, env_id: str, seed: int) -> tuple[Any, Any]:
     kwargs = copy.deepcopy(spec.kwargs)
     pk = kwargs["policy_kwargs"] = dict(kwargs.get("policy_kwargs", {}))
     pk["activation_fn"] = getattr(torch.nn, pk["activation_fn"])
-    lr = kwargs.get("learning_rate")
-    if isinstance(lr, dict):
-        kwargs["learning_rate"] = LinearSchedule(float(lr["linear"]), 0.0, 1.0)
-    venv = make_vec_env(env_id, n_envs=spec.n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+    for key in ("learning_rate", "clip_range"):
+        value = kwargs.get(key)
+        if isinstance(value, dict):
+            kwargs[key] = LinearSchedule(float(value["linear"]), 0.0, 1.0)
+    venv = make_vec_env(env_id, n_envs=spec.n_envs, seed=seed, vec_env_cls=DummyVecEnv, env_kwargs=env_kwargs,
+                        wrapper_class=wrapper_class)  # fmt: skip
     vec_normalize = None
     if spec.vec_normalize is not None:
         venv = vec_normalize = VecNormalize(venv, **spec.vec_normalize)
-    model = model_cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    policy = "CnnPolicy" if is_image_space(venv.observation_space) else "MlpPolicy"
+    model = model_cls(policy, venv, seed=seed, device="cpu", verbose=0, **kwargs)
     return model, vec_normalize

@@ -157,15 +157,22 @@ def failed_row(job: Job, error: str, tb: str | None = None) -> dict[str, Any]:
     return {**_base_row(job), "status": "failed", "error": error, "traceback": tb}
 
 
-def _eval_env(env_id: str) -> Callable[[], Any]:
-    """The evaluation env factory, the same for both libraries: a plain ``gymnasium.make``."""
+def _wrapper_class(job: Job) -> Any:
+    """The preset's env wrapper class (``"module:Class"``), or None."""
+    if job.wrapper is None:
+        return None
+    import importlib
 
-    def make() -> Any:
-        import gymnasium as gym
+    module, _, name = job.wrapper.partition(":")
+    return getattr(importlib.import_module(module), name)
 
-        return gym.make(env_id)
 
-    return make
+def _eval_env(job: Job) -> Callable[[], Any]:
+    """The evaluation env factory, the same for both libraries: ``gymnasium.make`` with the preset's
+    make-kwargs and wrapper (for Atari: rewards clipped as in training)."""
+    from natrl.rl.env import env_factory
+
+    return env_factory(job.env_id, job.env_kwargs, _wrapper_class(job))
 
 
 def _train_natrl(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
@@ -176,9 +183,10 @@ def _train_natrl(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str
     cls = AGENTS[job.algo]
     # one torch thread whatever the preset says, as for the SB3 run
     config = build_config(cls.config_cls, {**job.hyperparameters, "torch_threads": 1})
-    agent = cls(job.env_id, seed=job.seed, device="cpu", config=config)
+    agent = cls(job.env_id, seed=job.seed, device="cpu", config=config, env_kwargs=job.env_kwargs,
+                wrapper_class=_wrapper_class(job))  # fmt: skip
     try:
-        ev = Evaluator(lambda obs: agent.predict(obs, deterministic=True)[0], _eval_env(job.env_id), **ev_args)
+        ev = Evaluator(lambda obs: agent.predict(obs, deterministic=True)[0], _eval_env(job), **ev_args)
 
         def callback(a: Any, stats: dict[str, float]) -> bool:
             if ev.due(a.num_timesteps):
@@ -204,14 +212,14 @@ def _train_sb3(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
     if job.peer is None:
         raise ValueError(f"job {job.name} has no translated stable-baselines3 spec")
     spec = PeerSpec.from_dict(job.peer)
-    model, vec_normalize = build_model(spec, job.env_id, job.seed)
+    model, vec_normalize = build_model(spec, job.env_id, job.seed, job.env_kwargs, _wrapper_class(job))
 
     def policy(obs: np.ndarray) -> Any:
         if vec_normalize is not None:
             obs = vec_normalize.normalize_obs(obs)
         return model.predict(obs, deterministic=True)[0]
 
-    ev = Evaluator(policy, _eval_env(job.env_id), **ev_args)
+    ev = Evaluator(policy, _eval_env(job), **ev_args)
 
     class _EvalCallback(BaseCallback):
         # on_rollout_start follows the previous update: the policy has learnt from num_timesteps steps

@@ -50,10 +50,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise CLIError(f"run directory {run_dir} already exists; continue it with --resume or choose another --run-dir")
     _import_gym_packages(args.gym_packages)
-    env_kwargs, wrapper = _env_kwargs(args.env_kwargs), _wrapper(args.wrapper)
     _check_env_id(args.env)
     _check_device(args.device or "cpu")
     preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
+    # the preset's env settings (e.g. Atari preprocessing), which the command line's flags override
+    env_kwargs = {**preset.env_kwargs, **_env_kwargs(args.env_kwargs)}
+    wrapper_path = args.wrapper or preset.wrapper
+    wrapper = _wrapper(wrapper_path)
     overrides = parse_overrides(args.overrides, cls.config_cls, algo)
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
@@ -80,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         versions=_versions(),
         command=shlex.join([PROG, *getattr(args, "argv", [])]),
     )
-    spec.env_kwargs, spec.gym_packages, spec.wrapper = env_kwargs, list(args.gym_packages), args.wrapper
+    spec.env_kwargs, spec.gym_packages, spec.wrapper = env_kwargs, list(args.gym_packages), wrapper_path
     agent = cls(args.env, seed=seed, device=device, config=config, env_kwargs=env_kwargs, wrapper_class=wrapper)
     lock = RunLock(run_dir)
     try:

@@ -1,0 +1,96 @@
+"""Atari on ale-py: the standard preprocessing from gymnasium's wrappers, the presets, the command line.
+Skipped where ale-py or OpenCV is missing (``pip install 'natrl[atari]'``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+pytest.importorskip("cv2")
+
+import gymnasium as gym
+
+from natrl import ACKTR, PPO
+from natrl.cli import main
+from natrl.presets import load_preset
+from natrl.rl.atari import AtariWrapper, FireReset
+from natrl.rl.env import env_factory
+from natrl.rl.policies import NatureCNN
+
+
+def _breakout() -> gym.Env:
+    return env_factory("ALE/Breakout-v5", {"frameskip": 1})()
+
+
+def test_atari_wrapper_gives_stacked_84x84_uint8_frames_clipped_rewards_and_fires() -> None:
+    env = AtariWrapper(_breakout())
+    assert env.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    chain, inner = [], env.env
+    while isinstance(inner, gym.Wrapper):
+        chain.append(type(inner).__name__)
+        inner = inner.env
+    assert chain[:3] == ["FrameStackObservation", "ClipReward", "FireReset"] and "AtariPreprocessing" in chain
+    rewards = []
+    for _ in range(300):
+        obs, r, terminated, truncated, _ = env.step(env.action_space.sample())
+        rewards.append(r)
+        if terminated or truncated:
+            break
+    assert set(rewards) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="FIRE"):
+        FireReset(_NoFire())
+
+
+class _NoFire(gym.Env):
+    observation_space = gym.spaces.Box(0, 1, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def get_action_meanings(self):
+        return ["NOOP", "RIGHT"]
+
+
+@pytest.mark.parametrize("cls", [PPO, ACKTR])
+def test_smoke_agents_train_on_breakout_with_the_preset_settings(cls, tmp_path) -> None:
+    """Smoke test: the preset's env settings, NatureCNN over uint8 frames, one short learn, save and load."""
+    preset = load_preset(cls.algo, "ALE/Breakout-v5", cls.config_cls)
+    assert preset.env_kwargs == {"frameskip": 1} and preset.wrapper == "natrl.rl.atari:AtariWrapper"
+    hp = {**preset.hyperparameters, "n_envs": 2, "n_steps": 16}
+    if cls is PPO:
+        hp["batch_size"] = 32
+    agent = cls("ALE/Breakout-v5", env_kwargs=preset.env_kwargs, wrapper_class=AtariWrapper, **hp)
+    assert isinstance(agent.actor.features, NatureCNN) and agent.actor.features is agent.critic.features
+    agent.learn(64)
+    batch, _ = agent._make_batch()
+    assert str(batch.obs.dtype) == "torch.uint8"
+    loaded = cls.load(agent.save(tmp_path / "m.pt"))
+    assert loaded.wrapper_class is AtariWrapper and loaded.env_kwargs == {"frameskip": 1}
+
+
+def test_natrl_train_uses_the_atari_preset(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "train",
+        "ppo",
+        "ALE/Pong-v5",
+        "--steps",
+        "256",
+        "--set",
+        "n_envs=2",
+        "--set",
+        "n_steps=64",
+        "--set",
+        "batch_size=64",
+        "--eval-every",
+        "0",
+        "--eval-episodes",
+        "1",
+        "--run-dir",
+        "run",
+        "--quiet",
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    text = (tmp_path / "run" / "config.toml").read_text()
+    assert 'wrapper = "natrl.rl.atari:AtariWrapper"' in text and "frameskip = 1" in text
