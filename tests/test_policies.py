@@ -351,3 +351,21 @@ def test_the_cnn_policy_learns_the_image_task(cls) -> None:
     agent.learn(8_000)
     score = agent.evaluate(episodes=20).mean
     assert score >= 7.0, f"{cls.__name__}: {score}"
+
+
+def test_a_shared_cnn_runs_once_for_actor_and_critic_with_the_same_result() -> None:
+    from natrl.rl.policies.modules import distribution_and_value, shares_trained_features
+
+    agent = PPO(T.ImageObservations, n_envs=2, n_steps=16, batch_size=16)
+    assert shares_trained_features(agent.actor, agent.critic)
+    batch, _ = agent._make_batch()
+    calls = []
+    handle = agent.actor.features.register_forward_hook(lambda m, i, o: calls.append(1))
+    dist, values = distribution_and_value(agent.actor, agent.critic, batch.obs)
+    assert len(calls) == 1
+    handle.remove()
+    torch.testing.assert_close(dist.params[0], agent.actor.distribution(batch.obs).params[0])
+    torch.testing.assert_close(values, agent.critic(batch.obs))
+    # the rollout's stored log-probabilities and values are those of the separate forwards
+    torch.testing.assert_close(batch.log_probs, agent.actor.distribution(batch.obs).log_prob(batch.actions))
+    torch.testing.assert_close(batch.values, agent.critic(batch.obs).detach())

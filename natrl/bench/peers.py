@@ -221,6 +221,9 @@ def build_model(
         value = kwargs.get(key)
         if isinstance(value, dict):
             kwargs[key] = LinearSchedule(float(value["linear"]), 0.0, 1.0)
+    from natrl.rl.env import register_env_id
+
+    env_id = register_env_id(env_id)  # e.g. ale-py's ALE/ ids, which gymnasium knows only once registered
     venv = make_vec_env(env_id, n_envs=spec.n_envs, seed=seed, vec_env_cls=DummyVecEnv, env_kwargs=env_kwargs,
                         wrapper_class=wrapper_class)  # fmt: skip
     vec_normalize = None

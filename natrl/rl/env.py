@@ -29,6 +29,7 @@ __all__ = [
     "env_factory",
     "env_name",
     "make_vector_env",
+    "register_env_id",
 ]
 
 EnvLike = str | gym.Env | Callable[[], gym.Env]
@@ -55,7 +56,7 @@ def _unknown_env_message(env_id: str) -> str:
     )
 
 
-def _resolve_id(env_id: str) -> str:
+def register_env_id(env_id: str) -> str:
     """Register what an id needs: ``module:Env-v0`` imports ``module`` (as ``gym.make`` does), ``ALE/…`` ids
     register ale-py's environments. Returns the id without the module part."""
     if ":" in env_id:
@@ -99,7 +100,7 @@ def env_factory(
     if kwargs and not isinstance(env, str):
         raise ValueError("env_kwargs apply to environment ids (gym.make); give a factory the arguments itself")
     if isinstance(env, str):
-        env_id = _resolve_id(env)
+        env_id = register_env_id(env)
         if env_id not in gym.registry:
             raise ValueError(_unknown_env_message(env_id))
 

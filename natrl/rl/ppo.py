@@ -22,6 +22,7 @@ from natrl.rl.accel import PPOCoefs, PPOGrads, PPOMinibatch, PPOTerms, clipped_l
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, adam_step, clip_grad_norm, unique_parameters
+from natrl.rl.policies.modules import distribution_and_value
 
 __all__ = ["PPO", "PPOConfig", "clipped_loss_grads"]
 
@@ -87,8 +88,7 @@ class PPO(OnPolicyAgent):
 
     def _autograd_grads(self, mb: PPOMinibatch, coefs: PPOCoefs) -> tuple[PPOTerms, Callable[[], None]]:
         """PPO's loss on one minibatch; its backward writes the gradient of every parameter."""
-        dist = self.actor.distribution(mb.obs)
-        values = self.critic(mb.obs)
+        dist, values = distribution_and_value(self.actor, self.critic, mb.obs)
         log_ratio = dist.log_prob(mb.actions) - mb.old_log_probs
         ratio = log_ratio.exp()
         surr1 = ratio * mb.advantages

@@ -38,6 +38,7 @@ from torch import Tensor
 from natrl.rl.env import check_finite, check_float32_rewards
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
+from natrl.rl.policies.modules import shares_trained_features
 from natrl.rl.spaces import ObservationCodec
 
 __all__ = ["Rollout", "RolloutCollector", "Sampler", "StepHook", "torch_sampler"]
@@ -220,21 +221,36 @@ class RolloutCollector:
         actions = torch.from_numpy(act_buf).to(dev)
         flat_obs = obs_all.reshape(T * E, *obs_shape)
         # forwards over the whole rollout, in chunks of bounded input size (one chunk for vector
-        # observations; ~150 frames of 84×84×4 for images, whose float activations dominate memory)
+        # observations; ~150 frames of 84×84×4 for images, whose float activations dominate memory).
+        # V(s_t) and V(s'_t): the next row's value, the last observation's value after the loop, and
+        # the final observation's value where an episode ended.
         rows = max(1, _CHUNK_ELEMENTS // max(1, self.codec.size))
         flat_act = actions.reshape(T * E, *act_shape)
-        log_probs = torch.cat(
-            [actor.distribution(flat_obs[i : i + rows]).log_prob(flat_act[i : i + rows]) for i in range(0, T * E, rows)]
-        ).reshape(T, E)
-        # V(s_t) and V(s'_t): the next row's value, the last observation's value after the
-        # loop, and the final observation's value where an episode ended.
         tail = [obs]
         if finals:
             stacked = np.stack([f[2] for f in finals])
             tail.append(stacked if per_step else self._normalize(stacked))
         extra = torch.from_numpy(np.concatenate(tail)).to(dev)
         inputs = torch.cat([flat_obs, extra])
-        all_values = torch.cat([critic(inputs[i : i + rows]) for i in range(0, inputs.shape[0], rows)])
+        if shares_trained_features(actor, critic):  # a shared CNN runs once per observation
+            lp_parts, v_parts = [], []
+            for i in range(0, inputs.shape[0], rows):
+                features = actor.features_of(inputs[i : i + rows])
+                v_parts.append(critic.value_from_features(features))
+                n_pol = max(0, min(rows, T * E - i))
+                if n_pol:
+                    dist = actor.distribution_from_features(features[:n_pol])
+                    lp_parts.append(dist.log_prob(flat_act[i : i + n_pol]))
+            log_probs = torch.cat(lp_parts).reshape(T, E)
+            all_values = torch.cat(v_parts)
+        else:
+            log_probs = torch.cat(
+                [
+                    actor.distribution(flat_obs[i : i + rows]).log_prob(flat_act[i : i + rows])
+                    for i in range(0, T * E, rows)
+                ]
+            ).reshape(T, E)
+            all_values = torch.cat([critic(inputs[i : i + rows]) for i in range(0, inputs.shape[0], rows)])
         values = all_values[: T * E].reshape(T, E)
         next_val = torch.empty_like(values)
         next_val[:-1] = values[1:]

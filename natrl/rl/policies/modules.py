@@ -48,7 +48,9 @@ __all__ = [
     "NatureCNN",
     "OutputOf",
     "default_extractor",
+    "distribution_and_value",
     "mlp",
+    "shares_trained_features",
 ]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
@@ -272,8 +274,12 @@ class _ObservationModule(nn.Module):
                 ) from None
         return tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
 
+    def features_of(self, obs: Tensor) -> Tensor:
+        """The features extractor's output for a batch of stored observations."""
+        return self.features(self.obs_codec.preprocess(obs))
+
     def _body(self, obs: Tensor) -> Tensor:
-        return self.net(self.features(self.obs_codec.preprocess(obs)))
+        return self.net(self.features_of(obs))
 
 
 class Actor(_ObservationModule):
@@ -392,6 +398,10 @@ class Actor(_ObservationModule):
     def distribution(self, obs: Tensor) -> Distribution:
         return self.dist_cls(*self(obs))
 
+    def distribution_from_features(self, features: Tensor) -> Distribution:
+        """The distribution for features already extracted (a features extractor shared with the critic)."""
+        return self.dist_cls(*self.head(self.net(features)))
+
     def to_env_action(self, raw: np.ndarray) -> np.ndarray:
         """Map a batch of raw distribution samples to actions the env accepts."""
         return self.action.to_env(raw)
@@ -445,5 +455,23 @@ class Critic(_ObservationModule):
             )
 
     def forward(self, obs: Tensor) -> Tensor:
-        v = self._body(obs)
+        return self.value_from_features(self.features_of(obs))
+
+    def value_from_features(self, features: Tensor) -> Tensor:
+        """V for features already extracted (a features extractor shared with the actor)."""
+        v = self.net(features)
         return v.squeeze(-1) if v.dim() == 2 and v.shape[-1] == 1 else v
+
+
+def shares_trained_features(actor: Actor, critic: Critic) -> bool:
+    """Whether actor and critic share one features extractor that has parameters (a CNN): its output is then
+    computed once for both (:func:`distribution_and_value`)."""
+    return actor.features is critic.features and any(True for _ in actor.features.parameters())
+
+
+def distribution_and_value(actor: Actor, critic: Critic, obs: Tensor) -> tuple[Distribution, Tensor]:
+    """π(·|obs) and V(obs), with a shared features extractor run once."""
+    if shares_trained_features(actor, critic):
+        features = actor.features_of(obs)
+        return actor.distribution_from_features(features), critic.value_from_features(features)
+    return actor.distribution(obs), critic(obs)
