@@ -43,6 +43,7 @@ def test_module_colon_id_imports_the_registering_module() -> None:
 
 def test_ale_ids_without_ale_py_name_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ale_py", None)  # as if ale-py were not installed
+    monkeypatch.delitem(gym.registry, "ALE/Pong-v5", raising=False)  # and had never registered its games
     with pytest.raises(ValueError, match=r"needs ale-py: pip install 'natrl\[atari\]'"):
         PPO("ALE/Pong-v5")
 

@@ -43,7 +43,7 @@ from natrl.rl.spaces import ObservationCodec
 
 __all__ = ["Rollout", "RolloutCollector", "Sampler", "StepHook", "torch_sampler"]
 
-_CHUNK_ELEMENTS = 1 << 22  # observation scalars per batched forward after the rollout
+_CHUNK_ELEMENTS = 1 << 19  # observation scalars per batched forward after the rollout
 
 Sampler = Callable[[np.ndarray], np.ndarray]
 StepHook = Callable[[dict[str, object]], object]
