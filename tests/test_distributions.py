@@ -6,7 +6,6 @@ Fisher of that policy."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,13 +19,7 @@ from natrl.distributions import Bernoulli, DiagGaussian, MultiCategorical
 from natrl.params import flatten, functional
 from natrl.rl.policies import Actor
 
-
-@pytest.fixture(autouse=True)
-def _float64() -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 
 NVEC = (3, 2, 4)
