@@ -11,10 +11,14 @@ from natrl.runs.files import CONFIG_FILE
 __all__ = ["default_run_dir", "find_latest_run", "run_name"]
 
 
+def _file_safe(env_id: str) -> str:
+    return env_id.replace("/", "_").replace(":", "_")
+
+
 def run_name(algo: str, env_id: str, seed: int, when: datetime | None = None) -> str:
-    """``<algo>-<env>-s<seed>-<YYYYmmdd-HHMMSS>`` (a ``/`` in a namespaced env id becomes ``_``)."""
+    """``<algo>-<env>-s<seed>-<YYYYmmdd-HHMMSS>`` (``/`` and ``:`` of namespaced or module ids become ``_``)."""
     when = datetime.now() if when is None else when
-    return f"{algo}-{env_id.replace('/', '_')}-s{seed}-{when:%Y%m%d-%H%M%S}"
+    return f"{algo}-{_file_safe(env_id)}-s{seed}-{when:%Y%m%d-%H%M%S}"
 
 
 def default_run_dir(root: str | os.PathLike[str], algo: str, env_id: str, seed: int) -> Path:
@@ -29,7 +33,7 @@ def default_run_dir(root: str | os.PathLike[str], algo: str, env_id: str, seed: 
 
 def find_latest_run(root: str | os.PathLike[str], algo: str, env_id: str, seed: int) -> Path | None:
     """The newest run directory of (algo, env, seed) under ``root``, or None."""
-    prefix = f"{algo}-{env_id.replace('/', '_')}-s{seed}-"
+    prefix = f"{algo}-{_file_safe(env_id)}-s{seed}-"
     folder = Path(root)
     if not folder.is_dir():
         return None
