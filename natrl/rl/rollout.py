@@ -46,9 +46,10 @@ __all__ = ["Rollout", "RolloutCollector", "Sampler", "StepHook", "torch_sampler"
 _CHUNK_ELEMENTS = 1 << 19  # observation scalars per batched forward after the rollout
 
 Sampler = Callable[[np.ndarray], np.ndarray]
+"""``sample(stored_obs (E, ...)) -> raw actions (E, *raw_shape)`` with the current policy."""
+
 StepHook = Callable[[dict[str, object]], object]
 """``hook(locals)`` after each vector step: new_obs, actions, rewards, dones, infos; False stops."""
-"""``sample(stored_obs (E, ...)) -> raw actions (E, *raw_shape)`` with the current policy."""
 
 
 def torch_sampler(actor: Actor, generator: torch.Generator) -> Sampler:
@@ -220,10 +221,11 @@ class RolloutCollector:
         obs_all = torch.from_numpy(obs_buf).to(dev)
         actions = torch.from_numpy(act_buf).to(dev)
         flat_obs = obs_all.reshape(T * E, *obs_shape)
-        # forwards over the whole rollout, in chunks of bounded input size (one chunk for vector
-        # observations; ~150 frames of 84×84×4 for images, whose float activations dominate memory).
-        # V(s_t) and V(s'_t): the next row's value, the last observation's value after the loop, and
-        # the final observation's value where an episode ended.
+        # Batched forwards over the rollout and the observations after it (the last one of each env
+        # and the final ones of ended episodes, for V(s'_t)), in chunks of at most _CHUNK_ELEMENTS
+        # input scalars: one chunk for vector observations, ~18 Atari frames, whose float activations
+        # would otherwise dominate memory. A features extractor with parameters shared by actor and
+        # critic (a CNN) runs once per observation.
         rows = max(1, _CHUNK_ELEMENTS // max(1, self.codec.size))
         flat_act = actions.reshape(T * E, *act_shape)
         tail = [obs]
@@ -232,25 +234,22 @@ class RolloutCollector:
             tail.append(stacked if per_step else self._normalize(stacked))
         extra = torch.from_numpy(np.concatenate(tail)).to(dev)
         inputs = torch.cat([flat_obs, extra])
-        if shares_trained_features(actor, critic):  # a shared CNN runs once per observation
-            lp_parts, v_parts = [], []
-            for i in range(0, inputs.shape[0], rows):
-                features = actor.features_of(inputs[i : i + rows])
+        shared = shares_trained_features(actor, critic)
+        lp_parts, v_parts = [], []
+        for i in range(0, inputs.shape[0], rows):
+            chunk = inputs[i : i + rows]
+            n_pol = min(rows, T * E - i)  # the rows of this chunk that are rollout steps
+            if shared:
+                features = actor.features_of(chunk)
                 v_parts.append(critic.value_from_features(features))
-                n_pol = max(0, min(rows, T * E - i))
-                if n_pol:
-                    dist = actor.distribution_from_features(features[:n_pol])
-                    lp_parts.append(dist.log_prob(flat_act[i : i + n_pol]))
-            log_probs = torch.cat(lp_parts).reshape(T, E)
-            all_values = torch.cat(v_parts)
-        else:
-            log_probs = torch.cat(
-                [
-                    actor.distribution(flat_obs[i : i + rows]).log_prob(flat_act[i : i + rows])
-                    for i in range(0, T * E, rows)
-                ]
-            ).reshape(T, E)
-            all_values = torch.cat([critic(inputs[i : i + rows]) for i in range(0, inputs.shape[0], rows)])
+                pi = actor.distribution_from_features(features[:n_pol]) if n_pol > 0 else None
+            else:
+                v_parts.append(critic(chunk))
+                pi = actor.distribution(chunk[:n_pol]) if n_pol > 0 else None
+            if pi is not None:
+                lp_parts.append(pi.log_prob(flat_act[i : i + n_pol]))
+        log_probs = torch.cat(lp_parts).reshape(T, E)
+        all_values = torch.cat(v_parts)
         values = all_values[: T * E].reshape(T, E)
         next_val = torch.empty_like(values)
         next_val[:-1] = values[1:]
