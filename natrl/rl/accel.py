@@ -295,8 +295,6 @@ def _ppo_closed_form(actor: Actor, critic: Critic) -> PPOGrads | None:
         return None
     if not all(p.requires_grad for p in rest):
         return None
-    if any(True for _ in critic.features.parameters()) or any(True for _ in actor.features.parameters()):
-        return None
     log_std = expected[0] if expected else None
     discrete = actor.discrete
 

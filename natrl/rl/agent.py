@@ -46,7 +46,8 @@ from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import build_policy
-from natrl.rl.policies.build import decode_policy_kwargs, encode_policy_kwargs
+from natrl.rl.policies.build import decode_class, decode_policy_kwargs, encode_class, encode_policy_kwargs
+from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
 from natrl.rl.spaces import check_spaces
 
@@ -55,8 +56,6 @@ __all__ = ["ActorCritic", "Batch", "CheckpointError", "EvalResult", "NonFiniteUp
 A = TypeVar("A", bound="OnPolicyAgent")
 CHECKPOINT_FORMAT = "natrl-agent"
 CHECKPOINT_VERSION = 1
-
-Callback = Callable[["OnPolicyAgent", dict[str, float]], "bool | None"]
 
 
 class CheckpointError(ValueError):
@@ -132,7 +131,8 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
         """The action distribution's parameters and the value of a batch of stored observations."""
-        return self.actor(obs), self.critic(obs)
+        dist, value = distribution_and_value(self.actor, self.critic, obs)
+        return dist.params, value
 
 
 class OnPolicyAgent:
@@ -500,9 +500,8 @@ class OnPolicyAgent:
         optimiser state is non-finite is undone (the previous values restored bit for bit) and
         reported as ``update_rejected``; ``max_rejected_updates`` in a row stop training with
         :class:`NonFiniteUpdateError`, so no NaN ever reaches a checkpoint."""
-        named = {**{f"actor.{n}": p for n, p in self.actor.named_parameters()},
-                 **{f"critic.{n}": p for n, p in self.critic.named_parameters()}}  # fmt: skip
-        params = list({id(p): p for p in named.values()}.values())
+        named = dict(self.policy.named_parameters())  # a trunk shared by actor and critic once
+        params = list(named.values())
         before = [p.detach().clone() for p in params]
         algo_before = _clone_tensors(self._algo_state())
         stats = self._update(batch)
@@ -690,7 +689,8 @@ class OnPolicyAgent:
             "env_id": self.env_id,
             "env": self._env_arg,
             "env_kwargs": jsonable(self.env_kwargs),
-            "wrapper_class": encode_policy_kwargs({"w": self.wrapper_class})["w"] if self.wrapper_class else None,
+            # a wrapper class by name (a function wrapper cannot be named: pass it again to load())
+            "wrapper_class": encode_class(self.wrapper_class) if isinstance(self.wrapper_class, type) else None,
             "wrapper_kwargs": jsonable(self.wrapper_kwargs),
             "seed": self.seed,
             # a function schedule cannot go into a weights-only file: its current value does (pass the
@@ -814,7 +814,7 @@ class OnPolicyAgent:
         # the env as it was made: make-kwargs for an id, the wrapper when the env comes from the checkpoint
         env_kwargs = (state.get("env_kwargs") or {}) if isinstance(env, str) else {}
         if wrapper_class is None and env_given is None and state.get("wrapper_class"):
-            wrapper_class = decode_policy_kwargs({"wrapper_class": state["wrapper_class"]})["wrapper_class"]
+            wrapper_class = decode_class(state["wrapper_class"], "pass load(..., wrapper_class=YourWrapper)")
         agent = cls(
             env,
             seed=state["seed"],

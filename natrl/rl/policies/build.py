@@ -169,12 +169,27 @@ _CLASS_PREFIX = "class:"
 _LOADABLE_MODULES = ("torch.nn", "natrl.", "gymnasium.")
 
 
+def encode_class(cls: type) -> str:
+    """A class as a weights-only checkpoint can hold it: ``"class:module.Name"``."""
+    return f"{_CLASS_PREFIX}{cls.__module__}.{cls.__qualname__}"
+
+
+def decode_class(encoded: str, hint: str) -> type:
+    """Inverse of :func:`encode_class` for classes of ``torch.nn``, gymnasium and natrl; any other class must be
+    passed again (a checkpoint never names code to import), which ``hint`` tells the user how to do."""
+    path = encoded[len(_CLASS_PREFIX) :]
+    module, _, name = path.rpartition(".")
+    if module.startswith(_LOADABLE_MODULES) and "." not in name:
+        return getattr(importlib.import_module(module), name)
+    raise PolicyError(f"the checkpoint names the class {path}, which natrl does not import from a checkpoint; {hint}")
+
+
 def encode_policy_kwargs(policy_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """policy_kwargs in a form a weights-only checkpoint can hold (classes as ``"class:module.Name"``)."""
+    """policy_kwargs in a form a weights-only checkpoint can hold (classes as :func:`encode_class` writes them)."""
 
     def enc(v: Any) -> Any:
         if isinstance(v, type):
-            return f"{_CLASS_PREFIX}{v.__module__}.{v.__qualname__}"
+            return encode_class(v)
         if isinstance(v, Mapping):
             return {k: enc(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
@@ -185,21 +200,14 @@ def encode_policy_kwargs(policy_kwargs: Mapping[str, Any] | None) -> dict[str, A
 
 
 def decode_policy_kwargs(encoded: Mapping[str, Any], given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Inverse of :func:`encode_policy_kwargs`. Classes from ``torch.nn``, gymnasium and natrl are imported; any other
-    class must come back in ``given`` (the user passes the same policy_kwargs again): a checkpoint never
-    names code to import."""
+    """Inverse of :func:`encode_policy_kwargs`; classes other than torch.nn's, gymnasium's and natrl's must come
+    back in ``given`` (the user passes the same policy_kwargs again)."""
     given = dict(given or {})
 
     def dec(key: str, v: Any) -> Any:
         if isinstance(v, str) and v.startswith(_CLASS_PREFIX):
-            path = v[len(_CLASS_PREFIX) :]
-            module, _, name = path.rpartition(".")
-            if module.startswith(_LOADABLE_MODULES) and "." not in name:
-                return getattr(importlib.import_module(module), name)
-            raise PolicyError(
-                f"the checkpoint's policy_kwargs {key!r} is the class {path}, which natrl does not import from a "
-                f"checkpoint; pass policy_kwargs={{{key!r}: {name}, ...}} to load()"
-            )
+            name = v.rpartition(".")[2]
+            return decode_class(v, f"pass policy_kwargs={{{key!r}: {name}, ...}} to load()")
         if isinstance(v, Mapping):
             return {k: dec(key, x) for k, x in v.items()}
         if isinstance(v, list):
