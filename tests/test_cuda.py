@@ -138,7 +138,7 @@ def test_kfac_optimizer_on_cuda_follows_the_cpu_run() -> None:
 @pytest.mark.parametrize("cls", [TRPO, PPO, ACKTR])
 @pytest.mark.parametrize("env_name", ["MultiDiscreteActions", "MultiBinaryActions", "Box2DActions",
                                       "DictObservations", "DiscreteObservations", "ImageObservations"])  # fmt: skip
-def test_every_space_and_a_cnn_train_on_cuda(cls, env_name, tmp_path) -> None:
+def test_smoke_every_space_and_a_cnn_train_on_cuda(cls, env_name, tmp_path) -> None:
     import toy_envs
 
     env = getattr(toy_envs, env_name)
@@ -154,7 +154,7 @@ def test_every_space_and_a_cnn_train_on_cuda(cls, env_name, tmp_path) -> None:
     assert _on(loaded.actor, "cpu")
 
 
-def test_users_shared_trunk_module_on_cuda() -> None:
+def test_smoke_users_shared_trunk_module_on_cuda() -> None:
     import toy_envs
 
     agent = TRPO("CartPole-v1", seed=0, device="cuda", policy=toy_envs.LayerNormSiLUActorCritic(4, 2), **SMALL)

@@ -116,7 +116,7 @@ def test_shared_trunk_module_updates_and_reloads_with_equal_actions(cls, tmp_pat
         assert len({id(p) for p in agent.params}) == len(list(module.parameters()))
 
 
-def test_separate_actor_and_critic_modules() -> None:
+def test_smoke_separate_actor_and_critic_modules() -> None:
     actor = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1))
     critic = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1))
     agent = NPG("Pendulum-v1", policy=(actor, critic), **SMALL)
