@@ -39,11 +39,12 @@ def _episodes(
     lengths: list[int] = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        total, length, done = 0.0, 0, False
+        total, length, done, state = 0.0, 0, False, None  # a recurrent policy starts each episode from zeros
         if frames is not None:
             frames.append(env.render())
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(agent.predict(obs, deterministic=not stochastic)[0])
+            action, state = agent.predict(obs, state, deterministic=not stochastic)
+            obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             length += 1
             done = bool(terminated or truncated)

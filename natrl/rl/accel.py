@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from natrl.distributions import Categorical, DiagGaussian
+from natrl.rl.batch import Sequences
 from natrl.rl.fastmlp import MLPSpec, mlp_backward, mlp_forward, mlp_spec
 from natrl.rl.policies.modules import Actor, Critic, FlattenExtractor
 
@@ -59,6 +60,7 @@ def _own_mlp(module: Actor | Critic) -> bool:
     """natrl's MLP on flat float observations, on the CPU, in float32."""
     return (
         type(module) in (Actor, Critic)
+        and module.core is None
         and module.obs_codec.flat_float
         and type(module.features) is FlattenExtractor
         and isinstance(module.net, nn.Sequential)
@@ -267,6 +269,7 @@ class PPOMinibatch(NamedTuple):
     advantages: Tensor
     returns: Tensor
     old_values: Tensor | None  # needed with value clipping
+    seq: Sequences | None = None  # a recurrent policy's sequences (the rows are theirs, sequence by sequence)
 
 
 class PPOCoefs(NamedTuple):
@@ -301,7 +304,7 @@ def _ppo_closed_form(actor: Actor, critic: Critic) -> PPOGrads | None:
     def grads(mb: PPOMinibatch, coefs: PPOCoefs) -> tuple[PPOTerms, Callable[[], None]]:
         out_a, acts_a = mlp_forward(spec_a, mb.obs)
         out_v, acts_v = mlp_forward(spec_v, mb.obs)
-        h = clipped_loss_grads(out_a, out_v, log_std, *mb[1:], discrete=discrete, **coefs._asdict())
+        h = clipped_loss_grads(out_a, out_v, log_std, *mb[1:6], discrete=discrete, **coefs._asdict())
 
         def backward() -> None:
             mlp_backward(spec_a, acts_a, h.actor_out)

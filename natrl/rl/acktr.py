@@ -105,6 +105,11 @@ class ACKTR(OnPolicyAgent):
 
     def _setup(self) -> None:
         cfg = self.config
+        if self.actor.recurrent:
+            raise ValueError(
+                "ACKTR does not support recurrent policies: its K-FAC blocks cover Linear and Conv2d layers, not "
+                "LSTM/GRU weights; train a recurrent policy with TRPO or NPG (the exact Fisher through time) or PPO"
+            )
         self.kfac = make_actor_kfac(
             self.actor, damping=cfg.damping, factor_decay=cfg.factor_decay, inverse_interval=cfg.inverse_interval
         )

@@ -40,6 +40,7 @@ from natrl.rl.arguments import (
     resolve_device,
     resolve_env_and_policy,
 )
+from natrl.rl.batch import Batch, Sequences
 from natrl.rl.config import OnPolicyConfig, build_config, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
 from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
@@ -87,21 +88,6 @@ def _all_finite(obj: Any) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     return True
-
-
-@dataclass
-class Batch:
-    """One update's data, flattened over (T, E) to N = T·E rows."""
-
-    obs: Tensor  # (N, *stored observation shape), in the stored dtype (see natrl.rl.spaces)
-    actions: Tensor  # (N,) or (N, act_dim)
-    log_probs: Tensor  # (N,)
-    values: Tensor  # (N,)
-    advantages: Tensor  # (N,)
-    returns: Tensor  # (N,)
-
-    def __len__(self) -> int:
-        return self.advantages.shape[0]
 
 
 @dataclass(frozen=True)
@@ -313,13 +299,33 @@ class OnPolicyAgent:
             lam=cfg.gae_lambda,
         )
         n = ro.n_steps
+        seq = None
+        if ro.starts is None:
+
+            def rows(x: Tensor) -> Tensor:
+                return x.reshape(n, *x.shape[2:])
+
+        else:  # a recurrent policy: rows env by env, cut into sequences of L steps
+
+            def rows(x: Tensor) -> Tensor:
+                return x.transpose(0, 1).reshape(n, *x.shape[2:])
+
+            L = cfg.sequence_length or cfg.n_steps
+            assert ro.actor_states is not None and ro.critic_states is not None
+            seq = Sequences(
+                L,
+                ro.starts.T.reshape(-1, L),
+                ro.actor_states[:, ::L].flatten(0, 1),
+                ro.critic_states[:, ::L].flatten(0, 1),
+            )
         batch = Batch(
-            obs=ro.obs.reshape(n, *ro.obs.shape[2:]),
-            actions=ro.actions.reshape(n, *ro.actions.shape[2:]),
-            log_probs=ro.log_probs.reshape(n),
-            values=ro.values.reshape(n),
-            advantages=adv.reshape(n),
-            returns=ret.reshape(n),
+            obs=rows(ro.obs),
+            actions=rows(ro.actions),
+            log_probs=rows(ro.log_probs),
+            values=rows(ro.values),
+            advantages=rows(adv),
+            returns=rows(ret),
+            seq=seq,
         )
         return batch, {"explained_variance": explained_variance(batch.values, batch.returns)}
 
@@ -566,12 +572,15 @@ class OnPolicyAgent:
 
         Args:
             observation: one observation of the env's space, or a batch of them (leading axis).
-            state: the recurrent state (None: natrl's policies have none; returned unchanged).
-            episode_start: which batch entries start an episode (for recurrent policies; unused).
+            state: a recurrent policy's state before this step, as the previous call returned it (sb3-contrib's
+                layout: ``(h, c)`` for an LSTM, ``(h,)`` for a GRU, each (layers, batch, hidden)); None, the
+                default, is the zero state of a new episode. Policies without memory return it unchanged.
+            episode_start: (batch,) bools, the observation begins an episode: its state is zeroed first
+                (default: none does).
             deterministic: the distribution's mode instead of a sample.
 
         Returns:
-            ``(action, state)``: the action(s), batched when the observation was, and the state.
+            ``(action, state)``: the action(s), batched when the observation was, and the state after the step.
         """
         codec = self.actor.obs_codec
         try:
@@ -579,10 +588,41 @@ class OnPolicyAgent:
         except ValueError as exc:
             raise ValueError(f"predict: {exc}") from None
         obs_t = self._obs_tensor(codec.batch_of_one(observation) if single else observation)
-        dist = self.actor.distribution(obs_t)
+        if self.actor.recurrent:
+            n = obs_t.shape[0]
+            starts = torch.zeros(n, dtype=torch.bool, device=self.device)
+            if episode_start is not None:
+                flags = np.asarray(episode_start, dtype=bool).reshape(-1)
+                if flags.shape != (n,):
+                    raise ValueError(f"predict: episode_start has {flags.size} entries for {n} observation(s)")
+                starts = torch.from_numpy(flags).to(self.device)
+            dist, new_state = self.actor.step(obs_t, self._state_in(state, n), starts)
+            state = tuple(new_state[:, i].transpose(0, 1).cpu().numpy() for i in range(new_state.shape[1]))
+        else:
+            dist = self.actor.distribution(obs_t)
         raw = dist.mode() if deterministic else dist.sample(self.generator)
         action = self.actor.to_env_action(raw.cpu().numpy())
         return (action[0] if single else action), state
+
+    def _state_in(self, state: Any, n: int) -> Tensor:
+        """A recurrent state from :meth:`predict`'s layout (None: zeros) to the actor's (n, k, layers, H)."""
+        zero = self.actor.initial_state(n)
+        if state is None:
+            return zero
+        parts = state if isinstance(state, (tuple, list)) else (state,)
+        k, layers, hidden = zero.shape[1:]
+        try:
+            arr = np.stack([np.asarray(p, dtype=np.float32) for p in parts])
+        except ValueError:
+            arr = np.empty(0)
+        if arr.shape != (k, layers, n, hidden):
+            kind = "(h, c)" if k == 2 else "(h,)"
+            raise ValueError(
+                f"predict: the state must be {kind} with arrays of shape ({layers}, {n}, {hidden}) (layers, batch, "
+                f"hidden), as the previous predict call returned it, or None for new episodes; got "
+                f"{[np.shape(p) for p in parts]}"
+            )
+        return torch.from_numpy(arr).permute(2, 0, 1, 3).to(self.device, zero.dtype)
 
     def evaluate(
         self,
@@ -623,9 +663,9 @@ class OnPolicyAgent:
         try:
             for i in range(int(episodes)):
                 obs, _ = env_.reset(seed=base + i)
-                total, length, done = 0.0, 0, False
+                total, length, done, state = 0.0, 0, False, None  # a recurrent policy starts from zeros
                 while not done:
-                    action, _ = self.predict(obs, deterministic=deterministic)
+                    action, state = self.predict(obs, state, deterministic=deterministic)
                     obs, reward, terminated, truncated, _ = env_.step(action)
                     total += float(reward)
                     length += 1

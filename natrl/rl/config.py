@@ -89,6 +89,10 @@ class OnPolicyConfig:
             (:mod:`natrl.rl.accel`). False forces the generic path (same mathematics, to float rounding).
         max_rejected_updates: an update that would make a parameter or optimiser state non-finite is
             undone; this many in a row stop training with an error naming the step sizes.
+        sequence_length: recurrent policies: the rollout of each env is cut into sequences of this many
+            steps, each with the recurrent state recorded at its start; the updates backpropagate through
+            whole sequences (PPO's minibatches and the critic's hold whole sequences). None: one sequence
+            per env and rollout (n_steps). Must divide n_steps.
     """
 
     n_envs: int = 1
@@ -110,6 +114,7 @@ class OnPolicyConfig:
     torch_threads: int | None = None
     fast_paths: bool = True
     max_rejected_updates: int = 3
+    sequence_length: int | None = None
 
     def __post_init__(self) -> None:
         # Lists from TOML/CLI become tuples so the config stays hashable and frozen.
@@ -184,6 +189,14 @@ class OnPolicyConfig:
             "an integer >= 1",
         )
         check(self.vec_env in ("sync", "async"), "vec_env", self.vec_env, "'sync' or 'async'")
+        check(
+            self.sequence_length is None
+            or (isinstance(self.sequence_length, int) and self.sequence_length >= 1
+                and self.n_steps % self.sequence_length == 0),
+            "sequence_length",
+            self.sequence_length,
+            f"None or an integer >= 1 that divides n_steps={self.n_steps}",
+        )  # fmt: skip
         check(
             self.torch_threads is None or (isinstance(self.torch_threads, int) and self.torch_threads >= 1),
             "torch_threads",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,8 +22,9 @@ __all__ = [
     "value_grads",
 ]
 
-ValueGrads = Callable[[Tensor, Tensor], Tensor]
-"""``grads(obs, returns) -> loss``: writes ∇ of ½·mean (V(obs) − returns)² into the critic's ``.grad``."""
+ValueGrads = Callable[[Any, Tensor], Tensor]
+"""``grads(inputs, returns) -> loss``: writes ∇ of ½·mean (V(inputs) − returns)² into the critic's ``.grad``;
+``inputs`` are stored observations, or a recurrent critic's sequences ``(obs, starts, state)``."""
 
 
 def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
@@ -55,8 +57,8 @@ def value_grads(critic: nn.Module) -> ValueGrads:
     """The generic critic gradient: autograd on ½·mean (V(obs) − returns)², for any critic module."""
     params = list(critic.parameters())
 
-    def grads(x: Tensor, y: Tensor) -> Tensor:
-        loss = 0.5 * (critic(x) - y).pow(2).mean()
+    def grads(x: Tensor | tuple[Tensor, ...], y: Tensor) -> Tensor:
+        loss = 0.5 * ((critic(*x) if isinstance(x, tuple) else critic(x)) - y).pow(2).mean()
         for p in params:
             p.grad = None
         loss.backward()
@@ -147,7 +149,7 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> Tensor:
 def fit_critic(
     grads: ValueGrads,
     optimizer: torch.optim.Optimizer,
-    obs: Tensor,
+    obs: Tensor | tuple[Tensor, ...],
     returns: Tensor,
     *,
     epochs: int,
@@ -163,25 +165,33 @@ def fit_critic(
         grads: the critic's gradient function: :func:`value_grads` (autograd, any critic), or the
             hand-written backward of natrl's MLP critic (:func:`natrl.rl.accel.mlp_value_grads`).
         optimizer: the critic's optimiser (Adam in the presets).
-        obs: (N, ...) stored observations.
-        returns: (N,) regression targets (GAE λ-returns).
+        obs: (N, ...) stored observations, or a recurrent critic's inputs ``(obs (S, L, ...), starts (S, L),
+            state (S, ...))``, whose minibatches hold whole sequences.
+        returns: (N,) regression targets (GAE λ-returns); (S, L) for sequences.
         epochs: passes over the data.
-        batch_size: minibatch size.
+        batch_size: minibatch size in steps (for sequences: batch_size // L sequences, at least one).
         generator: the torch generator used for shuffling (reproducible).
 
     Returns:
         The mean squared error over the last epoch (nan when epochs = 0).
     """
     n = returns.shape[0]
+    per_unit = returns[0].numel()
+    size = max(1, batch_size // per_unit)
     last = float("nan")
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=generator, device=generator.device).to(obs.device)
-        obs_p, ret_p = obs[perm], returns[perm]
-        total = torch.zeros((), device=obs.device)
-        for start in range(0, n, batch_size):
-            x, y = obs_p[start : start + batch_size], ret_p[start : start + batch_size]
+        perm = torch.randperm(n, generator=generator, device=generator.device).to(returns.device)
+        ret_p = returns[perm]
+        if isinstance(obs, tuple):
+            parts = tuple(t[perm] for t in obs)
+        else:
+            obs_p = obs[perm]
+        total = torch.zeros((), device=returns.device)
+        for start in range(0, n, size):
+            y = ret_p[start : start + size]
+            x = tuple(t[start : start + size] for t in parts) if isinstance(obs, tuple) else obs_p[start : start + size]
             loss = grads(x, y)
             adam_step(optimizer)
-            total += loss.detach() * y.shape[0]
-        last = float(2.0 * total / n)
+            total += loss.detach() * y.numel()
+        last = float(2.0 * total / returns.numel())
     return last

@@ -22,18 +22,40 @@ from torch import Tensor
 from natrl.curvature import fisher_vp
 from natrl.linalg import CGResult, conjugate_gradient
 from natrl.params import flatten, functional
-from natrl.rl.agent import Batch
+from natrl.rl.batch import Batch
 from natrl.rl.distributions import Distribution
 from natrl.rl.policies import Actor
 
-__all__ = ["NaturalDirection", "PolicyObjective", "natural_direction"]
+__all__ = ["NaturalDirection", "PolicyObjective", "SequenceFisher", "natural_direction"]
+
+
+class SequenceFisher:
+    """The output Fisher of a recurrent policy's outputs (S, L, k): the per-step Fisher of the action
+    distribution at each of the L steps of a sequence, divided by L.
+
+    :func:`natrl.curvature.fisher_vp` averages Jᵢᵀ Mᵢ Jᵢ over its N = S samples, the sequences (the
+    recurrent state carries every step's dependence on the earlier ones into Jᵢ); the 1/L makes that the
+    mean over the S·L steps, the Fisher whose quadratic form is the second-order term of the mean KL.
+    """
+
+    def __init__(self, dist_cls: type[Distribution], length: int) -> None:
+        self.dist_cls = dist_cls
+        self.length = length
+
+    def fisher_vp_outputs(self, params: tuple[Tensor, ...], tangents: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        S, L = params[0].shape[:2]
+        flat = self.dist_cls.fisher_vp_outputs(
+            tuple(p.flatten(0, 1) for p in params), tuple(t.flatten(0, 1) for t in tangents)
+        )
+        return tuple(f.unflatten(0, (S, L)) / self.length for f in flat)
 
 
 class PolicyObjective:
     """Surrogate loss and mean KL(π_old ‖ π_θ) of the actor as functions of its flat parameters.
 
     The actor's parameters are ``list(actor.parameters())`` — declared by the module,
-    never filtered by name — so a state-independent log-std is always included.
+    never filtered by name — so a state-independent log-std is always included. A recurrent
+    actor is evaluated on the batch's sequences from their recorded states (:mod:`natrl.rl.batch`).
     """
 
     def __init__(self, actor: Actor, batch: Batch) -> None:
@@ -41,6 +63,7 @@ class PolicyObjective:
         self.batch = batch
         self.params = list(actor.parameters())
         self.fn = functional(actor)
+        self.inputs = batch.actor_inputs()
         self.obs = batch.obs
         self.actions = batch.actions
         self.old_log_probs = batch.log_probs
@@ -48,13 +71,27 @@ class PolicyObjective:
         with torch.no_grad():
             # clone: a state-independent log-std comes out as an expanded *view* of the
             # parameter, which write_back would otherwise change under π_old's feet
-            self.old_dist: Distribution = actor.dist_cls(*(p.clone() for p in actor(batch.obs)))
+            self.old_dist: Distribution = actor.dist_cls(*(p.clone() for p in self._rows(actor(*self.inputs))))
+
+    def _rows(self, outputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """The actor's outputs one row per step (a recurrent actor's (S, L, k) flattened)."""
+        return outputs if self.batch.seq is None else tuple(o.flatten(0, 1) for o in outputs)
+
+    def model_fn(self, theta: Tensor, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """The actor's outputs at θ, for :func:`natrl.curvature.fisher_vp` (per unit: row or sequence)."""
+        return self.fn(theta, *inputs)
+
+    def output_fisher(self) -> type[Distribution] | SequenceFisher:
+        """The output Fisher matching :meth:`model_fn`'s outputs."""
+        if self.batch.seq is None:
+            return self.actor.dist_cls
+        return SequenceFisher(self.actor.dist_cls, self.batch.seq.length)
 
     def theta(self) -> Tensor:
         return flatten(self.params).detach()
 
     def dist(self, theta: Tensor) -> Distribution:
-        out = self.fn(theta, self.obs)
+        out = self._rows(self.fn(theta, *self.inputs))
         return self.actor.dist_cls(*out)  # type: ignore[misc]
 
     def loss(self, dist: Distribution) -> Tensor:
@@ -107,13 +144,13 @@ def natural_direction(
     loss0, grad = objective.loss_and_grad(theta0)
     if not bool(torch.isfinite(grad).all()) or not bool(grad.any()):
         return None
-    n = objective.obs.shape[0]
+    n = objective.batch.units  # rows, or whole sequences for a recurrent actor
     sub = None if subsample >= 1.0 else max(1, int(subsample * n))
     fvp = fisher_vp(
-        objective.fn,
+        objective.model_fn,
         theta0,
-        objective.obs,
-        objective.actor.dist_cls,  # type: ignore[arg-type]
+        objective.inputs,
+        objective.output_fisher(),  # type: ignore[arg-type]
         damping=damping,
         subsample=sub,
         generator=generator,

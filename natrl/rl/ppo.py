@@ -88,7 +88,11 @@ class PPO(OnPolicyAgent):
 
     def _autograd_grads(self, mb: PPOMinibatch, coefs: PPOCoefs) -> tuple[PPOTerms, Callable[[], None]]:
         """PPO's loss on one minibatch; its backward writes the gradient of every parameter."""
-        dist, values = distribution_and_value(self.actor, self.critic, mb.obs)
+        if mb.seq is None:
+            dist, values = distribution_and_value(self.actor, self.critic, mb.obs)
+        else:
+            dist = self.actor.distribution(*mb.seq.actor_inputs(mb.obs))
+            values = self.critic(*mb.seq.critic_inputs(mb.obs)).flatten()
         log_ratio = dist.log_prob(mb.actions) - mb.old_log_probs
         ratio = log_ratio.exp()
         surr1 = ratio * mb.advantages
@@ -120,13 +124,16 @@ class PPO(OnPolicyAgent):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         coefs = PPOCoefs(self.scheduled("clip_range"), cfg.clip_range_vf, cfg.ent_coef, cfg.vf_coef)
-        n = len(batch)
+        # minibatches of rows, or of whole sequences (batch_size steps' worth) for a recurrent policy
+        n = batch.units
+        size = max(1, cfg.batch_size // batch.unit_length)
         terms: list[PPOTerms] = []
         stopped_early = False
         for _ in range(cfg.n_epochs):
             perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(batch.advantages.device)
-            for start in range(0, n, cfg.batch_size):
-                idx = perm[start : start + cfg.batch_size]
+            for start in range(0, n, size):
+                units = perm[start : start + size]
+                idx = units if batch.seq is None else batch.seq.rows(units)
                 adv = batch.advantages[idx]
                 if cfg.normalize_advantage and idx.numel() > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -137,6 +144,7 @@ class PPO(OnPolicyAgent):
                     adv,
                     batch.returns[idx],
                     batch.values[idx] if cfg.clip_range_vf is not None else None,
+                    None if batch.seq is None else batch.seq.select(units),
                 )
                 t, backward = self._minibatch_grads(mb, coefs)
                 if cfg.target_kl is not None and float(t.approx_kl) > 1.5 * cfg.target_kl:

@@ -41,26 +41,35 @@ from natrl.rl.policies import Actor, Critic
 from natrl.rl.policies.modules import shares_trained_features
 from natrl.rl.spaces import ObservationCodec
 
-__all__ = ["Rollout", "RolloutCollector", "Sampler", "StepHook", "torch_sampler"]
+__all__ = ["RecurrentSampler", "Rollout", "RolloutCollector", "Sampler", "StepHook", "torch_sampler"]
 
 _CHUNK_ELEMENTS = 1 << 19  # observation scalars per batched forward after the rollout
 
 Sampler = Callable[[np.ndarray], np.ndarray]
 """``sample(stored_obs (E, ...)) -> raw actions (E, *raw_shape)`` with the current policy."""
 
+RecurrentSampler = Callable[[np.ndarray, Tensor, np.ndarray], tuple[np.ndarray, Tensor]]
+"""``sample(stored_obs (E, ...), state (E, ...), starts (E,)) -> (raw actions, state after the step)``."""
+
 StepHook = Callable[[dict[str, object]], object]
 """``hook(locals)`` after each vector step: new_obs, actions, rewards, dones, infos; False stops."""
 
 
-def torch_sampler(actor: Actor, generator: torch.Generator) -> Sampler:
-    """The generic sampler: ``actor.distribution(obs).sample(generator)`` on the actor's device."""
+def torch_sampler(actor: Actor, generator: torch.Generator) -> Sampler | RecurrentSampler:
+    """The generic sampler: ``actor.distribution(obs).sample(generator)`` on the actor's device (for a
+    recurrent actor ``actor.step(obs, state, starts)``, which also returns the state after the step)."""
+    device = generator.device
 
     @torch.no_grad()
     def sample(obs: np.ndarray) -> np.ndarray:
-        device = generator.device
         return actor.distribution(torch.from_numpy(obs).to(device)).sample(generator).cpu().numpy()
 
-    return sample
+    @torch.no_grad()
+    def sample_recurrent(obs: np.ndarray, state: Tensor, starts: np.ndarray) -> tuple[np.ndarray, Tensor]:
+        dist, state = actor.step(torch.from_numpy(obs).to(device), state, torch.from_numpy(starts).to(device))
+        return dist.sample(generator).cpu().numpy(), state
+
+    return sample_recurrent if actor.recurrent else sample
 
 
 @dataclass
@@ -75,6 +84,11 @@ class Rollout:
     rewards: Tensor
     terminated: Tensor
     episode_end: Tensor
+    # recurrent policies: the steps that begin an episode (T, E), and per env the state before every step
+    # (before its reset), (E, T, ...)
+    starts: Tensor | None = None
+    actor_states: Tensor | None = None
+    critic_states: Tensor | None = None
 
     @property
     def n_steps(self) -> int:
@@ -122,6 +136,10 @@ class RolloutCollector:
         if self._per_step:
             self._norm_obs = obs_normalizer(self._raw_obs, update=True)
         self.steps = 0
+        # which envs' next observation begins an episode, and the recurrent states carried between rollouts
+        self._starts = np.ones(self.n_envs, bool)
+        self._actor_state: Tensor | None = None
+        self._critic_state: Tensor | None = None
         self._ep_return = np.zeros(self.n_envs, np.float64)
         self._ep_length = np.zeros(self.n_envs, np.int64)
         self.episode_returns: deque[float] = deque(maxlen=100)
@@ -139,7 +157,7 @@ class RolloutCollector:
         actor: Actor,
         critic: Critic,
         n_steps: int,
-        sample: Sampler,
+        sample: Sampler | RecurrentSampler,
         on_step: StepHook | None = None,
     ) -> Rollout | None:
         """Run ``n_steps`` vector steps (``n_steps * n_envs`` transitions).
@@ -151,8 +169,19 @@ class RolloutCollector:
 
         ``on_step`` (callbacks) is called after every vector step with what it produced; when it
         returns False the rollout stops there and ``None`` is returned (training stops).
+
+        A recurrent actor samples with its state, carried from step to step and from one rollout to the
+        next and zeroed where an episode begins; afterwards actor and critic run over each env's whole
+        sequence from the states carried into the rollout (:meth:`_sequence_forwards`).
         """
         E, T = self.n_envs, n_steps
+        recurrent = actor.recurrent
+        if recurrent and self._actor_state is None:
+            self._actor_state = actor.initial_state(E)
+            self._critic_state = critic.initial_state(E)
+        actor_state0, critic_state0 = self._actor_state, self._critic_state
+        starts_buf = np.empty((T, E), bool)
+        starts = self._starts
         obs_shape = self.codec.shape
         per_rollout_stats = self.obs_normalizer is not None and not self._per_step
         raw_obs_buf = np.empty((T, E, *obs_shape), np.float64) if per_rollout_stats else None
@@ -173,7 +202,11 @@ class RolloutCollector:
             if raw_obs_buf is not None:
                 raw_obs_buf[t] = raw
             obs_buf[t] = obs
-            action = sample(obs)
+            starts_buf[t] = starts
+            if recurrent:
+                action, self._actor_state = sample(obs, self._actor_state, starts)  # type: ignore[call-arg,misc]
+            else:
+                action = sample(obs)  # type: ignore[call-arg]
             act_buf[t] = action
             raw, reward, terminated, truncated, info = self.venv.step(to_env_action(action))
             raw = self._raw(raw)
@@ -191,6 +224,7 @@ class RolloutCollector:
             rew_buf[t] = reward
             term_buf[t] = terminated
             end_buf[t] = ended
+            starts = ended
             if ended.any():
                 final_obs = info["final_obs"]
                 for e in np.flatnonzero(ended):
@@ -210,17 +244,65 @@ class RolloutCollector:
                     if per_step:
                         self._norm_obs = obs
                     self.steps += (t + 1) * E
+                    self._starts = starts
                     return None
         self._raw_obs = raw
         if per_step:
             self._norm_obs = obs
+        self._starts = starts
         check_float32_rewards(rew_buf, self.steps)
         self.steps += T * E
 
         dev = self.device
         obs_all = torch.from_numpy(obs_buf).to(dev)
         actions = torch.from_numpy(act_buf).to(dev)
-        flat_obs = obs_all.reshape(T * E, *obs_shape)
+        if self.obs_normalizer is not None and raw_obs_buf is not None:
+            stats_update = raw_obs_buf.reshape(T * E, *obs_shape)
+        else:
+            stats_update = None
+        tail = [obs]
+        if finals:
+            stacked = np.stack([f[2] for f in finals])
+            tail.append(stacked if per_step else self._normalize(stacked))
+        extra = torch.from_numpy(np.concatenate(tail)).to(dev)
+        recurrent_parts: dict[str, Tensor] = {}
+        if recurrent:
+            log_probs, values, next_val, recurrent_parts = self._sequence_forwards(
+                actor, critic, obs_all, actions, torch.from_numpy(starts_buf).to(dev), extra, finals,
+                actor_state0, critic_state0,  # type: ignore[arg-type]
+            )  # fmt: skip
+        else:
+            log_probs, values, next_val = self._batched_forwards(actor, critic, obs_all, actions, extra, finals)
+        if stats_update is not None:
+            self.obs_normalizer.rms.update(stats_update)  # type: ignore[union-attr]
+
+        to = self.device
+        return Rollout(
+            obs=obs_all,
+            actions=actions,
+            log_probs=log_probs,
+            values=values,
+            next_values=next_val,
+            rewards=torch.from_numpy(rew_buf).to(to),
+            terminated=torch.from_numpy(term_buf).to(to),
+            episode_end=torch.from_numpy(end_buf).to(to),
+            **recurrent_parts,
+        )
+
+    def _batched_forwards(
+        self,
+        actor: Actor,
+        critic: Critic,
+        obs_all: Tensor,
+        actions: Tensor,
+        extra: Tensor,
+        finals: list[tuple[int, int, np.ndarray]],
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Log-probabilities, V(sₜ) and V(s'ₜ) of a rollout (T, E) for a policy without memory."""
+        T, E = obs_all.shape[:2]
+        dev = obs_all.device
+        act_shape = actions.shape[2:]
+        flat_obs = obs_all.reshape(T * E, *obs_all.shape[2:])
         # Batched forwards over the rollout and the observations after it (the last one of each env
         # and the final ones of ended episodes, for V(s'_t)), in chunks of at most _CHUNK_ELEMENTS
         # input scalars: one chunk for vector observations, ~18 Atari frames, whose float activations
@@ -228,11 +310,6 @@ class RolloutCollector:
         # critic (a CNN) runs once per observation.
         rows = max(1, _CHUNK_ELEMENTS // max(1, self.codec.size))
         flat_act = actions.reshape(T * E, *act_shape)
-        tail = [obs]
-        if finals:
-            stacked = np.stack([f[2] for f in finals])
-            tail.append(stacked if per_step else self._normalize(stacked))
-        extra = torch.from_numpy(np.concatenate(tail)).to(dev)
         inputs = torch.cat([flat_obs, extra])
         shared = shares_trained_features(actor, critic)
         lp_parts, v_parts = [], []
@@ -258,17 +335,61 @@ class RolloutCollector:
             rows = torch.tensor([f[0] for f in finals], device=dev)
             cols = torch.tensor([f[1] for f in finals], device=dev)
             next_val[rows, cols] = all_values[T * E + E :]
-        if self.obs_normalizer is not None and raw_obs_buf is not None:
-            self.obs_normalizer.rms.update(raw_obs_buf.reshape(T * E, *obs_shape))
+        return log_probs, values, next_val
 
-        to = self.device
-        return Rollout(
-            obs=obs_all,
-            actions=actions,
-            log_probs=log_probs,
-            values=values,
-            next_values=next_val,
-            rewards=torch.from_numpy(rew_buf).to(to),
-            terminated=torch.from_numpy(term_buf).to(to),
-            episode_end=torch.from_numpy(end_buf).to(to),
+    def _features(self, module: Actor | Critic, obs: Tensor) -> Tensor:
+        """Features of (E, T, ...) stored observations, (E, T, F), in chunks of bounded memory."""
+        E, T = obs.shape[:2]
+        flat = obs.flatten(0, 1)
+        rows = max(1, _CHUNK_ELEMENTS // max(1, self.codec.size))
+        parts = [module.features_of(flat[i : i + rows]) for i in range(0, flat.shape[0], rows)]
+        return torch.cat(parts).unflatten(0, (E, T))
+
+    def _sequence_forwards(
+        self,
+        actor: Actor,
+        critic: Critic,
+        obs_all: Tensor,
+        actions: Tensor,
+        starts: Tensor,
+        extra: Tensor,
+        finals: list[tuple[int, int, np.ndarray]],
+        actor_state0: Tensor,
+        critic_state0: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Log-probabilities, V(sₜ) and V(s'ₜ) of a rollout (T, E) for a recurrent policy.
+
+        Actor and critic run over each env's sequence from the states carried into the rollout; the
+        critic one step further, over the observation after the rollout (V(s_T)). The value of the final
+        observation of an episode that ended at step t is one critic step from its state after step t.
+        """
+        T, E = obs_all.shape[:2]
+        seq_obs, seq_starts = obs_all.transpose(0, 1), starts.T  # (E, T, ...)
+        tail_starts = torch.from_numpy(self._starts).to(starts.device)
+        feats_pi = self._features(actor, seq_obs)
+        y, actor_states = actor.core_of(feats_pi, seq_starts, actor_state0, return_states=True)
+        out = tuple(o.flatten(0, 1) for o in actor.head(actor.net(y)))
+        log_probs = actor.dist_cls(*out).log_prob(actions.transpose(0, 1).flatten(0, 1)).unflatten(0, (E, T)).T
+        feats_vf = feats_pi if critic.features is actor.features else self._features(critic, seq_obs)
+        tail_feats = critic.features_of(extra[:E]).unsqueeze(1)
+        yc, critic_states = critic.core_of(
+            torch.cat([feats_vf, tail_feats], 1),
+            torch.cat([seq_starts, tail_starts.unsqueeze(1)], 1),
+            critic_state0,
+            return_states=True,
         )
+        v = critic.net(yc)
+        v = v.squeeze(-1) if v.dim() == 3 else v  # (E, T + 1)
+        values = v[:, :T].T.contiguous()
+        next_val = torch.empty_like(values)
+        next_val[:-1] = values[1:]
+        next_val[-1] = v[:, T]
+        if finals:
+            rows = torch.tensor([f[0] for f in finals], device=obs_all.device)
+            cols = torch.tensor([f[1] for f in finals], device=obs_all.device)
+            after = critic_states[cols, rows + 1]  # the state after step t, before the reset
+            no_reset = torch.zeros(len(finals), 1, dtype=torch.bool, device=obs_all.device)
+            next_val[rows, cols] = critic(extra[E:].unsqueeze(1), no_reset, after)[:, 0]
+        self._critic_state = critic_states[:, T]  # the state before the next rollout's first observation
+        parts = {"starts": starts, "actor_states": actor_states[:, :T], "critic_states": critic_states[:, :T]}
+        return log_probs, values, next_val, parts

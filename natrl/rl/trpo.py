@@ -126,6 +126,11 @@ class _NaturalAgent(OnPolicyAgent):
 
     def _setup(self) -> None:
         cfg = self.config
+        if cfg.curvature == "kfac" and self.actor.recurrent:
+            raise ValueError(
+                "curvature='kfac' does not cover a recurrent policy's LSTM/GRU weights; use curvature='exact' "
+                "(the exact Fisher through time) with a recurrent policy"
+            )
         self.critic_optimizer = adam(critic_only_parameters(self.actor, self.critic), self.scheduled("critic_lr"))
         self.damping = (
             LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
@@ -153,14 +158,14 @@ class _NaturalAgent(OnPolicyAgent):
         stats["value_loss"] = fit_critic(
             self._critic_grads,
             self.critic_optimizer,
-            batch.obs,
-            batch.returns,
+            batch.obs if batch.seq is None else batch.critic_inputs(),
+            batch.per_unit(batch.returns),
             epochs=self.config.critic_epochs,
             batch_size=self.config.critic_batch_size,
             generator=self.generator,
         )
         with torch.no_grad():
-            stats["entropy"] = float(self.actor.distribution(batch.obs).entropy().mean())
+            stats["entropy"] = float(self.actor.distribution(*batch.actor_inputs()).entropy().mean())
         stats["damping"] = self.damping.value
         if self.actor.free_log_std:
             stats["std"] = float(self.actor.log_std.detach().exp().mean())

@@ -31,19 +31,26 @@ from typing import Any
 from gymnasium import spaces
 from torch import nn
 
-from natrl.rl.policies.modules import Actor, Critic, OutputOf, default_extractor
+from natrl.rl.policies.modules import Actor, Critic, OutputOf, default_extractor, extractor_width
+from natrl.rl.policies.recurrent import RNN_KINDS, RecurrentCore
 from natrl.rl.spaces import is_image_space
 
 __all__ = [
     "BUILTIN_POLICIES",
     "POLICY_KWARGS",
+    "RECURRENT_KWARGS",
+    "RECURRENT_POLICIES",
     "PolicyError",
     "build_policy",
     "decode_policy_kwargs",
     "encode_policy_kwargs",
 ]
 
-BUILTIN_POLICIES = ("MlpPolicy", "MultiInputPolicy", "CnnPolicy")
+RECURRENT_POLICIES = {
+    f"{base}{kind.capitalize()}Policy": kind for base in ("Mlp", "Cnn", "MultiInput") for kind in RNN_KINDS
+}
+"""sb3-contrib's ``MlpLstmPolicy``, ``CnnLstmPolicy``, ``MultiInputLstmPolicy`` and their GRU variants → kind."""
+BUILTIN_POLICIES = ("MlpPolicy", "MultiInputPolicy", "CnnPolicy", *RECURRENT_POLICIES)
 POLICY_KWARGS = (
     "net_arch",
     "activation_fn",
@@ -53,6 +60,8 @@ POLICY_KWARGS = (
     "ortho_init",
     "log_std_init",
 )
+RECURRENT_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm")
+"""sb3-contrib's keys of the recurrent policies (``lstm_*`` also size a GRU)."""
 
 
 class PolicyError(ValueError):
@@ -97,11 +106,18 @@ def build_policy(
         ValueError: a network whose output does not fit the action space (from the modules).
     """
     kwargs = dict(policy_kwargs or {})
-    unknown = sorted(set(kwargs) - set(POLICY_KWARGS))
+    rnn_kind = RECURRENT_POLICIES.get(policy) if isinstance(policy, str) else None
+    valid = POLICY_KWARGS + (RECURRENT_KWARGS if rnn_kind else ())
+    unknown = sorted(set(kwargs) - set(valid))
     if unknown:
+        only = (
+            " (lstm_* keys need a recurrent policy such as 'MlpLstmPolicy')"
+            if set(unknown) & set(RECURRENT_KWARGS)
+            else ""
+        )
         raise PolicyError(
             f"unknown policy_kwargs key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(POLICY_KWARGS)}"
+            f"valid keys: {', '.join(valid)}{only}"
         )
     head = {"state_dependent_std": state_dependent_std, "action_bound": action_bound}
     if not isinstance(policy, str):
@@ -123,18 +139,18 @@ def build_policy(
             critic = Critic(observation_space, features=nn.Identity(), net=critic_net)
             return actor, critic
         raise TypeError(
-            "policy must be a built-in name ('MlpPolicy', 'MultiInputPolicy', 'CnnPolicy'), an nn.Module "
+            "policy must be a built-in name ('MlpPolicy', 'MlpLstmPolicy', 'CnnPolicy', ...), an nn.Module "
             f"returning (actor_output, value), or a pair (actor_module, critic_module); got {type(policy).__name__}"
         )
     if policy not in BUILTIN_POLICIES:
         raise PolicyError(f"unknown policy {policy!r}; built-in policies: {', '.join(BUILTIN_POLICIES)}")
-    if policy == "CnnPolicy" and not (
+    if policy.startswith("Cnn") and not (
         is_image_space(observation_space)
         or (isinstance(observation_space, spaces.Dict) and any(is_image_space(s) for s in observation_space.values()))
     ):
         raise PolicyError(
-            f"'CnnPolicy' needs image observations (uint8 Box (H, W, C) or (C, H, W) in [0, 255]); got "
-            f"{observation_space}. Use 'MlpPolicy'"
+            f"{policy!r} needs image observations (uint8 Box (H, W, C) or (C, H, W) in [0, 255]); got "
+            f"{observation_space}. Use {policy.replace('Cnn', 'Mlp')!r}"
         )
     pi, vf = hidden_sizes, critic_hidden_sizes or hidden_sizes
     if "net_arch" in kwargs:
@@ -156,11 +172,46 @@ def build_policy(
 
     features_pi = extractor()
     features_vf = features_pi if kwargs.get("share_features_extractor", True) else extractor()
+    core_pi = core_vf = None
+    if rnn_kind is not None:
+        core_pi, core_vf = _recurrent_cores(rnn_kind, kwargs, features_pi, features_vf, observation_space)
     actor = Actor(
-        observation_space, action_space, pi, act, log_std_init=log_std, ortho_init=ortho, features=features_pi, **head
+        observation_space,
+        action_space,
+        pi,
+        act,
+        log_std_init=log_std,
+        ortho_init=ortho,
+        features=features_pi,
+        core=core_pi,
+        **head,
     )
-    critic = Critic(observation_space, vf, act, ortho_init=ortho, features=features_vf)
+    critic = Critic(observation_space, vf, act, ortho_init=ortho, features=features_vf, core=core_vf)
     return actor, critic
+
+
+def _recurrent_cores(
+    kind: str, kwargs: Mapping[str, Any], features_pi: nn.Module, features_vf: nn.Module, space: spaces.Space
+) -> tuple[RecurrentCore, RecurrentCore]:
+    """One recurrent core each for actor and critic (sb3-contrib's default: separate LSTMs)."""
+    if kwargs.get("shared_lstm", False):
+        raise PolicyError(
+            "policy_kwargs shared_lstm=True is not supported: natrl's recurrent policies give actor and critic "
+            "a recurrent layer each (sb3-contrib's default); drop shared_lstm"
+        )
+    if not kwargs.get("enable_critic_lstm", True):
+        raise PolicyError(
+            "policy_kwargs enable_critic_lstm=False is not supported: the critic of a recurrent policy has its own "
+            "recurrent layer; drop enable_critic_lstm"
+        )
+    hidden = kwargs.get("lstm_hidden_size", 256)
+    layers = kwargs.get("n_lstm_layers", 1)
+    for name, value in (("lstm_hidden_size", hidden), ("n_lstm_layers", layers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PolicyError(f"policy_kwargs {name} must be a positive integer, got {value!r}")
+    width_pi = extractor_width(features_pi, space)
+    width_vf = width_pi if features_vf is features_pi else extractor_width(features_vf, space)
+    return RecurrentCore(width_pi, hidden, layers, kind), RecurrentCore(width_vf, hidden, layers, kind)
 
 
 # --------------------------------------------------------------------------- checkpoints

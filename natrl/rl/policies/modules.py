@@ -37,6 +37,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from natrl.distributions import Categorical, Distribution
+from natrl.rl.policies.recurrent import RecurrentCore
 from natrl.rl.spaces import ActionSpec, ObservationCodec, Preprocessed, action_spec, is_image_space, observation_codec
 
 __all__ = [
@@ -49,7 +50,9 @@ __all__ = [
     "OutputOf",
     "default_extractor",
     "distribution_and_value",
+    "extractor_width",
     "mlp",
+    "policy_state",
     "shares_trained_features",
 ]
 
@@ -247,11 +250,26 @@ def _features_dim(features: nn.Module, codec: ObservationCodec, what: str) -> in
     return int(out.shape[1])
 
 
-class _ObservationModule(nn.Module):
-    """What Actor and Critic share: the observation space, its codec, the features extractor, and a
-    check of the network's output on sample observations."""
+def extractor_width(features: nn.Module, observation_space: spaces.Space) -> int:
+    """The width F of a features extractor's output, found on sample observations of the space."""
+    return _features_dim(features, observation_codec(observation_space), "the features extractor")
 
-    def _init_input(self, observation_space: spaces.Space | int, features: nn.Module | None) -> None:
+
+class _ObservationModule(nn.Module):
+    """What Actor and Critic share: the observation space, its codec, the features extractor, an
+    optional recurrent core, and a check of the network's output on sample observations.
+
+    Without a core the module maps a batch of N stored observations to N outputs. With a core
+    (:class:`~natrl.rl.policies.recurrent.RecurrentCore`) it is recurrent: its inputs are
+    ``(obs (S, L, ...), starts (S, L), state (S, ...))`` — S sequences of L steps, the steps that
+    begin an episode, the state before the first step — and its outputs are (S, L, ...).
+    """
+
+    core: RecurrentCore | None
+
+    def _init_input(
+        self, observation_space: spaces.Space | int, features: nn.Module | None, core: RecurrentCore | None = None
+    ) -> None:
         self.observation_space = _as_space(observation_space)
         self.obs_codec = observation_codec(self.observation_space)
         self.features = (
@@ -259,27 +277,80 @@ class _ObservationModule(nn.Module):
             if features is None
             else _check_module(features, "the features extractor")
         )
+        if core is not None and not isinstance(core, RecurrentCore):
+            raise TypeError(f"core must be a natrl RecurrentCore, got {type(core).__name__}")
+        self.core = core
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the module has memory (a recurrent core)."""
+        return self.core is not None
 
     def _features_dim(self) -> int:
         return _features_dim(self.features, self.obs_codec, "the features extractor")
 
+    def _net_input_dim(self) -> int:
+        """The width of the network's input: the features, or the core's hidden state."""
+        if self.core is None:
+            return self._features_dim()
+        width = self._features_dim()
+        if width != self.core.input_size:
+            raise ValueError(
+                f"the recurrent core takes {self.core.input_size} inputs but the features extractor gives {width}"
+            )
+        return self.core.hidden_size
+
     def _sample_output(self, what: str) -> tuple[int, ...] | str:
-        """The shape of ``net(features(sample observations))`` for a batch of 2 (a type name if not a tensor)."""
+        """The shape of the network's output for a batch of 2 sample observations (a type name if not a tensor)."""
         with torch.no_grad():
             try:
-                out = self.net(self.features(_probe_input(self.obs_codec)))
+                features = self.features(_probe_input(self.obs_codec))
+                if self.core is not None:
+                    state = self.core.initial_state(2).to(features.dtype)
+                    features = self.core.step(features, state)[0]
+                out = self.net(features)
             except Exception as exc:
                 raise ValueError(
                     f"the {what} failed on a sample observation of {self.observation_space}: {exc}"
                 ) from None
         return tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
 
+    def _probe_inputs(self, device: torch.device) -> tuple[Tensor, ...]:
+        """Sample inputs in the module's input form: (obs,), or sequences of one step with a zero state."""
+        obs = _probe(self.obs_codec).to(device)
+        if self.core is None:
+            return (obs,)
+        starts = torch.ones(obs.shape[0], 1, dtype=torch.bool, device=device)
+        return obs.unsqueeze(1), starts, self.initial_state(obs.shape[0])
+
+    def initial_state(self, batch: int) -> Tensor:
+        """The zero recurrent state of ``batch`` sequences (recurrent modules only)."""
+        if self.core is None:
+            raise ValueError("this module has no recurrent state")
+        return self.core.initial_state(batch)
+
     def features_of(self, obs: Tensor) -> Tensor:
         """The features extractor's output for a batch of stored observations."""
         return self.features(self.obs_codec.preprocess(obs))
 
-    def _body(self, obs: Tensor) -> Tensor:
-        return self.net(self.features_of(obs))
+    def _body(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> Tensor:
+        if self.core is None:
+            return self.net(self.features_of(obs))
+        if starts is None or state is None:
+            raise ValueError("a recurrent module takes (obs (S, L, ...), starts (S, L), state (S, ...))")
+        return self.net(self.core_of(self.sequence_features(obs), starts, state)[0])
+
+    def sequence_features(self, obs: Tensor) -> Tensor:
+        """Features of (S, L, ...) stored observations, (S, L, F)."""
+        S, L = obs.shape[:2]
+        return self.features_of(obs.flatten(0, 1)).unflatten(0, (S, L))
+
+    def core_of(
+        self, features: Tensor, starts: Tensor, state: Tensor, *, return_states: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The recurrent core over (S, L, F) features (see :meth:`RecurrentCore.forward`)."""
+        assert self.core is not None
+        return self.core(features, starts, state, return_states=return_states)
 
 
 class Actor(_ObservationModule):
@@ -296,8 +367,10 @@ class Actor(_ObservationModule):
         ortho_init: orthogonal initialisation of natrl's MLP (gain √2 hidden, 0.01 last).
         features: the features extractor (preprocessed observations → (N, F)); default
             :func:`default_extractor`.
-        net: the network from features to the distribution's outputs (N, ``n_outputs``);
-            default natrl's MLP.
+        net: the network from features (or the core's output) to the distribution's outputs
+            (N, ``n_outputs``); default natrl's MLP.
+        core: a :class:`~natrl.rl.policies.recurrent.RecurrentCore` between features and network
+            (a policy with memory; see :class:`_ObservationModule` for its inputs).
     """
 
     def __init__(
@@ -313,9 +386,10 @@ class Actor(_ObservationModule):
         ortho_init: bool = True,
         features: nn.Module | None = None,
         net: nn.Module | None = None,
+        core: RecurrentCore | None = None,
     ) -> None:
         super().__init__()
-        self._init_input(observation_space, features)
+        self._init_input(observation_space, features, core)
         self.action: ActionSpec = action_spec(
             action_space,
             state_dependent_std=state_dependent_std and isinstance(action_space, spaces.Box),
@@ -323,7 +397,7 @@ class Actor(_ObservationModule):
         )
         if net is None:
             self.net = mlp(
-                self._features_dim(),
+                self._net_input_dim(),
                 tuple(hidden_sizes),
                 self.action.n_outputs,
                 activation,
@@ -354,7 +428,7 @@ class Actor(_ObservationModule):
         params = [p for p in self.parameters() if p.requires_grad]
         with torch.enable_grad():
             device = params[0].device if params else torch.device("cpu")
-            out = self(_probe(self.obs_codec).to(device))
+            out = self(*self._probe_inputs(device))
             total = sum(o.float().sum() for o in out)
             grads = torch.autograd.grad(total, params, allow_unused=True)
         return [p for p, g in zip(params, grads) if g is not None]
@@ -382,9 +456,10 @@ class Actor(_ObservationModule):
     def act_dim(self) -> int:
         return self.action.act_dim
 
-    def forward(self, obs: Tensor) -> tuple[Tensor, ...]:
-        """Distribution output parameters for a batch of stored observations."""
-        return self.head(self._body(obs))
+    def forward(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Distribution output parameters for a batch of stored observations (N, ...) → (N, k), or for a
+        recurrent actor for sequences (S, L, ...) with their episode starts and initial state → (S, L, k)."""
+        return self.head(self._body(obs, starts, state))
 
     def head(self, out: Tensor) -> tuple[Tensor, ...]:
         """Distribution output parameters from the network's output ``self.net(features)``."""
@@ -395,8 +470,20 @@ class Actor(_ObservationModule):
             return (mean, log_std)
         return (out, self.log_std.expand_as(out))
 
-    def distribution(self, obs: Tensor) -> Distribution:
-        return self.dist_cls(*self(obs))
+    def distribution(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> Distribution:
+        """π(·|s) for a batch of observations, or for every step of a batch of sequences (flattened to S·L rows,
+        sequence by sequence)."""
+        out = self(obs, starts, state)
+        if self.core is not None:
+            out = tuple(o.flatten(0, 1) for o in out)
+        return self.dist_cls(*out)
+
+    def step(self, obs: Tensor, state: Tensor, starts: Tensor) -> tuple[Distribution, Tensor]:
+        """One step of a recurrent actor: π(·|history) for a batch of observations (B, ...), their states
+        (B, ...) and episode-start flags (B,), and the states after the step."""
+        assert self.core is not None, "step() is for recurrent actors"
+        y, new_state = self.core.step(self.features_of(obs), state, starts)
+        return self.dist_cls(*self.head(self.net(y))), new_state
 
     def distribution_from_features(self, features: Tensor) -> Distribution:
         """The distribution for features already extracted (a features extractor shared with the critic)."""
@@ -428,7 +515,9 @@ class Critic(_ObservationModule):
         hidden_sizes, activation, ortho_init: natrl's MLP (when ``net`` is not given).
         features: the features extractor (default :func:`default_extractor`; pass the actor's
             to share it).
-        net: the network from features to the value, (N,) or (N, 1); default natrl's MLP.
+        net: the network from features (or the core's output) to the value, (N,) or (N, 1); default
+            natrl's MLP.
+        core: a recurrent core (a value function with memory), as for :class:`Actor`.
     """
 
     def __init__(
@@ -440,11 +529,12 @@ class Critic(_ObservationModule):
         ortho_init: bool = True,
         features: nn.Module | None = None,
         net: nn.Module | None = None,
+        core: RecurrentCore | None = None,
     ) -> None:
         super().__init__()
-        self._init_input(observation_space, features)
+        self._init_input(observation_space, features, core)
         if net is None:
-            self.net = mlp(self._features_dim(), tuple(hidden_sizes), 1, activation, out_gain=1.0, ortho=ortho_init)
+            self.net = mlp(self._net_input_dim(), tuple(hidden_sizes), 1, activation, out_gain=1.0, ortho=ortho_init)
         else:
             self.net = _check_module(net, "the critic network")
         shape = self._sample_output("critic network")
@@ -454,8 +544,12 @@ class Critic(_ObservationModule):
                 "it must be (batch,) or (batch, 1): one value per observation"
             )
 
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.value_from_features(self.features_of(obs))
+    def forward(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> Tensor:
+        """V for a batch of stored observations (N,), or for every step of recurrent sequences (S, L)."""
+        if self.core is None:
+            return self.value_from_features(self.features_of(obs))
+        v = self._body(obs, starts, state)
+        return v.squeeze(-1) if v.shape[-1] == 1 and v.dim() == 3 else v
 
     def value_from_features(self, features: Tensor) -> Tensor:
         """V for features already extracted (a features extractor shared with the actor)."""
@@ -467,6 +561,14 @@ def shares_trained_features(actor: Actor, critic: Critic) -> bool:
     """Whether actor and critic share one features extractor that has parameters (a CNN): its output is then
     computed once for both (:func:`distribution_and_value`)."""
     return actor.features is critic.features and any(True for _ in actor.features.parameters())
+
+
+def policy_state(actor: Actor, critic: Critic, batch: int) -> tuple[Tensor | None, Tensor | None]:
+    """The zero states of a batch of envs: (actor's, critic's), None for a module without memory."""
+    return (
+        actor.initial_state(batch) if actor.recurrent else None,
+        critic.initial_state(batch) if critic.recurrent else None,
+    )
 
 
 def distribution_and_value(actor: Actor, critic: Critic, obs: Tensor) -> tuple[Distribution, Tensor]:
