@@ -16,6 +16,7 @@ from natrl.rl.policies import (
     NatureCNN,
     PolicyError,
 )
+from natrl.rl.pomdp import MaskVelocity
 from natrl.rl.ppo import PPO, PPOConfig
 from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
 
@@ -49,6 +50,7 @@ __all__ = [
     "Distribution",
     "EvalResult",
     "FlattenExtractor",
+    "MaskVelocity",
     "MultiCategorical",
     "NPGConfig",
     "NatureCNN",
