@@ -28,7 +28,7 @@ else:  # pragma: no cover
 
 __all__ = ["Preset", "PresetError", "agents_dir", "list_presets", "load_preset", "read_spec"]
 
-_META_KEYS = ("total_steps", "expected_return", "env_kwargs", "wrapper")
+_META_KEYS = ("total_steps", "expected_return", "env_kwargs", "wrapper", "policy", "policy_kwargs")
 
 
 class PresetError(ValueError):
@@ -49,6 +49,9 @@ class Preset:
         source: the TOML file.
         env_kwargs: keyword arguments of ``gym.make`` (a ``[ENV.env_kwargs]`` sub-table).
         wrapper: the env wrapper as ``"module:Class"`` (e.g. ``"natrl.rl.atari:AtariWrapper"``).
+        policy: a built-in policy name (e.g. ``"MlpLstmPolicy"``; None: the agent's default).
+        policy_kwargs: its stable-baselines3 keywords with plain values (a ``[ENV.policy_kwargs]``
+            sub-table, e.g. ``lstm_hidden_size = 64``).
     """
 
     algo: str
@@ -60,6 +63,8 @@ class Preset:
     source: Path | None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     wrapper: str | None = None
+    policy: str | None = None
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def agents_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -143,8 +148,16 @@ def load_preset(
         raise PresetError(f"{path}: env_kwargs in [{table}] must be a table, e.g. [{table}.env_kwargs]")
     if wrapper is not None and (not isinstance(wrapper, str) or ":" not in wrapper):
         raise PresetError(f'{path}: wrapper = {wrapper!r} in [{table}]; write it as "module:Class"')
+    policy = merged.pop("policy", None)
+    policy_kwargs = merged.pop("policy_kwargs", {})
+    if policy is not None and not isinstance(policy, str):
+        raise PresetError(f'{path}: policy = {policy!r} in [{table}]; write a built-in name such as "MlpLstmPolicy"')
+    if not isinstance(policy_kwargs, dict):
+        raise PresetError(f"{path}: policy_kwargs in [{table}] must be a table, e.g. [{table}.policy_kwargs]")
     expected_f = None if expected is None else float(expected)
-    return Preset(algo, env_id, table, merged, total, expected_f, path, dict(env_kwargs), wrapper)
+    return Preset(
+        algo, env_id, table, merged, total, expected_f, path, dict(env_kwargs), wrapper, policy, dict(policy_kwargs)
+    )
 
 
 def list_presets(algo: str, directory: str | os.PathLike[str] | None = None) -> list[str]:

@@ -142,7 +142,7 @@ def test_translated_vecnormalize_scales_rewards_like_natrl() -> None:
 def test_shared_evaluation_loop_reproduces_agent_evaluate() -> None:
     agent = AGENTS["trpo"]("CartPole-v1", seed=4, n_envs=1, n_steps=64)
     returns = evaluate_policy(
-        lambda obs: agent.predict(obs, deterministic=True)[0], lambda: gym.make("CartPole-v1"), 3, 10_004
+        lambda obs, state: agent.predict(obs, state, deterministic=True), lambda: gym.make("CartPole-v1"), 3, 10_004
     )
     assert returns == agent.evaluate(3, deterministic=True, seed=EVAL_SEED_OFFSET + 4).returns
     agent.close()
@@ -167,7 +167,15 @@ class _SlowEnv(gym.Env):
 
 def test_evaluator_schedule_threshold_and_paused_clock() -> None:
     action = {"a": 0}
-    ev = Evaluator(lambda obs: action["a"], _SlowEnv, episodes=2, seed=0, every=300, total_steps=1000, threshold=5.0)
+    ev = Evaluator(
+        lambda obs, state: (action["a"], state),
+        _SlowEnv,
+        episodes=2,
+        seed=0,
+        every=300,
+        total_steps=1000,
+        threshold=5.0,
+    )
     ev.start()
     evaluated = []
     for steps in range(256, 1025, 256):  # rollouts of 256 steps, as the learn loops report them

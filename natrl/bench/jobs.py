@@ -46,6 +46,7 @@ class Job:
         peer: for an sb3 job, the translated spec (:meth:`natrl.bench.peers.PeerSpec.to_dict`).
         env_kwargs: the preset's keyword arguments of ``gym.make`` (both libraries, training and evaluation).
         wrapper: the preset's env wrapper as ``"module:Class"`` (both libraries, training and evaluation).
+        policy: the preset's built-in policy name (None: MlpPolicy/CnnPolicy), and its ``policy_kwargs``.
     """
 
     index: int
@@ -62,6 +63,8 @@ class Job:
     peer: dict[str, Any] | None = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     wrapper: str | None = None
+    policy: str | None = None
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -150,10 +153,12 @@ def plan_jobs(
                     preset=f"{preset.source.name if preset.source else '<defaults>'}[{preset.table}]",
                     env_kwargs=dict(preset.env_kwargs),
                     wrapper=preset.wrapper,
+                    policy=preset.policy,
+                    policy_kwargs=dict(preset.policy_kwargs),
                 )
                 jobs.append(Job(index=len(jobs), library="natrl", **common))
                 if against == "sb3":
-                    spec = translate(algo, config)
+                    spec = translate(algo, config, preset.policy, preset.policy_kwargs)
                     if spec is not None:
                         jobs.append(Job(index=len(jobs), library="sb3", peer=spec.to_dict(), **common))
     return jobs

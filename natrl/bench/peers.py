@@ -1,4 +1,4 @@
-"""natrl presets translated to stable-baselines3 PPO and sb3-contrib TRPO.
+"""natrl presets translated to stable-baselines3 PPO, sb3-contrib TRPO and sb3-contrib RecurrentPPO.
 
 The natrl preset is the source of truth. :func:`translate` maps a natrl config
 to the peer's constructor arguments, its vector env and its normalisation, and
@@ -13,7 +13,10 @@ Conversions that are not one-to-one (see the notes each spec carries):
   shrunk steps, sb3-contrib ``line_search_max_iter`` steps in all, so
   ``line_search_max_iter = line_search_max_backtracks + 1``;
 * Adam ε: natrl's critic Adam uses ε = 1e-8 (TRPO/NPG) and PPO's 1e-5; SB3's
-  policies default to 1e-5, so ``optimizer_kwargs`` sets it explicitly.
+  policies default to 1e-5, so ``optimizer_kwargs`` sets it explicitly;
+* recurrent policies: natrl's PPO with ``"MlpLstmPolicy"`` is matched by sb3-contrib's
+  ``RecurrentPPO`` with the same LSTM width and layers; sb3-contrib has no recurrent TRPO and no GRU
+  policy, so those jobs run without a peer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 __all__ = ["PEER_NAMES", "PPO_ADAM_EPS", "PeerSpec", "build_model", "translate"]
 
-PEER_NAMES = {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO"}
+PEER_NAMES = {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO", "RecurrentPPO": "sb3-contrib RecurrentPPO"}
 _CLASSES = {"trpo": "sb3_contrib.TRPO", "ppo": "stable_baselines3.PPO"}
 _ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "gelu": "GELU"}
 # natrl.rl.ppo builds its Adam with eps=1e-5 (tests/test_bench.py checks it stays so).
@@ -44,6 +47,7 @@ class PeerSpec:
         n_envs: training environments (``make_vec_env`` with ``DummyVecEnv``).
         vec_normalize: ``VecNormalize`` keyword arguments, or None without normalisation.
         notes: differences that remain, and conversions that are not one-to-one.
+        policy: the policy name SB3 is given (None: ``CnnPolicy`` for image observations, else ``MlpPolicy``).
     """
 
     algo_class: str
@@ -51,6 +55,7 @@ class PeerSpec:
     n_envs: int
     vec_normalize: dict[str, Any] | None
     notes: tuple[str, ...]
+    policy: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -65,6 +70,7 @@ class PeerSpec:
             n_envs=int(data["n_envs"]),
             vec_normalize=data["vec_normalize"],
             notes=tuple(data["notes"]),
+            policy=data.get("policy"),
         )
 
 
@@ -81,14 +87,23 @@ def _schedule(value: Any) -> Any:
     return value
 
 
-def translate(algo: str, config: Any) -> PeerSpec | None:
-    """The stable-baselines3 peer of a natrl config, or None when there is none (NPG).
+def translate(
+    algo: str, config: Any, policy: str | None = None, policy_kwargs: dict[str, Any] | None = None
+) -> PeerSpec | None:
+    """The stable-baselines3 peer of a natrl config, or None when there is none (NPG, a recurrent TRPO, a GRU).
 
     Args:
         algo: natrl algorithm name.
         config: its ``TRPOConfig`` / ``PPOConfig``.
+        policy: the preset's policy name (None: natrl's default).
+        policy_kwargs: the preset's policy keywords (the recurrent layer's size).
     """
+    from natrl.rl.policies.build import RECURRENT_POLICIES
+
     if algo not in _CLASSES:
+        return None
+    recurrent = policy in RECURRENT_POLICIES
+    if recurrent and (algo != "ppo" or RECURRENT_POLICIES[policy] != "lstm"):  # type: ignore[index]
         return None
     from natrl.rl.critic import adam
     from natrl.rl.normalization import ObsNormalizer, RewardScaler
@@ -163,6 +178,19 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
             "target_kl": cfg.target_kl,
         }
     kwargs["policy_kwargs"] = policy_kwargs
+    algo_class = _CLASSES[algo]
+    if recurrent:
+        algo_class = "sb3_contrib.RecurrentPPO"
+        extra = dict(policy_kwargs or {})
+        policy_kwargs_rec = {k: extra[k] for k in ("lstm_hidden_size", "n_lstm_layers") if k in extra}
+        policy_kwargs.update({"lstm_hidden_size": 256, "n_lstm_layers": 1, **policy_kwargs_rec})
+        policy_kwargs.update(shared_lstm=False, enable_critic_lstm=True)
+        L = cfg.sequence_length or cfg.n_steps
+        notes.append(
+            f"sequences: natrl cuts each env's rollout into sequences of {L} steps (state zeroed at episode "
+            "starts inside them) and draws minibatches of whole sequences; RecurrentPPO splits it at episode "
+            "starts, pads, and draws minibatches of contiguous steps"
+        )
     normalize = None
     if cfg.normalize_obs or cfg.normalize_reward:
         obs_clip, obs_eps = _default(ObsNormalizer, "clip"), _default(ObsNormalizer, "epsilon")
@@ -191,7 +219,7 @@ def translate(algo: str, config: Any) -> PeerSpec | None:
         notes.append(f"NOT MATCHED: action_bound={cfg.action_bound!r}; SB3 clips Gaussian actions to the bounds")
     if cfg.vec_env != "sync":
         notes.append(f"NOT MATCHED: vec_env={cfg.vec_env!r}; the SB3 run steps its envs in one process (DummyVecEnv)")
-    return PeerSpec(_CLASSES[algo], kwargs, int(cfg.n_envs), normalize, tuple(notes))
+    return PeerSpec(algo_class, kwargs, int(cfg.n_envs), normalize, tuple(notes), policy if recurrent else None)
 
 
 def build_model(
@@ -231,6 +259,6 @@ def build_model(
         venv = vec_normalize = VecNormalize(venv, **spec.vec_normalize)
     from stable_baselines3.common.preprocessing import is_image_space
 
-    policy = "CnnPolicy" if is_image_space(venv.observation_space) else "MlpPolicy"
+    policy = spec.policy or ("CnnPolicy" if is_image_space(venv.observation_space) else "MlpPolicy")
     model = model_cls(policy, venv, seed=seed, device="cpu", verbose=0, **kwargs)
     return model, vec_normalize

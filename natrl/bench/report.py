@@ -278,7 +278,8 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         peer = r.get("peer")
         if r.get("library") != "sb3" or not peer:
             continue
-        label = _PEER_LABEL.get(r["algo"], r["algo"])
+        impl = str(r.get("implementation") or "")
+        label = impl.rsplit(" ", 1)[0] if " " in impl else _PEER_LABEL.get(r["algo"], r["algo"])
         envs = peer_envs.setdefault(label, [])
         if r["env"] not in envs:
             envs.append(r["env"])

@@ -33,14 +33,17 @@ from natrl.bench.jobs import Job
 __all__ = ["EVAL_SEED_OFFSET", "EvalPoint", "Evaluator", "evaluate_policy", "failed_row", "run_job"]
 
 EVAL_SEED_OFFSET = 10_000
-Policy = Callable[[np.ndarray], Any]
+Policy = Callable[[np.ndarray, Any], tuple[Any, Any]]
+"""``policy(observation, state) -> (action, state)``, deterministic; the state is a recurrent policy's (None at the
+start of an episode, passed back unchanged by a policy without memory), as stable-baselines3's ``predict`` has it."""
 
 
 def evaluate_policy(policy: Policy, make_env: Callable[[], Any], episodes: int, seed: int) -> list[float]:
     """Undiscounted returns of ``episodes`` whole episodes on a fresh env.
 
     Args:
-        policy: maps one raw observation to one action (deterministic).
+        policy: maps one raw observation and the policy's state to one action and the next state
+            (:data:`Policy`).
         make_env: builds the evaluation env (closed afterwards).
         episodes: number of episodes.
         seed: episode i is reset with ``seed + i``.
@@ -50,9 +53,10 @@ def evaluate_policy(policy: Policy, make_env: Callable[[], Any], episodes: int, 
     try:
         for i in range(episodes):
             obs, _ = env.reset(seed=seed + i)
-            total, done = 0.0, False
+            total, done, state = 0.0, False, None
             while not done:
-                obs, reward, terminated, truncated, _ = env.step(policy(obs))
+                action, state = policy(obs, state)
+                obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
                 done = bool(terminated or truncated)
             returns.append(total)
@@ -184,9 +188,9 @@ def _train_natrl(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str
     # one torch thread whatever the preset says, as for the SB3 run
     config = build_config(cls.config_cls, {**job.hyperparameters, "torch_threads": 1})
     agent = cls(job.env_id, seed=job.seed, device="cpu", config=config, env_kwargs=job.env_kwargs,
-                wrapper_class=_wrapper_class(job))  # fmt: skip
+                wrapper_class=_wrapper_class(job), policy=job.policy, policy_kwargs=job.policy_kwargs)  # fmt: skip
     try:
-        ev = Evaluator(lambda obs: agent.predict(obs, deterministic=True)[0], _eval_env(job), **ev_args)
+        ev = Evaluator(lambda obs, state: agent.predict(obs, state, deterministic=True), _eval_env(job), **ev_args)
 
         def callback(a: Any, stats: dict[str, float]) -> bool:
             if ev.due(a.num_timesteps):
@@ -214,10 +218,10 @@ def _train_sb3(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
     spec = PeerSpec.from_dict(job.peer)
     model, vec_normalize = build_model(spec, job.env_id, job.seed, job.env_kwargs, _wrapper_class(job))
 
-    def policy(obs: np.ndarray) -> Any:
+    def policy(obs: np.ndarray, state: Any) -> tuple[Any, Any]:
         if vec_normalize is not None:
             obs = vec_normalize.normalize_obs(obs)
-        return model.predict(obs, deterministic=True)[0]
+        return model.predict(obs, state, deterministic=True)
 
     ev = Evaluator(policy, _eval_env(job), **ev_args)
 
@@ -237,7 +241,7 @@ def _train_sb3(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
         ev.finish(steps)
     finally:
         model.get_env().close()
-    name = PEER_NAMES.get(job.algo, spec.algo_class)
+    name = PEER_NAMES.get(spec.algo_class.rpartition(".")[2] if spec.policy else job.algo, spec.algo_class)
     module = "sb3_contrib" if spec.algo_class.startswith("sb3_contrib") else "stable_baselines3"
     version = __import__(module).__version__
     return ev, steps, f"{name} {version}"

@@ -139,6 +139,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="import a package that registers environments before making the env (repeatable)",
     )
     p.add_argument("--wrapper", metavar="MODULE:CLASS", help="wrap every env copy, e.g. gymnasium.wrappers:ClipAction")
+    p.add_argument(
+        "--policy",
+        metavar="NAME",
+        help="built-in policy (default: the preset's, else MlpPolicy), e.g. MlpLstmPolicy for a policy with memory",
+    )
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<algo>-<env>-s<seed>-<time>)")
     p.add_argument(
         "--resume",

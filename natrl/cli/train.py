@@ -43,6 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _resume(args, cls)
     from natrl.presets import load_preset
     from natrl.rl.config import build_config
+    from natrl.rl.policies import PolicyError
     from natrl.runs import RunLock, RunSpec, default_run_dir
 
     algo, seed = cls.algo, 0 if args.seed is None else args.seed
@@ -84,7 +85,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         command=shlex.join([PROG, *getattr(args, "argv", [])]),
     )
     spec.env_kwargs, spec.gym_packages, spec.wrapper = env_kwargs, list(args.gym_packages), wrapper_path
-    agent = cls(args.env, seed=seed, device=device, config=config, env_kwargs=env_kwargs, wrapper_class=wrapper)
+    spec.policy = args.policy or preset.policy
+    spec.policy_kwargs = dict(preset.policy_kwargs) if spec.policy == preset.policy else {}
+    try:
+        agent = cls(args.env, seed=seed, device=device, config=config, env_kwargs=env_kwargs, wrapper_class=wrapper,
+                    policy=spec.policy, policy_kwargs=spec.policy_kwargs)  # fmt: skip
+    except PolicyError as exc:
+        raise CLIError(str(exc)) from None
     lock = RunLock(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

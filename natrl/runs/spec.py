@@ -44,6 +44,8 @@ class RunSpec:
         env_kwargs: keyword arguments of ``gym.make`` (``--env-kwargs``).
         gym_packages: packages imported to register the env (``--gym-packages``).
         wrapper: the env wrapper as ``module:Class`` (``--wrapper``).
+        policy: the built-in policy name (``--policy`` or the preset's; None: the agent's default).
+        policy_kwargs: the preset's policy keywords.
     """
 
     algo: str
@@ -66,6 +68,8 @@ class RunSpec:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     gym_packages: list[str] = field(default_factory=list)
     wrapper: str | None = None
+    policy: str | None = None
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         """The ``config.toml`` text."""
@@ -87,12 +91,18 @@ class RunSpec:
             "command": self.command,
             "gym_packages": list(self.gym_packages),
             "wrapper": self.wrapper,
+            "policy": self.policy,
         }
         header = (
             "natrl run configuration, written by `natrl train`.\n"
             "[hyperparameters] holds every field of the algorithm's config as used by this run."
         )
-        tables = {"run": run, "env_kwargs": self.env_kwargs, "hyperparameters": self.hyperparameters}
+        tables = {
+            "run": run,
+            "env_kwargs": self.env_kwargs,
+            "policy_kwargs": self.policy_kwargs,
+            "hyperparameters": self.hyperparameters,
+        }
         return dumps_toml({**tables, "versions": self.versions}, header)
 
     def write(self, run_dir: str | os.PathLike[str]) -> Path:
@@ -134,6 +144,8 @@ class RunSpec:
                 env_kwargs=dict(data.get("env_kwargs", {})),
                 gym_packages=list(run.get("gym_packages", [])),
                 wrapper=run.get("wrapper"),
+                policy=run.get("policy"),
+                policy_kwargs=dict(data.get("policy_kwargs", {})),
             )
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path} is not a valid natrl run config: {exc}") from None
