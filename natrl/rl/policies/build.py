@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 BUILTIN_POLICIES = ("MlpPolicy", "MultiInputPolicy", "CnnPolicy")
+"""The policy names an agent accepts as ``policy=`` (stable-baselines3's names)."""
+
 POLICY_KWARGS = (
     "net_arch",
     "activation_fn",
@@ -53,6 +55,7 @@ POLICY_KWARGS = (
     "ortho_init",
     "log_std_init",
 )
+"""The keys ``policy_kwargs`` accepts (with a built-in policy only); any other key is a :class:`PolicyError`."""
 
 
 class PolicyError(ValueError):
