@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and the API reference; at run time the agents load lazily
+    from natrl.rl import ACKTR, NPG, PPO, TRPO
 
 __version__ = "0.1.0"
+"""The natrl version (PEP 440), as in pyproject.toml."""
 
 _AGENTS = {"TRPO", "NPG", "PPO", "ACKTR"}
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 __all__ = ["TMP_SUFFIX", "atomic_write_bytes", "atomic_write_text"]
 
-TMP_SUFFIX = ".tmp"  # scratch files are ".<name>.<random>.tmp" beside the target
+TMP_SUFFIX = ".tmp"
+"""Suffix of the scratch files, named ``.<name>.<random>.tmp`` beside the target, that a write renames."""
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

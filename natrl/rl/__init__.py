@@ -21,6 +21,7 @@ from natrl.rl.ppo import PPO, PPOConfig
 from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
 
 AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, "acktr": ACKTR}
+"""The agent classes by algorithm name, as the command line and the checkpoints' ``"algo"`` entry spell it."""
 
 
 def load_agent(path: str, *, device: str = "cpu", **kwargs: Any) -> OnPolicyAgent:

@@ -25,11 +25,17 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.toml"
+"""The resolved run (algorithm, env, seed, steps, device, preset and hyperparameters), as TOML."""
 PROGRESS_FILE = "progress.csv"
+"""One CSV row per update and the periodic evaluations."""
 MODEL_FILE = "model.pt"
+"""The final agent, written when training ends."""
 EVAL_FILE = "eval.json"
+"""The final deterministic evaluation."""
 CHECKPOINT_DIR = "checkpoints"
+"""The folder of the ``step_<N>.pt`` checkpoints."""
 LOCK_FILE = ".lock"
+"""The lock file (process id and host) of the one process writing the run directory."""
 
 
 def remove_stale_tmp(directory: str | os.PathLike[str]) -> list[Path]:

@@ -16,7 +16,6 @@ from natrl.runs.files import atomic_write_text
 
 __all__ = ["KNOWN_COLUMNS", "ProgressLog", "read_progress", "truncate_progress"]
 
-#: columns every progress.csv starts with, in this order (cells stay empty when absent)
 KNOWN_COLUMNS: tuple[str, ...] = (
     "timesteps",
     "updates",
@@ -30,6 +29,7 @@ KNOWN_COLUMNS: tuple[str, ...] = (
     "eval_return_std",
     "eval_length_mean",
 )
+"""The columns every ``progress.csv`` starts with, in this order (cells stay empty when absent)."""
 
 
 def _format_cell(value: Any) -> str:

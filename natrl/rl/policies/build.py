@@ -51,6 +51,7 @@ RECURRENT_POLICIES = {
 }
 """sb3-contrib's ``MlpLstmPolicy``, ``CnnLstmPolicy``, ``MultiInputLstmPolicy`` and their GRU variants → kind."""
 BUILTIN_POLICIES = ("MlpPolicy", "MultiInputPolicy", "CnnPolicy", *RECURRENT_POLICIES)
+"""The policy names an agent accepts as ``policy=`` (stable-baselines3's and sb3-contrib's names)."""
 POLICY_KWARGS = (
     "net_arch",
     "activation_fn",
@@ -60,8 +61,9 @@ POLICY_KWARGS = (
     "ortho_init",
     "log_std_init",
 )
+"""The keys ``policy_kwargs`` accepts (with a built-in policy only); any other key is a :class:`PolicyError`."""
 RECURRENT_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm")
-"""sb3-contrib's keys of the recurrent policies (``lstm_*`` also size a GRU)."""
+"""sb3-contrib's keys of the recurrent policies (``lstm_*`` also size a GRU), accepted with a recurrent policy."""
 
 
 class PolicyError(ValueError):

@@ -512,7 +512,9 @@ class Critic(_ObservationModule):
 
     Args:
         observation_space: the env's observation space (an int n means a flat float Box (n,)).
-        hidden_sizes, activation, ortho_init: natrl's MLP (when ``net`` is not given).
+        hidden_sizes: hidden layer widths of natrl's MLP (when ``net`` is not given).
+        activation: the MLP's activation (when ``net`` is not given).
+        ortho_init: orthogonal initialisation of the MLP (when ``net`` is not given).
         features: the features extractor (default :func:`default_extractor`; pass the actor's
             to share it).
         net: the network from features (or the core's output) to the value, (N,) or (N, 1); default
