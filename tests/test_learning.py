@@ -41,3 +41,31 @@ def test_reaches_threshold_within_budget(algo: str, env_id: str, threshold: floa
     agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
     best = max(score for _, score in evaluations)
     assert best >= threshold, f"{algo} {env_id}: best evaluation {best:.1f} < {threshold}; all: {evaluations}"
+
+
+POMDP_CASES = [("trpo", "CartPoleNoVel-v1"), ("ppo", "CartPoleNoVel-v1")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("algo", "env_id"), POMDP_CASES, ids=[f"{a}-{e}" for a, e in POMDP_CASES])
+def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> None:
+    """Without velocities CartPole needs memory: the preset's LSTM policy reaches the threshold, the same
+    algorithm and hyperparameters with an MLP policy stay far below it."""
+    cls = AGENTS[algo]
+    preset = load_preset(algo, env_id, cls.config_cls)
+    assert preset.policy == "MlpLstmPolicy" and preset.expected_return is not None
+    results = {}
+    every = preset.total_steps // 5
+    for policy, kwargs in ((preset.policy, preset.policy_kwargs), ("MlpPolicy", {})):
+        agent = cls(env_id, seed=0, policy=policy, policy_kwargs=kwargs, **preset.hyperparameters)
+        evaluations: list[float] = []
+
+        def evaluate_periodically(a, stats, evaluations=evaluations) -> None:
+            if a.num_timesteps // every > len(evaluations):
+                evaluations.append(a.evaluate(episodes=10, deterministic=True).mean)
+
+        agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
+        results[policy] = evaluations
+    assert max(results["MlpLstmPolicy"]) >= preset.expected_return, results
+    assert max(results["MlpPolicy"]) < 150.0, results

@@ -1,8 +1,16 @@
-"""The policy seam: observation preprocessing → features extractor → network → distribution head,
-and the value network; built-in policies by name, SB3-style ``policy_kwargs``, or the user's own
+"""The policy seam: observation preprocessing → features extractor → [recurrent core] → network →
+distribution head, and the value network; built-in policies by name (``"MlpLstmPolicy"`` and the other
+recurrent names give actor and critic an LSTM or GRU each), SB3-style ``policy_kwargs``, or the user's own
 ``nn.Module``s (:func:`build_policy`)."""
 
-from natrl.rl.policies.build import BUILTIN_POLICIES, POLICY_KWARGS, PolicyError, build_policy
+from natrl.rl.policies.build import (
+    BUILTIN_POLICIES,
+    POLICY_KWARGS,
+    RECURRENT_KWARGS,
+    RECURRENT_POLICIES,
+    PolicyError,
+    build_policy,
+)
 from natrl.rl.policies.modules import (
     Actor,
     CombinedExtractor,
@@ -13,10 +21,13 @@ from natrl.rl.policies.modules import (
     default_extractor,
     mlp,
 )
+from natrl.rl.policies.recurrent import RecurrentCore
 
 __all__ = [
     "BUILTIN_POLICIES",
     "POLICY_KWARGS",
+    "RECURRENT_KWARGS",
+    "RECURRENT_POLICIES",
     "Actor",
     "CombinedExtractor",
     "Critic",
@@ -24,6 +35,7 @@ __all__ = [
     "NatureCNN",
     "OutputOf",
     "PolicyError",
+    "RecurrentCore",
     "build_policy",
     "default_extractor",
     "mlp",

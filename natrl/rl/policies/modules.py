@@ -370,7 +370,8 @@ class Actor(_ObservationModule):
         net: the network from features (or the core's output) to the distribution's outputs
             (N, ``n_outputs``); default natrl's MLP.
         core: a :class:`~natrl.rl.policies.recurrent.RecurrentCore` between features and network
-            (a policy with memory; see :class:`_ObservationModule` for its inputs).
+            (a policy with memory: it takes ``(obs (S, L, ...), starts (S, L), state (S, ...))``, sequences
+            with their episode starts and initial state, see :mod:`natrl.rl.policies.recurrent`).
     """
 
     def __init__(
