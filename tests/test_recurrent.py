@@ -231,8 +231,10 @@ def test_bad_input_names_the_problem() -> None:
         TRPO("CartPole-v1", policy="MlpLstmPolicy", curvature="kfac")
     with pytest.raises(PolicyError, match="lstm_\\* keys need a recurrent policy"):
         PPO("CartPole-v1", policy_kwargs=dict(lstm_hidden_size=32))
-    with pytest.raises(PolicyError, match="shared_lstm=True is not supported"):
-        PPO("CartPole-v1", policy="MlpLstmPolicy", policy_kwargs=dict(shared_lstm=True))
+    with pytest.raises(PolicyError, match="enable_critic_lstm=False is not supported"):
+        PPO("CartPole-v1", policy="MlpLstmPolicy", policy_kwargs=dict(enable_critic_lstm=False))
+    with pytest.raises(PolicyError, match="shared_lstm=True needs the features extractor shared"):
+        PPO("CartPole-v1", policy="MlpLstmPolicy", policy_kwargs=dict(shared_lstm=True, share_features_extractor=False))
     with pytest.raises(PolicyError, match="lstm_hidden_size must be a positive integer"):
         PPO("CartPole-v1", policy="MlpLstmPolicy", policy_kwargs=dict(lstm_hidden_size=0))
     with pytest.raises(ValueError, match=r"sequence_length=7.*divides n_steps=64"):
@@ -254,3 +256,39 @@ def test_mask_velocity_hides_exactly_the_velocities() -> None:
     assert p[2] == 0 and p[0] != 0
     with pytest.raises(ValueError, match="MaskVelocity knows the velocities of"):
         MaskVelocity(gym.make("Acrobot-v1"))
+
+
+@pytest.mark.parametrize("cls", [TRPO, PPO])
+def test_shared_lstm_is_one_core_trained_by_the_policy_step_in_trpo(cls) -> None:
+    agent = _agent(cls, policy_kwargs=dict(lstm_hidden_size=8, net_arch=[8], shared_lstm=True))
+    assert agent.actor.core is agent.critic.core
+    names = [n for n, _ in agent.policy.named_parameters()]
+    assert sum(n.startswith("actor.core.") for n in names) == 4 and not any(n.startswith("critic.core.") for n in names)
+    if cls is TRPO:  # the critic's regression moves its own head only; the shared core moves with the trust region
+        own = {id(p) for p in agent.critic_optimizer.param_groups[0]["params"]}
+        assert not any(id(p) in own for p in agent.actor.core.parameters())
+    agent.learn(240)
+    batch, _ = agent._make_batch()
+    torch.testing.assert_close(batch.seq.critic_state, batch.seq.actor_state, rtol=0, atol=1e-5)
+
+
+def test_cnn_lstm_policy_on_image_observations() -> None:
+    from toy_envs import ImageObservations
+
+    agent = PPO(
+        ImageObservations,
+        policy="CnnLstmPolicy",
+        policy_kwargs=dict(lstm_hidden_size=16, net_arch=[16]),
+        n_envs=2,
+        n_steps=16,
+        sequence_length=8,
+        batch_size=16,
+        n_epochs=1,
+    )
+    assert agent.actor.features is agent.critic.features and agent.actor.core is not agent.critic.core
+    agent.learn(64)
+    batch, _ = agent._make_batch()
+    assert batch.obs.dtype == torch.uint8 and batch.seq.actor_state.shape == (4, 2, 1, 16)
+    with torch.no_grad():
+        lp = agent.actor.distribution(*batch.actor_inputs()).log_prob(batch.actions)
+    torch.testing.assert_close(lp, batch.log_probs, rtol=0, atol=1e-5)

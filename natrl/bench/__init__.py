@@ -181,6 +181,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a hyperparameter of every natrl job (repeatable), e.g. --set fast_paths=false",
     )
     parser.add_argument(
+        "--policy",
+        metavar="NAME",
+        help="built-in policy of every job instead of the presets' (e.g. MlpPolicy on a task whose preset has a "
+        "recurrent policy; the peers get the translated policy)",
+    )
+    parser.add_argument(
         "--status-every",
         type=_positive_float,
         default="60",
@@ -282,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
         eval_episodes=args.eval_episodes,
         agents_dir=args.agents_dir,
         overrides=args.overrides,
+        policy=args.policy,
     )
     if args.dry_run:
         for job in jobs:

@@ -13,6 +13,7 @@ followed by its peer and slow drift of the machine hits both alike.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,7 @@ def plan_jobs(
     eval_episodes: int = 10,
     agents_dir: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
+    policy: str | None = None,
 ) -> list[Job]:
     """The sweep's jobs in (env, seed, algo, library) order.
 
@@ -102,6 +104,8 @@ def plan_jobs(
         overrides: ``KEY=VALUE`` hyperparameters applied on top of every preset (``natrl train``'s
             ``--set`` syntax), e.g. ``fast_paths=false`` to time the generic path; the peers get the
             translated result.
+        policy: a built-in policy name for every job instead of the presets' (their ``policy_kwargs``
+            are kept only when the name is the preset's own).
 
     Raises:
         BenchError: unknown algorithm or peer, or an invalid preset value.
@@ -139,6 +143,12 @@ def plan_jobs(
                     config = build_config(cls.config_cls, {**preset.hyperparameters, **extra})
                 except ValueError as exc:
                     raise BenchError(f"preset {preset.source}[{preset.table}]: {exc}") from None
+                if policy is not None and policy != preset.policy:
+                    from natrl.rl.policies import BUILTIN_POLICIES
+
+                    if policy not in BUILTIN_POLICIES:
+                        raise BenchError(f"unknown policy {policy!r}; built-in policies: {', '.join(BUILTIN_POLICIES)}")
+                    preset = dataclasses.replace(preset, policy=policy, policy_kwargs={})
                 budget = steps if steps is not None else preset.total_steps
                 every = max(1, budget // 10) if eval_every is None else eval_every
                 common: dict[str, Any] = dict(

@@ -195,16 +195,17 @@ def build_policy(
 def _recurrent_cores(
     kind: str, kwargs: Mapping[str, Any], features_pi: nn.Module, features_vf: nn.Module, space: spaces.Space
 ) -> tuple[RecurrentCore, RecurrentCore]:
-    """One recurrent core each for actor and critic (sb3-contrib's default: separate LSTMs)."""
-    if kwargs.get("shared_lstm", False):
+    """The recurrent cores of actor and critic: one each (sb3-contrib's default), or one shared
+    (``shared_lstm=True``, with a shared features extractor)."""
+    shared = bool(kwargs.get("shared_lstm", False))
+    if shared and features_vf is not features_pi:
         raise PolicyError(
-            "policy_kwargs shared_lstm=True is not supported: natrl's recurrent policies give actor and critic "
-            "a recurrent layer each (sb3-contrib's default); drop shared_lstm"
+            "policy_kwargs shared_lstm=True needs the features extractor shared too; drop share_features_extractor"
         )
-    if not kwargs.get("enable_critic_lstm", True):
+    if not kwargs.get("enable_critic_lstm", True) and not shared:
         raise PolicyError(
-            "policy_kwargs enable_critic_lstm=False is not supported: the critic of a recurrent policy has its own "
-            "recurrent layer; drop enable_critic_lstm"
+            "policy_kwargs enable_critic_lstm=False is not supported: the critic of a recurrent policy has a "
+            "recurrent layer, its own or the actor's (shared_lstm=True); drop enable_critic_lstm"
         )
     hidden = kwargs.get("lstm_hidden_size", 256)
     layers = kwargs.get("n_lstm_layers", 1)
@@ -212,8 +213,11 @@ def _recurrent_cores(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise PolicyError(f"policy_kwargs {name} must be a positive integer, got {value!r}")
     width_pi = extractor_width(features_pi, space)
+    core_pi = RecurrentCore(width_pi, hidden, layers, kind)
+    if shared:
+        return core_pi, core_pi
     width_vf = width_pi if features_vf is features_pi else extractor_width(features_vf, space)
-    return RecurrentCore(width_pi, hidden, layers, kind), RecurrentCore(width_vf, hidden, layers, kind)
+    return core_pi, RecurrentCore(width_vf, hidden, layers, kind)
 
 
 # --------------------------------------------------------------------------- checkpoints
