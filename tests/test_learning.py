@@ -43,15 +43,16 @@ def test_reaches_threshold_within_budget(algo: str, env_id: str, threshold: floa
     assert best >= threshold, f"{algo} {env_id}: best evaluation {best:.1f} < {threshold}; all: {evaluations}"
 
 
-POMDP_CASES = [("trpo", "CartPoleNoVel-v1"), ("ppo", "CartPoleNoVel-v1")]
+POMDP_CASES = [("trpo", "CartPoleNoVel-v1"), ("ppo", "CartPoleNoVel-v1"), ("trpo", "TMaze-v0"), ("ppo", "TMaze-v0")]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(("algo", "env_id"), POMDP_CASES, ids=[f"{a}-{e}" for a, e in POMDP_CASES])
 def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> None:
-    """Without velocities CartPole needs memory: the preset's LSTM policy reaches the threshold, the same
-    algorithm and hyperparameters with an MLP policy stay far below it."""
+    """Without velocities CartPole needs memory, and the T-maze's cue must be kept for 10 steps: the preset's
+    LSTM policy reaches the threshold, the same algorithm and hyperparameters with an MLP policy stay far below
+    it (CartPole: < 150 of 500; T-maze: guessing the arm, ≈ −0.11 of 0.89)."""
     cls = AGENTS[algo]
     preset = load_preset(algo, env_id, cls.config_cls)
     assert preset.policy == "MlpLstmPolicy" and preset.expected_return is not None
@@ -68,4 +69,4 @@ def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> N
         agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
         results[policy] = evaluations
     assert max(results["MlpLstmPolicy"]) >= preset.expected_return, results
-    assert max(results["MlpPolicy"]) < 150.0, results
+    assert max(results["MlpPolicy"]) < (150.0 if env_id.startswith("CartPole") else 0.5), results

@@ -292,3 +292,27 @@ def test_cnn_lstm_policy_on_image_observations() -> None:
     with torch.no_grad():
         lp = agent.actor.distribution(*batch.actor_inputs()).log_prob(batch.actions)
     torch.testing.assert_close(lp, batch.log_probs, rtol=0, atol=1e-5)
+
+
+def test_tmaze_rewards_the_cued_arm_only_at_the_junction() -> None:
+    env = gym.make("TMaze-v0")
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        up = bool(obs[0])
+        assert obs[0] + obs[1] == 1 and obs[2] == 0
+        obs, r, term, trunc, _ = env.step(2)  # up/down do nothing outside the junction
+        assert (r, term) == (-0.01, False) and obs[0] + obs[1] == 1
+        for _ in range(10):
+            obs, r, term, trunc, _ = env.step(0)
+        assert obs[2] == 1 and not term
+        _, r, term, _, _ = env.step(2 if up else 3)
+        assert term and r == pytest.approx(0.99)
+    obs, _ = env.reset(seed=0)
+    for _ in range(10):
+        env.step(0)
+    _, r, term, _, _ = env.step(3 if obs[0] else 2)
+    assert term and r == pytest.approx(-1.01)
+    env.reset(seed=0)
+    for _ in range(40):
+        _, _, term, trunc, _ = env.step(1)
+    assert trunc and not term

@@ -17,6 +17,10 @@ id                             base task                   hidden entries
 =============================  ==========================  ==============================
 
 (``LunarLanderNoVel-v3`` needs Box2D: ``pip install "gymnasium[box2d]"``.)
+
+:class:`TMaze` (``TMaze-v0``) is a memory task in its purest form, after Bakker (2001), "Reinforcement
+learning with long short-term memory", NeurIPS: a cue seen only at the first step says which arm of
+the T the goal is in, ``length`` steps later.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["VELOCITY_ENTRIES", "MaskVelocity", "make_no_velocity", "register_no_velocity_envs"]
+__all__ = ["VELOCITY_ENTRIES", "MaskVelocity", "TMaze", "make_no_velocity", "register_no_velocity_envs"]
 
 VELOCITY_ENTRIES: dict[str, tuple[int, ...]] = {
     "CartPole-v1": (1, 3),
@@ -67,6 +71,63 @@ class MaskVelocity(gym.ObservationWrapper):
         return np.where(self.hidden, np.zeros((), observation.dtype), observation)
 
 
+class TMaze(gym.Env):
+    """A T-shaped maze: a corridor of ``length`` cells, then a junction with a goal up and a goal down.
+
+    The observation has three entries: (1, 0, 0) or (0, 1, 0) at the start cell — the cue: the goal is up
+    or down — (0, 0, 0) in the corridor and (0, 0, 1) at the junction. Actions: 0 right, 1 left, 2 up,
+    3 down (up and down do nothing outside the junction). Choosing the cued arm at the junction ends the
+    episode with reward +1, the other arm with −1; every step costs 0.01. Episodes are truncated after
+    ``4 * length`` steps. A policy without memory cannot do better than guessing at the junction
+    (expected return ≈ −0.01·length), one that remembers the cue returns 1 − 0.01·(length + 1).
+
+    Args:
+        length: corridor cells between the start and the junction (the memory span needed).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium's convention)
+
+    def __init__(self, length: int = 10) -> None:
+        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+            raise ValueError(f"TMaze length must be a positive integer, got {length!r}")
+        self.length = length
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (3,), np.float32)
+        self.action_space = gym.spaces.Discrete(4)
+        self._pos = 0
+        self._goal_up = True
+        self._steps = 0
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(3, np.float32)
+        if self._pos == 0:
+            obs[0 if self._goal_up else 1] = 1.0
+        elif self._pos == self.length:
+            obs[2] = 1.0
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._pos, self._steps = 0, 0
+        self._goal_up = bool(self.np_random.integers(2))
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        action = int(action)
+        if not 0 <= action < 4:
+            raise ValueError(f"TMaze actions are 0 (right), 1 (left), 2 (up), 3 (down); got {action}")
+        self._steps += 1
+        reward, terminated = -0.01, False
+        if action == 0:
+            self._pos = min(self._pos + 1, self.length)
+        elif action == 1:
+            self._pos = max(self._pos - 1, 0)
+        elif self._pos == self.length:
+            terminated = True
+            reward += 1.0 if (action == 2) == self._goal_up else -1.0
+        truncated = not terminated and self._steps >= 4 * self.length
+        return self._obs(), reward, terminated, truncated, {}
+
+
 def make_no_velocity(env_id: str, **kwargs: Any) -> gym.Env:
     """``env_id`` with its velocities hidden (the entry point of the registered "NoVel" ids)."""
     return MaskVelocity(gym.make(env_id, **kwargs))
@@ -74,7 +135,8 @@ def make_no_velocity(env_id: str, **kwargs: Any) -> gym.Env:
 
 def register_no_velocity_envs() -> None:
     """Register ``CartPoleNoVel-v1``, ``PendulumNoVel-v1``, ``LunarLanderNoVel-v3`` and
-    ``MountainCarContinuousNoVel-v0`` (idempotent), with their base tasks' episode limits."""
+    ``MountainCarContinuousNoVel-v0`` (idempotent), with their base tasks' episode limits, and ``TMaze-v0``
+    (:class:`TMaze` with a corridor of 10 cells)."""
     for base in VELOCITY_ENTRIES:
         name, _, version = base.rpartition("-")
         env_id = f"{name}NoVel-{version}"
@@ -87,6 +149,8 @@ def register_no_velocity_envs() -> None:
             kwargs={"env_id": base},
             reward_threshold=spec.reward_threshold,
         )
+    if "TMaze-v0" not in gym.registry:
+        gym.register("TMaze-v0", entry_point=TMaze, kwargs={"length": 10})
 
 
 register_no_velocity_envs()
