@@ -87,8 +87,8 @@ def main() -> None:
     for r in rows:
         print(
             f"| {r['env']} | {r['workers']} | {r['batch']:,} | {r['steps_per_second']:,.0f} "
-            f"| {r['update_seconds']:.2f} | {r['rollout_seconds']:.2f} | {r['worker_rollout_seconds']:.2f} | {r['transfer_seconds']:.2f} "
-            f"| {r['learner_share']:.0%} |"
+            f"| {r['update_seconds']:.2f} | {r['rollout_seconds']:.2f} | {r['worker_rollout_seconds']:.2f} "
+            f"| {r['transfer_seconds']:.2f} | {r['learner_share']:.0%} |"
         )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
