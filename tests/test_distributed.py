@@ -111,3 +111,18 @@ def test_workers_spread_over_the_nodes_of_a_cluster() -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_command_line_trains_and_resumes_with_workers(tmp_path) -> None:
+    from natrl.cli import main
+    from natrl.runs import RunSpec
+
+    run = tmp_path / "run"
+    base = ["train", "trpo", "Pendulum-v1", "--run-dir", str(run), "-q"]
+    assert main([*base, "--workers", "2", "--n-envs", "1", "--set", "n_steps=64", "--steps", "256"]) == 0
+    spec = RunSpec.read(run)
+    assert spec.hyperparameters["workers"] == 2 and "workers=2" in spec.overrides
+    assert main([*base, "--resume", "--steps", "512"]) == 0  # the checkpoint's workers start again
+    progress = (run / "progress.csv").read_text().splitlines()
+    assert len(progress) == 1 + 512 // 128  # one row per update, none lost or repeated
