@@ -63,16 +63,12 @@ def ensure_ray(address: str | None, num_cpus: int) -> Any:
         import ray
     except ImportError:
         raise ValueError("workers > 0 needs Ray, which is not installed: pip install 'natrl[ray]'") from None
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        try:
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                cpus = max(num_cpus, os.cpu_count() or 1)
-                ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", **kwargs)
-        except ConnectionError as exc:
-            raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+    from natrl.cluster import connect
+
+    try:
+        connect(address, max(num_cpus, os.cpu_count() or 1))
+    except ConnectionError as exc:
+        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     return ray
 
 
@@ -275,4 +271,3 @@ class DistributedCollector:
             except Exception:  # already dead
                 pass
         self.workers = []
-

@@ -565,7 +565,6 @@ def shares_trained_features(actor: Actor, critic: Critic) -> bool:
     return actor.features is critic.features and any(True for _ in actor.features.parameters())
 
 
-
 def distribution_and_value(actor: Actor, critic: Critic, obs: Tensor) -> tuple[Distribution, Tensor]:
     """π(·|obs) and V(obs), with a shared features extractor run once."""
     if shares_trained_features(actor, critic):
