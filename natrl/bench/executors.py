@@ -16,7 +16,6 @@ the results files incrementally) and keep a :class:`Progress` display.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import multiprocessing as mp
 import sys
 import time
@@ -170,20 +169,12 @@ def run_ray(
         raise BenchError("--ray needs Ray, which is not installed: pip install 'natrl[ray]'")
     import ray
 
-    started_here = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        try:
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                # "local": a new Ray instance even when another one runs on this machine
-                # (a bare ray.init() would attach to it and refuse num_cpus)
-                # bound to the loopback address: the local instance serves this process only
-                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
-        except ConnectionError as exc:
-            raise BenchError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
-        started_here = True
+    from natrl.cluster import connect
+
+    try:
+        started_here = connect(address, num_cpus)
+    except ConnectionError as exc:
+        raise BenchError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     pending: list[Any] = []
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -140,6 +140,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--wrapper", metavar="MODULE:CLASS", help="wrap every env copy, e.g. gymnasium.wrappers:ClipAction")
     p.add_argument(
+        "--workers",
+        type=int,
+        metavar="K",
+        help="collect the rollouts with K Ray workers (n_envs envs each); same as --set workers=K",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster of the workers, e.g. auto (default: a local Ray)",
+    )
+    p.add_argument(
         "--policy",
         metavar="NAME",
         help="built-in policy (default: the preset's, else MlpPolicy), e.g. MlpLstmPolicy for a policy with memory",

@@ -61,6 +61,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides, cls.config_cls, algo)
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.ray_address is not None:
+        overrides["ray_address"] = args.ray_address
     # the command line owns its process: one torch thread unless asked (small networks run faster so)
     config = build_config(cls.config_cls, {"torch_threads": 1, **preset.hyperparameters, **overrides})
     total = args.steps or preset.total_steps
@@ -79,7 +83,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset_source=str(preset.source) if preset.source else None,
         preset_table=preset.table if preset.source else None,
         expected_return=preset.expected_return,
-        overrides=list(args.overrides) + ([f"n_envs={args.n_envs}"] if args.n_envs is not None else []),
+        overrides=list(args.overrides)
+        + ([f"n_envs={args.n_envs}"] if args.n_envs is not None else [])
+        + ([f"workers={args.workers}"] if args.workers is not None else [])
+        + ([f"ray_address={args.ray_address}"] if args.ray_address is not None else []),
         created=datetime.now().isoformat(timespec="seconds"),
         versions=_versions(),
         command=shlex.join([PROG, *getattr(args, "argv", [])]),

@@ -13,6 +13,7 @@ atomically (temporary file + ``os.replace``).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
@@ -173,11 +174,17 @@ class OnPolicyAgent:
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
         self._given_venv: VectorEnv | None = None
         if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
+            if config.workers > 0:
+                raise ValueError(
+                    "workers > 0 build their own envs: pass an env id, a gymnasium.Env or a factory, not a vector env"
+                )
             check_autoreset(env)
             if config.n_envs != env.num_envs:
                 config = build_config(self.config_cls, {**config.to_dict(), "n_envs": env.num_envs})
             self._given_venv = env
         self.config = config
+        if config.workers > 0 and importlib.util.find_spec("ray") is None:
+            raise ValueError(f"workers={config.workers} needs Ray, which is not installed: pip install 'natrl[ray]'")
         self.seed = 0 if seed is None else int(seed)
         self.device = resolve_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -264,6 +271,25 @@ class OnPolicyAgent:
     # ----------------------------------------------------------------- training
     @property
     def collector(self) -> RolloutCollector:
+        if self._collector is None and self.config.workers > 0:
+            from natrl.rl.distributed import DistributedCollector
+
+            assert self._factory is not None
+            self._collector = DistributedCollector(  # type: ignore[assignment]
+                self._factory,
+                self.actor,
+                self.critic,
+                workers=self.config.workers,
+                n_envs=self.config.n_envs,
+                vec_env=self.config.vec_env,
+                seed=self.seed + self.num_timesteps,
+                device=self.device,
+                obs_normalizer=self.obs_normalizer,
+                address=self.config.ray_address,
+                fast=self.config.fast_paths,
+            )
+            self._collector.steps = self.num_timesteps
+            self._collector.episodes = self._episodes_before
         if self._collector is None:
             if self._given_venv is not None:
                 venv = self._given_venv
@@ -714,9 +740,12 @@ class OnPolicyAgent:
             raise CheckpointError(f"the parameters do not fit this agent's networks: {exc}") from None
 
     def close(self) -> None:
-        """Close the vector env natrl made (a vector env given to the agent is the caller's to close)."""
+        """Close the vector env natrl made (a vector env given to the agent is the caller's to close) or stop the
+        rollout workers."""
         if self._collector is not None:
-            if self._collector.venv is not self._given_venv:
+            if self._collector.venv is None:  # rollout workers
+                self._collector.close()  # type: ignore[attr-defined]
+            elif self._collector.venv is not self._given_venv:
                 self._collector.venv.close()
             self._collector = None
 

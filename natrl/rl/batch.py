@@ -11,7 +11,7 @@ values exactly; the updates backpropagate through every step of a sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -71,23 +71,6 @@ class Batch:
     def unit_length(self) -> int:
         """Rows per unit: 1, or the sequence length."""
         return 1 if self.seq is None else self.seq.length
-
-    def select(self, units: Tensor) -> Batch:
-        """The sub-batch of the given rows (or sequences)."""
-        if self.seq is None:
-            rows, seq = units, None
-        else:
-            rows, seq = self.seq.rows(units), self.seq.select(units)
-        return replace(
-            self,
-            obs=self.obs[rows],
-            actions=self.actions[rows],
-            log_probs=self.log_probs[rows],
-            values=self.values[rows],
-            advantages=self.advantages[rows],
-            returns=self.returns[rows],
-            seq=seq,
-        )
 
     def actor_inputs(self) -> tuple[Tensor, ...]:
         """What the actor takes for these rows: ``(obs,)`` or a recurrent actor's sequences."""

@@ -93,6 +93,11 @@ class OnPolicyConfig:
             steps, each with the recurrent state recorded at its start; the updates backpropagate through
             whole sequences (PPO's minibatches and the critic's hold whole sequences). None: one sequence
             per env and rollout (n_steps). Must divide n_steps.
+        workers: rollout workers (Ray actors, :mod:`natrl.rl.distributed`), each stepping its own n_envs
+            envs with a copy of the policy; a rollout then holds workers · n_envs · n_steps steps. 0 (the
+            default): the rollouts are collected in this process.
+        ray_address: the Ray cluster of the workers ("auto", "ray://host:port", …); None: a local Ray
+            started for this process.
     """
 
     n_envs: int = 1
@@ -115,6 +120,8 @@ class OnPolicyConfig:
     fast_paths: bool = True
     max_rejected_updates: int = 3
     sequence_length: int | None = None
+    workers: int = 0
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         # Lists from TOML/CLI become tuples so the config stays hashable and frozen.
@@ -189,6 +196,20 @@ class OnPolicyConfig:
             "an integer >= 1",
         )
         check(self.vec_env in ("sync", "async"), "vec_env", self.vec_env, "'sync' or 'async'")
+        check(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, "an integer >= 0")
+        check(
+            self.workers == 0 or not self.normalize_reward,
+            "normalize_reward",
+            self.normalize_reward,
+            "reward scaling follows each env's running return step by step, which rollout workers do not share; "
+            "set normalize_reward=False with workers",
+        )
+        check(
+            self.workers == 0 or not self.normalize_obs or self.obs_norm_update == "rollout",
+            "obs_norm_update",
+            self.obs_norm_update,
+            "with workers the observation statistics are merged once per rollout: use 'rollout'",
+        )
         check(
             self.sequence_length is None
             or (isinstance(self.sequence_length, int) and self.sequence_length >= 1

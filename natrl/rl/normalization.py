@@ -25,9 +25,18 @@ class RunningMeanStd:
         self.var = np.ones(shape, np.float64)
         self.count = epsilon
 
-    def update(self, batch: np.ndarray) -> None:
+    @staticmethod
+    def moments(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(mean, variance, count) of a batch over its leading axis, for :meth:`merge`."""
         batch = np.asarray(batch, np.float64)
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+        return batch.mean(0), batch.var(0), batch.shape[0]
+
+    def update(self, batch: np.ndarray) -> None:
+        self.merge(*self.moments(batch))
+
+    def merge(self, b_mean: np.ndarray, b_var: np.ndarray, b_count: int) -> None:
+        """Merge the moments of a batch (Chan et al.'s parallel update: exact up to rounding, so batches
+        collected apart — by rollout workers — merge to the statistics of their union)."""
         delta = b_mean - self.mean
         total = self.count + b_count
         self.mean = self.mean + delta * b_count / total

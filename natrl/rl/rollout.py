@@ -106,6 +106,8 @@ class RolloutCollector:
         obs_normalizer: optional running observation normalisation (float Box observations).
         reward_scaler: optional running reward scaling.
         obs_norm_update: "rollout" or "step", when observation statistics are updated (see above).
+        defer_obs_stats: with "rollout" updates, keep the rollout's observation moments in
+            :attr:`pending_obs_stats` instead of merging them (a rollout worker's learner merges them).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class RolloutCollector:
         obs_normalizer: ObsNormalizer | None = None,
         reward_scaler: RewardScaler | None = None,
         obs_norm_update: str = "rollout",
+        defer_obs_stats: bool = False,
     ) -> None:
         if obs_norm_update not in ("rollout", "step"):
             raise ValueError(f"obs_norm_update must be 'rollout' or 'step', got {obs_norm_update!r}")
@@ -128,6 +131,8 @@ class RolloutCollector:
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
         self._per_step = obs_normalizer is not None and obs_norm_update == "step"
+        self._defer_stats = defer_obs_stats
+        self.pending_obs_stats: tuple[np.ndarray, np.ndarray, int] | None = None
         # the env's observations as one array: as returned for a normalised float Box, else stored
         self._raw = np.asarray if obs_normalizer is not None else obs_codec.encode
         obs, _ = venv.reset(seed=seed)
@@ -274,7 +279,11 @@ class RolloutCollector:
         else:
             log_probs, values, next_val = self._batched_forwards(actor, critic, obs_all, actions, extra, finals)
         if stats_update is not None:
-            self.obs_normalizer.rms.update(stats_update)  # type: ignore[union-attr]
+            rms = self.obs_normalizer.rms  # type: ignore[union-attr]
+            if self._defer_stats:
+                self.pending_obs_stats = rms.moments(stats_update)
+            else:
+                rms.update(stats_update)
 
         to = self.device
         return Rollout(

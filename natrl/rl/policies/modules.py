@@ -52,7 +52,6 @@ __all__ = [
     "distribution_and_value",
     "extractor_width",
     "mlp",
-    "policy_state",
     "shares_trained_features",
 ]
 
@@ -564,14 +563,6 @@ def shares_trained_features(actor: Actor, critic: Critic) -> bool:
     """Whether actor and critic share one features extractor that has parameters (a CNN): its output is then
     computed once for both (:func:`distribution_and_value`)."""
     return actor.features is critic.features and any(True for _ in actor.features.parameters())
-
-
-def policy_state(actor: Actor, critic: Critic, batch: int) -> tuple[Tensor | None, Tensor | None]:
-    """The zero states of a batch of envs: (actor's, critic's), None for a module without memory."""
-    return (
-        actor.initial_state(batch) if actor.recurrent else None,
-        critic.initial_state(batch) if critic.recurrent else None,
-    )
 
 
 def distribution_and_value(actor: Actor, critic: Critic, obs: Tensor) -> tuple[Distribution, Tensor]:

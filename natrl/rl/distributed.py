@@ -1,0 +1,273 @@
+"""Rollouts collected by Ray actors: one agent, many processes or machines.
+
+With ``workers=K`` an agent's rollouts come from K :class:`RolloutWorker` actors, each owning a vector
+env of ``n_envs`` envs, a CPU copy of the actor and critic, and a :class:`~natrl.rl.rollout.RolloutCollector`.
+One rollout of the agent is
+
+    learner: parameters (and observation statistics) → object store, once
+    each worker: load them → T steps in its envs → log-probs and values of its steps (batched)
+    learner: concatenate the K rollouts along the env axis → GAE → the algorithm's update,
+
+so the workers do the env steps and the post-rollout inference in parallel, and the learner only the
+update (trust-region methods, whose updates grow with the batch, are at their best with the large
+batches this makes cheap: Schulman et al., 2015, used 50,000 steps per update on locomotion).
+
+* **Observation statistics** are frozen during a rollout (``obs_norm_update="rollout"``); each worker
+  returns the moments of its raw observations and the learner merges them in worker order with the
+  parallel mean/variance update (Chan et al., 1979), the statistics of their union.
+* **Reproducibility**: worker k seeds its envs with ``seed + 1_000_003·k + i`` and its samplers with the
+  same number, so a fixed seed and worker count give the same parameters run after run.
+* **Faults**: a worker that dies (its process killed, its node lost) is replaced by a fresh one — fresh
+  episodes, seeded apart from the lost ones — and its share of the rollout is collected again; the
+  update goes ahead with a whole batch. Each replacement is counted in :attr:`DistributedCollector.restarts`
+  and logged as ``workers/restarts``.
+* Recurrent policies work unchanged: each worker carries its envs' recurrent states between rollouts.
+
+Per-step callbacks (``on_step``) are not called with workers: the steps happen in other processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from natrl.rl.accel import fast_paths
+from natrl.rl.env import make_vector_env
+from natrl.rl.normalization import ObsNormalizer
+from natrl.rl.policies import Actor, Critic
+from natrl.rl.rollout import Rollout, RolloutCollector, torch_sampler
+
+__all__ = ["SEED_STRIDE", "DistributedCollector", "RolloutWorker", "ensure_ray"]
+
+SEED_STRIDE = 1_000_003
+"""Worker k seeds its envs and samplers from ``seed + SEED_STRIDE·k`` (a replacement adds ``7_919·restarts``)."""
+
+_MAX_RESTARTS_PER_ROLLOUT = 3
+_log = logging.getLogger(__name__)
+
+
+def ensure_ray(address: str | None, num_cpus: int) -> Any:
+    """Ray, initialised: the cluster at ``address``, or a local instance of at least ``num_cpus`` CPUs bound to
+    the loopback address. Raises ValueError when Ray is not installed or the cluster cannot be reached."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("workers > 0 needs Ray, which is not installed: pip install 'natrl[ray]'") from None
+    from natrl.cluster import connect
+
+    try:
+        connect(address, max(num_cpus, os.cpu_count() or 1))
+    except ConnectionError as exc:
+        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+    return ray
+
+
+class RolloutWorker:
+    """The body of one rollout worker (run as a Ray actor by :class:`DistributedCollector`).
+
+    Args:
+        make_env: builds one env (the agent's env factory).
+        actor, critic: copies of the agent's networks (moved to the CPU, float32).
+        n_envs: envs in this worker's vector env.
+        vec_env: "sync" or "async".
+        seed: seeds the envs (``seed + i``) and the samplers.
+        normalize_obs: observations are normalised with the learner's statistics.
+        fast: use natrl's CPU fast paths where they apply.
+    """
+
+    def __init__(
+        self,
+        make_env: Callable[[], gym.Env],
+        actor: Actor,
+        critic: Critic,
+        *,
+        n_envs: int,
+        vec_env: str,
+        seed: int,
+        normalize_obs: bool,
+        fast: bool,
+    ) -> None:
+        torch.set_num_threads(1)
+        self.actor, self.critic = actor.cpu().float(), critic.cpu().float()
+        codec = actor.obs_codec
+        self.obs_normalizer = ObsNormalizer(codec.shape) if normalize_obs else None
+        self.collector = RolloutCollector(
+            make_vector_env(make_env, n_envs, mode=vec_env),
+            device=torch.device("cpu"),
+            seed=seed,
+            obs_codec=codec,
+            obs_normalizer=self.obs_normalizer,
+            obs_norm_update="rollout",
+            defer_obs_stats=True,
+        )
+        generator = torch.Generator().manual_seed(seed)
+        paths = fast_paths(self.actor, self.critic, np.random.default_rng(seed), enabled=fast)
+        self.sampler = paths.sampler or torch_sampler(self.actor, generator)
+
+    def collect(self, weights: dict[str, dict[str, Tensor]], obs_stats: dict[str, Any] | None, n_steps: int) -> dict:
+        """One rollout of ``n_steps`` vector steps with the learner's parameters and observation statistics."""
+        t0 = time.perf_counter()
+        self.actor.load_state_dict(weights["actor"])  # in place: the NumPy sampler's views stay valid
+        self.critic.load_state_dict(weights["critic"])
+        if self.obs_normalizer is not None and obs_stats is not None:
+            self.obs_normalizer.rms.load_state_dict(obs_stats)
+        coll = self.collector
+        episodes_before = coll.episodes
+        ro = coll.collect(self.actor, self.critic, n_steps, self.sampler)
+        assert ro is not None
+        new = coll.episodes - episodes_before
+        finished = list(zip(list(coll.episode_returns)[-new:], list(coll.episode_lengths)[-new:])) if new else []
+        return {
+            "rollout": {k: v for k, v in vars(ro).items() if v is not None},
+            "obs_stats": coll.pending_obs_stats,
+            "episodes": finished,
+            "n_episodes": new,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def node_id(self) -> str:
+        """The Ray node this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def close(self) -> None:
+        self.collector.venv.close()
+
+
+_ENV_AXIS_FIRST = ("actor_states", "critic_states")  # (E, T, ...); every other rollout tensor is (T, E, ...)
+
+
+class DistributedCollector:
+    """The learner's side: the same ``collect`` as :class:`~natrl.rl.rollout.RolloutCollector`, with the
+    steps taken by K Ray actors (module docstring).
+
+    Args:
+        make_env: the agent's env factory (sent to every worker).
+        actor, critic: the agent's networks (copied to the workers; their weights are sent every rollout).
+        workers: K.
+        n_envs: envs per worker.
+        vec_env: each worker's vector env mode.
+        seed: the agent's seed.
+        device: where the concatenated rollout goes.
+        obs_normalizer: the agent's observation normaliser (its statistics are sent out and merged back).
+        address: the Ray cluster (None: a local Ray).
+        fast: the workers use natrl's CPU fast paths where they apply.
+    """
+
+    def __init__(
+        self,
+        make_env: Callable[[], gym.Env],
+        actor: Actor,
+        critic: Critic,
+        *,
+        workers: int,
+        n_envs: int,
+        vec_env: str,
+        seed: int,
+        device: torch.device,
+        obs_normalizer: ObsNormalizer | None,
+        address: str | None = None,
+        fast: bool = True,
+    ) -> None:
+        self.ray = ensure_ray(address, workers)
+        self._make_env, self._n_envs, self._vec_env, self._fast = make_env, n_envs, vec_env, fast
+        # one deep copy of both keeps what they share (a features extractor, a recurrent core) shared
+        self._actor_copy, self._critic_copy = copy.deepcopy((actor, critic))
+        self._actor_copy.cpu().float()
+        self._critic_copy.cpu().float()
+        self.seed = seed
+        self.device = device
+        self.obs_normalizer = obs_normalizer
+        self.venv = None  # the envs live in the workers
+        self.n_envs = workers * n_envs
+        self.restarts = [0] * workers
+        self.events: list[str] = []
+        self.worker_seconds: list[float] = []
+        self.steps = 0
+        self.episodes = 0
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.workers = [self._spawn(k) for k in range(workers)]
+
+    def _spawn(self, k: int) -> Any:
+        seed = self.seed + SEED_STRIDE * k + 7_919 * self.restarts[k]
+        actor_cls = self.ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+        return actor_cls.remote(
+            self._make_env,
+            self._actor_copy,
+            self._critic_copy,
+            n_envs=self._n_envs,
+            vec_env=self._vec_env,
+            seed=seed,
+            normalize_obs=self.obs_normalizer is not None,
+            fast=self._fast,
+        )
+
+    def collect(
+        self, actor: Actor, critic: Critic, n_steps: int, sample: Any = None, on_step: Any = None
+    ) -> Rollout | None:
+        """One rollout of ``n_steps`` steps in each of the K · n_envs envs (``sample`` and ``on_step`` are not
+        used: each worker samples with its own copy of the policy)."""
+        ray = self.ray
+        weights = ray.put(
+            {
+                "actor": {k: v.detach().cpu() for k, v in actor.state_dict().items()},
+                "critic": {k: v.detach().cpu() for k, v in critic.state_dict().items()},
+            }
+        )
+        stats = self.obs_normalizer.rms.state_dict() if self.obs_normalizer is not None else None
+        refs = [w.collect.remote(weights, stats, n_steps) for w in self.workers]
+        results = []
+        for k, ref in enumerate(refs):
+            tries = 0
+            while True:
+                try:
+                    results.append(ray.get(ref))
+                    break
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                    tries += 1
+                    if tries > _MAX_RESTARTS_PER_ROLLOUT:
+                        raise RuntimeError(
+                            f"rollout worker {k} died {tries} times in one rollout; last error: {exc}"
+                        ) from None
+                    self.restarts[k] += 1
+                    event = f"step {self.steps:,}: rollout worker {k} died ({type(exc).__name__}); replaced"
+                    self.events.append(event)
+                    _log.warning("natrl: %s", event)
+                    self.workers[k] = self._spawn(k)
+                    ref = self.workers[k].collect.remote(weights, stats, n_steps)
+        for res in results:
+            if self.obs_normalizer is not None and res["obs_stats"] is not None:
+                self.obs_normalizer.rms.merge(*res["obs_stats"])
+            for ret, length in res["episodes"]:
+                self.episode_returns.append(float(ret))
+                self.episode_lengths.append(int(length))
+            self.episodes += int(res["n_episodes"])
+        self.worker_seconds = [float(r["seconds"]) for r in results]
+        parts = [r["rollout"] for r in results]
+        merged: dict[str, Tensor] = {}
+        for key in parts[0]:
+            dim = 0 if key in _ENV_AXIS_FIRST else 1
+            merged[key] = torch.cat([p[key] for p in parts], dim=dim).to(self.device)
+        self.steps += n_steps * self.n_envs
+        return Rollout(**merged)
+
+    def close(self) -> None:
+        """Stop the workers (their envs close with their processes)."""
+        for w in self.workers:
+            try:
+                self.ray.kill(w)
+            except Exception:  # already dead
+                pass
+        self.workers = []

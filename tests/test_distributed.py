@@ -1,0 +1,128 @@
+"""Rollouts on Ray workers: reproducible for a fixed seed and worker count, the observation statistics merged
+exactly, a killed worker replaced without losing an update, bad combinations refused at construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from natrl import PPO, TRPO
+from natrl.rl.normalization import RunningMeanStd
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+def test_merged_moments_equal_the_moments_of_the_union() -> None:
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(n, 3)) * (i + 1) + i for i, n in enumerate((5, 17, 9))]
+    merged, whole = RunningMeanStd((3,)), RunningMeanStd((3,))
+    for p in parts:
+        merged.merge(*RunningMeanStd.moments(p))
+    whole.update(np.concatenate(parts))
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(merged.var, whole.var, rtol=1e-12)
+    assert merged.count == whole.count
+
+
+def _agent(cls=TRPO, **kw):
+    return cls("Pendulum-v1", seed=3, n_envs=2, n_steps=64, workers=2, normalize_obs=True, **kw)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_same_seed_and_workers_give_identical_parameters() -> None:
+    finals = []
+    for _ in range(2):
+        agent = _agent()
+        agent.learn(3 * 2 * 2 * 64)
+        assert agent.num_updates == 3 and agent.num_timesteps == 768
+        finals.append([p.detach().clone() for p in agent.policy.parameters()])
+        stats = agent.obs_normalizer.rms.count
+        agent.close()
+    assert all(torch.equal(a, b) for a, b in zip(*finals))
+    assert stats == pytest.approx(1e-4 + 768)  # every worker's observations merged, once
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_killed_worker_is_replaced_and_no_update_is_lost() -> None:
+    agent = _agent(PPO, n_epochs=1)
+    killed = []
+
+    def kill_after_first_update(a, stats) -> bool:
+        if a.num_updates == 1:
+            ray.kill(a.collector.workers[1])
+            killed.append(a.num_timesteps)
+        return True
+
+    agent.learn(4 * 256, callback=kill_after_first_update)
+    coll = agent.collector
+    assert killed == [256] and coll.restarts == [0, 1] and len(coll.events) == 1
+    assert agent.num_updates == 4 and agent.num_timesteps == 1024
+    assert all(bool(torch.isfinite(p).all()) for p in agent.policy.parameters())
+    agent.close()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_recurrent_policy_on_workers_carries_its_state() -> None:
+    agent = PPO("CartPoleNoVel-v1", policy="MlpLstmPolicy", policy_kwargs=dict(lstm_hidden_size=8, net_arch=[8]),
+                n_envs=2, n_steps=16, sequence_length=8, batch_size=32, n_epochs=1, workers=2)  # fmt: skip
+    agent.learn(128)
+    batch, _ = agent._make_batch()
+    assert len(batch.seq) == 2 * 2 * 2
+    with torch.no_grad():
+        lp = agent.actor.distribution(*batch.actor_inputs()).log_prob(batch.actions)
+    torch.testing.assert_close(lp, batch.log_probs, rtol=0, atol=1e-5)
+    agent.close()
+
+
+def test_bad_combinations_are_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="normalize_reward=False with workers"):
+        TRPO("Pendulum-v1", workers=2, normalize_reward=True)
+    with pytest.raises(ValueError, match=r"obs_norm_update.*use 'rollout'"):
+        TRPO("Pendulum-v1", workers=2, normalize_obs=True, obs_norm_update="step")
+    with pytest.raises(ValueError, match="workers=-1"):
+        TRPO("Pendulum-v1", workers=-1)
+
+
+@pytest.mark.slow
+def test_workers_spread_over_the_nodes_of_a_cluster() -> None:
+    """A simulated three-node cluster (ray.cluster_utils, one CPU per node): the agent connects to it by address,
+    its two workers run on other nodes than each other, and training proceeds as on one machine."""
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        agent = TRPO("Pendulum-v1", seed=0, n_envs=1, n_steps=64, workers=2, ray_address=cluster.address)
+        agent.learn(4 * 128)
+        nodes = ray.get([w.node_id.remote() for w in agent.collector.workers])
+        assert len(set(nodes)) == 2 and agent.num_updates == 4
+        agent.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_command_line_trains_and_resumes_with_workers(tmp_path) -> None:
+    from natrl.cli import main
+    from natrl.runs import RunSpec
+
+    run = tmp_path / "run"
+    base = ["train", "trpo", "Pendulum-v1", "--run-dir", str(run), "-q"]
+    assert main([*base, "--workers", "2", "--n-envs", "1", "--set", "n_steps=64", "--steps", "256"]) == 0
+    spec = RunSpec.read(run)
+    assert spec.hyperparameters["workers"] == 2 and "workers=2" in spec.overrides
+    assert main([*base, "--resume", "--steps", "512"]) == 0  # the checkpoint's workers start again
+    progress = (run / "progress.csv").read_text().splitlines()
+    assert len(progress) == 1 + 512 // 128  # one row per update, none lost or repeated
