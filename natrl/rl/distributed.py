@@ -77,7 +77,8 @@ class RolloutWorker:
 
     Args:
         make_env: builds one env (the agent's env factory).
-        actor, critic: copies of the agent's networks (moved to the CPU, float32).
+        actor: a copy of the agent's actor (moved to the CPU, float32).
+        critic: a copy of the agent's critic.
         n_envs: envs in this worker's vector env.
         vec_env: "sync" or "async".
         seed: seeds the envs (``seed + i``) and the samplers.
@@ -154,7 +155,8 @@ class DistributedCollector:
 
     Args:
         make_env: the agent's env factory (sent to every worker).
-        actor, critic: the agent's networks (copied to the workers; their weights are sent every rollout).
+        actor: the agent's actor (copied to the workers; its weights are sent every rollout).
+        critic: the agent's critic (likewise).
         workers: K.
         n_envs: envs per worker.
         vec_env: each worker's vector env mode.

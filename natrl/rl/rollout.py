@@ -102,7 +102,7 @@ class RolloutCollector:
         venv: the training vector env (SAME_STEP autoreset, see :mod:`natrl.rl.env`).
         device: where inference runs and where the rollout tensors live.
         seed: seeds env i with ``seed + i`` at the first reset.
-        obs_codec: how observations are stored (:func:`natrl.rl.spaces.observation_codec`).
+        obs_codec: how observations are stored (``natrl.rl.spaces.observation_codec``).
         obs_normalizer: optional running observation normalisation (float Box observations).
         reward_scaler: optional running reward scaling.
         obs_norm_update: "rollout" or "step", when observation statistics are updated (see above).
@@ -177,7 +177,7 @@ class RolloutCollector:
 
         A recurrent actor samples with its state, carried from step to step and from one rollout to the
         next and zeroed where an episode begins; afterwards actor and critic run over each env's whole
-        sequence from the states carried into the rollout (:meth:`_sequence_forwards`).
+        sequence from the states carried into the rollout.
         """
         E, T = self.n_envs, n_steps
         recurrent = actor.recurrent
