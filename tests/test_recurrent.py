@@ -316,3 +316,53 @@ def test_tmaze_rewards_the_cued_arm_only_at_the_junction() -> None:
     for _ in range(40):
         _, _, term, trunc, _ = env.step(1)
     assert trunc and not term
+
+
+def test_log_probs_values_and_entropy_equal_sb3_contrib_recurrent_policy() -> None:
+    """natrl's recurrent actor and critic, given sb3-contrib RecurrentPPO's weights, compute the same log-probs,
+    values and entropies on sequences with episode starts inside them (sb3-contrib's evaluate_actions)."""
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    from sb3_contrib.common.recurrent.type_aliases import RNNStates
+
+    torch.manual_seed(0)
+    env = gym.make("CartPole-v1")
+    model = sb3_contrib.RecurrentPPO(
+        "MlpLstmPolicy",
+        env,
+        policy_kwargs=dict(lstm_hidden_size=8, net_arch=dict(pi=[16], vf=[16]), ortho_init=True),
+        device="cpu",
+        seed=0,
+    )
+    pol = model.policy
+    agent = PPO("CartPole-v1", policy="MlpLstmPolicy", policy_kwargs=dict(lstm_hidden_size=8, net_arch=[16]))
+    actor, critic = agent.actor, agent.critic
+    with torch.no_grad():
+        actor.core.rnn.load_state_dict(pol.lstm_actor.state_dict())
+        critic.core.rnn.load_state_dict(pol.lstm_critic.state_dict())
+        actor.net[0].load_state_dict(pol.mlp_extractor.policy_net[0].state_dict())
+        actor.net[2].load_state_dict(pol.action_net.state_dict())
+        critic.net[0].load_state_dict(pol.mlp_extractor.value_net[0].state_dict())
+        critic.net[2].load_state_dict(pol.value_net.state_dict())
+    S, L = 3, 7
+    obs = torch.randn(S, L, 4)
+    starts = torch.zeros(S, L, dtype=torch.bool)
+    starts[0, 0] = starts[1, 4] = starts[2, 2] = True
+    actions = torch.randint(0, 2, (S, L))
+    state_pi = torch.randn(S, 2, 1, 8) * 0.5
+    state_vf = torch.randn(S, 2, 1, 8) * 0.5
+
+    def sb3_state(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return state[:, 0].transpose(0, 1).contiguous(), state[:, 1].transpose(0, 1).contiguous()
+
+    with torch.no_grad():
+        values, log_prob, entropy = pol.evaluate_actions(
+            obs.flatten(0, 1),
+            actions.flatten(),
+            RNNStates(sb3_state(state_pi), sb3_state(state_vf)),
+            starts.flatten().float(),
+        )
+        dist = actor.distribution(obs, starts, state_pi)
+        v = critic(obs, starts, state_vf).flatten()
+    torch.testing.assert_close(dist.log_prob(actions.flatten()), log_prob, rtol=0, atol=1e-5)
+    torch.testing.assert_close(dist.entropy(), entropy, rtol=0, atol=1e-5)
+    torch.testing.assert_close(v, values.flatten(), rtol=0, atol=1e-5)
