@@ -20,6 +20,7 @@ from natrl.optim import KFAC, minimize
 from natrl.params import flatten
 from natrl.rl import load_agent
 from natrl.rl.agent import Batch
+from natrl.rl.batch import Sequences
 from natrl.rl.natural import PolicyObjective
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -65,20 +66,31 @@ def test_agent_learns_on_cuda_and_checkpoint_moves_between_devices(cls, extra, e
         np.testing.assert_allclose(a_cpu, a_gpu, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [TRPO, NPG])
-def test_one_policy_step_on_the_same_batch_agrees_with_the_cpu(cls) -> None:
+def _to(batch: Batch, device: str) -> Batch:
+    """The batch (and its sequences, for a recurrent policy) on another device."""
+    moved = {f.name: getattr(batch, f.name) for f in fields(Batch) if f.name != "seq"}
+    moved = {k: v.to(device) for k, v in moved.items()}
+    seq = batch.seq
+    if seq is not None:
+        seq = Sequences(seq.length, seq.starts.to(device), seq.actor_state.to(device), seq.critic_state.to(device))
+    return Batch(**moved, seq=seq)
+
+
+@pytest.mark.parametrize(("cls", "policy"), [(TRPO, "MlpPolicy"), (NPG, "MlpPolicy"), (TRPO, "MlpLstmPolicy")])
+def test_one_policy_step_on_the_same_batch_agrees_with_the_cpu(cls, policy) -> None:
     """The same rollout (made on the CPU) updates the same start on both devices alike (float32).
 
     Rollouts themselves differ across devices by design: the CPU samples actions with NumPy,
     CUDA with a torch generator on the GPU (and K-FAC's sampled targets differ likewise, so
     ACKTR is compared through the learning test above only).
     """
-    agents = [cls("Pendulum-v1", seed=1, device=d, **SMALL) for d in ("cpu", "cuda")]
+    kw = dict(policy=policy, policy_kwargs=dict(lstm_hidden_size=16)) if policy != "MlpPolicy" else {}
+    agents = [cls("Pendulum-v1", seed=1, device=d, **SMALL, **kw) for d in ("cpu", "cuda")]
     start = [flatten(a.actor.parameters()).detach().cpu() for a in agents]
     torch.testing.assert_close(start[0], start[1], rtol=0, atol=0)
     batch, _ = agents[0]._make_batch()
     agents[0]._prepare(batch)
-    gpu_batch = Batch(**{f.name: getattr(batch, f.name).to("cuda") for f in fields(Batch)})
+    gpu_batch = _to(batch, "cuda")
     stats = [a._policy_step(PolicyObjective(a.actor, b)) for a, b in zip(agents, (batch, gpu_batch))]
     end = [flatten(a.actor.parameters()).detach().cpu() for a in agents]
     step = [e - s for e, s in zip(end, start)]
@@ -160,3 +172,14 @@ def test_smoke_users_shared_trunk_module_on_cuda() -> None:
     agent = TRPO("CartPole-v1", seed=0, device="cuda", policy=toy_envs.LayerNormSiLUActorCritic(4, 2), **SMALL)
     agent.learn(256, progress=False)
     assert _on(agent.actor, "cuda") and torch.isfinite(flatten(agent.actor.parameters())).all()
+
+
+@pytest.mark.parametrize("cls", [TRPO, PPO])
+def test_smoke_recurrent_policy_trains_and_predicts_on_cuda(cls) -> None:
+    agent = cls("CartPoleNoVel-v1", policy="MlpLstmPolicy", policy_kwargs=dict(lstm_hidden_size=16), device="cuda",
+                n_envs=2, n_steps=32, sequence_length=8)  # fmt: skip
+    agent.learn(256)
+    assert _on(agent.actor, "cuda") and agent.actor.core is not None
+    obs = np.zeros((2, 4), np.float32)
+    _, state = agent.predict(obs)
+    assert state[0].shape == (1, 2, 16)
