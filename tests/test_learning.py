@@ -57,7 +57,7 @@ def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> N
     preset = load_preset(algo, env_id, cls.config_cls)
     assert preset.policy == "MlpLstmPolicy" and preset.expected_return is not None
     results = {}
-    every = preset.total_steps // 5
+    every = preset.total_steps // 10  # natrl bench's protocol
     for policy, kwargs in ((preset.policy, preset.policy_kwargs), ("MlpPolicy", {})):
         agent = cls(env_id, seed=0, policy=policy, policy_kwargs=kwargs, **preset.hyperparameters)
         evaluations: list[float] = []
