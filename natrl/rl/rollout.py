@@ -207,8 +207,8 @@ class RolloutCollector:
             if raw_obs_buf is not None:
                 raw_obs_buf[t] = raw
             obs_buf[t] = obs
-            starts_buf[t] = starts
             if recurrent:
+                starts_buf[t] = starts
                 action, self._actor_state = sample(obs, self._actor_state, starts)  # type: ignore[call-arg,misc]
             else:
                 action = sample(obs)  # type: ignore[call-arg]
