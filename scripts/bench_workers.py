@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 
-def run(env: str, workers: int, batch: int, n_envs: int, updates: int, seed: int) -> dict:
+def run(env: str, workers: int, batch: int, n_envs: int, updates: int, seed: int, vec_env: str = "sync") -> dict:
     from natrl import TRPO
 
     k = max(workers, 1)
     n_steps = batch // (k * n_envs)
     agent = TRPO(env, seed=seed, n_envs=n_envs, n_steps=n_steps, workers=workers, torch_threads=1,
-                 normalize_obs=True, critic_epochs=5, critic_batch_size=1024)  # fmt: skip
+                 normalize_obs=True, critic_epochs=5, critic_batch_size=1024, vec_env=vec_env)  # fmt: skip
     rows: list[dict] = []
 
     def record(a, stats) -> bool:
@@ -59,6 +59,7 @@ def run(env: str, workers: int, batch: int, n_envs: int, updates: int, seed: int
     return {
         "env": env,
         "workers": workers,
+        "vec_env": vec_env,
         "batch": n_steps * k * n_envs,
         "steps_per_second": steps / wall,
         "update_seconds": r["update_s"],
@@ -77,16 +78,20 @@ def main() -> None:
     p.add_argument("--n-envs", type=int, default=4)
     p.add_argument("--updates", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vec-env", default="sync", help="each collector's vector env: sync or async (a process per env)")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args()
     torch.set_num_threads(1)
-    rows = [run(args.env, int(w), args.batch, args.n_envs, args.updates, args.seed) for w in args.workers.split(",")]
-    print("| env | workers | batch | steps/s | learner update s | rollout s (learner) | worker rollout s | "
-          "transfer s | learner share |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [
+        run(args.env, int(w), args.batch, args.n_envs, args.updates, args.seed, args.vec_env)
+        for w in args.workers.split(",")
+    ]
+    print("| env | workers | vector env | batch | steps/s | learner update s | rollout s (learner) | "
+          "worker rollout s | transfer s | learner share |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['env']} | {r['workers']} | {r['batch']:,} | {r['steps_per_second']:,.0f} "
+            f"| {r['env']} | {r['workers']} | {r['vec_env']} | {r['batch']:,} | {r['steps_per_second']:,.0f} "
             f"| {r['update_seconds']:.2f} | {r['rollout_seconds']:.2f} | {r['worker_rollout_seconds']:.2f} "
             f"| {r['transfer_seconds']:.2f} | {r['learner_share']:.0%} |"
         )
