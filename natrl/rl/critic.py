@@ -178,19 +178,18 @@ def fit_critic(
     n = returns.shape[0]
     per_unit = returns[0].numel()
     size = max(1, batch_size // per_unit)
+    sequences = isinstance(obs, tuple)
+    inputs = obs if sequences else (obs,)
     last = float("nan")
     for _ in range(epochs):
         perm = torch.randperm(n, generator=generator, device=generator.device).to(returns.device)
         ret_p = returns[perm]
-        if isinstance(obs, tuple):
-            parts = tuple(t[perm] for t in obs)
-        else:
-            obs_p = obs[perm]
+        shuffled = [t[perm] for t in inputs]
         total = torch.zeros((), device=returns.device)
         for start in range(0, n, size):
             y = ret_p[start : start + size]
-            x = tuple(t[start : start + size] for t in parts) if isinstance(obs, tuple) else obs_p[start : start + size]
-            loss = grads(x, y)
+            x = [t[start : start + size] for t in shuffled]
+            loss = grads(tuple(x) if sequences else x[0], y)
             adam_step(optimizer)
             total += loss.detach() * y.numel()
         last = float(2.0 * total / returns.numel())

@@ -261,10 +261,6 @@ class RolloutCollector:
         dev = self.device
         obs_all = torch.from_numpy(obs_buf).to(dev)
         actions = torch.from_numpy(act_buf).to(dev)
-        if self.obs_normalizer is not None and raw_obs_buf is not None:
-            stats_update = raw_obs_buf.reshape(T * E, *obs_shape)
-        else:
-            stats_update = None
         tail = [obs]
         if finals:
             stacked = np.stack([f[2] for f in finals])
@@ -278,23 +274,23 @@ class RolloutCollector:
             )  # fmt: skip
         else:
             log_probs, values, next_val = self._batched_forwards(actor, critic, obs_all, actions, extra, finals)
-        if stats_update is not None:
+        if raw_obs_buf is not None:  # statistics updated once per rollout
             rms = self.obs_normalizer.rms  # type: ignore[union-attr]
+            raw_all = raw_obs_buf.reshape(T * E, *obs_shape)
             if self._defer_stats:
-                self.pending_obs_stats = rms.moments(stats_update)
+                self.pending_obs_stats = rms.moments(raw_all)
             else:
-                rms.update(stats_update)
+                rms.update(raw_all)
 
-        to = self.device
         return Rollout(
             obs=obs_all,
             actions=actions,
             log_probs=log_probs,
             values=values,
             next_values=next_val,
-            rewards=torch.from_numpy(rew_buf).to(to),
-            terminated=torch.from_numpy(term_buf).to(to),
-            episode_end=torch.from_numpy(end_buf).to(to),
+            rewards=torch.from_numpy(rew_buf).to(dev),
+            terminated=torch.from_numpy(term_buf).to(dev),
+            episode_end=torch.from_numpy(end_buf).to(dev),
             **recurrent_parts,
         )
 
@@ -377,8 +373,8 @@ class RolloutCollector:
         tail_starts = torch.from_numpy(self._starts).to(starts.device)
         feats_pi = self._features(actor, seq_obs)
         y, actor_states = actor.core_of(feats_pi, seq_starts, actor_state0, return_states=True)
-        out = tuple(o.flatten(0, 1) for o in actor.head(actor.net(y)))
-        log_probs = actor.dist_cls(*out).log_prob(actions.transpose(0, 1).flatten(0, 1)).unflatten(0, (E, T)).T
+        pi = actor.distribution_from_features(y)
+        log_probs = pi.log_prob(actions.transpose(0, 1).flatten(0, 1)).unflatten(0, (E, T)).T
         feats_vf = feats_pi if critic.features is actor.features else self._features(critic, seq_obs)
         tail_feats = critic.features_of(extra[:E]).unsqueeze(1)
         yc, critic_states = critic.core_of(
@@ -387,8 +383,7 @@ class RolloutCollector:
             critic_state0,
             return_states=True,
         )
-        v = critic.net(yc)
-        v = v.squeeze(-1) if v.dim() == 3 else v  # (E, T + 1)
+        v = critic.value_from_features(yc)  # (E, T + 1)
         values = v[:, :T].T.contiguous()
         next_val = torch.empty_like(values)
         next_val[:-1] = values[1:]

@@ -332,12 +332,14 @@ class _ObservationModule(nn.Module):
         """The features extractor's output for a batch of stored observations."""
         return self.features(self.obs_codec.preprocess(obs))
 
-    def _body(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> Tensor:
+    def net_input(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> Tensor:
+        """What the network takes: the features of (N, ...) observations, or for a recurrent module the
+        core's output over (S, L, ...) sequences, (S, L, H)."""
         if self.core is None:
-            return self.net(self.features_of(obs))
+            return self.features_of(obs)
         if starts is None or state is None:
             raise ValueError("a recurrent module takes (obs (S, L, ...), starts (S, L), state (S, ...))")
-        return self.net(self.core_of(self.sequence_features(obs), starts, state)[0])
+        return self.core_of(self.sequence_features(obs), starts, state)[0]
 
     def sequence_features(self, obs: Tensor) -> Tensor:
         """Features of (S, L, ...) stored observations, (S, L, F)."""
@@ -459,7 +461,7 @@ class Actor(_ObservationModule):
     def forward(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> tuple[Tensor, ...]:
         """Distribution output parameters for a batch of stored observations (N, ...) → (N, k), or for a
         recurrent actor for sequences (S, L, ...) with their episode starts and initial state → (S, L, k)."""
-        return self.head(self._body(obs, starts, state))
+        return self.head(self.net(self.net_input(obs, starts, state)))
 
     def head(self, out: Tensor) -> tuple[Tensor, ...]:
         """Distribution output parameters from the network's output ``self.net(features)``."""
@@ -473,10 +475,7 @@ class Actor(_ObservationModule):
     def distribution(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> Distribution:
         """π(·|s) for a batch of observations, or for every step of a batch of sequences (flattened to S·L rows,
         sequence by sequence)."""
-        out = self(obs, starts, state)
-        if self.core is not None:
-            out = tuple(o.flatten(0, 1) for o in out)
-        return self.dist_cls(*out)
+        return self.distribution_from_features(self.net_input(obs, starts, state))
 
     def step(self, obs: Tensor, state: Tensor, starts: Tensor) -> tuple[Distribution, Tensor]:
         """One step of a recurrent actor: π(·|history) for a batch of observations (B, ...), their states
@@ -486,8 +485,12 @@ class Actor(_ObservationModule):
         return self.dist_cls(*self.head(self.net(y))), new_state
 
     def distribution_from_features(self, features: Tensor) -> Distribution:
-        """The distribution for features already extracted (a features extractor shared with the critic)."""
-        return self.dist_cls(*self.head(self.net(features)))
+        """The distribution for the network's input already computed (``net_input``: features shared with
+        the critic, or a recurrent core's output, whose S·L steps become rows sequence by sequence)."""
+        out = self.head(self.net(features))
+        if self.core is not None:
+            out = tuple(o.flatten(0, 1) for o in out)
+        return self.dist_cls(*out)
 
     def to_env_action(self, raw: np.ndarray) -> np.ndarray:
         """Map a batch of raw distribution samples to actions the env accepts."""
@@ -548,15 +551,14 @@ class Critic(_ObservationModule):
 
     def forward(self, obs: Tensor, starts: Tensor | None = None, state: Tensor | None = None) -> Tensor:
         """V for a batch of stored observations (N,), or for every step of recurrent sequences (S, L)."""
-        if self.core is None:
-            return self.value_from_features(self.features_of(obs))
-        v = self._body(obs, starts, state)
-        return v.squeeze(-1) if v.shape[-1] == 1 and v.dim() == 3 else v
+        return self.value_from_features(self.net_input(obs, starts, state))
 
     def value_from_features(self, features: Tensor) -> Tensor:
-        """V for features already extracted (a features extractor shared with the actor)."""
+        """V for the network's input already computed (``net_input``: features shared with the actor, or a
+        recurrent core's output): (N,), or (S, L) for sequences."""
         v = self.net(features)
-        return v.squeeze(-1) if v.dim() == 2 and v.shape[-1] == 1 else v
+        ranks = 3 if self.core is not None else 2  # the network's output with a trailing value axis
+        return v.squeeze(-1) if v.dim() == ranks and v.shape[-1] == 1 else v
 
 
 def shares_trained_features(actor: Actor, critic: Critic) -> bool:
