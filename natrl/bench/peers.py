@@ -223,10 +223,15 @@ def translate(
 
 
 def build_model(
-    spec: PeerSpec, env_id: str, seed: int, env_kwargs: dict[str, Any] | None = None, wrapper_class: Any = None
+    spec: PeerSpec,
+    env_id: str,
+    seed: int,
+    env_kwargs: dict[str, Any] | None = None,
+    wrapper_class: Any = None,
+    device: str = "cpu",
 ) -> tuple[Any, Any]:
     """Build the SB3 model and its training vector env (the preset's make-kwargs and wrapper on every copy;
-    ``CnnPolicy`` for image observations, as SB3 wants it named).
+    ``CnnPolicy`` for image observations, as SB3 wants it named) on ``device``.
 
     Returns:
         (model, vec_normalize): ``vec_normalize`` is the ``VecNormalize`` wrapper, or None.
@@ -260,5 +265,5 @@ def build_model(
     from stable_baselines3.common.preprocessing import is_image_space
 
     policy = spec.policy or ("CnnPolicy" if is_image_space(venv.observation_space) else "MlpPolicy")
-    model = model_cls(policy, venv, seed=seed, device="cpu", verbose=0, **kwargs)
+    model = model_cls(policy, venv, seed=seed, device=device, verbose=0, **kwargs)
     return model, vec_normalize
