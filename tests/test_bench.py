@@ -234,14 +234,19 @@ def test_table_reports_mean_std_over_seeds_and_paired_ratios() -> None:
     table = markdown_table(rows, {"command": "natrl bench --against sb3", "versions": {}})
     lines = table.splitlines()
     header = [c.strip() for c in next(line for line in lines if line.startswith("| env |")).strip("|").split("|")]
-    natrl_line = next(line for line in lines if line.startswith("| CartPole-v1 (≥ 475) | trpo | natrl"))
-    cells = dict(zip(header, (c.strip() for c in natrl_line.strip("|").split("|")), strict=True))
+    def cells_of(start: str) -> dict[str, str]:
+        line = next(line for line in lines if line.startswith(start))
+        return dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+
+    cells = cells_of("| CartPole-v1 (≥ 475) | trpo | natrl")
     assert cells["runs"] == "2"
     assert cells["final return"] == "450.0 ± 70.7"  # sample std of (500, 400)
     assert cells["steps/s"] == "1,500 ± 707"
     assert cells["reached"] == "1/2"
-    assert cells["steps/s ratio"] == "2.00"  # (1000 + 2000) / (500 + 1000)
-    assert cells["time-to-threshold ratio"] == "0.50 (1 seed)"  # only seed 0: both reached the threshold
+    assert cells["steps/s ratio"] == "" and cells["time-to-threshold ratio"] == ""  # the ratios sit on the peer's row
+    peer = cells_of("| CartPole-v1 (≥ 475) | trpo | sb3-contrib TRPO")
+    assert peer["steps/s ratio"] == "2.00"  # natrl / peer: (1000 + 2000) / (500 + 1000)
+    assert peer["time-to-threshold ratio"] == "0.50 (1 seed)"  # only seed 0: both reached the threshold
     assert "| Nope-v0 | trpo | natrl | 0 (+1 failed) |" in table
     assert "natrl trpo Nope-v0 seed 0: ValueError: unknown environment id 'Nope-v0'" in table
 

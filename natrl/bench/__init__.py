@@ -1,12 +1,14 @@
-"""``natrl bench``: natrl's TRPO, NPG and PPO against stable-baselines3, fairly and reproducibly.
+"""``natrl bench``: natrl's agents against stable-baselines3 and tianshou, fairly and reproducibly.
 
 A sweep is the product algos × envs × seeds of jobs, each one training run with
 the natrl preset of ``agents/<algo>.toml``; with ``--against sb3`` every natrl
 TRPO/PPO job is followed by sb3-contrib TRPO / SB3 PPO with the preset
-translated to matched arguments (:mod:`natrl.bench.peers`), on the same env,
-budget and seed. Every run is evaluated the same way (:mod:`natrl.bench.worker`)
-and writes one row; the sweep writes ``results.json``, ``results.csv``,
-``table.md`` and ``curves_<env>.png`` (:mod:`natrl.bench.report`).
+translated to matched arguments (:mod:`natrl.bench.peers`), with ``--against
+tianshou`` every TRPO/NPG/PPO job by tianshou's (:mod:`natrl.bench.tianshou_peer`),
+on the same env, budget and seed (``--against sb3,tianshou``: both). Every run
+is evaluated the same way (:mod:`natrl.bench.worker`) and writes one row; the
+sweep writes ``results.json``, ``results.csv``, ``table.md`` and
+``curves_<env>.png`` (:mod:`natrl.bench.report`).
 
 Jobs run one after another, each in a fresh subprocess, or with ``--ray`` as
 Ray tasks of one CPU each (:mod:`natrl.bench.executors`).
@@ -47,11 +49,13 @@ examples:
   natrl bench --algos trpo,npg,ppo --envs CartPole-v1,Pendulum-v1 --seeds 0,1,2 --against sb3
   natrl bench --algos trpo,ppo --envs Hopper-v5 --seeds 0,1 --against sb3 --ray --ray-cpus 2
   natrl bench --algos trpo --envs Hopper-v5 --seeds 0-4 --ray --ray-address auto
+  natrl bench --algos trpo,npg --envs Hopper-v5 --seeds 0,1,2 --against sb3,tianshou --ray --ray-cpus 2
   natrl bench --algos trpo,ppo --envs Pendulum-v1 --against sb3 --dry-run   # show the matched kwargs
 
 Each job trains with the preset of agents/<algo>.toml (budget: its total_steps unless
 --steps). With --against sb3 every natrl TRPO/PPO job is followed by sb3-contrib TRPO /
-SB3 PPO with the same hyperparameters, env, budget and seed. Output: results.json,
+SB3 PPO with the same hyperparameters, env, budget and seed; with --against tianshou every
+TRPO/NPG/PPO job by tianshou's. Output: results.json,
 results.csv, table.md and curves_<env>.png in --out (default bench-out/<time>/).
 Exit status: 0 when every job succeeded, 1 when some failed (they are in the results).
 """
@@ -61,6 +65,15 @@ def _steps(text: str) -> int:
     from natrl.runs import parse_steps
 
     return parse_steps(text, minimum=0)
+
+
+def _peers(text: str) -> tuple[str, ...]:
+    from natrl.bench.jobs import parse_peers
+
+    try:
+        return parse_peers(text)
+    except BenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_steps(text: str) -> int:
@@ -139,9 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--against",
-        choices=["sb3"],
-        help="also run the stable-baselines3 peers (sb3-contrib TRPO, SB3 PPO) with matched "
-        "hyperparameters, interleaved with natrl's runs",
+        type=_peers,
+        metavar="PEER[,PEER]",
+        help="also run peers with matched hyperparameters, interleaved with natrl's runs: sb3 "
+        "(sb3-contrib TRPO, SB3 PPO), tianshou (its TRPO, NPG, PPO) or sb3,tianshou",
     )
     parser.add_argument(
         "--eval-every",
@@ -222,7 +236,7 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _metadata(args: argparse.Namespace, n_jobs: int) -> dict[str, Any]:
-    dists = ("natrl", "torch", "gymnasium", "mujoco", "stable-baselines3", "sb3-contrib", "numpy", "ray")
+    dists = ("natrl", "torch", "gymnasium", "mujoco", "stable-baselines3", "sb3-contrib", "tianshou", "numpy", "ray")
     if args.ray or args.ray_address:
         execution = f"Ray ({args.ray_address or 'local'}), one CPU per job"
     else:
@@ -270,10 +284,12 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         return _merge_reports(args)
     use_ray = bool(args.ray or args.ray_address)
-    if args.against == "sb3":
+    if "sb3" in (args.against or ()):
         missing = [m for m in ("stable_baselines3", "sb3_contrib") if importlib.util.find_spec(m) is None]
         if missing:
             raise BenchError(f"--against sb3 needs {' and '.join(missing)}: pip install 'natrl[bench]'")
+    if "tianshou" in (args.against or ()) and importlib.util.find_spec("tianshou") is None:
+        raise BenchError("--against tianshou needs tianshou, which is not installed: pip install 'natrl[tianshou]'")
     if use_ray and importlib.util.find_spec("ray") is None:
         raise BenchError("--ray needs Ray, which is not installed: pip install 'natrl[ray]'")
     if args.ray_cpus is not None and args.ray_address:
@@ -297,9 +313,7 @@ def run(args: argparse.Namespace) -> int:
                 f"threshold={job.expected_return}  preset={job.preset}"
             )
             if job.peer is not None:
-                print(
-                    "     " + json.dumps({k: job.peer[k] for k in ("algo_class", "n_envs", "vec_normalize", "kwargs")})
-                )
+                print("     " + json.dumps({k: v for k, v in job.peer.items() if k != "notes"}))
                 for note in job.peer["notes"]:
                     print(f"     note: {note}")
         return 0
@@ -317,9 +331,11 @@ def run(args: argparse.Namespace) -> int:
         report.write_results(out, rows, meta)
 
     if not args.quiet:
-        peers = sum(j.library != "natrl" for j in jobs)
+        counts = ", ".join(
+            f"{sum(j.library == lib for j in jobs)} {lib}" for lib in dict.fromkeys(j.library for j in jobs)
+        )
         print(
-            f"natrl bench: {len(jobs)} jobs ({len(jobs) - peers} natrl, {peers} sb3), {meta['execution']} → {out}",
+            f"natrl bench: {len(jobs)} jobs ({counts}), {meta['execution']} → {out}",
             file=sys.stderr,
             flush=True,
         )
@@ -378,6 +394,10 @@ def _merge_reports(args: argparse.Namespace) -> int:
     merged["commands"] = [m.get("command", "") for m in metas]
     merged["command"] = " ; ".join(merged["commands"])
     merged["merged_from"] = [str(s) for s in args.report]
+    # a library missing from one sweep (tianshou, say) is reported with the version of the sweep that had it
+    merged["versions"] = {k: v for m in reversed(metas) for k, v in m.get("versions", {}).items() if v} | {
+        k: v for k, v in metas[0].get("versions", {}).items() if v
+    }
     merged["complete"] = all(m.get("complete", False) for m in metas)
     for key in ("eval_every_text", "eval_episodes", "execution"):
         values = list(dict.fromkeys(str(m.get(key)) for m in metas))
@@ -399,7 +419,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m natrl.benc
     """
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Benchmark natrl's agents over envs and seeds, optionally against stable-baselines3.",
+        description="Benchmark natrl's agents over envs and seeds, optionally against stable-baselines3 and tianshou.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,14 +1,15 @@
 """The jobs of a benchmark sweep: one (library, algorithm, environment, seed) each.
 
 A job carries everything a worker process needs, resolved in the driver: the
-natrl preset's hyperparameters (the source of truth for both libraries), the
-step budget, the evaluation schedule and threshold, and for a stable-baselines3
-job the translated constructor arguments (:mod:`natrl.bench.peers`). Workers
+natrl preset's hyperparameters (the source of truth for every library), the
+step budget, the evaluation schedule and threshold, and for a peer's job the
+translated arguments (:mod:`natrl.bench.peers` for stable-baselines3,
+:mod:`natrl.bench.tianshou_peer` for tianshou). Workers
 therefore need neither the ``agents/`` folder nor the driver's command line,
 which keeps Ray tasks on remote nodes self-contained.
 
 Jobs are ordered (env, seed, algo, library) so that each natrl run is directly
-followed by its peer and slow drift of the machine hits both alike.
+followed by its peers and slow drift of the machine hits them alike.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["LIBRARIES", "BenchError", "Job", "plan_jobs"]
+__all__ = ["LIBRARIES", "PEERS", "BenchError", "Job", "parse_peers", "plan_jobs"]
 
-LIBRARIES = ("natrl", "sb3")
+LIBRARIES = ("natrl", "sb3", "tianshou")
+PEERS = ("sb3", "tianshou")
 
 
 class BenchError(ValueError):
@@ -34,7 +36,7 @@ class Job:
 
     Attributes:
         index: position in the sweep (0-based); results are reported in this order.
-        library: "natrl" or "sb3".
+        library: "natrl", "sb3" or "tianshou".
         algo: natrl algorithm name ("trpo", "npg", "ppo").
         env_id: Gymnasium environment id.
         seed: training seed; evaluation episode i uses seed 10_000 + seed + i.
@@ -44,7 +46,8 @@ class Job:
         hyperparameters: the natrl preset's config fields (TOML values).
         expected_return: the preset's threshold for time-to-threshold, if any.
         preset: "<file>[<table>]" the hyperparameters came from.
-        peer: for an sb3 job, the translated spec (:meth:`natrl.bench.peers.PeerSpec.to_dict`).
+        peer: for a peer's job, the translated spec (:meth:`natrl.bench.peers.PeerSpec.to_dict` for sb3,
+            :meth:`natrl.bench.tianshou_peer.TianshouSpec.to_dict` for tianshou).
         env_kwargs: the preset's keyword arguments of ``gym.make`` (both libraries, training and evaluation).
         wrapper: the preset's env wrapper as ``"module:Class"`` (both libraries, training and evaluation).
         policy: the preset's built-in policy name (None: MlpPolicy/CnnPolicy), and its ``policy_kwargs``.
@@ -76,12 +79,28 @@ class Job:
         return asdict(self)
 
 
+def parse_peers(against: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The peer libraries of ``--against``: ``"sb3"``, ``"tianshou"`` or ``"sb3,tianshou"`` (or a sequence).
+
+    Raises:
+        BenchError: an unknown peer.
+    """
+    if not against:
+        return ()
+    names = against.split(",") if isinstance(against, str) else list(against)
+    peers = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise BenchError(f"unknown peer {', '.join(map(repr, unknown))}; the peers are {', '.join(PEERS)}")
+    return peers
+
+
 def plan_jobs(
     algos: Sequence[str],
     envs: Sequence[str],
     seeds: Sequence[int],
     *,
-    against: str | None = None,
+    against: str | Sequence[str] | None = None,
     steps: int | None = None,
     eval_every: int | None = None,
     eval_episodes: int = 10,
@@ -96,7 +115,8 @@ def plan_jobs(
         envs: environment ids. An unknown id is not an error here: its jobs fail
             and are reported as failed, the others still run.
         seeds: training seeds.
-        against: "sb3" to add a stable-baselines3 peer after each natrl job that has one.
+        against: the peers to run after each natrl job that has one: "sb3" (sb3-contrib TRPO, SB3 PPO),
+            "tianshou" (its TRPO, NPG, PPO) or "sb3,tianshou".
         steps: step budget for every job (default: each preset's ``total_steps``).
         eval_every: steps between evaluations (default: a tenth of the budget; 0: final only).
         eval_episodes: episodes per evaluation.
@@ -111,6 +131,7 @@ def plan_jobs(
         BenchError: unknown algorithm or peer, or an invalid preset value.
     """
     from natrl.bench.peers import translate
+    from natrl.bench.tianshou_peer import translate_tianshou
     from natrl.cli import CLIError, parse_overrides
     from natrl.presets import load_preset
     from natrl.rl import AGENTS
@@ -119,8 +140,7 @@ def plan_jobs(
     unknown = [a for a in algos if a not in AGENTS]
     if unknown:
         raise BenchError(f"unknown algorithm {', '.join(unknown)}; choose from {', '.join(AGENTS)}")
-    if against not in (None, "sb3"):
-        raise BenchError(f"unknown peer {against!r}; the supported peer is 'sb3'")
+    peers = parse_peers(against)
     if not algos or not envs or not seeds:
         raise BenchError("--algos, --envs and --seeds each need at least one value")
     if eval_episodes < 1:
@@ -167,8 +187,9 @@ def plan_jobs(
                     policy_kwargs=dict(preset.policy_kwargs),
                 )
                 jobs.append(Job(index=len(jobs), library="natrl", **common))
-                if against == "sb3":
-                    spec = translate(algo, config, preset.policy, preset.policy_kwargs)
+                for library in peers:
+                    translator = translate if library == "sb3" else translate_tianshou
+                    spec = translator(algo, config, preset.policy, preset.policy_kwargs)
                     if spec is not None:
-                        jobs.append(Job(index=len(jobs), library="sb3", peer=spec.to_dict(), **common))
+                        jobs.append(Job(index=len(jobs), library=library, peer=spec.to_dict(), **common))
     return jobs

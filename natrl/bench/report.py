@@ -2,12 +2,12 @@
 
 * ``results.json``: ``{"metadata": {...}, "runs": [row, ...]}``, one row per job
   (see :func:`natrl.bench.worker.run_job`), including each run's evaluation
-  curve, its natrl hyperparameters and, for SB3 runs, the translated arguments.
+  curve, its natrl hyperparameters and, for a peer's runs, the translated arguments.
 * ``results.csv``: the scalar columns of the rows (:data:`CSV_FIELDS`).
 * ``table.md``: per (env, algo, library) the mean ± sample std over seeds of the
   final evaluation, steps/s, training time and time-to-threshold, with
-  natrl/peer ratios computed on paired seeds (seeds where both runs succeeded;
-  for time-to-threshold, where both reached the threshold).
+  natrl/peer ratios on each peer's row, computed on paired seeds (seeds where both
+  runs succeeded; for time-to-threshold, where both reached the threshold).
 * ``curves_<env>.png``: evaluation return against steps and against training
   seconds, the mean over seeds with a min–max band, one line per (library, algo).
 """
@@ -65,7 +65,14 @@ CSV_FIELDS = (
     "host",
     "preset",
 )
-_PEER_LABEL = {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO"}
+# the peer of each natrl algorithm, per peer library
+_PEER_LABELS = {
+    "sb3": {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO"},
+    "tianshou": {"trpo": "tianshou TRPO", "npg": "tianshou NPG", "ppo": "tianshou PPO"},
+}
+_LIBRARY_NAMES = {"sb3": "stable-baselines3", "tianshou": "tianshou"}
+_LIBRARY_ORDER = {"natrl": 0, "sb3": 1, "tianshou": 2}
+_LINESTYLES = {"natrl": "-", "sb3": "--", "tianshou": ":"}
 _ALGO_COLORS = {"trpo": "tab:blue", "npg": "tab:green", "ppo": "tab:orange", "acktr": "tab:red"}
 
 
@@ -146,7 +153,7 @@ class Group:
         if self.library == "natrl":
             return "natrl"
         impl = next((r.get("implementation") for r in self.ok if r.get("implementation")), None)
-        return impl or _PEER_LABEL.get(self.algo, self.library)
+        return impl or _PEER_LABELS.get(self.library, {}).get(self.algo, self.library)
 
 
 def group_rows(rows: Iterable[Row]) -> list[Group]:
@@ -155,10 +162,13 @@ def group_rows(rows: Iterable[Row]) -> list[Group]:
     for row in sorted(rows, key=lambda r: r.get("index", 0)):
         key = (row["env"], row["algo"], row["library"], row.get("budget"))
         groups.setdefault(key, Group(*key, rows=[])).rows.append(row)
-    # natrl first, its peer right after, within each (env, algo)
+    # natrl first, its peers right after (stable-baselines3, then tianshou), within each (env, algo)
     env_order = {e: i for i, e in enumerate(dict.fromkeys(g.env for g in groups.values()))}
     order = {k: i for i, k in enumerate(dict.fromkeys(g.pair_key for g in groups.values()))}
-    return sorted(groups.values(), key=lambda g: (env_order[g.env], order[g.pair_key], g.library != "natrl"))
+    return sorted(
+        groups.values(),
+        key=lambda g: (env_order[g.env], order[g.pair_key], _LIBRARY_ORDER.get(g.library, len(_LIBRARY_ORDER))),
+    )
 
 
 def _values(rows: Iterable[Row], key: str) -> list[float]:
@@ -175,9 +185,9 @@ def _mean_std(values: Sequence[float], digits: int, *, thousands: bool = False) 
     return f"{mean} ± {fmt.format(float(np.std(values, ddof=1)))}"
 
 
-def _ratio(natrl: Group, peer: Group | None, key: str) -> str:
+def _ratio(natrl: Group | None, peer: Group, key: str) -> str:
     """sum(natrl) / sum(peer) of ``key`` over the seeds where both runs have it."""
-    if peer is None:
+    if natrl is None:
         return "–"
     a, b = natrl.by_seed(), peer.by_seed()
     seeds = [s for s in a if s in b and a[s].get(key) is not None and b[s].get(key) is not None]
@@ -206,10 +216,12 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         f"Machine: {metadata.get('cpu_count')} CPUs ({metadata.get('platform', '')}), "
         f"{metadata.get('date', '')}; natrl {v.get('natrl')}, torch {v.get('torch')}, "
         f"gymnasium {v.get('gymnasium')}, mujoco {v.get('mujoco')}, stable-baselines3 "
-        f"{v.get('stable-baselines3')}, sb3-contrib {v.get('sb3-contrib')}; "
+        f"{v.get('stable-baselines3')}, sb3-contrib {v.get('sb3-contrib')}"
+        + (f", tianshou {v['tianshou']}" if v.get("tianshou") else "")
+        + "; "
         f"execution: {metadata.get('execution', '')}.",
         "",
-        "Protocol: every run uses the natrl preset (agents/<algo>.toml; SB3 runs get it translated, see "
+        "Protocol: every run uses the natrl preset (agents/<algo>.toml; the peers' runs get it translated, see "
         "the notes), one torch thread, and the same evaluation: a separate env, deterministic actions, "
         f"{metadata.get('eval_episodes')} episodes seeded 10000 + seed + i, every "
         f"{metadata.get('eval_every_text', 'budget/10')} steps and at the end. Training time excludes "
@@ -217,11 +229,16 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         "is the process's CPU time over the same span (≈ train s on a quiet machine; a gap means other load). "
         "Threshold: the preset's "
         "expected_return, reached at the first evaluation whose mean is ≥ it. Values are mean ± sample std "
-        "over seeds (successful runs); ratios are natrl / peer (sum over seeds where both have a value): "
+        "over seeds (successful runs); the ratios on a peer's row are natrl / that peer (sum over seeds where "
+        "both have a value): "
         "steps/s ratio > 1 means natrl is faster, time-to-threshold ratio < 1 means natrl gets there sooner.",
         "",
     ]
-    peers = {g.pair_key: g for g in groups if g.library != "natrl"}
+    peers: dict[tuple[str, str, int | None], list[Group]] = {}
+    for g in groups:
+        if g.library != "natrl":
+            peers.setdefault(g.pair_key, []).append(g)
+    natrl_groups = {g.pair_key: g for g in groups if g.library == "natrl"}
     header = [
         "env",
         "algo",
@@ -263,23 +280,22 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
             _mean_std(_values(reached, "threshold_seconds"), 1),
         ]
         if peers:
-            peer = peers.get(g.pair_key)
-            if g.library != "natrl":
-                cells += ["", ""]
-            elif peer is None:
-                cells += ["no peer" if g.algo not in _PEER_LABEL else "–", "–"]
+            ours = natrl_groups.get(g.pair_key)
+            if g.library == "natrl":
+                cells += ["", ""] if g.pair_key in peers else ["no peer", "–"]
             else:
-                cells += [_ratio(g, peer, "steps_per_second"), _ratio(g, peer, "threshold_seconds")]
+                cells += [_ratio(ours, g, "steps_per_second"), _ratio(ours, g, "threshold_seconds")]
         lines.append("| " + " | ".join(cells) + " |")
     # each distinct note once per peer, with the envs it concerns when not all of them
     notes: dict[str, dict[str, list[str]]] = {}
     peer_envs: dict[str, list[str]] = {}
     for r in sorted(rows, key=lambda r: r.get("index", 0)):
         peer = r.get("peer")
-        if r.get("library") != "sb3" or not peer:
+        if r.get("library") == "natrl" or not peer:
             continue
         impl = str(r.get("implementation") or "")
-        label = impl.rsplit(" ", 1)[0] if " " in impl else _PEER_LABEL.get(r["algo"], r["algo"])
+        fallback = _PEER_LABELS.get(r["library"], {}).get(r["algo"], r["algo"])
+        label = impl.rsplit(" ", 1)[0] if " " in impl else fallback
         envs = peer_envs.setdefault(label, [])
         if r["env"] not in envs:
             envs.append(r["env"])
@@ -288,14 +304,15 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
             if r["env"] not in where:
                 where.append(r["env"])
     if notes:
-        lines += ["", "## Matching notes (natrl preset → SB3)", ""]
+        lines += ["", "## Matching notes (natrl preset → peer)", ""]
         for label, items in notes.items():
             for note, envs in items.items():
                 scope = "" if len(envs) == len(peer_envs[label]) else f" ({', '.join(envs)})"
                 lines.append(f"- {label}{scope}: {note}")
-    no_peer = sorted({g.algo for g in groups if g.algo not in _PEER_LABEL})
-    if no_peer and any(g.library != "natrl" for g in groups):
-        lines.append(f"- {', '.join(no_peer)}: no stable-baselines3 peer; natrl only.")
+    for library in dict.fromkeys(g.library for g in groups if g.library != "natrl"):
+        no_peer = sorted({g.algo for g in groups if g.algo not in _PEER_LABELS.get(library, {})})
+        if no_peer:
+            lines.append(f"- {', '.join(no_peer)}: no {_LIBRARY_NAMES.get(library, library)} peer.")
     failed = [r for r in sorted(rows, key=lambda r: r.get("index", 0)) if r.get("status") != "ok"]
     if failed:
         lines += ["", "## Failed runs", ""]
@@ -342,7 +359,7 @@ def plot_curves(rows: Sequence[Row], out_dir: Path) -> list[Path]:
             label = f"{g.label()} {g.algo.upper()}" if g.library == "natrl" else g.label()
             if len({h.budget for h in groups}) > 1:
                 label += f", budget {g.budget:,}"
-            style = {"color": _ALGO_COLORS.get(g.algo), "linestyle": "-" if g.library == "natrl" else "--"}
+            style = {"color": _ALGO_COLORS.get(g.algo), "linestyle": _LINESTYLES.get(g.library, "-.")}
             for ax, key in ((ax_steps, "steps"), (ax_time, "train_seconds")):
                 curves = [(np.array([p[key] for p in c], float), np.array([p["mean"] for p in c], float)) for c in runs]
                 x, mean, lo, hi = _band(curves)

@@ -247,6 +247,33 @@ def _train_sb3(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
     return ev, steps, f"{name} {version}"
 
 
+def _train_tianshou(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
+    import tianshou
+
+    from natrl.bench.tianshou_peer import TIANSHOU_NAMES, TianshouSpec, build_tianshou
+
+    if job.peer is None:
+        raise ValueError(f"job {job.name} has no translated tianshou spec")
+    spec = TianshouSpec.from_dict(job.peer)
+    run = build_tianshou(spec, job.env_id, job.seed, job.total_steps, job.env_kwargs, _wrapper_class(job))
+    ev = Evaluator(run.predict, _eval_env(job), **ev_args)
+
+    def before_collect(env_step: int) -> None:  # after the previous update: learnt from env_step steps
+        if ev.due(env_step):
+            ev.evaluate(env_step)
+
+    try:
+        ev.start()
+        steps = run.learn(before_collect)
+        ev.finish(steps)
+    finally:
+        run.close()
+    return ev, steps, f"{TIANSHOU_NAMES[job.algo]} {tianshou.__version__}"
+
+
+_TRAIN = {"natrl": _train_natrl, "sb3": _train_sb3, "tianshou": _train_tianshou}
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job and return its result row (never raises).
 
@@ -256,7 +283,7 @@ def run_job(job: Job) -> dict[str, Any]:
     steps_per_second (steps / train_seconds), final_eval_mean / final_eval_std,
     threshold, threshold_steps / threshold_seconds (first evaluation with mean ≥
     threshold; None if never), curve (every evaluation), implementation, host,
-    hyperparameters and, for SB3, the translated spec ``peer``.
+    hyperparameters and, for a peer, the translated spec ``peer``.
     """
     t_job = time.perf_counter()
     row = _base_row(job)
@@ -272,9 +299,9 @@ def run_job(job: Job) -> dict[str, Any]:
             total_steps=job.total_steps,
             threshold=job.expected_return,
         )
-        if job.library not in ("natrl", "sb3"):
+        if job.library not in _TRAIN:
             raise ValueError(f"unknown library {job.library!r}")
-        train = _train_natrl if job.library == "natrl" else _train_sb3
+        train = _TRAIN[job.library]
         t_setup = time.perf_counter()
         ev, steps, implementation = train(job, ev_args)
         train_s, train_cpu = ev.final_train_seconds, ev.final_train_cpu_seconds

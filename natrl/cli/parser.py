@@ -260,7 +260,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     When that module is missing or broken, ``bench`` still parses but reports why
     it is unavailable, so train/eval/plot/list keep working.
     """
-    description = "Benchmark algorithms over environments and seeds (optionally against SB3)."
+    description = "Benchmark algorithms over environments and seeds (optionally against SB3 and tianshou)."
     try:
         from natrl import bench
 
