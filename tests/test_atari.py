@@ -94,3 +94,39 @@ def test_natrl_train_uses_the_atari_preset(tmp_path, monkeypatch, capsys) -> Non
     assert main(args) == 0, capsys.readouterr().err
     text = (tmp_path / "run" / "config.toml").read_text()
     assert 'wrapper = "natrl.rl.atari:AtariWrapper"' in text and "frameskip = 1" in text
+
+
+def test_ale_vector_env_reproduces_atari_wrapper_frames_and_rewards() -> None:
+    from natrl.rl.atari import make_ale_vector_env
+
+    # no sticky actions, no no-op starts, a game without FIRE (no fire-reset): the same states either way
+    kw = {"frameskip": 1, "repeat_action_probability": 0.0}
+    env = env_factory("ALE/MsPacman-v5", kw, AtariWrapper, {"noop_max": 0})()
+    venv = make_ale_vector_env("ALE/MsPacman-v5", 1, kw, {"noop_max": 0})
+    try:
+        assert venv.single_observation_space == env.observation_space
+        assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+        env.reset(seed=0)
+        venv.reset(seed=0)
+        rng = np.random.default_rng(1)
+        for _ in range(200):
+            action = int(rng.integers(env.action_space.n))
+            ours, r1, _, _, info = env.step(action)
+            ale, r2, _, _, ale_info = venv.step(np.array([action]))
+            np.testing.assert_array_equal(ours[-1], ale[0, -1])  # the newest 84×84 frame, bit for bit
+            assert r1 == float(r2[0]) and info["episode_frame_number"] == ale_info["episode_frame_number"][0]
+    finally:
+        env.close()
+        venv.close()
+
+
+def test_smoke_ppo_trains_on_ales_vector_env_and_bad_requests_are_one_line() -> None:
+    agent = PPO("ALE/Breakout-v5", env_kwargs={"frameskip": 1}, wrapper_class=AtariWrapper, vec_env="ale",
+                n_envs=2, n_steps=16, batch_size=32, n_epochs=1, hidden_sizes=[], seed=0)  # fmt: skip
+    agent.learn(32, progress=False)
+    assert agent.num_timesteps == 32 and type(agent.collector.venv).__name__ == "AtariVectorEnv"
+    agent.close()
+    with pytest.raises(ValueError, match="takes an ALE/ environment id"):
+        PPO("CartPole-v1", vec_env="ale")
+    with pytest.raises(ValueError, match="wrapper_class=AtariWrapper"):
+        PPO("ALE/Breakout-v5", vec_env="ale")

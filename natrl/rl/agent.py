@@ -41,6 +41,7 @@ from natrl.rl.arguments import (
     resolve_device,
     resolve_env_and_policy,
 )
+from natrl.rl.atari import check_ale_vector_env, make_ale_vector_env
 from natrl.rl.batch import Batch, Sequences
 from natrl.rl.config import OnPolicyConfig, build_config, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
@@ -206,6 +207,8 @@ class OnPolicyAgent:
                 self._env_arg = spec.id
             self.observation_space, self.action_space = venv.single_observation_space, venv.single_action_space
         else:
+            if config.vec_env == "ale":
+                check_ale_vector_env(env, wrapper_class, config.workers)
             self.env_id = env_name(env)
             self._factory = env_factory(env, self.env_kwargs, wrapper_class, self.wrapper_kwargs)
             self._env_arg = rebuildable_env(env)
@@ -295,7 +298,7 @@ class OnPolicyAgent:
                 venv = self._given_venv
             else:
                 assert self._factory is not None
-                venv = make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
+                venv = self._make_training_venv()
             self._collector = RolloutCollector(
                 # a resumed agent starts fresh episodes with seeds it has not used before
                 venv,
@@ -309,6 +312,20 @@ class OnPolicyAgent:
             self._collector.steps = self.num_timesteps
             self._collector.episodes = self._episodes_before  # continued across save/load
         return self._collector
+
+    def _make_training_venv(self) -> VectorEnv:
+        """The training vector env of ``config.vec_env`` over the agent's env."""
+        if self.config.vec_env == "ale":
+            venv = make_ale_vector_env(self.env_id, self.config.n_envs, self.env_kwargs, self.wrapper_kwargs)
+            if venv.single_observation_space != self.observation_space:
+                venv.close()
+                raise ValueError(
+                    f"vec_env='ale': ALE's vector env observes {venv.single_observation_space}, the agent's env "
+                    f"{self.observation_space}; use vec_env='sync'"
+                )
+            return venv
+        assert self._factory is not None
+        return make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
 
     def _make_batch(self, on_step: StepHook | None = None) -> tuple[Batch, dict[str, float]] | None:
         cfg = self.config
@@ -712,6 +729,8 @@ class OnPolicyAgent:
         if isinstance(env, VectorEnv):
             raise ValueError("set_env takes an env id, a gymnasium.Env or a factory (build the agent on a vector env)")
         factory = env_factory(env, self.env_kwargs, self.wrapper_class, self.wrapper_kwargs)
+        if self.config.vec_env == "ale":
+            check_ale_vector_env(env, self.wrapper_class, self.config.workers)
         probe = factory()
         spaces_ = (probe.observation_space, probe.action_space)
         probe.close()

@@ -81,7 +81,8 @@ class OnPolicyConfig:
         log_std_init: initial log standard deviation of Gaussian policies.
         state_dependent_std: the log-std is a network output instead of a free parameter.
         action_bound: how Gaussian samples meet bounded Box actions: "clip" or "squash" (tanh).
-        vec_env: "sync" (one process) or "async" (one subprocess per env).
+        vec_env: "sync" (one process), "async" (one subprocess per env) or "ale" (ALE's own C++ vector
+            env for ``ALE/`` ids with ``wrapper_class=AtariWrapper``: :func:`natrl.rl.atari.make_ale_vector_env`).
         torch_threads: torch intra-op threads set on construction (None, the default, leaves torch's
             process-wide setting alone; ``natrl train`` and ``natrl bench`` use 1, faster for small networks).
         fast_paths: use natrl's CPU fast paths (NumPy sampler, hand-written MLP backward, PPO's
@@ -195,7 +196,7 @@ class OnPolicyConfig:
             self.max_rejected_updates,
             "an integer >= 1",
         )
-        check(self.vec_env in ("sync", "async"), "vec_env", self.vec_env, "'sync' or 'async'")
+        check(self.vec_env in ("sync", "async", "ale"), "vec_env", self.vec_env, "'sync', 'async' or 'ale'")
         check(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, "an integer >= 0")
         check(
             self.workers == 0 or not self.normalize_reward,
