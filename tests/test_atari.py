@@ -11,7 +11,7 @@ pytest.importorskip("cv2")
 
 import gymnasium as gym
 
-from natrl import ACKTR, PPO
+from natrl import ACKTR, PPO, TRPO
 from natrl.cli import main
 from natrl.presets import load_preset
 from natrl.rl.atari import AtariWrapper, FireReset
@@ -52,7 +52,7 @@ class _NoFire(gym.Env):
         return ["NOOP", "RIGHT"]
 
 
-@pytest.mark.parametrize("cls", [PPO, ACKTR])
+@pytest.mark.parametrize("cls", [PPO, TRPO, ACKTR])
 def test_smoke_agents_train_on_breakout_with_the_preset_settings(cls, tmp_path) -> None:
     """Smoke test: the preset's env settings, NatureCNN over uint8 frames, one short learn, save and load."""
     preset = load_preset(cls.algo, "ALE/Breakout-v5", cls.config_cls)

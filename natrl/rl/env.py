@@ -58,7 +58,7 @@ def _unknown_env_message(env_id: str) -> str:
 
 def register_env_id(env_id: str) -> str:
     """Register what an id needs: ``module:Env-v0`` imports ``module`` (as ``gym.make`` does), ``ALE/…`` ids
-    register ale-py's environments. Returns the id without the module part."""
+    register ale-py's environments, ``MinAtar/…`` ids MinAtar's. Returns the id without the module part."""
     if ":" in env_id:
         module, _, env_id = env_id.partition(":")
         try:
@@ -73,6 +73,14 @@ def register_env_id(env_id: str) -> str:
                 f"environment id {env_id!r} is an Atari game, which needs ale-py: pip install 'natrl[atari]'"
             ) from None
         gym.register_envs(ale_py)
+    if env_id not in gym.registry and env_id.startswith("MinAtar/"):
+        try:
+            import minatar.gym as minatar_gym
+        except ImportError:
+            raise ValueError(
+                f"environment id {env_id!r} is a MinAtar game, which needs MinAtar: pip install 'natrl[minatar]'"
+            ) from None
+        minatar_gym.register_envs()
     return env_id
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "CombinedExtractor",
     "Critic",
     "FlattenExtractor",
+    "MinAtarCNN",
     "NatureCNN",
     "OutputOf",
     "default_extractor",
@@ -107,7 +108,8 @@ class FlattenExtractor(nn.Module):
 
 class CombinedExtractor(nn.Module):
     """Dict/Tuple observations: each part flattened, the parts concatenated (SB3's MultiInputPolicy
-    extractor for non-image keys); image parts go through a :class:`NatureCNN` each."""
+    extractor for non-image keys); image parts go through a :class:`NatureCNN` each (a :class:`MinAtarCNN`
+    for images smaller than 36×36)."""
 
     def __init__(self, observation_space: spaces.Dict | spaces.Tuple, cnn_output_dim: int = 256) -> None:
         super().__init__()
@@ -119,7 +121,7 @@ class CombinedExtractor(nn.Module):
         self.keys = keys
         self.cnns = nn.ModuleDict(
             {
-                str(k): NatureCNN(observation_space[k], cnn_output_dim)
+                str(k): _image_extractor(observation_space[k], cnn_output_dim)
                 for k in keys
                 if is_image_space(observation_space[k])
             }
@@ -174,10 +176,41 @@ class NatureCNN(nn.Module):
         return self.linear(self.cnn(self._channels_first(x)))
 
 
+class MinAtarCNN(nn.Module):
+    """The network of Young & Tian (2019), "MinAtar: An Atari-Inspired Testbed for Thorough and
+    Reproducible Reinforcement Learning Experiments": one 16×3×3 convolution (stride 1) and a ReLU Linear
+    layer of 128 units, for small images (MinAtar's 10×10 frames) scaled to [0, 1], channels first or last
+    (detected as :class:`NatureCNN` does)."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 128, channels: int = 16) -> None:
+        super().__init__()
+        shape = observation_space.shape
+        assert shape is not None and len(shape) == 3, "MinAtarCNN needs (C, H, W) or (H, W, C) observations"
+        self.channels_last = shape[-1] < shape[0]
+        c = shape[-1] if self.channels_last else shape[0]
+        h, w = (shape[0], shape[1]) if self.channels_last else (shape[1], shape[2])
+        self.cnn = nn.Sequential(nn.Conv2d(c, channels, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(channels * (h - 2) * (w - 2), features_dim), nn.ReLU())
+        self.features_dim = features_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.cnn(x.permute(0, 3, 1, 2) if self.channels_last else x))
+
+
+def _image_extractor(observation_space: spaces.Box, features_dim: int | None = None) -> nn.Module:
+    """NatureCNN for images of at least 36×36 pixels (Atari's 84×84), MinAtarCNN for smaller ones."""
+    shape = observation_space.shape
+    small_side = min(shape[:2]) if shape[-1] < shape[0] else min(shape[1:])
+    if small_side >= 36:
+        return NatureCNN(observation_space) if features_dim is None else NatureCNN(observation_space, features_dim)
+    return MinAtarCNN(observation_space) if features_dim is None else MinAtarCNN(observation_space, features_dim)
+
+
 def default_extractor(observation_space: spaces.Space) -> nn.Module:
-    """natrl's default extractor for a space: NatureCNN for images, combined for Dict/Tuple, else flatten."""
+    """natrl's default extractor for a space: for images NatureCNN (at least 36×36 pixels) or MinAtarCNN
+    (smaller), combined for Dict/Tuple, else flatten."""
     if is_image_space(observation_space):
-        return NatureCNN(observation_space)  # type: ignore[arg-type]
+        return _image_extractor(observation_space)  # type: ignore[arg-type]
     if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
         return CombinedExtractor(observation_space)
     return FlattenExtractor(observation_space)

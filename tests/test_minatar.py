@@ -1,0 +1,64 @@
+"""MinAtar as image observations: the wrapper, the small-image CNN, and the presets of the three agents.
+Skipped where MinAtar is missing (``pip install 'natrl[minatar]'``)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("minatar")
+
+from natrl import ACKTR, PPO, TRPO
+from natrl.presets import load_preset
+from natrl.rl.env import env_factory
+from natrl.rl.minatar import MinAtarImage
+from natrl.rl.policies import MinAtarCNN, NatureCNN, default_extractor
+
+
+def test_minatar_image_is_the_boolean_grid_channels_first_in_0_255() -> None:
+    raw = env_factory("MinAtar/Seaquest-v1")()
+    wrapped = MinAtarImage(env_factory("MinAtar/Seaquest-v1")())
+    assert wrapped.observation_space == gym.spaces.Box(0, 255, (10, 10, 10), np.uint8)  # 10 channels, 10×10
+    a, _ = raw.reset(seed=3)
+    b, _ = wrapped.reset(seed=3)
+    for _ in range(20):  # the same seed and actions: the same grids
+        np.testing.assert_array_equal(b, np.moveaxis(a, -1, 0).astype(np.uint8) * 255)
+        action = int(raw.action_space.sample())
+        a, *_ = raw.step(action)
+        b, *_ = wrapped.step(action)
+    with pytest.raises(ValueError, match="boolean"):
+        MinAtarImage(gym.make("CartPole-v1"))
+
+
+def test_small_images_get_the_minatar_network() -> None:
+    small = gym.spaces.Box(0, 255, (4, 10, 10), np.uint8)
+    net = default_extractor(small)
+    assert isinstance(net, MinAtarCNN) and isinstance(default_extractor(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)),
+                                                      NatureCNN)  # fmt: skip
+    # Young & Tian's network: 16 3×3 filters, stride 1, then 128 ReLU units: 4·16·9 + 16 + 16·8·8·128 + 128
+    assert sum(p.numel() for p in net.parameters()) == 4 * 16 * 9 + 16 + 16 * 64 * 128 + 128
+    x = torch.randint(0, 2, (5, 4, 10, 10)).float()
+    last = MinAtarCNN(gym.spaces.Box(0, 255, (10, 10, 4), np.uint8))  # channels last, the same weights
+    last.load_state_dict(net.state_dict())
+    torch.testing.assert_close(last(x.permute(0, 2, 3, 1)), net(x))
+
+
+@pytest.mark.parametrize("cls", [PPO, TRPO, ACKTR])
+def test_smoke_agents_train_on_minatar_with_the_preset(cls, tmp_path) -> None:
+    """Smoke test: the preset builds MinAtarCNN over uint8 frames, trains a little, saves and loads."""
+    preset = load_preset(cls.algo, "MinAtar/Breakout-v1", cls.config_cls)
+    assert preset.wrapper == "natrl.rl.minatar:MinAtarImage" and preset.policy == "CnnPolicy"
+    hp = {**preset.hyperparameters, "n_envs": 2, "n_steps": 32}
+    if cls is PPO:
+        hp["batch_size"] = 32
+    agent = cls("MinAtar/Breakout-v1", wrapper_class=MinAtarImage, policy=preset.policy, **hp)
+    assert isinstance(agent.actor.features, MinAtarCNN)
+    agent.learn(128)
+    loaded = cls.load(agent.save(tmp_path / "m.pt"))
+    assert loaded.wrapper_class is MinAtarImage
+    obs = np.zeros((4, 10, 10), np.uint8)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
+    agent.close()
+    loaded.close()
