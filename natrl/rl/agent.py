@@ -46,6 +46,7 @@ from natrl.rl.batch import Batch, Sequences
 from natrl.rl.config import OnPolicyConfig, build_config, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
 from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
+from natrl.rl.envpool_env import EnvPoolSameStep, check_envpool_env
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import build_policy
@@ -209,6 +210,8 @@ class OnPolicyAgent:
         else:
             if config.vec_env == "ale":
                 check_ale_vector_env(env, wrapper_class, config.workers)
+            if config.vec_env == "envpool":
+                check_envpool_env(env, wrapper_class, config.workers)
             self.env_id = env_name(env)
             self._factory = env_factory(env, self.env_kwargs, wrapper_class, self.wrapper_kwargs)
             self._env_arg = rebuildable_env(env)
@@ -324,6 +327,16 @@ class OnPolicyAgent:
                     f"{self.observation_space}; use vec_env='sync'"
                 )
             return venv
+        if self.config.vec_env == "envpool":
+            pool = EnvPoolSameStep(self.env_id, self.config.n_envs, self.env_kwargs)
+            shapes = (pool.single_observation_space.shape, pool.single_action_space.shape)
+            if shapes != (self.observation_space.shape, self.action_space.shape):
+                pool.close()
+                raise ValueError(
+                    f"vec_env='envpool': EnvPool's {self.env_id} has observation and action shapes {shapes}, "
+                    f"gymnasium's {(self.observation_space.shape, self.action_space.shape)}; use vec_env='sync'"
+                )
+            return pool
         assert self._factory is not None
         return make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
 
@@ -731,6 +744,8 @@ class OnPolicyAgent:
         factory = env_factory(env, self.env_kwargs, self.wrapper_class, self.wrapper_kwargs)
         if self.config.vec_env == "ale":
             check_ale_vector_env(env, self.wrapper_class, self.config.workers)
+        if self.config.vec_env == "envpool":
+            check_envpool_env(env, self.wrapper_class, self.config.workers)
         probe = factory()
         spaces_ = (probe.observation_space, probe.action_space)
         probe.close()

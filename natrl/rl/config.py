@@ -82,7 +82,8 @@ class OnPolicyConfig:
         state_dependent_std: the log-std is a network output instead of a free parameter.
         action_bound: how Gaussian samples meet bounded Box actions: "clip" or "squash" (tanh).
         vec_env: "sync" (one process), "async" (one subprocess per env) or "ale" (ALE's own C++ vector
-            env for ``ALE/`` ids with ``wrapper_class=AtariWrapper``: :func:`natrl.rl.atari.make_ale_vector_env`).
+            env for ``ALE/`` ids with ``wrapper_class=AtariWrapper``: :func:`natrl.rl.atari.make_ale_vector_env`)
+            or "envpool" (EnvPool's C++ envs for the ids it implements: :class:`natrl.rl.envpool_env.EnvPoolSameStep`).
         torch_threads: torch intra-op threads set on construction (None, the default, leaves torch's
             process-wide setting alone; ``natrl train`` and ``natrl bench`` use 1, faster for small networks).
         fast_paths: use natrl's CPU fast paths (NumPy sampler, hand-written MLP backward, PPO's
@@ -196,7 +197,12 @@ class OnPolicyConfig:
             self.max_rejected_updates,
             "an integer >= 1",
         )
-        check(self.vec_env in ("sync", "async", "ale"), "vec_env", self.vec_env, "'sync', 'async' or 'ale'")
+        check(
+            self.vec_env in ("sync", "async", "ale", "envpool"),
+            "vec_env",
+            self.vec_env,
+            "'sync', 'async', 'ale' or 'envpool'",
+        )
         check(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, "an integer >= 0")
         check(
             self.workers == 0 or not self.normalize_reward,
