@@ -234,6 +234,7 @@ def test_table_reports_mean_std_over_seeds_and_paired_ratios() -> None:
     table = markdown_table(rows, {"command": "natrl bench --against sb3", "versions": {}})
     lines = table.splitlines()
     header = [c.strip() for c in next(line for line in lines if line.startswith("| env |")).strip("|").split("|")]
+
     def cells_of(start: str) -> dict[str, str]:
         line = next(line for line in lines if line.startswith(start))
         return dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))

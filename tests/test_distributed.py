@@ -82,9 +82,27 @@ def test_recurrent_policy_on_workers_carries_its_state() -> None:
     agent.close()
 
 
+@pytest.mark.usefixtures("local_ray")
+def test_rewards_are_scaled_in_the_learner_as_one_process_would() -> None:
+    """The workers return raw rewards; the learner's scaler, over all 4 envs, follows the merged rollout step
+    by step: the scaled rollout equals a RewardScaler(4) applied to the raw rollout of a twin run."""
+    from natrl.rl.normalization import RewardScaler
+
+    rollouts = []
+    for normalize in (True, False):  # one agent at a time: the local Ray has one CPU per worker
+        agent = _agent(normalize_reward=normalize)
+        rollouts.append(agent.collector.collect(agent.actor, agent.critic, 64))
+        if normalize:
+            assert agent.reward_scaler.ret.shape == (4,)
+        agent.close()
+    scaled, raw = rollouts
+    reference = RewardScaler(4, agent.config.gamma)
+    expected = np.stack([reference(r, e) for r, e in zip(raw.rewards.double().numpy(), raw.episode_end.numpy())])
+    np.testing.assert_allclose(scaled.rewards.numpy(), expected, rtol=1e-6)
+    assert not np.allclose(scaled.rewards.numpy(), raw.rewards.numpy())  # Pendulum's rewards are scaled down
+
+
 def test_bad_combinations_are_refused_at_construction() -> None:
-    with pytest.raises(ValueError, match="normalize_reward=False with workers"):
-        TRPO("Pendulum-v1", workers=2, normalize_reward=True)
     with pytest.raises(ValueError, match=r"obs_norm_update.*use 'rollout'"):
         TRPO("Pendulum-v1", workers=2, normalize_obs=True, obs_norm_update="step")
     with pytest.raises(ValueError, match="workers=-1"):

@@ -249,7 +249,8 @@ class OnPolicyAgent:
                 "set normalize_obs=False (images are scaled by 1/255, indices one-hot encoded)"
             )
         self.obs_normalizer = ObsNormalizer(codec.shape) if config.normalize_obs else None
-        self.reward_scaler = RewardScaler(config.n_envs, config.gamma) if config.normalize_reward else None
+        n_all = config.n_envs * max(1, config.workers)  # with workers: every worker's envs, in the learner
+        self.reward_scaler = RewardScaler(n_all, config.gamma) if config.normalize_reward else None
         self.num_timesteps = 0
         self.num_updates = 0
         self._rejected_in_a_row = 0
@@ -291,6 +292,7 @@ class OnPolicyAgent:
                 seed=self.seed + self.num_timesteps,
                 device=self.device,
                 obs_normalizer=self.obs_normalizer,
+                reward_scaler=self.reward_scaler,
                 address=self.config.ray_address,
                 fast=self.config.fast_paths,
             )

@@ -205,13 +205,6 @@ class OnPolicyConfig:
         )
         check(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, "an integer >= 0")
         check(
-            self.workers == 0 or not self.normalize_reward,
-            "normalize_reward",
-            self.normalize_reward,
-            "reward scaling follows each env's running return step by step, which rollout workers do not share; "
-            "set normalize_reward=False with workers",
-        )
-        check(
             self.workers == 0 or not self.normalize_obs or self.obs_norm_update == "rollout",
             "obs_norm_update",
             self.obs_norm_update,

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from natrl.rl.accel import fast_paths
 from natrl.rl.env import make_vector_env
-from natrl.rl.normalization import ObsNormalizer
+from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
 from natrl.rl.rollout import Rollout, RolloutCollector, torch_sampler
 
@@ -163,6 +163,8 @@ class DistributedCollector:
         seed: the agent's seed.
         device: where the concatenated rollout goes.
         obs_normalizer: the agent's observation normaliser (its statistics are sent out and merged back).
+        reward_scaler: the agent's reward scaler over all K · n_envs envs, applied here to the merged
+            rollout step by step, as one process stepping all the envs would (the workers return raw rewards).
         address: the Ray cluster (None: a local Ray).
         fast: the workers use natrl's CPU fast paths where they apply.
     """
@@ -179,6 +181,7 @@ class DistributedCollector:
         seed: int,
         device: torch.device,
         obs_normalizer: ObsNormalizer | None,
+        reward_scaler: RewardScaler | None = None,
         address: str | None = None,
         fast: bool = True,
     ) -> None:
@@ -191,6 +194,7 @@ class DistributedCollector:
         self.seed = seed
         self.device = device
         self.obs_normalizer = obs_normalizer
+        self.reward_scaler = reward_scaler
         self.venv = None  # the envs live in the workers
         self.n_envs = workers * n_envs
         self.restarts = [0] * workers
@@ -262,6 +266,10 @@ class DistributedCollector:
         for key in parts[0]:
             dim = 0 if key in _ENV_AXIS_FIRST else 1
             merged[key] = torch.cat([p[key] for p in parts], dim=dim).to(self.device)
+        if self.reward_scaler is not None:
+            raw, ends = merged["rewards"].cpu().double().numpy(), merged["episode_end"].cpu().numpy()
+            scaled = np.stack([self.reward_scaler(raw[t], ends[t]) for t in range(raw.shape[0])])
+            merged["rewards"] = torch.as_tensor(scaled, dtype=merged["rewards"].dtype, device=self.device)
         self.steps += n_steps * self.n_envs
         return Rollout(**merged)
 
