@@ -2,10 +2,14 @@
 
 Usage: python scripts/bench_summary.py bench-out/classic/results.json [more results.json ...]
        python scripts/bench_summary.py --per-seed LABEL=results.json [LABEL=results.json ...]
+       python scripts/bench_summary.py --per-env results.json [more results.json ...]
 
 One row per (env, algo): final and best deterministic evaluation (mean over seeds), how
 many runs reached the preset's threshold, mean steps/s, and the natrl / peer ratio of
-steps/s over paired seeds, by wall clock and by process CPU time.
+steps/s over paired seeds, by wall clock and by process CPU time. ``--per-env``: one table per env
+with one row per (library, algo), every peer (SB3, tianshou) included: final return, the mean of the
+last three evaluations, the best evaluation, steps/s by wall clock and by CPU time, and on each peer's
+row natrl / that peer.
 """
 
 from __future__ import annotations
@@ -109,6 +113,58 @@ def per_seed(labelled: list[tuple[str, list[Run]]]) -> str:
     return "\n".join(lines)
 
 
+def _label(rs: list[Run]) -> str:
+    if rs[0]["library"] == "natrl":
+        return "natrl"
+    return str(rs[0].get("implementation") or rs[0]["library"])
+
+
+def per_env(runs: list[Run]) -> str:
+    """One markdown table per env: a row per (library, algo), natrl first, the peers after it."""
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        if r["status"] == "ok":
+            groups[(r["env"], r["algo"], r["library"])].append(r)
+    out = []
+    for env in dict.fromkeys(e for e, _, _ in groups):
+        lines = [
+            f"**{env}**",
+            "",
+            "| algo | library | seeds | final return | last three evaluations | best evaluation | steps/s (wall) "
+            "| steps/s (CPU) | natrl / peer, wall | natrl / peer, CPU |",
+            "|" + "---|" * 10,
+        ]
+        for algo in ORDER:
+            libs = [lib for lib in ("natrl", "sb3", "tianshou") if (env, algo, lib) in groups]
+            ours = groups.get((env, algo, "natrl"))
+            for lib in libs:
+                rs = sorted(groups[(env, algo, lib)], key=lambda r: r["seed"])
+                last3 = [st.mean(p["mean"] for p in r["curve"][-3:]) for r in rs]
+                cpu = st.mean(r["steps"] / r["train_cpu_seconds"] for r in rs)
+                ratios = ["", ""]
+                if lib != "natrl" and ours:
+                    ratios = [ratio(ours, rs, "train_seconds"), ratio(ours, rs, "train_cpu_seconds")]
+                lines.append(
+                    "| "
+                    + " | ".join(
+                        [
+                            algo.upper(),
+                            _label(rs),
+                            ",".join(str(r["seed"]) for r in rs),
+                            mean_std([r["final_eval_mean"] for r in rs]),
+                            mean_std(last3),
+                            best(rs),
+                            speed(rs),
+                            f"{cpu:,.0f}",
+                            *ratios,
+                        ]
+                    )
+                    + " |"
+                )
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def load(path: str) -> list[Run]:
     with open(path) as f:
         return json.load(f)["runs"]
@@ -121,6 +177,9 @@ def main(args: list[str]) -> None:
             label, _, path = arg.rpartition("=")
             labelled[label or path] += load(path)
         print(per_seed(list(labelled.items())))
+        return
+    if args and args[0] == "--per-env":
+        print(per_env([r for path in args[1:] for r in load(path)]))
         return
     runs: list[Run] = []
     for path in args:
