@@ -62,3 +62,25 @@ def test_smoke_agents_train_on_minatar_with_the_preset(cls, tmp_path) -> None:
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
     agent.close()
     loaded.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("cls", [PPO, TRPO, ACKTR])
+def test_cnn_policy_learns_minatar_breakout(cls) -> None:
+    """The preset (MinAtarCNN, fixed seed) reaches the preset's threshold within its budget; a random
+    policy scores about 0.2 a game (measured: 0.2 over 5 games)."""
+    preset = load_preset(cls.algo, "MinAtar/Breakout-v1", cls.config_cls)
+    assert preset.expected_return == 4.0 and preset.total_steps <= 300_000
+    agent = cls("MinAtar/Breakout-v1", seed=0, wrapper_class=MinAtarImage, policy=preset.policy,
+                **preset.hyperparameters)  # fmt: skip
+    every = preset.total_steps // 10
+    evaluations: list[tuple[int, float]] = []
+
+    def evaluate_periodically(a, stats) -> None:
+        if a.num_timesteps // every > len(evaluations):
+            evaluations.append((a.num_timesteps, a.evaluate(episodes=10, deterministic=True).mean))
+
+    agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
+    best = max(score for _, score in evaluations)
+    assert best >= preset.expected_return, f"{cls.algo}: best evaluation {best:.1f}; all: {evaluations}"
