@@ -48,6 +48,13 @@ def test_ale_ids_without_ale_py_name_the_extra(monkeypatch) -> None:
         PPO("ALE/Pong-v5")
 
 
+def test_minatar_ids_without_minatar_name_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "minatar.gym", None)  # as if MinAtar were not installed
+    monkeypatch.delitem(gym.registry, "MinAtar/Breakout-v1", raising=False)
+    with pytest.raises(ValueError, match=r"needs MinAtar: pip install 'natrl\[minatar\]'"):
+        PPO("MinAtar/Breakout-v1")
+
+
 def test_a_ready_vector_env_is_trained_on_as_given() -> None:
     venv = gym.make_vec("CartPole-v1", 3, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})  # fmt: skip
