@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from bench_device import timed  # scripts/ is on sys.path when this file runs
 
 from natrl.bench.peers import translate
 from natrl.presets import load_preset
@@ -26,17 +25,6 @@ from natrl.rl.atari import AtariWrapper
 from natrl.rl.config import build_config
 
 ENV_ID = "ALE/Breakout-v5"
-
-
-def _timed(learn: Callable[[int], Any], steps: int, device: str) -> float:
-    learn(2048)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    learn(steps)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return steps / (time.perf_counter() - start)
 
 
 def _make_breakout(**kwargs: Any) -> Any:  # importable in SB3's subprocesses
@@ -53,7 +41,7 @@ def natrl_rate(algo: str, vec_env: str, device: str, steps: int) -> float:
     config = build_config(cls.config_cls, {**preset.hyperparameters, "vec_env": vec_env})
     agent = cls(ENV_ID, seed=0, device=device, config=config, env_kwargs=preset.env_kwargs, wrapper_class=AtariWrapper)
     try:
-        return _timed(lambda n: agent.learn(n, progress=False), steps, device)
+        return timed(lambda n: agent.learn(n, progress=False), steps, device, warmup=2048)
     finally:
         agent.close()
 
@@ -75,7 +63,7 @@ def sb3_rate(vec_env_cls: Any, device: str, steps: int) -> float:
                         env_kwargs=preset.env_kwargs, wrapper_class=AtariWrapper)  # fmt: skip
     try:
         model = PPO("CnnPolicy", venv, seed=0, device=device, verbose=0, **kwargs)
-        return _timed(lambda n: model.learn(n, reset_num_timesteps=False), steps, device)
+        return timed(lambda n: model.learn(n, reset_num_timesteps=False), steps, device, warmup=2048)
     finally:
         venv.close()
 

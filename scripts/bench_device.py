@@ -35,8 +35,9 @@ def _wrapper(preset: Preset) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _timed(learn: Callable[[int], Any], steps: int, device: str) -> float:
-    learn(max(steps // 4, 1))  # warm-up: env resets, allocator, kernels, first updates
+def timed(learn: Callable[[int], Any], steps: int, device: str, warmup: int | None = None) -> float:
+    """Steps/s of ``learn(steps)`` after ``learn(warmup)`` (default steps / 4), the device synchronised."""
+    learn(max(steps // 4, 1) if warmup is None else warmup)  # warm-up: env resets, allocator, kernels, first updates
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -51,7 +52,7 @@ def natrl_rate(preset: Preset, device: str, steps: int, seed: int) -> float:
     config = build_config(cls.config_cls, preset.hyperparameters)
     agent = cls(preset.env_id, seed=seed, device=device, config=config, env_kwargs=preset.env_kwargs,
                 wrapper_class=_wrapper(preset), policy=preset.policy, policy_kwargs=preset.policy_kwargs)  # fmt: skip
-    return _timed(lambda n: agent.learn(n, progress=False), steps, device)
+    return timed(lambda n: agent.learn(n, progress=False), steps, device)
 
 
 def sb3_rate(preset: Preset, device: str, steps: int, seed: int) -> float | None:
@@ -63,7 +64,7 @@ def sb3_rate(preset: Preset, device: str, steps: int, seed: int) -> float | None
     if spec is None:
         return None
     model, _ = build_model(spec, preset.env_id, seed, preset.env_kwargs, _wrapper(preset), device=device)
-    return _timed(lambda n: model.learn(n, reset_num_timesteps=False), steps, device)
+    return timed(lambda n: model.learn(n, reset_num_timesteps=False), steps, device)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ the budget. The final evaluation is reported in the failure message.
 from __future__ import annotations
 
 import pytest
+from periodic_eval import learn_with_evaluations
 
 from natrl.presets import load_preset
 from natrl.rl import AGENTS
@@ -31,14 +32,7 @@ def test_reaches_threshold_within_budget(algo: str, env_id: str, threshold: floa
     preset = load_preset(algo, env_id, cls.config_cls)
     assert preset.total_steps <= (200_000 if algo == "acktr" else 100_000)
     agent = cls(env_id, seed=0, **preset.hyperparameters)
-    every = preset.total_steps // 10
-    evaluations: list[tuple[int, float]] = []
-
-    def evaluate_periodically(a, stats) -> None:
-        if a.num_timesteps // every > len(evaluations):
-            evaluations.append((a.num_timesteps, a.evaluate(episodes=10, deterministic=True).mean))
-
-    agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
+    evaluations = learn_with_evaluations(agent, preset.total_steps)
     best = max(score for _, score in evaluations)
     assert best >= threshold, f"{algo} {env_id}: best evaluation {best:.1f} < {threshold}; all: {evaluations}"
 
@@ -57,16 +51,8 @@ def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> N
     preset = load_preset(algo, env_id, cls.config_cls)
     assert preset.policy == "MlpLstmPolicy" and preset.expected_return is not None
     results = {}
-    every = preset.total_steps // 10  # natrl bench's protocol
     for policy, kwargs in ((preset.policy, preset.policy_kwargs), ("MlpPolicy", {})):
         agent = cls(env_id, seed=0, policy=policy, policy_kwargs=kwargs, **preset.hyperparameters)
-        evaluations: list[float] = []
-
-        def evaluate_periodically(a, stats, evaluations=evaluations) -> None:
-            if a.num_timesteps // every > len(evaluations):
-                evaluations.append(a.evaluate(episodes=10, deterministic=True).mean)
-
-        agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
-        results[policy] = evaluations
+        results[policy] = [score for _, score in learn_with_evaluations(agent, preset.total_steps)]
     assert max(results["MlpLstmPolicy"]) >= preset.expected_return, results
     assert max(results["MlpPolicy"]) < (150.0 if env_id.startswith("CartPole") else 0.5), results

@@ -10,6 +10,8 @@ import torch
 
 pytest.importorskip("minatar")
 
+from periodic_eval import learn_with_evaluations
+
 from natrl import ACKTR, PPO, TRPO
 from natrl.presets import load_preset
 from natrl.rl.env import env_factory
@@ -74,13 +76,6 @@ def test_cnn_policy_learns_minatar_breakout(cls) -> None:
     assert preset.expected_return == 4.0 and preset.total_steps <= 300_000
     agent = cls("MinAtar/Breakout-v1", seed=0, wrapper_class=MinAtarImage, policy=preset.policy,
                 **preset.hyperparameters)  # fmt: skip
-    every = preset.total_steps // 10
-    evaluations: list[tuple[int, float]] = []
-
-    def evaluate_periodically(a, stats) -> None:
-        if a.num_timesteps // every > len(evaluations):
-            evaluations.append((a.num_timesteps, a.evaluate(episodes=10, deterministic=True).mean))
-
-    agent.learn(preset.total_steps, progress=False, callback=evaluate_periodically)
+    evaluations = learn_with_evaluations(agent, preset.total_steps)
     best = max(score for _, score in evaluations)
     assert best >= preset.expected_return, f"{cls.algo}: best evaluation {best:.1f}; all: {evaluations}"

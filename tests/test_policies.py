@@ -333,12 +333,15 @@ def test_shared_layernorm_silu_module_learns_cartpole(algo: str, overrides: dict
     assert max(evaluations) >= 475.0, f"{algo}: {evaluations}"
 
 
-def test_images_too_small_for_the_nature_cnn_are_one_line() -> None:
+def test_small_images_get_the_minatar_cnn_and_a_nature_cnn_too_small_is_one_line() -> None:
+    from natrl.rl.policies import MinAtarCNN, NatureCNN
+
     class Tiny(T.ImageObservations):
         observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
 
+    assert isinstance(PPO(Tiny).actor.features, MinAtarCNN)
     with pytest.raises(ValueError, match=r"NatureCNN needs images of at least 36×36 pixels, got .*\(8, 8, 3\)"):
-        PPO(Tiny)
+        PPO(Tiny, policy_kwargs={"features_extractor_class": NatureCNN})
 
 
 @pytest.mark.slow

@@ -135,6 +135,15 @@ class CombinedExtractor(nn.Module):
         return torch.cat(parts, dim=-1)
 
 
+def image_layout(shape: tuple[int, ...] | None, name: str = "a CNN") -> tuple[bool, int, int, int]:
+    """(channels_last, channels, height, width) of an image shape: channels last when the last axis is the
+    smallest (e.g. (84, 84, 4) or (210, 160, 3)), else first."""
+    assert shape is not None and len(shape) == 3, f"{name} needs (C, H, W) or (H, W, C) observations"
+    if shape[-1] < shape[0]:
+        return True, shape[-1], shape[0], shape[1]
+    return False, shape[0], shape[1], shape[2]
+
+
 class NatureCNN(nn.Module):
     """The convolutional torso of Mnih et al. (2015), "Human-level control through deep
     reinforcement learning" (32×8×8/4, 64×4×4/2, 64×3×3/1, then a ReLU Linear layer), on image
@@ -143,11 +152,7 @@ class NatureCNN(nn.Module):
     def __init__(self, observation_space: spaces.Box, features_dim: int = 512) -> None:
         super().__init__()
         shape = observation_space.shape
-        assert shape is not None and len(shape) == 3, "NatureCNN needs (C, H, W) or (H, W, C) observations"
-        # channels last when the last axis is the smallest (e.g. (84, 84, 4) or (210, 160, 3))
-        self.channels_last = shape[-1] < shape[0]
-        c = shape[-1] if self.channels_last else shape[0]
-        h, w = (shape[0], shape[1]) if self.channels_last else (shape[1], shape[2])
+        self.channels_last, c, h, w = image_layout(shape, "NatureCNN")
         if min(h, w) < 36:
             raise ValueError(
                 f"NatureCNN needs images of at least 36×36 pixels, got observations of shape {tuple(shape)}; "
@@ -184,11 +189,7 @@ class MinAtarCNN(nn.Module):
 
     def __init__(self, observation_space: spaces.Box, features_dim: int = 128, channels: int = 16) -> None:
         super().__init__()
-        shape = observation_space.shape
-        assert shape is not None and len(shape) == 3, "MinAtarCNN needs (C, H, W) or (H, W, C) observations"
-        self.channels_last = shape[-1] < shape[0]
-        c = shape[-1] if self.channels_last else shape[0]
-        h, w = (shape[0], shape[1]) if self.channels_last else (shape[1], shape[2])
+        self.channels_last, c, h, w = image_layout(observation_space.shape, "MinAtarCNN")
         self.cnn = nn.Sequential(nn.Conv2d(c, channels, 3, stride=1), nn.ReLU(), nn.Flatten())
         self.linear = nn.Sequential(nn.Linear(channels * (h - 2) * (w - 2), features_dim), nn.ReLU())
         self.features_dim = features_dim
@@ -199,9 +200,8 @@ class MinAtarCNN(nn.Module):
 
 def _image_extractor(observation_space: spaces.Box, features_dim: int | None = None) -> nn.Module:
     """NatureCNN for images of at least 36×36 pixels (Atari's 84×84), MinAtarCNN for smaller ones."""
-    shape = observation_space.shape
-    small_side = min(shape[:2]) if shape[-1] < shape[0] else min(shape[1:])
-    if small_side >= 36:
+    _, _, h, w = image_layout(observation_space.shape)
+    if min(h, w) >= 36:
         return NatureCNN(observation_space) if features_dim is None else NatureCNN(observation_space, features_dim)
     return MinAtarCNN(observation_space) if features_dim is None else MinAtarCNN(observation_space, features_dim)
 
