@@ -58,6 +58,16 @@ from natrl.rl.spaces import check_spaces
 __all__ = ["ActorCritic", "Batch", "CheckpointError", "EvalResult", "NonFiniteUpdateError", "OnPolicyAgent"]
 
 A = TypeVar("A", bound="OnPolicyAgent")
+_BACKEND_CHECKS = {"ale": check_ale_vector_env, "envpool": check_envpool_env}
+
+
+def _check_env_backend(config: OnPolicyConfig, env: Any, wrapper_class: Any) -> None:
+    """Refuse, with one line, an env the configured ``vec_env`` backend cannot build."""
+    check = _BACKEND_CHECKS.get(config.vec_env)
+    if check is not None:
+        check(env, wrapper_class, config.workers)
+
+
 CHECKPOINT_FORMAT = "natrl-agent"
 CHECKPOINT_VERSION = 1
 
@@ -208,10 +218,7 @@ class OnPolicyAgent:
                 self._env_arg = spec.id
             self.observation_space, self.action_space = venv.single_observation_space, venv.single_action_space
         else:
-            if config.vec_env == "ale":
-                check_ale_vector_env(env, wrapper_class, config.workers)
-            if config.vec_env == "envpool":
-                check_envpool_env(env, wrapper_class, config.workers)
+            _check_env_backend(config, env, wrapper_class)
             self.env_id = env_name(env)
             self._factory = env_factory(env, self.env_kwargs, wrapper_class, self.wrapper_kwargs)
             self._env_arg = rebuildable_env(env)
@@ -744,10 +751,7 @@ class OnPolicyAgent:
         if isinstance(env, VectorEnv):
             raise ValueError("set_env takes an env id, a gymnasium.Env or a factory (build the agent on a vector env)")
         factory = env_factory(env, self.env_kwargs, self.wrapper_class, self.wrapper_kwargs)
-        if self.config.vec_env == "ale":
-            check_ale_vector_env(env, self.wrapper_class, self.config.workers)
-        if self.config.vec_env == "envpool":
-            check_envpool_env(env, self.wrapper_class, self.config.workers)
+        _check_env_backend(self.config, env, self.wrapper_class)
         probe = factory()
         spaces_ = (probe.observation_space, probe.action_space)
         probe.close()
