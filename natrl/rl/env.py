@@ -56,6 +56,13 @@ def _unknown_env_message(env_id: str) -> str:
     )
 
 
+# namespaces whose ids a package registers: (module, how to register, what the id needs, natrl's extra)
+_NAMESPACES: dict[str, tuple[str, Callable[[Any], None], str, str]] = {
+    "ALE": ("ale_py", gym.register_envs, "an Atari game, which needs ale-py", "atari"),
+    "MinAtar": ("minatar.gym", lambda module: module.register_envs(), "a MinAtar game, which needs MinAtar", "minatar"),
+}
+
+
 def register_env_id(env_id: str) -> str:
     """Register what an id needs: ``module:Env-v0`` imports ``module`` (as ``gym.make`` does), ``ALE/…`` ids
     register ale-py's environments, ``MinAtar/…`` ids MinAtar's. Returns the id without the module part."""
@@ -65,22 +72,14 @@ def register_env_id(env_id: str) -> str:
             importlib.import_module(module)
         except ImportError as exc:
             raise ValueError(f"environment id {module}:{env_id}: cannot import {module!r} ({exc})") from None
-    if env_id not in gym.registry and env_id.startswith("ALE/"):
+    namespace = env_id.partition("/")[0] if "/" in env_id else None
+    if env_id not in gym.registry and namespace in _NAMESPACES:
+        module, register, what, extra = _NAMESPACES[namespace]
         try:
-            import ale_py
+            package = importlib.import_module(module)
         except ImportError:
-            raise ValueError(
-                f"environment id {env_id!r} is an Atari game, which needs ale-py: pip install 'natrl[atari]'"
-            ) from None
-        gym.register_envs(ale_py)
-    if env_id not in gym.registry and env_id.startswith("MinAtar/"):
-        try:
-            import minatar.gym as minatar_gym
-        except ImportError:
-            raise ValueError(
-                f"environment id {env_id!r} is a MinAtar game, which needs MinAtar: pip install 'natrl[minatar]'"
-            ) from None
-        minatar_gym.register_envs()
+            raise ValueError(f"environment id {env_id!r} is {what}: pip install 'natrl[{extra}]'") from None
+        register(package)
     return env_id
 
 
