@@ -27,6 +27,7 @@ from torch.autograd.function import once_differentiable
 from natrl.curvature import (
     Matvec,
     empirical_fisher_vp,
+    fisher_quadratic,
     fisher_vp,
     ggn_vp,
     hvp,
@@ -201,6 +202,25 @@ def test_fisher_vp_with_outputs_partly_independent_of_theta() -> None:
     got = dense(fisher_vp(net_only, theta[:n_net], x, DiagGaussian), n_net)
     ref = dense_fisher(model_fn, theta, x, "gauss_fixed_std")[:n_net, :n_net]
     assert rel_err(got, ref) < 1e-6
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_fisher_quadratic_equals_vt_of_dense_fisher_times_v(head: str) -> None:
+    model_fn, theta, x, dist = make_policy(head, True, seed=3)
+    ref_f = dense_fisher(model_fn, theta, x, head)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        v = torch.randn(theta.numel(), dtype=DT, generator=gen)
+        got = fisher_quadratic(model_fn, theta, x, dist, v)
+        assert got.dim() == 0 and got.dtype == DT
+        ref = v @ ref_f @ v
+        assert abs(float(got) - float(ref)) <= 1e-10 * abs(float(ref))
+
+
+def test_fisher_quadratic_refuses_a_vector_of_the_wrong_size() -> None:
+    model_fn, theta, x, dist = make_policy("categorical", True)
+    with pytest.raises(ValueError, match="fisher_quadratic: shape mismatch"):
+        fisher_quadratic(model_fn, theta, x, dist, torch.zeros(theta.numel() + 1, dtype=DT))
 
 
 class OnceTanh(torch.autograd.Function):

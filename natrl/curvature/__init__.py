@@ -2,6 +2,7 @@
 
 * :func:`fisher_vp` — exact Fisher F = (1/N) Σ Jᵀ M J of a model whose outputs parameterise a
   distribution (jvp → analytic output Fisher → vjp, linearisation shared across matvecs).
+* :func:`fisher_quadratic` — the number vᵀFv alone, from one forward-mode jvp (no backward pass).
 * :func:`kl_hvp` — Hessian of the mean KL(old ‖ new) by double backprop (reference / fallback).
 * :func:`hvp` — Hessian-vector products of a scalar loss (forward-over-reverse by default).
 * :func:`ggn_vp` — generalised Gauss-Newton for MSE / cross-entropy losses.
@@ -16,6 +17,7 @@ Spectrum of any of them (:mod:`natrl.curvature.spectrum`): :func:`lanczos`,
 from natrl.curvature.operators import (
     Matvec,
     empirical_fisher_vp,
+    fisher_quadratic,
     fisher_vp,
     ggn_vp,
     hvp,
@@ -42,6 +44,7 @@ __all__ = [
     "TraceEstimate",
     "condition_number",
     "empirical_fisher_vp",
+    "fisher_quadratic",
     "fisher_vp",
     "ggn_vp",
     "hutchinson_trace",

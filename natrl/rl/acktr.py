@@ -10,8 +10,9 @@ One update:
       ĝ = (G ⊗ A + λI)⁻¹ g for the MLP, ĝ = g / 2 for a state-independent log-std
       (its exact Fisher block: 2 per dimension, uncoupled from the mean's)
     → momentum u = μ u_prev + ĝ, then the KL clip ν = min(1, √(κ / (η² uᵀFu))) with the
-      exact Fisher (one Fisher-vector product), step −η ν u (Ba et al., 2017, §5; Wu et al.,
-      2017, §3.1 clip ĝ alone, which lets momentum carry the step past the trust region)
+      exact Fisher (uᵀFu from one jvp, :func:`natrl.curvature.fisher_quadratic`), step −η ν u
+      (Ba et al., 2017, §5; Wu et al., 2017, §3.1 clip ĝ alone, which lets momentum carry the
+      step past the trust region)
     → damping λ constant or Levenberg–Marquardt from actual vs predicted surrogate change
     → critic regression (Adam, or K-FAC with Gauss-Newton factors from sampled targets).
 
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from natrl.curvature import fisher_vp
+from natrl.curvature import fisher_quadratic
 from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.optim.kfac import KFAC
 from natrl.params import flatten, functional, write_back
@@ -144,10 +145,9 @@ class ACKTR(OnPolicyAgent):
         else:
             # momentum on the natural gradient, then the KL clip on the whole step:
             # ν = min(1, √(κ / (η² uᵀ F u))) with u the momentum direction and F the exact
-            # Fisher (one matvec), so the step's quadratic KL ½ η² ν² uᵀFu stays ≤ κ / 2
+            # Fisher (one jvp), so the step's quadratic KL ½ η² ν² uᵀFu stays ≤ κ / 2
             buf = nd.natural if self._momentum is None else cfg.momentum * self._momentum + nd.natural
-            fvp = fisher_vp(functional(self.actor), theta0, batch.obs, self.actor.dist_cls)  # type: ignore[arg-type]
-            quad = float(buf @ fvp(buf))
+            quad = float(fisher_quadratic(functional(self.actor), theta0, batch.obs, self.actor.dist_cls, buf))  # type: ignore[arg-type]
             lr = self.scheduled("learning_rate")
             nu = 1.0 if not quad > 0 else min(1.0, math.sqrt(cfg.kl_clip / (lr**2 * quad)))
             theta1 = theta0 - lr * nu * buf
