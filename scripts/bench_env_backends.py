@@ -1,10 +1,11 @@
 """TRPO's steps/s by env backend (``vec_env``: sync, async, envpool) with its preset, one torch thread.
 
-    python scripts/bench_env_backends.py Walker2d-v5 Ant-v5
+    python scripts/bench_env_backends.py Walker2d-v5
+    python scripts/bench_env_backends.py Ant-v5 --agents-dir agents/workers   # the large-batch preset
 
-Each row trains ``agents/trpo.toml``'s preset for one warm-up update and then at least 30k steps (whole
-updates), and prints steps/s by wall clock and by the process's CPU time (which leaves out the async env
-processes and counts EnvPool's threads). EnvPool needs ``pip install 'natrl[envpool]'``.
+Each row trains ``agents/trpo.toml``'s preset (or that of ``--agents-dir``) for one warm-up update and
+then at least 30k steps (whole updates), and prints steps/s by wall clock and by the process's CPU time
+(which leaves out the async env processes and counts EnvPool's threads). EnvPool needs ``pip install 'natrl[envpool]'``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("envs", nargs="+", help="Gymnasium environment ids")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated vec_env values")
+    parser.add_argument("--agents-dir", default=None, help="folder of the <algo>.toml presets (default: agents/)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cls = AGENTS["trpo"]
     print("| env | backend | envs × steps | steps/s (wall) | steps/s (process CPU) |\n|---|---|---|---|---|")
     for env in args.envs:
-        preset = load_preset("trpo", env, cls.config_cls)
+        preset = load_preset("trpo", env, cls.config_cls, directory=args.agents_dir)
         for backend in args.backends.split(","):
             config = build_config(cls.config_cls, {**preset.hyperparameters, "vec_env": backend})
             agent = cls(env, seed=0, config=config, env_kwargs=preset.env_kwargs)

@@ -355,3 +355,32 @@ def test_kfac_refuses_non_finite_hyperparameters(kwargs, match) -> None:
 
     with pytest.raises(ValueError, match=match):
         KFAC(torch.nn.Linear(2, 2), **kwargs)
+
+
+def _shipped_presets() -> list[tuple[str, str, str]]:
+    """(folder, algo, table) for every table of every agents/**/<algo>.toml."""
+    from pathlib import Path
+
+    from natrl.presets import read_spec
+    from natrl.rl import AGENTS
+
+    root = Path(__file__).resolve().parent.parent / "agents"
+    found = []
+    for path in sorted(root.rglob("*.toml")):
+        if path.stem in AGENTS:
+            for table in read_spec(path.stem, path.parent)[0]:
+                found.append((str(path.parent), path.stem, table))
+    return found
+
+
+@pytest.mark.parametrize(("folder", "algo", "table"), _shipped_presets())
+def test_every_shipped_preset_validates_and_builds_its_config(folder: str, algo: str, table: str) -> None:
+    """A typo in a preset (an unknown key, a value the config refuses) fails here, not in a user's run."""
+    from natrl.presets import load_preset
+    from natrl.rl import AGENTS
+    from natrl.rl.config import build_config
+
+    cls = AGENTS[algo]
+    preset = load_preset(algo, table, cls.config_cls, directory=folder)
+    assert preset.table == table
+    build_config(cls.config_cls, preset.hyperparameters)
