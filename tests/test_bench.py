@@ -275,6 +275,31 @@ def test_report_merges_sweeps_into_one_table(tmp_path: Path, capsys: pytest.Capt
     assert table in capsys.readouterr().out
 
 
+def test_report_lets_a_rerun_replace_the_earlier_run_of_the_same_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disturbed job re-run in a later sweep replaces its first run (same library, algo, env, seed,
+    budget, hyperparameters) in place; a run with other hyperparameters is a different experiment."""
+    from natrl.bench.report import write_results
+
+    first = [_row("natrl", 0, 1000.0, 10.0, 500.0), _row("sb3", 0, 500.0, 20.0, 480.0), _row("natrl", 1, 900.0, 9.0, 1)]
+    rerun = [_row("natrl", 0, 1500.0, 8.0, 490.0), {**_row("natrl", 1, 700.0, 9.0, 2), "hyperparameters": {"a": 1}}]
+    for name, rows in (("a", first), ("b", rerun)):
+        (tmp_path / name).mkdir()
+        write_results(tmp_path / name, rows, {"command": f"natrl bench {name}", "eval_episodes": 10, "complete": True})
+    out = tmp_path / "merged"
+    assert main(["--report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    got = [(r["index"], r["library"], r["seed"], r["steps_per_second"]) for r in data["runs"]]
+    assert got == [(0, "natrl", 0, 1500.0), (1, "sb3", 0, 500.0), (2, "natrl", 1, 900.0), (3, "natrl", 1, 700.0)]
+    assert data["metadata"]["replaced"] == [
+        "natrl trpo CartPole-v1 seed 0: the later run (1,500 steps/s) replaces the earlier (1,000 steps/s)"
+    ]
+    table = (out / "table.md").read_text()
+    assert "Replaced: natrl trpo CartPole-v1 seed 0" in table
+    assert "replaces the earlier" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- real sweeps
 def _check_results(out: Path, expected: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     data = json.loads((out / "results.json").read_text())

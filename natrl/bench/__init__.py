@@ -376,6 +376,38 @@ def _write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
     print("results: " + ", ".join(str(f) for f in files))
 
 
+def _latest_runs(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Keep one run per experiment: a later run of the same library, algorithm, env, seed, budget and
+    hyperparameters (a re-run of a disturbed job, say) replaces the earlier one, in the earlier one's place.
+
+    Returns:
+        the runs kept, and one line per replaced run.
+    """
+
+    def key(r: dict[str, Any]) -> str:
+        fields = ("library", "algo", "env", "seed", "budget", "hyperparameters", "peer", "policy")
+        return json.dumps([r.get(f) for f in fields], sort_keys=True, default=str)
+
+    latest: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        latest[key(r)] = i
+    kept, replaced, placed = [], [], set()
+    for i, r in enumerate(rows):
+        k = key(r)
+        if k in placed:
+            continue
+        placed.add(k)
+        j = latest[k]
+        if j != i:
+            replaced.append(
+                f"{r.get('library')} {r.get('algo')} {r.get('env')} seed {r.get('seed')}: the later run "
+                f"({rows[j].get('steps_per_second') or 0:,.0f} steps/s) replaces the earlier "
+                f"({r.get('steps_per_second') or 0:,.0f} steps/s)"
+            )
+        kept.append(rows[j])
+    return kept, replaced
+
+
 def _merge_reports(args: argparse.Namespace) -> int:
     """``--report``: merge results files into one results.json/csv, table and set of curves."""
     from natrl.bench import report
@@ -386,9 +418,12 @@ def _merge_reports(args: argparse.Namespace) -> int:
             meta, runs = report.read_results(source)
         except (OSError, ValueError, KeyError) as exc:
             raise BenchError(f"cannot read results from {source}: {exc}") from None
-        offset = len(rows)
-        rows += [{**r, "index": offset + i} for i, r in enumerate(sorted(runs, key=lambda r: r.get("index", 0)))]
+        rows += sorted(runs, key=lambda r: r.get("index", 0))
         metas.append(meta)
+    rows, replaced = _latest_runs(rows)
+    rows = [{**r, "index": i} for i, r in enumerate(rows)]
+    for line in replaced:
+        print(f"natrl bench: {line}")
     out = _out_dir(args)
     merged = dict(metas[0])
     merged["commands"] = [m.get("command", "") for m in metas]
@@ -399,6 +434,8 @@ def _merge_reports(args: argparse.Namespace) -> int:
         k: v for k, v in metas[0].get("versions", {}).items() if v
     }
     merged["complete"] = all(m.get("complete", False) for m in metas)
+    if replaced:
+        merged["replaced"] = replaced
     for key in ("eval_every_text", "eval_episodes", "execution"):
         values = list(dict.fromkeys(str(m.get(key)) for m in metas))
         merged[key] = values[0] if len(values) == 1 else " / ".join(values)

@@ -212,6 +212,7 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         "# natrl benchmark",
         "",
         *[f"Command: `{c}`  " for c in metadata.get("commands", [metadata.get("command", "")])],
+        *[f"Replaced: {line}  " for line in metadata.get("replaced", [])],
         "",
         f"Machine: {metadata.get('cpu_count')} CPUs ({metadata.get('platform', '')}), "
         f"{metadata.get('date', '')}; natrl {v.get('natrl')}, torch {v.get('torch')}, "
