@@ -102,6 +102,31 @@ def test_rewards_are_scaled_in_the_learner_as_one_process_would() -> None:
     assert not np.allclose(scaled.rewards.numpy(), raw.rewards.numpy())  # Pendulum's rewards are scaled down
 
 
+@pytest.mark.usefixtures("local_ray")
+@pytest.mark.parametrize("backend", ["envpool", "ale"])
+def test_a_worker_builds_the_agents_env_backend(backend: str) -> None:
+    """With vec_env="envpool" or "ale", a one-worker rollout equals the in-process rollout of the same seed
+    bit for bit, and differs from gymnasium's envs (whose initial states or Atari starts differ): the worker
+    steps the backend's C++ envs, not a gymnasium stand-in."""
+    if backend == "envpool":
+        pytest.importorskip("envpool")
+        cls, env, kw = TRPO, "Hopper-v5", {}
+    else:
+        pytest.importorskip("ale_py")
+        from natrl.rl.atari import AtariWrapper
+
+        cls, env = PPO, "ALE/Breakout-v5"
+        kw = {"env_kwargs": {"frameskip": 1}, "wrapper_class": AtariWrapper, "policy": "CnnPolicy"}
+    rollouts = {}
+    for name, vec_env, workers in (("in-process", backend, 0), ("worker", backend, 1), ("gymnasium", "sync", 0)):
+        agent = cls(env, seed=3, n_envs=2, n_steps=16, workers=workers, vec_env=vec_env, **kw)
+        rollouts[name] = agent.collector.collect(agent.actor, agent.critic, 16, agent.sampler)
+        agent.close()
+    for field in ("obs", "actions", "rewards", "log_probs", "episode_end"):
+        assert torch.equal(getattr(rollouts["worker"], field), getattr(rollouts["in-process"], field)), field
+    assert not torch.equal(rollouts["worker"].obs, rollouts["gymnasium"].obs)
+
+
 def test_bad_combinations_are_refused_at_construction() -> None:
     with pytest.raises(ValueError, match=r"obs_norm_update.*use 'rollout'"):
         TRPO("Pendulum-v1", workers=2, normalize_obs=True, obs_norm_update="step")

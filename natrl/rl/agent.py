@@ -41,12 +41,12 @@ from natrl.rl.arguments import (
     resolve_device,
     resolve_env_and_policy,
 )
-from natrl.rl.atari import check_ale_vector_env, make_ale_vector_env
+from natrl.rl.atari import check_ale_vector_env
 from natrl.rl.batch import Batch, Sequences
 from natrl.rl.config import OnPolicyConfig, build_config, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
-from natrl.rl.env import EnvLike, env_factory, env_name, make_vector_env
-from natrl.rl.envpool_env import EnvPoolSameStep, check_envpool_env
+from natrl.rl.env import EnvLike, VectorEnvBuilder, env_factory, env_name
+from natrl.rl.envpool_env import check_envpool_env
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import build_policy
@@ -65,7 +65,7 @@ def _check_env_backend(config: OnPolicyConfig, env: Any, wrapper_class: Any) -> 
     """Refuse, with one line, an env the configured ``vec_env`` backend cannot build."""
     check = _BACKEND_CHECKS.get(config.vec_env)
     if check is not None:
-        check(env, wrapper_class, config.workers)
+        check(env, wrapper_class)
 
 
 CHECKPOINT_FORMAT = "natrl-agent"
@@ -290,12 +290,11 @@ class OnPolicyAgent:
 
             assert self._factory is not None
             self._collector = DistributedCollector(  # type: ignore[assignment]
-                self._factory,
+                self._venv_builder(),
                 self.actor,
                 self.critic,
                 workers=self.config.workers,
                 n_envs=self.config.n_envs,
-                vec_env=self.config.vec_env,
                 seed=self.seed + self.num_timesteps,
                 device=self.device,
                 obs_normalizer=self.obs_normalizer,
@@ -310,7 +309,7 @@ class OnPolicyAgent:
                 venv = self._given_venv
             else:
                 assert self._factory is not None
-                venv = self._make_training_venv()
+                venv = self._venv_builder()(self.config.n_envs)
             self._collector = RolloutCollector(
                 # a resumed agent starts fresh episodes with seeds it has not used before
                 venv,
@@ -325,29 +324,17 @@ class OnPolicyAgent:
             self._collector.episodes = self._episodes_before  # continued across save/load
         return self._collector
 
-    def _make_training_venv(self) -> VectorEnv:
-        """The training vector env of ``config.vec_env`` over the agent's env."""
-        if self.config.vec_env == "ale":
-            venv = make_ale_vector_env(self.env_id, self.config.n_envs, self.env_kwargs, self.wrapper_kwargs)
-            if venv.single_observation_space != self.observation_space:
-                venv.close()
-                raise ValueError(
-                    f"vec_env='ale': ALE's vector env observes {venv.single_observation_space}, the agent's env "
-                    f"{self.observation_space}; use vec_env='sync'"
-                )
-            return venv
-        if self.config.vec_env == "envpool":
-            pool = EnvPoolSameStep(self.env_id, self.config.n_envs, self.env_kwargs)
-            shapes = (pool.single_observation_space.shape, pool.single_action_space.shape)
-            if shapes != (self.observation_space.shape, self.action_space.shape):
-                pool.close()
-                raise ValueError(
-                    f"vec_env='envpool': EnvPool's {self.env_id} has observation and action shapes {shapes}, "
-                    f"gymnasium's {(self.observation_space.shape, self.action_space.shape)}; use vec_env='sync'"
-                )
-            return pool
-        assert self._factory is not None
-        return make_vector_env(self._factory, self.config.n_envs, mode=self.config.vec_env)
+    def _venv_builder(self) -> VectorEnvBuilder:
+        """How the learner, or each rollout worker, builds its training vector env (``config.vec_env``)."""
+        return VectorEnvBuilder(
+            self.config.vec_env,
+            self._factory,
+            self.env_id,
+            dict(self.env_kwargs),
+            dict(self.wrapper_kwargs),
+            self.observation_space,
+            self.action_space,
+        )
 
     def _make_batch(self, on_step: StepHook | None = None) -> tuple[Batch, dict[str, float]] | None:
         cfg = self.config

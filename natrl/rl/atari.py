@@ -90,12 +90,12 @@ class AtariWrapper(gym.Wrapper):
         super().__init__(FrameStackObservation(inner, frame_stack))
 
 
-def check_ale_vector_env(env: Any, wrapper_class: Any, workers: int) -> None:
+def check_ale_vector_env(env: Any, wrapper_class: Any) -> None:
     """Refuse, with one line, an agent whose ``vec_env="ale"`` cannot be honoured.
 
     Raises:
-        ValueError: not an ``ALE/...`` id, a wrapper other than :class:`AtariWrapper`, rollout workers,
-            or an ale-py without its vector env.
+        ValueError: not an ``ALE/...`` id, a wrapper other than :class:`AtariWrapper`, or an ale-py without
+            its vector env.
     """
     if not (isinstance(env, str) and env.startswith("ALE/")):
         raise ValueError(f"vec_env='ale' takes an ALE/ environment id (e.g. 'ALE/Breakout-v5'), got {env!r}")
@@ -104,8 +104,6 @@ def check_ale_vector_env(env: Any, wrapper_class: Any, workers: int) -> None:
             "vec_env='ale' preprocesses frames as natrl.rl.atari.AtariWrapper does; pass "
             "wrapper_class=AtariWrapper (the evaluation env uses it)"
         )
-    if workers > 0:
-        raise ValueError("vec_env='ale' runs in the learner's process; use vec_env='sync' or 'async' with workers")
     try:
         from ale_py.vector_env import AtariVectorEnv  # noqa: F401
     except ImportError:

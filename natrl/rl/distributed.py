@@ -22,6 +22,8 @@ batches this makes cheap: Schulman et al., 2015, used 50,000 steps per update on
   update goes ahead with a whole batch. Each replacement is counted in :attr:`DistributedCollector.restarts`
   and logged as ``workers/restarts``.
 * Recurrent policies work unchanged: each worker carries its envs' recurrent states between rollouts.
+* Every env backend works in the workers: each builds its vector env with the agent's
+  :class:`~natrl.rl.env.VectorEnvBuilder` (gymnasium's sync or async envs, ALE's or EnvPool's C++ envs).
 
 Per-step callbacks (``on_step``) are not called with workers: the steps happen in other processes.
 """
@@ -36,13 +38,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from torch import Tensor
 
 from natrl.rl.accel import fast_paths
-from natrl.rl.env import make_vector_env
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
 from natrl.rl.rollout import Rollout, RolloutCollector, torch_sampler
@@ -76,11 +77,11 @@ class RolloutWorker:
     """The body of one rollout worker (run as a Ray actor by :class:`DistributedCollector`).
 
     Args:
-        make_env: builds one env (the agent's env factory).
+        make_venv: builds this worker's vector env from its number of envs (the agent's
+            :class:`~natrl.rl.env.VectorEnvBuilder`: gymnasium's sync or async envs, ALE's or EnvPool's).
         actor: a copy of the agent's actor (moved to the CPU, float32).
         critic: a copy of the agent's critic.
         n_envs: envs in this worker's vector env.
-        vec_env: "sync" or "async".
         seed: seeds the envs (``seed + i``) and the samplers.
         normalize_obs: observations are normalised with the learner's statistics.
         fast: use natrl's CPU fast paths where they apply.
@@ -88,12 +89,11 @@ class RolloutWorker:
 
     def __init__(
         self,
-        make_env: Callable[[], gym.Env],
+        make_venv: Callable[[int], VectorEnv],
         actor: Actor,
         critic: Critic,
         *,
         n_envs: int,
-        vec_env: str,
         seed: int,
         normalize_obs: bool,
         fast: bool,
@@ -103,7 +103,7 @@ class RolloutWorker:
         codec = actor.obs_codec
         self.obs_normalizer = ObsNormalizer(codec.shape) if normalize_obs else None
         self.collector = RolloutCollector(
-            make_vector_env(make_env, n_envs, mode=vec_env),
+            make_venv(n_envs),
             device=torch.device("cpu"),
             seed=seed,
             obs_codec=codec,
@@ -154,12 +154,12 @@ class DistributedCollector:
     steps taken by K Ray actors (module docstring).
 
     Args:
-        make_env: the agent's env factory (sent to every worker).
+        make_venv: builds a worker's vector env from its number of envs (the agent's
+            :class:`~natrl.rl.env.VectorEnvBuilder`, sent to every worker).
         actor: the agent's actor (copied to the workers; its weights are sent every rollout).
         critic: the agent's critic (likewise).
         workers: K.
         n_envs: envs per worker.
-        vec_env: each worker's vector env mode.
         seed: the agent's seed.
         device: where the concatenated rollout goes.
         obs_normalizer: the agent's observation normaliser (its statistics are sent out and merged back).
@@ -171,13 +171,12 @@ class DistributedCollector:
 
     def __init__(
         self,
-        make_env: Callable[[], gym.Env],
+        make_venv: Callable[[int], VectorEnv],
         actor: Actor,
         critic: Critic,
         *,
         workers: int,
         n_envs: int,
-        vec_env: str,
         seed: int,
         device: torch.device,
         obs_normalizer: ObsNormalizer | None,
@@ -186,7 +185,7 @@ class DistributedCollector:
         fast: bool = True,
     ) -> None:
         self.ray = ensure_ray(address, workers)
-        self._make_env, self._n_envs, self._vec_env, self._fast = make_env, n_envs, vec_env, fast
+        self._make_venv, self._n_envs, self._fast = make_venv, n_envs, fast
         # one deep copy of both keeps what they share (a features extractor, a recurrent core) shared
         self._actor_copy, self._critic_copy = copy.deepcopy((actor, critic))
         self._actor_copy.cpu().float()
@@ -210,11 +209,10 @@ class DistributedCollector:
         seed = self.seed + SEED_STRIDE * k + 7_919 * self.restarts[k]
         actor_cls = self.ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
         return actor_cls.remote(
-            self._make_env,
+            self._make_venv,
             self._actor_copy,
             self._critic_copy,
             n_envs=self._n_envs,
-            vec_env=self._vec_env,
             seed=seed,
             normalize_obs=self.obs_normalizer is not None,
             fast=self._fast,

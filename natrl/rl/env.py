@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -25,6 +26,7 @@ __all__ = [
     "EnvLike",
     "NonFiniteError",
     "UnsupportedSpaceError",
+    "VectorEnvBuilder",
     "check_spaces",
     "env_factory",
     "env_name",
@@ -165,6 +167,67 @@ def make_vector_env(factory: Callable[[], gym.Env], n_envs: int, *, mode: str = 
     )
     check_spaces(venv.single_observation_space, venv.single_action_space)
     return venv
+
+
+@dataclass(frozen=True)
+class VectorEnvBuilder:
+    """How one process (the learner, or each rollout worker) builds its training vector env: ``builder(n_envs)``.
+
+    A picklable recipe, so that Ray workers build the same backend as the learner would:
+
+    * ``"sync"`` / ``"async"``: gymnasium's vector envs over ``factory`` (:func:`make_vector_env`);
+    * ``"ale"``: ALE's C++ vector env with :class:`~natrl.rl.atari.AtariWrapper`'s preprocessing
+      (:func:`natrl.rl.atari.make_ale_vector_env`);
+    * ``"envpool"``: EnvPool's envs (:class:`natrl.rl.envpool_env.EnvPoolSameStep`).
+
+    The ``"ale"`` and ``"envpool"`` envs are built from ``env_id``, not from ``factory``; the observation and
+    action spaces they produce are checked against ``observation_space`` and ``action_space`` (those of the
+    agent's env), so a backend that would feed the policy other inputs is refused with one line.
+    """
+
+    backend: str
+    factory: Callable[[], gym.Env] | None
+    env_id: str | None = None
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    wrapper_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    observation_space: gym.Space | None = None
+    action_space: gym.Space | None = None
+
+    def __call__(self, n_envs: int) -> VectorEnv:
+        if self.backend in ("sync", "async"):
+            if self.factory is None:
+                raise ValueError(f"vec_env={self.backend!r} needs an env factory")
+            return make_vector_env(self.factory, n_envs, mode=self.backend)
+        if self.backend == "ale":
+            from natrl.rl.atari import make_ale_vector_env
+
+            assert self.env_id is not None
+            venv: VectorEnv = make_ale_vector_env(self.env_id, n_envs, self.env_kwargs, self.wrapper_kwargs)
+            if self.observation_space is not None and venv.single_observation_space != self.observation_space:
+                venv.close()
+                raise ValueError(
+                    f"vec_env='ale': ALE's vector env observes {venv.single_observation_space}, the agent's env "
+                    f"{self.observation_space}; use vec_env='sync'"
+                )
+            return venv
+        if self.backend == "envpool":
+            from natrl.rl.envpool_env import EnvPoolSameStep
+
+            assert self.env_id is not None
+            pool = EnvPoolSameStep(self.env_id, n_envs, self.env_kwargs)
+            shapes = (pool.single_observation_space.shape, pool.single_action_space.shape)
+            expected = (
+                None if self.observation_space is None else self.observation_space.shape,
+                None if self.action_space is None else self.action_space.shape,
+            )
+            if self.observation_space is not None and shapes != expected:
+                pool.close()
+                raise ValueError(
+                    f"vec_env='envpool': EnvPool's {self.env_id} has observation and action shapes {shapes}, "
+                    f"gymnasium's {expected}; use vec_env='sync'"
+                )
+            return pool
+        raise ValueError(f"vec_env must be 'sync', 'async', 'ale' or 'envpool', got {self.backend!r}")
 
 
 def check_finite(obs: np.ndarray, rewards: np.ndarray, step: int) -> None:

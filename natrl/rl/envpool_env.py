@@ -36,11 +36,11 @@ def envpool_ids() -> list[str]:
     return list(envpool.list_all_envs())
 
 
-def check_envpool_env(env: Any, wrapper_class: Any, workers: int) -> None:
+def check_envpool_env(env: Any, wrapper_class: Any) -> None:
     """Refuse, with one line, an agent whose ``vec_env="envpool"`` cannot be honoured.
 
     Raises:
-        ValueError: EnvPool missing, an id it does not implement, a wrapper, or rollout workers.
+        ValueError: EnvPool missing, an id it does not implement, or a wrapper.
     """
     ids = envpool_ids()
     if not ids:
@@ -49,8 +49,6 @@ def check_envpool_env(env: Any, wrapper_class: Any, workers: int) -> None:
         raise ValueError(f"vec_env='envpool' takes an id EnvPool implements (e.g. 'Walker2d-v5'), got {env!r}")
     if wrapper_class is not None:
         raise ValueError("vec_env='envpool' builds EnvPool's own envs, which take no gymnasium wrapper")
-    if workers > 0:
-        raise ValueError("vec_env='envpool' runs in the learner's process; use vec_env='sync' or 'async' with workers")
 
 
 class EnvPoolSameStep(VectorEnv):
