@@ -120,11 +120,39 @@ def test_ale_vector_env_reproduces_atari_wrapper_frames_and_rewards() -> None:
         venv.close()
 
 
+def test_ale_vector_env_serves_the_ball_after_a_lost_life() -> None:
+    """A policy that never presses FIRE: in ALE's bare vector env Breakout stalls after the first lost life
+    (lives stay at 4, no game ends); with FireAfterLostLife every life is served and the games end."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    from natrl.rl.atari import FireAfterLostLife, make_ale_vector_env
+
+    kw = {"frameskip": 1, "repeat_action_probability": 0.0}
+    venv = make_ale_vector_env("ALE/Breakout-v5", 2, kw, {"noop_max": 0}, num_threads=1)
+    assert isinstance(venv, FireAfterLostLife) and isinstance(venv.env, AtariVectorEnv)
+    pacman = make_ale_vector_env("ALE/MsPacman-v5", 1, kw, num_threads=1)  # no FIRE: left bare
+    assert isinstance(pacman, AtariVectorEnv)
+    pacman.close()
+    noop = np.zeros(2, np.int64)
+    for env in (venv.env, venv):
+        env.reset(seed=0)
+        games, lives = 0, []
+        for _ in range(1500):
+            _, _, terminated, truncated, info = env.step(noop)
+            games += int((terminated | truncated).sum())
+            lives.append(info["lives"].copy())
+        if env is venv:
+            assert games >= 2  # both games played out, life after life
+        else:
+            assert games == 0 and (np.array(lives[-500:]) == 4).all()  # stuck after the first lost life
+    venv.close()
+
+
 def test_smoke_ppo_trains_on_ales_vector_env_and_bad_requests_are_one_line() -> None:
     agent = PPO("ALE/Breakout-v5", env_kwargs={"frameskip": 1}, wrapper_class=AtariWrapper, vec_env="ale",
                 n_envs=2, n_steps=16, batch_size=32, n_epochs=1, hidden_sizes=[], seed=0)  # fmt: skip
     agent.learn(32, progress=False)
-    assert agent.num_timesteps == 32 and type(agent.collector.venv).__name__ == "AtariVectorEnv"
+    assert agent.num_timesteps == 32 and type(agent.collector.venv.unwrapped).__name__ == "AtariVectorEnv"
     agent.close()
     with pytest.raises(ValueError, match="takes an ALE/ environment id"):
         PPO("CartPole-v1", vec_env="ale")

@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, ClipReward, FrameStackObservation
 
-__all__ = ["AtariWrapper", "FireReset", "check_ale_vector_env", "make_ale_vector_env"]
+__all__ = ["AtariWrapper", "FireAfterLostLife", "FireReset", "check_ale_vector_env", "make_ale_vector_env"]
 
 
 class FireReset(gym.Wrapper):
@@ -90,6 +91,41 @@ class AtariWrapper(gym.Wrapper):
         super().__init__(FrameStackObservation(inner, frame_stack))
 
 
+class FireAfterLostLife(gym.vector.VectorWrapper):
+    """Serve the ball after a lost life in ALE's vector env, as :class:`FireReset` does in one env.
+
+    ALE's vector env presses FIRE only when a game is reset; in a game that waits for FIRE after a lost
+    life (Breakout), a policy that seldom chooses FIRE then stalls, steps without reward, until it does.
+    Here the next action of an env whose game lost a life and goes on is replaced by FIRE. The rollout
+    records the policy's action for that step, whose choice had no effect (as the steps that FireReset
+    takes inside one agent step).
+
+    Args:
+        env: an ``ale_py.vector_env.AtariVectorEnv`` of a game whose action 1 is FIRE (``info["lives"]``).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
+        self._lives = np.zeros(self.num_envs, np.int64)
+        self._serve = np.zeros(self.num_envs, bool)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._lives = np.asarray(info["lives"], np.int64).copy()
+        self._serve[:] = False
+        return obs, info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        actions = np.array(actions, copy=True)
+        actions[self._serve] = 1
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        lives = np.asarray(info["lives"], np.int64)
+        # an env that ended was reset within this step (and served by ALE's fire-reset): its lives are the new game's
+        self._serve = (lives < self._lives) & ~(np.asarray(terminated) | np.asarray(truncated))
+        self._lives = lives.copy()
+        return obs, reward, terminated, truncated, info
+
+
 def check_ale_vector_env(env: Any, wrapper_class: Any) -> None:
     """Refuse, with one line, an agent whose ``vec_env="ale"`` cannot be honoured.
 
@@ -128,9 +164,9 @@ def make_ale_vector_env(
 
     Checked against :class:`AtariWrapper` (tests/test_atari.py): on a game without FIRE, with the same
     actions, frames and rewards are identical bit for bit. Where they differ: games with FIRE start after
-    one FIRE frame here, after FIRE and one more agent step in :class:`FireReset`, which also serves the
-    ball after a lost life (ALE's vector env does not; a policy learns to); the first observation's stack
-    is padded differently.
+    one FIRE frame here, after FIRE and one more agent step in :class:`FireReset`; after a lost life
+    :class:`FireReset` serves within the step that lost it, :class:`FireAfterLostLife` (wrapped around
+    the vector env of such games) at the next step; the first observation's stack is padded differently.
 
     Args:
         env_id: an ``ALE/...`` id.
@@ -147,7 +183,7 @@ def make_ale_vector_env(
     spec = gym.spec(register_env_id(env_id))
     make = {**(spec.kwargs or {}), **dict(env_kwargs or {})}
     wrap = dict(wrapper_kwargs or {})
-    return AtariVectorEnv(
+    venv = AtariVectorEnv(
         make["game"],
         n_envs,
         num_threads=num_threads,
@@ -166,3 +202,7 @@ def make_ale_vector_env(
         episodic_life=False,
         use_fire_reset=True,
     )
+    actions = venv.ale.get_action_set()
+    if len(actions) >= 3 and actions[1].name == "FIRE":  # the condition of FireReset
+        return FireAfterLostLife(venv)
+    return venv
