@@ -51,6 +51,8 @@ def main() -> None:
     torch.set_num_threads(2)
     agent = PPO(AtariShaped, policy="CnnPolicy", n_envs=args.envs, n_steps=args.steps, torch_threads=None)
     _ = agent.collector  # the vector env exists before the measurement, as in training
+    with torch.no_grad():  # load the convolution kernels (code and caches, not rollout memory) first
+        agent.actor.features_of(torch.zeros((18, *agent.actor.obs_codec.shape), dtype=torch.uint8))
     before = peak_mb()
     batch, _ = agent._make_batch()
     after = peak_mb()

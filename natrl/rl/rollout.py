@@ -315,23 +315,43 @@ class RolloutCollector:
         # critic (a CNN) runs once per observation.
         rows = max(1, _CHUNK_ELEMENTS // max(1, self.codec.size))
         flat_act = actions.reshape(T * E, *act_shape)
-        inputs = torch.cat([flat_obs, extra])
+        n_roll, total = T * E, T * E + extra.shape[0]
+
+        def rows_of(i: int, j: int) -> Tensor:
+            """Rows i..j of [rollout; extra], copying only a chunk that straddles the two (the rollout of
+            images is not copied whole)."""
+            if j <= n_roll:
+                return flat_obs[i:j]
+            if i >= n_roll:
+                return extra[i - n_roll : j - n_roll]
+            return torch.cat([flat_obs[i:], extra[: j - n_roll]])
+
         shared = shares_trained_features(actor, critic)
-        lp_parts, v_parts = [], []
-        for i in range(0, inputs.shape[0], rows):
-            chunk = inputs[i : i + rows]
+        # the outputs are written into tensors allocated once: small allocations kept between the chunks'
+        # large temporaries would fragment the heap (measured: +19 MiB on an 8 × 128 Atari rollout)
+        log_probs: Tensor | None = None
+        all_values: Tensor | None = None
+        for i in range(0, total, rows):
+            j = min(i + rows, total)
+            chunk = rows_of(i, j)
             n_pol = min(rows, T * E - i)  # the rows of this chunk that are rollout steps
             if shared:
                 features = actor.features_of(chunk)
-                v_parts.append(critic.value_from_features(features))
+                v = critic.value_from_features(features)
                 pi = actor.distribution_from_features(features[:n_pol]) if n_pol > 0 else None
             else:
-                v_parts.append(critic(chunk))
+                v = critic(chunk)
                 pi = actor.distribution(chunk[:n_pol]) if n_pol > 0 else None
+            if all_values is None:
+                all_values = torch.empty((total, *v.shape[1:]), dtype=v.dtype, device=v.device)
+            all_values[i:j] = v
             if pi is not None:
-                lp_parts.append(pi.log_prob(flat_act[i : i + n_pol]))
-        log_probs = torch.cat(lp_parts).reshape(T, E)
-        all_values = torch.cat(v_parts)
+                lp = pi.log_prob(flat_act[i : i + n_pol])
+                if log_probs is None:
+                    log_probs = torch.empty((T * E, *lp.shape[1:]), dtype=lp.dtype, device=lp.device)
+                log_probs[i : i + n_pol] = lp
+        assert log_probs is not None and all_values is not None
+        log_probs = log_probs.reshape(T, E)
         values = all_values[: T * E].reshape(T, E)
         next_val = torch.empty_like(values)
         next_val[:-1] = values[1:]
