@@ -437,7 +437,10 @@ def fisher_quadratic(
     ½ vᵀ F v of a step v (ACKTR's KL clip).
 
     Args:
-        model_fn, params, inputs, dist: as for :func:`fisher_vp`.
+        model_fn: ``model_fn(θ, inputs)`` -> the distribution's output parameters, as for :func:`fisher_vp`.
+        params: θ, shape (P,).
+        inputs: the batch (N, ...), a tensor or a tuple/list of tensors.
+        dist: a class of :mod:`natrl.rl.distributions`, or any object with ``fisher_vp_outputs``.
         v: the vector, shape (P,), the dtype and device of ``params``.
 
     Returns:

@@ -175,7 +175,7 @@ class VectorEnvBuilder:
 
     A picklable recipe, so that Ray workers build the same backend as the learner would:
 
-    * ``"sync"`` / ``"async"``: gymnasium's vector envs over ``factory`` (:func:`make_vector_env`);
+    * ``"sync"`` / ``"async"``: gymnasium's vector envs over ``factory`` (``make_vector_env``);
     * ``"ale"``: ALE's C++ vector env with :class:`~natrl.rl.atari.AtariWrapper`'s preprocessing
       (:func:`natrl.rl.atari.make_ale_vector_env`);
     * ``"envpool"``: EnvPool's envs (:class:`natrl.rl.envpool_env.EnvPoolSameStep`).
