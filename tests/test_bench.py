@@ -76,6 +76,70 @@ def test_trpo_preset_translates_to_sb3_contrib_kwargs() -> None:
     json.dumps(peer.peer)  # auditable: the spec goes into results.json as it is
 
 
+def _sb3_and_natrl_trpo_steps(cfg: TRPOConfig, spec: PeerSpec, env_id: str) -> tuple[Any, Any]:
+    """One policy step of sb3-contrib's TRPO and of natrl's, from the same weights on the same rollout."""
+    import torch
+
+    from natrl.rl import TRPO
+    from natrl.rl.batch import Batch
+    from natrl.rl.natural import PolicyObjective
+
+    model, _ = build_model(spec, env_id, seed=0)
+    _, callback = model._setup_learn(10_000, None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=cfg.n_steps)
+    data = next(model.rollout_buffer.get(batch_size=None))
+    agent = TRPO(env_id, seed=0, config=cfg)
+    sb3 = model.policy
+    pairs = [
+        (agent.actor.net[0], sb3.mlp_extractor.policy_net[0]),
+        (agent.actor.net[2], sb3.mlp_extractor.policy_net[2]),
+        (agent.actor.net[4], sb3.action_net),
+    ]
+    with torch.no_grad():
+        for ours, theirs in pairs:
+            ours.weight.copy_(theirs.weight)
+            ours.bias.copy_(theirs.bias)
+        agent.actor.log_std.copy_(sb3.log_std)
+    adv = data.advantages
+    batch = Batch(
+        obs=data.observations.float(),  # the buffer keeps the env's float64
+        actions=data.actions.float(),
+        log_probs=data.old_log_prob.float(),
+        values=data.old_values,
+        advantages=(adv - adv.mean()) / (adv.std() + 1e-8),  # sb3-contrib normalises as natrl does
+        returns=data.returns,
+    )
+    stats = agent._policy_step(PolicyObjective(agent.actor, batch))
+    assert stats["line_search_failed"] == 0.0
+    model.n_critic_updates = 0  # the policy step only
+    model.train()
+    ours = torch.cat([agent.actor.log_std.detach()] + [p.detach().flatten() for m, _ in pairs for p in m.parameters()])
+    theirs = torch.cat([sb3.log_std.detach()] + [p.detach().flatten() for _, m in pairs for p in m.parameters()])
+    agent.close()
+    model.get_env().close()
+    return ours, theirs
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # sb3-contrib logs a mean over no line-search values
+def test_translated_sb3_contrib_trpo_takes_natrls_step_on_a_six_dimensional_gaussian() -> None:
+    # sb3-contrib averages the Gaussian KL over the action dimensions: target_kl and cg_damping are
+    # natrl's divided by k = 6, and then one update of both libraries moves every parameter alike
+    pytest.importorskip("mujoco")
+    import torch
+
+    cfg = TRPOConfig(n_envs=2, n_steps=128, cg_iters=10, max_kl=0.06, damping=0.6)
+    spec = translate("trpo", cfg, action_dims=6)
+    assert spec is not None and spec.kwargs["target_kl"] == pytest.approx(0.01)
+    assert spec.kwargs["cg_damping"] == pytest.approx(0.1)
+    ours, theirs = _sb3_and_natrl_trpo_steps(cfg, spec, "HalfCheetah-v5")
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    # the one-to-one translation (target_kl = max_kl) is a different algorithm: a visibly different step
+    naive = translate("trpo", cfg, action_dims=1)
+    assert naive is not None
+    ours_n, theirs_n = _sb3_and_natrl_trpo_steps(cfg, naive, "HalfCheetah-v5")
+    assert float((ours_n - theirs_n).abs().max()) > 1e-2
+
+
 def test_ppo_translation_keeps_vf_coef_and_anneals_linearly() -> None:
     cfg = PPOConfig(vf_coef=0.8, anneal_lr=True, learning_rate=1e-3, clip_range_vf=0.3, target_kl=0.02)
     spec = translate("ppo", cfg)

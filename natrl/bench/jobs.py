@@ -150,6 +150,7 @@ def plan_jobs(
     if eval_every is not None and eval_every < 0:
         raise BenchError(f"--eval-every must be >= 0, got {eval_every}")
     jobs: list[Job] = []
+    dims_cache: dict[str, int | None] = {}
     for env_id in envs:
         for seed in seeds:
             for algo in algos:
@@ -188,8 +189,31 @@ def plan_jobs(
                 )
                 jobs.append(Job(index=len(jobs), library="natrl", **common))
                 for library in peers:
-                    translator = translate if library == "sb3" else translate_tianshou
-                    spec = translator(algo, config, preset.policy, preset.policy_kwargs)
+                    if library == "sb3":
+                        dims = _action_dims(env_id, preset.env_kwargs, dims_cache) if algo == "trpo" else 1
+                        spec = translate(algo, config, preset.policy, preset.policy_kwargs, action_dims=dims)
+                    else:
+                        spec = translate_tianshou(algo, config, preset.policy, preset.policy_kwargs)
                     if spec is not None:
                         jobs.append(Job(index=len(jobs), library=library, peer=spec.to_dict(), **common))
     return jobs
+
+
+def _action_dims(env_id: str, env_kwargs: dict[str, Any], cache: dict[str, int | None]) -> int | None:
+    """k, the dimensions of the env's Box action space (1 for any other space), or None if it cannot be made."""
+    key = f"{env_id}|{sorted(env_kwargs.items())!r}"
+    if key not in cache:
+        import gymnasium as gym
+        import numpy as np
+
+        from natrl.rl.env import register_env_id
+
+        try:
+            env = gym.make(register_env_id(env_id), **env_kwargs)
+        except Exception:  # an env that needs --gym-packages, or bad kwargs: the job itself reports it
+            cache[key] = None
+        else:
+            space = env.action_space
+            env.close()
+            cache[key] = int(np.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 1
+    return cache[key]

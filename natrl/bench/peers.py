@@ -12,6 +12,12 @@ Conversions that are not one-to-one (see the notes each spec carries):
 * line search: natrl tries the full step plus ``line_search_max_backtracks``
   shrunk steps, sb3-contrib ``line_search_max_iter`` steps in all, so
   ``line_search_max_iter = line_search_max_backtracks + 1``;
+* trust region of a Gaussian policy: sb3-contrib's TRPO measures KL with the per-dimension
+  ``torch.distributions.Normal`` and averages it over the batch *and* the k action dimensions,
+  where natrl (and tianshou) take the KL of the joint k-dimensional policy. Its KL and its
+  KL-Hessian are natrl's divided by k, so ``target_kl = max_kl / k`` and
+  ``cg_damping = damping / k`` take exactly natrl's steps (tests/test_bench.py compares one
+  HalfCheetah update of both libraries parameter by parameter);
 * Adam ε: natrl's critic Adam uses ε = 1e-8 (TRPO/NPG) and PPO's 1e-5; SB3's
   policies default to 1e-5, so ``optimizer_kwargs`` sets it explicitly;
 * recurrent policies: natrl's PPO with ``"MlpLstmPolicy"`` is matched by sb3-contrib's
@@ -88,7 +94,12 @@ def _schedule(value: Any) -> Any:
 
 
 def translate(
-    algo: str, config: Any, policy: str | None = None, policy_kwargs: dict[str, Any] | None = None
+    algo: str,
+    config: Any,
+    policy: str | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
+    *,
+    action_dims: int | None = 1,
 ) -> PeerSpec | None:
     """The stable-baselines3 peer of a natrl config, or None when there is none (NPG, a recurrent TRPO, a GRU).
 
@@ -97,6 +108,8 @@ def translate(
         config: its ``TRPOConfig`` / ``PPOConfig``.
         policy: the preset's policy name (None: natrl's default).
         policy_kwargs: the preset's policy keywords (the recurrent layer's size).
+        action_dims: k, the dimensions of a Box action space (1 for discrete actions; None when
+            unknown): sb3-contrib's TRPO averages the Gaussian KL over them (module docstring).
     """
     from natrl.rl.policies.build import RECURRENT_POLICIES
 
@@ -126,16 +139,18 @@ def translate(
     }
     if algo == "trpo":
         sub = 1 if cfg.fisher_subsample >= 1.0 else max(1, round(1.0 / cfg.fisher_subsample))
+        max_kl = cfg.max_kl if not isinstance(cfg.max_kl, str) else float(cfg.max_kl[len("lin_") :])
+        k = action_dims or 1
         kwargs = {
             "learning_rate": _schedule(cfg.critic_lr),
             **common,
             "batch_size": cfg.critic_batch_size,
             "cg_max_steps": cfg.cg_iters,
-            "cg_damping": cfg.damping,
+            "cg_damping": cfg.damping / k,
             "line_search_shrinking_factor": cfg.line_search_shrink,
             "line_search_max_iter": cfg.line_search_max_backtracks + 1,
             "n_critic_updates": cfg.critic_epochs,
-            "target_kl": cfg.max_kl if not isinstance(cfg.max_kl, str) else float(cfg.max_kl[len("lin_") :]),
+            "target_kl": max_kl / k,
             "sub_sampling_factor": sub,
         }
         notes += [
@@ -144,6 +159,20 @@ def translate(
             "counts all trials",
             "trust region: natrl bounds mean KL(π_old‖π_new) ≤ max_kl, sb3-contrib mean KL(π_new‖π_old) "
             "< target_kl (equal to second order)",
+            *(
+                [
+                    f"KL per action dimension: sb3-contrib averages the Gaussian KL over the {k} action "
+                    f"dimensions, natrl takes the joint policy's KL: target_kl = max_kl/{k} = {max_kl / k:g} and "
+                    f"cg_damping = damping/{k} = {cfg.damping / k:g} give the same steps"
+                ]
+                if k > 1
+                else []
+            ),
+            *(
+                ["APPROXIMATE: the action space was not read; target_kl and cg_damping assume one dimension"]
+                if action_dims is None
+                else []
+            ),
             f"CG stop: natrl ‖r‖ ≤ cg_tol·‖g‖ (cg_tol={cfg.cg_tol:g}), sb3-contrib ‖r‖² < 1e-10 (fixed); "
             "both at most cg_iters iterations",
             f"critic: Adam lr={cfg.critic_lr}, eps={adam_eps:g} (set through optimizer_kwargs; SB3's "
