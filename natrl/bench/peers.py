@@ -93,6 +93,11 @@ def _schedule(value: Any) -> Any:
     return value
 
 
+def _per_dimension(value: float, k: int) -> float:
+    """value / k to 12 significant digits: rl-zoo3's 0.1 from a preset's 0.3 on 3 actions, not 0.09999999999999999."""
+    return float(f"{value / k:.12g}")
+
+
 def translate(
     algo: str,
     config: Any,
@@ -146,11 +151,11 @@ def translate(
             **common,
             "batch_size": cfg.critic_batch_size,
             "cg_max_steps": cfg.cg_iters,
-            "cg_damping": cfg.damping / k,
+            "cg_damping": _per_dimension(cfg.damping, k),
             "line_search_shrinking_factor": cfg.line_search_shrink,
             "line_search_max_iter": cfg.line_search_max_backtracks + 1,
             "n_critic_updates": cfg.critic_epochs,
-            "target_kl": max_kl / k,
+            "target_kl": _per_dimension(max_kl, k),
             "sub_sampling_factor": sub,
         }
         notes += [
