@@ -35,19 +35,20 @@ def test_peers_parse_and_order_jobs() -> None:
 
 
 def test_trpo_preset_translates_to_tianshou_kwargs() -> None:
-    # agents/trpo.toml [Hopper-v5]: 2 envs × 1024 steps, critic 20 epochs of 128, lr 1e-3, cg 25, damping 0.1,
-    # observations and rewards normalised
+    # agents/trpo.toml [Hopper-v5]: 2 envs × 1024 steps, critic 20 epochs of 128, lr 1e-3, cg 25, max_kl 0.03 and
+    # damping 0.3 (rl-zoo3's 0.01 and 0.1 per action dimension), observations and rewards normalised
     (_, peer) = plan_jobs(["trpo"], ["Hopper-v5"], [0], against="tianshou", steps=1000)
     spec = TianshouSpec.from_dict(peer.peer)
     kw = spec.algo_kwargs
     assert spec.algo == "TRPO" and spec.n_envs == 2 and spec.collect_steps == 2048
     assert spec.batch_size is None and spec.repeat == 1  # one natural step per update, on the whole rollout
-    assert kw["max_kl"] == 0.01 and kw["backtrack_coeff"] == 0.8 and kw["max_backtracks"] == 10
+    # tianshou's KL is the joint policy's, as natrl's: max_kl passes one to one
+    assert kw["max_kl"] == 0.03 and kw["backtrack_coeff"] == 0.8 and kw["max_backtracks"] == 10
     assert kw["optim_critic_iters"] == 20 and kw["return_scaling"] and spec.obs_norm
     assert spec.lr == 1e-3 and spec.adam_eps == 1e-8 and spec.hidden_sizes == [64, 64]
     text = "\n".join(spec.notes)
     assert "320 Adam steps" in text and "20 full-batch steps" in text  # 20 epochs × 16 minibatches
-    assert "NOT MATCHED: cg_iters=25" in text and "damping" not in text  # 0.1, as tianshou fixes it
+    assert "NOT MATCHED: cg_iters=25" in text and "NOT MATCHED: damping=0.3" in text  # tianshou fixes 0.1
     json.dumps(peer.peer)
 
 
