@@ -49,6 +49,21 @@ def test_jobs_are_interleaved_env_seed_algo_library() -> None:
     assert peer_job.peer is not None and natrl_job.peer is None
 
 
+def test_device_is_planned_checked_and_kept_off_ray(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    jobs = plan_jobs(["trpo"], ["CartPole-v1"], [0], against="sb3,tianshou", steps=1000)
+    assert [j.device for j in jobs] == ["cpu"] * 3
+    with pytest.raises(BenchError, match="'tpu' is not a torch device"):
+        plan_jobs(["trpo"], ["CartPole-v1"], [0], device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BenchError, match="torch sees no CUDA device"):
+            plan_jobs(["trpo"], ["CartPole-v1"], [0], device="cuda")
+    # Ray tasks reserve no GPU, so a GPU sweep runs its jobs one at a time
+    assert main(["--algos", "trpo", "--envs", "CartPole-v1", "--device", "cuda", "--ray", "--dry-run"]) == 2
+    assert "Ray tasks reserve no GPU" in capsys.readouterr().err
+
+
 def test_plan_uses_preset_budget_and_rejects_bad_requests() -> None:
     (job,) = plan_jobs(["trpo"], ["CartPole-v1"], [3], eval_every=0)
     assert job.total_steps == 100_000 and job.eval_every == 0 and job.preset == "trpo.toml[CartPole-v1]"
@@ -347,7 +362,11 @@ def test_report_lets_a_rerun_replace_the_earlier_run_of_the_same_experiment(
     from natrl.bench.report import write_results
 
     first = [_row("natrl", 0, 1000.0, 10.0, 500.0), _row("sb3", 0, 500.0, 20.0, 480.0), _row("natrl", 1, 900.0, 9.0, 1)]
-    rerun = [_row("natrl", 0, 1500.0, 8.0, 490.0), {**_row("natrl", 1, 700.0, 9.0, 2), "hyperparameters": {"a": 1}}]
+    rerun = [
+        _row("natrl", 0, 1500.0, 8.0, 490.0),
+        {**_row("natrl", 1, 700.0, 9.0, 2), "hyperparameters": {"a": 1}},
+        {**_row("sb3", 0, 2000.0, 5.0, 470.0), "device": "cuda"},  # rows without a device ran on the CPU
+    ]
     for name, rows in (("a", first), ("b", rerun)):
         (tmp_path / name).mkdir()
         write_results(tmp_path / name, rows, {"command": f"natrl bench {name}", "eval_episodes": 10, "complete": True})
@@ -355,7 +374,13 @@ def test_report_lets_a_rerun_replace_the_earlier_run_of_the_same_experiment(
     assert main(["--report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     got = [(r["index"], r["library"], r["seed"], r["steps_per_second"]) for r in data["runs"]]
-    assert got == [(0, "natrl", 0, 1500.0), (1, "sb3", 0, 500.0), (2, "natrl", 1, 900.0), (3, "natrl", 1, 700.0)]
+    assert got == [
+        (0, "natrl", 0, 1500.0),
+        (1, "sb3", 0, 500.0),
+        (2, "natrl", 1, 900.0),
+        (3, "sb3", 0, 2000.0),  # another device: another experiment, kept beside the CPU run
+        (4, "natrl", 1, 700.0),
+    ]
     assert data["metadata"]["replaced"] == [
         "natrl trpo CartPole-v1 seed 0: the later run (1,500 steps/s) replaces the earlier (1,000 steps/s)"
     ]

@@ -183,3 +183,13 @@ def test_smoke_recurrent_policy_trains_and_predicts_on_cuda(cls) -> None:
     obs = np.zeros((2, 4), np.float32)
     _, state = agent.predict(obs)
     assert state[0].shape == (1, 2, 16)
+
+
+def test_smoke_bench_jobs_train_natrl_and_sb3_on_cuda() -> None:
+    pytest.importorskip("sb3_contrib")
+    from natrl.bench.jobs import plan_jobs
+    from natrl.bench.worker import run_job
+
+    jobs = plan_jobs(["trpo"], ["CartPole-v1"], [0], against="sb3", steps=2048, eval_every=0, device="cuda")
+    rows = [run_job(job) for job in jobs]
+    assert [(r["library"], r["status"], r["device"]) for r in rows] == [("natrl", "ok", "cuda"), ("sb3", "ok", "cuda")]

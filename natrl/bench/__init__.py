@@ -184,6 +184,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="CPUs of the local Ray, i.e. jobs at once (default: all CPUs)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEV",
+        help="torch device of the natrl and SB3 jobs: cpu or cuda (tianshou's stay on the CPU; not with --ray, "
+        "whose tasks reserve no GPU) (default: %(default)s)",
+    )
     parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {DEFAULT_OUT_ROOT}/<time>/)")
     parser.add_argument("--agents-dir", metavar="DIR", help="folder of agent-spec TOML files (default: agents/)")
     parser.add_argument(
@@ -241,6 +248,9 @@ def _metadata(args: argparse.Namespace, n_jobs: int) -> dict[str, Any]:
         execution = f"Ray ({args.ray_address or 'local'}), one CPU per job"
     else:
         execution = "one job at a time, each in a fresh subprocess"
+    device = getattr(args, "device", "cpu")
+    if device != "cpu":
+        execution += f"; natrl and SB3 on {device}"
     return {
         "command": _command_line(args),
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -294,6 +304,12 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError("--ray needs Ray, which is not installed: pip install 'natrl[ray]'")
     if args.ray_cpus is not None and args.ray_address:
         raise BenchError("--ray-cpus sets the size of a local Ray; it cannot be used with --ray-address")
+    device = getattr(args, "device", "cpu")
+    if use_ray and device != "cpu":
+        raise BenchError(
+            f"--device {device} with --ray: Ray tasks reserve no GPU (Ray hides it from them); "
+            "run a GPU sweep without --ray (one job at a time)"
+        )
     jobs = plan_jobs(
         args.algos,
         args.envs,
@@ -305,6 +321,7 @@ def run(args: argparse.Namespace) -> int:
         agents_dir=args.agents_dir,
         overrides=args.overrides,
         policy=args.policy,
+        device=device,
     )
     if args.dry_run:
         for job in jobs:
@@ -377,8 +394,8 @@ def _write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
 
 
 def _latest_runs(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Keep one run per experiment: a later run of the same library, algorithm, env, seed, budget and
-    hyperparameters (a re-run of a disturbed job, say) replaces the earlier one, in the earlier one's place.
+    """Keep one run per experiment: a later run of the same library, algorithm, env, seed, budget,
+    hyperparameters and device (a re-run of a disturbed job, say) replaces the earlier one, in the earlier one's place.
 
     Returns:
         the runs kept, and one line per replaced run.
@@ -386,7 +403,8 @@ def _latest_runs(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 
     def key(r: dict[str, Any]) -> str:
         fields = ("library", "algo", "env", "seed", "budget", "hyperparameters", "peer", "policy")
-        return json.dumps([r.get(f) for f in fields], sort_keys=True, default=str)
+        # rows written before the device was recorded ran on the CPU
+        return json.dumps([r.get(f) for f in fields] + [r.get("device", "cpu")], sort_keys=True, default=str)
 
     latest: dict[str, int] = {}
     for i, r in enumerate(rows):

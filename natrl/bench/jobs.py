@@ -51,6 +51,7 @@ class Job:
         env_kwargs: the preset's keyword arguments of ``gym.make`` (both libraries, training and evaluation).
         wrapper: the preset's env wrapper as ``"module:Class"`` (both libraries, training and evaluation).
         policy: the preset's built-in policy name (None: MlpPolicy/CnnPolicy), and its ``policy_kwargs``.
+        device: the torch device natrl and SB3 train on ("cpu" or "cuda"; tianshou's peer runs on the CPU).
     """
 
     index: int
@@ -69,6 +70,7 @@ class Job:
     wrapper: str | None = None
     policy: str | None = None
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
 
     @property
     def name(self) -> str:
@@ -107,6 +109,7 @@ def plan_jobs(
     agents_dir: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
     policy: str | None = None,
+    device: str = "cpu",
 ) -> list[Job]:
     """The sweep's jobs in (env, seed, algo, library) order.
 
@@ -126,6 +129,7 @@ def plan_jobs(
             translated result.
         policy: a built-in policy name for every job instead of the presets' (their ``policy_kwargs``
             are kept only when the name is the preset's own).
+        device: torch device of the natrl and SB3 jobs ("cpu", "cuda", "cuda:1"); tianshou's stay on the CPU.
 
     Raises:
         BenchError: unknown algorithm or peer, or an invalid preset value.
@@ -149,6 +153,7 @@ def plan_jobs(
         raise BenchError(f"--steps must be >= 1, got {steps}")
     if eval_every is not None and eval_every < 0:
         raise BenchError(f"--eval-every must be >= 0, got {eval_every}")
+    _check_device(device)
     jobs: list[Job] = []
     dims_cache: dict[str, int | None] = {}
     for env_id in envs:
@@ -186,6 +191,7 @@ def plan_jobs(
                     wrapper=preset.wrapper,
                     policy=preset.policy,
                     policy_kwargs=dict(preset.policy_kwargs),
+                    device=device,
                 )
                 jobs.append(Job(index=len(jobs), library="natrl", **common))
                 for library in peers:
@@ -217,3 +223,16 @@ def _action_dims(env_id: str, env_kwargs: dict[str, Any], cache: dict[str, int |
             env.close()
             cache[key] = int(np.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 1
     return cache[key]
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise BenchError(f"--device {device!r} is not a torch device; use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise BenchError(f"--device {device!r}: natrl bench runs on cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {device!r}: torch sees no CUDA device here (torch.cuda.is_available() is False)")

@@ -153,6 +153,7 @@ def _base_row(job: Job) -> dict[str, Any]:
         "budget": job.total_steps,
         "threshold": job.expected_return,
         "preset": job.preset,
+        "device": job.device if job.library != "tianshou" else "cpu",
     }
 
 
@@ -187,7 +188,7 @@ def _train_natrl(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str
     cls = AGENTS[job.algo]
     # one torch thread whatever the preset says, as for the SB3 run
     config = build_config(cls.config_cls, {**job.hyperparameters, "torch_threads": 1})
-    agent = cls(job.env_id, seed=job.seed, device="cpu", config=config, env_kwargs=job.env_kwargs,
+    agent = cls(job.env_id, seed=job.seed, device=job.device, config=config, env_kwargs=job.env_kwargs,
                 wrapper_class=_wrapper_class(job), policy=job.policy, policy_kwargs=job.policy_kwargs)  # fmt: skip
     try:
         ev = Evaluator(lambda obs, state: agent.predict(obs, state, deterministic=True), _eval_env(job), **ev_args)
@@ -216,7 +217,9 @@ def _train_sb3(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
     if job.peer is None:
         raise ValueError(f"job {job.name} has no translated stable-baselines3 spec")
     spec = PeerSpec.from_dict(job.peer)
-    model, vec_normalize = build_model(spec, job.env_id, job.seed, job.env_kwargs, _wrapper_class(job))
+    model, vec_normalize = build_model(
+        spec, job.env_id, job.seed, job.env_kwargs, _wrapper_class(job), device=job.device
+    )
 
     def policy(obs: np.ndarray, state: Any) -> tuple[Any, Any]:
         if vec_normalize is not None:
