@@ -212,10 +212,10 @@ def _action_dims(env_id: str, env_kwargs: dict[str, Any], cache: dict[str, int |
         import gymnasium as gym
         import numpy as np
 
-        from natrl.rl.env import register_env_id
+        from natrl.rl.env import env_factory
 
         try:
-            env = gym.make(register_env_id(env_id), **env_kwargs)
+            env = env_factory(env_id, env_kwargs)()
         except Exception:  # an env that needs --gym-packages, or bad kwargs: the job itself reports it
             cache[key] = None
         else:

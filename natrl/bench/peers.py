@@ -164,20 +164,16 @@ def translate(
             "counts all trials",
             "trust region: natrl bounds mean KL(π_old‖π_new) ≤ max_kl, sb3-contrib mean KL(π_new‖π_old) "
             "< target_kl (equal to second order)",
-            *(
-                [
-                    f"KL per action dimension: sb3-contrib averages the Gaussian KL over the {k} action "
-                    f"dimensions, natrl takes the joint policy's KL: target_kl = max_kl/{k} = {max_kl / k:g} and "
-                    f"cg_damping = damping/{k} = {cfg.damping / k:g} give the same steps"
-                ]
-                if k > 1
-                else []
-            ),
-            *(
-                ["APPROXIMATE: the action space was not read; target_kl and cg_damping assume one dimension"]
-                if action_dims is None
-                else []
-            ),
+        ]
+        if k > 1:
+            notes.append(
+                f"KL per action dimension: sb3-contrib averages the Gaussian KL over the {k} action dimensions, "
+                f"natrl takes the joint policy's KL: target_kl = max_kl/{k} = {kwargs['target_kl']:g} and "
+                f"cg_damping = damping/{k} = {kwargs['cg_damping']:g} give the same steps"
+            )
+        if action_dims is None:
+            notes.append("APPROXIMATE: the action space was not read; target_kl and cg_damping assume one dimension")
+        notes += [
             f"CG stop: natrl ‖r‖ ≤ cg_tol·‖g‖ (cg_tol={cfg.cg_tol:g}), sb3-contrib ‖r‖² < 1e-10 (fixed); "
             "both at most cg_iters iterations",
             f"critic: Adam lr={cfg.critic_lr}, eps={adam_eps:g} (set through optimizer_kwargs; SB3's "
