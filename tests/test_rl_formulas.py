@@ -12,10 +12,11 @@ from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
 from natrl.rl.accel import critic_mlp, mlp_value_grads
+from natrl.rl.fastmlp import mlp_forward
 from natrl.rl.critic import adam, adam_step, clip_grad_norm, fit_critic, value_grads
 from natrl.rl.distributions import Categorical, DiagGaussian
 from natrl.rl.gae import gae
-from natrl.rl.normalization import RewardScaler, RunningMeanStd
+from natrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
 from natrl.rl.policies import Actor, Critic
 
 pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
@@ -187,6 +188,26 @@ def test_running_mean_std_matches_numpy_over_batches() -> None:
     np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(1,), (2,), (7,), (16,), (130,), (2, 17), (300, 3, 4)])
+def test_running_mean_std_moments_are_numpys_mean_and_var_bit_for_bit(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        batch = rng.normal(rng.uniform(-1e3, 1e3), rng.uniform(1e-2, 1e3), size=shape)
+        mean, var, n = RunningMeanStd.moments(batch)
+        assert n == shape[0]
+        assert np.array_equal(mean, batch.mean(0)) and np.array_equal(var, batch.var(0))
+
+
+def test_normalisers_clip_as_np_clip_does_nan_and_infinities_included() -> None:
+    x = np.array([-np.inf, -11.0, -10.0, -0.5, 0.0, 3.0, 10.0, 12.5, np.inf, np.nan])
+    norm = ObsNormalizer(x.shape, clip=10.0, epsilon=0.0)  # mean 0, variance 1: only the clip acts
+    np.testing.assert_array_equal(norm(x), np.clip(x, -10.0, 10.0).astype(np.float32))
+    r = x[1:-2]  # finite rewards (an infinite one would make the running variance infinite)
+    scaler = RewardScaler(r.size, gamma=0.9, clip=10.0, epsilon=0.0)
+    scaler.rms.count = 1e300  # the variance stays 1
+    np.testing.assert_array_equal(scaler(r, np.ones(r.size, bool)), np.clip(r, -10.0, 10.0))
+
+
 def test_reward_scaler_uses_discounted_return_and_resets_at_episode_end() -> None:
     sc = RewardScaler(1, gamma=0.5, clip=1e9, epsilon=0.0)
     sc.rms.count = 0.0
@@ -196,6 +217,24 @@ def test_reward_scaler_uses_discounted_return_and_resets_at_episode_end() -> Non
     sc(np.array([2.0]), np.array([True]))  # R = 0.5 + 2 = 2.5, then reset
     assert sc.ret[0] == 0.0
     np.testing.assert_allclose(sc.rms.mean, (1.0 + 2.5) / 2)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_hand_written_forward_in_float32_equals_the_modules(activation: str) -> None:
+    """mlp_forward's activations (NumPy's tanh on the CPU) against the module's (torch's): within an ulp or two."""
+    torch.manual_seed(0)
+    critic = Critic(17, (64, 64), activation)
+    x = torch.randn(2048, 17)
+    layers = critic_mlp(critic)
+    assert layers is not None
+    out, acts = mlp_forward(layers, x)
+    with torch.no_grad():
+        torch.testing.assert_close(out.squeeze(-1), critic(x), rtol=1e-5, atol=1e-6)
+        h = x
+        for lin, a in zip(layers.linears[:-1], acts[1:]):
+            z = lin(h)
+            h = torch.tanh(z) if activation == "tanh" else torch.relu(z)
+            torch.testing.assert_close(a, h, rtol=0, atol=2.5e-7)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
