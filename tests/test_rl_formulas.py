@@ -12,9 +12,9 @@ from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
 from natrl.rl.accel import critic_mlp, mlp_value_grads
-from natrl.rl.fastmlp import mlp_forward
 from natrl.rl.critic import adam, adam_step, clip_grad_norm, fit_critic, value_grads
 from natrl.rl.distributions import Categorical, DiagGaussian
+from natrl.rl.fastmlp import mlp_forward
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
 from natrl.rl.policies import Actor, Critic
@@ -223,8 +223,8 @@ def test_reward_scaler_uses_discounted_return_and_resets_at_episode_end() -> Non
 def test_hand_written_forward_in_float32_equals_the_modules(activation: str) -> None:
     """mlp_forward's activations (NumPy's tanh on the CPU) against the module's (torch's): within an ulp or two."""
     torch.manual_seed(0)
-    critic = Critic(17, (64, 64), activation)
-    x = torch.randn(2048, 17)
+    critic = Critic(17, (64, 64), activation).float()
+    x = torch.randn(2048, 17, dtype=torch.float32)
     layers = critic_mlp(critic)
     assert layers is not None
     out, acts = mlp_forward(layers, x)
