@@ -13,9 +13,10 @@ import toy_envs as T
 from torch import nn
 
 from natrl import ACKTR, NPG, PPO, TRPO
-from natrl.params import flatten
+from natrl.curvature import fisher_vp
+from natrl.params import flatten, functional
 from natrl.rl import CheckpointError, PolicyError
-from natrl.rl.accel import fast_paths, numpy_sampler
+from natrl.rl.accel import fast_paths, mlp_fisher_vp, numpy_sampler
 from natrl.rl.policies import CombinedExtractor, FlattenExtractor, NatureCNN
 from natrl.rl.rollout import torch_sampler
 
@@ -277,8 +278,36 @@ def test_fast_update_equals_the_generic_update_on_the_same_batch(cls, env_id: st
     assert float((fast - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("CartPole-v1", {}),  # categorical logits
+        ("Pendulum-v1", {}),  # Gaussian, state-independent log-std
+        ("Pendulum-v1", {"state_dependent_std": True}),  # Gaussian, log-std from the network
+        ("Hopper-v5", {"activation": "relu", "hidden_sizes": (32, 16, 8)}),
+        ("CartPole-v1", {"hidden_sizes": ()}),  # one Linear layer
+    ],
+)
+def test_hand_written_fisher_vector_product_equals_the_generic_one(env_id: str, kwargs: dict) -> None:
+    """mlp_fisher_vp against natrl.curvature.fisher_vp (autograd's double-vjp, itself tested against dense
+    Fisher matrices) at random parameters, observations and vectors, with and without damping."""
+    torch.manual_seed(0)
+    actor = TRPO(env_id, seed=0, **SMALL, **kwargs).actor
+    for p in actor.parameters():  # away from the initialisation's zero biases and log-std
+        p.data.add_(0.3 * torch.randn_like(p))
+    obs = torch.randn(300, actor.obs_codec.size)
+    theta = flatten(list(actor.parameters())).detach()
+    fast = mlp_fisher_vp(actor)
+    assert fast is not None
+    for damping in (0.0, 0.1):
+        generic, written = fisher_vp(functional(actor), theta, obs, actor.dist_cls, damping=damping), fast(obs, damping)
+        for _ in range(3):
+            v = torch.randn_like(theta)
+            torch.testing.assert_close(written(v), generic(v), rtol=1e-5, atol=1e-6 * float(generic(v).abs().max()))
+
+
 def test_fast_paths_apply_only_to_natrls_mlps_on_flat_observations() -> None:
-    assert TRPO("CartPole-v1", **SMALL).fast.names() == ["sampler", "critic_grads", "ppo_grads"]
+    assert TRPO("CartPole-v1", **SMALL).fast.names() == ["sampler", "critic_grads", "ppo_grads", "fisher_vp"]
     assert PPO("CartPole-v1", fast_paths=False, **_small(PPO)).fast.names() == []
     assert TRPO(T.MatrixObservations, **SMALL).fast.names() == []  # (2, 3) observations
     assert TRPO(T.MultiDiscreteActions, **SMALL).fast.names() == ["critic_grads"]  # no closed form for the head
