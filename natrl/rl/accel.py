@@ -193,7 +193,6 @@ def mlp_fisher_vp(actor: Actor) -> FisherVP | None:
     weights = [(offsets[id(lin.weight)], offsets[id(lin.bias)]) for lin in spec.linears]
     ls_slice = offsets[id(log_std)] if log_std is not None else None
     dist_cls, k = actor.dist_cls, actor.act_dim
-    state_dependent_std = actor.state_dependent_std
     tanh = spec.activation == "tanh"
 
     def fisher(obs: Tensor, damping: float) -> Matvec:
@@ -202,12 +201,7 @@ def mlp_fisher_vp(actor: Actor) -> FisherVP | None:
             n = obs.shape[0]
             slopes = [1.0 - a * a if tanh else (a > 0).to(a.dtype) for a in acts[1:]]
             w = [lin.weight.detach() for lin in spec.linears]
-            if dist_cls is Categorical:
-                outputs: tuple[Tensor, ...] = (out,)
-            elif state_dependent_std:
-                outputs = (out[:, :k], out[:, k:])
-            else:
-                outputs = (out, log_std.detach().expand_as(out))  # type: ignore[union-attr]
+            outputs = actor.head(out)  # the distribution's parameters, as the actor's forward makes them
 
         @torch.no_grad()
         def matvec(v: Tensor) -> Tensor:
@@ -216,12 +210,10 @@ def mlp_fisher_vp(actor: Actor) -> FisherVP | None:
             t = torch.addmm(db[0], acts[0], dw[0].t())  # jvp, layer by layer
             for i in range(1, len(w)):
                 t = torch.addmm(db[i], acts[i], dw[i].t()).addmm_(t * slopes[i - 1], w[i].t())
-            if dist_cls is Categorical:
-                tangents: tuple[Tensor, ...] = (t,)
-            elif state_dependent_std:
-                tangents = (t[:, :k], t[:, k:])
+            if ls_slice is None:  # logits, or mean and log-std from the network: split as the outputs are
+                tangents = actor.head(t)
             else:
-                tangents = (t, v[ls_slice[0] : ls_slice[0] + k].expand_as(t))  # type: ignore[index]
+                tangents = (t, v[ls_slice[0] : ls_slice[0] + k].expand_as(t))
             u = dist_cls.fisher_vp_outputs(outputs, tangents)
             grad_out = (u[0] if len(u) == 1 or log_std is not None else torch.cat(u, -1)) / n
             result = torch.empty(total, dtype=v.dtype, device=v.device)
