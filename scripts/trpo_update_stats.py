@@ -10,8 +10,8 @@ Prints them averaged over fifths of the budget, and writes every update's row to
 (``<out>/<lib>-<env>-<seed>.json``). The KL is reported as sb3-contrib logs it, the Gaussian KL averaged
 over the k action dimensions (natrl's joint KL divided by k), and as a fraction of the trust region δ.
 Both libraries scale their full step with the damped curvature xᵀ(F + λI)x, so with the presets' λ a
-full step reaches about half of δ; a step the line search shrank reaches at most 0.64 of what the full
-step would have (one backtrack of 0.8), which is how the sb3-contrib column tells backtracks apart.
+full step can reach well under δ (about half on Walker2d). natrl's rows also keep the line search's step
+fraction (1.0: the full step); sb3-contrib does not log it.
 """
 
 from __future__ import annotations
