@@ -27,20 +27,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from natrl.cli.values import CLIError, parse_overrides
 from natrl.presets import load_preset
 from natrl.rl import AGENTS
 from natrl.rl.config import build_config, schedule_value
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 def run_natrl(
@@ -137,22 +127,33 @@ def main() -> None:
     parser.add_argument("--env", default="Walker2d-v5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=float, default=None, help="step budget (default: the preset's)")
-    parser.add_argument("--libs", default="natrl,sb3", help="natrl, sb3 or both")
+    parser.add_argument("--libs", default="natrl,sb3", help="natrl, sb3 or natrl,sb3")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a natrl field")
     parser.add_argument("--out", default="bench-out/update-stats")
     args = parser.parse_args()
+    runners = {"natrl": run_natrl, "sb3": run_sb3}
+    libs = args.libs.split(",")
+    if not libs or any(lib not in runners for lib in libs):
+        parser.error(f"--libs {args.libs!r}: give natrl, sb3 or natrl,sb3")
     torch.set_num_threads(1)
     cls = AGENTS["trpo"]
     preset = load_preset("trpo", args.env, cls.config_cls)
-    config = build_config(cls.config_cls, {**preset.hyperparameters, **_parse_set(args.set), "torch_threads": 1})
+    try:
+        overrides = parse_overrides(args.set, cls.config_cls, "trpo")
+        config = build_config(cls.config_cls, {**preset.hyperparameters, **overrides, "torch_threads": 1})
+    except (CLIError, ValueError) as e:
+        parser.error(str(e))
     steps = int(args.steps or preset.total_steps)
     env = gym.make(args.env, **preset.env_kwargs)
-    k = int(np.prod(env.action_space.shape)) if env.action_space.shape else 1
+    space = env.action_space
     env.close()
+    if not isinstance(space, gym.spaces.Box):
+        parser.error(f"{args.env} has a {type(space).__name__} action space; std and KL per dimension need a Box one")
+    k = int(np.prod(space.shape))
     delta = schedule_value(config.max_kl, 1.0) / k  # per action dimension, as sb3-contrib's target_kl
     os.makedirs(args.out, exist_ok=True)
-    for lib in args.libs.split(","):
-        run = {"natrl": run_natrl, "sb3": run_sb3}[lib]
+    for lib in libs:
+        run = runners[lib]
         start = time.perf_counter()
         rows = run(config, args.env, preset.env_kwargs, args.seed, steps, k)
         seconds = time.perf_counter() - start
