@@ -17,8 +17,10 @@ vectors stay on their device and keep their dtype.
 * ``"zoom"``: bracketing then zoom, N&W Algorithm 3.5 and Algorithm 3.6, with the cubic /
   quadratic interpolation of :func:`scipy.optimize.line_search`.
 
-Trial points where ``f`` is not finite (inf or NaN) are never accepted: the search shrinks
-the step towards the last good point instead, so a caller never receives a NaN iterate.
+Trial points where ``f``, its gradient or the point itself is not finite (inf or NaN) are never
+accepted: the search shrinks the step towards the last good point instead, so a caller never
+receives a NaN iterate. Every loop is bounded by ``max_evals``; a search whose every trial was
+non-finite fails with the message :data:`NON_FINITE_TRIALS`.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["PRECISION_LOSS", "LineSearchResult", "armijo", "strong_wolfe"]
+__all__ = ["NON_FINITE_TRIALS", "PRECISION_LOSS", "LineSearchResult", "armijo", "strong_wolfe"]
 
 #: The message of a search stopped because rounding errors prevent further progress.
 PRECISION_LOSS = "rounding errors prevent progress"
+#: The message of a failed search whose every trial point had a non-finite f or gradient.
+NON_FINITE_TRIALS = "f or its gradient is not finite at every trial point"
 
 FG = Callable[[Tensor], tuple[Tensor | float, Tensor]]
 F = Callable[[Tensor], Tensor | float]
@@ -66,6 +70,17 @@ def _check_c(c1: float, c2: float | None = None) -> None:
         raise ValueError(f"line search: need 0 < c1 < 1, got c1={c1}")
     if c2 is not None and not c1 < c2 < 1.0:
         raise ValueError(f"line search: need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+
+
+def _check_search(where: str, step: float, max_evals: int) -> None:
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        raise TypeError(f"{where}: step must be a real number, got {type(step).__name__} {step!r}")
+    if not (math.isfinite(step) and step > 0.0):
+        raise ValueError(f"{where}: step (the initial step) must be a finite number > 0, got {step!r}")
+    if isinstance(max_evals, bool) or not isinstance(max_evals, int):
+        raise TypeError(f"{where}: max_evals must be an int >= 1, got {type(max_evals).__name__} {max_evals!r}")
+    if max_evals < 1:
+        raise ValueError(f"{where}: max_evals must be an int >= 1, got {max_evals}")
 
 
 def _to_float(v: Tensor | float) -> float:
@@ -121,20 +136,27 @@ def armijo(
     _check_c(c1)
     if not 0.0 < shrink < 1.0:
         raise ValueError(f"armijo: need 0 < shrink < 1, got {shrink}")
-    if step <= 0.0:
-        raise ValueError(f"armijo: the initial step must be positive, got {step}")
+    _check_search("armijo", step, max_evals)
     fx0 = _to_float(f0)
     gtd0 = _dot(g0, d)
+    if not math.isfinite(fx0) or not math.isfinite(gtd0):
+        return LineSearchResult(0.0, fx0, None, 0, False, "non-finite value or slope at the starting point", x)
     if not gtd0 < 0.0:
         return LineSearchResult(0.0, fx0, None, 0, False, "not a descent direction", x)
     t = float(step)
+    all_non_finite = True
     for nfev in range(1, max_evals + 1):
         xt = x + t * d
         ft = _to_float(f(xt))
-        if math.isfinite(ft) and ft <= fx0 + c1 * t * gtd0:
+        if not (math.isfinite(ft) and bool(torch.isfinite(xt).all())):
+            t *= shrink
+            continue
+        all_non_finite = False
+        if ft <= fx0 + c1 * t * gtd0:
             return LineSearchResult(t, ft, None, nfev, True, "sufficient decrease", xt)
         t *= shrink
-    return LineSearchResult(0.0, fx0, None, max_evals, False, f"no sufficient decrease in {max_evals} evaluations", x)
+    message = NON_FINITE_TRIALS if all_non_finite else f"no sufficient decrease in {max_evals} evaluations"
+    return LineSearchResult(0.0, fx0, None, max_evals, False, message, x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +170,7 @@ class _Evaluator:
     def __init__(self, fg: FG, x: Tensor, d: Tensor, f0: float, g0: Tensor, max_evals: int):
         self.fg, self.x, self.d = fg, x, d
         self.nfev = 0
+        self.nonfinite = 0  # trials with a non-finite f, slope or point
         self.max_evals = max_evals
         self.last: tuple[float, float, float, Tensor, Tensor] | None = None
         # Best point by function value among finite evaluations (fallback result).
@@ -164,8 +187,10 @@ class _Evaluator:
         ft = _to_float(fv)
         gt = gv.detach()
         dt = _dot(gt, self.d) if math.isfinite(ft) else math.nan
-        if not math.isfinite(dt):
+        if not math.isfinite(dt) or not bool(torch.isfinite(xt).all()):
             ft = math.nan
+        if not math.isfinite(ft):
+            self.nonfinite += 1
         self.last = (t, ft, dt, gt, xt)
         if math.isfinite(ft) and ft < self.best[1]:
             self.best = (t, ft, gt, xt)
@@ -175,6 +200,8 @@ class _Evaluator:
         if success and self.last is not None:
             t, ft, _, gt, xt = self.last
             return LineSearchResult(t, ft, gt, self.nfev, True, message, xt)
+        if self.nfev and self.nonfinite == self.nfev:
+            message = NON_FINITE_TRIALS
         t, ft, gt, xt = self.best
         return LineSearchResult(t, ft, gt, self.nfev, False, message, xt)
 
@@ -226,10 +253,11 @@ def strong_wolfe(
         ValueError: for invalid constants or an unknown ``method``.
     """
     _check_c(c1, c2)
-    if step <= 0.0:
-        raise ValueError(f"strong_wolfe: the initial step must be positive, got {step}")
-    if max_evals < 1:
-        raise ValueError(f"strong_wolfe: max_evals must be >= 1, got {max_evals}")
+    _check_search("strong_wolfe", step, max_evals)
+    if not (0.0 <= step_min < step_max and math.isfinite(step_max)):
+        raise ValueError(
+            f"strong_wolfe: need 0 <= step_min < step_max < inf, got step_min={step_min!r}, step_max={step_max!r}"
+        )
     methods = ("more-thuente", "zoom")
     if method not in methods:
         raise ValueError(f"strong_wolfe: unknown method {method!r}; valid methods: {methods}")

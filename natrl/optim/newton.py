@@ -23,10 +23,12 @@ from torch import Tensor
 
 from natrl.optim.quasi_newton import (
     _below_resolution,
+    _finite,
     _initial_step_from_decrease,
+    _line_search_status,
     _wolfe_with_fallback,
 )
-from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status
+from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status, non_finite_message
 
 __all__ = ["TruncatedCGResult", "damped_cholesky", "run_newton", "run_newton_cg", "truncated_cg"]
 
@@ -80,7 +82,8 @@ def run_newton(
 
     d = −(H + τI)⁻¹∇f (:func:`damped_cholesky`), t from a strong Wolfe search starting at
     t = 1. Stops when ‖∇f‖_∞ ≤ gtol or when the predicted decrease −½∇fᵀd is below the
-    rounding error of f.
+    rounding error of f; stops with status 3 (the message names it) when f, ∇f, H or d is
+    not finite.
 
     Args:
         fg: ``fg(x) -> (f, ∇f)``.
@@ -101,36 +104,45 @@ def run_newton(
     x = x0.detach().reshape(-1).clone()
     fv, g = fg(x)
     f = float(fv)
+    g = g.reshape(-1)
     nfev, nh, k = 1, 0, 0
     status = Status.SUCCESS
+    message: str | None = None
 
-    def result(st: int) -> OptimizeResult:
-        return OptimizeResult(x, f, g, k, nfev, nfev, nh, st == Status.SUCCESS, st, STATUS_MESSAGES[st])
+    def result(st: int, msg: str | None = None) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, nh, st == Status.SUCCESS, st, msg or STATUS_MESSAGES[st])
 
+    if not math.isfinite(f):
+        return result(Status.NON_FINITE, non_finite_message("the objective", 0)), nh
+    if not _finite(g):
+        return result(Status.NON_FINITE, non_finite_message("the gradient", 0)), nh
     while float(g.abs().max()) > gtol:
         if k >= max_iter:
             status = Status.MAX_ITER
             break
         h = hessian(x)
         nh += 1
-        if not bool(torch.isfinite(h).all()):
-            status = Status.NON_FINITE
+        if not _finite(h):
+            status, message = Status.NON_FINITE, non_finite_message("the Hessian", k)
             break
         chol, _ = damped_cholesky(h, beta=beta)
         d = -torch.cholesky_solve(g.unsqueeze(1), chol).squeeze(1)
+        if not _finite(d):
+            status, message = Status.NON_FINITE, non_finite_message("the Newton step", k)
+            break
         if _below_resolution(f, float(torch.dot(g, d)), x.dtype):
             break
         ls = _wolfe_with_fallback(fg, x, d, f, g, 1.0, c1, c2, 1e-100, 1e100)
         nfev += ls.nfev
         if not ls.success or ls.g is None:
-            status = Status.LINE_SEARCH_FAILED
+            status, message = _line_search_status(ls, k)
             break
         x, f, g = ls.x, ls.f, ls.g
         k += 1
         if callback is not None and callback(result(Status.SUCCESS)) is True:
             status = Status.CALLBACK
             break
-    return result(status), nh
+    return result(status, message), nh
 
 
 class TruncatedCGResult(NamedTuple):
@@ -141,12 +153,15 @@ class TruncatedCGResult(NamedTuple):
         iterations: Hessian-vector products used.
         converged: the forcing-term test was met.
         negative_curvature: a direction with pᵀHp ≤ 0 stopped CG.
+        non_finite: g, a product H p or the residual was not finite; CG stopped and ``x`` is
+            the last finite iterate (zero when g is not finite).
     """
 
     x: Tensor
     iterations: int
     converged: bool
     negative_curvature: bool
+    non_finite: bool = False
 
 
 def truncated_cg(
@@ -163,7 +178,9 @@ def truncated_cg(
     Starts at d = 0 and stops when ‖r‖ ≤ η‖g‖ with η = ``forcing`` (min(0.5, √‖g‖) by
     default), when a search direction has (numerically) zero curvature, pᵀHp ≤ 3ε‖p‖²
     (relative, so invariant to scaling H), or when pᵀHp < 0: then the current iterate is
-    returned, or, on the first iteration, the steepest-descent step −(gᵀg / |gᵀHg|) g.
+    returned, or, on the first iteration, the steepest-descent step −(gᵀg / |gᵀHg|) g. A
+    non-finite g, pᵀHp or residual stops CG with ``non_finite`` set (at most ``max_iter``
+    products in every case).
 
     Args:
         matvec: v ↦ H v.
@@ -180,10 +197,12 @@ def truncated_cg(
     n = g.numel()
     max_iter = 20 * n if max_iter is None else max_iter
     gnorm = float(torch.linalg.vector_norm(g, ord=norm))
+    x = torch.zeros_like(g)
+    if not math.isfinite(gnorm):
+        return TruncatedCGResult(x, 0, False, False, True)
     eta = min(0.5, math.sqrt(gnorm)) if forcing is None else forcing
     tol = eta * gnorm
     eps = float(torch.finfo(torch.float64).eps)
-    x = torch.zeros_like(g)
     r = g.clone()
     p = -r
     rr = float(torch.dot(r, r))
@@ -192,6 +211,8 @@ def truncated_cg(
             return TruncatedCGResult(x, i, True, False)
         hp = matvec(p)
         curv = float(torch.dot(p, hp))
+        if not math.isfinite(curv):
+            return TruncatedCGResult(x, i + 1, False, False, True)
         if 0.0 <= curv <= 3.0 * eps * float(torch.dot(p, p)):  # (numerically) zero curvature
             return TruncatedCGResult(x, i + 1, False, False)
         if curv < 0.0:
@@ -199,11 +220,13 @@ def truncated_cg(
                 x = -(rr / -curv) * g
             return TruncatedCGResult(x, i + 1, False, True)
         alpha = rr / curv
-        x = x + alpha * p
+        x_prev, x = x, x + alpha * p
         if step_tol > 0.0 and alpha * float(torch.linalg.vector_norm(p, ord=1)) <= step_tol:
             return TruncatedCGResult(x, i + 1, True, False)
         r = r + alpha * hp
         rr_new = float(torch.dot(r, r))
+        if not math.isfinite(rr_new):
+            return TruncatedCGResult(x_prev, i + 1, False, False, True)
         p = -r + (rr_new / rr) * p
         rr = rr_new
     return TruncatedCGResult(x, max_iter, False, False)
@@ -233,6 +256,8 @@ def run_newton_cg(
     One deliberate difference from scipy: CG's zero-curvature test is relative (pᵀHp ≤ 3ε‖p‖²)
     where scipy's is absolute (pᵀHp ≤ 3ε), so the method is invariant to scaling f and keeps
     taking Newton steps once ∇f is tiny (scipy stops at x0 when f is scaled by 1e-6).
+    A non-finite f or ∇f at x0, Hessian-vector product, or f/∇f at every trial step of a line
+    search stops the run with status 3 and a message naming it.
 
     Args:
         fg: ``fg(x) -> (f, ∇f)``.
@@ -253,19 +278,28 @@ def run_newton_cg(
     x = x0.detach().reshape(-1).clone()
     fv, g = fg(x)
     f = float(fv)
+    g = g.reshape(-1)
     f_prev: float | None = None
     nfev, k = 1, 0
     status = Status.SUCCESS
+    message: str | None = None
 
-    def result(st: int) -> OptimizeResult:
-        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, STATUS_MESSAGES[st])
+    def result(st: int, msg: str | None = None) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, msg or STATUS_MESSAGES[st])
 
+    if not math.isfinite(f):
+        return result(Status.NON_FINITE, non_finite_message("the objective", 0))
+    if not _finite(g):
+        return result(Status.NON_FINITE, non_finite_message("the gradient", 0))
     update_norm = math.inf
     while update_norm > n * xtol:
         if k >= max_iter:
             status = Status.MAX_ITER
             break
         cg = truncated_cg(hvp_at(x), g, max_iter=cg_max_iter, step_tol=CG_STEP_FRACTION * n * xtol)
+        if cg.non_finite:
+            status, message = Status.NON_FINITE, non_finite_message("the Hessian-vector product", k)
+            break
         if (
             not cg.converged
             and not cg.negative_curvature
@@ -286,7 +320,7 @@ def run_newton_cg(
         ls = _wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-8, 50.0)
         nfev += ls.nfev
         if not ls.success or ls.g is None:
-            status = Status.LINE_SEARCH_FAILED
+            status, message = _line_search_status(ls, k)
             break
         update_norm = float(torch.linalg.vector_norm(ls.x - x, ord=1))
         f_prev, f = f, ls.f
@@ -295,7 +329,4 @@ def run_newton_cg(
         if callback is not None and callback(result(Status.SUCCESS)) is True:
             status = Status.CALLBACK
             break
-        if not math.isfinite(f):
-            status = Status.NON_FINITE
-            break
-    return result(status)
+    return result(status, message)

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from natrl.linesearch.wolfe import PRECISION_LOSS, LineSearchResult, strong_wolfe
-from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status
+from natrl.linesearch.wolfe import NON_FINITE_TRIALS, PRECISION_LOSS, LineSearchResult, strong_wolfe
+from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status, non_finite_message
 
 __all__ = [
     "LBFGSMemory",
@@ -51,7 +51,7 @@ def bfgs_update(h: Tensor, s: Tensor, y: Tensor, *, skip_tol: float | None = Non
     H₊ = (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ with ρ = 1/(yᵀs) (N&W eq. 6.17), computed in
     O(n²) as H − ρ (s (Hy)ᵀ + (Hy) sᵀ) + (ρ² yᵀHy + ρ) s sᵀ. The update is skipped (H returned
     unchanged) when yᵀs ≤ skip_tol · ‖y‖ ‖s‖, where the curvature condition fails and the
-    update would destroy positive definiteness (N&W §6.1).
+    update would destroy positive definiteness (N&W §6.1), and when H₊ would not be finite.
 
     Args:
         h: H, shape (n, n), symmetric positive definite.
@@ -73,6 +73,8 @@ def bfgs_update(h: Tensor, s: Tensor, y: Tensor, *, skip_tol: float | None = Non
     h_new = torch.addr(h, s, hy, alpha=-rho)  # rank-one updates, no n × n temporaries
     h_new.addr_(hy, s, alpha=-rho)
     h_new.addr_(s, s, alpha=rho * rho * yhy + rho)
+    if not bool(torch.isfinite(h_new).all()):  # overflow: keep the last finite H
+        return h, True
     return h_new, False
 
 
@@ -147,6 +149,17 @@ def lbfgs_direction(g: Tensor, memory: LBFGSMemory) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Drivers
 # ---------------------------------------------------------------------------------------------
+
+
+def _finite(v: Tensor) -> bool:
+    return bool(torch.isfinite(v).all())
+
+
+def _line_search_status(ls: LineSearchResult, k: int) -> tuple[int, str | None]:
+    """The status (and message) of a run whose line search failed at iteration k."""
+    if ls.message == NON_FINITE_TRIALS:
+        return Status.NON_FINITE, non_finite_message("the objective or its gradient at every trial step", k)
+    return Status.LINE_SEARCH_FAILED, None
 
 
 def _below_resolution(f: float, gtd: float, dtype: torch.dtype) -> bool:
@@ -239,6 +252,9 @@ def run_bfgs(
     t = min(1, 2.02 (fₖ − fₖ₋₁)/∇fᵀd), with fₖ₋₁ = f₀ + ‖∇f₀‖/2 at the start (as scipy).
     If d is not a descent direction (H lost definiteness to rounding) H is reset to I.
 
+    Non-finite values stop the run with status 3 and a message naming them (f or ∇f at x0,
+    or at every trial point of a line search); the result holds the last finite iterate.
+
     Args:
         fg: ``fg(x) -> (f, ∇f)`` on flat vectors (0-d tensor or float, (n,) tensor).
         x0: starting point, shape (n,).
@@ -271,6 +287,7 @@ def run_bfgs(
         fv, g = f0, g0.detach().reshape(-1)
         nfev = 0
     f = float(fv)
+    g = g.reshape(-1)
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
     h = eye.clone() if hess_inv0 is None else hess_inv0.to(dtype=x.dtype, device=x.device).clone()
     if f_prev is None:
@@ -278,13 +295,20 @@ def run_bfgs(
     plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
     k = 0
     status = Status.SUCCESS
+    message: str | None = None
 
     def gnorm(v: Tensor) -> float:
         return float(torch.linalg.vector_norm(v, ord=norm))
 
-    def result(st: int) -> OptimizeResult:
-        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, STATUS_MESSAGES[st], h)
+    def result(st: int, msg: str | None = None) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, msg or STATUS_MESSAGES[st], h)
 
+    if not math.isfinite(f):
+        return result(Status.NON_FINITE, non_finite_message("the objective", 0))
+    if not _finite(g):
+        return result(Status.NON_FINITE, non_finite_message("the gradient", 0))
+    if not _finite(h):
+        h = eye.clone()
     while gnorm(g) > gtol:
         if k >= max_iter:
             status = Status.MAX_ITER
@@ -304,7 +328,7 @@ def run_bfgs(
         ls = _wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-100, 1e100)
         nfev += ls.nfev
         if not ls.success:
-            status = Status.LINE_SEARCH_FAILED
+            status, message = _line_search_status(ls, k)
             break
         assert ls.g is not None
         s = ls.x - x
@@ -319,11 +343,8 @@ def run_bfgs(
             break
         if ls.step * float(torch.linalg.vector_norm(d)) <= xrtol * (xrtol + float(torch.linalg.vector_norm(x))):
             break
-        if not math.isfinite(f):
-            status = Status.NON_FINITE
-            break
         h, _ = bfgs_update(h, s, y)
-    return result(status)
+    return result(status, message)
 
 
 def run_lbfgs(
@@ -357,7 +378,8 @@ def run_lbfgs(
     Recovery instead of NaN: trial points with a non-finite f are never accepted (the line
     search shrinks the step); if the line search fails the memory is dropped and the search
     is retried along −∇f; if that fails too, the run stops with status 2 at the last accepted
-    iterate, which is always finite.
+    iterate, which is always finite (status 3, with a message naming the value, when f or ∇f
+    is not finite at x0 or at every trial point).
 
     Args:
         fg: ``fg(x) -> (f, ∇f)`` on flat vectors.
@@ -391,13 +413,17 @@ def run_lbfgs(
     else:
         fv, g = f0, g0.detach().reshape(-1)
     f = float(fv)
+    g = g.reshape(-1)
     k = 0
+    message: str | None = None
 
-    def result(st: int) -> OptimizeResult:
-        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, STATUS_MESSAGES[st])
+    def result(st: int, msg: str | None = None) -> OptimizeResult:
+        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, msg or STATUS_MESSAGES[st])
 
     if not math.isfinite(f):
-        return result(Status.NON_FINITE), memory
+        return result(Status.NON_FINITE, non_finite_message("the objective", 0)), memory
+    if not _finite(g):
+        return result(Status.NON_FINITE, non_finite_message("the gradient", 0)), memory
     if float(g.abs().max()) <= gtol:
         return result(Status.SUCCESS), memory
     plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
@@ -425,7 +451,8 @@ def run_lbfgs(
             if line_search is None:
                 xt = x + step * d
                 ft, gt = fg(xt)
-                ls = LineSearchResult(step, float(ft), gt, 1, math.isfinite(float(ft)), "fixed step", xt)
+                ok = math.isfinite(float(ft)) and _finite(gt) and _finite(xt)
+                ls = LineSearchResult(step, float(ft), gt, 1, ok, "fixed step" if ok else NON_FINITE_TRIALS, xt)
             else:
                 budget = int(min(max_ls_evals, max_evals - nfev))
                 if budget < 1:
@@ -440,9 +467,9 @@ def run_lbfgs(
         if status != Status.SUCCESS:
             break
         if not ls.success:
-            status = Status.MAX_EVALS if nfev >= max_evals else Status.LINE_SEARCH_FAILED
-            if line_search is None:
-                status = Status.NON_FINITE
+            status, message = _line_search_status(ls, k)
+            if status != Status.NON_FINITE and nfev >= max_evals:
+                status = Status.MAX_EVALS
             break
         assert ls.g is not None
         s = ls.x - x
@@ -458,4 +485,4 @@ def run_lbfgs(
             break
         if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
             break
-    return result(status), memory
+    return result(status, message), memory

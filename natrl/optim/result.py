@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-__all__ = ["STATUS_MESSAGES", "OptimizeResult", "Status"]
+__all__ = ["STATUS_MESSAGES", "OptimizeResult", "Status", "non_finite_message"]
 
 
 class Status:
@@ -34,6 +34,15 @@ STATUS_MESSAGES: dict[int, str] = {
     Status.NOT_POSITIVE_DEFINITE: ("CG iterations did not converge: the Hessian is not positive definite."),
     Status.BAD_MODEL: "A bad approximation caused failure to predict improvement.",
 }
+
+
+def non_finite_message(what: str, iteration: int) -> str:
+    """The message of a run stopped with :attr:`Status.NON_FINITE`, naming what was not finite.
+
+    >>> non_finite_message("the gradient", 3)
+    'Non-finite (NaN or inf) value encountered: the gradient is not finite at iteration 3.'
+    """
+    return f"{STATUS_MESSAGES[Status.NON_FINITE][:-1]}: {what} is not finite at iteration {iteration}."
 
 
 class OptimizeResult(NamedTuple):
