@@ -88,10 +88,14 @@ def test_cli_env_kwargs_gym_packages_wrapper_and_eval_env(tmp_path, monkeypatch,
     assert main(["train", "ppo", "NatrlCorridor-v0", *env_args, "--steps", "512", *common]) == 0, capsys.readouterr()
     text = (run / "config.toml").read_text()
     assert "[env_kwargs]\nlength = 4" in text and 'wrapper = "gymnasium.wrappers:RecordEpisodeStatistics"' in text
-    sys.modules.pop("registered_env", None)  # a fresh process: the resume imports it from config.toml
+    sys.modules.pop("registered_env", None)  # a fresh process: the run directory's config.toml names the package
     gym.registry.pop("NatrlCorridor-v0", None)
     resume = ["train", "ppo", "NatrlCorridor-v0", "--steps", "1024", "--run-dir", str(run), "--quiet", "--resume"]
-    assert main(resume) == 0, capsys.readouterr().err
+    assert main(resume) == 2  # natrl does not import what a file names: the caller passes it again
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --gym-packages registered_env again" in err, err
+    assert "registered_env" not in sys.modules
+    assert main([*resume, "--gym-packages", "registered_env"]) == 0, capsys.readouterr().err
     capsys.readouterr()
     assert main(["eval", str(run / "model.pt"), "--episodes", "2", "--env", "registered_env:NatrlCorridor-v0"]) == 0
     assert "return" in capsys.readouterr().out

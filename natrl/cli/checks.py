@@ -45,9 +45,49 @@ def _wrapper(path: str | None) -> Any:
     if not sep or not module or not name:
         raise CLIError(f"--wrapper expects MODULE:CLASS, e.g. gymnasium.wrappers:ClipAction; got {path!r}")
     try:
-        return getattr(importlib.import_module(module), name)
+        wrapper = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise CLIError(f"--wrapper {path}: {exc}") from None
+    import gymnasium as gym
+
+    if not isinstance(wrapper, type) or not issubclass(wrapper, gym.Wrapper):
+        raise CLIError(f"--wrapper {path}: {name} is not a gymnasium.Wrapper class")
+    return wrapper
+
+
+def _recorded_wrapper(path: str | None, given: str | None) -> Any:
+    """The wrapper a run directory's config.toml records, resolved from data only: gymnasium's and natrl's wrapper
+    classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given again with ``--wrapper``."""
+    if given is not None:
+        if given != path:
+            raise CLIError(f"--wrapper {given} differs from the run's wrapper ({path or 'none'}); a resumed run keeps its env")
+        return _wrapper(given)
+    if path is None:
+        return None
+    import gymnasium as gym
+
+    from natrl.rl.trusted import UntrustedReferenceError, resolve_class
+
+    try:
+        return resolve_class(path, gym.Wrapper, field="the run's config.toml wrapper", hint=f"pass --wrapper {path}")
+    except UntrustedReferenceError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _recorded_gym_packages(recorded: Sequence[str], given: Sequence[str], env_id: str) -> None:
+    """Import the packages given on the command line; those a run directory records are not imported from the
+    file: when the env still needs them, one line says to pass them again."""
+    import gymnasium as gym
+
+    _import_gym_packages(given)
+    missing = [p for p in recorded if p not in given]
+    bare = env_id.partition(":")[2] if ":" in env_id else env_id
+    if missing and bare not in gym.registry:
+        flags = " ".join(f"--gym-packages {p}" for p in missing)
+        raise CLIError(
+            f"the run registers {env_id} by importing {', '.join(missing)}; natrl does not import modules a run "
+            f"directory names: pass {flags} again"
+        )
 
 
 def _check_device(device: str) -> None:
@@ -58,6 +98,8 @@ def _check_device(device: str) -> None:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
         raise CLIError(f"unknown device {device!r}; use cpu or cuda (or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise CLIError(f"--device {device}: natrl trains on cpu or cuda (or cuda:N), not on {dev.type}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise CLIError(

@@ -49,13 +49,22 @@ from natrl.rl.env import EnvLike, VectorEnvBuilder, env_factory, env_name
 from natrl.rl.envpool_env import check_envpool_env
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
-from natrl.rl.policies import build_policy
+from natrl.rl.policies import PolicyError, build_policy
 from natrl.rl.policies.build import decode_class, decode_policy_kwargs, encode_class, encode_policy_kwargs
 from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
 from natrl.rl.spaces import check_spaces
+from natrl.rl.trusted import UntrustedReferenceError
 
-__all__ = ["ActorCritic", "Batch", "CheckpointError", "EvalResult", "NonFiniteUpdateError", "OnPolicyAgent"]
+__all__ = [
+    "ActorCritic",
+    "Batch",
+    "CheckpointError",
+    "EvalResult",
+    "NonFiniteStateError",
+    "NonFiniteUpdateError",
+    "OnPolicyAgent",
+]
 
 A = TypeVar("A", bound="OnPolicyAgent")
 _BACKEND_CHECKS = {"ale": check_ale_vector_env, "envpool": check_envpool_env}
@@ -74,6 +83,10 @@ CHECKPOINT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or not compatible with this agent."""
+
+
+class NonFiniteStateError(CheckpointError):
+    """The agent holds a NaN or infinite parameter or state, which natrl does not save or load."""
 
 
 class NonFiniteUpdateError(FloatingPointError):
@@ -101,6 +114,69 @@ def _all_finite(obj: Any) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     return True
+
+
+def _nonfinite_entries(obj: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the floating-point tensors (and floats) in ``obj`` that hold a NaN or an infinity."""
+    if isinstance(obj, Tensor):
+        return [prefix] if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else []
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [prefix]
+    if isinstance(obj, np.ndarray) and np.issubdtype(obj.dtype, np.floating):
+        return [] if bool(np.isfinite(obj).all()) else [prefix]
+    items: Any = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    found: list[str] = []
+    for key, value in items:
+        found += _nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def _nonfinite_observation(obs: Any) -> bool:
+    """An observation (array, dict or tuple of arrays) holds a NaN or an infinity."""
+    if isinstance(obs, dict):
+        return any(_nonfinite_observation(v) for v in obs.values())
+    if isinstance(obs, tuple):
+        return any(_nonfinite_observation(v) for v in obs)
+    try:
+        arr = np.asarray(obs)
+    except ValueError:  # ragged: the codec names the problem
+        return False
+    return bool(np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all())
+
+
+def _build_first_env(
+    factory: Callable[[], gym.Env], name: str, env_kwargs: dict[str, Any], wrapper_class: Any
+) -> gym.Env:
+    """One env from ``factory``, at construction: a keyword the env does not take, or a wrapper that does not fit
+    its spaces, is reported here in one line instead of at the first rollout."""
+    try:
+        env = factory()
+    except (TypeError, AssertionError, gym.error.Error) as exc:
+        given = []
+        if env_kwargs:
+            given.append(f"env_kwargs {sorted(env_kwargs)}")
+        if wrapper_class is not None:
+            given.append(f"wrapper_class {getattr(wrapper_class, '__name__', wrapper_class)}")
+        cause = f" with {' and '.join(given)}" if given else ""
+        raise ValueError(f"building the environment {name}{cause} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"the environment factory for {name} returned a {type(env).__name__}, not a gymnasium.Env")
+    return env
+
+
+# what a checkpoint must hold, and of which type, before anything is built from it
+_CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "algo": str,
+    "env_id": str,
+    "seed": int,
+    "config": dict,
+    "actor": dict,
+    "critic": dict,
+    "num_timesteps": int,
+    "num_updates": int,
+}
+# the entries whose tensors are the agent's numerical state (a NaN in any of them is refused)
+_NUMERIC_ENTRIES = ("actor", "critic", "obs_normalizer", "reward_scaler", "algo_state")
 
 
 @dataclass(frozen=True)
@@ -197,6 +273,8 @@ class OnPolicyAgent:
         self.config = config
         if config.workers > 0 and importlib.util.find_spec("ray") is None:
             raise ValueError(f"workers={config.workers} needs Ray, which is not installed: pip install 'natrl[ray]'")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+            raise TypeError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = 0 if seed is None else int(seed)
         self.device = resolve_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -222,7 +300,7 @@ class OnPolicyAgent:
             self.env_id = env_name(env)
             self._factory = env_factory(env, self.env_kwargs, wrapper_class, self.wrapper_kwargs)
             self._env_arg = rebuildable_env(env)
-            probe = self._factory()
+            probe = _build_first_env(self._factory, self.env_id, self.env_kwargs, wrapper_class)
             self.observation_space, self.action_space = probe.observation_space, probe.action_space
             probe.close()
         check_spaces(self.observation_space, self.action_space)
@@ -639,12 +717,19 @@ class OnPolicyAgent:
             single = not codec.is_batch(observation)
         except ValueError as exc:
             raise ValueError(f"predict: {exc}") from None
+        if _nonfinite_observation(observation):
+            raise ValueError("predict: the observation holds NaN or infinite values")
         obs_t = self._obs_tensor(codec.batch_of_one(observation) if single else observation)
         if self.actor.recurrent:
             n = obs_t.shape[0]
             starts = torch.zeros(n, dtype=torch.bool, device=self.device)
             if episode_start is not None:
-                flags = np.asarray(episode_start, dtype=bool).reshape(-1)
+                flags = np.asarray(episode_start)
+                if flags.dtype != np.bool_ and not (
+                    np.issubdtype(flags.dtype, np.integer) and bool(np.isin(flags, (0, 1)).all())
+                ):
+                    raise ValueError(f"predict: episode_start must hold booleans (or 0/1), got {episode_start!r}")
+                flags = flags.astype(bool).reshape(-1)
                 if flags.shape != (n,):
                     raise ValueError(f"predict: episode_start has {flags.size} entries for {n} observation(s)")
                 starts = torch.from_numpy(flags).to(self.device)
@@ -674,6 +759,8 @@ class OnPolicyAgent:
                 f"hidden), as the previous predict call returned it, or None for new episodes; got "
                 f"{[np.shape(p) for p in parts]}"
             )
+        if not bool(np.isfinite(arr).all()):
+            raise ValueError("predict: the recurrent state holds NaN or infinite values")
         return torch.from_numpy(arr).permute(2, 0, 1, 3).to(self.device, zero.dtype)
 
     def evaluate(
@@ -761,15 +848,32 @@ class OnPolicyAgent:
             state = self.read_checkpoint(parameters)
             parameters = {"policy": {**{f"actor.{k}": v for k, v in state["actor"].items()},
                                      **{f"critic.{k}": v for k, v in state["critic"].items()}}}  # fmt: skip
+        bad = _nonfinite_entries(parameters)
+        if bad:
+            raise NonFiniteStateError(f"set_parameters: {', '.join(bad[:3])} holds NaN or infinite values")
         try:
             self.policy.load_state_dict(parameters["policy"])
-        except (RuntimeError, KeyError) as exc:
+        except (RuntimeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"the parameters do not fit this agent's networks: {exc}") from None
+
+    def __enter__(self: A) -> A:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # an agent dropped without close() releases its envs and rollout workers (their CPUs) all the same
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: modules may already be gone
+            pass
 
     def close(self) -> None:
         """Close the vector env natrl made (a vector env given to the agent is the caller's to close) or stop the
-        rollout workers."""
-        if self._collector is not None:
+        rollout workers (releasing their CPUs). The agent stays usable: the next ``learn`` makes new ones.
+        Also called by ``with Agent(...) as agent:`` on exit and when the agent is garbage-collected."""
+        if getattr(self, "_collector", None) is not None:
             if self._collector.venv is None:  # rollout workers
                 self._collector.close()  # type: ignore[attr-defined]
             elif self._collector.venv is not self._given_venv:
@@ -778,6 +882,22 @@ class OnPolicyAgent:
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: plain data and tensors, never code.
+
+        Raises:
+            NonFiniteStateError: a parameter, normaliser statistic or optimiser state is NaN or infinite
+                (natrl never writes one to disk).
+        """
+        state = self._state()
+        bad = _nonfinite_entries({k: state[k] for k in _NUMERIC_ENTRIES})
+        if bad:
+            raise NonFiniteStateError(
+                f"the agent's {', '.join(bad[:3])} {'is' if len(bad) == 1 else 'are'} not finite; natrl does not "
+                "save non-finite values (load an earlier checkpoint or lower the step sizes)"
+            )
+        return state
+
+    def _state(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -810,7 +930,11 @@ class OnPolicyAgent:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
+        """Write a checkpoint atomically (temporary file in the same folder, then rename).
+
+        Raises:
+            NonFiniteStateError: a parameter or optimiser state is NaN or infinite (nothing is written).
+        """
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
         return atomic_write_bytes(path, buf.getvalue())
@@ -834,6 +958,20 @@ class OnPolicyAgent:
         if state.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(
                 f"{path} has checkpoint version {state.get('version')}, this natrl reads {CHECKPOINT_VERSION}"
+            )
+        for key, kind in _CHECKPOINT_FIELDS.items():
+            value = state.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                what = "has no" if key not in state else f"has a {type(value).__name__} as its"
+                raise CheckpointError(f"{path} {what} {key!r} entry: it is damaged or not written by natrl")
+        if state["num_timesteps"] < 0 or state["num_updates"] < 0:
+            raise CheckpointError(f"{path} has negative step counters: it is damaged or not written by natrl")
+        bad = _nonfinite_entries({k: state.get(k) for k in _NUMERIC_ENTRIES})
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise CheckpointError(
+                f"{path} holds non-finite values ({', '.join(bad[:3])}{more}); natrl does not load them: "
+                "use an earlier checkpoint of the run"
             )
         return state
 
@@ -894,7 +1032,12 @@ class OnPolicyAgent:
                 f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.load_agent"
             )
         env_given = env
-        env = env if env is not None else rebuild_env(state.get("env"))
+        if env is None:
+            hint = f"pass the env yourself: {cls.__name__}.load(path, env=...) or natrl eval PATH --env ID"
+            try:
+                env = rebuild_env(state.get("env"), hint=hint)
+            except UntrustedReferenceError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
         if env is None:
             raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
         retired = getattr(cls.config_cls, "retired_fields", ())
@@ -909,8 +1052,16 @@ class OnPolicyAgent:
         kwargs = decode_policy_kwargs(state.get("policy_kwargs") or {}, policy_kwargs)
         # the env as it was made: make-kwargs for an id, the wrapper when the env comes from the checkpoint
         env_kwargs = (state.get("env_kwargs") or {}) if isinstance(env, str) else {}
+        if not isinstance(env_kwargs, dict):
+            raise CheckpointError(f"{path}: its env_kwargs entry is not a table: it is damaged")
         if wrapper_class is None and env_given is None and state.get("wrapper_class"):
-            wrapper_class = decode_class(state["wrapper_class"], "pass load(..., wrapper_class=YourWrapper)")
+            try:
+                wrapper_class = decode_class(
+                    state["wrapper_class"], "pass load(..., wrapper_class=YourWrapper)", gym.Wrapper,
+                    field="the checkpoint's wrapper_class",
+                )  # fmt: skip
+            except PolicyError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
         agent = cls(
             env,
             seed=state["seed"],
@@ -923,6 +1074,8 @@ class OnPolicyAgent:
             wrapper_kwargs=(state.get("wrapper_kwargs") or {}) if wrapper_class is not None else None,
         )
         agent.load_state_dict(state)
-        if env_given is None and state.get("env") is not None:  # rebuilt from the stored id or spec
-            agent.env_id, agent._env_arg = state["env_id"], state["env"]
+        if env_given is None and isinstance(env, str):  # the registered id (a stored "module:" prefix dropped)
+            agent.env_id, agent._env_arg = env, env
+        elif env_given is None and state.get("env") is not None:  # rebuilt from the stored spec
+            agent.env_id, agent._env_arg = state["env_id"].rpartition(":")[2], state["env"]
         return agent

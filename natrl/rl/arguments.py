@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from natrl.rl.env import EnvLike
 from natrl.rl.policies import BUILTIN_POLICIES
+from natrl.rl.trusted import UntrustedReferenceError, registered_env_id, spec_env_factory
 
 __all__ = [
     "SPEC_PREFIX",
@@ -79,11 +80,21 @@ def rebuildable_env(env: Any) -> str | None:
     return None
 
 
-def rebuild_env(stored: str | None) -> EnvLike | None:
-    if stored is None or not stored.startswith(SPEC_PREFIX):
-        return stored
-    spec = gym.envs.registration.EnvSpec.from_json(stored[len(SPEC_PREFIX) :])
-    return lambda: gym.make(spec)
+def rebuild_env(stored: Any, *, hint: str) -> EnvLike | None:
+    """The env a checkpoint's ``env`` field describes, from data only (:mod:`natrl.rl.trusted`): a registered
+    id, or a factory for a spec whose id is registered with the same entry point; None when none is stored.
+
+    Raises:
+        UntrustedReferenceError: the field names code (an unregistered ``module:`` id, a foreign entry point or
+            wrapper); ``hint`` says how to pass the env yourself.
+    """
+    if stored is None:
+        return None
+    if not isinstance(stored, str):
+        raise UntrustedReferenceError(f"the checkpoint's env field is not a string ({type(stored).__name__}); {hint}")
+    if stored.startswith(SPEC_PREFIX):
+        return spec_env_factory(stored[len(SPEC_PREFIX) :], field="the checkpoint's env spec", hint=hint)
+    return registered_env_id(stored, field="the checkpoint's env", hint=hint)
 
 
 SPEC_PREFIX = "spec:"
@@ -93,6 +104,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"device {device!r} holds no data to train on; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    return dev

@@ -32,6 +32,7 @@ __all__ = [
     "env_name",
     "make_vector_env",
     "register_env_id",
+    "register_namespace",
 ]
 
 EnvLike = str | gym.Env | Callable[[], gym.Env]
@@ -74,6 +75,12 @@ def register_env_id(env_id: str) -> str:
             importlib.import_module(module)
         except ImportError as exc:
             raise ValueError(f"environment id {module}:{env_id}: cannot import {module!r} ({exc})") from None
+    return register_namespace(env_id)
+
+
+def register_namespace(env_id: str) -> str:
+    """Register the package behind an ``ALE/…`` or ``MinAtar/…`` id (natrl's list, never the caller's module)
+    when the id is not registered yet; returns ``env_id``."""
     namespace = env_id.partition("/")[0] if "/" in env_id else None
     if env_id not in gym.registry and namespace in _NAMESPACES:
         module, register, what, extra = _NAMESPACES[namespace]
@@ -106,6 +113,15 @@ def env_factory(
         TypeError: ``env`` is neither an id, an Env, nor a callable.
     """
     kwargs = dict(env_kwargs or {})
+    steps = kwargs.get("max_episode_steps")
+    if (
+        "max_episode_steps" in kwargs
+        and steps is not None
+        and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1)
+    ):
+        raise ValueError(f"env_kwargs max_episode_steps must be a positive integer (or None), got {steps!r}")
+    if wrapper_class is not None and not callable(wrapper_class):
+        raise TypeError(f"wrapper_class must be a gymnasium.Wrapper class or a callable, got {wrapper_class!r}")
     if kwargs and not isinstance(env, str):
         raise ValueError("env_kwargs apply to environment ids (gym.make); give a factory the arguments itself")
     if isinstance(env, str):

@@ -24,7 +24,6 @@ or the mean of a Gaussian whose state-independent log-std natrl adds) and the va
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ from torch import nn
 from natrl.rl.policies.modules import Actor, Critic, OutputOf, default_extractor, extractor_width
 from natrl.rl.policies.recurrent import RNN_KINDS, RecurrentCore
 from natrl.rl.spaces import is_image_space
+from natrl.rl.trusted import UntrustedReferenceError, resolve_class
 
 __all__ = [
     "BUILTIN_POLICIES",
@@ -223,7 +223,6 @@ def _recurrent_cores(
 # --------------------------------------------------------------------------- checkpoints
 
 _CLASS_PREFIX = "class:"
-_LOADABLE_MODULES = ("torch.nn", "natrl.", "gymnasium.")
 
 
 def encode_class(cls: type) -> str:
@@ -231,14 +230,17 @@ def encode_class(cls: type) -> str:
     return f"{_CLASS_PREFIX}{cls.__module__}.{cls.__qualname__}"
 
 
-def decode_class(encoded: str, hint: str) -> type:
-    """Inverse of :func:`encode_class` for classes of ``torch.nn``, gymnasium and natrl; any other class must be
-    passed again (a checkpoint never names code to import), which ``hint`` tells the user how to do."""
-    path = encoded[len(_CLASS_PREFIX) :]
-    module, _, name = path.rpartition(".")
-    if module.startswith(_LOADABLE_MODULES) and "." not in name:
-        return getattr(importlib.import_module(module), name)
-    raise PolicyError(f"the checkpoint names the class {path}, which natrl does not import from a checkpoint; {hint}")
+def decode_class(
+    encoded: str, hint: str, base: type | tuple[type, ...] = nn.Module, field: str = "the checkpoint"
+) -> type:
+    """Inverse of :func:`encode_class` for subclasses of ``base`` in torch.nn, gymnasium's wrappers and natrl;
+    any other class must be passed again (a file never names code to import), which ``hint`` tells the user
+    how to do (:func:`natrl.rl.trusted.resolve_class`)."""
+    path = encoded[len(_CLASS_PREFIX) :] if encoded.startswith(_CLASS_PREFIX) else encoded
+    try:
+        return resolve_class(path, base, field=field, hint=hint)
+    except UntrustedReferenceError as exc:
+        raise PolicyError(str(exc)) from None
 
 
 def encode_policy_kwargs(policy_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -271,4 +273,15 @@ def decode_policy_kwargs(encoded: Mapping[str, Any], given: Mapping[str, Any] | 
             return [dec(key, x) for x in v]
         return v
 
+    for key, value in given.items():  # the networks are rebuilt as saved: a different value would not fit
+        if key not in encoded:
+            raise PolicyError(
+                f"load: policy_kwargs {key!r} was not set when the agent was trained; the networks are rebuilt "
+                f"as saved (saved policy_kwargs: {sorted(encoded) or 'none'})"
+            )
+        if encode_policy_kwargs({key: value})[key] != encoded[key]:
+            raise PolicyError(
+                f"load: policy_kwargs {key}={value!r} differs from the saved {encoded[key]!r}; the networks are "
+                "rebuilt as saved: pass the same value (a class of your own) or none"
+            )
     return {k: (given[k] if k in given else dec(k, v)) for k, v in encoded.items()}
