@@ -11,7 +11,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from natrl.cli.checks import _agent_class, _check_device, _check_env_id, _import_gym_packages, _wrapper
+from natrl.cli.checks import (
+    _agent_class,
+    _check_device,
+    _check_env_id,
+    _import_gym_packages,
+    _recorded_gym_packages,
+    _recorded_wrapper,
+    _wrapper,
+)
 from natrl.cli.common import PROG, RUNS_ROOT, CLIError, _err, _rel
 from natrl.cli.progress import _Progress
 from natrl.cli.signals import _StopOnSignal
@@ -181,8 +189,9 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
 def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> int:
     from natrl.runs import PROGRESS_FILE, resume_agent, truncate_progress
 
-    _import_gym_packages(spec.gym_packages)
-    state = resume_agent(run_dir, spec, device=spec.device, wrapper_class=_wrapper(spec.wrapper))
+    _recorded_gym_packages(spec.gym_packages, args.gym_packages, spec.env_id)
+    wrapper = _recorded_wrapper(spec.wrapper, args.wrapper)
+    state = resume_agent(run_dir, spec, device=spec.device, wrapper_class=wrapper)
     for message in state.skipped:
         _err(f"warning: {message}")
     agent = state.agent
