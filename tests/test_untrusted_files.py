@@ -80,7 +80,7 @@ def test_a_module_prefix_in_a_stored_id_is_not_imported(tmp_path, saved) -> None
     assert agent.env_id == "CartPole-v1"
     agent.close()
     path = _plant(tmp_path, state, "module_unregistered", env="antigravity:Nope-v0", env_id="antigravity:Nope-v0")
-    with pytest.raises(CheckpointError, match="not registered in this process.*antigravity.*env=") as info:
+    with pytest.raises(CheckpointError, match=r"not registered in this process.*antigravity.*env=") as info:
         TRPO.load(path)
     assert "\n" not in str(info.value)
     assert "antigravity" not in sys.modules
@@ -244,7 +244,7 @@ def test_a_seed_that_is_not_a_non_negative_integer_is_refused(seed) -> None:
 def test_env_kwargs_and_wrappers_that_do_not_fit_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="max_episode_steps"):
         PPO("CartPole-v1", env_kwargs={"max_episode_steps": -1})
-    with pytest.raises(ValueError, match="env_kwargs.*bogus"):
+    with pytest.raises(ValueError, match=r"env_kwargs.*bogus"):
         PPO("CartPole-v1", env_kwargs={"bogus": 1})
     with pytest.raises(ValueError, match="wrapper_class ClipAction"):
         PPO("CartPole-v1", wrapper_class=gym.wrappers.ClipAction)
