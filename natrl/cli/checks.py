@@ -60,7 +60,8 @@ def _recorded_wrapper(path: str | None, given: str | None) -> Any:
     classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given again with ``--wrapper``."""
     if given is not None:
         if given != path:
-            raise CLIError(f"--wrapper {given} differs from the run's wrapper ({path or 'none'}); a resumed run keeps its env")
+            recorded = path or "none"
+            raise CLIError(f"--wrapper {given} differs from the run's wrapper ({recorded}); a resumed run keeps it")
         return _wrapper(given)
     if path is None:
         return None
