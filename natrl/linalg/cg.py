@@ -31,7 +31,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["CGResult", "conjugate_gradient"]
+__all__ = ["CGResult", "NonFiniteError", "conjugate_gradient"]
+
+
+class NonFiniteError(ValueError):
+    """A non-finite (NaN or inf) value in a solve: in b, x0, a product, or the recurrence.
+
+    A subclass of ValueError, so callers that catch ValueError keep working; callers that
+    skip an update on non-finite data (natrl's torch.optim classes) catch this one alone.
+    """
 
 
 class CGResult(NamedTuple):
@@ -116,7 +124,8 @@ def conjugate_gradient(
             of ``matvec``/``preconditioner`` has the wrong shape or non-finite
             values; if the preconditioner is not positive definite
             (rᵀM r ≤ 0); if ``max_iter`` < 1 or ``tol`` < 0; or if the
-            iteration diverges to non-finite values.
+            iteration diverges to non-finite values. Every non-finite case
+            raises the subclass :class:`NonFiniteError`.
 
     Example:
         >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
@@ -129,8 +138,8 @@ def conjugate_gradient(
     b_norm = float(torch.linalg.vector_norm(b))
     if not math.isfinite(b_norm):
         if not bool(torch.isfinite(b).all()):
-            raise ValueError("conjugate_gradient: b contains non-finite values (NaN or inf)")
-        raise ValueError(f"conjugate_gradient: ‖b‖₂ overflows {b.dtype}; rescale b (the system is linear)")
+            raise NonFiniteError("conjugate_gradient: b contains non-finite values (NaN or inf)")
+        raise NonFiniteError(f"conjugate_gradient: ‖b‖₂ overflows {b.dtype}; rescale b (the system is linear)")
     if b_norm == 0.0:
         return CGResult(torch.zeros_like(b), 0, 0.0, True, False)
     threshold_sq = (tol * b_norm) ** 2
@@ -150,12 +159,12 @@ def conjugate_gradient(
             )
         x = x0.detach().to(dtype=b.dtype, device=b.device, copy=True)
         if not bool(torch.isfinite(x).all()):
-            raise ValueError("conjugate_gradient: x0 contains non-finite values (NaN or inf)")
+            raise NonFiniteError("conjugate_gradient: x0 contains non-finite values (NaN or inf)")
         r = b - _apply(matvec, x, b, "matvec")
         rr_t = torch.dot(r, r)
         rr = float(rr_t)
         if not math.isfinite(rr):
-            raise ValueError("conjugate_gradient: matvec(x0) returned non-finite values (NaN or inf)")
+            raise NonFiniteError("conjugate_gradient: matvec(x0) returned non-finite values (NaN or inf)")
     if rr <= threshold_sq:
         return CGResult(x, 0, math.sqrt(rr), True, False)
 
@@ -173,15 +182,17 @@ def conjugate_gradient(
         rz_f, pap_f, rr_new = torch.stack([rz, pap, rr_new_t]).tolist()
 
         if preconditioner is not None and not (math.isfinite(rz_f) and rz_f > 0.0):
-            raise ValueError(
+            raise (ValueError if math.isfinite(rz_f) else NonFiniteError)(
                 f"conjugate_gradient: the preconditioner is not positive definite or returned "
                 f"non-finite values (rᵀM r = {rz_f:.3g} at iteration {k}); it must approximate "
                 "A⁻¹ with a symmetric positive definite operator"
             )
         if not math.isfinite(pap_f):
             if not bool(torch.isfinite(ap).all()):
-                raise ValueError(f"conjugate_gradient: matvec returned non-finite values (NaN or inf) at iteration {k}")
-            raise ValueError(
+                raise NonFiniteError(
+                    f"conjugate_gradient: matvec returned non-finite values (NaN or inf) at iteration {k}"
+                )
+            raise NonFiniteError(
                 f"conjugate_gradient: pᵀA p overflowed {b.dtype} at iteration {k}; rescale the system or use float64"
             )
         if pap_f <= 0.0:
@@ -190,7 +201,7 @@ def conjugate_gradient(
                 return CGResult(x + p, 1, float(torch.linalg.vector_norm(r_fallback)), False, True)
             return CGResult(x, k + 1, math.sqrt(rr), False, True)
         if not math.isfinite(rr_new):
-            raise ValueError(
+            raise NonFiniteError(
                 f"conjugate_gradient: the residual became non-finite at iteration {k} "
                 f"(pᵀA p = {pap_f:.3g}); A is likely singular or badly scaled, add damping"
             )

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from natrl.optim.newton import run_newton, run_newton_cg
@@ -21,6 +22,7 @@ from natrl.optim.objective import Objective
 from natrl.optim.quasi_newton import run_bfgs, run_lbfgs
 from natrl.optim.result import OptimizeResult
 from natrl.optim.trust_region import run_trust_ncg
+from natrl.optim.validation import check_int, check_real
 
 __all__ = ["METHODS", "minimize"]
 
@@ -71,6 +73,95 @@ _TOL_OPTIONS = {
 }
 
 
+Check = Callable[[str, str, Any], Any]
+
+
+def _nonneg(where: str, name: str, value: Any) -> float:
+    return check_real(where, name, value, low=0.0)
+
+
+def _positive(where: str, name: str, value: Any) -> float:
+    return check_real(where, name, value, low=0.0, low_open=True)
+
+
+def _unit(where: str, name: str, value: Any) -> float:
+    return check_real(where, name, value, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def _count(where: str, name: str, value: Any) -> int:
+    return check_int(where, name, value, minimum=1)
+
+
+def _optional_count(where: str, name: str, value: Any) -> int | None:
+    return None if value is None else check_int(where, name, value, minimum=1)
+
+
+def _norm(where: str, name: str, value: Any) -> float:
+    return check_real(where, name, value, low=0.0, low_open=True, allow_inf=True)
+
+
+def _eta(where: str, name: str, value: Any) -> float:
+    return check_real(where, name, value, low=0.0, high=0.25, high_open=True)
+
+
+def _line_search(where: str, name: str, value: Any) -> str | None:
+    if value not in ("strong_wolfe", None):
+        raise ValueError(f"{where}: {name} must be 'strong_wolfe' or None, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _any(where: str, name: str, value: Any) -> Any:
+    return value  # hess_inv0: checked against x0 in minimize
+
+
+# The check of each option: a value of the wrong type is a TypeError, out of range a ValueError.
+_CHECKS: dict[str, Check] = {
+    "gtol": _nonneg,
+    "ftol": _nonneg,
+    "xtol": _nonneg,
+    "xrtol": _nonneg,
+    "norm": _norm,
+    "c1": _unit,
+    "c2": _unit,
+    "beta": _positive,
+    "eta": _eta,
+    "initial_trust_radius": _positive,
+    "max_trust_radius": _positive,
+    "history_size": _count,
+    "max_ls_evals": _count,
+    "max_evals": _optional_count,
+    "cg_max_iter": _optional_count,
+    "line_search": _line_search,
+    "hess_inv0": _any,
+}
+
+
+def _check_options(name: str, opts: dict[str, Any], x0: Tensor) -> None:
+    """Check every option of ``opts`` (in place: numbers become Python floats / ints)."""
+    where = f"minimize(method={name!r})"
+    for key, value in opts.items():
+        opts[key] = _CHECKS[key](where, f"options[{key!r}]", value)
+    if "c1" in opts and not opts["c1"] < opts["c2"]:
+        raise ValueError(f"{where}: need 0 < c1 < c2 < 1, got c1={opts['c1']!r}, c2={opts['c2']!r}")
+    if "max_trust_radius" in opts and not opts["initial_trust_radius"] < opts["max_trust_radius"]:
+        raise ValueError(
+            f"{where}: need 0 < initial_trust_radius < max_trust_radius, got "
+            f"{opts['initial_trust_radius']!r} and {opts['max_trust_radius']!r}"
+        )
+    if name == "lbfgs" and opts["max_evals"] is None:
+        raise ValueError(f"{where}: options['max_evals'] must be an int >= 1, got None")
+    h0 = opts.get("hess_inv0")
+    if h0 is not None:
+        n = x0.numel() if isinstance(x0, Tensor) else -1
+        if not isinstance(h0, Tensor):
+            raise TypeError(f"{where}: options['hess_inv0'] must be a tensor of shape ({n}, {n}) or None")
+        if tuple(h0.shape) != (n, n) or not bool(torch.isfinite(h0).all()):
+            raise ValueError(
+                f"{where}: options['hess_inv0'] must be a finite tensor of shape ({n}, {n}), got shape "
+                f"{tuple(h0.shape)}{'' if bool(torch.isfinite(h0).all()) else ' with non-finite entries'}"
+            )
+
+
 def minimize(
     fun: Callable[[Tensor], Any],
     x0: Tensor,
@@ -119,11 +210,18 @@ def minimize(
     Returns:
         An :class:`OptimizeResult`; ``x`` and ``grad`` have x0's shape.
 
+    Non-finite values (a NaN gradient from ``jac``, a NaN ``hessp``, …) never loop and never
+    "succeed": the run stops with ``success=False``, status 3 and a message naming the value
+    and the iteration, and ``x`` is the last finite iterate.
+
     Raises:
-        ValueError: unknown method or option (the message lists the valid ones); ``fun``
-            returning a non-scalar, a value that is not finite at x0, a value on another
-            device than x0, or a value with no gradient with respect to x.
-        TypeError: x0 not a floating-point tensor.
+        ValueError: unknown method or option (the message lists the valid ones); ``tol``,
+            ``max_iter`` or an option out of its range (NaN, inf, a negative tolerance, c1 ≥ c2,
+            …; the message names it and the range); ``fun`` returning a non-scalar, a value
+            that is not finite at x0, a value on another device than x0, or a value with no
+            gradient with respect to x.
+        TypeError: x0 not a floating-point tensor; ``tol``, ``max_iter`` or an option of the
+            wrong type (a string or a bool for a number, a float for a count).
     """
     name = _ALIASES.get(method.lower(), method.lower()) if isinstance(method, str) else method
     if name not in METHODS:
@@ -134,11 +232,13 @@ def minimize(
     if unknown:
         raise ValueError(f"minimize: unknown option(s) {unknown} for method {name!r}; valid options: {sorted(opts)}")
     if tol is not None:
+        tol = check_real("minimize", "tol", tol, low=0.0)
         for key in _TOL_OPTIONS[name]:
             opts[key] = tol
     opts.update(given)
-    if max_iter is not None and max_iter < 0:
-        raise ValueError(f"minimize: max_iter must be >= 0, got {max_iter}")
+    if max_iter is not None:
+        max_iter = check_int("minimize", "max_iter", max_iter, minimum=0)
+    _check_options(name, opts, x0)
 
     obj = Objective(fun, x0, jac=jac, hessp=hessp, where=f"minimize({name})")
     flat0 = x0.detach().reshape(-1)

@@ -9,6 +9,13 @@ matrix, the damping) lives in ``self.state`` under a string key, so ``state_dict
 ``load_state_dict`` round-trip it, and every ``step`` leaves a report in ``self.result`` or
 ``self.stats``.
 
+Guards: every numeric hyperparameter is checked at construction (and each group's ``lr`` at
+every step, which a scheduler may edit); a ValueError / TypeError names it, its value and
+the valid range. No step leaves a parameter or the solver state non-finite: a step that meets
+a non-finite loss, gradient, curvature product or new parameter value is skipped (the
+parameters keep their last finite values), reported (``result.status == 3`` with a message,
+or ``stats.skipped``) and counted in :attr:`nonfinite_steps`, which ``state_dict`` keeps.
+
 Closures:
 
 * :class:`LBFGS`, :class:`BFGS` — the torch convention: ``closure()`` zeroes the gradients,
@@ -29,11 +36,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from natrl.linalg import LevenbergMarquardt, conjugate_gradient
-from natrl.linesearch.wolfe import armijo
+from natrl.linalg import LevenbergMarquardt, NonFiniteError, conjugate_gradient
+from natrl.linesearch.wolfe import NON_FINITE_TRIALS, armijo
 from natrl.optim.newton import truncated_cg
 from natrl.optim.quasi_newton import LBFGSMemory, lbfgs_init, run_bfgs, run_lbfgs
-from natrl.optim.result import OptimizeResult
+from natrl.optim.result import OptimizeResult, Status, non_finite_message
+from natrl.optim.validation import check_int, check_real
 from natrl.params import ParamSpec, unflatten
 
 __all__ = [
@@ -134,6 +142,46 @@ def _check_groups(optimizer: Optimizer, defaults: dict[str, Any], where: str) ->
                     f"{where}: parameter groups may differ only in 'lr'; group {i} sets "
                     f"{key!r}={group[key]!r} (pass it to the constructor instead)"
                 )
+    _check_lrs(optimizer, where)
+
+
+def _check_lrs(optimizer: Optimizer, where: str) -> None:
+    """Each group's lr is a finite number > 0 (checked again at each step: schedulers edit it)."""
+    for i, group in enumerate(optimizer.param_groups):
+        check_real(where, f"lr (parameter group {i})", group["lr"], low=0.0, low_open=True)
+
+
+def _positive(where: str, name: str, value: Any) -> float:
+    return check_real(where, name, value, low=0.0, low_open=True)
+
+
+def _nonneg(where: str, name: str, value: Any) -> float:
+    return check_real(where, name, value, low=0.0)
+
+
+def _check_wolfe(where: str, c1: Any, c2: Any) -> None:
+    for name, value in (("c1", c1), ("c2", c2)):
+        check_real(where, name, value, low=0.0, high=1.0, low_open=True, high_open=True)
+    if not c1 < c2:
+        raise ValueError(f"{where}: need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+
+
+def _check_flag(where: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def _count_nonfinite(optimizer: Optimizer) -> None:
+    guard = optimizer.state["guard"]
+    guard["nonfinite_steps"] = int(guard.get("nonfinite_steps", 0)) + 1
+
+
+def _nonfinite_steps(optimizer: Optimizer) -> int:
+    return int(optimizer.state.get("guard", {}).get("nonfinite_steps", 0))
+
+
+def _finite(t: Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
 
 
 def _closure_loss(value: Any, where: str) -> Tensor:
@@ -166,6 +214,11 @@ class _FlatOptimizer(Optimizer):
     def _reset_solver_state(self) -> None:
         raise NotImplementedError
 
+    @property
+    def nonfinite_steps(self) -> int:
+        """How many ``step`` calls met a non-finite value and stopped at the last finite point."""
+        return _nonfinite_steps(self)
+
     def _fg(self, closure: Callable[[], Any]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
         def fg(x: Tensor) -> tuple[Tensor, Tensor]:
             self._flat.set(x)
@@ -181,16 +234,18 @@ class _FlatOptimizer(Optimizer):
                 f"{self._where}: step() needs a closure that zeroes the gradients, computes the "
                 "loss, calls loss.backward() and returns the loss"
             )
+        _check_lrs(self, self._where)
         fg = self._fg(closure)
         x0 = self._flat.get()
-        f0, g0 = fg(x0)
-        if not math.isfinite(float(f0)):
-            raise ValueError(
-                f"{self._where}: the closure returned a non-finite loss ({float(f0)}) at the current parameters"
-            )
+        f0, g0 = fg(x0)  # a non-finite f0 or g0 ends the run at x0 with status 3
         return fg, x0, f0, g0
 
-    def _finish(self, res: OptimizeResult) -> None:
+    def _finish(self, res: OptimizeResult, x0: Tensor, g0: Tensor) -> None:
+        if not _finite(res.x):  # never reached through the solvers; kept as the last guard
+            what = non_finite_message("the new parameters", res.nit)
+            res = res._replace(x=x0, grad=g0, success=False, status=Status.NON_FINITE, message=what)
+        if res.status == Status.NON_FINITE:
+            _count_nonfinite(self)
         self._flat.set(res.x)
         self._flat.set_grad(res.grad)  # .grad consistent with the parameters left in place
         self.result = res
@@ -243,14 +298,16 @@ class LBFGS(_FlatOptimizer):
     ) -> None:
         if line_search not in ("strong_wolfe", None):
             raise ValueError(f"LBFGS: unknown line_search {line_search!r}; valid: 'strong_wolfe', None")
-        if not 0.0 < c1 < c2 < 1.0:
-            raise ValueError(f"LBFGS: need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
-        if history_size < 1 or max_iter < 1:
-            raise ValueError("LBFGS: history_size and max_iter must be >= 1")
+        w = "LBFGS"
+        lr = _positive(w, "lr", lr)
+        history_size = check_int(w, "history_size", history_size)
+        max_iter = check_int(w, "max_iter", max_iter)
+        max_ls_evals = check_int(w, "max_ls_evals", max_ls_evals)
+        tolerance_grad = _nonneg(w, "tolerance_grad", tolerance_grad)
+        tolerance_change = _nonneg(w, "tolerance_change", tolerance_change)
+        _check_wolfe(w, c1, c2)
         # at least one full iteration (first evaluation + a whole line search), even for max_iter=1
-        max_eval = max(max_iter * 5 // 4, 1 + max_ls_evals) if max_eval is None else max_eval
-        if max_eval < 1:
-            raise ValueError(f"LBFGS: max_eval must be >= 1, got {max_eval}")
+        max_eval = max(max_iter * 5 // 4, 1 + max_ls_evals) if max_eval is None else check_int(w, "max_eval", max_eval)
         defaults = {
             "lr": lr, "history_size": history_size, "max_iter": max_iter, "max_eval": max_eval,
             "tolerance_grad": tolerance_grad, "tolerance_change": tolerance_change,
@@ -285,11 +342,15 @@ class LBFGS(_FlatOptimizer):
             memory=self._memory(), f0=f0, g0=g0,
         )  # fmt: skip
         res = res._replace(nfev=res.nfev + 1, njev=res.njev + 1)
-        self.state["lbfgs"] = {
-            "s": list(memory.s), "y": list(memory.y), "rho": list(memory.rho),
-            "gamma": memory.gamma,
-        }  # fmt: skip
-        self._finish(res)
+        finite = math.isfinite(memory.gamma) and all(math.isfinite(r) for r in memory.rho)
+        if finite and all(_finite(t) for t in (*memory.s, *memory.y)):
+            self.state["lbfgs"] = {
+                "s": list(memory.s), "y": list(memory.y), "rho": list(memory.rho),
+                "gamma": memory.gamma,
+            }  # fmt: skip
+        else:  # never reached through run_lbfgs (it keeps only finite pairs): restart the memory
+            self._reset_solver_state()
+        self._finish(res, x0, g0)
         return f0
 
 
@@ -329,10 +390,14 @@ class BFGS(_FlatOptimizer):
         c2: float = 0.9,
         max_params: int = 20_000,
     ) -> None:
-        if not 0.0 < c1 < c2 < 1.0:
-            raise ValueError(f"BFGS: need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+        w = "BFGS"
+        lr = _positive(w, "lr", lr)
+        max_iter = check_int(w, "max_iter", max_iter)
+        max_params = check_int(w, "max_params", max_params)
+        tolerance_grad = _nonneg(w, "tolerance_grad", tolerance_grad)
+        _check_wolfe(w, c1, c2)
         # at least one full iteration (first evaluation + a whole line search), even for max_iter=1
-        max_eval = max(max_iter * 5 // 4, 26) if max_eval is None else max_eval  # 26: one line search
+        max_eval = max(max_iter * 5 // 4, 26) if max_eval is None else check_int(w, "max_eval", max_eval)
         defaults = {
             "lr": lr, "max_iter": max_iter, "max_eval": max_eval,
             "tolerance_grad": tolerance_grad, "c1": c1, "c2": c2, "max_params": max_params,
@@ -359,8 +424,9 @@ class BFGS(_FlatOptimizer):
             lr=self._flat.group_scale(self), f0=f0, g0=g0,
         )  # fmt: skip
         res = res._replace(nfev=res.nfev + 1, njev=res.njev + 1)
-        self.state["bfgs"] = {"hess_inv": res.hess_inv}
-        self._finish(res)
+        h = res.hess_inv
+        self.state["bfgs"] = {"hess_inv": h if h is not None and _finite(h) else None}
+        self._finish(res, x0, g0)
         return f0
 
 
@@ -380,6 +446,9 @@ class NewtonStats(NamedTuple):
         negative_curvature: CG met a direction of non-positive curvature.
         step_size: the accepted multiple t of the Newton-CG direction (0 = no move).
         rho: the reduction ratio (actual / predicted decrease; NaN when not evaluated).
+        skipped: the step was not taken because the loss, the gradient, a curvature product,
+            the direction or the new parameters (or, for a fixed step with adaptive damping,
+            the loss there) was not finite; the parameters are exactly as before.
     """
 
     loss: float
@@ -389,6 +458,7 @@ class NewtonStats(NamedTuple):
     negative_curvature: bool
     step_size: float
     rho: float
+    skipped: bool = False
 
 
 class Newton(Optimizer):
@@ -434,8 +504,14 @@ class Newton(Optimizer):
             raise ValueError(f"Newton: unknown curvature {curvature!r}; valid: 'hessian', 'ggn'")
         if line_search not in ("armijo", None):
             raise ValueError(f"Newton: unknown line_search {line_search!r}; valid: 'armijo', None")
-        if not damping > 0.0:
-            raise ValueError(f"Newton: damping must be > 0, got {damping}")
+        w = "Newton"
+        lr = _positive(w, "lr", lr)
+        damping = _positive(w, "damping", damping)
+        cg_max_iter = check_int(w, "cg_max_iter", cg_max_iter)
+        max_ls_evals = check_int(w, "max_ls_evals", max_ls_evals)
+        if forcing is not None:
+            forcing = check_real(w, "forcing", forcing, low=0.0, high=1.0, low_open=True, high_open=True)
+        _check_flag(w, "adaptive_damping", adaptive_damping)
         defaults = {
             "lr": lr, "damping": damping, "curvature": curvature, "cg_max_iter": cg_max_iter,
             "forcing": forcing, "adaptive_damping": adaptive_damping,
@@ -512,8 +588,10 @@ class Newton(Optimizer):
                 "the closure, and do not call loss.backward() there"
             )
         f0 = float(loss.detach())
+        _check_lrs(self, "Newton")
+        lam = self._lm.value
         if not math.isfinite(f0):
-            raise ValueError(f"Newton: the closure returned a non-finite loss ({f0})")
+            return self._skip(loss, f0, lam, 0, False)
         try:
             g, mv = self._curvature(loss, outputs)
         except RuntimeError as err:
@@ -523,19 +601,24 @@ class Newton(Optimizer):
                     "the closure (Newton differentiates the loss itself)"
                 ) from err
             raise
-        lam = self._lm.value
+        if not _finite(g):
+            return self._skip(loss, f0, lam, 0, False)
 
         def damped(v: Tensor) -> Tensor:
             return mv(v) + lam * v
 
         scale = self._flat.group_scale(self)
         cg = truncated_cg(damped, g, forcing=d["forcing"], max_iter=d["cg_max_iter"], norm=2.0)
+        if cg.non_finite:
+            return self._skip(loss, f0, lam, cg.iterations, cg.negative_curvature, g)
         direction = cg.x if isinstance(scale, float) else cg.x * scale
         gtd = float(torch.dot(g, direction))
         if not gtd < 0.0:
             direction = -g if isinstance(scale, float) else -g * scale
             gtd = float(torch.dot(g, direction))
         dbd = float(torch.dot(direction, mv(direction)))
+        if not (math.isfinite(gtd) and math.isfinite(dbd)):
+            return self._skip(loss, f0, lam, cg.iterations, cg.negative_curvature, g)
         x0 = self._flat.get()
 
         @torch.no_grad()
@@ -546,15 +629,24 @@ class Newton(Optimizer):
 
         lr = scale if isinstance(scale, float) else 1.0  # the groups' lr, which a scheduler edits
         t, new_loss = 0.0, math.nan
+        all_trials_non_finite = False
         if gtd < 0.0 and d["line_search"] == "armijo":
             ls = armijo(f_at, x0, direction, f0=f0, g0=g, step=lr, max_evals=d["max_ls_evals"])
             t, new_loss = ls.step, ls.f if ls.success else math.nan
+            all_trials_non_finite = ls.message == NON_FINITE_TRIALS
             self._flat.set(ls.x)
         elif gtd < 0.0:
             t = lr
             self._flat.set(x0 + t * direction)
             if d["adaptive_damping"]:
                 new_loss = float(f_at(x0 + t * direction))
+        non_finite_loss = t > 0.0 and d["adaptive_damping"] and not math.isfinite(new_loss)
+        if all_trials_non_finite or non_finite_loss or not _finite(self._flat.get()):
+            self._flat.set(x0)  # bit for bit the parameters before the step
+            if d["adaptive_damping"]:  # a non-finite step is a bad step: more damping next time
+                self._lm.update(-math.inf, 0.0)
+                self.state["newton"] = {"damping": self._lm.value}
+            return self._skip(loss, f0, lam, cg.iterations, cg.negative_curvature, g)
         rho = math.nan
         if d["adaptive_damping"]:
             predicted = -(t * gtd + 0.5 * t * t * dbd)
@@ -565,6 +657,21 @@ class Newton(Optimizer):
         self._flat.set_grad(g)
         self.stats = NewtonStats(f0, new_loss, lam, cg.iterations, cg.negative_curvature, t, rho)
         return loss.detach()
+
+    def _skip(
+        self, loss: Tensor, f0: float, lam: float, cg_iterations: int, negative: bool, g: Tensor | None = None
+    ) -> Tensor:
+        """Leave the parameters as they are; report and count a skipped (non-finite) step."""
+        if g is not None:
+            self._flat.set_grad(g)
+        _count_nonfinite(self)
+        self.stats = NewtonStats(f0, math.nan, lam, cg_iterations, negative, 0.0, math.nan, skipped=True)
+        return loss.detach()
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """How many steps were skipped because a value was not finite (see :class:`NewtonStats`)."""
+        return _nonfinite_steps(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -585,13 +692,16 @@ class NaturalGradientStats(NamedTuple):
         cg_iterations: CG iterations.
         residual_norm: ‖(C + λI)x − g‖ at the end of CG.
         quadratic: xᵀ(C + λI)x for the solution x (2 × the predicted KL for a Fisher C).
-        step_size: the multiple of x subtracted from θ.
+        step_size: the multiple of x subtracted from θ (0 when skipped).
+        skipped: the step was not taken because the gradient, a curvature product, the
+            solution or the new parameters were not finite; the parameters are as before.
     """
 
     cg_iterations: int
     residual_norm: float
     quadratic: float
     step_size: float
+    skipped: bool = False
 
 
 class NaturalGradient(Optimizer):
@@ -630,8 +740,13 @@ class NaturalGradient(Optimizer):
     ) -> None:
         if not callable(curvature):
             raise TypeError("NaturalGradient: curvature must be callable θ -> (v -> C v)")
-        if damping < 0.0:
-            raise ValueError(f"NaturalGradient: damping must be >= 0, got {damping}")
+        w = "NaturalGradient"
+        lr = _positive(w, "lr", lr)
+        damping = _nonneg(w, "damping", damping)
+        cg_max_iter = check_int(w, "cg_max_iter", cg_max_iter)
+        cg_tol = _nonneg(w, "cg_tol", cg_tol)
+        if max_kl is not None:
+            max_kl = _positive(w, "max_kl", max_kl)
         defaults = {
             "lr": lr, "damping": damping, "cg_max_iter": cg_max_iter, "cg_tol": cg_tol,
             "max_kl": max_kl,
@@ -649,7 +764,10 @@ class NaturalGradient(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         d = self.defaults
+        _check_lrs(self, "NaturalGradient")
         g = self._flat.grad()
+        if not _finite(g):
+            return self._skip(loss, NaturalGradientStats(0, math.nan, math.nan, 0.0, skipped=True))
         theta = self._flat.get()
         op = self.curvature(theta)
         lam = float(d["damping"])
@@ -657,8 +775,11 @@ class NaturalGradient(Optimizer):
         def damped(v: Tensor) -> Tensor:
             return op(v) + lam * v if lam else op(v)
 
-        with torch.no_grad():
-            cg = conjugate_gradient(damped, g, max_iter=d["cg_max_iter"], tol=d["cg_tol"])
+        try:
+            with torch.no_grad():
+                cg = conjugate_gradient(damped, g, max_iter=d["cg_max_iter"], tol=d["cg_tol"])
+        except NonFiniteError:
+            return self._skip(loss, NaturalGradientStats(0, math.nan, math.nan, 0.0, skipped=True))
         x = cg.x
         quad = float(torch.dot(x, damped(x).detach()))
         scale = self._flat.group_scale(self)
@@ -666,7 +787,21 @@ class NaturalGradient(Optimizer):
         if d["max_kl"] is not None and quad > 0.0:
             eta = min(eta, math.sqrt(2.0 * float(d["max_kl"]) / quad))
         step = x if isinstance(scale, float) else x * scale
+        new = theta - eta * step
+        if not (math.isfinite(quad) and _finite(new)):
+            return self._skip(loss, NaturalGradientStats(cg.iterations, cg.residual_norm, quad, 0.0, skipped=True))
         with torch.no_grad():
-            self._flat.set(theta - eta * step)
+            self._flat.set(new)
         self.stats = NaturalGradientStats(cg.iterations, cg.residual_norm, quad, eta)
         return loss
+
+    def _skip(self, loss: Any, stats: NaturalGradientStats) -> Any:
+        """Leave the parameters as they are; report and count a skipped (non-finite) step."""
+        _count_nonfinite(self)
+        self.stats = stats
+        return loss
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """How many steps were skipped because a value was not finite (see :class:`NaturalGradientStats`)."""
+        return _nonfinite_steps(self)

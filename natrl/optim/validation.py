@@ -85,4 +85,3 @@ def check_int(where: str, name: str, value: object, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {value!r}")
     return int(value)
-
