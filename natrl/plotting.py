@@ -9,6 +9,7 @@ Every environment gets its own panel.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from natrl.atomic import atomic_write_bytes
 from natrl.runs import CONFIG_FILE, PROGRESS_FILE, RunSpec, read_progress
 
 __all__ = ["Curve", "aggregate", "expand_run_dirs", "load_curve", "plot_runs"]
@@ -221,7 +223,13 @@ def plot_runs(
         )
     fig.tight_layout()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi)
-    plt.close(fig)
-    return output
+    fmt = output.suffix[1:].lower() or str(plt.rcParams["savefig.format"])
+    if not output.suffix:  # as savefig does with a file name
+        output = output.with_name(f"{output.name}.{fmt}")
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=fmt, dpi=dpi)  # an unknown suffix fails here, before any file is touched
+    finally:
+        plt.close(fig)
+    # atomic: a full or read-only disk leaves no half-written image and names the file
+    return atomic_write_bytes(output, buf.getvalue())

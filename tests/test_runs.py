@@ -32,6 +32,8 @@ from natrl.runs import (
     set_rng_state,
     truncate_progress,
 )
+from natrl.runs.files import RunFileWarning
+from natrl.runs.progress import ProgressFileError
 
 TINY = {"n_envs": 2, "n_steps": 16, "n_epochs": 1, "batch_size": 32}
 
@@ -154,7 +156,8 @@ def test_truncate_progress_drops_rows_after_the_checkpoint_and_a_partial_line(tm
     with path.open("a") as f:
         f.write("500,1,2,3")  # a row cut off by SIGKILL
     assert list(read_progress(path)["timesteps"]) == [100, 200, 300, 400]  # readers skip it
-    assert truncate_progress(path, 300) == 3
+    with pytest.warns(RunFileWarning, match="its last line was cut off"):
+        assert truncate_progress(path, 300) == 3
     text = path.read_text()
     assert text.endswith("\n")
     assert list(read_progress(path)["timesteps"]) == [100, 200, 300]
@@ -164,6 +167,105 @@ def test_truncate_progress_drops_rows_after_the_checkpoint_and_a_partial_line(tm
     cols = read_progress(path)
     assert list(cols["timesteps"]) == [100, 200, 300, 400]
     assert cols["kl"][-1] == 0.9
+
+
+def _progress_with_extras(path: Path, steps: tuple[int, ...] = (100, 200, 300, 400)) -> list[str]:
+    log = ProgressLog(path)
+    for t in steps:
+        log.write({"timesteps": t, "kl": t / 1000, "value_loss": t / 10})
+    log.close()
+    return path.read_text().splitlines()
+
+
+def test_truncate_progress_rewrites_a_damaged_header_when_the_rows_fit_it(tmp_path: Path) -> None:
+    path = tmp_path / "progress.csv"
+    log = ProgressLog(path)
+    for t in (100, 200, 300):
+        log.write({"timesteps": t, "kl": t / 1000})  # the known columns only
+    log.close()
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(["\x00\x00garbage", *lines[1:]]) + "\n")
+    with pytest.raises(ProgressFileError, match="line 1 is not a natrl progress.csv header"):
+        ProgressLog(path)  # rows written under that header would be empty cells: refused
+    with pytest.warns(RunFileWarning, match="line 1 was not a progress.csv header and is rewritten") as record:
+        assert truncate_progress(path, 300) == 3
+    assert "kept as progress.csv.damaged" in str(record[0].message)
+    assert path.read_text().splitlines() == lines
+    assert (tmp_path / "progress.csv.damaged").read_text().startswith("\x00\x00garbage\n")
+    log = ProgressLog(path)
+    log.write({"timesteps": 400, "kl": 0.4})
+    log.close()
+    cols = read_progress(path)
+    assert list(cols["timesteps"]) == [100, 200, 300, 400] and cols["kl"][-1] == 0.4
+
+
+def test_truncate_progress_keeps_the_extra_column_names_a_damaged_header_still_has(tmp_path: Path) -> None:
+    path = tmp_path / "progress.csv"
+    lines = _progress_with_extras(path)
+    damaged = ["tim?steps", *lines[0].split(",")[1:]]
+    path.write_text("\n".join([",".join(damaged), *lines[1:]]) + "\n")
+    with pytest.warns(RunFileWarning, match="rewritten from natrl's columns"):
+        assert truncate_progress(path, 400) == 4
+    assert path.read_text().splitlines() == lines
+
+
+def test_truncate_progress_refuses_a_header_whose_columns_cannot_be_named(tmp_path: Path) -> None:
+    path = tmp_path / "progress.csv"
+    lines = _progress_with_extras(path)
+    damaged = "garbage\n" + "\n".join(lines[1:]) + "\n"
+    path.write_text(damaged)
+    with pytest.raises(ProgressFileError) as info:
+        truncate_progress(path, 400)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "names of its 12 columns are lost" in message and f"mv {path} {path}.damaged" in message
+    assert path.read_text() == damaged  # untouched
+    assert not (tmp_path / "progress.csv.damaged").exists()
+
+
+def test_truncate_progress_keeps_the_rows_around_a_damaged_one(tmp_path: Path) -> None:
+    path = tmp_path / "progress.csv"
+    lines = _progress_with_extras(path, (100, 200, 300, 400, 500))
+    cut = lines[2][: len(lines[2]) // 2]  # row 200 cut in the middle of the file
+    path.write_text("\n".join([lines[0], lines[1], cut, "not,a,row", *lines[3:]]) + "\n")
+    assert list(read_progress(path)["timesteps"]) == [100, 300, 400, 500]
+    with pytest.warns(RunFileWarning) as record:
+        assert truncate_progress(path, 400) == 3
+    (warning,) = record
+    assert "2 damaged rows (lines 3, 4) are dropped" in str(warning.message)
+    assert "the original is kept as progress.csv.damaged" in str(warning.message)
+    assert path.read_text().splitlines() == [lines[0], lines[1], lines[3], lines[4]]
+    assert (tmp_path / "progress.csv.damaged").read_text().splitlines()[2] == cut
+    # a second repair keeps the first original too
+    path.write_text(path.read_text() + "oops\n")
+    with pytest.warns(RunFileWarning, match="kept as progress.csv.damaged-2"):
+        truncate_progress(path, 400)
+
+
+def test_truncate_progress_refuses_a_file_with_no_readable_row(tmp_path: Path) -> None:
+    path = tmp_path / "progress.csv"
+    path.write_text(",".join(KNOWN_COLUMNS) + "\n" + "\n".join(["x,y", "1,2,3", "\x00\x01"]) + "\n")
+    with pytest.raises(ProgressFileError, match="none of its 3 rows can be read"):
+        truncate_progress(path, 400)
+    # a file holding only a damaged header has nothing to lose: it starts afresh
+    path.write_bytes(b"\xff\xfe garbage\n")
+    with pytest.warns(RunFileWarning, match="started afresh"):
+        assert truncate_progress(path, 400) == 0
+    log = ProgressLog(path)
+    log.write({"timesteps": 500})
+    log.close()
+    assert path.read_text().splitlines()[0].split(",") == list(KNOWN_COLUMNS)
+
+
+def test_progress_log_starts_a_new_line_after_a_cut_off_row(tmp_path: Path) -> None:
+    path = tmp_path / "progress.csv"
+    lines = _progress_with_extras(path, (100,))
+    path.write_text(path.read_text() + "200,2,")
+    log = ProgressLog(path)
+    log.write({"timesteps": 300})
+    log.close()
+    assert list(read_progress(path)["timesteps"]) == [100, 300]
+    assert path.read_text().splitlines()[:2] == lines
 
 
 # ----------------------------------------------------------------------------- checkpoints

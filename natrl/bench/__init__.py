@@ -290,7 +290,10 @@ def run(args: argparse.Namespace) -> int:
         natrl.presets.PresetError: an unreadable preset file.
     """
     from natrl.bench.jobs import plan_jobs
+    from natrl.presets import agents_dir
 
+    if args.agents_dir is not None:
+        agents_dir(args.agents_dir)  # a folder that is not there is an error, also where nothing reads it (--report)
     if args.report:
         return _merge_reports(args)
     use_ray = bool(args.ray or args.ray_address)

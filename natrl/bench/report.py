@@ -113,12 +113,89 @@ def write_results(out_dir: Path, rows: Sequence[Row], metadata: dict[str, Any]) 
     _write_atomic(out_dir / "results.csv", buf.getvalue())
 
 
+_NUMBER_FIELDS = (
+    "steps",
+    "budget",
+    "train_seconds",
+    "train_cpu_seconds",
+    "eval_seconds",
+    "setup_seconds",
+    "wall_seconds",
+    "steps_per_second",
+    "final_eval_mean",
+    "final_eval_std",
+    "threshold",
+    "threshold_steps",
+    "threshold_seconds",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _schema_problem(data: Any) -> str | None:
+    """What keeps ``data`` from being the ``{"metadata": {...}, "runs": [row, ...]}`` of :func:`write_results`
+    (None when nothing does): the first problem found, naming where it is."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object with metadata and runs"
+    for key, kind in (("metadata", dict), ("runs", list)):
+        if not isinstance(data.get(key), kind):
+            what = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            return f"its {key!r} entry is {what}, not {'an object' if kind is dict else 'a list'}"
+    meta = data["metadata"]
+    for key, kind in (("versions", dict), ("commands", list), ("replaced", list)):
+        if key in meta and not isinstance(meta[key], kind):
+            return f"metadata.{key} is a {type(meta[key]).__name__}, not {'an object' if kind is dict else 'a list'}"
+    for i, row in enumerate(data["runs"]):
+        where = f"runs[{i}]"
+        if not isinstance(row, dict):
+            return f"{where} is a {type(row).__name__}, not an object"
+        for key in ("library", "algo", "env", "status"):
+            if not isinstance(row.get(key), str):
+                return f"{where}.{key} is {'missing' if key not in row else repr(row[key])}, not a string"
+        if not _is_int(row.get("seed")):
+            return f"{where}.seed is {'missing' if 'seed' not in row else repr(row['seed'])}, not an integer"
+        if "index" in row and not _is_int(row["index"]):
+            return f"{where}.index is {row['index']!r}, not an integer"
+        for key in _NUMBER_FIELDS:
+            if row.get(key) is not None and not _is_number(row[key]):
+                return f"{where}.{key} is {row[key]!r}, not a number"
+        peer = row.get("peer")
+        if peer is not None and not (isinstance(peer, dict) and isinstance(peer.get("notes", []), list)):
+            return f"{where}.peer is not an object with a list of notes"
+        curve = row.get("curve")
+        if curve is None:
+            continue
+        if not isinstance(curve, list):
+            return f"{where}.curve is a {type(curve).__name__}, not a list"
+        for j, point in enumerate(curve):
+            keys = ("steps", "train_seconds", "mean")  # null: a NaN written as JSON
+            if not (
+                isinstance(point, dict) and all(k in point and (point[k] is None or _is_number(point[k])) for k in keys)
+            ):
+                return f"{where}.curve[{j}] is not an object with numbers steps, train_seconds and mean"
+    return None
+
+
 def read_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Row]]:
-    """(metadata, rows) of a results.json (or of the folder holding it)."""
+    """(metadata, rows) of a results.json (or of the folder holding it).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON, or not the schema :func:`write_results` writes (the message says where).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     data = json.loads(path.read_text(encoding="utf-8"))
+    problem = _schema_problem(data)
+    if problem is not None:
+        raise ValueError(f"not a natrl bench results.json: {problem}")
     return data["metadata"], data["runs"]
 
 

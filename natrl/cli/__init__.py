@@ -16,13 +16,18 @@ and :mod:`~natrl.cli.listing`. The training itself is :func:`natrl.runs.train_ru
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from natrl.cli.common import EXIT_ERROR, CLIError, _err, _one_line
 from natrl.cli.parser import build_parser
 from natrl.cli.values import parse_overrides, parse_value
+from natrl.runs.files import RunFileWarning
 
 __all__ = ["CLIError", "build_parser", "main", "parse_overrides", "parse_value"]
 
@@ -39,8 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
-        return int(args.handler(args) or 0)
-    except (CLIError, ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RunFileWarning)
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+            return int(args.handler(args) or 0)
+    except (CLIError, ValueError) as exc:
         # ValueError covers natrl's PresetError, CheckpointError, UnsupportedSpaceError and
         # the config classes' validation; unexpected exceptions keep their traceback
         _err(f"error: {_one_line(exc)}")
@@ -55,9 +63,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python flushes stdout at exit, which would raise again: point it at /dev/null
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a read-only or full disk, a path through a file, a missing file: one line
+        _err(f"error: {_os_error(exc)}")
+        return EXIT_ERROR
     except Exception as exc:
         gym_error = sys.modules.get("gymnasium.error")
         if gym_error is not None and isinstance(exc, gym_error.DependencyNotInstalled):
             _err(f"error: {_one_line(exc)}")  # e.g. Box2D or pygame for an env
             return EXIT_ERROR
         raise
+
+
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space (natrl train --resume continues a run from its last checkpoint)",
+    errno.EDQUOT: "the disk quota is used up; free some space (natrl train --resume continues a run)",
+    errno.EROFS: "the file system is read-only; choose a writable location",
+    errno.EACCES: "check its permissions, or choose another location",
+    errno.EPERM: "check its permissions, or choose another location",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def _path_text(name: object) -> str:
+    return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+
+
+def _os_error(exc: OSError) -> str:
+    """``path: what went wrong; what to do`` for an OSError (its message alone when it names no path)."""
+    if exc.filename is None or not exc.strerror:
+        return _one_line(exc)
+    where = _path_text(exc.filename) + (f" -> {_path_text(exc.filename2)}" if exc.filename2 is not None else "")
+    hint = _OS_ERROR_HINTS.get(exc.errno or 0)
+    return f"{where}: {exc.strerror}" + (f"; {hint}" if hint else "")
+
+
+def _show_warning(
+    previous: Callable[..., None],
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: Any = None,
+) -> None:
+    """Show natrl's warnings about run files as one line ``natrl: warning: …``; others as ``previous`` does."""
+    if issubclass(category, RunFileWarning):
+        _err(f"warning: {' '.join(str(message).split())}")
+    else:
+        previous(message, category, filename, lineno, file, line)

@@ -46,6 +46,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from natrl.presets import agents_dir, list_presets, load_preset
     from natrl.rl import AGENTS
 
+    folder = agents_dir(args.agents_dir)  # a folder that is not there is an error, also with --params
     if args.params:
         cls = _agent_class(args.params)
         docs = _field_docs(cls.config_cls)
@@ -55,7 +56,6 @@ def cmd_list(args: argparse.Namespace) -> int:
             value = "none" if default is None else json.dumps(list(default) if isinstance(default, tuple) else default)
             print(f"  {f.name:<28} {value:<12} {docs.get(f.name, '')}")
         return 0
-    folder = agents_dir(args.agents_dir)
     print("algorithms (natrl train ALGO ENV):")
     for name, cls in AGENTS.items():
         print(f"  {name:<6} {_short_doc(cls)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import signal
@@ -23,7 +24,7 @@ from natrl.cli.checks import (
 from natrl.cli.common import PROG, RUNS_ROOT, CLIError, _err, _rel
 from natrl.cli.progress import _Progress
 from natrl.cli.signals import _StopOnSignal
-from natrl.cli.values import _env_kwargs, parse_overrides
+from natrl.cli.values import _env_kwargs, check_env_kwargs, parse_overrides
 
 if TYPE_CHECKING:
     from natrl.rl import OnPolicyAgent
@@ -63,7 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_device(args.device or "cpu")
     preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
     # the preset's env settings (e.g. Atari preprocessing), which the command line's flags override
-    env_kwargs = {**preset.env_kwargs, **_env_kwargs(args.env_kwargs)}
+    cli_env_kwargs = _env_kwargs(args.env_kwargs)
+    env_kwargs = {**preset.env_kwargs, **cli_env_kwargs}
     wrapper_path = args.wrapper or preset.wrapper
     wrapper = _wrapper(wrapper_path)
     overrides = parse_overrides(args.overrides, cls.config_cls, algo)
@@ -102,12 +104,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec.env_kwargs, spec.gym_packages, spec.wrapper = env_kwargs, list(args.gym_packages), wrapper_path
     spec.policy = args.policy or preset.policy
     spec.policy_kwargs = dict(preset.policy_kwargs) if spec.policy == preset.policy else {}
+    if env_kwargs:  # a keyword the env does not take: one line naming it and where it came from
+        table = f"[{preset.table}.env_kwargs] in {_rel(preset.source)}" if preset.source else "the preset"
+        check_env_kwargs(args.env, env_kwargs, cli_env_kwargs, table)
     try:
         agent = cls(args.env, seed=seed, device=device, config=config, env_kwargs=env_kwargs, wrapper_class=wrapper,
                     policy=spec.policy, policy_kwargs=spec.policy_kwargs)  # fmt: skip
     except PolicyError as exc:
         raise CLIError(str(exc)) from None
     lock = RunLock(run_dir)
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()  # one writer per run directory
@@ -126,6 +132,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         lock.release()
         agent.close()
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            with contextlib.suppress(OSError):  # a start that failed before writing anything leaves no empty dir
+                run_dir.rmdir()
 
 
 def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:

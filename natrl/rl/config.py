@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["SCHEDULABLE", "CriticConfig", "OnPolicyConfig", "Schedule", "build_config", "check", "schedule_value"]
+__all__ = [
+    "MAX_TORCH_THREADS",
+    "SCHEDULABLE",
+    "CriticConfig",
+    "OnPolicyConfig",
+    "Schedule",
+    "build_config",
+    "check",
+    "schedule_value",
+]
 
 C = TypeVar("C", bound="OnPolicyConfig")
 
@@ -23,6 +33,10 @@ C = TypeVar("C", bound="OnPolicyConfig")
 Schedule = Callable[[float], float]
 """A hyperparameter as a function of the progress remaining (1 at the start of ``learn``, 0 at its end), as in
 stable-baselines3; rl-zoo3's ``"lin_<value>"`` strings mean ``value * progress_remaining``."""
+
+MAX_TORCH_THREADS = 1024
+"""The most ``torch_threads`` a config accepts: far above any machine's cores, far below what makes
+OpenMP's thread pool abort the process (a fixed bound, so that a config saved on a big machine loads anywhere)."""
 
 SCHEDULABLE = ("learning_rate", "clip_range", "critic_lr", "max_kl", "step_size")
 """Fields that accept a :data:`Schedule` or a ``"lin_<value>"`` string besides a number."""
@@ -219,10 +233,11 @@ class OnPolicyConfig:
             f"None or an integer >= 1 that divides n_steps={self.n_steps}",
         )  # fmt: skip
         check(
-            self.torch_threads is None or (isinstance(self.torch_threads, int) and self.torch_threads >= 1),
+            self.torch_threads is None
+            or (isinstance(self.torch_threads, int) and 1 <= self.torch_threads <= MAX_TORCH_THREADS),
             "torch_threads",
             self.torch_threads,
-            "None or an integer >= 1",
+            f"None or an integer from 1 to {MAX_TORCH_THREADS} (this machine has {os.cpu_count()} CPUs)",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,10 +265,10 @@ class CriticConfig(OnPolicyConfig):
         super().validate()
         check(schedule_value(self.critic_lr, 1.0) > 0, "critic_lr", self.critic_lr, "must be > 0")
         check(
-            isinstance(self.critic_epochs, int) and self.critic_epochs >= 0,
+            isinstance(self.critic_epochs, int) and self.critic_epochs >= 1,
             "critic_epochs",
             self.critic_epochs,
-            "an integer >= 0",
+            "an integer >= 1 (with 0 the critic would never train)",
         )
         check(
             isinstance(self.critic_batch_size, int) and self.critic_batch_size >= 1,

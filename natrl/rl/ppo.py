@@ -68,7 +68,7 @@ class PPOConfig(OnPolicyConfig):
         check(schedule_value(self.clip_range, 1.0) > 0, "clip_range", self.clip_range, "must be > 0")
         check(self.clip_range_vf is None or self.clip_range_vf > 0, "clip_range_vf", self.clip_range_vf, "None or > 0")
         check(self.ent_coef >= 0, "ent_coef", self.ent_coef, "must be >= 0")
-        check(self.vf_coef >= 0, "vf_coef", self.vf_coef, "must be >= 0")
+        check(self.vf_coef > 0, "vf_coef", self.vf_coef, "must be > 0 (with 0 the critic would never train)")
         check(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "must be > 0")
         check(self.target_kl is None or self.target_kl > 0, "target_kl", self.target_kl, "None or > 0")
 

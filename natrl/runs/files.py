@@ -19,6 +19,7 @@ __all__ = [
     "LOCK_FILE",
     "MODEL_FILE",
     "PROGRESS_FILE",
+    "RunFileWarning",
     "atomic_write_bytes",
     "atomic_write_text",
     "remove_stale_tmp",
@@ -36,6 +37,13 @@ CHECKPOINT_DIR = "checkpoints"
 """The folder of the ``step_<N>.pt`` checkpoints."""
 LOCK_FILE = ".lock"
 """The lock file (process id and host) of the one process writing the run directory."""
+
+
+class RunFileWarning(UserWarning):
+    """A damaged file of a run directory was repaired; the message names the file and what changed.
+
+    Issued with :func:`warnings.warn` (this package never prints); ``natrl`` shows it as one line.
+    """
 
 
 def remove_stale_tmp(directory: str | os.PathLike[str]) -> list[Path]:

@@ -54,16 +54,27 @@ class RunLock:
                     ) from None
                 self.path.unlink(missing_ok=True)  # stale: its owner is gone
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(me)
+            except OSError as exc:  # a full disk: leave no empty lock behind, name the file
+                self.path.unlink(missing_ok=True)
+                if exc.filename is None:
+                    raise type(exc)(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
+                raise
             self.held = True
             return
         raise RunLockedError(f"could not lock {self.path.parent}: another process took it at the same moment")
 
     def release(self) -> None:
+        """Remove the lock file. Never raises: it runs in ``finally`` blocks, where an error would hide the one
+        being raised; a lock that cannot be removed (the disk turned read-only) is stale once this process ends."""
         if self.held:
-            self.path.unlink(missing_ok=True)
             self.held = False
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def __enter__(self) -> RunLock:
         self.acquire()
