@@ -47,6 +47,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
 from natrl.linalg import LevenbergMarquardt
+from natrl.optim.validation import check_int, check_real
 
 __all__ = [
     "KFAC",
@@ -203,8 +204,14 @@ def kl_clip_scale(inner: float, lr: float, kl_clip: float) -> float:
         inner: Σ over parameters of ⟨∇̃, ∇⟩ (the quadratic form ∇̃ᵀ F ∇̃ of the update).
         lr: the learning rate η of the step that follows.
         kl_clip: κ > 0.
+
+    Returns:
+        ν ∈ [0, 1]: 1.0 when the quadratic form is ≤ 0 or NaN (nothing to clip), 0.0 when it
+        is +inf (an unbounded step is scaled to nothing).
     """
     quad = lr * lr * inner
+    if quad == math.inf:
+        return 0.0
     if not quad > 0.0 or not math.isfinite(quad):
         return 1.0
     return min(1.0, math.sqrt(kl_clip / quad))
@@ -252,8 +259,11 @@ class KFACStats(NamedTuple):
         fallbacks: eigendecompositions that needed jitter or float64 in this step.
         failed_layers: layers left to plain gradients in this step (eigh failed or no factor).
         rho: the Levenberg–Marquardt reduction ratio (NaN when not evaluated).
-        skipped: the step was not taken because a (preconditioned) gradient was not finite; the
-            parameters and momentum buffers are exactly as before.
+        skipped: the step was not taken because a (preconditioned) gradient, a momentum buffer
+            or a new parameter value was not finite (or, with adaptive damping, the loss after
+            the step); the parameters and momentum buffers are exactly as before. Counted in
+            :attr:`KFAC.nonfinite_steps`. Always False with ``preconditioner_only`` (no step is
+            taken there: the caller checks the rewritten ``.grad``).
     """
 
     kl_scale: float
@@ -325,6 +335,8 @@ class KFAC(Optimizer):
     Attributes:
         stats: :class:`KFACStats` of the last step.
         layers: the names of the preconditioned layers.
+        nonfinite_steps: how many steps were skipped because a value was not finite (kept by
+            ``state_dict``).
     """
 
     def __init__(
@@ -348,21 +360,20 @@ class KFAC(Optimizer):
             raise TypeError(f"KFAC: model must be an nn.Module, got {type(model).__name__}")
         if fisher not in ("empirical", "sampled"):
             raise ValueError(f"KFAC: unknown fisher {fisher!r}; valid: 'empirical', 'sampled'")
-        for name, value, ok, need in (
-            ("lr", lr, lambda v: v >= 0.0, ">= 0"),
-            ("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-            ("weight_decay", weight_decay, lambda v: v >= 0.0, ">= 0"),
-            ("damping", damping, lambda v: v > 0.0, "> 0"),
-        ):
-            real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not (real and ok(value)):
-                raise ValueError(f"KFAC: {name} must be a finite number {need}, got {value!r}")
-        if not 0.0 <= factor_decay < 1.0:
-            raise ValueError(f"KFAC: factor_decay must lie in [0, 1), got {factor_decay}")
-        if factor_interval < 1 or inverse_interval < 1 or damping_interval < 1:
-            raise ValueError("KFAC: factor_interval, inverse_interval, damping_interval must be >= 1")
-        if kl_clip is not None and not kl_clip > 0.0:
-            raise ValueError(f"KFAC: kl_clip must be > 0 or None, got {kl_clip}")
+        w = "KFAC"
+        lr = check_real(w, "lr", lr, low=0.0)
+        momentum = check_real(w, "momentum", momentum, low=0.0, high=1.0, high_open=True)
+        weight_decay = check_real(w, "weight_decay", weight_decay, low=0.0)
+        damping = check_real(w, "damping", damping, low=0.0, low_open=True)
+        factor_decay = check_real(w, "factor_decay", factor_decay, low=0.0, high=1.0, high_open=True)
+        factor_interval = check_int(w, "factor_interval", factor_interval)
+        inverse_interval = check_int(w, "inverse_interval", inverse_interval)
+        damping_interval = check_int(w, "damping_interval", damping_interval)
+        if kl_clip is not None:
+            kl_clip = check_real(w, "kl_clip", kl_clip, low=0.0, low_open=True)
+        for name, flag in (("adaptive_damping", adaptive_damping), ("preconditioner_only", preconditioner_only)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"KFAC: {name} must be True or False, got {type(flag).__name__} {flag!r}")
         if adaptive_damping and preconditioner_only:
             raise ValueError(
                 "KFAC: adaptive_damping needs the parameter update, so it is not available with "
@@ -387,6 +398,7 @@ class KFAC(Optimizer):
         self._lm = LevenbergMarquardt(damping, increase=1.0 / omega, decrease=omega,
                                       min_value=min(1e-8, damping), max_value=max(1e4, damping))  # fmt: skip
         self._k = 0  # steps taken
+        self.nonfinite_steps = 0  # steps skipped because a value was not finite (KFACStats.skipped)
         self._in_fisher_pass = False
         self._suspended = False
         self.stats: KFACStats | None = None
@@ -645,14 +657,14 @@ class KFAC(Optimizer):
                 layer.denom_damping = self.damping
             pre = precondition(gm, layer.eig_a, layer.eig_g, self.damping,
                                inv_denom=layer.inv_denom)  # fmt: skip
-            if self.kl_clip is not None:
-                inners.append((pre * gm).sum())
+            if self.kl_clip is not None:  # in float64: ⟨∇̃, ∇⟩ of a large float32 gradient overflows
+                inners.append(torch.dot(pre.reshape(-1).double(), gm.reshape(-1).double()))
             self._write_grad_matrix(layer, pre)
             handled.update(id(p) for p in layer.params)
             done += 1
         nu = 1.0
         if self.kl_clip is not None:
-            inners += [(p.grad * p.grad).sum() for p in params
+            inners += [torch.dot(p.grad.reshape(-1).double(), p.grad.reshape(-1).double()) for p in params
                        if p.grad is not None and id(p) not in handled]  # fmt: skip
             inner = float(torch.stack(inners).sum()) if inners else 0.0
             nu = kl_clip_scale(inner, float(self.param_groups[0]["lr"]), self.kl_clip)
@@ -699,17 +711,12 @@ class KFAC(Optimizer):
         lam = self.damping
         nu, done, fallbacks, failed = self.precondition_grads()
         rho = math.nan
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        skipped = not self.preconditioner_only and not all(bool(torch.isfinite(gr).all()) for gr in grads)
-        if skipped:
-            warnings.warn(
-                "KFAC: a non-finite gradient (NaN/inf inputs or loss?); the step is skipped and the parameters "
-                "are unchanged",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        elif not self.preconditioner_only:
+        skipped = False
+        if not self.preconditioner_only:
             adapt = self.adaptive_damping and closure is not None and (self._k + 1) % self.damping_interval == 0
+            # Every new value (momentum buffer, parameter) is formed out of place and checked before
+            # anything is written, so a non-finite step leaves the optimizer exactly as it was.
+            updates: list[tuple[Tensor, Tensor, Tensor | None]] = []  # (p, new p, new momentum buffer)
             deltas: dict[int, Tensor] = {}
             with torch.no_grad():
                 for group in self.param_groups:
@@ -717,42 +724,71 @@ class KFAC(Optimizer):
                     for p in group["params"]:
                         if p.grad is None:
                             continue
-                        d_p = p.grad
+                        d_p, new_buf = p.grad, None
                         if mom:
                             buf = self.state[p].get("momentum_buffer")
-                            if buf is None:
-                                buf = d_p.clone()
-                                self.state[p]["momentum_buffer"] = buf
-                            else:
-                                buf.mul_(mom).add_(d_p)
-                            d_p = buf
+                            new_buf = d_p.clone() if buf is None else buf.mul(mom).add_(d_p)
+                            d_p = new_buf
                         delta = -lr * d_p
                         if adapt:
-                            deltas[id(p)] = delta.clone()
-                        p.add_(delta)
-            if adapt:
-                assert loss is not None
-                predicted = self._quadratic_model(deltas)
-                self._suspended = True
-                try:
-                    with torch.enable_grad():
-                        new_loss = float(torch.as_tensor(closure()).detach())  # type: ignore[misc]
-                finally:
-                    self._suspended = False
-                actual = new_loss - float(torch.as_tensor(loss).detach())
-                rho = actual / predicted if predicted < 0 else -math.inf
-                self._lm.update(-actual, -predicted)
-                self.damping = self._lm.value
+                            deltas[id(p)] = delta
+                        updates.append((p, p + delta, new_buf))
+                skipped = not all(
+                    bool(torch.isfinite(t).all()) for _, new_p, buf in updates for t in (new_p, buf) if t is not None
+                )
+            if skipped:
+                warnings.warn(
+                    "KFAC: a non-finite gradient, momentum or parameter update (NaN/inf inputs or loss, or a step "
+                    "too large for the dtype); the step is skipped and the parameters are unchanged",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            else:
+                old = [(p.clone(), self.state[p].get("momentum_buffer")) for p, _, _ in updates] if adapt else []
+                self._commit(updates)
+                if adapt:
+                    assert loss is not None
+                    predicted = self._quadratic_model(deltas)
+                    self._suspended = True
+                    try:
+                        with torch.enable_grad():
+                            new_loss = float(torch.as_tensor(closure()).detach())  # type: ignore[misc]
+                    finally:
+                        self._suspended = False
+                    actual = new_loss - float(torch.as_tensor(loss).detach())
+                    rho = actual / predicted if predicted < 0 else -math.inf
+                    self._lm.update(-actual, -predicted)
+                    self.damping = self._lm.value
+                    if not math.isfinite(new_loss):  # finite parameters, non-finite loss: undo the step
+                        skipped = True
+                        with torch.no_grad():
+                            for (p, _, _), (p_old, buf_old) in zip(updates, old, strict=True):
+                                p.copy_(p_old)
+                                if buf_old is None:
+                                    self.state[p].pop("momentum_buffer", None)
+                                else:
+                                    self.state[p]["momentum_buffer"] = buf_old
+            if skipped:
+                self.nonfinite_steps += 1
         self.stats = KFACStats(nu, lam, done, fallbacks, tuple(failed), rho, skipped)
         self._k += 1
         return loss
 
+    @torch.no_grad()
+    def _commit(self, updates: list[tuple[Tensor, Tensor, Tensor | None]]) -> None:
+        """Write checked new parameters and momentum buffers."""
+        for p, new_p, new_buf in updates:
+            p.copy_(new_p)
+            if new_buf is not None:
+                self.state[p]["momentum_buffer"] = new_buf
+
     def state_dict(self) -> dict[str, Any]:
-        """The torch.optim state plus the factors, λ and the step count (by layer name)."""
+        """The torch.optim state plus the factors, λ, the step count and the skipped steps."""
         sd = super().state_dict()
         sd["kfac"] = {
             "step": self._k,
             "damping": self.damping,
+            "nonfinite_steps": self.nonfinite_steps,
             "factors": {layer.name: (layer.a, layer.g) for layer in self._layers.values()},
         }
         return sd
@@ -766,6 +802,7 @@ class KFAC(Optimizer):
             return
         self._k = int(extra["step"])
         self.damping = float(extra["damping"])
+        self.nonfinite_steps = int(extra.get("nonfinite_steps", 0))
         self._lm.load_state_dict({"value": self.damping})
         for layer in self._layers.values():
             a, g = extra["factors"].get(layer.name, (None, None))
