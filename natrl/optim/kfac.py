@@ -337,6 +337,12 @@ class KFAC(Optimizer):
         layers: the names of the preconditioned layers.
         nonfinite_steps: how many steps were skipped because a value was not finite (kept by
             ``state_dict``).
+
+    Raises:
+        ValueError: an option out of its range (lr < 0, damping ≤ 0, momentum or factor_decay
+            outside [0, 1), an interval < 1, kl_clip ≤ 0, NaN, inf); the message names it.
+        TypeError: an option of the wrong type (a string or bool for a number, a float for an
+            interval, a non-bool flag).
     """
 
     def __init__(

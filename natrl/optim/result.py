@@ -39,8 +39,13 @@ STATUS_MESSAGES: dict[int, str] = {
 def non_finite_message(what: str, iteration: int) -> str:
     """The message of a run stopped with :attr:`Status.NON_FINITE`, naming what was not finite.
 
-    >>> non_finite_message("the gradient", 3)
-    'Non-finite (NaN or inf) value encountered: the gradient is not finite at iteration 3.'
+    Args:
+        what: the value, e.g. ``"the gradient"`` or ``"the Hessian-vector product"``.
+        iteration: the iteration at which it was met.
+
+    Example:
+        >>> non_finite_message("the gradient", 3)
+        'Non-finite (NaN or inf) value encountered: the gradient is not finite at iteration 3.'
     """
     return f"{STATUS_MESSAGES[Status.NON_FINITE][:-1]}: {what} is not finite at iteration {iteration}."
 

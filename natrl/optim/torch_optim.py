@@ -14,7 +14,7 @@ every step, which a scheduler may edit); a ValueError / TypeError names it, its 
 the valid range. No step leaves a parameter or the solver state non-finite: a step that meets
 a non-finite loss, gradient, curvature product or new parameter value is skipped (the
 parameters keep their last finite values), reported (``result.status == 3`` with a message,
-or ``stats.skipped``) and counted in :attr:`nonfinite_steps`, which ``state_dict`` keeps.
+or ``stats.skipped``) and counted in ``nonfinite_steps``, which ``state_dict`` keeps.
 
 Closures:
 
@@ -263,7 +263,7 @@ class LBFGS(_FlatOptimizer):
 
     Args:
         params: parameters or parameter groups (groups may set only ``lr``).
-        lr: scales the direction (per group); 1 is the natural L-BFGS step.
+        lr: scales the direction (per group), > 0; 1 is the natural L-BFGS step.
         history_size: m, curvature pairs kept.
         max_iter: iterations per ``step``.
         max_eval: closure evaluations per ``step`` (including the first); by default
@@ -276,7 +276,15 @@ class LBFGS(_FlatOptimizer):
         max_ls_evals: evaluations per line search.
 
     Attributes:
-        result: the :class:`OptimizeResult` of the last ``step`` (x flat on the home device).
+        result: the :class:`OptimizeResult` of the last ``step`` (x flat on the home device);
+            status 3 with a message naming the value when a non-finite loss or gradient stopped
+            it (the parameters are then at the last finite iterate, unchanged if it was the first).
+        nonfinite_steps: how many steps stopped on a non-finite value.
+
+    Raises:
+        ValueError: an option out of its range (lr ≤ 0, history_size < 1, c1 ≥ c2, NaN, inf, …);
+            also at ``step`` for a group's lr that a scheduler set out of range.
+        TypeError: an option of the wrong type (a string or bool for a number, a float for a count).
     """
 
     _where = "LBFGS"
@@ -363,7 +371,7 @@ class BFGS(_FlatOptimizer):
 
     Args:
         params: parameters or parameter groups (groups may set only ``lr``).
-        lr: scales the direction (per group).
+        lr: scales the direction (per group), > 0.
         max_iter: iterations per ``step``.
         max_eval: closure evaluations per ``step``; max(1.25 max_iter, 26) by default, so that
             ``max_iter=1`` still takes a step.
@@ -373,7 +381,13 @@ class BFGS(_FlatOptimizer):
         max_params: refuse models with more parameters than this (H has max_params² entries).
 
     Attributes:
-        result: the :class:`OptimizeResult` of the last ``step`` (with ``hess_inv``).
+        result: the :class:`OptimizeResult` of the last ``step`` (with ``hess_inv``); status 3
+            with a message naming the value when a non-finite loss or gradient stopped it.
+        nonfinite_steps: how many steps stopped on a non-finite value.
+
+    Raises:
+        ValueError: an option out of its range (lr ≤ 0, max_iter < 1, c1 ≥ c2, NaN, inf, …).
+        TypeError: an option of the wrong type.
     """
 
     _where = "BFGS"
@@ -474,17 +488,23 @@ class Newton(Optimizer):
 
     Args:
         params: parameters (one group; several groups may differ only in ``lr``, scaling d).
-        lr: the first trial step (1 is the Newton step).
+        lr: the first trial step, > 0 (1 is the Newton step).
         damping: initial λ > 0.
         curvature: ``"hessian"`` or ``"ggn"``.
-        cg_max_iter: CG products per step.
-        forcing: CG stops at ‖r‖ ≤ η‖g‖; η = min(0.5, √‖g‖) when None.
+        cg_max_iter: CG products per step, ≥ 1.
+        forcing: CG stops at ‖r‖ ≤ η‖g‖, η ∈ (0, 1); η = min(0.5, √‖g‖) when None.
         adaptive_damping: adapt λ by Levenberg–Marquardt.
         line_search: ``"armijo"`` or None.
         max_ls_evals: loss evaluations of the line search.
 
     Attributes:
-        stats: :class:`NewtonStats` of the last step.
+        stats: :class:`NewtonStats` of the last step (``skipped`` when a value was not finite).
+        nonfinite_steps: how many steps were skipped because a value was not finite.
+
+    Raises:
+        ValueError: an option out of its range (lr ≤ 0, damping ≤ 0, cg_max_iter < 1,
+            forcing ∉ (0, 1), NaN, inf, …).
+        TypeError: an option of the wrong type.
     """
 
     def __init__(
@@ -716,15 +736,21 @@ class NaturalGradient(Optimizer):
 
     Args:
         params: parameters (groups may differ only in ``lr``, scaling x per group).
-        lr: η.
+        lr: η > 0.
         curvature: θ ↦ (v ↦ C(θ) v) on flat vectors.
         damping: λ ≥ 0.
-        cg_max_iter: CG iterations.
-        cg_tol: relative CG residual tolerance.
-        max_kl: optional trust region δ on ½ η² xᵀCx.
+        cg_max_iter: CG iterations, ≥ 1.
+        cg_tol: relative CG residual tolerance, ≥ 0.
+        max_kl: optional trust region δ > 0 on ½ η² xᵀCx.
 
     Attributes:
-        stats: :class:`NaturalGradientStats` of the last step.
+        stats: :class:`NaturalGradientStats` of the last step (``skipped`` when a value was not
+            finite).
+        nonfinite_steps: how many steps were skipped because a value was not finite.
+
+    Raises:
+        ValueError: an option out of its range (lr ≤ 0, damping < 0, NaN, inf, …).
+        TypeError: an option of the wrong type.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Checks of numeric options, shared by :func:`~natrl.optim.minimize` and the torch.optim classes.
+"""Checks of numeric options, shared by ``minimize``, the torch.optim classes and K-FAC.
 
 Each check returns the value as a Python ``float`` / ``int`` or raises with one line that names
 the argument, the value and the valid range:
