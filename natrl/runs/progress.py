@@ -215,7 +215,7 @@ def truncate_progress(path: str | os.PathLike[str], max_timesteps: int) -> int:
 
     A damaged file is repaired: the rows that can be read are kept, damaged ones dropped, a
     damaged header (line 1) rewritten from :data:`KNOWN_COLUMNS` when the rows fit it. Each
-    repair is reported by one :class:`~natrl.runs.files.RunFileWarning`; when rows or the
+    repair is reported by one ``natrl.runs.files.RunFileWarning``; when rows or the
     header are dropped, the original is kept as ``progress.csv.damaged`` first.
 
     Returns:
