@@ -492,6 +492,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m natrl.benc
     except (BenchError, PresetError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full or read-only disk under --out: one line naming the path
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (finished jobs are in the results)", file=sys.stderr)
         return 130

@@ -1,8 +1,11 @@
 """The ``natrl`` command line: ``train``, ``eval``, ``plot``, ``list`` and ``bench``.
 
 Errors a user can fix (unknown algorithm or environment, a bad ``--set``, a
-missing or corrupt model file, an existing run directory) are reported as one
-line ``natrl: error: …`` on stderr with exit code 2, without a traceback.
+missing or corrupt model file, an existing run directory, a full or read-only
+disk: ``path: what went wrong; what to do``) are reported as one line
+``natrl: error: …`` on stderr with exit code 2, without a traceback. A damaged
+run file that was repaired (``progress.csv`` on ``--resume``) is one line
+``natrl: warning: …``.
 Ctrl-C during training writes a checkpoint, prints how to resume, and exits
 with 130.
 
