@@ -446,7 +446,8 @@ def run_lbfgs(
             if not (gtd < 0.0 and math.isfinite(gtd)):  # not a descent direction: restart
                 memory = lbfgs_init()
                 d = scaled(-g)
-            step = 1.0 / float(torch.linalg.vector_norm(d)) if not memory.s else 1.0
+            dnorm = float(torch.linalg.vector_norm(d))
+            step = 1.0 / dnorm if not memory.s and 0.0 < dnorm < math.inf else 1.0
             step = min(step, 1e10)
             if line_search is None:
                 xt = x + step * d
