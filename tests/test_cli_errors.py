@@ -255,10 +255,8 @@ def test_a_full_disk_on_resume_is_one_line_and_releases_the_lock(
     assert not list(run_dir.glob(".*.tmp"))
 
 
-def test_a_read_only_run_dir_on_resume_is_one_line(
-    finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run_dir = copy_run(finished_run, tmp_path)
+def _read_only_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creating a lock file fails as on a read-only file system (root ignores chmod)."""
     real_open = os.open
 
     def read_only(path: str, flags: int, *args: object, **kwargs: object) -> int:
@@ -267,9 +265,26 @@ def test_a_read_only_run_dir_on_resume_is_one_line(
         return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("natrl.runs.lock.os.open", read_only)
+
+
+def test_a_read_only_run_dir_on_resume_is_one_line(
+    finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_run(finished_run, tmp_path)
+    _read_only_locks(monkeypatch)
     line = one_error_line(capsys, resume(run_dir))
     assert f"{run_dir}/.lock: Read-only file system; the file system is read-only" in line
     assert not (run_dir / ".lock").exists()
+
+
+def test_a_read_only_new_run_dir_is_one_line_and_leaves_no_empty_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _read_only_locks(monkeypatch)
+    line = one_error_line(capsys, ["train", "trpo", "CartPole-v1", "--steps", "256", *SMALL, "--run-dir", "run"])
+    assert "run/.lock: Read-only file system" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_plot_output_that_cannot_be_written_is_one_line(
