@@ -739,9 +739,9 @@ class KFAC(Optimizer):
                         if adapt:
                             deltas[id(p)] = delta
                         updates.append((p, p + delta, new_buf))
-                skipped = not all(
-                    bool(torch.isfinite(t).all()) for _, new_p, buf in updates for t in (new_p, buf) if t is not None
-                )
+                checks = [torch.isfinite(t).all() for _, new_p, buf in updates for t in (new_p, buf) if t is not None]
+                if checks:  # one device sync (parameters may live on several devices)
+                    skipped = not bool(torch.stack([c.to(checks[0].device) for c in checks]).all())
             if skipped:
                 warnings.warn(
                     "KFAC: a non-finite gradient, momentum or parameter update (NaN/inf inputs or loss, or a step "
