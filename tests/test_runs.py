@@ -185,9 +185,9 @@ def test_truncate_progress_rewrites_a_damaged_header_when_the_rows_fit_it(tmp_pa
     log.close()
     lines = path.read_text().splitlines()
     path.write_text("\n".join(["\x00\x00garbage", *lines[1:]]) + "\n")
-    with pytest.raises(ProgressFileError, match="line 1 is not a natrl progress.csv header"):
+    with pytest.raises(ProgressFileError, match=r"line 1 is not a natrl progress\.csv header"):
         ProgressLog(path)  # rows written under that header would be empty cells: refused
-    with pytest.warns(RunFileWarning, match="line 1 was not a progress.csv header and is rewritten") as record:
+    with pytest.warns(RunFileWarning, match=r"line 1 was not a progress\.csv header and is rewritten") as record:
         assert truncate_progress(path, 300) == 3
     assert "kept as progress.csv.damaged" in str(record[0].message)
     assert path.read_text().splitlines() == lines
@@ -238,7 +238,7 @@ def test_truncate_progress_keeps_the_rows_around_a_damaged_one(tmp_path: Path) -
     assert (tmp_path / "progress.csv.damaged").read_text().splitlines()[2] == cut
     # a second repair keeps the first original too
     path.write_text(path.read_text() + "oops\n")
-    with pytest.warns(RunFileWarning, match="kept as progress.csv.damaged-2"):
+    with pytest.warns(RunFileWarning, match=r"kept as progress\.csv\.damaged-2"):
         truncate_progress(path, 400)
 
 
