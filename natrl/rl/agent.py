@@ -341,6 +341,7 @@ class OnPolicyAgent:
         self._rejected_in_a_row = 0
         self._episodes_before = 0  # episodes finished before this agent's collector (a loaded run's count)
         self._collector: RolloutCollector | None = None
+        self._pending_collector_state: dict[str, Any] | None = None  # a loaded checkpoint's, for the next collector
         # the speed devices for natrl's own MLPs on the CPU, chosen once (natrl.rl.accel)
         self.fast: FastPaths = fast_paths(self.actor, self.critic, self.rng, enabled=config.fast_paths)
         self.sampler: Sampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
@@ -388,16 +389,27 @@ class OnPolicyAgent:
             else:
                 assert self._factory is not None
                 venv = self._venv_builder()(self.config.n_envs)
-            self._collector = RolloutCollector(
-                # a resumed agent starts fresh episodes with seeds it has not used before
-                venv,
-                device=self.device,
-                seed=self.seed + self.num_timesteps,
-                obs_codec=self.actor.obs_codec,
-                obs_normalizer=self.obs_normalizer,
-                reward_scaler=self.reward_scaler,
-                obs_norm_update=self.config.obs_norm_update,
-            )
+            try:
+                self._collector = RolloutCollector(
+                    # a loaded agent continues the saved episodes where their state was saved, else starts fresh
+                    # episodes with seeds it has not used before
+                    venv,
+                    device=self.device,
+                    seed=self.seed + self.num_timesteps,
+                    obs_codec=self.actor.obs_codec,
+                    obs_normalizer=self.obs_normalizer,
+                    reward_scaler=self.reward_scaler,
+                    obs_norm_update=self.config.obs_norm_update,
+                    state=self._pending_collector_state,
+                )
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                if venv is not self._given_venv:
+                    venv.close()
+                raise CheckpointError(
+                    f"the saved state of the envs does not fit this agent's envs ({type(exc).__name__}: {exc}); "
+                    "load with env=... to start fresh episodes"
+                ) from None
+            self._pending_collector_state = None
             self._collector.steps = self.num_timesteps
             self._collector.episodes = self._episodes_before  # continued across save/load
         return self._collector
@@ -927,7 +939,15 @@ class OnPolicyAgent:
             "num_updates": self.num_updates,
             "episodes": self._collector.episodes if self._collector is not None else self._episodes_before,
             "algo_state": self._algo_state(),
+            # where the envs' episodes stand (None: a resumed agent starts fresh episodes)
+            "collector": self._collector_state(),
         }
+
+    def _collector_state(self) -> dict[str, Any] | None:
+        if self._collector is None:
+            return self._pending_collector_state
+        state_dict = getattr(self._collector, "state_dict", None)
+        return state_dict() if callable(state_dict) else None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a checkpoint atomically (temporary file in the same folder, then rename).
@@ -995,6 +1015,8 @@ class OnPolicyAgent:
         self.num_updates = int(state["num_updates"])
         self._episodes_before = int(state.get("episodes", 0))
         self._load_algo_state(state.get("algo_state", {}))
+        self.close()  # the next rollout continues the saved episodes (or starts fresh ones)
+        self._pending_collector_state = state.get("collector")
 
     @classmethod
     def load(
@@ -1074,6 +1096,8 @@ class OnPolicyAgent:
             wrapper_kwargs=(state.get("wrapper_kwargs") or {}) if wrapper_class is not None else None,
         )
         agent.load_state_dict(state)
+        if env_given is not None:  # another env than the saved one: its episodes start fresh
+            agent._pending_collector_state = None
         if env_given is None and isinstance(env, str):  # the registered id (a stored "module:" prefix dropped)
             agent.env_id, agent._env_arg = env, env
         elif env_given is None and state.get("env") is not None:  # rebuilt from the stored spec

@@ -27,8 +27,9 @@ log-probabilities and values are computed for the whole rollout at once.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from gymnasium.vector import VectorEnv
 from torch import Tensor
 
 from natrl.rl.env import check_finite, check_float32_rewards
+from natrl.rl.env_state import from_storable, restore_vector_env_state, to_storable, vector_env_state
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
 from natrl.rl.policies.modules import shares_trained_features
@@ -108,6 +110,9 @@ class RolloutCollector:
         obs_norm_update: "rollout" or "step", when observation statistics are updated (see above).
         defer_obs_stats: with "rollout" updates, keep the rollout's observation moments in
             :attr:`pending_obs_stats` instead of merging them (a rollout worker's learner merges them).
+        state: :meth:`state_dict` of a collector built the same way: the envs continue where that one stopped
+            (their physics, random generators and time limits, the current observations, the episodes'
+            running returns and the recurrent states) instead of starting fresh episodes.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class RolloutCollector:
         reward_scaler: RewardScaler | None = None,
         obs_norm_update: str = "rollout",
         defer_obs_stats: bool = False,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         if obs_norm_update not in ("rollout", "step"):
             raise ValueError(f"obs_norm_update must be 'rollout' or 'step', got {obs_norm_update!r}")
@@ -138,7 +144,7 @@ class RolloutCollector:
         obs, _ = venv.reset(seed=seed)
         self._raw_obs = self._raw(obs)
         check_finite(self._raw_obs, np.zeros(self.n_envs), 0)
-        if self._per_step:
+        if self._per_step and state is None:
             self._norm_obs = obs_normalizer(self._raw_obs, update=True)
         self.steps = 0
         # which envs' next observation begins an episode, and the recurrent states carried between rollouts
@@ -150,6 +156,42 @@ class RolloutCollector:
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.episodes = 0
+        if state is not None:
+            self._load_state(state)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Where the envs and their episodes stand, as plain data and tensors; None when the vector env's state
+        cannot be captured (:func:`natrl.rl.env_state.vector_env_state`)."""
+        envs = vector_env_state(self.venv)
+        if envs is None:
+            return None
+        return {
+            "envs": envs,
+            "raw_obs": to_storable(self._raw_obs),
+            "norm_obs": to_storable(self._norm_obs) if self._per_step else None,
+            "starts": to_storable(self._starts),
+            "actor_state": self._actor_state,
+            "critic_state": self._critic_state,
+            "ep_return": to_storable(self._ep_return),
+            "ep_length": to_storable(self._ep_length),
+            "episode_returns": list(self.episode_returns),
+            "episode_lengths": list(self.episode_lengths),
+            "episodes": self.episodes,
+            "steps": self.steps,
+        }
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        restore_vector_env_state(self.venv, state["envs"])
+        self._raw_obs = from_storable(state["raw_obs"])
+        if self._per_step:
+            self._norm_obs = from_storable(state["norm_obs"])
+        self._starts = from_storable(state["starts"])
+        self._actor_state, self._critic_state = state["actor_state"], state["critic_state"]
+        self._ep_return = from_storable(state["ep_return"])
+        self._ep_length = from_storable(state["ep_length"])
+        self.episode_returns.extend(state["episode_returns"])
+        self.episode_lengths.extend(state["episode_lengths"])
+        self.episodes, self.steps = int(state["episodes"]), int(state["steps"])
 
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
         if self.obs_normalizer is None:
