@@ -350,13 +350,13 @@ class LBFGS(_FlatOptimizer):
             memory=self._memory(), f0=f0, g0=g0,
         )  # fmt: skip
         res = res._replace(nfev=res.nfev + 1, njev=res.njev + 1)
-        finite = math.isfinite(memory.gamma) and all(math.isfinite(r) for r in memory.rho)
-        if finite and all(_finite(t) for t in (*memory.s, *memory.y)):
+        # lbfgs_push keeps a pair only when yᵀs and yᵀy are finite, so s and y are finite too
+        if math.isfinite(memory.gamma) and all(math.isfinite(r) for r in memory.rho):
             self.state["lbfgs"] = {
                 "s": list(memory.s), "y": list(memory.y), "rho": list(memory.rho),
                 "gamma": memory.gamma,
             }  # fmt: skip
-        else:  # never reached through run_lbfgs (it keeps only finite pairs): restart the memory
+        else:  # not reached through run_lbfgs; kept as the last guard: restart the memory
             self._reset_solver_state()
         self._finish(res, x0, g0)
         return f0
