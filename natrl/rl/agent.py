@@ -79,6 +79,7 @@ def _check_env_backend(config: OnPolicyConfig, env: Any, wrapper_class: Any) -> 
 
 CHECKPOINT_FORMAT = "natrl-agent"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_SUFFIX = ".pt"
 
 
 class CheckpointError(ValueError):
@@ -952,17 +953,34 @@ class OnPolicyAgent:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a checkpoint atomically (temporary file in the same folder, then rename).
 
+        A path without a suffix gets ``.pt`` (as stable-baselines3 adds ``.zip``), so ``save("ppo_cartpole")``
+        writes ``ppo_cartpole.pt``, which ``load("ppo_cartpole")`` finds, as it finds the callbacks' files.
+
+        Returns:
+            the file written.
+
         Raises:
             NonFiniteStateError: a parameter or optimiser state is NaN or infinite (nothing is written).
         """
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_name(path.name + CHECKPOINT_SUFFIX)
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
         return atomic_write_bytes(path, buf.getvalue())
 
+    @property
+    def n_envs(self) -> int:
+        """Environments stepped in parallel by one rollout (all workers' envs together), as SB3's ``n_envs``."""
+        return self.config.n_envs * max(1, self.config.workers)
+
     @staticmethod
     def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Load and sanity-check a checkpoint file (raises :class:`CheckpointError`)."""
+        """Load and sanity-check a checkpoint file (raises :class:`CheckpointError`); ``path`` without a suffix
+        is looked for as given, then with ``.pt`` (what :meth:`save` writes)."""
         path = Path(path)
+        if not path.is_file() and not path.suffix and path.with_name(path.name + CHECKPOINT_SUFFIX).is_file():
+            path = path.with_name(path.name + CHECKPOINT_SUFFIX)
         if not path.is_file():
             raise CheckpointError(f"no checkpoint at {path}")
         try:
