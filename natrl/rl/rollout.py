@@ -161,7 +161,7 @@ class RolloutCollector:
 
     def state_dict(self) -> dict[str, Any] | None:
         """Where the envs and their episodes stand, as plain data and tensors; None when the vector env's state
-        cannot be captured (:func:`natrl.rl.env_state.vector_env_state`)."""
+        cannot be captured (``natrl.rl.env_state.vector_env_state``)."""
         envs = vector_env_state(self.venv)
         if envs is None:
             return None
