@@ -1,9 +1,8 @@
 """SIGKILL ``natrl train`` at random moments, ``--resume`` it, and compare the end with the uninterrupted run.
 
-For every (algorithm, env): one uninterrupted run, then the same run killed with SIGKILL after a random delay,
-resumed, killed again, … until it finishes. The final ``model.pt`` of both must hold the same parameters bit for
-bit (max |Δθ| = 0). A kill that lands before the first checkpoint leaves nothing to resume: the run starts
-again from scratch, as a user would.
+For every (algorithm, env): one uninterrupted run, then the same run killed with SIGKILL at a random moment
+after it wrote a checkpoint, resumed, killed again, … until it finishes. The final ``model.pt`` of both must hold
+the same parameters bit for bit (max |Δθ| = 0).
 
     python scripts/kill_resume.py --algos trpo,npg,ppo,acktr --envs CartPole-v1,Pendulum-v1,Hopper-v5 \\
         --steps 16384 --kills 2 --seed 0
@@ -27,11 +26,16 @@ import torch
 
 
 def _train(run_dir: Path, algo: str, env: str, steps: int, extra: list[str], resume: bool) -> subprocess.Popen:
+    every = str(max(steps // 8, 1))
     cmd = [sys.executable, "-m", "natrl", "train", algo, env, "--run-dir", str(run_dir), "--steps", str(steps),
-           "--checkpoint-every", str(max(steps // 8, 1)), "--eval-every", "0", "--quiet", *extra]  # fmt: skip
+           "--checkpoint-every", every, "--keep", "2", "--eval-every", "0", "--quiet", *extra]  # fmt: skip
     if resume:
         cmd.append("--resume")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _checkpoints(run_dir: Path) -> int:
+    return len(list((run_dir / "checkpoints").glob("step_*.pt"))) if (run_dir / "checkpoints").is_dir() else 0
 
 
 def _max_diff(a: Path, b: Path) -> float:
@@ -52,9 +56,12 @@ def run_pair(algo: str, env: str, steps: int, kills: int, rng: random.Random, ro
     while True:
         proc = _train(cut, algo, env, steps, extra, resume=resume)
         if killed < kills:
-            delay = rng.uniform(0.1, 1.0) * duration
+            # kill at a random moment after the run has written one more checkpoint than it started with
+            before = _checkpoints(cut)
+            while proc.poll() is None and _checkpoints(cut) <= before:
+                time.sleep(0.05)
             try:
-                proc.wait(timeout=delay)
+                proc.wait(timeout=rng.uniform(0.0, 0.3) * duration)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
