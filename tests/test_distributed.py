@@ -15,7 +15,10 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    from natrl.cluster import connect
+
+    ray.shutdown()
+    connect(None, num_cpus=2)  # natrl's own local instance: loopback only
     yield
     ray.shutdown()
 

@@ -21,6 +21,10 @@ batches this makes cheap: Schulman et al., 2015, used 50,000 steps per update on
   episodes, seeded apart from the lost ones — and its share of the rollout is collected again; the
   update goes ahead with a whole batch. Each replacement is counted in :attr:`DistributedCollector.restarts`
   and logged as ``workers/restarts``.
+* **No endless waits**: the workers have :data:`SCHEDULE_TIMEOUT_S` seconds to start (a CPU each, their envs
+  built); workers that cannot get a CPU in that time — every CPU held by another agent's workers, say — are
+  stopped and an error names the CPUs wanted and free. :meth:`DistributedCollector.close` kills the workers, so
+  their CPUs are free for the next agent.
 * Recurrent policies work unchanged: each worker carries its envs' recurrent states between rollouts.
 * Every env backend works in the workers: each builds its vector env with the agent's
   :class:`~natrl.rl.env.VectorEnvBuilder` (gymnasium's sync or async envs, ALE's or EnvPool's C++ envs).
@@ -48,10 +52,14 @@ from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
 from natrl.rl.rollout import Rollout, RolloutCollector, torch_sampler
 
-__all__ = ["SEED_STRIDE", "DistributedCollector", "RolloutWorker", "ensure_ray"]
+__all__ = ["SCHEDULE_TIMEOUT_S", "SEED_STRIDE", "DistributedCollector", "RolloutWorker", "ensure_ray"]
 
 SEED_STRIDE = 1_000_003
 """Worker k seeds its envs and samplers from ``seed + SEED_STRIDE·k`` (a replacement adds ``7_919·restarts``)."""
+
+SCHEDULE_TIMEOUT_S = 60.0
+"""Seconds the rollout workers have to start (scheduled on a CPU each, their envs built) before
+:class:`DistributedCollector` stops them and raises an error naming the CPUs wanted and free."""
 
 _MAX_RESTARTS_PER_ROLLOUT = 3
 _log = logging.getLogger(__name__)
@@ -59,7 +67,8 @@ _log = logging.getLogger(__name__)
 
 def ensure_ray(address: str | None, num_cpus: int) -> Any:
     """Ray, initialised: the cluster at ``address``, or a local instance of at least ``num_cpus`` CPUs bound to
-    the loopback address. Raises ValueError when Ray is not installed or the cluster cannot be reached."""
+    the loopback address (:func:`natrl.cluster.connect`). Raises ValueError when Ray is not installed or the
+    cluster does not answer."""
     try:
         import ray
     except ImportError:
@@ -69,6 +78,8 @@ def ensure_ray(address: str | None, num_cpus: int) -> Any:
     try:
         connect(address, max(num_cpus, os.cpu_count() or 1))
     except ConnectionError as exc:
+        raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+    except ValueError as exc:  # a malformed address
         raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     return ray
 
@@ -167,6 +178,11 @@ class DistributedCollector:
             rollout step by step, as one process stepping all the envs would (the workers return raw rewards).
         address: the Ray cluster (None: a local Ray).
         fast: the workers use natrl's CPU fast paths where they apply.
+        schedule_timeout: seconds the workers have to start (default :data:`SCHEDULE_TIMEOUT_S`).
+
+    Raises:
+        ValueError: Ray is not installed, or the cluster at ``address`` does not answer.
+        RuntimeError: the workers did not all start within ``schedule_timeout`` seconds (they are stopped).
     """
 
     def __init__(
@@ -183,8 +199,10 @@ class DistributedCollector:
         reward_scaler: RewardScaler | None = None,
         address: str | None = None,
         fast: bool = True,
+        schedule_timeout: float | None = None,
     ) -> None:
         self.ray = ensure_ray(address, workers)
+        self.schedule_timeout = SCHEDULE_TIMEOUT_S if schedule_timeout is None else float(schedule_timeout)
         self._make_venv, self._n_envs, self._fast = make_venv, n_envs, fast
         # one deep copy of both keeps what they share (a features extractor, a recurrent core) shared
         self._actor_copy, self._critic_copy = copy.deepcopy((actor, critic))
@@ -204,6 +222,7 @@ class DistributedCollector:
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.workers = [self._spawn(k) for k in range(workers)]
+        self._await_started(range(workers))
 
     def _spawn(self, k: int) -> Any:
         seed = self.seed + SEED_STRIDE * k + 7_919 * self.restarts[k]
@@ -216,6 +235,26 @@ class DistributedCollector:
             seed=seed,
             normalize_obs=self.obs_normalizer is not None,
             fast=self._fast,
+        )
+
+    def _await_started(self, ks: range | list[int]) -> None:
+        """Wait until workers ``ks`` run (each on a CPU, its envs built); stop every worker and raise
+        RuntimeError if some have not within :attr:`schedule_timeout` seconds. A worker whose constructor
+        failed counts as started: its error surfaces at its first rollout, as a death."""
+        ray = self.ray
+        refs = [self.workers[k].node_id.remote() for k in ks]
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.schedule_timeout)
+        if not pending:
+            return
+        total = ray.cluster_resources().get("CPU", 0.0)
+        free = ray.available_resources().get("CPU", 0.0)
+        wanted = len(self.workers)
+        self.close()
+        raise RuntimeError(
+            f"{len(pending)} of {len(refs)} rollout workers found no free CPU within {self.schedule_timeout:g} s: "
+            f"workers={wanted} need {wanted} CPUs (one each), and the Ray cluster has {free:g} of its {total:g} "
+            "CPUs free (the rest held by other actors or tasks, such as another agent's workers: close that "
+            "agent first, or use fewer workers)"
         )
 
     def collect(
@@ -250,6 +289,7 @@ class DistributedCollector:
                     self.events.append(event)
                     _log.warning("natrl: %s", event)
                     self.workers[k] = self._spawn(k)
+                    self._await_started([k])
                     ref = self.workers[k].collect.remote(weights, stats, n_steps)
         for res in results:
             if self.obs_normalizer is not None and res["obs_stats"] is not None:
@@ -272,10 +312,13 @@ class DistributedCollector:
         return Rollout(**merged)
 
     def close(self) -> None:
-        """Stop the workers (their envs close with their processes)."""
-        for w in self.workers:
+        """Stop the workers: ``ray.kill`` ends their processes (their envs close with them) and frees their
+        CPUs. Safe to call twice, and after Ray has been shut down."""
+        workers, self.workers = self.workers, []
+        if not self.ray.is_initialized():  # shut down already, workers and all (ray.kill would start a new Ray)
+            return
+        for w in workers:
             try:
                 self.ray.kill(w)
             except Exception:  # already dead
                 pass
-        self.workers = []
