@@ -59,7 +59,7 @@ def test_a_ready_vector_env_is_trained_on_as_given() -> None:
     venv = gym.make_vec("CartPole-v1", 3, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})  # fmt: skip
     agent = TRPO(venv, n_steps=32)
-    assert agent.config.n_envs == 3 and agent.get_env() is venv and agent.env_id == "CartPole-v1"
+    assert agent.config.n_envs == 3 and agent.get_vector_env() is venv and agent.env_id == "CartPole-v1"
     agent.learn(192)
     assert agent.num_timesteps == 192 and len(agent.evaluate(2).returns) == 2
     agent.close()

@@ -36,18 +36,25 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_readme_quickstart(tmp_path, monkeypatch) -> None:
-    """SB3's README: construct with a policy name and an env, learn, predict on the batched observations
-    of the training env. natrl's get_env() is a Gymnasium VectorEnv: reset() -> (obs, info), step() -> 5-tuple."""
+    """stable-baselines3's README quickstart, verbatim but for the import (and a shorter budget): get_env() speaks
+    SB3's VecEnv API (reset() -> obs, step() -> 4-tuple, automatic resets, render)."""
     monkeypatch.chdir(tmp_path)
-    env = gym.make("CartPole-v1")
-    model = PPO("MlpPolicy", env, verbose=1, n_envs=4, n_steps=64, batch_size=64)
-    model.learn(total_timesteps=1_000)
+    env = gym.make("CartPole-v1", render_mode="rgb_array")
+
+    model = PPO("MlpPolicy", env, verbose=1)
+    model.learn(total_timesteps=2_048)
+
     vec_env = model.get_env()
-    obs, _ = vec_env.reset(seed=0)
-    for _ in range(20):
+    obs = vec_env.reset()
+    for i in range(1000):
         action, _states = model.predict(obs, deterministic=True)
-        assert action.shape == (4,) and _states is None
-        obs, _reward, _terminated, _truncated, _info = vec_env.step(action)
+        obs, reward, done, info = vec_env.step(action)
+        vec_env.render("human")
+        # VecEnv resets automatically
+        # if done:
+        #   obs = env.reset()
+    assert obs.shape == (1, 4) and reward.shape == (1,) and done.shape == (1,) and isinstance(info, list)
+    assert model.get_vector_env().num_envs == 1  # the Gymnasium vector env natrl steps
     model.save("ppo_cartpole")
     del model
     model = PPO.load("ppo_cartpole")

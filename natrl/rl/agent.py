@@ -40,6 +40,7 @@ from natrl.rl.arguments import (
     rebuildable_env,
     resolve_device,
     resolve_env_and_policy,
+    training_env,
 )
 from natrl.rl.atari import check_ale_vector_env
 from natrl.rl.batch import Batch, Sequences
@@ -53,6 +54,7 @@ from natrl.rl.policies import PolicyError, build_policy
 from natrl.rl.policies.build import decode_class, decode_policy_kwargs, encode_class, encode_policy_kwargs
 from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
+from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, register_with_sb3
 from natrl.rl.spaces import check_spaces
 from natrl.rl.trusted import UntrustedReferenceError
 
@@ -249,6 +251,7 @@ class OnPolicyAgent:
         **hyperparameters: Any,
     ) -> None:
         env, policy = resolve_env_and_policy(type(self).__name__, env_or_policy, env, policy)
+        env = training_env(env, hyperparameters.get("n_envs", config.n_envs if config is not None else None))
         self.verbose = int(verbose)
         self.tensorboard_log = None if tensorboard_log is None else str(tensorboard_log)
         self._user_logger: Logger | None = None
@@ -343,6 +346,7 @@ class OnPolicyAgent:
         self._episodes_before = 0  # episodes finished before this agent's collector (a loaded run's count)
         self._collector: RolloutCollector | None = None
         self._pending_collector_state: dict[str, Any] | None = None  # a loaded checkpoint's, for the next collector
+        self._sb3_view: SB3VecEnv | None = None
         # the speed devices for natrl's own MLPs on the CPU, chosen once (natrl.rl.accel)
         self.fast: FastPaths = fast_paths(self.actor, self.critic, self.rng, enabled=config.fast_paths)
         self.sampler: Sampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
@@ -829,8 +833,21 @@ class OnPolicyAgent:
         return EvalResult(float(np.mean(returns)), float(np.std(returns)), returns, lengths)
 
     # ----------------------------------------------------------------- SB3's accessors
-    def get_env(self) -> VectorEnv:
-        """The training vector env (a Gymnasium ``VectorEnv``, not stable-baselines3's ``VecEnv``)."""
+    def get_env(self) -> Any:
+        """The training envs in stable-baselines3's VecEnv API (``reset() -> obs``, ``step(a) -> (obs, rewards,
+        dones, infos)``): the SB3 VecEnv the agent was given, else an :class:`~natrl.rl.sb3_vec_env.SB3VecEnv`
+        view of natrl's Gymnasium vector env (which :meth:`get_vector_env` returns)."""
+        venv = self.collector.venv
+        if isinstance(venv, FromSB3VecEnv):
+            return venv.sb3_venv
+        if self._sb3_view is None or self._sb3_view.venv is not venv:
+            self._sb3_view = SB3VecEnv(venv)
+        register_with_sb3()  # an SB3 VecEnv for isinstance once SB3 is imported (evaluate_policy, callbacks)
+        return self._sb3_view
+
+    def get_vector_env(self) -> VectorEnv:
+        """The training envs as the Gymnasium vector env natrl steps (SAME_STEP autoreset: ``reset() -> (obs,
+        info)``, ``step(a) -> (obs, rewards, terminated, truncated, info)``)."""
         return self.collector.venv
 
     def set_env(self, env: EnvLike) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from natrl.rl.env import EnvLike
 from natrl.rl.policies import BUILTIN_POLICIES
+from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, is_sb3_vec_env
 from natrl.rl.trusted import UntrustedReferenceError, registered_env_id, spec_env_factory
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "rebuildable_env",
     "resolve_device",
     "resolve_env_and_policy",
+    "training_env",
 ]
 
 
@@ -38,6 +40,25 @@ def resolve_env_and_policy(name: str, first: Any, env: Any, policy: Any) -> tupl
     if isinstance(first, str) and first in BUILTIN_POLICIES:
         raise TypeError(f"{name}({first!r}) needs an environment too: {name}({first!r}, env)")
     return first, policy or "MlpPolicy"
+
+
+def training_env(env: Any, n_envs: Any) -> Any:
+    """What the agent trains on, from what SB3 users pass too: an SB3 ``VecEnv`` becomes a Gymnasium vector env
+    (:class:`~natrl.rl.sb3_vec_env.FromSB3VecEnv`), natrl's SB3 view gives back its vector env, and one
+    ``gymnasium.Env`` instance without a registered spec is trained on as the only env (as SB3 wraps it in a
+    ``DummyVecEnv``); registered instances, ids and factories are built by natrl as before."""
+    if isinstance(env, SB3VecEnv):
+        return env.venv
+    if is_sb3_vec_env(env):
+        return FromSB3VecEnv(env)
+    if isinstance(env, gym.Env) and env.spec is None:
+        if n_envs not in (None, 1):
+            raise ValueError(
+                f"one env instance without a registered spec is one env, but n_envs={n_envs}; pass a factory "
+                "(lambda: MyEnv()) for several copies, or n_envs=1"
+            )
+        return SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
+    return env
 
 
 def positive_int(name: str, value: Any) -> int:

@@ -1,0 +1,126 @@
+"""stable-baselines3's VecEnv API both ways, checked against the real stable-baselines3 and Gymnasium.
+
+The references are SB3's own ``DummyVecEnv`` and Gymnasium's own ``SyncVectorEnv``: the same seeds and actions
+must give the same observations, rewards, ends and final observations through natrl's adapters.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import natrl
+from natrl import PPO, TRPO
+
+sb3 = pytest.importorskip("stable_baselines3")
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env  # noqa: E402
+from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize  # noqa: E402
+
+from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv  # noqa: E402
+
+
+def _actions(space: gym.Space, n: int, steps: int) -> list[np.ndarray]:
+    space.seed(0)
+    return [np.stack([space.sample() for _ in range(n)]) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_sb3_view_steps_as_sb3s_dummy_vec_env(env_id: str) -> None:
+    n = 2
+    ours = SB3VecEnv(SyncVectorEnv([lambda: gym.make(env_id, max_episode_steps=30) for _ in range(n)],
+                                   autoreset_mode=AutoresetMode.SAME_STEP))  # fmt: skip
+    ref = DummyVecEnv([lambda: gym.make(env_id, max_episode_steps=30) for _ in range(n)])
+    ours.seed(5)
+    ref.seed(5)
+    np.testing.assert_array_equal(ours.reset(), ref.reset())
+    ends = 0
+    for action in _actions(ref.action_space, n, 100):
+        a, b = ours.step(action), ref.step(action)
+        for x, y in zip(a[:3], b[:3]):
+            np.testing.assert_allclose(x, y, rtol=0, atol=0)
+        for info_a, info_b in zip(a[3], b[3]):
+            assert ("terminal_observation" in info_a) == ("terminal_observation" in info_b)
+            if "terminal_observation" in info_b:
+                ends += 1
+                np.testing.assert_array_equal(info_a["terminal_observation"], info_b["terminal_observation"])
+                assert info_a["TimeLimit.truncated"] == info_b["TimeLimit.truncated"]
+    assert ends > 0
+    assert isinstance(ours, VecEnv)  # registered with SB3's ABC: evaluate_policy and SB3 callbacks take it
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_sb3_vec_envs_step_as_gymnasiums_same_step_vector_env(env_id: str) -> None:
+    n = 2
+    ours = FromSB3VecEnv(DummyVecEnv([lambda: gym.make(env_id, max_episode_steps=30) for _ in range(n)]))
+    ref = SyncVectorEnv([lambda: gym.make(env_id, max_episode_steps=30) for _ in range(n)],
+                        autoreset_mode=AutoresetMode.SAME_STEP)  # fmt: skip
+    np.testing.assert_array_equal(ours.reset(seed=3)[0], ref.reset(seed=[3, 4])[0])
+    for action in _actions(ref.single_action_space, n, 100):
+        a, b = ours.step(action), ref.step(action)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1].astype(np.float32))  # SB3's VecEnvs hold float32 rewards
+        np.testing.assert_array_equal(a[2], b[2])
+        np.testing.assert_array_equal(a[3], b[3])
+        if "final_obs" in b[4]:
+            for i in np.flatnonzero(b[4]["_final_obs"]):
+                np.testing.assert_array_equal(a[4]["final_obs"][i], b[4]["final_obs"][i])
+
+
+@pytest.mark.parametrize("cls", [PPO, TRPO])
+def test_vec_normalize_and_make_vec_env_train_and_reload_with_their_statistics(tmp_path, cls) -> None:
+    venv = VecNormalize(sb3_make_vec_env("Pendulum-v1", n_envs=2, seed=0))
+    extra = {"batch_size": 128} if cls is PPO else {}
+    model = cls("MlpPolicy", venv, n_steps=128, **extra)
+    model.learn(512)
+    assert model.num_timesteps == 512 and model.n_envs == 2 and model.get_env() is venv
+    assert venv.obs_rms.count > 512  # VecNormalize saw every step
+    model.save(tmp_path / "model")
+    venv.save(str(tmp_path / "vec_normalize.pkl"))
+    stats = VecNormalize.load(str(tmp_path / "vec_normalize.pkl"), sb3_make_vec_env("Pendulum-v1", n_envs=1))
+    stats.training, stats.norm_reward = False, False
+    loaded = cls.load(tmp_path / "model", env=stats)
+    np.testing.assert_array_equal(stats.obs_rms.mean, venv.obs_rms.mean)
+    for p, q in zip(model.actor.parameters(), loaded.actor.parameters()):
+        assert torch.equal(p, q)
+    mean, _ = evaluate_policy(loaded, stats, n_eval_episodes=2, warn=False)
+    assert np.isfinite(mean)
+
+
+def test_natrl_make_vec_env_has_sb3s_signature_and_trains() -> None:
+    venv = natrl.make_vec_env("CartPole-v1", n_envs=3, seed=1)
+    assert isinstance(venv, SB3VecEnv) and venv.num_envs == 3
+    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=96)
+    model.learn(192)
+    assert model.n_envs == 3 and model.get_vector_env() is venv.venv
+    with pytest.raises(ValueError, match="monitor_dir"):
+        natrl.make_vec_env("CartPole-v1", monitor_dir="logs")
+
+
+class _Coin(gym.Env):
+    """A user's own env with no registered spec."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.observation_space.sample(), float(action), False, self.t >= 10, {}
+
+
+def test_a_users_env_instance_is_the_one_env_as_in_sb3() -> None:
+    model = PPO("MlpPolicy", _Coin(), n_steps=32, batch_size=32)
+    model.learn(64)
+    assert model.num_timesteps == 64 and model.n_envs == 1
+    mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=2, warn=False)
+    assert 0.0 <= mean <= 10.0
+    with pytest.raises(ValueError, match="pass a factory"):
+        PPO("MlpPolicy", _Coin(), n_envs=4)
