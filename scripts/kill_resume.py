@@ -35,7 +35,9 @@ def _train(run_dir: Path, algo: str, env: str, steps: int, extra: list[str], res
 
 
 def _checkpoints(run_dir: Path) -> int:
-    return len(list((run_dir / "checkpoints").glob("step_*.pt"))) if (run_dir / "checkpoints").is_dir() else 0
+    """The step of the newest checkpoint (0 when there is none)."""
+    steps = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*.pt")]
+    return max(steps, default=0)
 
 
 def _max_diff(a: Path, b: Path) -> float:
