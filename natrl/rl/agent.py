@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import logging
 import math
 import os
 import time
@@ -54,6 +55,7 @@ from natrl.rl.policies import PolicyError, build_policy
 from natrl.rl.policies.build import decode_class, decode_policy_kwargs, encode_class, encode_policy_kwargs
 from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
+from natrl.rl.sb3_names import action_dims, sb3_names_in, translate_sb3_names
 from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, register_with_sb3
 from natrl.rl.spaces import check_spaces
 from natrl.rl.trusted import UntrustedReferenceError
@@ -69,6 +71,7 @@ __all__ = [
 ]
 
 A = TypeVar("A", bound="OnPolicyAgent")
+_log = logging.getLogger("natrl")
 _BACKEND_CHECKS = {"ale": check_ale_vector_env, "envpool": check_envpool_env}
 
 
@@ -258,6 +261,8 @@ class OnPolicyAgent:
         self._auto_logger: Logger | None = None
         self._rollout_steps = 0
         self.progress_remaining = 1.0  # of the current learn call; what schedules are evaluated at
+        sb3_given = sb3_names_in(self.algo, hyperparameters)  # translated once the action space is known
+        hyperparameters = {k: v for k, v in hyperparameters.items() if k not in sb3_given}
         if config is None:
             config = build_config(self.config_cls, hyperparameters)
         elif hyperparameters:
@@ -308,6 +313,16 @@ class OnPolicyAgent:
             self.observation_space, self.action_space = probe.observation_space, probe.action_space
             probe.close()
         check_spaces(self.observation_space, self.action_space)
+        self.sb3_translations: list[str] = []  # "target_kl=0.01 → max_kl=0.03 (k = 3 action dimensions)", …
+        if sb3_given:
+            translated, self.sb3_translations = translate_sb3_names(
+                self.algo, sb3_given, action_dims(self.action_space), set(hyperparameters)
+            )
+            self.config = config = build_config(self.config_cls, {**config.to_dict(), **translated})
+            for note in self.sb3_translations:
+                _log.info("%s: %s", type(self).__name__, note)
+                if self.verbose >= 1:
+                    print(f"{type(self).__name__}: SB3 name {note}")
 
         torch.manual_seed(self.seed)
         self.policy_name = policy if isinstance(policy, str) else "custom"

@@ -1,0 +1,93 @@
+"""sb3-contrib's TRPO names translated into natrl's, checked both ways and against sb3-contrib's own update."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from natrl import PPO, TRPO
+from natrl.bench.peers import translate
+from natrl.rl import TRPOConfig
+from natrl.rl.sb3_names import translate_sb3_names
+
+_SB3_TRPO = ("target_kl", "cg_damping", "cg_max_steps", "n_critic_updates", "batch_size", "learning_rate",
+             "line_search_shrinking_factor", "line_search_max_iter")  # fmt: skip
+
+
+@pytest.mark.parametrize(("env_id", "k"), [("CartPole-v1", 1), ("Pendulum-v1", 1), ("HalfCheetah-v5", 6)])
+def test_the_inverse_of_the_bench_translation_gives_back_natrls_config(env_id: str, k: int) -> None:
+    cfg = TRPOConfig(max_kl=0.03 * k, damping=0.2 * k, cg_iters=17, critic_epochs=7, critic_batch_size=96,
+                     critic_lr=3e-4, line_search_shrink=0.7, line_search_max_backtracks=12)  # fmt: skip
+    spec = translate("trpo", cfg, action_dims=k)
+    assert spec is not None
+    sb3_kwargs = {name: spec.kwargs[name] for name in _SB3_TRPO}
+    agent = TRPO("MlpPolicy", env_id, **sb3_kwargs)
+    for field in ("max_kl", "damping", "cg_iters", "critic_epochs", "critic_batch_size", "critic_lr",
+                  "line_search_shrink", "line_search_max_backtracks"):  # fmt: skip
+        assert getattr(agent.config, field) == pytest.approx(getattr(cfg, field), rel=1e-12), field
+    assert len(agent.sb3_translations) == len(_SB3_TRPO)
+    partial = TRPO("MlpPolicy", env_id, n_critic_updates=5)  # the rest at sb3-contrib's defaults, not natrl's
+    assert partial.config.max_kl == pytest.approx(0.01 * k) and partial.config.damping == pytest.approx(0.1 * k)
+    assert partial.config.line_search_max_backtracks == 9
+    partial.close()
+    agent.close()
+
+
+def test_names_without_an_exact_translation_or_given_twice_are_refused() -> None:
+    with pytest.raises(ValueError, match="sub_sampling_factor=2"):
+        TRPO("Pendulum-v1", sub_sampling_factor=2)
+    with pytest.raises(ValueError, match="target_kl and max_kl"):
+        TRPO("Pendulum-v1", target_kl=0.01, max_kl=0.01)
+    with pytest.raises(ValueError, match="use_sde=True has no natrl equivalent"):
+        PPO("Pendulum-v1", use_sde=True)
+    with pytest.raises(ValueError, match="line_search_max_iter"):
+        TRPO("Pendulum-v1", line_search_max_iter=0)
+    assert translate_sb3_names("ppo", {"use_sde": False, "stats_window_size": 100}, 1) == ({}, [])
+
+
+def test_sb3_contrib_zoo_hyperparameters_take_sb3_contribs_first_step_on_hopper() -> None:
+    """rl-baselines3-zoo's Hopper TRPO hyperparameters given to both libraries by sb3-contrib's names: from the
+    same weights on the same rollout, one policy step moves every parameter alike."""
+    pytest.importorskip("mujoco")
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from natrl.rl.batch import Batch
+    from natrl.rl.natural import PolicyObjective
+
+    zoo = {"batch_size": 128, "n_steps": 256, "gamma": 0.99, "gae_lambda": 0.95, "sub_sampling_factor": 1,
+           "cg_max_steps": 25, "cg_damping": 0.1, "n_critic_updates": 20, "learning_rate": 1e-3}  # fmt: skip
+    model = sb3_contrib.TRPO("MlpPolicy", make_vec_env("Hopper-v5", n_envs=2, seed=0), seed=0, **zoo)
+    _, callback = model._setup_learn(10_000, None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=zoo["n_steps"])
+    data = next(model.rollout_buffer.get(batch_size=None))
+    agent = TRPO("MlpPolicy", "Hopper-v5", n_envs=2, seed=0, **zoo)
+    assert agent.config.max_kl == pytest.approx(0.03) and agent.config.damping == pytest.approx(0.3)  # k = 3
+    sb3 = model.policy
+    pairs = [
+        (agent.actor.net[0], sb3.mlp_extractor.policy_net[0]),
+        (agent.actor.net[2], sb3.mlp_extractor.policy_net[2]),
+        (agent.actor.net[4], sb3.action_net),
+    ]
+    with torch.no_grad():
+        for ours, theirs in pairs:
+            ours.weight.copy_(theirs.weight)
+            ours.bias.copy_(theirs.bias)
+        agent.actor.log_std.copy_(sb3.log_std)
+    before = torch.cat([agent.actor.log_std.detach().clone()]
+                       + [p.detach().clone().flatten() for m, _ in pairs for p in m.parameters()])  # fmt: skip
+    adv = data.advantages
+    batch = Batch(obs=data.observations.float(), actions=data.actions.float(), log_probs=data.old_log_prob.float(),
+                  values=data.old_values, advantages=(adv - adv.mean()) / (adv.std() + 1e-8),
+                  returns=data.returns)  # fmt: skip
+    stats = agent._policy_step(PolicyObjective(agent.actor, batch))
+    assert stats["line_search_failed"] == 0.0
+    model.n_critic_updates = 0  # the policy step only
+    model.train()
+    ours = torch.cat([agent.actor.log_std.detach()] + [p.detach().flatten() for m, _ in pairs for p in m.parameters()])
+    theirs = torch.cat([sb3.log_std.detach()] + [p.detach().flatten() for _, m in pairs for p in m.parameters()])
+    assert float((ours - before).abs().max()) > 1e-3  # a real step, so the comparison can fail
+    # equal to float32 round-off over 25 CG iterations (the steps are ~1e-2; a k-fold trust region differs by ~1e-2)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    agent.close()
+    model.get_env().close()
