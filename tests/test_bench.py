@@ -7,6 +7,7 @@ import json
 import math
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +76,52 @@ def test_plan_uses_preset_budget_and_rejects_bad_requests() -> None:
 
 # --------------------------------------------------------------------------- translation
 def test_trpo_preset_translates_to_sb3_contrib_kwargs() -> None:
-    # agents/trpo.toml [CartPole-v1]: n_envs=2, n_steps=256, critic_batch_size=512, damping=0.001,
-    # gae_lambda=0.98, critic_lr=1e-3, critic_epochs=20 over the TRPOConfig defaults
+    # agents/trpo.toml [CartPole-v1]: n_envs=2, n_steps=512, max_kl="lin_0.01", critic_batch_size=512,
+    # damping=0.001, gae_lambda=0.98, critic_lr=1e-3, critic_epochs=20 over the TRPOConfig defaults
     (_, peer) = plan_jobs(["trpo"], ["CartPole-v1"], [0], against="sb3", steps=1000)
     spec = PeerSpec.from_dict(peer.peer)
     kw = spec.kwargs
     assert spec.algo_class == "sb3_contrib.TRPO" and spec.n_envs == 2 and spec.vec_normalize is None
-    assert kw["n_steps"] == 256 and kw["batch_size"] == 512 and kw["cg_damping"] == 0.001
+    assert kw["n_steps"] == 512 and kw["batch_size"] == 512 and kw["cg_damping"] == 0.001
     assert kw["gae_lambda"] == 0.98 and kw["learning_rate"] == 1e-3 and kw["n_critic_updates"] == 20
-    assert kw["cg_max_steps"] == 15 and kw["target_kl"] == 0.01 and kw["line_search_shrinking_factor"] == 0.8
+    # the linear trust region stays a schedule (build_model applies it at every update, see the next test)
+    assert kw["target_kl"] == {"linear": 0.01} and any("max_kl='lin_0.01'" in n for n in spec.notes)
+    assert kw["cg_max_steps"] == 15 and kw["line_search_shrinking_factor"] == 0.8
     # natrl: full step + 10 backtracks = 11 trials; sb3-contrib counts trials
     assert kw["line_search_max_iter"] == 11 and kw["sub_sampling_factor"] == 1
     assert kw["policy_kwargs"]["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
     assert kw["policy_kwargs"]["activation_fn"] == "Tanh"
     json.dumps(peer.peer)  # auditable: the spec goes into results.json as it is
+
+
+def test_linear_max_kl_is_sb3_contrib_target_kl_at_every_update() -> None:
+    """max_kl "lin_0.01" on CartPole-v1 (2 envs × 512 steps, 3 updates in 3072 steps): sb3-contrib's TRPO
+    gets natrl's trust region at each update, 0.01 × progress remaining after the rollout, and per
+    dimension (÷ k) on a k-dimensional Gaussian."""
+    import sb3_contrib
+
+    (job, peer) = plan_jobs(["trpo"], ["CartPole-v1"], [0], against="sb3", steps=3072)
+    cls = AGENTS["trpo"]
+    agent = cls("CartPole-v1", seed=0, config=build_config(cls.config_cls, job.hyperparameters))
+    natrl_kl: list[float] = []
+    agent.learn(3072, callback=lambda a, stats: natrl_kl.append(a.scheduled("max_kl")) is None)
+    agent.close()
+    model, _ = build_model(PeerSpec.from_dict(peer.peer), "CartPole-v1", seed=0)
+    assert isinstance(model, sb3_contrib.TRPO)
+    sb3_kl: list[float] = []
+    train = model.train
+
+    def recording_train() -> None:
+        train()
+        sb3_kl.append(model.target_kl)
+
+    model.train = recording_train  # type: ignore[method-assign]
+    model.learn(3072)
+    model.get_env().close()
+    assert natrl_kl == pytest.approx([0.01 * 2 / 3, 0.01 / 3, 0.0])
+    assert sb3_kl == pytest.approx(natrl_kl, abs=1e-12)
+    spec = translate("trpo", TRPOConfig(max_kl="lin_0.06"), action_dims=6)
+    assert spec is not None and spec.kwargs["target_kl"] == {"linear": pytest.approx(0.01)}
 
 
 def _sb3_and_natrl_trpo_steps(cfg: TRPOConfig, spec: PeerSpec, env_id: str) -> tuple[Any, Any]:
@@ -294,6 +327,14 @@ def _row(library: str, seed: int, sps: float, ttt: float | None, final: float) -
     }
 
 
+def _cells(table: str, start: str) -> dict[str, str]:
+    """The cells of the table row starting with ``start``, by column name."""
+    lines = table.splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| env |")).strip("|").split("|")]
+    line = next(line for line in lines if line.startswith(start))
+    return dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+
+
 def test_table_reports_mean_std_over_seeds_and_paired_ratios() -> None:
     rows = [
         _row("natrl", 0, 1000.0, 10.0, 500.0),
@@ -311,20 +352,23 @@ def test_table_reports_mean_std_over_seeds_and_paired_ratios() -> None:
         },
     ]
     table = markdown_table(rows, {"command": "natrl bench --against sb3", "versions": {}})
-    lines = table.splitlines()
-    header = [c.strip() for c in next(line for line in lines if line.startswith("| env |")).strip("|").split("|")]
 
     def cells_of(start: str) -> dict[str, str]:
-        line = next(line for line in lines if line.startswith(start))
-        return dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        return _cells(table, start)
 
     cells = cells_of("| CartPole-v1 (≥ 475) | trpo | natrl")
     assert cells["runs"] == "2"
-    assert cells["final return"] == "450.0 ± 70.7"  # sample std of (500, 400)
+    assert cells["final mean ± std"] == "450.0 ± 70.7"  # sample std of (500, 400)
+    # IQM of 2 runs: both kept; the bootstrap draws (400, 400), (400, 500), (500, 400), (500, 500): the 2.5% and
+    # 97.5% quantiles of {400: 1/4, 450: 1/2, 500: 1/4} are 400 and 500. Without a curve, last 3 = final.
+    assert cells["final IQM [95% CI]"] == cells["last-3 IQM [95% CI]"] == "450.0 [400.0, 500.0]"
+    assert list(cells)[4:7] == ["final IQM [95% CI]", "last-3 IQM [95% CI]", "P(natrl > peer), final"]
     assert cells["steps/s"] == "1,500 ± 707"
     assert cells["reached"] == "1/2"
     assert cells["steps/s ratio"] == "" and cells["time-to-threshold ratio"] == ""  # the ratios sit on the peer's row
     peer = cells_of("| CartPole-v1 (≥ 475) | trpo | sb3-contrib TRPO")
+    assert peer["final IQM [95% CI]"] == "485.0 [480.0, 490.0]"
+    assert peer["P(natrl > peer), final"].startswith("0.50 [")  # 500 beats 480 and 490, 400 neither: 2/4
     assert peer["steps/s ratio"] == "2.00"  # natrl / peer: (1000 + 2000) / (500 + 1000)
     assert peer["time-to-threshold ratio"] == "0.50 (1 seed)"  # only seed 0: both reached the threshold
     assert "| Nope-v0 | trpo | natrl | 0 (+1 failed) |" in table
@@ -350,7 +394,11 @@ def test_report_merges_sweeps_into_one_table(tmp_path: Path, capsys: pytest.Capt
     ]
     table = (out / "table.md").read_text()
     assert "Command: `natrl bench a`" in table and "Command: `natrl bench b`" in table
-    assert "| Hopper-v5 (≥ 2500) | trpo | natrl | 1 | 1,000 | 900.0 |" in table
+    hopper = _cells(table, "| Hopper-v5 (≥ 2500) | trpo | natrl")
+    assert (hopper["runs"], hopper["sweep"], hopper["steps"]) == ("1", "s2", "1,000")
+    assert hopper["final mean ± std"] == "900.0"
+    assert hopper["final IQM [95% CI]"] == "900.0 (1 run)"
+    assert "Code (s1): natrl commit not recorded" in table
     assert table in capsys.readouterr().out
 
 
@@ -396,6 +444,20 @@ def _check_results(out: Path, expected: list[tuple[str, str, str]]) -> list[dict
     assert meta["complete"] is True and meta["versions"]["torch"] and meta["cpu_count"] >= 1
     assert meta["command"].startswith("python -m natrl.bench")
     assert [(r["library"], r["algo"], r["env"]) for r in runs] == expected
+    # provenance: the sweep's commit (read once, in the driver), dirty flag and command on every row,
+    # the versions the worker imported and the date it started
+    assert meta["commit"] is None or re.fullmatch("[0-9a-f]{40}", meta["commit"])
+    assert isinstance(meta["dirty"], bool) or meta["commit"] is None
+    for r in runs:
+        assert (r["sweep"], r["commit"], r["dirty"], r["command"]) == (
+            meta["sweep"],
+            meta["commit"],
+            meta["dirty"],
+            meta["command"],
+        )
+        assert datetime.fromisoformat(r["date"]).tzinfo is not None
+        assert {"natrl", "torch", "gymnasium", "numpy"} <= set(r["versions"]) and r["versions"]["torch"]
+        assert ("sb3-contrib" in r["versions"]) == (r["library"] == "sb3")
     for r in runs:
         if r["status"] != "ok":
             continue
@@ -425,9 +487,9 @@ def test_sequential_sweep_against_sb3_with_a_failing_job(tmp_path: Path) -> None
         "--seeds",
         "0",
         "--steps",
-        "1024",
+        "2048",  # the preset's rollouts are 2 × 512 steps: evaluations at 1024 and 2048
         "--eval-every",
-        "512",
+        "1024",
         "--eval-episodes",
         "2",
         "--against",
@@ -448,7 +510,7 @@ def test_sequential_sweep_against_sb3_with_a_failing_job(tmp_path: Path) -> None
     )
     assert [r["status"] for r in runs] == ["ok", "ok", "failed", "failed"]
     assert "Nope-v0" in runs[2]["error"] and "Nope" in runs[3]["error"]
-    assert runs[1]["implementation"].startswith("sb3-contrib TRPO") and runs[1]["peer"]["kwargs"]["n_steps"] == 256
+    assert runs[1]["implementation"].startswith("sb3-contrib TRPO") and runs[1]["peer"]["kwargs"]["n_steps"] == 512
     assert (out / "curves_CartPole-v1.png").stat().st_size > 1000
     assert main(argv) == 2  # refuses to overwrite the results
 
@@ -464,7 +526,7 @@ def test_ray_sweep_local(tmp_path: Path) -> None:
         "--seeds",
         "1",
         "--steps",
-        "1024",
+        "2048",
         "--eval-episodes",
         "2",
         "--ray",

@@ -251,9 +251,14 @@ def _metadata(args: argparse.Namespace, n_jobs: int) -> dict[str, Any]:
     device = getattr(args, "device", "cpu")
     if device != "cpu":
         execution += f"; natrl and SB3 on {device}"
+    from natrl.bench.provenance import new_sweep_id, source_revision
+
+    now = datetime.now().astimezone()
     return {
+        "sweep": new_sweep_id(now),
+        **source_revision(),  # commit, dirty, dirty_paths: once per sweep, every row carries them
         "command": _command_line(args),
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": now.isoformat(timespec="seconds"),
         "versions": {d: _version(d) for d in dists} | {"python": platform.python_version()},
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -346,8 +351,10 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     progress = Progress(len(jobs), stream=None if args.quiet else sys.stderr)
 
+    provenance = {k: meta[k] for k in ("sweep", "commit", "dirty", "command")}
+
     def on_row(job: Any, row: dict[str, Any]) -> None:
-        rows.append(row)
+        rows.append({**row, **provenance})
         report.write_results(out, rows, meta)
 
     if not args.quiet:
@@ -370,12 +377,28 @@ def run(args: argparse.Namespace) -> int:
     finally:
         meta["elapsed_seconds"] = round(progress.elapsed(), 1)
         meta["complete"] = len(rows) == len(jobs)
+        _check_source_unchanged(meta)
         report.write_results(out, rows, meta)
     _write_report(out, rows, meta)
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         print(f"{len(failed)} of {len(rows)} jobs failed (see the table and results.json)")
     return 1 if failed else 0
+
+
+def _check_source_unchanged(meta: dict[str, Any]) -> None:
+    """Read the source revision again after the sweep: every job imports natrl afresh, so a commit or an
+    edit during the sweep (a shared checkout) means its runs may not all have run the recorded code."""
+    from natrl.bench.provenance import source_revision
+
+    now = source_revision()
+    before = {k: meta.get(k) for k in now}
+    if now != before:
+        meta["source_changed"] = (
+            f"the natrl source changed during the sweep: commit {before['commit']} → {now['commit']}, "
+            f"changed paths {before['dirty_paths']} → {now['dirty_paths']}"
+        )
+        print(f"natrl bench: warning: {meta['source_changed']}", file=sys.stderr)
 
 
 def _write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
@@ -429,16 +452,31 @@ def _latest_runs(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
     return kept, replaced
 
 
+def _sweep_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a merged report keeps of one sweep's metadata."""
+    keys = ("commit", "dirty", "dirty_paths", "date", "command", "source_changed")
+    return {k: meta[k] for k in keys if meta.get(k) is not None}
+
+
 def _merge_reports(args: argparse.Namespace) -> int:
     """``--report``: merge results files into one results.json/csv, table and set of curves."""
     from natrl.bench import report
 
     metas, rows = [], []
+    sweeps: dict[str, dict[str, Any]] = {}
     for source in args.report:
         try:
             meta, runs = report.read_results(source)
         except (OSError, ValueError, KeyError) as exc:
             raise BenchError(f"cannot read results from {source}: {exc}") from None
+        sweeps.update(meta.get("sweeps") or {})
+        if meta.get("sweep"):
+            sweeps[str(meta["sweep"])] = _sweep_record(meta)
+        if any(not r.get("sweep") for r in runs):
+            # written before rows recorded their sweep: one sweep per file, unless the file is itself a merge
+            legacy = f"file:{source}"
+            sweeps[legacy] = {**_sweep_record(meta), "mixed": "merged_from" in meta}
+            runs = [r if r.get("sweep") else {**r, "sweep": legacy} for r in runs]
         rows += sorted(runs, key=lambda r: r.get("index", 0))
         metas.append(meta)
     rows, replaced = _latest_runs(rows)
@@ -455,6 +493,18 @@ def _merge_reports(args: argparse.Namespace) -> int:
         k: v for k, v in metas[0].get("versions", {}).items() if v
     }
     merged["complete"] = all(m.get("complete", False) for m in metas)
+    for key in ("sweep", "commit", "dirty", "dirty_paths", "source_changed"):
+        merged.pop(key, None)  # per sweep now, in merged["sweeps"]
+    kept = {str(r.get("sweep")) for r in rows}
+    merged["sweeps"] = {k: v for k, v in sweeps.items() if k in kept}
+    commits = list(dict.fromkeys(v.get("commit") for v in merged["sweeps"].values()))
+    if len(merged["sweeps"]) > 1:
+        print(
+            f"natrl bench: the rows come from {len(merged['sweeps'])} sweeps (commits: "
+            f"{', '.join(str(c)[:12] if c else 'not recorded' for c in commits)}); ratios pair only runs of one "
+            "sweep",
+            file=sys.stderr,
+        )
     if replaced:
         merged["replaced"] = replaced
     for key in ("eval_every_text", "eval_episodes", "execution"):

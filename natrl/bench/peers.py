@@ -20,6 +20,9 @@ Conversions that are not one-to-one (see the notes each spec carries):
   HalfCheetah update of both libraries parameter by parameter);
 * Adam ε: natrl's critic Adam uses ε = 1e-8 (TRPO/NPG) and PPO's 1e-5; SB3's
   policies default to 1e-5, so ``optimizer_kwargs`` sets it explicitly;
+* a linear trust region ``max_kl = "lin_<v>"``: sb3-contrib's ``target_kl`` is a plain float, so
+  :func:`build_model` builds a subclass of its TRPO that sets ``target_kl`` from the schedule before
+  every update, at the progress natrl uses (tests/test_bench.py compares the two per update);
 * recurrent policies: natrl's PPO with ``"MlpLstmPolicy"`` is matched by sb3-contrib's
   ``RecurrentPPO`` with the same LSTM width and layers; sb3-contrib has no recurrent TRPO and no GRU
   policy, so those jobs run without a peer.
@@ -144,8 +147,12 @@ def translate(
     }
     if algo == "trpo":
         sub = 1 if cfg.fisher_subsample >= 1.0 else max(1, round(1.0 / cfg.fisher_subsample))
-        max_kl = cfg.max_kl if not isinstance(cfg.max_kl, str) else float(cfg.max_kl[len("lin_") :])
+        max_kl = _schedule(cfg.max_kl)  # a number, or {"linear": v} for "lin_<v>"
         k = action_dims or 1
+        if isinstance(max_kl, dict):
+            target_kl: float | dict[str, float] = {"linear": _per_dimension(max_kl["linear"], k)}
+        else:
+            target_kl = _per_dimension(max_kl, k)
         kwargs = {
             "learning_rate": _schedule(cfg.critic_lr),
             **common,
@@ -155,7 +162,7 @@ def translate(
             "line_search_shrinking_factor": cfg.line_search_shrink,
             "line_search_max_iter": cfg.line_search_max_backtracks + 1,
             "n_critic_updates": cfg.critic_epochs,
-            "target_kl": _per_dimension(max_kl, k),
+            "target_kl": target_kl,
             "sub_sampling_factor": sub,
         }
         notes += [
@@ -165,10 +172,19 @@ def translate(
             "trust region: natrl bounds mean KL(π_old‖π_new) ≤ max_kl, sb3-contrib mean KL(π_new‖π_old) "
             "< target_kl (equal to second order)",
         ]
+        if isinstance(target_kl, dict):
+            notes.append(
+                f"max_kl={cfg.max_kl!r} (linear to 0 over the run): sb3-contrib's target_kl is a plain number, read "
+                "at every update; the peer is a subclass of its TRPO that sets target_kl = "
+                f"{target_kl['linear']:g} × progress_remaining before each update, as natrl evaluates the schedule "
+                "(progress after the rollout, as SB3 counts it)"
+            )
         if k > 1:
+            start = target_kl["linear"] if isinstance(target_kl, dict) else target_kl
             notes.append(
                 f"KL per action dimension: sb3-contrib averages the Gaussian KL over the {k} action dimensions, "
-                f"natrl takes the joint policy's KL: target_kl = max_kl/{k} = {kwargs['target_kl']:g} and "
+                f"natrl takes the joint policy's KL: target_kl = max_kl/{k} = {start:g}"
+                f"{' (at the start)' if isinstance(target_kl, dict) else ''} and "
                 f"cg_damping = damping/{k} = {kwargs['cg_damping']:g} give the same steps"
             )
         if action_dims is None:
@@ -252,6 +268,23 @@ def translate(
     return PeerSpec(algo_class, kwargs, int(cfg.n_envs), normalize, tuple(notes), policy if recurrent else None)
 
 
+def _with_linear_target_kl(model_cls: Any, initial: float) -> Any:
+    """sb3-contrib's TRPO with ``target_kl = initial · progress_remaining`` at every update.
+
+    sb3-contrib reads ``self.target_kl`` (a plain float) in ``train``; SB3 evaluates its own schedules there at
+    ``_current_progress_remaining``, the progress after the rollout just collected, which is where natrl
+    evaluates ``max_kl = "lin_<v>"`` too (clamped at 0 for the last rollout's overshoot, as natrl does).
+    """
+
+    class LinearTargetKL(model_cls):  # type: ignore[misc, valid-type]
+        def train(self) -> None:
+            self.target_kl = initial * max(0.0, float(self._current_progress_remaining))
+            super().train()
+
+    LinearTargetKL.__name__ = LinearTargetKL.__qualname__ = f"{model_cls.__name__}LinearTargetKL"
+    return LinearTargetKL
+
+
 def build_model(
     spec: PeerSpec,
     env_id: str,
@@ -284,6 +317,9 @@ def build_model(
         value = kwargs.get(key)
         if isinstance(value, dict):
             kwargs[key] = LinearSchedule(float(value["linear"]), 0.0, 1.0)
+    if isinstance(kwargs.get("target_kl"), dict):  # TRPO with natrl's max_kl "lin_<v>"
+        kwargs["target_kl"] = float(kwargs["target_kl"]["linear"])
+        model_cls = _with_linear_target_kl(model_cls, kwargs["target_kl"])
     from natrl.rl.env import register_env_id
 
     env_id = register_env_id(env_id)  # e.g. ale-py's ALE/ ids, which gymnasium knows only once registered

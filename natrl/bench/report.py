@@ -4,10 +4,15 @@
   (see :func:`natrl.bench.worker.run_job`), including each run's evaluation
   curve, its natrl hyperparameters and, for a peer's runs, the translated arguments.
 * ``results.csv``: the scalar columns of the rows (:data:`CSV_FIELDS`).
-* ``table.md``: per (env, algo, library) the mean ± sample std over seeds of the
-  final evaluation, steps/s, training time and time-to-threshold, with
-  natrl/peer ratios on each peer's row, computed on paired seeds (seeds where both
-  runs succeeded; for time-to-threshold, where both reached the threshold).
+* ``table.md``: per (env, algo, library) first the IQM over seeds of the final
+  return and of the mean of the last three evaluations, each with its 95%
+  bootstrap interval, and P(natrl > peer) (:mod:`natrl.bench.stats`); then the
+  mean ± sample std over seeds of the final evaluation, steps/s, training time and
+  time-to-threshold, with natrl/peer ratios on each peer's row, computed on paired
+  seeds (seeds where both runs succeeded *in the same sweep*; for time-to-threshold,
+  where both reached the threshold). The commit(s) the rows ran at head the table;
+  a section compares natrl with each peer (probability of improvement, a verdict
+  only with ≥ 5 seeds and disjoint intervals), over envs as well when there are several.
 * ``curves_<env>.png``: evaluation return against steps and against training
   seconds, the mean over seeds with a min–max band, one line per (library, algo).
 """
@@ -28,13 +33,22 @@ from typing import Any
 
 import numpy as np
 
+from natrl.bench.stats import Interval, iqm_interval, probability_of_improvement_interval
+
 __all__ = [
     "CSV_FIELDS",
+    "LAST_EVALUATIONS",
+    "MIN_SEEDS_TO_RANK",
     "Group",
+    "Sweep",
     "group_rows",
+    "iqm_of_runs",
+    "last_evaluations_mean",
     "markdown_table",
     "plot_curves",
     "read_results",
+    "run_score",
+    "sweeps_of",
     "write_results",
 ]
 
@@ -64,6 +78,10 @@ CSV_FIELDS = (
     "threshold_seconds",
     "host",
     "preset",
+    "sweep",
+    "commit",
+    "dirty",
+    "date",
 )
 # the peer of each natrl algorithm, per peer library
 _PEER_LABELS = {
@@ -148,7 +166,7 @@ def _schema_problem(data: Any) -> str | None:
             what = "missing" if key not in data else f"a {type(data[key]).__name__}"
             return f"its {key!r} entry is {what}, not {'an object' if kind is dict else 'a list'}"
     meta = data["metadata"]
-    for key, kind in (("versions", dict), ("commands", list), ("replaced", list)):
+    for key, kind in (("versions", dict), ("commands", list), ("replaced", list), ("sweeps", dict)):
         if key in meta and not isinstance(meta[key], kind):
             return f"metadata.{key} is a {type(meta[key]).__name__}, not {'an object' if kind is dict else 'a list'}"
     for i, row in enumerate(data["runs"]):
@@ -162,6 +180,11 @@ def _schema_problem(data: Any) -> str | None:
             return f"{where}.seed is {'missing' if 'seed' not in row else repr(row['seed'])}, not an integer"
         if "index" in row and not _is_int(row["index"]):
             return f"{where}.index is {row['index']!r}, not an integer"
+        for key in ("sweep", "commit", "command", "date"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                return f"{where}.{key} is {row[key]!r}, not a string"
+        if row.get("dirty") is not None and not isinstance(row["dirty"], bool):
+            return f"{where}.dirty is {row['dirty']!r}, not true or false"
         for key in _NUMBER_FIELDS:
             if row.get(key) is not None and not _is_number(row[key]):
                 return f"{where}.{key} is {row[key]!r}, not a number"
@@ -262,14 +285,84 @@ def _mean_std(values: Sequence[float], digits: int, *, thousands: bool = False) 
     return f"{mean} ± {fmt.format(float(np.std(values, ddof=1)))}"
 
 
-def _ratio(natrl: Group | None, peer: Group, key: str) -> str:
-    """sum(natrl) / sum(peer) of ``key`` over the seeds where both runs have it."""
+def _sweep_key(row: Row) -> str:
+    """The id of the sweep a row ran in ("" for rows written before rows recorded it)."""
+    return str(row.get("sweep") or "")
+
+
+@dataclass
+class Sweep:
+    """One sweep behind a table: its id, label (s1, s2, … in the table's order) and provenance."""
+
+    key: str
+    label: str
+    commit: str | None
+    dirty: bool | None
+    dirty_paths: list[str]
+    date: str | None
+    command: str | None
+    source_changed: str | None = None
+    mixed: bool = False  # rows of a merged results file written before rows carried their sweep
+
+
+def sweeps_of(rows: Sequence[Row], metadata: dict[str, Any]) -> dict[str, Sweep]:
+    """The sweeps the rows come from, by id, in row order, with what the rows and the metadata record."""
+    known: dict[str, Any] = dict(metadata.get("sweeps") or {})
+    if metadata.get("sweep"):
+        known.setdefault(str(metadata["sweep"]), metadata)
+    out: dict[str, Sweep] = {}
+    for r in sorted(rows, key=lambda r: r.get("index", 0)):
+        key = _sweep_key(r)
+        if key in out:
+            continue
+        info = known.get(key, {}) if key else metadata
+        out[key] = Sweep(
+            key=key,
+            label=f"s{len(out) + 1}",
+            commit=r.get("commit", info.get("commit")),
+            dirty=r.get("dirty", info.get("dirty")),
+            dirty_paths=list(info.get("dirty_paths") or []),
+            date=info.get("date") or r.get("date"),
+            command=r.get("command") or info.get("command"),
+            source_changed=info.get("source_changed"),
+            mixed=bool(info.get("mixed")) or (not key and "merged_from" in metadata),
+        )
+    return out
+
+
+def _code_line(sweep: Sweep) -> str:
+    if sweep.commit is None:
+        code = "natrl commit not recorded (not a git checkout, or written before runs recorded it)"
+    else:
+        state = {True: "with uncommitted changes", False: "clean", None: "state unknown"}[sweep.dirty]
+        paths = f": {', '.join(sweep.dirty_paths)}" if sweep.dirty and sweep.dirty_paths else ""
+        code = f"natrl commit `{sweep.commit[:12]}` ({state}{paths})"
+    return code + (f", {sweep.date}" if sweep.date else "")
+
+
+_RATIO_NAMES = {"steps_per_second": "steps/s ratio", "threshold_seconds": "time-to-threshold ratio"}
+
+
+def _ratio(natrl: Group | None, peer: Group, key: str, warnings: list[str] | None = None) -> str:
+    """sum(natrl) / sum(peer) of ``key`` over the seeds where both runs have it and ran in one sweep.
+
+    A ratio is never computed between runs of different sweeps (another commit, another machine load):
+    such seeds are left out, with a line in ``warnings``.
+    """
     if natrl is None:
         return "–"
     a, b = natrl.by_seed(), peer.by_seed()
-    seeds = [s for s in a if s in b and a[s].get(key) is not None and b[s].get(key) is not None]
+    both = [s for s in a if s in b and a[s].get(key) is not None and b[s].get(key) is not None]
+    seeds = [s for s in both if _sweep_key(a[s]) == _sweep_key(b[s])]
+    crossed = [s for s in both if s not in seeds]
+    if crossed and warnings is not None:
+        warnings.append(
+            f"{peer.env} {peer.algo} {_RATIO_NAMES.get(key, key)} natrl / {peer.label()}: seed"
+            f"{'s' if len(crossed) > 1 else ''} {', '.join(map(str, crossed))} ran in different sweeps; "
+            "no ratio across sweeps, left out"
+        )
     if not seeds:
-        return "–"
+        return "– (other sweep)" if crossed else "–"
     num, den = sum(float(a[s][key]) for s in seeds), sum(float(b[s][key]) for s in seeds)
     if den <= 0 or not math.isfinite(num / den):
         return "–"
@@ -281,15 +374,170 @@ def _threshold(group: Group) -> float | None:
     return next((float(r["threshold"]) for r in group.rows if r.get("threshold") is not None), None)
 
 
+# --------------------------------------------------------------------------- statistics
+LAST_EVALUATIONS = 3
+"""The "last 3" score of a run: the mean of its last three evaluations."""
+MIN_SEEDS_TO_RANK = 5
+"""A table calls one library better than another only with at least this many seeds on each side."""
+
+
+def last_evaluations_mean(row: Row, k: int = LAST_EVALUATIONS) -> float | None:
+    """Mean of the finite ones among a run's last ``k`` evaluations (its final evaluation when it has no
+    curve; None when it has no finite value)."""
+    curve = row.get("curve") or []
+    tail = [p.get("mean") for p in curve[-k:] if isinstance(p, dict)]
+    means = [float(m) for m in tail if m is not None and math.isfinite(float(m))]
+    if means:
+        return float(np.mean(means))
+    final = row.get("final_eval_mean")
+    return float(final) if final is not None and math.isfinite(float(final)) else None
+
+
+def run_score(row: Row, metric: str) -> float | None:
+    """A run's score: ``"final"`` (its final evaluation's mean return) or ``"last3"``
+    (:func:`last_evaluations_mean`)."""
+    if metric == "final":
+        value = row.get("final_eval_mean")
+        return float(value) if value is not None and math.isfinite(float(value)) else None
+    if metric == "last3":
+        return last_evaluations_mean(row)
+    raise ValueError(f"unknown metric {metric!r}; use 'final' or 'last3'")
+
+
+def _scores(rows: Iterable[Row], metric: str) -> list[float]:
+    return [v for v in (run_score(r, metric) for r in rows) if v is not None]
+
+
+def iqm_of_runs(rows: Sequence[Row], metric: str = "final") -> Interval | None:
+    """IQM of the runs' scores over seeds with its 95% bootstrap interval (None without a score)."""
+    scores = _scores(rows, metric)
+    return iqm_interval([scores]) if scores else None
+
+
+def _poi(ours: Group, peer: Group, metric: str) -> Interval | None:
+    x, y = _scores(ours.ok, metric), _scores(peer.ok, metric)
+    return probability_of_improvement_interval([x], [y]) if x and y else None
+
+
+def _interval_text(interval: Interval | None, digits: int = 1) -> str:
+    if interval is None:
+        return "–"
+    fmt = f"{{:.{digits}f}}"
+    if interval.low == interval.high == interval.estimate:
+        return fmt.format(interval.estimate) + (" (1 run)" if interval.n == 1 else "")
+    return f"{fmt.format(interval.estimate)} [{fmt.format(interval.low)}, {fmt.format(interval.high)}]"
+
+
+def _verdict(ours: Interval | None, theirs: Interval | None, peer_label: str) -> str:
+    """Which of two IQMs is higher, said only with ≥ 5 seeds each and intervals that do not overlap."""
+    if ours is None or theirs is None:
+        return "–"
+    if min(ours.n, theirs.n) < MIN_SEEDS_TO_RANK:
+        return f"not ranked: < {MIN_SEEDS_TO_RANK} seeds"
+    if ours.overlaps(theirs):
+        return "no difference shown (intervals overlap)"
+    return "natrl higher" if ours.low > theirs.high else f"{peer_label} higher"
+
+
+def _minmax(values: Sequence[float], lo: float, hi: float) -> list[float]:
+    """(x − lo)/(hi − lo); 1 for every run when all the runs of the env score the same."""
+    return [1.0 if hi <= lo else (v - lo) / (hi - lo) for v in values]
+
+
+def _statistics_sections(groups: Sequence[Group]) -> list[str]:
+    """Probability of improvement per (env, algo) and natrl vs each peer; over envs when there are several."""
+    natrl_groups = {g.pair_key: g for g in groups if g.library == "natrl"}
+    pairs = [(natrl_groups[g.pair_key], g) for g in groups if g.library != "natrl" and g.pair_key in natrl_groups]
+    pairs = [(a, b) for a, b in pairs if a.ok and b.ok]
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "## Probability of improvement",
+        "",
+        "P(natrl > peer) = (#{x_i > y_j} + ½ #{x_i = y_j}) / (n·m) over natrl's n and the peer's m runs (the "
+        "Mann–Whitney U over n·m): 0.5 is a tie, 1 means every natrl run beats every peer run. Brackets: 95% "
+        "bootstrap interval over seeds. The verdict compares the final IQM intervals: a library is called higher "
+        f"only with ≥ {MIN_SEEDS_TO_RANK} seeds on both sides and intervals that do not overlap.",
+        "",
+        "| env | algo | peer | runs natrl / peer | P(natrl > peer), final | P(natrl > peer), last 3 | "
+        "final IQM natrl | final IQM peer | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ours, peer in pairs:
+        a, b = iqm_of_runs(ours.ok), iqm_of_runs(peer.ok)
+        lines.append(
+            f"| {peer.env} | {peer.algo} | {peer.label()} | {len(ours.ok)} / {len(peer.ok)} | "
+            f"{_interval_text(_poi(ours, peer, 'final'), 2)} | {_interval_text(_poi(ours, peer, 'last3'), 2)} | "
+            f"{_interval_text(a)} | {_interval_text(b)} | {_verdict(a, b, peer.label())} |"
+        )
+    # over envs: each (algo, peer library) on the envs where both ran, runs redrawn within each env
+    by_kind: dict[tuple[str, str], list[tuple[Group, Group]]] = {}
+    for ours, peer in pairs:
+        by_kind.setdefault((peer.algo, peer.library), []).append((ours, peer))
+    multi = {k: v for k, v in by_kind.items() if len({p.env for _, p in v}) >= 2}
+    if multi:
+        lines += [
+            "",
+            "### Over envs",
+            "",
+            "Stratified over envs: each bootstrap sample redraws the runs within every env. P(natrl > peer) is "
+            "the mean over envs; the IQMs are of final returns normalised per env to (x − min)/(max − min) over "
+            "the two libraries' runs on that env (a relative scale: 1 is the best run of either).",
+            "",
+            "| algo | peer | envs | P(natrl > peer), final | P(natrl > peer), last 3 | "
+            "normalised IQM natrl | normalised IQM peer |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (algo, _), items in multi.items():
+            poi = {
+                m: probability_of_improvement_interval(
+                    [_scores(o.ok, m) for o, _ in items], [_scores(p.ok, m) for _, p in items]
+                )
+                for m in ("final", "last3")
+            }
+            ours_n, theirs_n = [], []
+            for o, p in items:
+                x, y = _scores(o.ok, "final"), _scores(p.ok, "final")
+                lo, hi = min(x + y), max(x + y)
+                ours_n.append(_minmax(x, lo, hi))
+                theirs_n.append(_minmax(y, lo, hi))
+            envs = ", ".join(p.env for _, p in items)
+            lines.append(
+                f"| {algo} | {items[0][1].label()} | {envs} | {_interval_text(poi['final'], 2)} | "
+                f"{_interval_text(poi['last3'], 2)} | {_interval_text(iqm_interval(ours_n), 2)} | "
+                f"{_interval_text(iqm_interval(theirs_n), 2)} |"
+            )
+    return lines
+
+
 def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
-    """The sweep's table with its command, machine, protocol and notes, as markdown."""
+    """The sweep's table with its command, code revision, machine, protocol, statistics and notes, as markdown."""
     groups = group_rows(rows)
     v = metadata.get("versions", {})
+    sweeps = sweeps_of(rows, metadata)
+    several = len(sweeps) > 1
+    code_lines = [
+        f"Code{f' ({s.label})' if several else ''}: {_code_line(s)}"
+        + (f"; command `{s.command}`" if several and s.command else "")
+        + "  "
+        for s in sweeps.values()
+    ]
+    warnings: list[str] = [
+        f"{s.label + ': ' if several else ''}{s.source_changed}" for s in sweeps.values() if s.source_changed
+    ]
+    mixed = [s for s in sweeps.values() if s.mixed]
+    if mixed:
+        warnings.append(
+            "some rows come from a merged results file written before rows recorded their sweep: their ratios "
+            "may pair runs of different sweeps"
+        )
     lines = [
         "# natrl benchmark",
         "",
         *[f"Command: `{c}`  " for c in metadata.get("commands", [metadata.get("command", "")])],
         *[f"Replaced: {line}  " for line in metadata.get("replaced", [])],
+        *code_lines,
         "",
         f"Machine: {metadata.get('cpu_count')} CPUs ({metadata.get('platform', '')}), "
         f"{metadata.get('date', '')}; natrl {v.get('natrl')}, torch {v.get('torch')}, "
@@ -302,13 +550,16 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         "Protocol: every run uses the natrl preset (agents/<algo>.toml; the peers' runs get it translated, see "
         "the notes), one torch thread, and the same evaluation: a separate env, deterministic actions, "
         f"{metadata.get('eval_episodes')} episodes seeded 10000 + seed + i, every "
-        f"{metadata.get('eval_every_text', 'budget/10')} steps and at the end. Training time excludes "
+        f"{metadata.get('eval_every_text', 'budget/10')} steps and at the end. Returns: a run's final score is "
+        "its last evaluation, its last-3 score the mean of its last three evaluations; IQM is the interquartile "
+        "mean over seeds (scipy.stats.trim_mean(·, 0.25): the middle 50% of the runs, as rliable), in brackets "
+        "its 95% percentile-bootstrap interval over seeds (50,000 samples, fixed seed). Training time excludes "
         "evaluations and model construction; steps/s = steps / training seconds (wall clock); train CPU s "
         "is the process's CPU time over the same span (≈ train s on a quiet machine; a gap means other load). "
         "Threshold: the preset's "
-        "expected_return, reached at the first evaluation whose mean is ≥ it. Values are mean ± sample std "
+        "expected_return, reached at the first evaluation whose mean is ≥ it. Other values are mean ± sample std "
         "over seeds (successful runs); the ratios on a peer's row are natrl / that peer (sum over seeds where "
-        "both have a value): "
+        "both have a value and ran in the same sweep): "
         "steps/s ratio > 1 means natrl is faster, time-to-threshold ratio < 1 means natrl gets there sooner.",
         "",
     ]
@@ -317,13 +568,15 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         if g.library != "natrl":
             peers.setdefault(g.pair_key, []).append(g)
     natrl_groups = {g.pair_key: g for g in groups if g.library == "natrl"}
-    header = [
-        "env",
-        "algo",
-        "library",
-        "runs",
+    header = ["env", "algo", "library", "runs"]
+    if several:
+        header.append("sweep")
+    header += ["final IQM [95% CI]", "last-3 IQM [95% CI]"]
+    if peers:
+        header.append("P(natrl > peer), final")
+    header += [
         "steps",
-        "final return",
+        "final mean ± std",
         "steps/s",
         "train s",
         "train CPU s",
@@ -343,11 +596,14 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         steps_txt = f"{int(np.mean(steps)):,}" if steps else "–"
         reached = [r for r in ok if r.get("threshold_steps") is not None]
         reached_txt = f"{len(reached)}/{len(ok)}" if thr is not None and ok else "–"
-        cells = [
-            env,
-            g.algo,
-            g.label(),
-            runs,
+        ours = natrl_groups.get(g.pair_key)
+        cells = [env, g.algo, g.label(), runs]
+        if several:
+            cells.append(",".join(dict.fromkeys(sweeps[_sweep_key(r)].label for r in g.rows)))
+        cells += [_interval_text(iqm_of_runs(ok, "final")), _interval_text(iqm_of_runs(ok, "last3"))]
+        if peers:
+            cells.append("" if g.library == "natrl" or ours is None else _interval_text(_poi(ours, g, "final"), 2))
+        cells += [
             steps_txt,
             _mean_std(_values(ok, "final_eval_mean"), 1),
             _mean_std(_values(ok, "steps_per_second"), 0, thousands=True),
@@ -358,12 +614,17 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
             _mean_std(_values(reached, "threshold_seconds"), 1),
         ]
         if peers:
-            ours = natrl_groups.get(g.pair_key)
             if g.library == "natrl":
                 cells += ["", ""] if g.pair_key in peers else ["no peer", "–"]
             else:
-                cells += [_ratio(ours, g, "steps_per_second"), _ratio(ours, g, "threshold_seconds")]
+                cells += [
+                    _ratio(ours, g, "steps_per_second", warnings),
+                    _ratio(ours, g, "threshold_seconds", warnings),
+                ]
         lines.append("| " + " | ".join(cells) + " |")
+    if warnings:
+        lines += ["", "## Warnings", "", *[f"- {w}" for w in warnings]]
+    lines += _statistics_sections(groups)
     # each distinct note once per peer, with the envs it concerns when not all of them
     notes: dict[str, dict[str, list[str]]] = {}
     peer_envs: dict[str, list[str]] = {}

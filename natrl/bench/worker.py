@@ -24,11 +24,13 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from natrl.bench.jobs import Job
+from natrl.bench.provenance import run_versions
 
 __all__ = ["EVAL_SEED_OFFSET", "EvalPoint", "Evaluator", "evaluate_policy", "failed_row", "run_job"]
 
@@ -154,6 +156,8 @@ def _base_row(job: Job) -> dict[str, Any]:
         "threshold": job.expected_return,
         "preset": job.preset,
         "device": job.device if job.library != "tianshou" else "cpu",
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": run_versions(job.library),
     }
 
 
@@ -286,7 +290,10 @@ def run_job(job: Job) -> dict[str, Any]:
     steps_per_second (steps / train_seconds), final_eval_mean / final_eval_std,
     threshold, threshold_steps / threshold_seconds (first evaluation with mean ≥
     threshold; None if never), curve (every evaluation), implementation, host,
-    hyperparameters and, for a peer, the translated spec ``peer``.
+    hyperparameters and, for a peer, the translated spec ``peer``; date (when the job
+    started) and versions (:func:`natrl.bench.provenance.run_versions`, read again after
+    training so that lazily imported libraries count). The driver adds the sweep's id,
+    commit, dirty flag and command line (:func:`natrl.bench.run`).
     """
     t_job = time.perf_counter()
     row = _base_row(job)
@@ -328,5 +335,6 @@ def run_job(job: Job) -> dict[str, Any]:
         )
     except Exception as exc:  # a failed job is a result, not a crash of the sweep
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    row["versions"] = run_versions(job.library)  # mujoco / ale-py are imported by the env, if at all
     row["wall_seconds"] = time.perf_counter() - t_job
     return row
