@@ -294,3 +294,25 @@ def test_report_shows_commits_and_refuses_ratios_across_sweeps(
     only_b = [r for r in sweep_a if r["library"] == "natrl"][1:] + sweep_b
     table = markdown_table(only_b, {"command": "", "versions": {}, "sweeps": {}})
     assert "– (other sweep)" in table
+
+
+def test_index_lists_the_sweeps_of_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = [_row("natrl", 0, 500.0)]
+    new = [_row("natrl", 0, 500.0, sweep="S", commit="c" * 40, dirty=True, command="natrl bench --seeds 0 | x")]
+    write_results(tmp_path, old, {"command": "natrl bench old", "date": "2026-11-01T10:00:00+00:00"})
+    (tmp_path / "results.json").rename(tmp_path / "old-results.json")
+    (tmp_path / "old-table.md").write_text("# old\n")
+    meta = {"command": "natrl bench --seeds 0 | x", "date": "2026-12-01T10:00:00+00:00", "commit": "c" * 40}
+    write_results(tmp_path, new, {**meta, "dirty": True})
+    (tmp_path / "results.json").rename(tmp_path / "new-results.json")
+    (tmp_path / "notes.json").write_text("[1, 2]")
+    assert main(["--index", str(tmp_path)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = (tmp_path / "index.md").read_text()
+    lines = [x for x in text.splitlines() if x.startswith("| ")][1:]  # the rows below the header
+    assert lines[0].startswith("| new ([json](new-results.json)) | 2026-12-01 10:00:00 | `cccccccccccc`+ | 1 |")
+    assert "`natrl bench --seeds 0 \\| x`" in lines[0]  # a pipe in a command does not split the cell
+    assert lines[1].startswith("| [old](old-table.md) ([json](old-results.json)) | 2026-11-01 10:00:00 | – | 1 |")
+    assert "Other JSON files (no sweep metadata): [notes.json](notes.json)." in text
+    assert main(["--index", str(tmp_path)]) == 0 and (tmp_path / "index.md").read_text() == text  # stable
+    assert main(["--index", str(tmp_path / "missing")]) == 2

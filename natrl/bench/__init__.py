@@ -224,6 +224,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run nothing: merge these results.json files (or their folders) and write the table and "
         "curves into --out, e.g. to combine a classic-control and a MuJoCo sweep in one table",
     )
+    parser.add_argument(
+        "--index",
+        metavar="DIR",
+        help="run nothing: write DIR/index.md, a list of the sweeps whose JSON results lie in DIR (date, commit, "
+        "command), e.g. --index docs/bench",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
 
@@ -299,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.agents_dir is not None:
         agents_dir(args.agents_dir)  # a folder that is not there is an error, also where nothing reads it (--report)
+    if getattr(args, "index", None):
+        return _write_index(Path(args.index))
     if args.report:
         return _merge_reports(args)
     use_ray = bool(args.ray or args.ray_address)
@@ -450,6 +458,16 @@ def _latest_runs(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
             )
         kept.append(rows[j])
     return kept, replaced
+
+
+def _write_index(folder: Path) -> int:
+    """``--index DIR``: DIR/index.md from the sweeps' JSON files in DIR."""
+    from natrl.bench import report
+
+    if not folder.is_dir():
+        raise BenchError(f"--index {folder}: not a folder")
+    print(f"natrl bench: wrote {report.write_index(folder)}")
+    return 0
 
 
 def _sweep_record(meta: dict[str, Any]) -> dict[str, Any]:
