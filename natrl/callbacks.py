@@ -25,6 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from natrl.rl.env import env_factory
+from natrl.rl.evaluation import evaluate_vec_env
+from natrl.rl.sb3_vec_env import SB3VecEnv, is_sb3_vec_env
+
 if TYPE_CHECKING:  # the agents import this module
     from natrl.rl.agent import OnPolicyAgent
 
@@ -236,14 +240,22 @@ class EveryNTimesteps(BaseCallback):
 
 
 class CheckpointCallback(BaseCallback):
-    """Saves the agent every ``save_freq`` calls (vector steps) to ``save_path/{name_prefix}_{steps}_steps.pt``."""
+    """Saves the agent every ``save_freq`` calls (vector steps) to ``save_path/{name_prefix}_{steps}_steps.pt``.
+
+    stable-baselines3's arguments: ``save_replay_buffer`` does nothing for natrl's on-policy agents (as in SB3
+    for PPO: they have no replay buffer); ``save_vecnormalize=True`` also writes the statistics of an SB3
+    ``VecNormalize`` the agent trains on to ``{name_prefix}_vecnormalize_{steps}_steps.pkl`` (SB3's
+    ``VecNormalize.save``); natrl's own ``normalize_obs`` statistics are inside every checkpoint already.
+    """
 
     def __init__(self, save_freq: int, save_path: str | os.PathLike[str], name_prefix: str = "rl_model",
+                 save_replay_buffer: bool = False, save_vecnormalize: bool = False,
                  verbose: int = 0) -> None:  # fmt: skip
         super().__init__(verbose)
-        if save_freq < 1:
-            raise ValueError(f"CheckpointCallback: save_freq must be >= 1, got {save_freq}")
+        if isinstance(save_freq, bool) or not isinstance(save_freq, (int, np.integer)) or save_freq < 1:
+            raise ValueError(f"CheckpointCallback: save_freq must be an integer >= 1, got {save_freq!r}")
         self.save_freq, self.save_path, self.name_prefix = int(save_freq), Path(save_path), name_prefix
+        self.save_replay_buffer, self.save_vecnormalize = bool(save_replay_buffer), bool(save_vecnormalize)
 
     def _init_callback(self) -> None:
         self.save_path.mkdir(parents=True, exist_ok=True)
@@ -254,6 +266,12 @@ class CheckpointCallback(BaseCallback):
             path = self.model.save(self.save_path / f"{self.name_prefix}_{self.num_timesteps}_steps.pt")
             if self.verbose >= 2:
                 print(f"Saving model checkpoint to {path}")
+            vec_normalize = self.model.get_vec_normalize_env() if self.save_vecnormalize else None
+            if vec_normalize is not None:
+                stats = self.save_path / f"{self.name_prefix}_vecnormalize_{self.num_timesteps}_steps.pkl"
+                vec_normalize.save(str(stats))
+                if self.verbose >= 2:
+                    print(f"Saving model VecNormalize to {stats}")
         return True
 
 
@@ -289,7 +307,12 @@ class EvalCallback(BaseCallback):
         eval_seed: int | None = None,
     ) -> None:
         super().__init__(verbose)
-        self.eval_env = eval_env
+        self.eval_env = _checked_eval_env(eval_env)
+        for name, value in (("n_eval_episodes", n_eval_episodes), ("eval_freq", eval_freq)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"EvalCallback: {name} must be an integer >= 1, got {value!r}")
+        if render:
+            raise ValueError("EvalCallback: render=True is not supported; record videos with natrl eval --video")
         self.callback_on_new_best = callback_on_new_best
         self.callback_after_eval = callback_after_eval
         self.n_eval_episodes, self.eval_freq = int(n_eval_episodes), int(eval_freq)
@@ -304,6 +327,13 @@ class EvalCallback(BaseCallback):
         self.evaluations_length: list[list[int]] = []
 
     def _init_callback(self) -> None:
+        assert self.model is not None
+        spaces = _eval_env_spaces(self.eval_env)
+        if spaces != (self.model.observation_space, self.model.action_space):
+            raise ValueError(
+                f"EvalCallback: the eval env's spaces {spaces} differ from the agent's "
+                f"({self.model.observation_space}, {self.model.action_space})"
+            )
         for child in (self.callback_on_new_best, self.callback_after_eval):
             if child is not None:
                 child.init_callback(self.model)  # type: ignore[arg-type]
@@ -316,9 +346,12 @@ class EvalCallback(BaseCallback):
         if self.eval_freq <= 0 or self.n_calls % self.eval_freq != 0:
             return True
         assert self.model is not None
-        res = self.model.evaluate(
-            self.n_eval_episodes, deterministic=self.deterministic, env=self.eval_env, seed=self.eval_seed
-        )
+        if is_sb3_vec_env(self.eval_env) or isinstance(self.eval_env, SB3VecEnv):
+            res = evaluate_vec_env(self.model, self.eval_env, self.n_eval_episodes, deterministic=self.deterministic)
+        else:
+            res = self.model.evaluate(
+                self.n_eval_episodes, deterministic=self.deterministic, env=self.eval_env, seed=self.eval_seed
+            )
         self.last_mean_reward = res.mean
         self.evaluations_timesteps.append(self.num_timesteps)
         self.evaluations_results.append(res.returns)
@@ -345,6 +378,32 @@ class EvalCallback(BaseCallback):
         if self.callback_after_eval is not None:
             go = self.callback_after_eval.on_step() and go
         return go
+
+
+def _checked_eval_env(env: Any) -> Any:
+    """An evaluation env natrl can use (checked when the callback is made): an id that is registered, a
+    ``gymnasium.Env``, a factory, or an SB3 ``VecEnv``."""
+    from gymnasium import Env
+
+    if isinstance(env, SB3VecEnv) or is_sb3_vec_env(env) or isinstance(env, Env) or callable(env):
+        return env
+    if isinstance(env, str):
+        env_factory(env)  # an unknown id fails here, with close matches
+        return env
+    raise TypeError(
+        "EvalCallback: eval_env must be an env id, a gymnasium.Env, a factory or an SB3 VecEnv, "
+        f"got {type(env).__name__}"
+    )
+
+
+def _eval_env_spaces(env: Any) -> tuple[Any, Any]:
+    if is_sb3_vec_env(env) or isinstance(env, SB3VecEnv):
+        return env.observation_space, env.action_space
+    probe = env_factory(env)()
+    try:
+        return probe.observation_space, probe.action_space
+    finally:
+        probe.close()
 
 
 class StopTrainingOnRewardThreshold(BaseCallback):

@@ -124,3 +124,26 @@ def test_a_users_env_instance_is_the_one_env_as_in_sb3() -> None:
     assert 0.0 <= mean <= 10.0
     with pytest.raises(ValueError, match="pass a factory"):
         PPO("MlpPolicy", _Coin(), n_envs=4)
+
+
+def test_sb3s_callback_arguments_and_a_vec_env_for_evaluation(tmp_path) -> None:
+    from natrl.callbacks import CheckpointCallback, EvalCallback
+
+    venv = VecNormalize(sb3_make_vec_env("Pendulum-v1", n_envs=2, seed=0))
+    checkpoints = CheckpointCallback(save_freq=64, save_path=tmp_path, name_prefix="m", save_replay_buffer=True,
+                                     save_vecnormalize=True)  # fmt: skip
+    evaluation = EvalCallback(sb3_make_vec_env("Pendulum-v1", n_envs=2, seed=1), n_eval_episodes=2, eval_freq=64,
+                              best_model_save_path=tmp_path / "best", verbose=0)  # fmt: skip
+    model = TRPO("MlpPolicy", venv, n_steps=64)
+    model.learn(256, callback=[checkpoints, evaluation])
+    assert (tmp_path / "m_128_steps.pt").is_file() and (tmp_path / "m_vecnormalize_128_steps.pkl").is_file()
+    assert evaluation.evaluations_timesteps == [128, 256]
+    assert evaluation.num_timesteps == model.num_timesteps == 256
+    assert len(evaluation.evaluations_results[0]) == 2
+    assert TRPO.load(tmp_path / "best" / "best_model", env=venv).num_timesteps in (128, 256)
+    with pytest.raises(ValueError, match="spaces"):
+        TRPO("MlpPolicy", "CartPole-v1", n_steps=64).learn(64, callback=EvalCallback("Pendulum-v1"))
+    with pytest.raises(ValueError, match="unknown environment id"):
+        EvalCallback("NoSuchEnv-v9")
+    with pytest.raises(ValueError, match="eval_freq"):
+        EvalCallback("Pendulum-v1", eval_freq=0)

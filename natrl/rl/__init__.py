@@ -3,10 +3,11 @@
 from typing import Any
 
 from natrl.rl.acktr import ACKTR, ACKTRConfig
-from natrl.rl.agent import Batch, CheckpointError, EvalResult, OnPolicyAgent
+from natrl.rl.agent import Batch, CheckpointError, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig
 from natrl.rl.distributions import Bernoulli, Categorical, DiagGaussian, Distribution, MultiCategorical
 from natrl.rl.env import NonFiniteError, UnsupportedSpaceError
+from natrl.rl.evaluation import EvalResult
 from natrl.rl.gae import gae
 from natrl.rl.policies import (
     Actor,

@@ -20,7 +20,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -49,6 +48,7 @@ from natrl.rl.config import OnPolicyConfig, build_config, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
 from natrl.rl.env import EnvLike, VectorEnvBuilder, env_factory, env_name
 from natrl.rl.envpool_env import check_envpool_env
+from natrl.rl.evaluation import EvalResult
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import PolicyError, build_policy
@@ -183,16 +183,6 @@ _CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 # the entries whose tensors are the agent's numerical state (a NaN in any of them is refused)
 _NUMERIC_ENTRIES = ("actor", "critic", "obs_normalizer", "reward_scaler", "algo_state")
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Deterministic (or stochastic) evaluation over whole episodes."""
-
-    mean: float
-    std: float
-    returns: list[float]
-    lengths: list[int]
 
 
 def explained_variance(pred: Tensor, target: Tensor) -> float:
@@ -552,7 +542,8 @@ class OnPolicyAgent:
                 cb.on_rollout_start()
                 t0 = time.perf_counter()
                 made = self._make_batch(on_step)
-                if made is None:  # a callback stopped training during the rollout
+                if made is None:  # a callback stopped training during the rollout: its steps count (as SB3's)
+                    self.num_timesteps = self.num_timesteps
                     break
                 batch, stats = made
                 cb.on_rollout_end()
@@ -560,12 +551,11 @@ class OnPolicyAgent:
                 # schedules: the progress remaining after this rollout, as stable-baselines3 counts it
                 start, end = self._schedule_span
                 self.progress_remaining = max(
-                    0.0, 1.0 - (self.num_timesteps + len(batch) - start) / max(end - start, 1)
+                    0.0, 1.0 - (self._timesteps_done + len(batch) - start) / max(end - start, 1)
                 )
                 stats.update(self._guarded_update(batch))
                 t2 = time.perf_counter()
-                self.num_timesteps += len(batch)
-                self._rollout_steps = 0
+                self.num_timesteps = self._timesteps_done + len(batch)
                 self.num_updates += 1
                 coll = self.collector
                 stats.update(
@@ -612,9 +602,19 @@ class OnPolicyAgent:
         return schedule_value(getattr(self.config, name), self.progress_remaining)
 
     @property
+    def num_timesteps(self) -> int:
+        """Transitions so far, including those of the rollout in progress (stable-baselines3's count: what the
+        callbacks see during a rollout is what the model says)."""
+        return self._timesteps_done + self._rollout_steps
+
+    @num_timesteps.setter
+    def num_timesteps(self, value: int) -> None:
+        self._timesteps_done, self._rollout_steps = int(value), 0
+
+    @property
     def current_timesteps(self) -> int:
-        """Transitions so far, including those of the rollout in progress (what callbacks see)."""
-        return self.num_timesteps + self._rollout_steps
+        """The same as :attr:`num_timesteps` (kept for callbacks written against natrl's earlier name)."""
+        return self.num_timesteps
 
     def _step_hook(self, cb: Any) -> Callable[[dict[str, Any]], bool]:
         n_envs = self.config.n_envs
@@ -859,6 +859,16 @@ class OnPolicyAgent:
             self._sb3_view = SB3VecEnv(venv)
         register_with_sb3()  # an SB3 VecEnv for isinstance once SB3 is imported (evaluate_policy, callbacks)
         return self._sb3_view
+
+    def get_vec_normalize_env(self) -> Any:
+        """The SB3 ``VecNormalize`` the agent trains on (in the chain of the SB3 VecEnv it was given), or None
+        (natrl's own ``normalize_obs`` statistics live in the agent and its checkpoints)."""
+        venv = self._given_venv.sb3_venv if isinstance(self._given_venv, FromSB3VecEnv) else None
+        while venv is not None:
+            if type(venv).__name__ == "VecNormalize" and hasattr(venv, "obs_rms"):
+                return venv
+            venv = getattr(venv, "venv", None)
+        return None
 
     def get_vector_env(self) -> VectorEnv:
         """The training envs as the Gymnasium vector env natrl steps (SAME_STEP autoreset: ``reset() -> (obs,

@@ -1,0 +1,58 @@
+"""Evaluation results, and episodes run on a vector env in stable-baselines3's VecEnv API.
+
+:meth:`natrl.rl.OnPolicyAgent.evaluate` runs whole episodes on a fresh single env. An evaluation env given as a
+VecEnv (SB3's ``make_vec_env``, ``DummyVecEnv``, natrl's :class:`~natrl.rl.sb3_vec_env.SB3VecEnv`) is run by
+:func:`evaluate_vec_env`, which counts episodes as SB3's ``evaluate_policy`` does: env i of n runs
+``(episodes + i) // n`` of them, so the episodes are spread evenly and none is cut short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EvalResult", "evaluate_vec_env"]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Deterministic (or stochastic) evaluation over whole episodes."""
+
+    mean: float
+    std: float
+    returns: list[float]
+    lengths: list[int]
+
+
+def evaluate_vec_env(model: Any, venv: Any, episodes: int, *, deterministic: bool = True) -> EvalResult:
+    """Run ``episodes`` whole episodes of ``model.predict`` on ``venv`` (SB3's VecEnv API), starting from a reset.
+
+    Args:
+        model: anything with stable-baselines3's ``predict(obs, state, episode_start, deterministic)``.
+        venv: the vector env (``reset() -> obs``, ``step(a) -> (obs, rewards, dones, infos)``).
+        episodes: how many episodes in all.
+        deterministic: the policy's mode instead of samples.
+    """
+    n = int(venv.num_envs)
+    targets = np.array([(episodes + i) // n for i in range(n)], int)
+    counts = np.zeros(n, int)
+    running_return, running_length = np.zeros(n), np.zeros(n, int)
+    returns: list[float] = []
+    lengths: list[int] = []
+    obs = venv.reset()
+    state, starts = None, np.ones(n, bool)
+    while (counts < targets).any():
+        action, state = model.predict(obs, state, episode_start=starts, deterministic=deterministic)
+        obs, rewards, dones, _ = venv.step(action)
+        running_return += rewards
+        running_length += 1
+        for i in np.flatnonzero(dones):
+            if counts[i] < targets[i]:
+                returns.append(float(running_return[i]))
+                lengths.append(int(running_length[i]))
+                counts[i] += 1
+            running_return[i], running_length[i] = 0.0, 0
+        starts = np.asarray(dones, bool)
+    return EvalResult(float(np.mean(returns)), float(np.std(returns)), returns, lengths)
