@@ -850,7 +850,7 @@ class OnPolicyAgent:
     # ----------------------------------------------------------------- SB3's accessors
     def get_env(self) -> Any:
         """The training envs in stable-baselines3's VecEnv API (``reset() -> obs``, ``step(a) -> (obs, rewards,
-        dones, infos)``): the SB3 VecEnv the agent was given, else an :class:`~natrl.rl.sb3_vec_env.SB3VecEnv`
+        dones, infos)``): the SB3 VecEnv the agent was given, else an :class:`natrl.rl.sb3_vec_env.SB3VecEnv`
         view of natrl's Gymnasium vector env (which :meth:`get_vector_env` returns)."""
         venv = self.collector.venv
         if isinstance(venv, FromSB3VecEnv):

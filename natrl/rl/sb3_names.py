@@ -25,7 +25,7 @@ sb3-contrib TRPO                        natrl TRPO                              
 A caller who uses any of sb3-contrib's TRPO names gets sb3-contrib's defaults for the others too (``target_kl``
 0.01, ``cg_damping`` 0.1, ``line_search_max_iter`` 10, translated as above), so that ``TRPO("MlpPolicy", env,
 **sb3_contrib_hyperparameters)`` is sb3-contrib's TRPO. The same table is the inverse of
-:func:`natrl.bench.peers.translate` (tests/test_sb3_names.py checks both ways,
+``natrl.bench.peers.translate`` (tests/test_sb3_names.py checks both ways,
 and that one update of both libraries moves every parameter alike).
 """
 
