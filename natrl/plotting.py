@@ -149,7 +149,10 @@ def plot_runs(
         raise ValueError(f"band must be 'minmax', 'std' or 'none', got {band!r}")
     curves = [load_curve(d) for d in expand_run_dirs(run_dirs)]
 
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("natrl plot needs matplotlib (a dependency of natrl): pip install matplotlib") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
