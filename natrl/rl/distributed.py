@@ -21,10 +21,11 @@ batches this makes cheap: Schulman et al., 2015, used 50,000 steps per update on
   episodes, seeded apart from the lost ones — and its share of the rollout is collected again; the
   update goes ahead with a whole batch. Each replacement is counted in :attr:`DistributedCollector.restarts`
   and logged as ``workers/restarts``.
-* **No endless waits**: the workers have :data:`SCHEDULE_TIMEOUT_S` seconds to start (a CPU each, their envs
-  built); workers that cannot get a CPU in that time — every CPU held by another agent's workers, say — are
-  stopped and an error names the CPUs wanted and free. :meth:`DistributedCollector.close` kills the workers, so
-  their CPUs are free for the next agent.
+* **No endless waits**: the K CPUs of the workers are reserved together (a Ray placement group of K one-CPU
+  bundles, spread over the nodes) before the workers start; if they are not free within
+  :data:`SCHEDULE_TIMEOUT_S` seconds — every CPU held by another agent's workers, say — an error names the
+  CPUs wanted and free. A replacement worker has as long to start. :meth:`DistributedCollector.close` kills
+  the workers and frees their CPUs for the next agent.
 * Recurrent policies work unchanged: each worker carries its envs' recurrent states between rollouts.
 * Every env backend works in the workers: each builds its vector env with the agent's
   :class:`~natrl.rl.env.VectorEnvBuilder` (gymnasium's sync or async envs, ALE's or EnvPool's C++ envs).
@@ -58,8 +59,8 @@ SEED_STRIDE = 1_000_003
 """Worker k seeds its envs and samplers from ``seed + SEED_STRIDE·k`` (a replacement adds ``7_919·restarts``)."""
 
 SCHEDULE_TIMEOUT_S = 60.0
-"""Seconds the rollout workers have to start (scheduled on a CPU each, their envs built) before
-:class:`DistributedCollector` stops them and raises an error naming the CPUs wanted and free."""
+"""Seconds the rollout workers' CPUs have to become free (and a replacement worker has to start) before
+:class:`DistributedCollector` gives up with an error naming the CPUs wanted and free."""
 
 _MAX_RESTARTS_PER_ROLLOUT = 3
 _log = logging.getLogger(__name__)
@@ -178,11 +179,11 @@ class DistributedCollector:
             rollout step by step, as one process stepping all the envs would (the workers return raw rewards).
         address: the Ray cluster (None: a local Ray).
         fast: the workers use natrl's CPU fast paths where they apply.
-        schedule_timeout: seconds the workers have to start (default :data:`SCHEDULE_TIMEOUT_S`).
+        schedule_timeout: seconds the workers' CPUs have to become free (default :data:`SCHEDULE_TIMEOUT_S`).
 
     Raises:
         ValueError: Ray is not installed, or the cluster at ``address`` does not answer.
-        RuntimeError: the workers did not all start within ``schedule_timeout`` seconds (they are stopped).
+        RuntimeError: ``workers`` CPUs did not become free within ``schedule_timeout`` seconds.
     """
 
     def __init__(
@@ -221,12 +222,32 @@ class DistributedCollector:
         self.episodes = 0
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.workers: list[Any] = []
+        self._cpus = self._reserve_cpus(workers)
         self.workers = [self._spawn(k) for k in range(workers)]
-        self._await_started(range(workers))
+
+    def _reserve_cpus(self, workers: int) -> Any:
+        """A placement group of ``workers`` one-CPU bundles (spread over the nodes), once Ray has reserved it;
+        RuntimeError if it has not within :attr:`schedule_timeout` seconds."""
+        ray = self.ray
+        group = ray.util.placement_group([{"CPU": 1}] * workers, strategy="SPREAD")
+        if group.wait(self.schedule_timeout):
+            return group
+        total = ray.cluster_resources().get("CPU", 0.0)
+        free = ray.available_resources().get("CPU", 0.0)  # absent when none is free
+        ray.util.remove_placement_group(group)
+        raise RuntimeError(
+            f"workers={workers} need {workers} free CPUs (one each), and the Ray cluster still had {free:g} of its "
+            f"{total:g} CPUs free after {self.schedule_timeout:g} s (the rest held by other actors or tasks, such as "
+            "another agent's workers: close that agent first, or use fewer workers)"
+        )
 
     def _spawn(self, k: int) -> Any:
         seed = self.seed + SEED_STRIDE * k + 7_919 * self.restarts[k]
-        actor_cls = self.ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+        in_bundle = self.ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy(
+            self._cpus, placement_group_bundle_index=k
+        )
+        actor_cls = self.ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy=in_bundle)(RolloutWorker)
         return actor_cls.remote(
             self._make_venv,
             self._actor_copy,
@@ -237,25 +258,17 @@ class DistributedCollector:
             fast=self._fast,
         )
 
-    def _await_started(self, ks: range | list[int]) -> None:
-        """Wait until workers ``ks`` run (each on a CPU, its envs built); stop every worker and raise
-        RuntimeError if some have not within :attr:`schedule_timeout` seconds. A worker whose constructor
-        failed counts as started: its error surfaces at its first rollout, as a death."""
-        ray = self.ray
-        refs = [self.workers[k].node_id.remote() for k in ks]
-        _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.schedule_timeout)
-        if not pending:
-            return
-        total = ray.cluster_resources().get("CPU", 0.0)
-        free = ray.available_resources().get("CPU", 0.0)
-        wanted = len(self.workers)
-        self.close()
-        raise RuntimeError(
-            f"{len(pending)} of {len(refs)} rollout workers found no free CPU within {self.schedule_timeout:g} s: "
-            f"workers={wanted} need {wanted} CPUs (one each), and the Ray cluster has {free:g} of its {total:g} "
-            "CPUs free (the rest held by other actors or tasks, such as another agent's workers: close that "
-            "agent first, or use fewer workers)"
-        )
+    def _await_started(self, k: int) -> None:
+        """Wait until the replacement worker ``k`` runs (its bundle's CPU back, perhaps on another node after a
+        node was lost); stop the workers and raise RuntimeError if it does not within :attr:`schedule_timeout`
+        seconds. A worker whose constructor failed counts as started: its error surfaces as a death."""
+        ready, _ = self.ray.wait([self.workers[k].node_id.remote()], timeout=self.schedule_timeout)
+        if not ready:
+            self.close()
+            raise RuntimeError(
+                f"rollout worker {k} was replaced, and the replacement did not start within "
+                f"{self.schedule_timeout:g} s (no CPU for it in the Ray cluster)"
+            )
 
     def collect(
         self, actor: Actor, critic: Critic, n_steps: int, sample: Any = None, on_step: Any = None
@@ -289,7 +302,7 @@ class DistributedCollector:
                     self.events.append(event)
                     _log.warning("natrl: %s", event)
                     self.workers[k] = self._spawn(k)
-                    self._await_started([k])
+                    self._await_started(k)
                     ref = self.workers[k].collect.remote(weights, stats, n_steps)
         for res in results:
             if self.obs_normalizer is not None and res["obs_stats"] is not None:
@@ -315,6 +328,7 @@ class DistributedCollector:
         """Stop the workers: ``ray.kill`` ends their processes (their envs close with them) and frees their
         CPUs. Safe to call twice, and after Ray has been shut down."""
         workers, self.workers = self.workers, []
+        group, self._cpus = self._cpus, None
         if not self.ray.is_initialized():  # shut down already, workers and all (ray.kill would start a new Ray)
             return
         for w in workers:
@@ -322,3 +336,5 @@ class DistributedCollector:
                 self.ray.kill(w)
             except Exception:  # already dead
                 pass
+        if group is not None:
+            self.ray.util.remove_placement_group(group)
