@@ -262,3 +262,18 @@ def test_the_command_line_refuses_non_wrappers_meta_devices_and_negative_seeds(t
         assert main([*argv, "--run-dir", str(tmp_path / "r")] if argv[0] == "train" else argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
+
+
+def test_an_env_whose_step_returns_none_for_terminated_is_refused_at_construction() -> None:
+    class NoneTerminated(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, None, False, {}
+
+    with pytest.raises(TypeError, match="terminated=None"):
+        PPO(lambda: NoneTerminated())

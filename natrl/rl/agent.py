@@ -167,7 +167,26 @@ def _build_first_env(
         raise ValueError(f"building the environment {name}{cause} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(env, gym.Env):
         raise TypeError(f"the environment factory for {name} returned a {type(env).__name__}, not a gymnasium.Env")
+    _check_step_types(env, name)
     return env
+
+
+def _check_step_types(env: gym.Env, name: str) -> None:
+    """One reset and one step of a throw-away copy: ``terminated``/``truncated`` must be booleans and the reward a
+    number (a vector env would read ``None`` as False and train on it without a word)."""
+    try:
+        env.reset(seed=0)
+        _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+    except Exception:  # the env's own errors surface, with their traceback, at the first rollout
+        return
+    for field, value in (("terminated", terminated), ("truncated", truncated)):
+        if np.ndim(value) != 0 or np.asarray(value).dtype != np.bool_:
+            raise TypeError(
+                f"{name}: env.step returned {field}={value!r} ({type(value).__name__}); Gymnasium envs return a bool"
+            )
+    kind = np.asarray(reward).dtype.kind if np.ndim(reward) == 0 else "shape"
+    if kind not in "iuf":
+        raise TypeError(f"{name}: env.step returned reward={reward!r} ({type(reward).__name__}); return a number")
 
 
 # what a checkpoint must hold, and of which type, before anything is built from it
