@@ -6,9 +6,14 @@ TRPO/PPO job is followed by sb3-contrib TRPO / SB3 PPO with the preset
 translated to matched arguments (:mod:`natrl.bench.peers`), with ``--against
 tianshou`` every TRPO/NPG/PPO job by tianshou's (:mod:`natrl.bench.tianshou_peer`),
 on the same env, budget and seed (``--against sb3,tianshou``: both). Every run
-is evaluated the same way (:mod:`natrl.bench.worker`) and writes one row; the
-sweep writes ``results.json``, ``results.csv``, ``table.md`` and
-``curves_<env>.png`` (:mod:`natrl.bench.report`).
+is evaluated the same way (:mod:`natrl.bench.worker`) and writes one row, which
+records the sweep, the natrl commit and whether the tree was dirty (read once per
+sweep), the command line, the date and the library versions
+(:mod:`natrl.bench.provenance`); the sweep writes ``results.json``, ``results.csv``,
+``table.md`` (IQM over seeds with 95% bootstrap intervals, the probability of
+improvement over each peer: :mod:`natrl.bench.stats`) and ``curves_<env>.png``
+(:mod:`natrl.bench.report`). ``--report`` merges sweeps, pairing runs for a ratio
+only within one sweep; ``--index DIR`` lists the sweeps recorded in a folder.
 
 Jobs run one after another, each in a fresh subprocess, or with ``--ray`` as
 Ray tasks of one CPU each (:mod:`natrl.bench.executors`).
@@ -51,6 +56,8 @@ examples:
   natrl bench --algos trpo --envs Hopper-v5 --seeds 0-4 --ray --ray-address auto
   natrl bench --algos trpo,npg --envs Hopper-v5 --seeds 0,1,2 --against sb3,tianshou --ray --ray-cpus 2
   natrl bench --algos trpo,ppo --envs Pendulum-v1 --against sb3 --dry-run   # show the matched kwargs
+  natrl bench --report bench-out/a bench-out/b --out bench-out/ab            # one table of two sweeps
+  natrl bench --index docs/bench                                             # docs/bench/index.md
 
 Each job trains with the preset of agents/<algo>.toml (budget: its total_steps unless
 --steps). With --against sb3 every natrl TRPO/PPO job is followed by sb3-contrib TRPO /
@@ -402,10 +409,14 @@ def _check_source_unchanged(meta: dict[str, Any]) -> None:
     now = source_revision()
     before = {k: meta.get(k) for k in now}
     if now != before:
-        meta["source_changed"] = (
-            f"the natrl source changed during the sweep: commit {before['commit']} → {now['commit']}, "
-            f"changed paths {before['dirty_paths']} → {now['dirty_paths']}"
-        )
+        what = []
+        if now["commit"] != before["commit"]:
+            what.append(f"commit {str(before['commit'])[:12]} → {str(now['commit'])[:12]}")
+        moved = sorted(set(before["dirty_paths"] or ()) ^ set(now["dirty_paths"] or ()))
+        if moved:
+            what.append(f"uncommitted changes began or ended in {', '.join(moved[:10])}")
+            what[-1] += f" and {len(moved) - 10} more" if len(moved) > 10 else ""
+        meta["source_changed"] = "the natrl source changed during the sweep: " + "; ".join(what or ["edits"])
         print(f"natrl bench: warning: {meta['source_changed']}", file=sys.stderr)
 
 
