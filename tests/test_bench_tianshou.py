@@ -102,13 +102,13 @@ def test_tianshou_evaluation_is_deterministic_and_uses_frozen_statistics() -> No
 
 def test_sweep_against_tianshou(tmp_path: Path) -> None:
     out = tmp_path / "ts"
-    argv = ["--algos", "trpo", "--envs", "CartPole-v1", "--seeds", "0", "--steps", "1024", "--eval-every", "512",
+    argv = ["--algos", "trpo", "--envs", "CartPole-v1", "--seeds", "0", "--steps", "2048", "--eval-every", "1024",
             "--eval-episodes", "2", "--against", "tianshou", "--out", str(out), "-q"]  # fmt: skip
     assert main(argv) == 0
     meta, runs = read_results(out)
     assert [(r["library"], r["status"]) for r in runs] == [("natrl", "ok"), ("tianshou", "ok")]
-    assert runs[1]["implementation"].startswith("tianshou TRPO") and runs[1]["steps"] == 1024
-    assert [p["steps"] for p in runs[1]["curve"]] == [512, 1024]
+    assert runs[1]["implementation"].startswith("tianshou TRPO") and runs[1]["steps"] == 2048
+    assert [p["steps"] for p in runs[1]["curve"]] == [1024, 2048]  # the preset's rollouts: 2 envs x 512 steps
     assert meta["versions"]["tianshou"]
     table = markdown_table(runs, meta)
     assert "| tianshou TRPO" in table and "tianshou 2." in table
