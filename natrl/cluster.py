@@ -1,9 +1,9 @@
 """Ray, started once per process the way natrl uses it (rollout workers, benchmark sweeps).
 
 An ``address`` connects to an existing cluster ("auto", "ray://host:10001", "host:6379"): a cluster the user
-chose, whose network exposure is the user's. An address that does not answer a TCP connection within
-:data:`CONNECT_TIMEOUT_S` seconds is refused with one line, instead of Ray's connection retries, which do
-not end.
+chose, whose network exposure is the user's. An address where nothing accepts a TCP connection, or where
+what does accept one does not complete a gRPC (HTTP/2) handshake, within :data:`CONNECT_TIMEOUT_S` seconds
+each, is refused with one line, instead of Ray's connection retries, which do not end.
 
 Without an address a new local instance is started — ``address="local"``, so it is a new instance even when
 another Ray runs on this machine (a bare ``ray.init()`` would attach to that one and refuse ``num_cpus``) —
@@ -116,8 +116,10 @@ def _loopback_node_address(ray: Any) -> Iterator[None]:
 
 
 def _check_answers(address: str, ray: Any) -> None:
-    """Raise ConnectionError unless something accepts a TCP connection at ``address`` ("auto" is Ray's to
-    resolve: it looks for a GCS process running on this machine and fails at once when there is none)."""
+    """Raise ConnectionError unless something accepts a TCP connection at ``address`` and completes a gRPC
+    handshake, as Ray's GCS and Ray Client servers do (not checked with ``RAY_USE_TLS``, whose handshake
+    needs the certificates). "auto" is Ray's to resolve: it looks for a GCS process running on this machine
+    and fails at once when there is none."""
     rest = address.removeprefix("ray://")
     host, sep, port_text = rest.rpartition(":")
     if not sep or not port_text.isdigit():
@@ -130,10 +132,26 @@ def _check_answers(address: str, ray: Any) -> None:
     for h in dict.fromkeys(hosts):
         try:
             with socket.create_connection((h, int(port_text)), timeout=CONNECT_TIMEOUT_S):
-                return
+                break
         except OSError as exc:
             errors.append(f"{h}: {exc.strerror or type(exc).__name__}")
-    raise ConnectionError(f"nothing answers at {address} within {CONNECT_TIMEOUT_S:g} s ({'; '.join(errors)})")
+    else:
+        raise ConnectionError(f"nothing answers at {address} within {CONNECT_TIMEOUT_S:g} s ({'; '.join(errors)})")
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return
+    import grpc  # a dependency of Ray's
+
+    target = f"[{h}]:{port_text}" if ":" in h else f"{h}:{port_text}"
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        raise ConnectionError(
+            f"{address} accepts connections but gives no gRPC handshake within {CONNECT_TIMEOUT_S:g} s: "
+            "not a Ray cluster's address"
+        ) from None
+    finally:
+        channel.close()
 
 
 _GUARD = """

@@ -222,3 +222,23 @@ def test_an_address_that_does_not_answer_gives_one_line_quickly() -> None:
     assert "\n" not in str(err.value)
     assert time.monotonic() - t0 < 30
     assert not ray.is_initialized()
+
+
+def test_an_address_that_accepts_but_never_speaks_gives_one_line(monkeypatch) -> None:
+    """A port that accepts TCP connections but never completes a gRPC handshake (Ray would wait on it for
+    ever): one line after the probe's timeout."""
+    import socket
+
+    import natrl.cluster
+
+    monkeypatch.setattr(natrl.cluster, "CONNECT_TIMEOUT_S", 1.0)
+    ray.shutdown()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes TCP handshakes; nothing ever answers
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionError, match="accepts connections but gives no gRPC handshake within 1 s"):
+            connect(address)
+    assert time.monotonic() - t0 < 10
+    assert not ray.is_initialized()

@@ -10,7 +10,9 @@ the results files incrementally) and keep a :class:`Progress` display.
 * :func:`run_ray` submits every job as a Ray task with ``num_cpus=1`` (Ray then
   runs at most one job per CPU and sets ``OMP_NUM_THREADS=1`` for it) and
   ``max_calls=1`` (a fresh worker process per job, as without Ray). Ray is
-  started in-process, or joined at ``address``.
+  started in-process, every process of it listening on the loopback address
+  alone, or joined at ``address`` (:func:`natrl.cluster.connect`: an address
+  that does not answer is refused at once).
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def run_ray(
         status_every: seconds between status lines.
 
     Raises:
-        BenchError: Ray is not installed, or the cluster cannot be reached.
+        BenchError: Ray is not installed, the cluster does not answer, or the local Ray could not be bound to
+            the loopback address.
     """
     if importlib.util.find_spec("ray") is None:
         raise BenchError("--ray needs Ray, which is not installed: pip install 'natrl[ray]'")
@@ -173,8 +176,10 @@ def run_ray(
 
     try:
         started_here = connect(address, num_cpus)
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError) as exc:  # ValueError: a malformed address
         raise BenchError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+    except RuntimeError as exc:
+        raise BenchError(f"cannot start a local Ray: {exc}") from None
     pending: list[Any] = []
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
