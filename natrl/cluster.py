@@ -204,37 +204,46 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _start_guard(pids: list[int]) -> None:
-    """Start the guard that kills what is left of ``pids`` (the local instance's processes) once this process
-    has ended (module docstring); Linux only. It reads ``pid start-time`` lines until this process's end of the
-    pipe closes, and kills only processes whose start time still matches (a reused pid is left alone)."""
+    """Have the guard kill what is left of ``pids`` (the local instance's processes) once this process has
+    ended (module docstring); Linux only. One guard serves the process (started with its first local
+    instance); it reads ``pid start-time`` lines until this process's end of the pipe closes, and kills only
+    processes whose start time still matches (a reused pid is left alone)."""
+    global _guard
     if not sys.platform.startswith("linux") or not os.path.isdir("/proc") or not pids:
         return
-    procs = [(pid, _proc_start(pid)) for pid in pids]
-    guard = subprocess.Popen(
-        [sys.executable, "-c", _GUARD],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # a Ctrl-C to the terminal's process group leaves it to do its job
-        text=True,
-    )
-    assert guard.stdin is not None
-    guard.stdin.write("".join(f"{pid} {start}\n" for pid, start in procs if start is not None))
-    guard.stdin.flush()
-    if not _guards:
-        os.register_at_fork(after_in_child=_close_guard_pipes)  # a forked child must not keep the pipe open
-    _guards.append(guard)  # its stdin stays open as long as this process lives
+    lines = "".join(f"{pid} {start}\n" for pid in pids if (start := _proc_start(pid)) is not None)
+    if _guard is None or _guard.poll() is not None:
+        _guard = subprocess.Popen(
+            [sys.executable, "-c", _GUARD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the terminal's process group leaves it to do its job
+            text=True,
+        )
+        if not _fork_hook:
+            os.register_at_fork(after_in_child=_leave_guard_in_child)  # a forked child must not hold the pipe
+            _fork_hook.append(True)
+    assert _guard.stdin is not None
+    with contextlib.suppress(OSError):
+        _guard.stdin.write(lines)
+        _guard.stdin.flush()
 
 
-_guards: list[subprocess.Popen[str]] = []
+_guard: subprocess.Popen[str] | None = None
+_fork_hook: list[bool] = []
+_left_in_children: list[subprocess.Popen[str]] = []
 
 
-def _close_guard_pipes() -> None:
-    """In a forked child: point the guards' pipe descriptors at /dev/null (the pipe then closes with this
-    process alone, and the file objects stay valid)."""
+def _leave_guard_in_child() -> None:
+    """In a forked child: point the guard's pipe descriptor at /dev/null, so that the pipe closes with this
+    process alone, and forget the guard (a local instance the child starts gets a guard of its own)."""
+    global _guard
+    if _guard is None or _guard.stdin is None:
+        return
     with contextlib.suppress(OSError):
         null = os.open(os.devnull, os.O_WRONLY)
-        for guard in _guards:
-            if guard.stdin is not None:
-                os.dup2(null, guard.stdin.fileno(), inheritable=False)
+        os.dup2(null, _guard.stdin.fileno(), inheritable=False)
         os.close(null)
+    _left_in_children.append(_guard)  # kept referenced: its file object now holds /dev/null
+    _guard = None

@@ -228,7 +228,7 @@ class DistributedCollector:
 
     def _reserve_cpus(self, workers: int) -> Any:
         """A placement group of ``workers`` one-CPU bundles (spread over the nodes), once Ray has reserved it;
-        RuntimeError if it has not within :attr:`schedule_timeout` seconds."""
+        RuntimeError if it has not within ``schedule_timeout`` seconds."""
         ray = self.ray
         group = ray.util.placement_group([{"CPU": 1}] * workers, strategy="SPREAD")
         if group.wait(self.schedule_timeout):
@@ -260,7 +260,7 @@ class DistributedCollector:
 
     def _await_started(self, k: int) -> None:
         """Wait until the replacement worker ``k`` runs (its bundle's CPU back, perhaps on another node after a
-        node was lost); stop the workers and raise RuntimeError if it does not within :attr:`schedule_timeout`
+        node was lost); stop the workers and raise RuntimeError if it does not within ``schedule_timeout``
         seconds. A worker whose constructor failed counts as started: its error surfaces as a death."""
         ready, _ = self.ray.wait([self.workers[k].node_id.remote()], timeout=self.schedule_timeout)
         if not ready:
