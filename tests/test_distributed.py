@@ -172,3 +172,23 @@ def test_command_line_trains_and_resumes_with_workers(tmp_path) -> None:
     assert main([*base, "--resume", "--steps", "512"]) == 0  # the checkpoint's workers start again
     progress = (run / "progress.csv").read_text().splitlines()
     assert len(progress) == 1 + 512 // 128  # one row per update, none lost or repeated
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_run_with_workers_resumes_bit_for_bit(tmp_path) -> None:
+    """The workers' envs, episodes and sampler streams are in the checkpoint: loading it and training on gives the
+    parameters of the run that was never stopped."""
+    from natrl.runs.rng import get_rng_state, set_rng_state
+
+    agent = TRPO("Pendulum-v1", seed=0, n_steps=64, n_envs=2, workers=2)
+    agent.learn(512)
+    path = agent.save(tmp_path / "mid.pt")
+    rng = get_rng_state()
+    agent.learn(512, reset_num_timesteps=False)
+    reference = [p.detach().clone() for p in agent.policy.parameters()]
+    agent.close()
+    resumed = TRPO.load(path)
+    set_rng_state(rng)
+    resumed.learn(512, reset_num_timesteps=False)
+    assert all(torch.equal(a, b) for a, b in zip(reference, resumed.policy.parameters()))
+    resumed.close()

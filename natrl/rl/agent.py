@@ -409,7 +409,9 @@ class OnPolicyAgent:
                 reward_scaler=self.reward_scaler,
                 address=self.config.ray_address,
                 fast=self.config.fast_paths,
+                state=self._pending_collector_state,
             )
+            self._pending_collector_state = None
             self._collector.steps = self.num_timesteps
             self._collector.episodes = self._episodes_before
         if self._collector is None:

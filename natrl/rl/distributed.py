@@ -111,6 +111,7 @@ class RolloutWorker:
         fast: bool,
     ) -> None:
         torch.set_num_threads(1)
+        self._make_venv, self._n_envs = make_venv, n_envs
         self.actor, self.critic = actor.cpu().float(), critic.cpu().float()
         codec = actor.obs_codec
         self.obs_normalizer = ObsNormalizer(codec.shape) if normalize_obs else None
@@ -123,9 +124,33 @@ class RolloutWorker:
             obs_norm_update="rollout",
             defer_obs_stats=True,
         )
-        generator = torch.Generator().manual_seed(seed)
-        paths = fast_paths(self.actor, self.critic, np.random.default_rng(seed), enabled=fast)
-        self.sampler = paths.sampler or torch_sampler(self.actor, generator)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        paths = fast_paths(self.actor, self.critic, self.rng, enabled=fast)
+        self.sampler = paths.sampler or torch_sampler(self.actor, self.generator)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Where this worker's envs, episodes and samplers stand (None when its envs' state cannot be captured)."""
+        collector = self.collector.state_dict()
+        if collector is None:
+            return None
+        return {"collector": collector, "rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the same envs mid-episode, the same sampler streams."""
+        self.collector.venv.close()
+        self.collector = RolloutCollector(
+            self._make_venv(self._n_envs),
+            device=torch.device("cpu"),
+            seed=0,
+            obs_codec=self.actor.obs_codec,
+            obs_normalizer=self.obs_normalizer,
+            obs_norm_update="rollout",
+            defer_obs_stats=True,
+            state=state["collector"],
+        )
+        self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
 
     def collect(self, weights: dict[str, dict[str, Tensor]], obs_stats: dict[str, Any] | None, n_steps: int) -> dict:
         """One rollout of ``n_steps`` vector steps with the learner's parameters and observation statistics."""
@@ -201,6 +226,7 @@ class DistributedCollector:
         address: str | None = None,
         fast: bool = True,
         schedule_timeout: float | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         self.ray = ensure_ray(address, workers)
         self.schedule_timeout = SCHEDULE_TIMEOUT_S if schedule_timeout is None else float(schedule_timeout)
@@ -224,7 +250,37 @@ class DistributedCollector:
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.workers: list[Any] = []
         self._cpus = self._reserve_cpus(workers)
+        if state is not None:
+            self.restarts = [int(r) for r in state["restarts"]]
         self.workers = [self._spawn(k) for k in range(workers)]
+        if state is not None:
+            self._load_state(state)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Every worker's :meth:`RolloutWorker.state_dict` and the learner's episode counts; None when a worker's
+        envs cannot be captured (a resumed agent then starts fresh episodes)."""
+        workers = self.ray.get([w.state_dict.remote() for w in self.workers])
+        if any(w is None for w in workers):
+            return None
+        return {
+            "workers": workers,
+            "restarts": list(self.restarts),
+            "episode_returns": list(self.episode_returns),
+            "episode_lengths": list(self.episode_lengths),
+            "episodes": self.episodes,
+            "steps": self.steps,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if len(state["workers"]) != len(self.workers):
+            self.close()
+            raise ValueError(
+                f"the saved state is of {len(state['workers'])} workers, this agent has {len(self.workers)}"
+            )
+        self.ray.get([w.load_state_dict.remote(s) for w, s in zip(self.workers, state["workers"])])
+        self.episode_returns.extend(state["episode_returns"])
+        self.episode_lengths.extend(state["episode_lengths"])
+        self.episodes, self.steps = int(state["episodes"]), int(state["steps"])
 
     def _reserve_cpus(self, workers: int) -> Any:
         """A placement group of ``workers`` one-CPU bundles (spread over the nodes), once Ray has reserved it;
