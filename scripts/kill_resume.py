@@ -63,7 +63,7 @@ def run_pair(algo: str, env: str, steps: int, kills: int, rng: random.Random, ro
             while proc.poll() is None and _checkpoints(cut) <= before:
                 time.sleep(0.05)
             try:
-                proc.wait(timeout=rng.uniform(0.0, 0.3) * duration)
+                proc.wait(timeout=rng.uniform(0.0, 0.1) * duration)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
