@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
 from natrl.linalg import LevenbergMarquardt
+from natrl.optim import kfac_distributed as kfd
 from natrl.optim.validation import check_int, check_real
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "KFACStats",
     "conv2d_factors",
     "eigh_robust",
+    "g_factor",
     "kl_clip_scale",
     "linear_factors",
     "precondition",
@@ -70,21 +73,49 @@ def _with_ones(a: Tensor) -> Tensor:
     return torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
 
 
+SCALES = ("per_example", "batch_mean")
+
+
+def g_factor(g: Tensor, n: int, scale: str = "per_example") -> Tensor:
+    """G from output-gradient rows ĝ_r (r = 1..R) of a loss averaged over N examples.
+
+    ``"per_example"``: G = N Σ_r ĝ_r ĝ_rᵀ, the mean over examples of the per-example
+    gradients' outer products (N ĝ is the per-example gradient), independent of N.
+    ``"batch_mean"``: G = (1/R) Σ_r ĝ_r ĝ_rᵀ, the second moment of the mean loss's gradients
+    (kfac-pytorch's convention), = per_example G / (N R): 1/N² for a plain batch.
+
+    Args:
+        g: ĝ, shape (R, d_out).
+        n: N.
+        scale: ``"per_example"`` or ``"batch_mean"``.
+    """
+    if scale == "per_example":
+        return (g.T @ g) * n
+    return g.T @ g / g.shape[0]
+
+
 def linear_factors(
-    inputs: Tensor, grad_outputs: Tensor | None, *, bias: bool, batch_size: int | None = None
+    inputs: Tensor,
+    grad_outputs: Tensor | None,
+    *,
+    bias: bool,
+    batch_size: int | None = None,
+    scale: str = "per_example",
 ) -> tuple[Tensor, Tensor | None]:
     """K-FAC factor estimates of an ``nn.Linear`` layer from one batch.
 
     With rows r = 1..R (all leading dimensions flattened; R = N for a plain batch):
     A = (1/R) Σ_r ā_r ā_rᵀ with ā = [a, 1] when ``bias``, and G = N Σ_r ĝ_r ĝ_rᵀ where ĝ are
     the gradients of a loss *averaged* over the N examples with respect to the outputs (so N ĝ
-    is the per-example gradient and G = (1/N) Σₙ (N ĝₙ)(N ĝₙ)ᵀ for a plain batch).
+    is the per-example gradient and G = (1/N) Σₙ (N ĝₙ)(N ĝₙ)ᵀ for a plain batch). With
+    ``scale="batch_mean"``, G = (1/R) Σ_r ĝ_r ĝ_rᵀ instead (see :func:`g_factor`).
 
     Args:
         inputs: the layer input, shape (N, …, d_in).
         grad_outputs: ∂L/∂output, shape (N, …, d_out), or None (then G is None).
         bias: whether the layer has a bias (append the homogeneous coordinate).
         batch_size: N (``inputs.shape[0]`` by default).
+        scale: ``"per_example"`` or ``"batch_mean"``.
 
     Returns:
         ``(A, G)`` of shapes (d_in [+1], d_in [+1]) and (d_out, d_out).
@@ -97,7 +128,7 @@ def linear_factors(
     if grad_outputs is None:
         return big_a, None
     g = grad_outputs.reshape(-1, grad_outputs.shape[-1])
-    return big_a, (g.T @ g) * n
+    return big_a, g_factor(g, n, scale)
 
 
 def _conv_patches(inputs: Tensor, conv: nn.Conv2d) -> Tensor:
@@ -108,18 +139,23 @@ def _conv_patches(inputs: Tensor, conv: nn.Conv2d) -> Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def conv2d_factors(inputs: Tensor, grad_outputs: Tensor | None, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
+def conv2d_factors(
+    inputs: Tensor, grad_outputs: Tensor | None, conv: nn.Conv2d, *, scale: str = "per_example"
+) -> tuple[Tensor, Tensor | None]:
     """K-FAC (KFC) factor estimates of an ``nn.Conv2d`` layer (groups = 1) from one batch.
 
     A = (1/(N L)) Σ_{n,t} ā_{n,t} ā_{n,t}ᵀ over the unfolded patches ā (plus 1 with a bias)
     and G = N Σ_{n,t} ĝ_{n,t} ĝ_{n,t}ᵀ over the L output locations (the L·Ḡ of Grosse &
     Martens 2016 with per-example gradients N ĝ), so that for a 1 × 1 output map the factors
-    equal those of the equivalent ``nn.Linear``.
+    equal those of the equivalent ``nn.Linear``. With ``scale="batch_mean"``,
+    G = (1/(N L)) Σ_{n,t} ĝ_{n,t} ĝ_{n,t}ᵀ (see :func:`g_factor`; kfac-pytorch further divides
+    both its conv factors by L²).
 
     Args:
         inputs: the layer input, shape (N, C_in, H, W).
         grad_outputs: ∂L/∂output, shape (N, C_out, H', W'), or None.
         conv: the layer (kernel, stride, padding, dilation, bias).
+        scale: ``"per_example"`` or ``"batch_mean"``.
 
     Returns:
         ``(A, G)`` of shapes (C_in kh kw [+1], …) and (C_out, C_out).
@@ -132,7 +168,7 @@ def conv2d_factors(inputs: Tensor, grad_outputs: Tensor | None, conv: nn.Conv2d)
     if grad_outputs is None:
         return big_a, None
     g = grad_outputs.permute(0, 2, 3, 1).reshape(-1, grad_outputs.shape[1])
-    return big_a, (g.T @ g) * n
+    return big_a, g_factor(g, n, scale)
 
 
 class Eigen(NamedTuple):
@@ -228,6 +264,9 @@ class _Layer:
 
     name: str
     module: nn.Module
+    dtype: torch.dtype  # of the factors and decompositions
+    dim_a: int
+    dim_g: int
     a: Tensor | None = None
     g: Tensor | None = None
     a_sum: Tensor | None = None
@@ -259,6 +298,8 @@ class KFACStats(NamedTuple):
         fallbacks: eigendecompositions that needed jitter or float64 in this step.
         failed_layers: layers left to plain gradients in this step (eigh failed or no factor).
         rho: the Levenberg–Marquardt reduction ratio (NaN when not evaluated).
+        comm_seconds: wall time of this step's K-FAC collectives (factor all-reduce,
+            decomposition broadcasts, gradient all-reduce); 0.0 without a process group.
         skipped: the step was not taken because a (preconditioned) gradient, a momentum buffer
             or a new parameter value was not finite (or, with adaptive damping, the loss after
             the step); the parameters and momentum buffers are exactly as before. Counted in
@@ -273,6 +314,13 @@ class KFACStats(NamedTuple):
     failed_layers: tuple[str, ...]
     rho: float
     skipped: bool = False
+    comm_seconds: float = 0.0
+
+
+def _factor_dims(module: nn.Module) -> tuple[int, int]:
+    """(dim A, dim G) of a supported layer."""
+    w = module.weight  # type: ignore[union-attr]
+    return int(w[0].numel()) + (module.bias is not None), int(w.shape[0])  # type: ignore[union-attr]
 
 
 def _supported(module: nn.Module) -> str | None:
@@ -314,6 +362,32 @@ class KFAC(Optimizer):
     Layers other than ``nn.Linear`` and ``nn.Conv2d`` (groups = 1, zero padding) keep their
     plain gradients; they are named in a warning. Parameters without a gradient are skipped.
 
+    Data parallel (``torch.distributed``): when a process group of more than one rank exists
+    (or one is passed as ``process_group``), the factors are averaged over the ranks at every
+    factor update (bucketed all-reduce of their upper triangles) and the eigendecompositions
+    are dealt out to ranks and broadcast (``assignment="round_robin"``) or computed everywhere
+    (``"compute_all"``); see :mod:`natrl.optim.kfac_distributed`. Every rank must call
+    :meth:`step` at the same steps. With ``DistributedDataParallel`` pass the wrapped model or
+    its ``.module`` (the hooks sit on the inner layers; DDP averages the gradients in
+    backward). With plain ``torch.distributed`` and no DDP, the gradients are the rank's own
+    unless ``allreduce_grads=True`` (then K-FAC averages them before preconditioning; do not
+    combine with DDP, which already did). With the default ``scale="per_example"`` and equal
+    per-rank batches, P ranks on batch slices give the factors, gradients and steps of one
+    process on the whole batch (to rounding); with ``"batch_mean"`` G depends on the per-rank
+    batch size, as in kfac-pytorch.
+
+    Mixed precision and compilation: under ``torch.autocast`` the captured activations and
+    output gradients are cast to ``factor_dtype`` (float32 unless the weights are float64) and
+    the factor products run with autocast off; the preconditioned gradient keeps the
+    parameter's dtype. With ``torch.amp.GradScaler`` pass it as ``grad_scaler`` (G is formed
+    from the scaled output gradients divided by the scale) and call
+    ``scaler.unscale_(kfac)`` or ``scaler.step(kfac)`` (which unscales first and skips the step
+    when a gradient is inf/NaN), then ``scaler.update()``; a step reached with non-finite
+    gradients anyway is skipped and counted in ``nonfinite_steps``. With ``torch.compile``,
+    build KFAC on the original (uncompiled) model and compile afterwards, or pass the compiled
+    module (its layers are the same objects): the hooks run eagerly (``torch.compiler.disable``,
+    a graph break at each tracked layer), so ``fullgraph=True`` is not supported.
+
     Args:
         model: the module whose Linear/Conv2d layers are preconditioned; all its trainable
             parameters are the optimizer's parameters.
@@ -331,6 +405,22 @@ class KFAC(Optimizer):
         damping_interval: steps between damping adaptations (T₃).
         fisher: ``"empirical"`` or ``"sampled"`` (see above).
         preconditioner_only: only rewrite ``.grad`` (no parameter update).
+        scale: ``"per_example"`` (G = mean of per-example output-gradient outer products,
+            independent of the batch size) or ``"batch_mean"`` (G of the batch-mean loss,
+            1/N² of it for a batch of N: kfac-pytorch's convention, so its damping values carry
+            over); see :func:`g_factor`.
+        factor_init: ``"first_batch"`` (the moving averages start at the first batch's
+            factors) or ``"identity"`` (they start at I, as in kfac-pytorch).
+        factor_dtype: dtype of the factors and their decompositions; None: the weight's dtype
+            when it is float32 or float64, else float32 (bf16/fp16 weights or autocast).
+        grad_scaler: the ``torch.amp.GradScaler`` scaling the loss, if any (see above).
+        process_group: ``"default"`` (the default group when ``torch.distributed`` is
+            initialised), None (never communicate) or a process group.
+        assignment: ``"round_robin"`` (each eigendecomposition on one rank, then broadcast) or
+            ``"compute_all"`` (every rank decomposes every factor).
+        allreduce_grads: average the gradients over the process group before preconditioning
+            (for plain ``torch.distributed`` without DDP).
+        bucket_cap_mb: most megabytes per all-reduce buffer.
 
     Attributes:
         stats: :class:`KFACStats` of the last step.
@@ -361,11 +451,31 @@ class KFAC(Optimizer):
         damping_interval: int = 5,
         fisher: str = "empirical",
         preconditioner_only: bool = False,
+        scale: str = "per_example",
+        factor_init: str = "first_batch",
+        factor_dtype: torch.dtype | None = None,
+        grad_scaler: Any = None,
+        process_group: Any = "default",
+        assignment: str = "round_robin",
+        allreduce_grads: bool = False,
+        bucket_cap_mb: float = 25.0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KFAC: model must be an nn.Module, got {type(model).__name__}")
-        if fisher not in ("empirical", "sampled"):
-            raise ValueError(f"KFAC: unknown fisher {fisher!r}; valid: 'empirical', 'sampled'")
+        for name, value, valid in (
+            ("fisher", fisher, ("empirical", "sampled")),
+            ("scale", scale, SCALES),
+            ("factor_init", factor_init, ("first_batch", "identity")),
+            ("assignment", assignment, kfd.ASSIGNMENTS),
+        ):
+            if value not in valid:
+                raise ValueError(f"KFAC: unknown {name} {value!r}; valid: {', '.join(repr(v) for v in valid)}")
+        if factor_dtype is not None and not (isinstance(factor_dtype, torch.dtype) and factor_dtype.is_floating_point):
+            raise TypeError(f"KFAC: factor_dtype must be a floating torch.dtype or None, got {factor_dtype!r}")
+        if grad_scaler is not None and not callable(getattr(grad_scaler, "get_scale", None)):
+            raise TypeError(
+                f"KFAC: grad_scaler must be a torch.amp.GradScaler or None, got {type(grad_scaler).__name__}"
+            )
         w = "KFAC"
         lr = check_real(w, "lr", lr, low=0.0)
         momentum = check_real(w, "momentum", momentum, low=0.0, high=1.0, high_open=True)
@@ -377,7 +487,12 @@ class KFAC(Optimizer):
         damping_interval = check_int(w, "damping_interval", damping_interval)
         if kl_clip is not None:
             kl_clip = check_real(w, "kl_clip", kl_clip, low=0.0, low_open=True)
-        for name, flag in (("adaptive_damping", adaptive_damping), ("preconditioner_only", preconditioner_only)):
+        bucket_cap_mb = check_real(w, "bucket_cap_mb", bucket_cap_mb, low=0.0, low_open=True)
+        for name, flag in (
+            ("adaptive_damping", adaptive_damping),
+            ("preconditioner_only", preconditioner_only),
+            ("allreduce_grads", allreduce_grads),
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"KFAC: {name} must be True or False, got {type(flag).__name__} {flag!r}")
         if adaptive_damping and preconditioner_only:
@@ -400,6 +515,14 @@ class KFAC(Optimizer):
         self.damping_interval = damping_interval
         self.fisher = fisher
         self.preconditioner_only = preconditioner_only
+        self.scale = scale
+        self.factor_init = factor_init
+        self.grad_scaler = grad_scaler
+        self.assignment = assignment
+        self.allreduce_grads = allreduce_grads
+        self._group, self._rank, self._world = kfd.resolve_group(process_group)
+        self._bucket_bytes = int(bucket_cap_mb * 2**20)
+        self._comm_seconds = 0.0
         omega = (19.0 / 20.0) ** damping_interval
         self._lm = LevenbergMarquardt(damping, increase=1.0 / omega, decrease=omega,
                                       min_value=min(1e-8, damping), max_value=max(1e4, damping))  # fmt: skip
@@ -419,8 +542,11 @@ class KFAC(Optimizer):
             if why is not None:
                 skipped.append(f"{name or '<root>'} ({type(module).__name__}: {why})")
                 continue
-            layer = _Layer(name or "<root>", module)
-            layer.handles.append(module.register_forward_hook(self._forward_hook))
+            wdt = module.weight.dtype  # type: ignore[union-attr]
+            dtype = factor_dtype or (wdt if wdt in (torch.float32, torch.float64) else torch.float32)
+            layer = _Layer(name or "<root>", module, dtype, *_factor_dims(module))
+            # eager under torch.compile: dynamo would trace the hook and the tensor hook it registers
+            layer.handles.append(module.register_forward_hook(torch.compiler.disable(self._forward_hook)))
             self._layers[module] = layer
         if skipped:
             warnings.warn(
@@ -460,8 +586,8 @@ class KFAC(Optimizer):
         if torch._C._functorch.is_functorch_wrapped_tensor(output):
             return  # inside a torch.func transform (vmap/grad/jvp of the model): not a data pass
         layer = self._layers[module]
-        x = x.detach()
-        with torch.no_grad():
+        x = x.detach().to(layer.dtype)  # bf16/fp16 activations under autocast: factors in factor_dtype
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             if isinstance(module, nn.Conv2d):
                 big_a, _ = conv2d_factors(x, None, module)
                 rows = x.shape[0] * output.shape[-1] * output.shape[-2]
@@ -479,12 +605,15 @@ class KFAC(Optimizer):
         wanted = self._in_fisher_pass if self.fisher == "sampled" else not self._in_fisher_pass
         if self._suspended or not wanted:
             return
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(go.device.type, enabled=False):
             if go.dim() == 4 and isinstance(layer.module, nn.Conv2d):
                 g = go.permute(0, 2, 3, 1).reshape(-1, go.shape[1])
             else:
                 g = go.reshape(-1, go.shape[-1])
-            big_g = (g.T @ g) * n
+            g = g.to(layer.dtype)
+            if self.grad_scaler is not None and not self._in_fisher_pass:
+                g = g / float(self.grad_scaler.get_scale())  # the loss was scaled by S: so is ĝ
+            big_g = g_factor(g, n, self.scale)
         layer.g_sum = big_g if layer.g_sum is None else layer.g_sum + big_g
         layer.g_count += 1
 
@@ -542,12 +671,36 @@ class KFAC(Optimizer):
 
     # -- factors and inverses ------------------------------------------------------------------
 
-    def _update_factors(self) -> None:
-        eps = self.factor_decay
+    def _batch_factors(self) -> list[tuple[Tensor | None, Tensor | None]]:
+        """This step's (A, G) estimate of each layer, averaged over the process group if any."""
+        local = []
         for layer in self._layers.values():
             new_a = layer.a_sum.div_(layer.a_rows) if layer.a_sum is not None and layer.a_rows > 0 else None
             new_g = layer.g_sum.div_(layer.g_count) if layer.g_sum is not None and layer.g_count > 0 else None
             layer.a_sum, layer.a_rows, layer.g_sum, layer.g_count = None, 0, None, 0
+            local.append((new_a, new_g))
+        if self._group is None or not self._layers:
+            return local
+        layers = list(self._layers.values())
+        t0 = time.perf_counter()
+        flat = kfd.all_reduce_factors(
+            [f for pair in local for f in pair],
+            [d for layer in layers for d in (layer.dim_a, layer.dim_g)],
+            [layer.dtype for layer in layers for _ in (0, 1)],
+            self._device,
+            self._group,
+            bucket_bytes=self._bucket_bytes,
+        )
+        self._comm_seconds += time.perf_counter() - t0
+        return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(layers))]
+
+    @property
+    def _device(self) -> torch.device:
+        return next(iter(self._layers)).weight.device  # type: ignore[union-attr]
+
+    def _update_factors(self) -> None:
+        eps = self.factor_decay
+        for layer, (new_a, new_g) in zip(self._layers.values(), self._batch_factors(), strict=True):
             bad = [n for n, f in (("A", new_a), ("G", new_g)) if f is not None and not bool(torch.isfinite(f).all())]
             if bad:
                 # a NaN/inf batch statistic would poison the moving average for good: skip
@@ -559,20 +712,45 @@ class KFAC(Optimizer):
                     stacklevel=4,
                 )
                 continue
+            if self.factor_init == "identity":  # kfac-pytorch's start: F ← ε I + (1 − ε) F_batch
+                if new_a is not None and layer.a is None:
+                    layer.a = torch.eye(layer.dim_a, dtype=layer.dtype, device=self._device)
+                if new_g is not None and layer.g is None:
+                    layer.g = torch.eye(layer.dim_g, dtype=layer.dtype, device=self._device)
             if new_a is not None:
                 layer.a = new_a if layer.a is None else layer.a.lerp_(new_a, 1 - eps)
             if new_g is not None:
                 layer.g = new_g if layer.g is None else layer.g.lerp_(new_g, 1 - eps)
 
+    def _decompositions(self, todo: list[_Layer]) -> list[tuple[tuple[Eigen | None, str], tuple[Eigen | None, str]]]:
+        """``((eig_a, how_a), (eig_g, how_g))`` for each layer: here, or shared out over the ranks."""
+        if self._group is None or self.assignment == "compute_all" or not todo:
+            return [(eigh_robust(layer.a), eigh_robust(layer.g)) for layer in todo]  # type: ignore[arg-type]
+        jobs = [kfd.FactorJob((layer.name, k), d, layer.dtype)
+                for layer in todo for k, d in (("a", layer.dim_a), ("g", layer.dim_g))]  # fmt: skip
+        owners = kfd.assign_round_robin(jobs, self._world)
+        local: dict[int, tuple[Tensor, Tensor, float] | None] = {}
+        for i, job in enumerate(jobs):
+            if owners[i] == self._rank:
+                layer = todo[i // 2]
+                eig, how = eigh_robust(layer.a if job.key[1] == "a" else layer.g)  # type: ignore[arg-type]
+                local[i] = None if eig is None else (eig.values, eig.vectors, kfd.OK if how == "ok" else kfd.FALLBACK)
+        t0 = time.perf_counter()
+        shared = kfd.broadcast_decompositions(jobs, owners, local, self._rank, self._group, self._device)
+        self._comm_seconds += time.perf_counter() - t0
+
+        def unpack(res: tuple[Tensor, Tensor, float] | None) -> tuple[Eigen | None, str]:
+            if res is None:
+                return None, "eigh failed on the rank that owns this factor"
+            return Eigen(res[0], res[1]), "ok" if res[2] == kfd.OK else "fallback"
+
+        return [(unpack(shared[2 * i]), unpack(shared[2 * i + 1])) for i in range(len(todo))]
+
     def _update_inverses(self, force: bool) -> tuple[int, list[str]]:
         fallbacks, failed = 0, []
-        for layer in self._layers.values():
-            if layer.a is None or layer.g is None:
-                continue
-            if not force and layer.eig_a is not None:
-                continue
-            eig_a, how_a = eigh_robust(layer.a)
-            eig_g, how_g = eigh_robust(layer.g)
+        todo = [layer for layer in self._layers.values()
+                if layer.a is not None and layer.g is not None and (force or layer.eig_a is None)]  # fmt: skip
+        for layer, ((eig_a, how_a), (eig_g, how_g)) in zip(todo, self._decompositions(todo), strict=True):
             fallbacks += (how_a not in ("ok",) and eig_a is not None) + (how_g not in ("ok",) and eig_g is not None)
             if eig_a is None or eig_g is None:
                 failed.append(layer.name)
@@ -634,6 +812,14 @@ class KFAC(Optimizer):
         wd = float(self.param_groups[0]["weight_decay"])  # a scheduler edits the group, not defaults
         keep_raw = self.adaptive_damping and not self.preconditioner_only
         raw: dict[int, Tensor] = {}
+        if self.allreduce_grads and self._group is not None:
+            # every rank must send the same layout: a missing gradient travels as zeros
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            t0 = time.perf_counter()
+            kfd.all_reduce_mean([p.grad for p in params], self._group, bucket_bytes=self._bucket_bytes)  # type: ignore[misc]
+            self._comm_seconds += time.perf_counter() - t0
         for p in params:
             if p.grad is None:
                 continue
@@ -661,8 +847,8 @@ class KFAC(Optimizer):
                 outer = torch.outer(layer.eig_g.values, layer.eig_a.values)
                 layer.inv_denom = 1.0 / (outer + self.damping)
                 layer.denom_damping = self.damping
-            pre = precondition(gm, layer.eig_a, layer.eig_g, self.damping,
-                               inv_denom=layer.inv_denom)  # fmt: skip
+            pre = precondition(gm.to(layer.dtype), layer.eig_a, layer.eig_g, self.damping,
+                               inv_denom=layer.inv_denom).to(gm.dtype)  # fmt: skip
             if self.kl_clip is not None:  # in float64: ⟨∇̃, ∇⟩ of a large float32 gradient overflows
                 inners.append(torch.dot(pre.reshape(-1).double(), gm.reshape(-1).double()))
             self._write_grad_matrix(layer, pre)
@@ -696,6 +882,7 @@ class KFAC(Optimizer):
             if b is not None:
                 db = deltas.get(id(b), torch.zeros_like(b))
                 dm = torch.cat([dm, db.reshape(-1, 1)], dim=1)
+            dm = dm.to(layer.dtype)
             quad += float((dm * (layer.g @ dm @ layer.a)).sum())
         return lin + 0.5 * quad
 
@@ -715,6 +902,7 @@ class KFAC(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         lam = self.damping
+        self._comm_seconds = 0.0
         nu, done, fallbacks, failed = self.precondition_grads()
         rho = math.nan
         skipped = False
@@ -761,7 +949,9 @@ class KFAC(Optimizer):
                             new_loss = float(torch.as_tensor(closure()).detach())  # type: ignore[misc]
                     finally:
                         self._suspended = False
-                    actual = new_loss - float(torch.as_tensor(loss).detach())
+                    actual = self._mean_over_ranks(new_loss) - self._mean_over_ranks(
+                        float(torch.as_tensor(loss).detach())
+                    )
                     rho = actual / predicted if predicted < 0 else -math.inf
                     self._lm.update(-actual, -predicted)
                     self.damping = self._lm.value
@@ -776,9 +966,19 @@ class KFAC(Optimizer):
                                     self.state[p]["momentum_buffer"] = buf_old
             if skipped:
                 self.nonfinite_steps += 1
-        self.stats = KFACStats(nu, lam, done, fallbacks, tuple(failed), rho, skipped)
+        self.stats = KFACStats(nu, lam, done, fallbacks, tuple(failed), rho, skipped, self._comm_seconds)
         self._k += 1
         return loss
+
+    def _mean_over_ranks(self, value: float) -> float:
+        """The mean of a rank's loss over the process group (so λ adapts alike everywhere)."""
+        if self._group is None:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self._device)
+        t0 = time.perf_counter()
+        kfd.all_reduce_mean([t], self._group, bucket_bytes=self._bucket_bytes)
+        self._comm_seconds += time.perf_counter() - t0
+        return float(t)
 
     @torch.no_grad()
     def _commit(self, updates: list[tuple[Tensor, Tensor, Tensor | None]]) -> None:
