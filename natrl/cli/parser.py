@@ -50,6 +50,7 @@ examples:
   natrl train trpo Pendulum-v1 --set max_kl=0.02 --set hidden_sizes=[128,128]
   natrl train npg InvertedPendulum-v5 --n-envs 4 --device cuda
   natrl train trpo CartPole-v1 --run-dir runs/cp --resume   # continue a killed run
+  natrl train trpo Hopper-v5 --hyperparams rl-baselines3-zoo/hyperparams/trpo.yml
 
 A run writes runs/<algo>-<env>-s<seed>-<time>/ (or --run-dir): config.toml,
 progress.csv, TensorBoard event files (tensorboard --logdir runs), checkpoints/
@@ -182,6 +183,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--keep", type=_positive_int, metavar="K", help="checkpoints to keep (default: 3)")
     p.add_argument("--agents-dir", metavar="DIR", help="folder of agent-spec TOML files (default: agents/)")
+    p.add_argument(
+        "--hyperparams",
+        metavar="FILE.yml",
+        help="run the table for ENV of an rl-baselines3-zoo hyperparameter file (hyperparams/trpo.yml, "
+        "hyperparams/ppo.yml) instead of natrl's preset, translated exactly or refused key by key",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(handler=cmd_train)
 

@@ -48,6 +48,8 @@ def _versions() -> dict[str, str]:
 def cmd_train(args: argparse.Namespace) -> int:
     """``natrl train``: a new run, or ``--resume`` of an existing one."""
     cls = _agent_class(args.algo)
+    if args.resume and getattr(args, "hyperparams", None):
+        raise CLIError("--hyperparams starts a new run; a resumed run keeps its hyperparameters")
     if args.resume:
         return _resume(args, cls)
     from natrl.presets import load_preset
@@ -62,7 +64,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     _import_gym_packages(args.gym_packages)
     _check_env_id(args.env)
     _check_device(args.device or "cpu")
-    preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
+    zoo_notes: list[str] = []
+    if getattr(args, "hyperparams", None):  # an rl-baselines3-zoo file instead of natrl's preset
+        from natrl.cli.zoo import zoo_preset
+
+        if args.agents_dir:
+            raise CLIError("--hyperparams replaces the preset; --agents-dir has no use with it")
+        preset, zoo_notes = zoo_preset(args.hyperparams, algo, args.env, cls.config_cls)
+    else:
+        preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
     # the preset's env settings (e.g. Atari preprocessing), which the command line's flags override
     cli_env_kwargs = _env_kwargs(args.env_kwargs)
     env_kwargs = {**preset.env_kwargs, **cli_env_kwargs}
@@ -125,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             expect = f", expected return {preset.expected_return:g}" if preset.expected_return is not None else ""
             print(f"natrl train: {algo} on {args.env}, seed {seed}, {total:,} steps, device {device}")
             print(f"  preset:    {source}{expect}")
+            for note in zoo_notes:
+                print(f"  zoo name:  {note}")
             if spec.overrides:
                 print(f"  overrides: {' '.join(spec.overrides)}")
             print(f"  run dir:   {_rel(run_dir)}", flush=True)
