@@ -150,30 +150,40 @@ def all_reduce_factors(
     for i, dt in enumerate(dtypes):
         by_dtype.setdefault(dt, []).append(i)
     for dt, slots in by_dtype.items():
-        tri = {d: torch.triu_indices(d, d, device=device) for d in {dims[i] for i in slots}}
         sizes = [dims[i] * (dims[i] + 1) // 2 + 1 for i in slots]  # + the presence weight
         for idx in _buckets(sizes, _elements(bucket_bytes, dt)):
-            parts: list[Tensor] = []
-            for j in idx:
-                i = slots[j]
-                f, iu = factors[i], tri[dims[i]]
-                if f is None:
-                    parts.append(torch.zeros(sizes[j], dtype=dt, device=device))
-                else:
-                    parts.append(torch.cat([f.to(dt)[iu[0], iu[1]], torch.ones(1, dtype=dt, device=device)]))
-            buf = torch.cat(parts)
+            buf = torch.zeros(sum(sizes[j] for j in idx), dtype=dt, device=device)
+            pieces = buf.split([sizes[j] for j in idx])
+            for j, piece in zip(idx, pieces, strict=True):
+                f = factors[slots[j]]
+                if f is not None:
+                    upper, _ = _triu(dims[slots[j]], device)
+                    torch.index_select(f.to(dt).reshape(-1), 0, upper, out=piece[:-1])
+                    piece[-1] = 1.0
             dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
-            for j, piece in zip(idx, buf.split([sizes[j] for j in idx]), strict=True):
-                i = slots[j]
-                weight = float(piece[-1])
+            weights = torch.stack([piece[-1] for piece in pieces]).tolist()  # one sync for the bucket
+            for j, piece, weight in zip(idx, pieces, weights, strict=True):
                 if weight == 0.0:
                     continue
-                d, iu = dims[i], tri[dims[i]]
-                m = torch.zeros(d, d, dtype=dt, device=device)
-                m[iu[0], iu[1]] = piece[:-1] / weight
-                m[iu[1], iu[0]] = m[iu[0], iu[1]]
-                out[i] = m
+                d = dims[slots[j]]
+                upper, lower = _triu(d, device)
+                vals = piece[:-1].div_(weight)
+                m = torch.empty(d * d, dtype=dt, device=device)
+                m.index_copy_(0, upper, vals).index_copy_(0, lower, vals)
+                out[slots[j]] = m.view(d, d)
     return out
+
+
+_TRIU: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
+
+
+def _triu(d: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Flat indices of the upper triangle of a d × d matrix, row-major, and of its transpose."""
+    key = (d, device)
+    if key not in _TRIU:
+        r, c = torch.triu_indices(d, d, device=device)
+        _TRIU[key] = (r * d + c, c * d + r)
+    return _TRIU[key]
 
 
 class FactorJob(NamedTuple):
