@@ -1,4 +1,4 @@
-"""The ``natrl`` command line: ``train``, ``eval``, ``plot``, ``list`` and ``bench``.
+"""The ``natrl`` command line: ``train``, ``eval``, ``plot``, ``list``, ``tune`` and ``bench``.
 
 Errors a user can fix (unknown algorithm or environment, a bad ``--set``, a
 missing or corrupt model file, an existing run directory, a full or read-only
@@ -14,7 +14,9 @@ The package has one module per job: :mod:`~natrl.cli.parser` (the argument parse
 :mod:`~natrl.cli.checks` (shared helpers), :mod:`~natrl.cli.progress` and
 :mod:`~natrl.cli.signals` (the training display and Ctrl-C), and one module per
 command: :mod:`~natrl.cli.train`, :mod:`~natrl.cli.evaluate`, :mod:`~natrl.cli.plot`
-and :mod:`~natrl.cli.listing`. The training itself is :func:`natrl.runs.train_run`.
+and :mod:`~natrl.cli.listing`, :mod:`~natrl.cli.tune` (Optuna studies, :mod:`natrl.runs.tune`) and
+:mod:`~natrl.cli.zoo` (``natrl train --hyperparams``: rl-baselines3-zoo's files). The training itself is
+:func:`natrl.runs.train_run`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from natrl.cli.evaluate import cmd_eval
 from natrl.cli.listing import cmd_list
 from natrl.cli.plot import cmd_plot
 from natrl.cli.train import cmd_train
+from natrl.cli.tune import add_tune_parser
 from natrl.runs import parse_steps, positive_int
 
 
@@ -93,6 +94,7 @@ examples:
   natrl eval runs/<run>/model.pt --episodes 10
   natrl plot runs/ -o curves.png
   natrl bench --algos trpo,ppo --envs CartPole-v1 --seeds 0,1,2
+  natrl tune trpo Pendulum-v1 --trials 20 --n-jobs 2
 
 `natrl COMMAND --help` shows each command's options and examples.
 """
@@ -315,5 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_plot(sub)
     _add_list(sub)
+    add_tune_parser(sub, _Formatter)
     _add_bench(sub)
     return parser

@@ -1,0 +1,188 @@
+"""``natrl tune``: Optuna studies of natrl's hyperparameters (natrl/runs/tune.py, natrl/cli/tune.py).
+
+Tiny budgets on CartPole: a study in SQLite holds its trials and a rerun adds to it; the objective is the final
+evaluation ``natrl train`` writes for the same hyperparameters; the median pruner stops a trial below the
+median; the best trial is a preset natrl's loader reads; a bad storage is one line; a SIGKILLed trial is
+retried when the study is run again; two processes share the trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from natrl import TRPO  # noqa: E402
+from natrl.cli import main  # noqa: E402
+from natrl.presets import load_preset  # noqa: E402
+from natrl.runs.tune import EVALUATIONS, TuneError, TuneSpec, objective, open_storage, open_study  # noqa: E402
+
+STEPS = 1024
+TINY = ["--steps", str(STEPS), "--eval-episodes", "2", "-q"]
+
+
+def _study(root: Path, name: str = "trpo-CartPole-v1") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'runs/tune/trpo-CartPole-v1.db'}")
+
+
+def test_a_study_in_sqlite_continues_when_rerun_and_writes_a_loadable_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "trpo", "CartPole-v1", "--trials", "3", *TINY]) == 0
+    study = _study(tmp_path)
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert study.user_attrs["natrl"] == {"algo": "trpo", "env": "CartPole-v1", "steps": STEPS, "seeds": [0],
+                                         "eval_episodes": 2}  # fmt: skip
+    for t in trials:  # the objective is the mean of the seeds' final evaluations
+        assert t.value == pytest.approx(sum(t.user_attrs["returns"]) / len(t.user_attrs["returns"]))
+        assert len(t.intermediate_values) >= 1 and t.intermediate_values[EVALUATIONS] == t.value
+
+    # the preset: natrl's [CartPole-v1] table with the best trial's values over it, loadable as agents/trpo.toml
+    folder = tmp_path / "runs/tune/trpo-CartPole-v1"
+    preset = load_preset("trpo", "CartPole-v1", TRPO.config_cls, directory=folder)
+    best = study.best_trial
+    assert preset.total_steps == STEPS and preset.expected_return is None
+    natrl_preset = load_preset("trpo", "CartPole-v1", TRPO.config_cls)
+    expected = {**natrl_preset.hyperparameters, **best.user_attrs["hyperparameters"]}
+    expected = {k: v for k, v in expected.items() if v is not None}
+    assert preset.hyperparameters == expected
+
+    # rerunning the command adds trials to the same study, with new draws (the sampler is reseeded per rerun)
+    assert main(["tune", "trpo", "CartPole-v1", "--trials", "2", *TINY]) == 0
+    trials = _study(tmp_path).get_trials()
+    assert len(trials) == 5
+    assert trials[3].params != trials[0].params and trials[4].params != trials[1].params
+    # ... but not with another budget, which would score trials differently
+    capsys.readouterr()
+    assert main(["tune", "trpo", "CartPole-v1", "--trials", "1", "--steps", "2048", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was run with steps 1024" in err
+    # a hand-written preset file is never overwritten
+    (tmp_path / "mine.toml").write_text("[CartPole-v1]\nn_steps = 64\n")
+    assert main(["tune", "trpo", "CartPole-v1", "--trials", "1", *TINY, "--out", "mine.toml"]) == 2
+    assert "was not written by natrl tune" in capsys.readouterr().err
+    assert (tmp_path / "mine.toml").read_text() == "[CartPole-v1]\nn_steps = 64\n"
+    assert len(_study(tmp_path).get_trials()) == 5  # refused before any trial ran
+
+
+def test_the_objective_is_the_final_evaluation_natrl_train_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    params = {"n_steps_pow": 7, "batch_size_pow": 6, "one_minus_gamma": 0.01, "one_minus_gae_lambda": 0.05,
+              "critic_lr": 2e-3, "critic_epochs": 5, "cg_iters": 10, "max_kl": 0.02, "net_arch": "small",
+              "activation": "relu"}  # fmt: skip
+    trial = optuna.trial.FixedTrial(params)
+    value = objective(trial, TuneSpec("trpo", "CartPole-v1", STEPS, (3,), eval_episodes=3))
+    hp = trial.user_attrs["hyperparameters"]
+    assert hp["n_steps"] == 128 and hp["gamma"] == pytest.approx(0.99) and hp["max_kl"] == 0.02
+    sets = [f"{k}={json.dumps(v) if v is not None else 'none'}" for k, v in hp.items()]
+    args = ["train", "trpo", "CartPole-v1", "--seed", "3", "--steps", str(STEPS), "--eval-episodes", "3", "-q",
+            "--run-dir", "run"]  # fmt: skip
+    assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
+    assert json.loads((tmp_path / "run/eval.json").read_text())["return_mean"] == value
+
+
+def test_the_median_pruner_stops_a_trial_below_the_median_of_earlier_ones() -> None:
+    spec = TuneSpec("trpo", "CartPole-v1", 4096, (0,), eval_episodes=2)
+    study = open_study(optuna.storages.InMemoryStorage(), "prune", spec, startup_trials=1)
+    # an earlier trial that reached 500 at every evaluation: CartPole after a few updates is far below it
+    top = {j: 500.0 for j in range(1, EVALUATIONS + 1)}
+    study.add_trial(optuna.trial.create_trial(value=500.0, state=optuna.trial.TrialState.COMPLETE,
+                                              intermediate_values=top))  # fmt: skip
+    study.optimize(lambda t: objective(t, spec), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    at = trial.user_attrs["pruned_at"]
+    # pruned at the first evaluation after the warm-up (a third of the evaluations), long before the budget
+    assert max(trial.intermediate_values) == EVALUATIONS // 3 and at["steps"] < 4096 / 2
+    assert at["return"] == trial.intermediate_values[EVALUATIONS // 3]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "not a database URL"),
+        ("postgresql://natrl:s3cret@127.0.0.1:9/optuna", "postgresql://natrl:***@127.0.0.1:9/optuna:"),
+        ("sqlite:///{tmp}/file.txt/study.db", "file.txt"),
+    ],
+)
+def test_a_storage_that_does_not_answer_is_one_line(
+    url: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("")
+    start = time.monotonic()
+    assert main(["tune", "trpo", "CartPole-v1", "--storage", url.format(tmp=tmp_path), *TINY]) == 2
+    assert time.monotonic() - start < 60
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("natrl: error:") and message in err and "s3cret" not in err
+
+
+def test_a_database_that_stays_locked_is_one_line_after_the_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the database: it answers nothing
+    start = time.monotonic()
+    try:
+        with pytest.raises(TuneError, match=r"did not answer within 1 s|database is locked"):
+            open_storage(f"sqlite:///{path}", timeout=1.0)
+    finally:
+        holder.close()
+    assert time.monotonic() - start < 10
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_a_sigkilled_trial_is_retried_when_the_study_runs_again(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "natrl", "tune", "trpo", "CartPole-v1", "--trials", "1", "--steps", "8192",
+            "--eval-episodes", "2", "--heartbeat", "1", "-q"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env())
+    db = tmp_path / "runs/tune/trpo-CartPole-v1.db"
+    deadline = time.monotonic() + 120
+    running = False
+    while not running and time.monotonic() < deadline:  # wait until the trial runs (read with sqlite3 only)
+        time.sleep(0.5)
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                running = bool(con.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0])
+        except sqlite3.OperationalError:  # no file or no table yet
+            continue
+    assert running and proc.poll() is None
+    time.sleep(1.0)  # then kill its process without warning, mid-trial
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(4.0)  # longer than the grace period (3 heartbeats)
+    done = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    trials = _study(tmp_path).get_trials()
+    states = [t.state for t in trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params and math.isfinite(trials[1].value)
+
+
+@pytest.mark.slow
+def test_parallel_trials_run_in_processes_on_one_storage(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "natrl", "tune", "trpo", "CartPole-v1", "--trials", "3", "--n-jobs", "2",
+            *TINY[:-1]]  # fmt: skip
+    done = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    trials = _study(tmp_path).get_trials()
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert done.stdout.count("return") == 3 + 1  # one line per trial, reported by the parent, and the best
