@@ -428,3 +428,186 @@ def test_kfac_skips_a_step_with_non_finite_gradients_and_keeps_parameters() -> N
         assert torch.equal(b, p.detach())
     for b, p in zip(buffers, model.parameters()):
         assert torch.equal(b, opt.state[p]["momentum_buffer"])
+
+
+# -- scale conventions, mixed precision, compilation ----------------------------------------------
+
+
+def test_batch_mean_g_is_per_example_g_over_n_squared() -> None:
+    """per_example: G = (1/N) Σₙ gₙgₙᵀ with gₙ = ∂ℓₙ/∂s (dense, by hand); batch_mean: the gradients
+    ĝ = gₙ/N of the mean loss, G = (1/N) Σₙ ĝₙĝₙᵀ = per_example G / N² (kfac-pytorch's Linear G)."""
+    torch.manual_seed(5)
+    n = 12
+    layer = nn.Linear(4, 3)
+    x, targets = torch.randn(n, 4), torch.randn(n, 3)
+    per_ex = (layer(x) - targets).detach()  # ∂(½‖s − t‖²)/∂s for each example
+    expected = per_ex.T @ per_ex / n
+    got = {}
+    for scale in ("per_example", "batch_mean"):
+        opt = KFAC(layer, kl_clip=None, preconditioner_only=True, scale=scale)
+        loss = 0.5 * ((layer(x) - targets) ** 2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        opt.remove_hooks()
+        got[scale] = opt.factors()["<root>"][1]
+    torch.testing.assert_close(got["per_example"], expected)
+    torch.testing.assert_close(got["batch_mean"], expected / n**2)
+    # the pure functions agree, and a conv's batch_mean G divides by N·(N L) (rows R = N L)
+    conv = nn.Conv2d(2, 3, 2)
+    xc = torch.randn(5, 2, 4, 4)
+    go = torch.randn(5, 3, 3, 3)
+    _, g_pe = kfac_mod.conv2d_factors(xc, go, conv)
+    _, g_bm = kfac_mod.conv2d_factors(xc, go, conv, scale="batch_mean")
+    assert g_pe is not None and g_bm is not None
+    torch.testing.assert_close(g_bm, g_pe / (5 * 5 * 9))
+    with pytest.raises(ValueError, match="scale"):
+        KFAC(layer, scale="mean")
+
+
+def test_identity_factor_init_starts_the_moving_average_at_i() -> None:
+    torch.manual_seed(6)
+    layer = nn.Linear(3, 2)
+    x = torch.randn(10, 3)
+    first = _fit_once(copy.deepcopy(layer), x, torch.zeros_like, factor_decay=0.9).factors()["<root>"]
+    ident = _fit_once(copy.deepcopy(layer), x, torch.zeros_like, factor_decay=0.9, factor_init="identity")
+    a, g = ident.factors()["<root>"]
+    assert first[0] is not None and first[1] is not None and a is not None and g is not None
+    torch.testing.assert_close(a, 0.9 * torch.eye(4) + 0.1 * first[0])
+    torch.testing.assert_close(g, 0.9 * torch.eye(2) + 0.1 * first[1])
+
+
+def _digits_like(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 10, generator=g, dtype=torch.float32)
+    w = torch.randn(10, 4, generator=g, dtype=torch.float32)
+    return x, (x @ w).argmax(1)
+
+
+def _mlp32() -> nn.Module:
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4)).float()
+
+
+def _train_mlp(
+    model: nn.Module,
+    opt: KFAC,
+    steps: int,
+    *,
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    forward: nn.Module | None = None,
+) -> list[float]:
+    """Full-batch cross-entropy steps (``forward``: the module to call, e.g. a compiled one)."""
+    x, y = _digits_like()
+    net = forward if forward is not None else model
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            loss = nn.functional.cross_entropy(net(x), y)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_bf16_autocast_trains_like_float32() -> None:
+    """Under bf16 autocast the factors stay float32 (activations and output gradients are cast
+    before the products), gradients keep the parameters' float32, and the loss follows float32."""
+    kw = {"lr": 0.1, "damping": 1e-2, "kl_clip": 1e-2, "inverse_interval": 2}
+    ref_model, amp_model = _mlp32(), _mlp32()
+    ref = _train_mlp(ref_model, KFAC(ref_model, **kw), 15)
+    opt = KFAC(amp_model, **kw)
+    amp = _train_mlp(amp_model, opt, 15, autocast=torch.bfloat16)
+    assert amp[-1] < 0.01 * amp[0]
+    assert amp[:8] == pytest.approx(ref[:8], rel=0.05, abs=5e-3)  # bf16 rounding, not a different path
+    assert abs(amp[-1] - ref[-1]) < 5e-3 * ref[0]
+    for a, g in opt.factors().values():
+        assert a is not None and g is not None and a.dtype == g.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in amp_model.parameters())
+    assert opt.nonfinite_steps == 0
+
+
+def test_bf16_weights_get_float32_factors_and_bf16_steps() -> None:
+    model = _mlp32().to(torch.bfloat16)
+    opt = KFAC(model, lr=0.1, damping=1e-2, kl_clip=1e-2, inverse_interval=2)
+    x, y = _digits_like()
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x.bfloat16()), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0]
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(a is not None and a.dtype == torch.float32 for a, _ in opt.factors().values())
+    opt64 = KFAC(model, factor_dtype=torch.float64, preconditioner_only=True)
+    assert all(layer.dtype == torch.float64 for layer in opt64._layers.values())
+    with pytest.raises(TypeError, match="factor_dtype"):
+        KFAC(model, factor_dtype=torch.int32)
+
+
+def test_grad_scaler_unscales_g_and_skips_inf_steps() -> None:
+    """A GradScaler's loss scale S (a power of two) leaves G and the steps as without it; a step
+    with inf gradients is skipped by ``scaler.step`` (parameters untouched, S halved)."""
+    kw = {"lr": 0.1, "damping": 1e-2, "kl_clip": 1e-2, "inverse_interval": 2}
+    plain_model, scaled_model = _mlp32(), _mlp32()
+    plain = KFAC(plain_model, **kw)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    scaled = KFAC(scaled_model, grad_scaler=scaler, **kw)
+    _train_mlp(plain_model, plain, 5)
+    _train_mlp(scaled_model, scaled, 5, scaler=scaler)
+    for p, q in zip(plain_model.parameters(), scaled_model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    for (a1, g1), (a2, g2) in zip(plain.factors().values(), scaled.factors().values(), strict=True):
+        torch.testing.assert_close(a2, a1)
+        torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-9)
+    before = [p.detach().clone() for p in scaled_model.parameters()]
+    scale = scaler.get_scale()
+    x, y = _digits_like()
+    scaled.zero_grad()
+    loss = nn.functional.cross_entropy(scaled_model(x), y)
+    scaler.scale(loss * float("inf")).backward()
+    scaler.step(scaled)  # finds the inf gradients: KFAC.step is not called
+    scaler.update()
+    assert scaler.get_scale() == scale / 2
+    assert all(torch.equal(b, p) for b, p in zip(before, scaled_model.parameters(), strict=True))
+    with pytest.raises(TypeError, match="grad_scaler"):
+        KFAC(scaled_model, grad_scaler=2.0)
+
+
+def _compile_works() -> bool:
+    try:
+        torch.compile(lambda t: t.sin() + 1)(torch.zeros(2, dtype=torch.float32))
+    except Exception:  # no C compiler, unsupported platform
+        return False
+    return True
+
+
+@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
+def test_kfac_with_a_compiled_model_matches_eager() -> None:
+    """The hooks run eagerly under dynamo (they used to be traced: each layer's G hook landed on
+    another layer's statistics, a shape mismatch in backward). KFAC on the original module with
+    the compiled module in the loop, or KFAC on the compiled module, equals eager K-FAC."""
+    if not _compile_works():
+        pytest.skip("torch.compile does not work here (no C compiler?)")
+    torch._dynamo.reset()
+    kw = {"lr": 0.1, "damping": 1e-2, "kl_clip": 1e-2, "inverse_interval": 2}
+    eager_model, model, model2 = _mlp32(), _mlp32(), _mlp32()
+    eager_losses = _train_mlp(eager_model, KFAC(eager_model, **kw), 4)
+    losses = _train_mlp(model, KFAC(model, **kw), 4, forward=torch.compile(model))
+    compiled2 = torch.compile(model2)
+    opt2 = KFAC(compiled2, **kw)
+    assert opt2.layers == ["_orig_mod.0", "_orig_mod.2", "_orig_mod.4"]
+    _train_mlp(model2, opt2, 4, forward=compiled2)
+    assert losses == pytest.approx(eager_losses, rel=1e-5)
+    for p, q, r in zip(eager_model.parameters(), model.parameters(), model2.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r, p, rtol=1e-5, atol=1e-6)
