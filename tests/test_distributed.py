@@ -192,3 +192,14 @@ def test_a_run_with_workers_resumes_bit_for_bit(tmp_path) -> None:
     resumed.learn(512, reset_num_timesteps=False)
     assert all(torch.equal(a, b) for a, b in zip(reference, resumed.policy.parameters()))
     resumed.close()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_acktr_trains_with_workers() -> None:
+    """The workers get a copy of the actor that carries K-FAC's hooks; the copy's hooks collect nothing."""
+    from natrl import ACKTR
+
+    agent = ACKTR("CartPole-v1", seed=0, n_steps=32, n_envs=2, workers=2)
+    agent.learn(256)
+    assert agent.num_updates == 2 and all(torch.isfinite(p).all() for p in agent.policy.parameters())
+    agent.close()

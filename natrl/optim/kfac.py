@@ -558,6 +558,13 @@ class KFAC(Optimizer):
 
     # -- statistics collection -----------------------------------------------------------------
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy of this optimizer, made when a model carrying its hooks is copied (copy.deepcopy of an ACKTR
+        # actor for a rollout worker), keeps torch.optim's state only and is inert: its hooks collect nothing
+        state = super().__getstate__()
+        state["_suspended"] = True
+        return state
+
     def suspend(self) -> None:
         """Stop collecting statistics: forward and backward passes leave the factors alone until
         :meth:`resume` (e.g. line searches and Fisher-vector products through a policy)."""
@@ -602,8 +609,10 @@ class KFAC(Optimizer):
             layer.outputs.append(output)
 
     def _grad_hook(self, layer: _Layer, n: int, go: Tensor) -> None:
+        if self._suspended:
+            return
         wanted = self._in_fisher_pass if self.fisher == "sampled" else not self._in_fisher_pass
-        if self._suspended or not wanted:
+        if not wanted:
             return
         with torch.no_grad(), torch.autocast(go.device.type, enabled=False):
             if go.dim() == 4 and isinstance(layer.module, nn.Conv2d):
