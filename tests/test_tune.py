@@ -23,10 +23,19 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from natrl import TRPO  # noqa: E402
+from natrl import PPO, TRPO  # noqa: E402
 from natrl.cli import main  # noqa: E402
 from natrl.presets import load_preset  # noqa: E402
-from natrl.runs.tune import EVALUATIONS, TuneError, TuneSpec, objective, open_storage, open_study  # noqa: E402
+from natrl.runs.tune import (  # noqa: E402
+    EVALUATIONS,
+    TuneError,
+    TuneSpec,
+    objective,
+    open_storage,
+    open_study,
+    sample_ppo,
+    sample_trpo,
+)
 
 STEPS = 1024
 TINY = ["--steps", str(STEPS), "--eval-episodes", "2", "-q"]
@@ -110,6 +119,32 @@ def test_the_median_pruner_stops_a_trial_below_the_median_of_earlier_ones() -> N
     # pruned at the first evaluation after the warm-up (a third of the evaluations), long before the budget
     assert max(trial.intermediate_values) == EVALUATIONS // 3 and at["steps"] < 4096 / 2
     assert at["return"] == trial.intermediate_values[EVALUATIONS // 3]
+
+
+def test_search_spaces_are_the_zoos_in_natrls_names() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    hp = sample_trpo(trial, k=3, n_envs=2, total_steps=3000)
+    bounds = {name: (d.low, d.high) for name, d in trial.distributions.items() if hasattr(d, "low")}
+    assert bounds["max_kl"] == pytest.approx((0.003, 0.3))  # the zoo's target_kl range times k = 3
+    assert bounds["n_steps_pow"] == (5, 10)  # 2^10 steps per env: one rollout of 2 envs fits 3000 steps
+    assert bounds["critic_epochs"] == (5, 30) and bounds["cg_iters"] == (5, 30)
+    assert set(hp) == {"n_steps", "critic_batch_size", "gamma", "gae_lambda", "critic_lr", "critic_epochs",
+                       "cg_iters", "max_kl", "hidden_sizes", "critic_hidden_sizes", "activation"}  # fmt: skip
+    TRPO.config_cls(**hp)  # valid natrl values
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    hp = sample_ppo(trial, k=1, n_envs=8, total_steps=10**6)
+    assert trial.distributions["clip_range"].choices == (0.1, 0.2, 0.3, 0.4)
+    assert trial.distributions["n_steps_pow"].high == 12 and hp["batch_size"] <= hp["n_steps"] * 8
+    PPO.config_cls(**hp)
+
+
+def test_tune_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["tune", "--help"])
+    assert exit_.value.code == 0 and "examples:" in capsys.readouterr().out
+    assert main(["tune", "npg", "CartPole-v1", *TINY]) == 2
+    assert "search spaces for trpo, ppo, not for npg" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -494,6 +494,11 @@ def run_study(
         while any(w.is_alive() for w in workers):
             time.sleep(1.0)
             report_new()
+    except BaseException:  # Ctrl-C or an error here: end the workers (their running trials are retried later)
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+        raise
     finally:
         for w in workers:
             w.join()
