@@ -99,6 +99,14 @@ def _worker(rank: int, world: int, names: list[str], init_file: str, out_dir: st
         (shared,) = kfd.all_reduce_factors([mine], [3], [torch.float64], torch.device("cpu"), dist.group.WORLD,
                                            bucket_bytes=1024)  # fmt: skip
         results["presence"] = shared
+        # a decomposition that failed on its owner arrives as None everywhere; a fallback keeps its status
+        jobs = [kfd.FactorJob(("l", "a"), 2, torch.float64), kfd.FactorJob(("l", "g"), 3, torch.float64)]
+        vecs = torch.arange(9, dtype=torch.float64).reshape(3, 3)
+        local = {0: None} if rank == 0 else {1: (torch.ones(3, dtype=torch.float64), vecs, kfd.FALLBACK)}
+        if rank > 1:
+            local = {}
+        results["broadcast"] = kfd.broadcast_decompositions(jobs, [0, 1], local, rank, dist.group.WORLD,
+                                                            torch.device("cpu"))  # fmt: skip
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -160,6 +168,14 @@ def test_two_ranks_on_half_batches_equal_one_process_on_the_whole_batch(
 def test_a_rank_without_statistics_contributes_nothing(two_ranks: list[dict[str, Any]]) -> None:
     for r in two_ranks:
         torch.testing.assert_close(r["presence"], torch.ones(3, 3, dtype=torch.float64), rtol=0, atol=0)
+
+
+def test_a_failed_decomposition_is_none_on_every_rank(two_ranks: list[dict[str, Any]]) -> None:
+    for r in two_ranks:
+        failed, fallback = r["broadcast"]
+        assert failed is None
+        assert fallback is not None and fallback[2] == kfd.FALLBACK
+        assert torch.equal(fallback[1], torch.arange(9, dtype=torch.float64).reshape(3, 3))
 
 
 def test_four_ranks_equal_one_process(tmp_path: Path, one_process: dict[str, Any]) -> None:
