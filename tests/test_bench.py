@@ -126,43 +126,13 @@ def test_linear_max_kl_is_sb3_contrib_target_kl_at_every_update() -> None:
 
 def _sb3_and_natrl_trpo_steps(cfg: TRPOConfig, spec: PeerSpec, env_id: str) -> tuple[Any, Any]:
     """One policy step of sb3-contrib's TRPO and of natrl's, from the same weights on the same rollout."""
-    import torch
+    from trpo_first_step import policy_steps
 
     from natrl.rl import TRPO
-    from natrl.rl.batch import Batch
-    from natrl.rl.natural import PolicyObjective
 
     model, _ = build_model(spec, env_id, seed=0)
-    _, callback = model._setup_learn(10_000, None)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=cfg.n_steps)
-    data = next(model.rollout_buffer.get(batch_size=None))
     agent = TRPO(env_id, seed=0, config=cfg)
-    sb3 = model.policy
-    pairs = [
-        (agent.actor.net[0], sb3.mlp_extractor.policy_net[0]),
-        (agent.actor.net[2], sb3.mlp_extractor.policy_net[2]),
-        (agent.actor.net[4], sb3.action_net),
-    ]
-    with torch.no_grad():
-        for ours, theirs in pairs:
-            ours.weight.copy_(theirs.weight)
-            ours.bias.copy_(theirs.bias)
-        agent.actor.log_std.copy_(sb3.log_std)
-    adv = data.advantages
-    batch = Batch(
-        obs=data.observations.float(),  # the buffer keeps the env's float64
-        actions=data.actions.float(),
-        log_probs=data.old_log_prob.float(),
-        values=data.old_values,
-        advantages=(adv - adv.mean()) / (adv.std() + 1e-8),  # sb3-contrib normalises as natrl does
-        returns=data.returns,
-    )
-    stats = agent._policy_step(PolicyObjective(agent.actor, batch))
-    assert stats["line_search_failed"] == 0.0
-    model.n_critic_updates = 0  # the policy step only
-    model.train()
-    ours = torch.cat([agent.actor.log_std.detach()] + [p.detach().flatten() for m, _ in pairs for p in m.parameters()])
-    theirs = torch.cat([sb3.log_std.detach()] + [p.detach().flatten() for _, m in pairs for p in m.parameters()])
+    ours, theirs, _ = policy_steps(model, agent, cfg.n_steps)
     agent.close()
     model.get_env().close()
     return ours, theirs

@@ -51,41 +51,14 @@ def test_sb3_contrib_zoo_hyperparameters_take_sb3_contribs_first_step_on_hopper(
     pytest.importorskip("mujoco")
     sb3_contrib = pytest.importorskip("sb3_contrib")
     from stable_baselines3.common.env_util import make_vec_env
-
-    from natrl.rl.batch import Batch
-    from natrl.rl.natural import PolicyObjective
+    from trpo_first_step import policy_steps
 
     zoo = {"batch_size": 128, "n_steps": 256, "gamma": 0.99, "gae_lambda": 0.95, "sub_sampling_factor": 1,
            "cg_max_steps": 25, "cg_damping": 0.1, "n_critic_updates": 20, "learning_rate": 1e-3}  # fmt: skip
     model = sb3_contrib.TRPO("MlpPolicy", make_vec_env("Hopper-v5", n_envs=2, seed=0), seed=0, **zoo)
-    _, callback = model._setup_learn(10_000, None)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=zoo["n_steps"])
-    data = next(model.rollout_buffer.get(batch_size=None))
     agent = TRPO("MlpPolicy", "Hopper-v5", n_envs=2, seed=0, **zoo)
     assert agent.config.max_kl == pytest.approx(0.03) and agent.config.damping == pytest.approx(0.3)  # k = 3
-    sb3 = model.policy
-    pairs = [
-        (agent.actor.net[0], sb3.mlp_extractor.policy_net[0]),
-        (agent.actor.net[2], sb3.mlp_extractor.policy_net[2]),
-        (agent.actor.net[4], sb3.action_net),
-    ]
-    with torch.no_grad():
-        for ours, theirs in pairs:
-            ours.weight.copy_(theirs.weight)
-            ours.bias.copy_(theirs.bias)
-        agent.actor.log_std.copy_(sb3.log_std)
-    before = torch.cat([agent.actor.log_std.detach().clone()]
-                       + [p.detach().clone().flatten() for m, _ in pairs for p in m.parameters()])  # fmt: skip
-    adv = data.advantages
-    batch = Batch(obs=data.observations.float(), actions=data.actions.float(), log_probs=data.old_log_prob.float(),
-                  values=data.old_values, advantages=(adv - adv.mean()) / (adv.std() + 1e-8),
-                  returns=data.returns)  # fmt: skip
-    stats = agent._policy_step(PolicyObjective(agent.actor, batch))
-    assert stats["line_search_failed"] == 0.0
-    model.n_critic_updates = 0  # the policy step only
-    model.train()
-    ours = torch.cat([agent.actor.log_std.detach()] + [p.detach().flatten() for m, _ in pairs for p in m.parameters()])
-    theirs = torch.cat([sb3.log_std.detach()] + [p.detach().flatten() for _, m in pairs for p in m.parameters()])
+    ours, theirs, before = policy_steps(model, agent, zoo["n_steps"])
     assert float((ours - before).abs().max()) > 1e-3  # a real step, so the comparison can fail
     # equal to float32 round-off over 25 CG iterations (the steps are ~1e-2; a k-fold trust region differs by ~1e-2)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)

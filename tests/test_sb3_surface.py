@@ -46,7 +46,7 @@ def test_readme_quickstart(tmp_path, monkeypatch) -> None:
 
     vec_env = model.get_env()
     obs = vec_env.reset()
-    for i in range(1000):
+    for i in range(1000):  # noqa: B007 (SB3's README, verbatim)
         action, _states = model.predict(obs, deterministic=True)
         obs, reward, done, info = vec_env.step(action)
         vec_env.render("human")
