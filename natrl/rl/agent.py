@@ -137,6 +137,19 @@ def _nonfinite_entries(obj: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def _not_numeric_observation(obs: Any) -> bool:
+    """An observation (array, dict or tuple of arrays) holds complex numbers, text or Python objects."""
+    if isinstance(obs, dict):
+        return any(_not_numeric_observation(v) for v in obs.values())
+    if isinstance(obs, tuple):
+        return any(_not_numeric_observation(v) for v in obs)
+    try:
+        arr = np.asarray(obs)
+    except ValueError:  # ragged: the codec names the problem
+        return False
+    return arr.dtype.kind not in "biuf"
+
+
 def _nonfinite_observation(obs: Any) -> bool:
     """An observation (array, dict or tuple of arrays) holds a NaN or an infinity."""
     if isinstance(obs, dict):
@@ -335,6 +348,8 @@ class OnPolicyAgent:
 
         torch.manual_seed(self.seed)
         self.policy_name = policy if isinstance(policy, str) else "custom"
+        if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
+            raise PolicyError(f"policy_kwargs must be a dict, got {type(policy_kwargs).__name__}")
         self.policy_kwargs = dict(policy_kwargs or {})
         actor, critic = build_policy(
             policy,
@@ -770,6 +785,10 @@ class OnPolicyAgent:
             single = not codec.is_batch(observation)
         except ValueError as exc:
             raise ValueError(f"predict: {exc}") from None
+        if not isinstance(deterministic, (bool, np.bool_)):
+            raise TypeError(f"predict: deterministic must be True or False, got {deterministic!r}")
+        if _not_numeric_observation(observation):
+            raise TypeError("predict: the observation must hold real numbers (got complex, text or objects)")
         if _nonfinite_observation(observation):
             raise ValueError("predict: the observation holds NaN or infinite values")
         obs_t = self._obs_tensor(codec.batch_of_one(observation) if single else observation)
@@ -837,6 +856,10 @@ class OnPolicyAgent:
         """
         if not isinstance(episodes, (int, np.integer)) or isinstance(episodes, bool) or episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"evaluate: seed must be a non-negative integer or None, got {seed!r}")
+        if not isinstance(deterministic, (bool, np.bool_)):
+            raise TypeError(f"evaluate: deterministic must be True or False, got {deterministic!r}")
         if env is None:
             if self._factory is None:
                 raise ValueError("evaluate: the agent trains on a vector env without a spec; pass env=...")

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
 from torch import nn
 
@@ -107,6 +108,8 @@ def build_policy(
         TypeError: a network that is not an ``nn.Module``.
         ValueError: a network whose output does not fit the action space (from the modules).
     """
+    if policy_kwargs is not None and not isinstance(policy_kwargs, Mapping):
+        raise PolicyError(f"policy_kwargs must be a dict, got {type(policy_kwargs).__name__}")
     kwargs = dict(policy_kwargs or {})
     rnn_kind = RECURRENT_POLICIES.get(policy) if isinstance(policy, str) else None
     valid = POLICY_KWARGS + (RECURRENT_KWARGS if rnn_kind else ())
@@ -160,8 +163,15 @@ def build_policy(
     act: str | type[nn.Module] = kwargs.get("activation_fn", activation)
     if not (isinstance(act, str) or (isinstance(act, type) and issubclass(act, nn.Module))):
         raise PolicyError(f"policy_kwargs activation_fn must be an nn.Module class such as nn.Tanh, got {act!r}")
-    ortho = bool(kwargs.get("ortho_init", ortho_init))
-    log_std = float(kwargs.get("log_std_init", log_std_init))
+    ortho = kwargs.get("ortho_init", ortho_init)
+    if not isinstance(ortho, (bool, np.bool_)):
+        raise PolicyError(f"policy_kwargs ortho_init must be True or False, got {ortho!r}")
+    log_std = kwargs.get("log_std_init", log_std_init)
+    if isinstance(log_std, bool) or not isinstance(log_std, (int, float, np.integer, np.floating)):
+        raise PolicyError(f"policy_kwargs log_std_init must be a number, got {log_std!r}")
+    if not -20.0 <= float(log_std) <= 5.0:  # NaN fails too; the bounds of the log_std_init hyperparameter
+        raise PolicyError(f"policy_kwargs log_std_init must lie in [-20, 5], got {log_std!r}")
+    ortho, log_std = bool(ortho), float(log_std)
     fx_cls = kwargs.get("features_extractor_class")
     fx_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
     if fx_cls is not None and not (isinstance(fx_cls, type) and issubclass(fx_cls, nn.Module)):
