@@ -412,6 +412,14 @@ class StopTrainingOnRewardThreshold(BaseCallback):
 
     def __init__(self, reward_threshold: float, verbose: int = 0) -> None:
         super().__init__(verbose)
+        if isinstance(reward_threshold, bool) or not isinstance(
+            reward_threshold, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(
+                f"StopTrainingOnRewardThreshold: reward_threshold must be a number, got {reward_threshold!r}"
+            )
+        if np.isnan(reward_threshold):
+            raise ValueError("StopTrainingOnRewardThreshold: reward_threshold is NaN (it would never stop training)")
         self.reward_threshold = float(reward_threshold)
 
     def _on_step(self) -> bool:
@@ -430,6 +438,12 @@ class StopTrainingOnNoModelImprovement(BaseCallback):
 
     def __init__(self, max_no_improvement_evals: int, min_evals: int = 0, verbose: int = 0) -> None:
         super().__init__(verbose)
+        for name, value, low in (
+            ("max_no_improvement_evals", max_no_improvement_evals, 1),
+            ("min_evals", min_evals, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"StopTrainingOnNoModelImprovement: {name} must be an integer >= {low}, got {value!r}")
         self.max_no_improvement_evals, self.min_evals = int(max_no_improvement_evals), int(min_evals)
         self.last_best = -np.inf
         self.no_improvement = 0

@@ -61,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as exc:  # natrl.rl.NonFiniteError: the env produced NaN/inf
         _err(f"error: {_one_line(exc)}")
         return EXIT_ERROR
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
+            raise
+        _err("error: out of memory: the networks or the rollout (n_envs x n_steps) are too large for this machine")
+        return EXIT_ERROR
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

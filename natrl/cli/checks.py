@@ -99,8 +99,10 @@ def _check_device(device: str) -> None:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
         raise CLIError(f"unknown device {device!r}; use cpu or cuda (or cuda:N)") from None
-    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+    if dev.type not in ("cpu", "cuda", "mps"):
         raise CLIError(f"--device {device}: natrl trains on cpu or cuda (or cuda:N), not on {dev.type}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {device}: this machine has no MPS device; use --device cpu")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise CLIError(

@@ -40,6 +40,17 @@ def _positive_int(text: str) -> int:
     return positive_int(text)
 
 
+def _seed(text: str) -> int:
+    """A seed: an integer in [0, 2**63) (Gymnasium's, NumPy's and torch's seeds all take it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2**63), got {text}")
+    return value
+
+
 def _non_negative_steps(text: str) -> int:
     return parse_steps(text, minimum=0)
 
@@ -111,7 +122,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("algo", metavar="ALGO", help="algorithm, e.g. trpo, npg or ppo (natrl list shows all)")
     p.add_argument("env", metavar="ENV", help="Gymnasium environment id, e.g. CartPole-v1 or Hopper-v5")
     p.add_argument("--steps", type=_steps, metavar="N", help="environment steps (default: the preset's budget)")
-    p.add_argument("--seed", type=int, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, metavar="S", help="random seed (default: 0)")
     p.add_argument(
         "--n-envs",
         type=_positive_int,
@@ -212,7 +223,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         metavar="S",
         help="seed of the first episode (default: the agent's seed + 10000)",
     )

@@ -304,8 +304,10 @@ class OnPolicyAgent:
         self.config = config
         if config.workers > 0 and importlib.util.find_spec("ray") is None:
             raise ValueError(f"workers={config.workers} needs Ray, which is not installed: pip install 'natrl[ray]'")
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
-            raise TypeError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if seed is not None and (
+            not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**63
+        ):
+            raise TypeError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
         self.seed = 0 if seed is None else int(seed)
         self.device = resolve_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():

@@ -128,6 +128,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
-    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise ValueError(f"device {device!r} holds no data to train on; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not one natrl trains on; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' was requested but this machine has no MPS device; use device='cpu'")
     return dev
