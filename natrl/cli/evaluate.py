@@ -83,8 +83,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.video and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["MUJOCO_GL"] = "egl"  # headless MuJoCo rendering (must be set before mujoco loads)
-    if args.seed is not None and args.seed < 0:
-        raise CLIError(f"--seed must be a non-negative integer (Gymnasium's reset seeds), got {args.seed}")
     path = _model_path(args.model)
     _check_device(args.device)
     _import_gym_packages(args.gym_packages)

@@ -188,10 +188,20 @@ def _check_step_types(env: gym.Env, name: str) -> None:
     """One reset and one step of a throw-away copy: ``terminated``/``truncated`` must be booleans and the reward a
     number (a vector env would read ``None`` as False and train on it without a word)."""
     try:
-        env.reset(seed=0)
-        _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        first = env.reset(seed=0)
+        step = env.step(env.action_space.sample())
     except Exception:  # the env's own errors surface, with their traceback, at the first rollout
         return
+    if not (isinstance(first, tuple) and len(first) == 2 and isinstance(first[1], dict)):
+        raise TypeError(
+            f"{name}: env.reset must return (observation, info dict), as Gymnasium's API, got {first!r:.80}"
+        )
+    if not (isinstance(step, tuple) and len(step) == 5 and isinstance(step[4], dict)):
+        raise TypeError(
+            f"{name}: env.step must return (observation, reward, terminated, truncated, info dict), as Gymnasium's "
+            f"API, got {step!r:.80}"
+        )
+    _, reward, terminated, truncated, _ = step
     for field, value in (("terminated", terminated), ("truncated", truncated)):
         if np.ndim(value) != 0 or np.asarray(value).dtype != np.bool_:
             raise TypeError(
@@ -285,6 +295,8 @@ class OnPolicyAgent:
         self.progress_remaining = 1.0  # of the current learn call; what schedules are evaluated at
         sb3_given = sb3_names_in(self.algo, hyperparameters)  # translated once the action space is known
         hyperparameters = {k: v for k, v in hyperparameters.items() if k not in sb3_given}
+        if config is not None and not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
         if config is None:
             config = build_config(self.config_cls, hyperparameters)
         elif hyperparameters:
@@ -637,7 +649,13 @@ class OnPolicyAgent:
     def scheduled(self, name: str) -> float:
         """A hyperparameter's value now: a number, or a schedule (``"lin_<value>"`` or a function of the
         progress remaining) evaluated at :attr:`progress_remaining`."""
-        return schedule_value(getattr(self.config, name), self.progress_remaining)
+        value = schedule_value(getattr(self.config, name), self.progress_remaining)
+        if not (math.isfinite(value) and value >= 0.0):  # a function schedule can go wrong late in a run
+            raise ValueError(
+                f"{name}'s schedule gave {value!r} at progress remaining {self.progress_remaining:.3f}; a schedule "
+                "must return a finite number >= 0 all the way to 0"
+            )
+        return value
 
     @property
     def num_timesteps(self) -> int:
@@ -1090,6 +1108,11 @@ class OnPolicyAgent:
             if not isinstance(value, kind) or isinstance(value, bool):
                 what = "has no" if key not in state else f"has a {type(value).__name__} as its"
                 raise CheckpointError(f"{path} {what} {key!r} entry: it is damaged or not written by natrl")
+        if not 0 <= state["seed"] < 2**63:
+            raise CheckpointError(f"{path} has the seed {state['seed']}, outside [0, 2**63): it is damaged")
+        for key in ("algo_state", "policy_kwargs", "env_kwargs", "wrapper_kwargs", "collector"):
+            if state.get(key) is not None and not isinstance(state[key], dict):
+                raise CheckpointError(f"{path} has a {type(state[key]).__name__} as its {key!r} entry: it is damaged")
         if state["num_timesteps"] < 0 or state["num_updates"] < 0:
             raise CheckpointError(f"{path} has negative step counters: it is damaged or not written by natrl")
         bad = _nonfinite_entries({k: state.get(k) for k in _NUMERIC_ENTRIES})
