@@ -32,7 +32,7 @@ def _import_gym_packages(packages: Sequence[str]) -> None:
     for pkg in packages:
         try:
             importlib.import_module(pkg)
-        except ImportError as exc:
+        except (ImportError, TypeError, ValueError) as exc:  # TypeError: a relative name such as ".pkg"
             raise CLIError(f"--gym-packages {pkg}: cannot import it ({exc})") from None
 
 

@@ -1134,12 +1134,17 @@ class OnPolicyAgent:
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         if self.reward_scaler is not None and state.get("reward_scaler"):
             self.reward_scaler.load_state_dict(state["reward_scaler"])
-        try:
-            self.generator.set_state(state["generator"])
-        except RuntimeError:  # a generator state saved on another device type
-            pass
+        generator = state.get("generator")
+        if isinstance(generator, Tensor) and generator.dtype == torch.uint8:
+            try:
+                self.generator.set_state(generator)
+            except RuntimeError:  # a generator state saved on another device type: this device's stream
+                pass
         if "rng" in state:
-            self.rng.bit_generator.state = state["rng"]
+            try:
+                self.rng.bit_generator.state = state["rng"]
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CheckpointError(f"the checkpoint's rng entry is not a NumPy generator state ({exc})") from None
         self.num_timesteps = int(state["num_timesteps"])
         self.num_updates = int(state["num_updates"])
         self._episodes_before = int(state.get("episodes", 0))
