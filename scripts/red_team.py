@@ -877,7 +877,7 @@ for cid, flags, names in [
 cli("bench.index_garbage_json", ["bench", "--index", "{fx}/report"], ["json", "report"], expect="either")
 
 # ---- plot
-for cid, out, names in [
+for cid, out_path, names in [
     ("missing_dir", "new_dir/sub/x.png", ["new_dir"]),  # created: either
     ("through_file", "afile/x.png", ["afile"]),
     ("bad_suffix", "x.txt", ["txt", "format", "suffix"]),
@@ -894,7 +894,7 @@ for cid, out, names in [
         _both(wd, ctx)
         (wd / "dir.png").mkdir()
 
-    cli(f"plot.output.{cid}", ["plot", "{run}", "-o", out], names, setup=_setup,
+    cli(f"plot.output.{cid}", ["plot", "{run}", "-o", out_path], names, setup=_setup,
         expect="either" if cid in ("missing_dir", "a_directory") else "error")  # fmt: skip
 for cid, run, names in [
     ("missing_run", "nope", ["nope"]), ("empty_dir", "{fx}/plot/empty_dir", ["empty_dir", "no run"]),
@@ -2253,7 +2253,7 @@ def run_cli(case: Case, ctx: dict[str, Any], scratch: Path) -> Outcome:
     argv = _fmt_argv(case.argv, ctx)
     since = time.time()
     t0 = time.perf_counter()
-    rc, _out, err = _sh([*NATRL, *argv], wd, timeout=case.timeout)
+    rc, out, err = _sh([*NATRL, *argv], wd, timeout=case.timeout)
     secs = time.perf_counter() - t0
     cat, note = classify_cli(case, rc, out, err)
     bad, _unreadable = scan_pt_files(wd, since)
