@@ -137,6 +137,12 @@ def _nonfinite_entries(obj: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (torch's load_state_dict lists every mismatch on its own line)."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _not_numeric_observation(obs: Any) -> bool:
     """An observation (array, dict or tuple of arrays) holds complex numbers, text or Python objects."""
     if isinstance(obs, dict):
@@ -973,7 +979,7 @@ class OnPolicyAgent:
         try:
             self.policy.load_state_dict(parameters["policy"])
         except (RuntimeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"the parameters do not fit this agent's networks: {exc}") from None
+            raise CheckpointError(f"the parameters do not fit this agent's networks: {_one_line(exc)}") from None
 
     def __enter__(self: A) -> A:
         return self
@@ -1129,7 +1135,7 @@ class OnPolicyAgent:
             self.actor.load_state_dict(state["actor"])
             self.critic.load_state_dict(state["critic"])
         except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint does not fit this agent's networks: {exc}") from None
+            raise CheckpointError(f"the checkpoint does not fit this agent's networks: {_one_line(exc)}") from None
         if self.obs_normalizer is not None and state.get("obs_normalizer"):
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         if self.reward_scaler is not None and state.get("reward_scaler"):
