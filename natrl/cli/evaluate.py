@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +122,14 @@ def _visual_eval(agent: OnPolicyAgent, args: argparse.Namespace, episodes: int, 
         raise CLIError("--render and --video cannot be combined; record with --video alone")
     if video is not None:
         _video_writer_check(video)
+    if (
+        args.render
+        and sys.platform.startswith("linux")
+        and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    ):
+        raise CLIError(
+            "--render needs a display (DISPLAY is not set); record the episodes with --video out.gif instead"
+        )
     mode = "human" if args.render else "rgb_array"
     frames: list | None = [] if video is not None and not args.render else None
     try:

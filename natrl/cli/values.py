@@ -149,6 +149,11 @@ def check_env_kwargs(
     def origin(key: str) -> str:
         return "--env-kwargs" if key in from_command_line else preset
 
+    if "render_mode" in env_kwargs:
+        raise CLIError(
+            f"render_mode={env_kwargs['render_mode']!r} ({origin('render_mode')}): natrl train renders nothing; "
+            "watch or record a saved agent with natrl eval --render or --video"
+        )
     try:
         env = env_factory(env_id, env_kwargs)()
     except (TypeError, AssertionError, gym.error.Error) as exc:

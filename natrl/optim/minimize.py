@@ -227,6 +227,12 @@ def minimize(
     if name not in METHODS:
         raise ValueError(f"minimize: unknown method {method!r}; valid methods: {sorted(METHODS)}")
     opts = dict(METHODS[name])
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"minimize: options must be a dict of method options, got {type(options).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"minimize: callback must be callable (or None), got {type(callback).__name__}")
+    if isinstance(x0, Tensor) and x0.numel() == 0:
+        raise ValueError("minimize: x0 has no elements; there is nothing to minimise over")
     given = dict(options or {})
     unknown = sorted(set(given) - set(opts))
     if unknown:

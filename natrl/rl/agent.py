@@ -137,6 +137,16 @@ def _nonfinite_entries(obj: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def _build_loaded(cls: Any, path: Any, env: Any, **kwargs: Any) -> Any:
+    """``cls(env, **kwargs)`` for a loaded checkpoint: networks too large for this machine are one line."""
+    try:
+        return cls(env, **kwargs)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc):
+            raise
+        raise CheckpointError(f"{path}: its networks do not fit in this machine's memory (hidden_sizes?)") from None
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's message on one line (torch's load_state_dict lists every mismatch on its own line)."""
     text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -292,6 +302,8 @@ class OnPolicyAgent:
         **hyperparameters: Any,
     ) -> None:
         env, policy = resolve_env_and_policy(type(self).__name__, env_or_policy, env, policy)
+        if config is not None and not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
         env = training_env(env, hyperparameters.get("n_envs", config.n_envs if config is not None else None))
         self.verbose = int(verbose)
         self.tensorboard_log = None if tensorboard_log is None else str(tensorboard_log)
@@ -301,14 +313,10 @@ class OnPolicyAgent:
         self.progress_remaining = 1.0  # of the current learn call; what schedules are evaluated at
         sb3_given = sb3_names_in(self.algo, hyperparameters)  # translated once the action space is known
         hyperparameters = {k: v for k, v in hyperparameters.items() if k not in sb3_given}
-        if config is not None and not isinstance(config, self.config_cls):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
         if config is None:
             config = build_config(self.config_cls, hyperparameters)
         elif hyperparameters:
             config = build_config(self.config_cls, {**config.to_dict(), **hyperparameters})
-        if not isinstance(config, self.config_cls):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
         self._given_venv: VectorEnv | None = None
         if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
             if config.workers > 0:
@@ -1224,7 +1232,9 @@ class OnPolicyAgent:
                 )  # fmt: skip
             except PolicyError as exc:
                 raise CheckpointError(f"{path}: {exc}") from None
-        agent = cls(
+        agent = _build_loaded(
+            cls,
+            path,
             env,
             seed=state["seed"],
             device=device,
