@@ -58,7 +58,7 @@ __all__ = ["SCHEDULE_TIMEOUT_S", "SEED_STRIDE", "DistributedCollector", "Rollout
 SEED_STRIDE = 1_000_003
 """Worker k seeds its envs and samplers from ``seed + SEED_STRIDE·k`` (a replacement adds ``7_919·restarts``)."""
 
-SCHEDULE_TIMEOUT_S = 60.0
+SCHEDULE_TIMEOUT_S = 45.0
 """Seconds the rollout workers' CPUs have to become free (and a replacement worker has to start) before
 :class:`DistributedCollector` gives up with an error naming the CPUs wanted and free."""
 
