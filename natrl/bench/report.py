@@ -133,21 +133,7 @@ def write_results(out_dir: Path, rows: Sequence[Row], metadata: dict[str, Any]) 
     _write_atomic(out_dir / "results.csv", buf.getvalue())
 
 
-_NUMBER_FIELDS = (
-    "steps",
-    "budget",
-    "train_seconds",
-    "train_cpu_seconds",
-    "eval_seconds",
-    "setup_seconds",
-    "wall_seconds",
-    "steps_per_second",
-    "final_eval_mean",
-    "final_eval_std",
-    "threshold",
-    "threshold_steps",
-    "threshold_seconds",
-)
+_NUMBER_FIELDS = tuple(CSV_FIELDS[CSV_FIELDS.index("steps") : CSV_FIELDS.index("threshold_seconds") + 1])
 
 
 def _is_number(value: Any) -> bool:

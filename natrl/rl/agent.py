@@ -153,30 +153,26 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _not_numeric_observation(obs: Any) -> bool:
-    """An observation (array, dict or tuple of arrays) holds complex numbers, text or Python objects."""
+def _observation_arrays(obs: Any) -> list[np.ndarray]:
+    """The arrays of an observation (an array, or a dict or tuple of them); a ragged one is left to the codec."""
     if isinstance(obs, dict):
-        return any(_not_numeric_observation(v) for v in obs.values())
+        return [a for v in obs.values() for a in _observation_arrays(v)]
     if isinstance(obs, tuple):
-        return any(_not_numeric_observation(v) for v in obs)
+        return [a for v in obs for a in _observation_arrays(v)]
     try:
-        arr = np.asarray(obs)
+        return [np.asarray(obs)]
     except ValueError:  # ragged: the codec names the problem
-        return False
-    return arr.dtype.kind not in "biuf"
+        return []
+
+
+def _not_numeric_observation(obs: Any) -> bool:
+    """An observation holds complex numbers, text or Python objects."""
+    return any(arr.dtype.kind not in "biuf" for arr in _observation_arrays(obs))
 
 
 def _nonfinite_observation(obs: Any) -> bool:
-    """An observation (array, dict or tuple of arrays) holds a NaN or an infinity."""
-    if isinstance(obs, dict):
-        return any(_nonfinite_observation(v) for v in obs.values())
-    if isinstance(obs, tuple):
-        return any(_nonfinite_observation(v) for v in obs)
-    try:
-        arr = np.asarray(obs)
-    except ValueError:  # ragged: the codec names the problem
-        return False
-    return bool(np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all())
+    """An observation holds a NaN or an infinity."""
+    return any(arr.dtype.kind == "f" and not np.isfinite(arr).all() for arr in _observation_arrays(obs))
 
 
 def _build_first_env(
