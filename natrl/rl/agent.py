@@ -973,6 +973,10 @@ class OnPolicyAgent:
 
     def set_parameters(self, parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str]) -> None:
         """Load weights from :meth:`get_parameters`'s dict or from a checkpoint file (weights only)."""
+        if not isinstance(parameters, (dict, str, os.PathLike)):
+            raise TypeError(
+                f"set_parameters takes get_parameters()'s dict or a checkpoint path, got {type(parameters).__name__}"
+            )
         if not isinstance(parameters, dict):
             state = self.read_checkpoint(parameters)
             parameters = {"policy": {**{f"actor.{k}": v for k, v in state["actor"].items()},
@@ -1079,6 +1083,9 @@ class OnPolicyAgent:
             NonFiniteStateError: a parameter or optimiser state is NaN or infinite (nothing is written).
         """
         path = Path(path)
+        if not path.name or path.is_dir():
+            example = str(path / "model.pt")
+            raise ValueError(f"save: {str(path)!r} is a directory, not a file name; give e.g. {example!r}")
         if not path.suffix:
             path = path.with_name(path.name + CHECKPOINT_SUFFIX)
         buf = io.BytesIO()
@@ -1139,7 +1146,10 @@ class OnPolicyAgent:
             self.actor.load_state_dict(state["actor"])
             self.critic.load_state_dict(state["critic"])
         except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"the checkpoint does not fit this agent's networks: {_one_line(exc)}") from None
+            raise CheckpointError(
+                "the checkpoint does not fit this agent's networks (trained on an env with other spaces, or with "
+                f"other policy_kwargs?): {_one_line(exc)}"
+            ) from None
         if self.obs_normalizer is not None and state.get("obs_normalizer"):
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         if self.reward_scaler is not None and state.get("reward_scaler"):
