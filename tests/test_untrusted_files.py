@@ -281,3 +281,11 @@ def test_an_env_whose_step_returns_none_for_terminated_is_refused_at_constructio
 
     with pytest.raises(TypeError, match="terminated=None"):
         PPO(lambda: NoneTerminated())
+
+
+def test_a_bool_env_keyword_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="sutton_barto_reward must be true or false"):
+        PPO("CartPole-v1", env_kwargs={"sutton_barto_reward": "maybe"})
+    with pytest.raises(ValueError, match="disable_env_checker must be true or false"):
+        PPO("CartPole-v1", env_kwargs={"disable_env_checker": 5})
+    PPO("CartPole-v1", env_kwargs={"sutton_barto_reward": True}, n_steps=64, batch_size=64).close()

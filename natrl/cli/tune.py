@@ -44,8 +44,8 @@ def _seeds(values: list[str]) -> tuple[int, ...]:
                 seed = int(part)
             except ValueError:
                 raise CLIError(f"--seeds {value}: seeds are non-negative integers, e.g. --seeds 0 1 2") from None
-            if seed < 0:
-                raise CLIError(f"--seeds {value}: seeds are non-negative integers")
+            if not 0 <= seed < 2**63:
+                raise CLIError(f"--seeds {value}: seeds are integers in [0, 2**63)")
             seeds.append(seed)
     if len(set(seeds)) != len(seeds):
         raise CLIError(f"--seeds {' '.join(values)}: a seed is given twice")

@@ -122,6 +122,8 @@ def env_factory(
         raise ValueError(f"env_kwargs max_episode_steps must be a positive integer (or None), got {steps!r}")
     if wrapper_class is not None and not callable(wrapper_class):
         raise TypeError(f"wrapper_class must be a gymnasium.Wrapper class or a callable, got {wrapper_class!r}")
+    if isinstance(env, str) and kwargs:
+        _check_bool_kwargs(env, kwargs)
     if kwargs and not isinstance(env, str):
         raise ValueError("env_kwargs apply to environment ids (gym.make); give a factory the arguments itself")
     if isinstance(env, str):
@@ -154,6 +156,29 @@ def env_factory(
         return base
     wkw = dict(wrapper_kwargs or {})
     return lambda: wrapper_class(base(), **wkw)
+
+
+def _check_bool_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
+    """A keyword whose default is a bool (``gym.make``'s ``disable_env_checker``, CartPole's
+    ``sutton_barto_reward``, …) must be given a bool: a string such as ``"maybe"`` would be read as True."""
+    import inspect
+
+    defaults = {"disable_env_checker": False, "order_enforce": True, "autoreset": False}
+    spec = gym.registry.get(env_id.partition(":")[2] if ":" in env_id else env_id)
+    if spec is not None:
+        try:
+            creator = (
+                gym.envs.registration.load_env_creator(spec.entry_point)
+                if isinstance(spec.entry_point, str)
+                else spec.entry_point
+            )
+            parameters = inspect.signature(creator).parameters.values()
+            defaults.update({p.name: p.default for p in parameters if isinstance(p.default, bool)})
+        except (ImportError, AttributeError, TypeError, ValueError):  # the env's own error comes at make
+            pass
+    for key, value in kwargs.items():
+        if key in defaults and isinstance(defaults[key], bool) and not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"env_kwargs {key} must be true or false, got {value!r}")
 
 
 def env_name(env: EnvLike) -> str:
