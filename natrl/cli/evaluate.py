@@ -150,8 +150,14 @@ def _visual_eval(agent: OnPolicyAgent, args: argparse.Namespace, episodes: int, 
 
         fps = args.fps or int(env.metadata.get("render_fps") or 30)
         video.parent.mkdir(parents=True, exist_ok=True)
-        if video.suffix.lower() == ".gif":
-            imageio.mimsave(video, frames, duration=1000.0 / fps, loop=0)
+        if video.suffix.lower() == ".gif":  # encoded in memory, then written atomically: a full disk is one line
+            import io
+
+            from natrl.atomic import atomic_write_bytes
+
+            buf = io.BytesIO()
+            imageio.mimsave(buf, frames, format="GIF", duration=1000.0 / fps, loop=0)
+            atomic_write_bytes(video, buf.getvalue())
         else:
             imageio.mimsave(video, frames, fps=fps)
     return result
