@@ -13,24 +13,24 @@ update's stats (return False to stop). The hooks run where stable-baselines3 run
 
 The built-in ones: :class:`EvalCallback` (periodic deterministic evaluation, best-model saving,
 ``evaluations.npz``), :class:`CheckpointCallback`, :class:`StopTrainingOnRewardThreshold`,
-:class:`StopTrainingOnNoModelImprovement`, :class:`EveryNTimesteps`.
+:class:`StopTrainingOnNoModelImprovement`, :class:`EveryNTimesteps`, :class:`ProgressBarCallback`.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from natrl.rl.env import env_factory
 from natrl.rl.evaluation import evaluate_vec_env
 from natrl.rl.sb3_vec_env import SB3VecEnv, is_sb3_vec_env
-
-if TYPE_CHECKING:  # the agents import this module
-    from natrl.rl.agent import OnPolicyAgent
 
 __all__ = [
     "BaseCallback",
@@ -39,6 +39,7 @@ __all__ = [
     "EvalCallback",
     "EveryNTimesteps",
     "FunctionCallback",
+    "ProgressBarCallback",
     "StopTrainingOnNoModelImprovement",
     "StopTrainingOnRewardThreshold",
     "make_callback",
@@ -58,7 +59,7 @@ class BaseCallback:
 
     def __init__(self, verbose: int = 0) -> None:
         self.verbose = verbose
-        self.model: OnPolicyAgent | None = None
+        self.model: Any = None  # the agent (natrl.rl.OnPolicyAgent), set by init_callback
         self.n_calls = 0
         self.num_timesteps = 0
         self.locals: dict[str, Any] = {}
@@ -80,7 +81,7 @@ class BaseCallback:
         """Whether this callback needs ``on_step`` after every env step (False for update-only callbacks)."""
         return True
 
-    def init_callback(self, model: OnPolicyAgent) -> None:
+    def init_callback(self, model: Any) -> None:
         self.model = model
         self._init_callback()
 
@@ -458,3 +459,99 @@ class StopTrainingOnNoModelImprovement(BaseCallback):
                 self.no_improvement += 1
         self.last_best = self.parent.best_mean_reward
         return self.no_improvement < self.max_no_improvement_evals
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "—" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+class ProgressBarCallback(BaseCallback):
+    """A tqdm progress bar (or, with ``lines=True``, a progress line every ~10% and at evaluations), updated
+    after each update (never per env step) with steps/s, the recent episode return, the KL and the last
+    evaluation (``eval/mean_reward`` recorded in the same logger row by an :class:`EvalCallback` listed
+    before this one).
+
+    Args:
+        total_timesteps: the step count at which training ends (the bar's total); default the agent's
+            step count at the start plus the ``total_timesteps`` of the ``learn`` call.
+        lines: print lines instead of a bar; default: lines when ``file`` is not a terminal.
+        desc: the bar's label (default "<algo> <env id>").
+        file: where the bar goes (default ``sys.stderr``; lines go to ``sys.stdout``).
+    """
+
+    def __init__(
+        self,
+        total_timesteps: int | None = None,
+        *,
+        lines: bool | None = None,
+        desc: str | None = None,
+        file: TextIO | None = None,
+    ) -> None:
+        super().__init__()
+        self.total_timesteps = total_timesteps
+        self.file = file
+        self.lines = lines
+        self.desc = desc
+        self.bar: Any = None
+        self.last_eval = "—"
+        self._start = 0
+        self._t0 = 0.0
+        self._line_every = 1
+        self._next_line = 0
+
+    @property
+    def steps_hook(self) -> bool:
+        return False
+
+    def _on_training_start(self) -> None:
+        start = self.num_timesteps
+        total = self.total_timesteps
+        if total is None:
+            requested = self.locals.get("total_timesteps")
+            total = start + int(requested) if isinstance(requested, (int, float)) else start
+        self._total = max(int(total), start)
+        self._start, self._t0 = start, time.perf_counter()
+        file = self.file if self.file is not None else sys.stderr
+        lines = self.lines if self.lines is not None else not file.isatty()
+        self._line_every = max(self._total // 10, 1)
+        self._next_line = (start // self._line_every + 1) * self._line_every
+        if not lines and self.bar is None:
+            from tqdm.auto import tqdm
+
+            desc = self.desc
+            if desc is None and self.model is not None:
+                desc = f"{self.model.algo} {self.model.env_id}"
+            self.bar = tqdm(total=self._total, initial=start, unit=" steps", unit_scale=True, dynamic_ncols=True,
+                            desc=desc, file=file, smoothing=0.1)  # fmt: skip
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool:
+        step = self.num_timesteps
+        pending = self.logger.name_to_value if self.model is not None else {}
+        evaluated = "eval/mean_reward" in pending
+        if evaluated:
+            self.last_eval = f"{pending['eval/mean_reward']:.1f}±{pending.get('eval/std_reward', math.nan):.1f}"
+        ret, kl = stats.get("ep_return_mean"), stats.get("kl")
+        if self.bar is not None:
+            self.bar.update(min(step, self._total) - self.bar.n)  # tqdm shows steps/s itself
+            self.bar.set_postfix_str(f"return={_fmt(ret)} kl={_fmt(kl, '.4f')} eval={self.last_eval}", refresh=False)
+        elif evaluated or step >= self._next_line:
+            self._next_line = (step // self._line_every + 1) * self._line_every
+            fps = (step - self._start) / max(time.perf_counter() - self._t0, 1e-9)
+            pct = 100.0 * step / max(self._total, 1)
+            self.write(
+                f"step {step:>10,}/{self._total:,} ({pct:5.1f}%)  steps/s {fps:6.0f}  "
+                f"return {_fmt(ret):>8}  kl {_fmt(kl, '.4f')}  eval {self.last_eval}"
+            )
+        return True
+
+    def write(self, message: str) -> None:
+        """Print a message without breaking the bar."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.bar.fp)
+        else:
+            print(message, flush=True)
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
