@@ -41,7 +41,7 @@ def natrl_rate(algo: str, vec_env: str, device: str, steps: int) -> float:
     config = build_config(cls.config_cls, {**preset.hyperparameters, "vec_env": vec_env})
     agent = cls(ENV_ID, seed=0, device=device, config=config, env_kwargs=preset.env_kwargs, wrapper_class=AtariWrapper)
     try:
-        return timed(lambda n: agent.learn(n, progress=False), steps, device, warmup=2048)
+        return timed(lambda n: agent.learn(n), steps, device, warmup=2048)
     finally:
         agent.close()
 

@@ -52,7 +52,7 @@ def natrl_rate(preset: Preset, device: str, steps: int, seed: int) -> float:
     config = build_config(cls.config_cls, preset.hyperparameters)
     agent = cls(preset.env_id, seed=seed, device=device, config=config, env_kwargs=preset.env_kwargs,
                 wrapper_class=_wrapper(preset), policy=preset.policy, policy_kwargs=preset.policy_kwargs)  # fmt: skip
-    return timed(lambda n: agent.learn(n, progress=False), steps, device)
+    return timed(lambda n: agent.learn(n), steps, device)
 
 
 def sb3_rate(preset: Preset, device: str, steps: int, seed: int) -> float | None:

@@ -37,10 +37,10 @@ def main() -> None:
             config = build_config(cls.config_cls, {**preset.hyperparameters, "vec_env": backend})
             agent = cls(env, seed=0, config=config, env_kwargs=preset.env_kwargs)
             batch = agent.config.n_envs * agent.config.n_steps
-            agent.learn(batch, progress=False)
+            agent.learn(batch)
             steps = max(3 * batch, 30_000 // batch * batch)
             wall, cpu = time.perf_counter(), time.process_time()
-            agent.learn(steps, progress=False, reset_num_timesteps=False)
+            agent.learn(steps, reset_num_timesteps=False)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             shape = f"{agent.config.n_envs} × {agent.config.n_steps}"
             print(f"| {env} | {backend} | {shape} | {steps / wall:,.0f} | {steps / cpu:,.0f} |", flush=True)

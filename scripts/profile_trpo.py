@@ -58,7 +58,7 @@ def main() -> None:
     profile = cProfile.Profile()
     start = time.perf_counter()
     profile.enable()
-    agent.learn(args.steps, progress=False)
+    agent.learn(args.steps)
     profile.disable()
     wall = time.perf_counter() - start
     stats = pstats.Stats(profile)

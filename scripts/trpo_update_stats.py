@@ -27,10 +27,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from natrl.cli.values import CLIError, parse_overrides
 from natrl.presets import load_preset
 from natrl.rl import AGENTS
-from natrl.rl.config import build_config, schedule_value
+from natrl.rl.config import build_config, parse_overrides, schedule_value
 
 
 def run_natrl(
@@ -53,7 +52,7 @@ def run_natrl(
         return True
 
     try:
-        agent.learn(steps, progress=False, callback=record)
+        agent.learn(steps, callback=record)
     finally:
         agent.close()
     return rows
@@ -141,7 +140,7 @@ def main() -> None:
     try:
         overrides = parse_overrides(args.set, cls.config_cls, "trpo")
         config = build_config(cls.config_cls, {**preset.hyperparameters, **overrides, "torch_threads": 1})
-    except (CLIError, ValueError) as e:
+    except ValueError as e:
         parser.error(str(e))
     steps = int(args.steps or preset.total_steps)
     env = gym.make(args.env, **preset.env_kwargs)

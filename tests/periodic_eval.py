@@ -28,7 +28,7 @@ def learn_with_evaluations(agent: Any, total_steps: int) -> list[tuple[int, floa
         if a.num_timesteps // every > len(evaluations):
             evaluations.append((a.num_timesteps, a.evaluate(episodes=10, deterministic=True).mean))
 
-    agent.learn(total_steps, progress=False, callback=evaluate_periodically)
+    agent.learn(total_steps, callback=evaluate_periodically)
     return evaluations
 
 

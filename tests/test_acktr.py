@@ -137,12 +137,12 @@ def test_trpo_with_kfac_curvature_respects_max_kl() -> None:
 
 
 def test_acktr_save_load_predict_identical(tmp_path) -> None:
-    agent = ACKTR("Pendulum-v1", seed=0, n_envs=2, n_steps=64, critic_optimizer="kfac").learn(256, progress=False)
+    agent = ACKTR("Pendulum-v1", seed=0, n_envs=2, n_steps=64, critic_optimizer="kfac").learn(256)
     loaded = ACKTR.load(agent.save(tmp_path / "a.pt"))
     obs = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
     np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     # training continues from the restored K-FAC state without error
-    loaded.learn(128, progress=False, reset_num_timesteps=False)
+    loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 384
 
 

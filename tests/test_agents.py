@@ -104,9 +104,9 @@ def test_ppo_hand_written_backward_matches_autograd(env_id, kwargs) -> None:
 @pytest.mark.parametrize("cls", [TRPO, NPG, PPO])
 def test_same_seed_same_results(cls) -> None:
     kwargs = {"n_envs": 2, "n_steps": 32}
-    a = cls("Pendulum-v1", seed=3, **kwargs).learn(128, progress=False)
-    b = cls("Pendulum-v1", seed=3, **kwargs).learn(128, progress=False)
-    c = cls("Pendulum-v1", seed=4, **kwargs).learn(128, progress=False)
+    a = cls("Pendulum-v1", seed=3, **kwargs).learn(128)
+    b = cls("Pendulum-v1", seed=3, **kwargs).learn(128)
+    c = cls("Pendulum-v1", seed=4, **kwargs).learn(128)
     pa, pb, pc = (flatten(x.actor.parameters()) for x in (a, b, c))
     assert torch.equal(pa, pb)
     assert not torch.equal(pa, pc)
@@ -114,7 +114,7 @@ def test_same_seed_same_results(cls) -> None:
 
 @pytest.mark.parametrize("cls", [TRPO, PPO])
 def test_save_load_predict_identical(cls, tmp_path) -> None:
-    agent = cls("Pendulum-v1", seed=0, n_envs=2, n_steps=32, normalize_obs=True).learn(128, progress=False)
+    agent = cls("Pendulum-v1", seed=0, n_envs=2, n_steps=32, normalize_obs=True).learn(128)
     path = agent.save(tmp_path / "m.pt")
     loaded = cls.load(path)
     again = load_agent(str(path))
@@ -192,7 +192,7 @@ def test_non_finite_reward_names_env_and_step_and_leaves_policy_untouched() -> N
     agent = TRPO(_NaNEnv, seed=0, n_envs=1, n_steps=16)
     before = flatten(agent.actor.parameters()).detach().clone()
     with pytest.raises(NonFiniteError, match=r"environment 0 returned a non-finite reward at step 4"):
-        agent.learn(16, progress=False)
+        agent.learn(16)
     assert torch.equal(flatten(agent.actor.parameters()).detach(), before)
 
 

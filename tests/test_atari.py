@@ -151,7 +151,7 @@ def test_ale_vector_env_serves_the_ball_after_a_lost_life() -> None:
 def test_smoke_ppo_trains_on_ales_vector_env_and_bad_requests_are_one_line() -> None:
     agent = PPO("ALE/Breakout-v5", env_kwargs={"frameskip": 1}, wrapper_class=AtariWrapper, vec_env="ale",
                 n_envs=2, n_steps=16, batch_size=32, n_epochs=1, hidden_sizes=[], seed=0)  # fmt: skip
-    agent.learn(32, progress=False)
+    agent.learn(32)
     assert agent.num_timesteps == 32 and type(agent.collector.venv.unwrapped).__name__ == "AtariVectorEnv"
     agent.close()
     with pytest.raises(ValueError, match="takes an ALE/ environment id"):

@@ -47,7 +47,7 @@ def test_agent_learns_on_cuda_and_checkpoint_moves_between_devices(cls, extra, e
         kwargs.pop("critic_epochs")
     agent = cls(env_id, seed=0, device="cuda", normalize_obs=True, **kwargs)
     before = flatten(agent.actor.parameters()).detach().clone()
-    agent.learn(3 * 2 * 64, progress=False)
+    agent.learn(3 * 2 * 64)
     after = flatten(agent.actor.parameters()).detach()
     assert _on(agent.actor, "cuda") and _on(agent.critic, "cuda")
     assert torch.isfinite(after).all() and not torch.equal(before, after)
@@ -156,7 +156,7 @@ def test_smoke_every_space_and_a_cnn_train_on_cuda(cls, env_name, tmp_path) -> N
     env = getattr(toy_envs, env_name)
     kwargs = {"n_envs": 2, "n_steps": 32, **({"batch_size": 32} if cls is PPO else {"critic_epochs": 1})}
     agent = cls(env, seed=0, device="cuda", **kwargs)
-    agent.learn(128, progress=False)
+    agent.learn(128)
     assert _on(agent.actor, "cuda") and torch.isfinite(flatten(agent.actor.parameters())).all()
     batch, _ = agent._make_batch()
     assert batch.obs.device.type == "cuda"
@@ -170,7 +170,7 @@ def test_smoke_users_shared_trunk_module_on_cuda() -> None:
     import toy_envs
 
     agent = TRPO("CartPole-v1", seed=0, device="cuda", policy=toy_envs.LayerNormSiLUActorCritic(4, 2), **SMALL)
-    agent.learn(256, progress=False)
+    agent.learn(256)
     assert _on(agent.actor, "cuda") and torch.isfinite(flatten(agent.actor.parameters())).all()
 
 

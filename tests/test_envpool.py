@@ -70,7 +70,7 @@ def test_same_step_autoreset_returns_the_next_episodes_first_observation() -> No
 
 def test_trpo_trains_on_envpool_and_bad_requests_are_one_line() -> None:
     agent = TRPO("Hopper-v5", vec_env="envpool", n_envs=2, n_steps=256, seed=0)
-    agent.learn(1024, progress=False)
+    agent.learn(1024)
     assert agent.num_timesteps == 1024 and isinstance(agent.collector.venv, EnvPoolSameStep)
     agent.close()
     with pytest.raises(ValueError, match="takes an id EnvPool implements"):

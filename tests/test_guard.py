@@ -25,7 +25,7 @@ def _state(agent) -> list[torch.Tensor]:
 def test_an_update_that_poisons_a_parameter_is_undone_bit_for_bit(cls, monkeypatch) -> None:
     kwargs = {"n_envs": 2, "n_steps": 32, "batch_size": 32} if cls is PPO else SMALL
     agent = cls("Pendulum-v1", seed=0, max_rejected_updates=2, **kwargs)
-    agent.learn(64, progress=False)  # optimiser states exist
+    agent.learn(64)  # optimiser states exist
     before = _state(agent)
     algo_before = copy.deepcopy(agent._algo_state())
     real_update = agent._update
@@ -38,17 +38,17 @@ def test_an_update_that_poisons_a_parameter_is_undone_bit_for_bit(cls, monkeypat
 
     monkeypatch.setattr(agent, "_update", poisoned)
     seen: list[dict[str, float]] = []
-    agent.learn(64, progress=False, callback=lambda a, s: seen.append(s))
+    agent.learn(64, callback=lambda a, s: seen.append(s))
     assert seen[-1]["update_rejected"] == 1.0
     for b, a in zip(before, _state(agent)):
         assert torch.equal(b, a)
     assert repr(agent._algo_state()) == repr(algo_before)  # optimiser state restored too
     with pytest.raises(NonFiniteUpdateError, match=r"2 updates in a row produced non-finite parameters \(critic\."):
-        agent.learn(64, progress=False)
+        agent.learn(64)
     for b, a in zip(before, _state(agent)):
         assert torch.equal(b, a)
     monkeypatch.setattr(agent, "_update", real_update)
-    agent.learn(64, progress=False, callback=lambda a, s: seen.append(s))
+    agent.learn(64, callback=lambda a, s: seen.append(s))
     assert seen[-1]["update_rejected"] == 0.0
 
 
@@ -65,7 +65,7 @@ class _Scaled(gym.Wrapper):
 def test_rewards_of_1e30_stop_acktr_with_the_cause_and_no_nan() -> None:
     agent = ACKTR(lambda: _Scaled(gym.make("Pendulum-v1"), 1e30), critic_optimizer="kfac", **SMALL)
     with pytest.raises(NonFiniteUpdateError, match="scale the rewards"):
-        agent.learn(4096, progress=False)
+        agent.learn(4096)
     assert all(bool(torch.isfinite(p).all()) for p in _state(agent))
 
 
@@ -74,13 +74,13 @@ def test_rewards_beyond_float32_are_named() -> None:
     with pytest.raises(
         NonFiniteError, match=r"environment \d returned a reward beyond float32's range \(±3.4e38\) at step \d+"
     ):
-        agent.learn(64, progress=False)
+        agent.learn(64)
 
 
 def test_a_huge_ppo_learning_rate_never_leaves_a_non_finite_parameter() -> None:
     agent = PPO("Pendulum-v1", seed=0, learning_rate=10.0, n_envs=1, n_steps=256, batch_size=64)
     try:
-        agent.learn(2048, progress=False)
+        agent.learn(2048)
     except NonFiniteUpdateError as exc:
         assert "learning_rate=10" in str(exc)
     assert all(bool(torch.isfinite(p).all()) for p in agent.params)
@@ -102,7 +102,7 @@ def test_observation_arrays_with_inf_at_reset_stop_before_any_update() -> None:
     agent = PPO(InfReset, n_envs=1, n_steps=32, batch_size=32)
     before = _state(agent)
     with pytest.raises(NonFiniteError, match="non-finite observation at step 0"):
-        agent.learn(64, progress=False)
+        agent.learn(64)
     assert all(torch.equal(b, a) for b, a in zip(before, _state(agent)))
 
 

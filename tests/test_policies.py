@@ -73,7 +73,7 @@ def test_features_extractor_class_is_shared_by_default_and_trained_once(tmp_path
     ids = [id(p) for p in agent.params]
     assert len(ids) == len(set(ids))  # the shared extractor's parameters are optimised once
     before = agent.actor.features.linear.weight.detach().clone()
-    agent.learn(64, progress=False)
+    agent.learn(64)
     assert not torch.equal(before, agent.actor.features.linear.weight)
     # the class is the user's: loading needs it again, and says so
     path = agent.save(tmp_path / "m.pt")
@@ -86,7 +86,7 @@ def test_features_extractor_class_is_shared_by_default_and_trained_once(tmp_path
 
 def test_builtin_policy_with_torch_activation_reloads_from_the_checkpoint_alone(tmp_path) -> None:
     agent = TRPO("Pendulum-v1", policy_kwargs={"activation_fn": nn.SiLU, "net_arch": [16, 16]}, **SMALL)
-    agent.learn(64, progress=False)
+    agent.learn(64)
     loaded = TRPO.load(agent.save(tmp_path / "m.pt"))
     assert isinstance(loaded.actor.net[1], nn.SiLU)
     obs = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
@@ -104,7 +104,7 @@ def test_shared_trunk_module_updates_and_reloads_with_equal_actions(cls, tmp_pat
     assert not agent.fast.names()  # a user's network takes the generic path
     assert agent.actor.net.module is module and agent.critic.net.module is module
     before = flatten(module.parameters()).detach().clone()
-    agent.learn(128, progress=False)
+    agent.learn(128)
     after = flatten(module.parameters()).detach()
     assert not torch.equal(before, after) and bool(torch.isfinite(after).all())
     path = agent.save(tmp_path / "m.pt")
@@ -122,7 +122,7 @@ def test_smoke_separate_actor_and_critic_modules() -> None:
     critic = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1))
     agent = NPG("Pendulum-v1", policy=(actor, critic), **SMALL)
     assert "log_std" in [n for n, _ in agent.actor.named_parameters()]  # natrl adds the free log-std
-    agent.learn(64, progress=False)
+    agent.learn(64)
 
 
 # --------------------------------------------------------------------------- bad input, at construction
@@ -173,7 +173,7 @@ SPACE_ENVS = [
 def test_smoke_every_space_every_algorithm(cls, env, tmp_path) -> None:
     """Smoke test: one short learn, predict on one and on a batch of observations, save and reload."""
     agent = cls(env, seed=0, **_small(cls))
-    agent.learn(64, progress=False)
+    agent.learn(64)
     probe = env()
     single, _ = probe.reset(seed=0)
     action = agent.predict(single, deterministic=True)[0]
@@ -194,7 +194,7 @@ def test_smoke_every_space_every_algorithm(cls, env, tmp_path) -> None:
 def test_each_space_learns_its_task(cls, env) -> None:
     """A threshold halfway from a random policy's return to the optimum, within 20k steps."""
     kwargs = {"n_envs": 4, "n_steps": 64, "gamma": 0.9, **({"batch_size": 64} if cls is PPO else {})}
-    agent = cls(env, seed=0, **kwargs).learn(20_000, progress=False)
+    agent = cls(env, seed=0, **kwargs).learn(20_000)
     score = agent.evaluate(episodes=20).mean
     threshold = 0.5 * (T.RANDOM[env] + T.OPTIMAL[env])
     assert score >= threshold, f"{cls.__name__} on {env.__name__}: {score:.2f} < {threshold:.2f}"
@@ -331,7 +331,7 @@ def test_reset_observation_is_checked_for_nan() -> None:
 
     agent = TRPO(NaNReset, **SMALL)
     with pytest.raises(NonFiniteError, match="non-finite observation at step 0"):
-        agent.learn(64, progress=False)
+        agent.learn(64)
 
 
 CUSTOM_CASES = [("trpo", {"damping": 0.01}), ("npg", {}), ("ppo", {}), ("acktr", {})]
@@ -358,7 +358,7 @@ def test_shared_layernorm_silu_module_learns_cartpole(algo: str, overrides: dict
         if a.num_timesteps // 10_000 > len(evaluations):
             evaluations.append(a.evaluate(episodes=10).mean)
 
-    agent.learn(100_000, progress=False, callback=evaluate)
+    agent.learn(100_000, callback=evaluate)
     assert max(evaluations) >= 475.0, f"{algo}: {evaluations}"
 
 

@@ -18,8 +18,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from natrl.cli import CLIError, parse_overrides, parse_value
 from natrl.rl import PPO, CheckpointError, PPOConfig, TRPOConfig, load_agent
+from natrl.rl.config import parse_overrides, parse_value
 from natrl.runs import (
     KNOWN_COLUMNS,
     CheckpointManager,
@@ -92,7 +92,7 @@ def test_parse_overrides_types_values_by_the_config_fields() -> None:
     ],
 )
 def test_parse_overrides_rejects_bad_items_with_a_clear_message(item: str, fragment: str) -> None:
-    with pytest.raises(CLIError) as info:
+    with pytest.raises(ValueError) as info:
         parse_overrides([item], TRPOConfig, "trpo")
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
@@ -281,7 +281,7 @@ def test_checkpoints_keep_the_last_k_and_resume_skips_a_corrupt_one(tmp_path: Pa
     agent = PPO("CartPole-v1", seed=0, **TINY)
     manager = CheckpointManager(tmp_path / "checkpoints", keep=2)
     for _ in range(3):
-        agent.learn(32, progress=False, reset_num_timesteps=False)
+        agent.learn(32, reset_num_timesteps=False)
         manager.save(agent, {"time_elapsed": float(agent.num_timesteps)})
     assert [s for s, _ in manager.list()] == [64, 96]
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary files left

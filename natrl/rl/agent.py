@@ -549,13 +549,9 @@ class OnPolicyAgent:
         tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
-        *,
-        total_steps: int | float | None = None,
-        progress: bool | None = None,
-        run_start: int | None = None,
     ) -> A:
         """Train for ``total_timesteps`` environment steps (rounded up to whole rollouts); stable-baselines3's
-        signature, with natrl's names (``total_steps``, ``progress``) accepted too.
+        signature.
 
         Args:
             total_timesteps: environment transitions to collect, summed over envs (an integer, an integral
@@ -569,18 +565,20 @@ class OnPolicyAgent:
             reset_num_timesteps: start the step counter at 0 (True, stable-baselines3's default) or
                 continue it (False: a second ``learn`` call extends the same run).
             progress_bar: show a tqdm progress bar with steps/s, recent return and KL.
-            run_start: the step at which the run began, when this call continues it (e.g. after loading
-                a checkpoint); schedules such as PPO's learning-rate annealing then span
-                [run_start, now + total_timesteps]. Default: the current step.
+
+        Schedules (e.g. PPO's learning-rate annealing) are evaluated at stable-baselines3's progress remaining,
+        ``1 - num_timesteps / _total_timesteps``, where ``_total_timesteps`` is ``total_timesteps`` plus, with
+        ``reset_num_timesteps=False``, the steps taken before this call: a continued run (e.g. after loading a
+        checkpoint) anneals over its whole length.
 
         Returns:
             the agent itself.
         """
         from natrl.callbacks import make_callback
 
-        steps = positive_int("total_timesteps", total_timesteps if total_steps is None else total_steps)
+        steps = positive_int("total_timesteps", total_timesteps)
         log_interval = positive_int("log_interval", log_interval)
-        show = progress_bar if progress is None else progress
+        show = progress_bar
         if reset_num_timesteps:
             self.num_timesteps = 0
         cb = make_callback(callback)
@@ -592,8 +590,7 @@ class OnPolicyAgent:
 
             bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=f"{self.algo} {self.env_id}")
         start_steps = self.num_timesteps
-        # the span schedules follow; (start, end) in steps
-        self._schedule_span = (start_steps if run_start is None else int(run_start), start_steps + steps)
+        self._total_timesteps = start_steps + steps  # stable-baselines3's: schedules span [0, _total_timesteps]
         on_step = self._step_hook(cb) if cb.steps_hook else None
         t_start = time.perf_counter()
         cb.on_training_start(locals(), globals())
@@ -609,9 +606,8 @@ class OnPolicyAgent:
                 cb.on_rollout_end()
                 t1 = time.perf_counter()
                 # schedules: the progress remaining after this rollout, as stable-baselines3 counts it
-                start, end = self._schedule_span
                 self.progress_remaining = max(
-                    0.0, 1.0 - (self._timesteps_done + len(batch) - start) / max(end - start, 1)
+                    0.0, 1.0 - (self._timesteps_done + len(batch)) / max(self._total_timesteps, 1)
                 )
                 stats.update(self._guarded_update(batch))
                 t2 = time.perf_counter()
@@ -643,9 +639,11 @@ class OnPolicyAgent:
                         logger.record(sb3_key(key, self.algo), value)
                     if "entropy" in stats:
                         logger.record("train/entropy_loss", -stats["entropy"])
-                    if self.num_updates % log_interval == 0:
-                        logger.dump(self.num_timesteps)
-                if not cb.on_update_end(stats):
+                # callbacks may record eval/* into the same row (and dump it early) before the row is dumped
+                keep_going = cb.on_update_end(stats)
+                if logger is not None and self.num_updates % log_interval == 0:
+                    logger.dump(self.num_timesteps)
+                if not keep_going:
                     break
         finally:
             self._rollout_steps = 0
