@@ -136,10 +136,9 @@ def plan_jobs(
     """
     from natrl.bench.peers import translate
     from natrl.bench.tianshou_peer import translate_tianshou
-    from natrl.cli import CLIError, parse_overrides
     from natrl.presets import load_preset
     from natrl.rl import AGENTS
-    from natrl.rl.config import build_config
+    from natrl.rl.config import build_config, parse_overrides
 
     unknown = [a for a in algos if a not in AGENTS]
     if unknown:
@@ -163,7 +162,7 @@ def plan_jobs(
                 preset = load_preset(algo, env_id, cls.config_cls, directory=agents_dir)
                 try:
                     extra = parse_overrides(overrides, cls.config_cls, algo)
-                except CLIError as exc:
+                except ValueError as exc:
                     raise BenchError(str(exc)) from None
                 try:
                     config = build_config(cls.config_cls, {**preset.hyperparameters, **extra})

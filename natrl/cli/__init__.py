@@ -10,7 +10,7 @@ Ctrl-C during training writes a checkpoint, prints how to resume, and exits
 with 130.
 
 The package has one module per job: :mod:`~natrl.cli.parser` (the argument parser),
-:mod:`~natrl.cli.values` (``--set`` values), :mod:`~natrl.cli.common` and
+:mod:`~natrl.cli.values` (``--env-kwargs`` values), :mod:`~natrl.cli.common` and
 :mod:`~natrl.cli.checks` (shared helpers), :mod:`~natrl.cli.progress` and
 :mod:`~natrl.cli.signals` (the training display and Ctrl-C), and one module per
 command: :mod:`~natrl.cli.train`, :mod:`~natrl.cli.evaluate`, :mod:`~natrl.cli.plot`
@@ -31,10 +31,9 @@ from typing import Any
 
 from natrl.cli.common import EXIT_ERROR, CLIError, _err, _one_line
 from natrl.cli.parser import build_parser
-from natrl.cli.values import parse_overrides, parse_value
 from natrl.runs.files import RunFileWarning
 
-__all__ = ["CLIError", "build_parser", "main", "parse_overrides", "parse_value"]
+__all__ = ["CLIError", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,18 +3,28 @@
 Each agent has one config class (``TRPOConfig``, ``NPGConfig``, ``PPOConfig``)
 deriving from :class:`OnPolicyConfig`. Every field is documented in the class
 docstring and validated on construction; an invalid value raises a
-``ValueError`` naming the field and its allowed range.
+``ValueError`` naming the field and its allowed range. :func:`parse_overrides` reads
+``key=value`` texts (``--set`` of ``natrl train`` and ``natrl bench``) into values typed by a config's
+fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
+import sys
+import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 __all__ = [
     "MAX_TORCH_THREADS",
@@ -24,6 +34,8 @@ __all__ = [
     "Schedule",
     "build_config",
     "check",
+    "parse_overrides",
+    "parse_value",
     "schedule_value",
 ]
 
@@ -288,3 +300,94 @@ def build_config(cls: type[C], values: Mapping[str, Any]) -> C:
             f"{cls.__name__}; valid ones: {', '.join(sorted(names))}"
         )
     return cls(**values)
+
+
+def parse_value(raw: str) -> Any:
+    """A ``key=value`` value in TOML syntax (``0.02``, ``true``, ``[64, 64]``, ``"relu"``).
+
+    ``none``/``null`` give None; anything TOML cannot read is a plain string
+    (so ``--set activation=relu`` needs no quotes).
+    """
+    text = raw.strip()
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or none"
+    if origin is tuple:
+        return "a list of integers like [64, 64]" if args and args[0] is int else "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+_NO = object()
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (int → float allowed), or ``_NO``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is not type(None) and (out := _coerce(value, a)) is not _NO:
+                return out
+        return _NO
+    if origin is tuple:
+        if not isinstance(value, list):
+            return _NO
+        items = [_coerce(v, args[0]) if args else v for v in value]
+        return _NO if any(i is _NO for i in items) else tuple(items)
+    if tp is bool:
+        return value if isinstance(value, bool) else _NO
+    if tp is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if tp is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _NO
+    if tp is str:
+        return value if isinstance(value, str) else _NO
+    return value
+
+
+def parse_overrides(items: Sequence[str], config_cls: type, algo: str = "") -> dict[str, Any]:
+    """``--set key=value`` items as hyperparameters typed by ``config_cls``'s fields.
+
+    Args:
+        items: ``key=value`` texts; the value in TOML syntax (see :func:`parse_value`).
+        config_cls: the config dataclass whose fields name the keys and their types.
+        algo: the algorithm's name for the messages (default: the class name).
+
+    Returns:
+        The typed values by key (an int where a float is expected is widened; a list becomes a tuple).
+
+    Raises:
+        ValueError: a malformed item, an unknown key (naming the valid ones) or a
+            value of the wrong type, as one line. Range checks are left to the config class.
+    """
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    hints = typing.get_type_hints(config_cls)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(
+                f"unknown hyperparameter {key!r} for {algo or config_cls.__name__} "
+                f"(--set {item}){hint} "
+                f"valid keys: {', '.join(sorted(names))}"
+            )
+        value = _coerce(parse_value(raw), hints[key])
+        if value is _NO:
+            raise ValueError(f"--set {item}: {key} must be {_describe(hints[key])}, got {raw.strip()!r}")
+        out[key] = value
+    return out
