@@ -39,8 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from natrl.curvature import fisher_vp, kl_hvp
+from natrl.distributions import Categorical, DiagGaussian
 from natrl.params import flatten, functional
-from natrl.rl.distributions import Categorical, DiagGaussian
 
 
 @dataclass(frozen=True)

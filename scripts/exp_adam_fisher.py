@@ -54,9 +54,9 @@ from torch import Tensor, nn
 from torch.func import grad, jacrev, vmap
 
 from natrl.curvature import fisher_vp, to_dense
+from natrl.distributions import Categorical
 from natrl.optim import KFAC, NaturalGradient
 from natrl.params import flatten, functional, write_back
-from natrl.rl.distributions import Categorical
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "img" / "exp_adam_fisher.png"
 DT = torch.float64

@@ -42,9 +42,9 @@ from torch import Tensor, nn
 
 from natrl.curvature import fisher_vp, hvp
 from natrl.curvature.spectrum import lanczos
+from natrl.distributions import Categorical
 from natrl.optim import NaturalGradient, OptimizeResult, minimize
 from natrl.params import flatten, functional
-from natrl.rl.distributions import Categorical
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "img" / "exp_loss_surface.png"
 DT = torch.float64

@@ -245,7 +245,7 @@ def test_evaluate_and_predict_shapes() -> None:
 def test_ppo_closed_form_loss_gradients_equal_autograd(head, ent_coef, clip_range_vf) -> None:
     """clipped_loss_grads against autograd of the same loss, float64, with ratios on both
     sides of the clip range, advantages of both signs and active value clipping."""
-    from natrl.rl.distributions import Categorical, DiagGaussian
+    from natrl.distributions import Categorical, DiagGaussian
     from natrl.rl.ppo import clipped_loss_grads
 
     g = torch.Generator().manual_seed(7)

@@ -34,8 +34,8 @@ from natrl.curvature import (
     kl_hvp,
     to_dense,
 )
+from natrl.distributions import Categorical, DiagGaussian
 from natrl.params import flatten, functional, write_back
-from natrl.rl.distributions import Categorical, DiagGaussian
 
 # torch's own forward-AD decompositions call the deprecated torch.jit.script on first use.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

@@ -11,9 +11,9 @@ from gymnasium import spaces
 from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
+from natrl.distributions import Categorical, DiagGaussian
 from natrl.rl.accel import critic_mlp, mlp_value_grads
 from natrl.rl.critic import adam, adam_step, clip_grad_norm, fit_critic, value_grads
-from natrl.rl.distributions import Categorical, DiagGaussian
 from natrl.rl.fastmlp import mlp_forward
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd

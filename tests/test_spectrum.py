@@ -39,8 +39,8 @@ from natrl.curvature.spectrum import (
     spectral_density,
     student_t_quantile,
 )
+from natrl.distributions import Categorical
 from natrl.params import flatten, functional
-from natrl.rl.distributions import Categorical
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 

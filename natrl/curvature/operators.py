@@ -392,7 +392,7 @@ def fisher_vp(
             (N, D) inside ``model_fn``).
         params: θ, shape (P,).
         inputs: the batch (N, ...), a tensor or a tuple/list of tensors.
-        dist: a class of :mod:`natrl.rl.distributions`, or any object with
+        dist: a class of :mod:`natrl.distributions`, or any object with
             ``fisher_vp_outputs(outputs, tangents) -> tuple`` (per sample, no reduction).
         damping: λ ≥ 0.
         subsample: rows used (int count or float fraction), drawn once here.
@@ -440,7 +440,7 @@ def fisher_quadratic(
         model_fn: ``model_fn(θ, inputs)`` -> the distribution's output parameters, as for :func:`fisher_vp`.
         params: θ, shape (P,).
         inputs: the batch (N, ...), a tensor or a tuple/list of tensors.
-        dist: a class of :mod:`natrl.rl.distributions`, or any object with ``fisher_vp_outputs``.
+        dist: a class of :mod:`natrl.distributions`, or any object with ``fisher_vp_outputs``.
         v: the vector, shape (P,), the dtype and device of ``params``.
 
     Returns:

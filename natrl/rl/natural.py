@@ -20,11 +20,11 @@ import torch
 from torch import Tensor
 
 from natrl.curvature import fisher_vp
+from natrl.distributions import Distribution
 from natrl.linalg import CGResult, conjugate_gradient
 from natrl.params import flatten, functional
 from natrl.rl.accel import FisherVP
 from natrl.rl.batch import Batch
-from natrl.rl.distributions import Distribution
 from natrl.rl.policies import Actor
 
 __all__ = ["NaturalDirection", "PolicyObjective", "SequenceFisher", "natural_direction"]
