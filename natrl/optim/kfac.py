@@ -39,7 +39,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias, cast
 
 import torch
 import torch.nn.functional as nnf
@@ -258,12 +258,16 @@ def kl_clip_scale(inner: float, lr: float, kl_clip: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+_Tracked: TypeAlias = "nn.Linear | nn.Conv2d"
+"""The layer types whose Fisher blocks K-FAC approximates (see :func:`_supported`)."""
+
+
 @dataclass
 class _Layer:
     """Factors and their eigendecompositions for one tracked layer."""
 
     name: str
-    module: nn.Module
+    module: _Tracked
     dtype: torch.dtype  # of the factors and decompositions
     dim_a: int
     dim_g: int
@@ -282,9 +286,9 @@ class _Layer:
 
     @property
     def params(self) -> list[Tensor]:
-        ps = [self.module.weight]  # type: ignore[list-item]
-        if self.module.bias is not None:  # type: ignore[union-attr]
-            ps.append(self.module.bias)  # type: ignore[arg-type]
+        ps = [self.module.weight]
+        if self.module.bias is not None:
+            ps.append(self.module.bias)
         return ps
 
 
@@ -317,10 +321,10 @@ class KFACStats(NamedTuple):
     comm_seconds: float = 0.0
 
 
-def _factor_dims(module: nn.Module) -> tuple[int, int]:
+def _factor_dims(module: _Tracked) -> tuple[int, int]:
     """(dim A, dim G) of a supported layer."""
-    w = module.weight  # type: ignore[union-attr]
-    return int(w[0].numel()) + (module.bias is not None), int(w.shape[0])  # type: ignore[union-attr]
+    w = module.weight
+    return int(w[0].numel()) + (module.bias is not None), int(w.shape[0])
 
 
 def _supported(module: nn.Module) -> str | None:
@@ -542,9 +546,10 @@ class KFAC(Optimizer):
             if why is not None:
                 skipped.append(f"{name or '<root>'} ({type(module).__name__}: {why})")
                 continue
-            wdt = module.weight.dtype  # type: ignore[union-attr]
+            tracked = cast(_Tracked, module)  # _supported admits these types only
+            wdt = tracked.weight.dtype
             dtype = factor_dtype or (wdt if wdt in (torch.float32, torch.float64) else torch.float32)
-            layer = _Layer(name or "<root>", module, dtype, *_factor_dims(module))
+            layer = _Layer(name or "<root>", tracked, dtype, *_factor_dims(tracked))
             # eager under torch.compile: dynamo would trace the hook and the tensor hook it registers
             layer.handles.append(module.register_forward_hook(torch.compiler.disable(self._forward_hook)))
             self._layers[module] = layer
@@ -590,8 +595,10 @@ class KFAC(Optimizer):
         x = inputs[0]
         if not isinstance(x, Tensor) or not isinstance(output, Tensor):
             return
-        if torch._C._functorch.is_functorch_wrapped_tensor(output):
-            return  # inside a torch.func transform (vmap/grad/jvp of the model): not a data pass
+        if not isinstance(module.weight, nn.Parameter):
+            # torch.func.functional_call (and the torch.func transforms run through it) swaps the module's
+            # parameters for plain tensors: a pass at other parameters, not a data pass of this model
+            return
         layer = self._layers[module]
         x = x.detach().to(layer.dtype)  # bf16/fp16 activations under autocast: factors in factor_dtype
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
@@ -599,7 +606,7 @@ class KFAC(Optimizer):
                 big_a, _ = conv2d_factors(x, None, module)
                 rows = x.shape[0] * output.shape[-1] * output.shape[-2]
             else:
-                big_a, _ = linear_factors(x, None, bias=module.bias is not None)  # type: ignore[arg-type]
+                big_a, _ = linear_factors(x, None, bias=module.bias is not None)
                 rows = x.numel() // x.shape[-1]
         layer.a_sum = big_a * rows if layer.a_sum is None else layer.a_sum + big_a * rows
         layer.a_rows += rows
@@ -705,7 +712,7 @@ class KFAC(Optimizer):
 
     @property
     def _device(self) -> torch.device:
-        return next(iter(self._layers)).weight.device  # type: ignore[union-attr]
+        return next(iter(self._layers.values())).module.weight.device
 
     def _update_factors(self) -> None:
         eps = self.factor_decay
@@ -731,18 +738,20 @@ class KFAC(Optimizer):
             if new_g is not None:
                 layer.g = new_g if layer.g is None else layer.g.lerp_(new_g, 1 - eps)
 
-    def _decompositions(self, todo: list[_Layer]) -> list[tuple[tuple[Eigen | None, str], tuple[Eigen | None, str]]]:
-        """``((eig_a, how_a), (eig_g, how_g))`` for each layer: here, or shared out over the ranks."""
+    def _decompositions(
+        self, todo: list[tuple[_Layer, Tensor, Tensor]]
+    ) -> list[tuple[tuple[Eigen | None, str], tuple[Eigen | None, str]]]:
+        """``((eig_a, how_a), (eig_g, how_g))`` for each ``(layer, A, G)``: here, or shared out over the ranks."""
         if self._group is None or self.assignment == "compute_all" or not todo:
-            return [(eigh_robust(layer.a), eigh_robust(layer.g)) for layer in todo]  # type: ignore[arg-type]
+            return [(eigh_robust(a), eigh_robust(g)) for _, a, g in todo]
         jobs = [kfd.FactorJob((layer.name, k), d, layer.dtype)
-                for layer in todo for k, d in (("a", layer.dim_a), ("g", layer.dim_g))]  # fmt: skip
+                for layer, _, _ in todo for k, d in (("a", layer.dim_a), ("g", layer.dim_g))]  # fmt: skip
         owners = kfd.assign_round_robin(jobs, self._world)
         local: dict[int, tuple[Tensor, Tensor, float] | None] = {}
         for i, job in enumerate(jobs):
             if owners[i] == self._rank:
-                layer = todo[i // 2]
-                eig, how = eigh_robust(layer.a if job.key[1] == "a" else layer.g)  # type: ignore[arg-type]
+                _, a, g = todo[i // 2]
+                eig, how = eigh_robust(a if job.key[1] == "a" else g)
                 local[i] = None if eig is None else (eig.values, eig.vectors, kfd.OK if how == "ok" else kfd.FALLBACK)
         t0 = time.perf_counter()
         shared = kfd.broadcast_decompositions(jobs, owners, local, self._rank, self._group, self._device)
@@ -757,9 +766,9 @@ class KFAC(Optimizer):
 
     def _update_inverses(self, force: bool) -> tuple[int, list[str]]:
         fallbacks, failed = 0, []
-        todo = [layer for layer in self._layers.values()
+        todo = [(layer, layer.a, layer.g) for layer in self._layers.values()
                 if layer.a is not None and layer.g is not None and (force or layer.eig_a is None)]  # fmt: skip
-        for layer, ((eig_a, how_a), (eig_g, how_g)) in zip(todo, self._decompositions(todo), strict=True):
+        for (layer, _, _), ((eig_a, how_a), (eig_g, how_g)) in zip(todo, self._decompositions(todo), strict=True):
             fallbacks += (how_a not in ("ok",) and eig_a is not None) + (how_g not in ("ok",) and eig_g is not None)
             if eig_a is None or eig_g is None:
                 failed.append(layer.name)
@@ -778,11 +787,11 @@ class KFAC(Optimizer):
 
     @staticmethod
     def _grad_matrix(layer: _Layer) -> Tensor | None:
-        w = layer.module.weight  # type: ignore[union-attr]
+        w = layer.module.weight
         if w.grad is None:
             return None
         gm = w.grad.reshape(w.shape[0], -1)
-        b = layer.module.bias  # type: ignore[union-attr]
+        b = layer.module.bias
         if b is not None:
             gb = b.grad if b.grad is not None else torch.zeros_like(b)
             gm = torch.cat([gm, gb.reshape(-1, 1)], dim=1)
@@ -790,8 +799,8 @@ class KFAC(Optimizer):
 
     @staticmethod
     def _write_grad_matrix(layer: _Layer, mat: Tensor) -> None:
-        w = layer.module.weight  # type: ignore[union-attr]
-        b = layer.module.bias  # type: ignore[union-attr]
+        w = layer.module.weight
+        b = layer.module.bias
         if b is not None:
             wg, bg = mat[:, :-1], mat[:, -1]
             if b.grad is None:
@@ -823,11 +832,13 @@ class KFAC(Optimizer):
         raw: dict[int, Tensor] = {}
         if self.allreduce_grads and self._group is not None:
             # every rank must send the same layout: a missing gradient travels as zeros
+            grads = []
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
+                grads.append(p.grad)
             t0 = time.perf_counter()
-            kfd.all_reduce_mean([p.grad for p in params], self._group, bucket_bytes=self._bucket_bytes)  # type: ignore[misc]
+            kfd.all_reduce_mean(grads, self._group, bucket_bytes=self._bucket_bytes)
             self._comm_seconds += time.perf_counter() - t0
         for p in params:
             if p.grad is None:
@@ -883,11 +894,11 @@ class KFAC(Optimizer):
         for layer in self._layers.values():
             if layer.a is None or layer.g is None:
                 continue
-            w = layer.module.weight  # type: ignore[union-attr]
+            w = layer.module.weight
             if id(w) not in deltas:
                 continue
             dm = deltas[id(w)].reshape(w.shape[0], -1)
-            b = layer.module.bias  # type: ignore[union-attr]
+            b = layer.module.bias
             if b is not None:
                 db = deltas.get(id(b), torch.zeros_like(b))
                 dm = torch.cat([dm, db.reshape(-1, 1)], dim=1)
@@ -950,12 +961,12 @@ class KFAC(Optimizer):
                 old = [(p.clone(), self.state[p].get("momentum_buffer")) for p, _, _ in updates] if adapt else []
                 self._commit(updates)
                 if adapt:
-                    assert loss is not None
+                    assert loss is not None and closure is not None
                     predicted = self._quadratic_model(deltas)
                     self._suspended = True
                     try:
                         with torch.enable_grad():
-                            new_loss = float(torch.as_tensor(closure()).detach())  # type: ignore[misc]
+                            new_loss = float(torch.as_tensor(closure()).detach())
                     finally:
                         self._suspended = False
                     actual = self._mean_over_ranks(new_loss) - self._mean_over_ranks(
