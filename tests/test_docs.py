@@ -9,6 +9,7 @@ without editing this file.
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib
 import inspect
@@ -237,6 +238,49 @@ def test_readme_links_into_docs_resolve() -> None:
     assert any(link.startswith("docs/") and link.endswith(".md") for link in links)
     broken = [link for link in links if not (ROOT / link).exists()]
     assert not broken, broken
+
+
+def test_readme_is_a_short_page_with_one_results_table() -> None:
+    """A newcomer's page: at most 160 lines and one table, a sweep that names its command and commit and reports
+    IQMs with 95% intervals; every other result lives in docs/results/."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 160, f"README.md has {len(lines)} lines; move material to docs/"
+    separators = [i for i, line in enumerate(lines) if re.match(r"^\|(\s*:?-+:?\s*\|)+\s*$", line)]
+    assert len(separators) == 1, f"README.md has {len(separators)} tables; keep one, link the others"
+    header = separators[0] - 1
+    start = header - 1
+    while start > 0 and not lines[start].strip():
+        start -= 1
+    while start > 0 and lines[start - 1].strip():
+        start -= 1  # the paragraph that introduces the table
+    intro = " ".join(lines[start:header])
+    assert re.search(r"`natrl bench [^`]*--seeds", intro), "the headline table's sweep command"
+    assert re.search(r"commit `[0-9a-f]{7,40}`", intro), "the commit that produced the headline table"
+    assert "IQM" in intro and "95%" in intro
+
+
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [p for p in EXAMPLE_PAGES if PYTHON_BLOCK.search(p.read_text(encoding="utf-8"))],
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_python_blocks_import_names_that_exist(page: Path) -> None:
+    """The ```python blocks (shown, not run) parse, and every name they import from natrl exists."""
+    missing = []
+    for match in PYTHON_BLOCK.finditer(page.read_text(encoding="utf-8")):
+        tree = ast.parse(match.group(1))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "natrl":
+                module = importlib.import_module(node.module)
+                missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)]
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "natrl":
+                        importlib.import_module(alias.name)
+    assert not missing, missing
 
 
 def test_readme_keeps_the_ci_test_command() -> None:
