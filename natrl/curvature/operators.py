@@ -83,6 +83,8 @@ from torch.func import jvp as func_jvp
 from torch.func import vmap
 
 if TYPE_CHECKING:
+    from torch.autograd.graph import Node
+
     from natrl.distributions import Distribution
 
 __all__ = [
@@ -195,12 +197,18 @@ def _sample_rows(
     return rows.sort().values.to(device)
 
 
+def _map_leaves(batch: Sequence[Tensor], f: Callable[[Tensor], Tensor]) -> Sequence[Tensor]:
+    """``f`` of each tensor of a tuple/list batch: a list for a list, else a tuple."""
+    out = [f(t) for t in batch]
+    return out if isinstance(batch, list) else tuple(out)
+
+
 def _take(batch: Inputs, rows: Tensor | None) -> Inputs:
     if rows is None:
         return batch
     if isinstance(batch, Tensor):
         return batch.index_select(0, rows)
-    return type(batch)(t.index_select(0, rows) for t in batch)
+    return _map_leaves(batch, lambda t: t.index_select(0, rows))
 
 
 def _as_outputs(out: object, n: int, where: str) -> tuple[Tensor, ...]:
@@ -261,7 +269,7 @@ def _twice_differentiable(t: Tensor | None) -> bool:
     if t is None or t.grad_fn is None:
         return True
     seen: set[object] = set()
-    stack = [t.grad_fn]
+    stack: list[Node | None] = [t.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -322,7 +330,7 @@ def _pullback_vp(
         def outputs(th: Tensor) -> tuple[Tensor, ...]:
             return _as_outputs(fn(th), n, where)
 
-        _, tangents = func_jvp(outputs, (theta_const,), (v,))
+        tangents = func_jvp(outputs, (theta_const,), (v,))[1]  # (outputs, tangents) without has_aux
         return [tangents[i] for i in live]
 
     def jvp_double_vjp(v: Tensor) -> list[Tensor]:
@@ -461,7 +469,8 @@ def fisher_quadratic(
         return _as_outputs(model_fn(th, inputs), n, where)
 
     with torch.no_grad():
-        point, tangents = func_jvp(outputs, (params.detach(),), (v,))
+        res = func_jvp(outputs, (params.detach(),), (v,))
+        point, tangents = res[0], res[1]  # (outputs, tangents) without has_aux
         mjv = output_vp(point, tangents)
         if not isinstance(mjv, (tuple, list)) or len(mjv) != len(point):
             raise ValueError(f"{where}: the output Fisher product must return a tuple of {len(point)} tensors")
@@ -778,7 +787,7 @@ def empirical_fisher_vp(
     args: tuple[Any, ...] = (x,) if y is None else (x, y)
 
     def first(a: Inputs) -> Inputs:
-        return a[0] if isinstance(a, Tensor) else type(a)(t[0] for t in a)
+        return a[0] if isinstance(a, Tensor) else _map_leaves(a, lambda t: t[0])
 
     with torch.no_grad():  # check the per-sample loss on one sample
         probe = per_sample_loss_fn(theta, *(first(a) for a in args))

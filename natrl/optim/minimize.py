@@ -107,7 +107,7 @@ def _eta(where: str, name: str, value: Any) -> float:
 def _line_search(where: str, name: str, value: Any) -> str | None:
     if value not in ("strong_wolfe", None):
         raise ValueError(f"{where}: {name} must be 'strong_wolfe' or None, got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _any(where: str, name: str, value: Any) -> Any:

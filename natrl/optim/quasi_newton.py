@@ -278,8 +278,9 @@ def run_bfgs(
     """
     n = x0.numel()
     max_iter = 200 * n if max_iter is None else max_iter
-    max_evals = math.inf if max_evals is None else max_evals  # type: ignore[assignment]
+    eval_cap = math.inf if max_evals is None else max_evals
     x = x0.detach().reshape(-1).clone()
+    fv: Tensor | float
     if f0 is None or g0 is None:
         fv, g = fg(x)
         nfev = 1
@@ -313,7 +314,7 @@ def run_bfgs(
         if k >= max_iter:
             status = Status.MAX_ITER
             break
-        if nfev >= max_evals:
+        if nfev >= eval_cap:
             status = Status.MAX_EVALS
             break
         d = -(h @ g) if plain_lr else -(h @ g) * lr
@@ -407,6 +408,7 @@ def run_lbfgs(
     memory = lbfgs_init() if memory is None else memory
     x = x0.detach().reshape(-1).clone()
     nfev = 0
+    fv: Tensor | float
     if f0 is None or g0 is None:
         fv, g = fg(x)
         nfev = 1

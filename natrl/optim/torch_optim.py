@@ -171,13 +171,20 @@ def _check_flag(where: str, name: str, value: Any) -> None:
         raise TypeError(f"{where}: {name} must be True or False, got {type(value).__name__} {value!r}")
 
 
+def _named_state(optimizer: Optimizer) -> dict[Any, Any]:
+    """``optimizer.state``, whose entries under string keys (``"guard"``, ``"lbfgs"``, …) hold a
+    shim's own bookkeeping. ``Optimizer.state_dict`` and ``load_state_dict`` keep an entry whose
+    key is not a parameter as it is; torch's annotation of ``state`` names tensor keys only."""
+    return optimizer.state
+
+
 def _count_nonfinite(optimizer: Optimizer) -> None:
-    guard = optimizer.state["guard"]
+    guard = _named_state(optimizer)["guard"]
     guard["nonfinite_steps"] = int(guard.get("nonfinite_steps", 0)) + 1
 
 
 def _nonfinite_steps(optimizer: Optimizer) -> int:
-    return int(optimizer.state.get("guard", {}).get("nonfinite_steps", 0))
+    return int(_named_state(optimizer).get("guard", {}).get("nonfinite_steps", 0))
 
 
 def _finite(t: Tensor) -> bool:
@@ -228,7 +235,9 @@ class _FlatOptimizer(Optimizer):
 
         return fg
 
-    def _start(self, closure: Callable[[], Any] | None) -> tuple[Callable, Tensor, Tensor, Tensor]:  # type: ignore[type-arg]
+    def _start(
+        self, closure: Callable[[], Any] | None
+    ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], Tensor, Tensor, Tensor]:
         if closure is None:
             raise ValueError(
                 f"{self._where}: step() needs a closure that zeroes the gradients, computes the "
@@ -325,10 +334,10 @@ class LBFGS(_FlatOptimizer):
         self._reset_solver_state()
 
     def _reset_solver_state(self) -> None:
-        self.state["lbfgs"] = {"s": [], "y": [], "rho": [], "gamma": 1.0}
+        _named_state(self)["lbfgs"] = {"s": [], "y": [], "rho": [], "gamma": 1.0}
 
     def _memory(self) -> LBFGSMemory:
-        st = self.state.get("lbfgs")
+        st = _named_state(self).get("lbfgs")
         if not st or not st["s"]:
             return lbfgs_init()
         dev = self._flat.home
@@ -352,7 +361,7 @@ class LBFGS(_FlatOptimizer):
         res = res._replace(nfev=res.nfev + 1, njev=res.njev + 1)
         # lbfgs_push keeps a pair only when yᵀs and yᵀy are finite, so s and y are finite too
         if math.isfinite(memory.gamma) and all(math.isfinite(r) for r in memory.rho):
-            self.state["lbfgs"] = {
+            _named_state(self)["lbfgs"] = {
                 "s": list(memory.s), "y": list(memory.y), "rho": list(memory.rho),
                 "gamma": memory.gamma,
             }  # fmt: skip
@@ -425,7 +434,7 @@ class BFGS(_FlatOptimizer):
         self._reset_solver_state()
 
     def _reset_solver_state(self) -> None:
-        self.state["bfgs"] = {"hess_inv": None}
+        _named_state(self)["bfgs"] = {"hess_inv": None}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Tensor:  # type: ignore[override]
@@ -434,12 +443,12 @@ class BFGS(_FlatOptimizer):
         fg, x0, f0, g0 = self._start(closure)
         res = run_bfgs(
             fg, x0, gtol=d["tolerance_grad"], c1=d["c1"], c2=d["c2"], max_iter=d["max_iter"],
-            max_evals=d["max_eval"], hess_inv0=self.state["bfgs"]["hess_inv"],
+            max_evals=d["max_eval"], hess_inv0=_named_state(self)["bfgs"]["hess_inv"],
             lr=self._flat.group_scale(self), f0=f0, g0=g0,
         )  # fmt: skip
         res = res._replace(nfev=res.nfev + 1, njev=res.njev + 1)
         h = res.hess_inv
-        self.state["bfgs"] = {"hess_inv": h if h is not None and _finite(h) else None}
+        _named_state(self)["bfgs"] = {"hess_inv": h if h is not None and _finite(h) else None}
         self._finish(res, x0, g0)
         return f0
 
@@ -541,7 +550,7 @@ class Newton(Optimizer):
         _check_groups(self, defaults, "Newton")
         self._flat = _FlatParams(self, "Newton")
         self._lm = LevenbergMarquardt(damping, min_value=min(1e-8, damping))
-        self.state["newton"] = {"damping": damping}
+        _named_state(self)["newton"] = {"damping": damping}
         self.stats: NewtonStats | None = None
 
     def _curvature(self, loss: Tensor, outputs: Tensor | None) -> tuple[Tensor, Matvec]:
@@ -665,7 +674,7 @@ class Newton(Optimizer):
             self._flat.set(x0)  # bit for bit the parameters before the step
             if d["adaptive_damping"]:  # a non-finite step is a bad step: more damping next time
                 self._lm.update(-math.inf, 0.0)
-                self.state["newton"] = {"damping": self._lm.value}
+                _named_state(self)["newton"] = {"damping": self._lm.value}
             return self._skip(loss, f0, lam, cg.iterations, cg.negative_curvature, g)
         rho = math.nan
         if d["adaptive_damping"]:
@@ -673,7 +682,7 @@ class Newton(Optimizer):
             actual = f0 - new_loss if t > 0.0 else -math.inf
             rho = actual / predicted if predicted > 0 and math.isfinite(actual) else -math.inf
             self._lm.update(actual, predicted if t > 0.0 else 0.0)
-            self.state["newton"] = {"damping": self._lm.value}
+            _named_state(self)["newton"] = {"damping": self._lm.value}
         self._flat.set_grad(g)
         self.stats = NewtonStats(f0, new_loss, lam, cg.iterations, cg.negative_curvature, t, rho)
         return loss.detach()
@@ -695,7 +704,7 @@ class Newton(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        lam = self.state.get("newton", {}).get("damping")
+        lam = _named_state(self).get("newton", {}).get("damping")
         if lam is not None:
             self._lm.load_state_dict({"value": lam})
 

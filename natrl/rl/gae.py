@@ -45,14 +45,14 @@ def gae(
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
         raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
     shape = rewards.shape
-    for name, t in (
+    for name, other in (
         ("values", values),
         ("next_values", next_values),
         ("terminated", terminated),
         ("episode_end", episode_end),
     ):
-        if t.shape != shape:
-            raise ValueError(f"gae: {name} has shape {tuple(t.shape)}, expected {tuple(shape)} like rewards")
+        if other.shape != shape:
+            raise ValueError(f"gae: {name} has shape {tuple(other.shape)}, expected {tuple(shape)} like rewards")
     not_term = 1.0 - terminated.to(rewards.dtype)
     carry = gamma * lam * (1.0 - episode_end.to(rewards.dtype))
     deltas = rewards + gamma * not_term * next_values - values

@@ -32,7 +32,8 @@ Any other space is refused by :func:`check_spaces` with one line naming it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,11 +93,11 @@ class ObservationCodec:
         self.flat_float = False
         self.normalizable = False
 
-    def encode(self, obs: object) -> np.ndarray:
+    def encode(self, obs: Any) -> np.ndarray:
         """A batch of observations as a vector env returns them → the stored array (n, *shape)."""
         raise NotImplementedError
 
-    def batch_of_one(self, obs: object) -> object:
+    def batch_of_one(self, obs: Any) -> object:
         """One observation as a batch of one (a leading axis on every array)."""
         return np.asarray(obs)[None]
 
@@ -104,7 +105,7 @@ class ObservationCodec:
         """Stored batch (N, *shape) → network input (float32, on the stored tensor's device)."""
         raise NotImplementedError
 
-    def is_batch(self, obs: object) -> bool:
+    def is_batch(self, obs: Any) -> bool:
         """Whether ``obs`` is a batch of observations (True) or one observation (False)."""
         raise NotImplementedError
 
@@ -122,14 +123,14 @@ class _BoxCodec(ObservationCodec):
         self.normalizable = self.dtype == np.float32
         self.scale = 1.0 / 255.0 if is_image_space(space) else None
 
-    def encode(self, obs: object) -> np.ndarray:
+    def encode(self, obs: Any) -> np.ndarray:
         return np.asarray(obs).reshape(-1, *self.shape).astype(self.dtype, copy=False)
 
     def preprocess(self, stored: Tensor) -> Tensor:
         x = stored if stored.is_floating_point() else stored.float()
         return x * self.scale if self.scale is not None else x
 
-    def is_batch(self, obs: object) -> bool:
+    def is_batch(self, obs: Any) -> bool:
         shape = np.shape(obs)
         if shape == self.shape:
             return False
@@ -144,13 +145,13 @@ class _DiscreteCodec(ObservationCodec):
         self.n, self.start = int(space.n), int(space.start)
         self.dtype = np.dtype(np.int64)
 
-    def encode(self, obs: object) -> np.ndarray:
+    def encode(self, obs: Any) -> np.ndarray:
         return (np.asarray(obs, dtype=np.int64) - self.start).reshape(-1)
 
     def preprocess(self, stored: Tensor) -> Tensor:
         return F.one_hot(stored.long(), self.n).float()
 
-    def is_batch(self, obs: object) -> bool:
+    def is_batch(self, obs: Any) -> bool:
         return np.ndim(obs) == 1
 
 
@@ -163,14 +164,14 @@ class _MultiDiscreteCodec(ObservationCodec):
         self.dtype = np.dtype(np.int64)
         self.space_shape = tuple(space.shape)
 
-    def encode(self, obs: object) -> np.ndarray:
+    def encode(self, obs: Any) -> np.ndarray:
         return np.asarray(obs, dtype=np.int64).reshape(-1, len(self.nvec)) - self.start
 
     def preprocess(self, stored: Tensor) -> Tensor:
         idx = stored.long()
         return torch.cat([F.one_hot(idx[:, k], m).float() for k, m in enumerate(self.nvec)], dim=-1)
 
-    def is_batch(self, obs: object) -> bool:
+    def is_batch(self, obs: Any) -> bool:
         return np.ndim(obs) == len(self.space_shape) + 1
 
 
@@ -181,13 +182,13 @@ class _MultiBinaryCodec(ObservationCodec):
         self.shape = (math.prod(self.space_shape),)
         self.dtype = np.dtype(np.uint8)
 
-    def encode(self, obs: object) -> np.ndarray:
+    def encode(self, obs: Any) -> np.ndarray:
         return np.asarray(obs).reshape(-1, self.shape[0]).astype(np.uint8, copy=False)
 
     def preprocess(self, stored: Tensor) -> Tensor:
         return stored.float()
 
-    def is_batch(self, obs: object) -> bool:
+    def is_batch(self, obs: Any) -> bool:
         return np.ndim(obs) == len(self.space_shape) + 1
 
 
@@ -199,18 +200,19 @@ class _CompositeCodec(ObservationCodec):
         self.keys: list[str | int] = (
             list(space.spaces.keys()) if isinstance(space, spaces.Dict) else list(range(len(space.spaces)))
         )
-        self.parts = [observation_codec(space[k]) for k in self.keys]
+        parts = space.spaces.values() if isinstance(space, spaces.Dict) else space.spaces  # in the order of keys
+        self.parts = [observation_codec(part) for part in parts]
         self.sizes = [p.size for p in self.parts]
         self.shape = (sum(self.sizes),)
         self.dtype = np.dtype(np.float32)
 
-    def encode(self, obs: object) -> np.ndarray:
-        cols = [p.encode(obs[k]) for k, p in zip(self.keys, self.parts)]  # type: ignore[index]
+    def encode(self, obs: Any) -> np.ndarray:
+        cols = [p.encode(obs[k]) for k, p in zip(self.keys, self.parts)]
         n = cols[0].shape[0]
         return np.concatenate([c.reshape(n, -1).astype(np.float32) for c in cols], axis=1)
 
-    def batch_of_one(self, obs: object) -> object:
-        parts = [p.batch_of_one(obs[k]) for k, p in zip(self.keys, self.parts)]  # type: ignore[index]
+    def batch_of_one(self, obs: Any) -> object:
+        parts = [p.batch_of_one(obs[k]) for k, p in zip(self.keys, self.parts)]
         return dict(zip(self.keys, parts)) if isinstance(self.space, spaces.Dict) else tuple(parts)
 
     def preprocess(self, stored: Tensor) -> Preprocessed:
@@ -222,12 +224,12 @@ class _CompositeCodec(ObservationCodec):
                 stored_part = stored_part.round().to(torch.long if part.dtype == np.int64 else torch.uint8)
             fed.append(part.preprocess(stored_part))
         if isinstance(self.space, spaces.Dict):
-            return dict(zip(self.keys, fed))  # type: ignore[arg-type]
+            return dict(zip(self.space.spaces.keys(), fed))
         return tuple(fed)
 
-    def is_batch(self, obs: object) -> bool:
+    def is_batch(self, obs: Any) -> bool:
         k = self.keys[0]
-        return self.parts[0].is_batch(obs[k])  # type: ignore[index]
+        return self.parts[0].is_batch(obs[k])
 
 
 def observation_codec(space: spaces.Space) -> ObservationCodec:
@@ -279,6 +281,8 @@ class ActionSpec:
     gaussian: bool = False
     state_dependent_std: bool = False
     action_bound: str = "clip"
+    # (low, high, all finite) of a Box action space as flat float64 vectors, set in __post_init__
+    _bounds: tuple[np.ndarray, np.ndarray, bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def act_dim(self) -> int:
@@ -314,7 +318,9 @@ class ActionSpec:
             return (raw.astype(np.int64) + space.start.reshape(-1)).reshape(*lead, *space.shape)
         if isinstance(space, spaces.MultiBinary):
             return raw.astype(np.int8).reshape(*lead, *space.shape)
-        low, high, bounded = self._bounds  # type: ignore[attr-defined]
+        if not isinstance(space, spaces.Box) or self._bounds is None:
+            raise UnsupportedSpaceError(f"unsupported action space {space}")
+        low, high, bounded = self._bounds
         if self.action_bound == "squash":
             out = low + (np.tanh(raw) + 1.0) * 0.5 * (high - low)
         elif bounded:
