@@ -8,8 +8,10 @@ should reach). Every other key must be a field of the algorithm's config class;
 an unknown key is an error naming the key and the file.
 
 The folder is found, in order: the ``agents_dir`` argument, the environment
-variable ``NATRL_AGENTS_DIR``, ``agents/`` beside the package (a source checkout
-or an editable install), then ``<prefix>/share/natrl/agents`` (a regular install).
+variable ``NATRL_AGENTS_DIR``, then the presets shipped with the package,
+``natrl/agents`` read with :func:`importlib.resources.files` (the repository's
+top-level ``agents/`` folder, which ``natrl/agents`` links to in a checkout or an
+editable install and which the wheel holds as package data).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Preset", "PresetError", "agents_dir", "list_presets", "load_preset", "read_spec"]
+__all__ = ["Preset", "PresetError", "agents_dir", "list_presets", "load_preset", "packaged_agents_dir", "read_spec"]
 
 _META_KEYS = ("total_steps", "expected_return", "env_kwargs", "wrapper", "policy", "policy_kwargs")
 
@@ -67,26 +70,38 @@ class Preset:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def packaged_agents_dir() -> Path | None:
+    """The presets shipped with the package (``natrl/agents``), or None when this installation has none.
+
+    The folder is found with :func:`importlib.resources.files`, so it is the one of the natrl that is
+    imported: the checkout's ``agents/`` for an editable install, the wheel's copy for a regular one. The
+    path is resolved, so that messages name the checkout's ``agents/<algo>.toml`` and not the link.
+    """
+    folder = resources.files("natrl").joinpath("agents")
+    if not isinstance(folder, Path) or not folder.is_dir():  # e.g. a zip import: not a folder of files
+        return None
+    return folder.resolve()
+
+
 def agents_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
     """The folder holding the agent specs, or None when there is none.
+
+    Args:
+        path: a folder given by the caller (``--agents-dir``); it wins over ``NATRL_AGENTS_DIR``, which
+            wins over the packaged presets (:func:`packaged_agents_dir`).
 
     Raises:
         PresetError: ``path`` (or ``NATRL_AGENTS_DIR``) was given but is not a folder: a typo must not
             fall back to the built-in presets silently.
     """
-    for given, what in ((path, "agents directory"), (os.environ.get("NATRL_AGENTS_DIR"), "NATRL_AGENTS_DIR")):
-        if given is not None and not Path(given).is_dir():
-            raise PresetError(f"{what} {given} is not a folder; point it at a folder of <algo>.toml agent specs")
-    candidates = (
-        path,
-        os.environ.get("NATRL_AGENTS_DIR"),
-        Path(__file__).resolve().parent.parent / "agents",  # source checkout / editable install
-        Path(sys.prefix) / "share" / "natrl" / "agents",  # regular install (pyproject data-files)
-    )
-    for candidate in candidates:
-        if candidate is not None and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
+    given = ((path, "agents directory"), (os.environ.get("NATRL_AGENTS_DIR"), "NATRL_AGENTS_DIR"))
+    for folder, what in given:
+        if folder is not None and not Path(folder).is_dir():
+            raise PresetError(f"{what} {folder} is not a folder; point it at a folder of <algo>.toml agent specs")
+    for folder, _ in given:
+        if folder is not None:
+            return Path(folder)
+    return packaged_agents_dir()
 
 
 def read_spec(

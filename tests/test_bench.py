@@ -18,7 +18,8 @@ import pytest
 from natrl.bench import BenchError, main
 from natrl.bench.jobs import plan_jobs
 from natrl.bench.peers import PeerSpec, build_model, translate
-from natrl.bench.report import CSV_FIELDS, markdown_table
+from natrl.bench.report import markdown_table
+from natrl.bench.results import CSV_FIELDS
 from natrl.bench.worker import EVAL_SEED_OFFSET, Evaluator, evaluate_policy
 from natrl.rl import AGENTS, PPOConfig, TRPOConfig
 from natrl.rl.config import build_config
@@ -346,7 +347,7 @@ def test_table_reports_mean_std_over_seeds_and_paired_ratios() -> None:
 
 
 def test_report_merges_sweeps_into_one_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from natrl.bench.report import write_results
+    from natrl.bench.results import write_results
 
     for name, rows in (
         ("a", [_row("natrl", 0, 1000.0, 10.0, 500.0), _row("sb3", 0, 500.0, 20.0, 480.0)]),
@@ -377,7 +378,7 @@ def test_report_lets_a_rerun_replace_the_earlier_run_of_the_same_experiment(
 ) -> None:
     """A disturbed job re-run in a later sweep replaces its first run (same library, algo, env, seed,
     budget, hyperparameters) in place; a run with other hyperparameters is a different experiment."""
-    from natrl.bench.report import write_results
+    from natrl.bench.results import write_results
 
     first = [_row("natrl", 0, 1000.0, 10.0, 500.0), _row("sb3", 0, 500.0, 20.0, 480.0), _row("natrl", 1, 900.0, 9.0, 1)]
     rerun = [

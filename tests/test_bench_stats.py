@@ -14,7 +14,8 @@ from scipy import stats as sps
 
 from natrl.bench import main
 from natrl.bench.provenance import new_sweep_id, run_versions, source_revision
-from natrl.bench.report import last_evaluations_mean, markdown_table, write_results
+from natrl.bench.report import last_evaluations_mean, markdown_table
+from natrl.bench.results import write_results
 from natrl.bench.stats import (
     Interval,
     iqm,

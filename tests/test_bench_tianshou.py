@@ -11,7 +11,8 @@ import torch
 
 from natrl.bench import BenchError, main
 from natrl.bench.jobs import parse_peers, plan_jobs
-from natrl.bench.report import markdown_table, read_results
+from natrl.bench.report import markdown_table
+from natrl.bench.results import read_results
 from natrl.bench.tianshou_peer import NPG_TRUST_REGION_SIZE, TianshouSpec, build_tianshou, translate_tianshou
 from natrl.bench.worker import evaluate_policy
 from natrl.rl import AGENTS, PPOConfig

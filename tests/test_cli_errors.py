@@ -304,7 +304,7 @@ def test_plot_output_that_cannot_be_written_is_one_line(
 
 
 def test_the_results_file_round_trips_through_the_schema_check(tmp_path: Path) -> None:
-    from natrl.bench.report import read_results, write_results
+    from natrl.bench.results import read_results, write_results
 
     row = {"index": 0, "library": "natrl", "algo": "trpo", "env": "CartPole-v1", "seed": 0, "status": "ok",
            "steps": 256, "final_eval_mean": float("nan"), "curve": [{"steps": 256, "train_seconds": 1.0,

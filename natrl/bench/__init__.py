@@ -9,9 +9,9 @@ on the same env, budget and seed (``--against sb3,tianshou``: both). Every run
 is evaluated the same way (:mod:`natrl.bench.worker`) and writes one row, which
 records the sweep, the natrl commit and whether the tree was dirty (read once per
 sweep), the command line, the date and the library versions
-(:mod:`natrl.bench.provenance`); the sweep writes ``results.json``, ``results.csv``,
-``table.md`` (IQM over seeds with 95% bootstrap intervals, the probability of
-improvement over each peer: :mod:`natrl.bench.stats`) and ``curves_<env>.png``
+(:mod:`natrl.bench.provenance`); the sweep writes ``results.json`` and ``results.csv``
+(:mod:`natrl.bench.results`), ``table.md`` (IQM over seeds with 95% bootstrap intervals, the probability
+of improvement over each peer: :mod:`natrl.bench.stats`) and ``curves_<env>.png``
 (:mod:`natrl.bench.report`). ``--report`` merges sweeps, pairing runs for a ratio
 only within one sweep; ``--index DIR`` lists the sweeps recorded in a folder.
 
@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"     note: {note}")
         return 0
 
-    from natrl.bench import report
+    from natrl.bench import results
     from natrl.bench.executors import Progress, run_ray, run_sequential
 
     out = _out_dir(args)
@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_row(job: Any, row: dict[str, Any]) -> None:
         rows.append({**row, **provenance})
-        report.write_results(out, rows, meta)
+        results.write_results(out, rows, meta)
 
     if not args.quiet:
         counts = ", ".join(
@@ -381,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    report.write_results(out, rows, meta)
+    results.write_results(out, rows, meta)
     try:
         if use_ray:
             meta["ray"] = run_ray(
@@ -393,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
         meta["elapsed_seconds"] = round(progress.elapsed(), 1)
         meta["complete"] = len(rows) == len(jobs)
         _check_source_unchanged(meta)
-        report.write_results(out, rows, meta)
+        results.write_results(out, rows, meta)
     _write_report(out, rows, meta)
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
@@ -473,11 +473,11 @@ def _latest_runs(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 
 def _write_index(folder: Path) -> int:
     """``--index DIR``: DIR/index.md from the sweeps' JSON files in DIR."""
-    from natrl.bench import report
+    from natrl.bench import results
 
     if not folder.is_dir():
         raise BenchError(f"--index {folder}: not a folder")
-    print(f"natrl bench: wrote {report.write_index(folder)}")
+    print(f"natrl bench: wrote {results.write_index(folder)}")
     return 0
 
 
@@ -489,13 +489,13 @@ def _sweep_record(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _merge_reports(args: argparse.Namespace) -> int:
     """``--report``: merge results files into one results.json/csv, table and set of curves."""
-    from natrl.bench import report
+    from natrl.bench import results
 
     metas, rows = [], []
     sweeps: dict[str, dict[str, Any]] = {}
     for source in args.report:
         try:
-            meta, runs = report.read_results(source)
+            meta, runs = results.read_results(source)
         except (OSError, ValueError, KeyError) as exc:
             raise BenchError(f"cannot read results from {source}: {exc}") from None
         sweeps.update(meta.get("sweeps") or {})
@@ -539,13 +539,13 @@ def _merge_reports(args: argparse.Namespace) -> int:
     for key in ("eval_every_text", "eval_episodes", "execution"):
         values = list(dict.fromkeys(str(m.get(key)) for m in metas))
         merged[key] = values[0] if len(values) == 1 else " / ".join(values)
-    report.write_results(out, rows, merged)
+    results.write_results(out, rows, merged)
     _write_report(out, rows, merged)
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m natrl.bench") -> int:
-    """Standalone entry point (``python -m natrl.bench``, ``scripts/benchmark.py``).
+    """Standalone entry point (``python -m natrl.bench``; ``natrl bench`` registers :func:`add_arguments` instead).
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
