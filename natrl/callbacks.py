@@ -18,8 +18,10 @@ The built-in ones: :class:`EvalCallback` (periodic deterministic evaluation, bes
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +30,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from natrl.atomic import atomic_write_bytes
 from natrl.rl.env import env_factory
-from natrl.rl.evaluation import evaluate_vec_env
+from natrl.rl.evaluation import EvalResult, evaluate_vec_env
 from natrl.rl.sb3_vec_env import SB3VecEnv, is_sb3_vec_env
 
 __all__ = [
@@ -240,6 +243,20 @@ class EveryNTimesteps(BaseCallback):
         return True
 
 
+def _check_count(owner: str, name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _due(step: int, last: int, every: int | None, final: int | None) -> bool:
+    """Whether an action repeated every ``every`` steps (and once at step ``final``) is due after an update
+    that moved the step count from ``last`` to ``step``: a multiple of ``every`` lies in (last, step], or
+    ``final`` was reached."""
+    periodic = every is not None and every > 0 and step // every > last // every
+    return periodic or (final is not None and step >= final > last)
+
+
 class CheckpointCallback(BaseCallback):
     """Saves the agent every ``save_freq`` calls (vector steps) to ``save_path/{name_prefix}_{steps}_steps.pt``.
 
@@ -247,54 +264,133 @@ class CheckpointCallback(BaseCallback):
     for PPO: they have no replay buffer); ``save_vecnormalize=True`` also writes the statistics of an SB3
     ``VecNormalize`` the agent trains on to ``{name_prefix}_vecnormalize_{steps}_steps.pkl`` (SB3's
     ``VecNormalize.save``); natrl's own ``normalize_obs`` statistics are inside every checkpoint already.
+
+    natrl's keywords (what ``natrl train`` uses): ``every_timesteps=N`` saves after the update that passes each
+    multiple of N transitions instead (no per-step hook; ``save_freq`` is then None), ``final_timesteps``
+    also after the update that reaches that step count; the logger's pending row is written first, so
+    ``progress.csv`` always reaches the newest checkpoint. ``file_name`` is the file's name with ``{steps}``
+    in it, ``keep`` how many of the newest such files stay, ``run_state()`` what is stored under the
+    checkpoint's ``"run"`` entry (e.g. RNG states and elapsed time). Every file is written atomically.
     """
 
-    def __init__(self, save_freq: int, save_path: str | os.PathLike[str], name_prefix: str = "rl_model",
-                 save_replay_buffer: bool = False, save_vecnormalize: bool = False,
-                 verbose: int = 0) -> None:  # fmt: skip
+    def __init__(self, save_freq: int | None, save_path: str | os.PathLike[str], name_prefix: str = "rl_model",
+                 save_replay_buffer: bool = False, save_vecnormalize: bool = False, verbose: int = 0, *,
+                 every_timesteps: int | None = None, final_timesteps: int | None = None, keep: int | None = None,
+                 file_name: str | None = None,
+                 run_state: Callable[[], dict[str, Any]] | None = None) -> None:  # fmt: skip
         super().__init__(verbose)
-        if isinstance(save_freq, bool) or not isinstance(save_freq, (int, np.integer)) or save_freq < 1:
-            raise ValueError(f"CheckpointCallback: save_freq must be an integer >= 1, got {save_freq!r}")
-        self.save_freq, self.save_path, self.name_prefix = int(save_freq), Path(save_path), name_prefix
+        owner = "CheckpointCallback"
+        if (save_freq is None) == (every_timesteps is None):
+            raise ValueError(f"{owner}: give save_freq (vector steps) or every_timesteps (transitions), one of them")
+        self.save_freq = None if save_freq is None else _check_count(owner, "save_freq", save_freq, 1)
+        self.every_timesteps = (
+            None if every_timesteps is None else _check_count(owner, "every_timesteps", every_timesteps, 1)
+        )
+        self.final_timesteps = (
+            None if final_timesteps is None else _check_count(owner, "final_timesteps", final_timesteps, 0)
+        )
+        self.keep = None if keep is None else _check_count(owner, "keep", keep, 1)
+        self.save_path, self.name_prefix = Path(save_path), name_prefix
+        self.file_name = file_name or name_prefix.replace("{", "{{").replace("}", "}}") + "_{steps}_steps.pt"
+        if self.file_name.count("{steps}") != 1:
+            raise ValueError(f"{owner}: file_name must hold {{steps}} once, got {self.file_name!r}")
+        self.run_state = run_state
         self.save_replay_buffer, self.save_vecnormalize = bool(save_replay_buffer), bool(save_vecnormalize)
+        self.last_path: Path | None = None
+        self.last_timesteps: int | None = None
+        self._last_update_step = 0
+
+    @property
+    def steps_hook(self) -> bool:
+        return self.save_freq is not None
 
     def _init_callback(self) -> None:
         self.save_path.mkdir(parents=True, exist_ok=True)
 
+    def _on_training_start(self) -> None:
+        self._last_update_step = self.num_timesteps
+
     def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
-            assert self.model is not None
-            path = self.model.save(self.save_path / f"{self.name_prefix}_{self.num_timesteps}_steps.pt")
-            if self.verbose >= 2:
-                print(f"Saving model checkpoint to {path}")
-            vec_normalize = self.model.get_vec_normalize_env() if self.save_vecnormalize else None
-            if vec_normalize is not None:
-                stats = self.save_path / f"{self.name_prefix}_vecnormalize_{self.num_timesteps}_steps.pkl"
-                vec_normalize.save(str(stats))
-                if self.verbose >= 2:
-                    print(f"Saving model VecNormalize to {stats}")
+        if self.save_freq is not None and self.n_calls % self.save_freq == 0:
+            self.save()
         return True
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool:
+        last, self._last_update_step = self._last_update_step, self.num_timesteps
+        if self.save_freq is None and _due(self.num_timesteps, last, self.every_timesteps, self.final_timesteps):
+            pending = self.logger
+            if pending.name_to_value:  # the CSV reaches the checkpoint: its row first
+                pending.dump(self.num_timesteps)
+            self.save()
+        return True
+
+    def path_for(self, steps: int) -> Path:
+        """The checkpoint file at ``steps`` transitions."""
+        return self.save_path / self.file_name.format(steps=steps)
+
+    def saved(self) -> list[tuple[int, Path]]:
+        """(steps, path) of this callback's checkpoint files in ``save_path``, oldest first."""
+        head, tail = self.file_name.split("{steps}")
+        pattern = re.compile(rf"{re.escape(head)}(\d+){re.escape(tail)}\Z")
+        found = [(int(m.group(1)), p) for p in self.save_path.iterdir() if (m := pattern.match(p.name))]
+        return sorted(found)
+
+    def save(self) -> Path:
+        """Write a checkpoint of the agent now (atomically), then delete all but the newest ``keep``."""
+        assert self.model is not None
+        import torch
+
+        steps = self.model.num_timesteps
+        state = self.model.state_dict()
+        if self.run_state is not None:
+            state["run"] = dict(self.run_state())
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        path = atomic_write_bytes(self.path_for(steps), buf.getvalue())
+        self.last_path, self.last_timesteps = path, steps
+        if self.verbose >= 2:
+            print(f"Saving model checkpoint to {path}")
+        vec_normalize = self.model.get_vec_normalize_env() if self.save_vecnormalize else None
+        if vec_normalize is not None:
+            stats = self.save_path / f"{self.name_prefix}_vecnormalize_{steps}_steps.pkl"
+            vec_normalize.save(str(stats))
+            if self.verbose >= 2:
+                print(f"Saving model VecNormalize to {stats}")
+        if self.keep is not None:
+            for _, old in self.saved()[: -self.keep]:
+                old.unlink(missing_ok=True)
+        return path
 
 
 class EvalCallback(BaseCallback):
     """Evaluates the agent every ``eval_freq`` calls (vector steps) on ``eval_env``.
 
-    Records ``eval/mean_reward`` and ``eval/mean_ep_length`` in the agent's logger, saves the best agent
-    to ``best_model_save_path/best_model.pt``, appends to ``log_path/evaluations.npz`` (``timesteps``,
-    ``results``, ``ep_lengths``, as stable-baselines3 writes it), and calls ``callback_on_new_best``
-    after a new best and ``callback_after_eval`` after every evaluation; either stops training by
-    returning False.
+    Records ``eval/mean_reward``, ``eval/std_reward`` and ``eval/mean_ep_length`` in the agent's logger, saves
+    the best agent to ``best_model_save_path/best_model.pt``, appends to ``log_path/evaluations.npz``
+    (``timesteps``, ``results``, ``ep_lengths``, as stable-baselines3 writes it), and calls
+    ``callback_on_new_best`` after a new best and ``callback_after_eval`` after every evaluation; either stops
+    training by returning False.
 
     Args:
-        eval_env: an env id, a ``gymnasium.Env`` or a factory (same spaces as the training env).
+        eval_env: an env id, a ``gymnasium.Env``, a factory or an SB3 VecEnv (same spaces as the training
+            env); None: a fresh copy of the training env (:meth:`~natrl.rl.OnPolicyAgent.evaluate`'s default).
         n_eval_episodes: episodes per evaluation (reset with seeds ``eval_seed + i``).
         eval_freq: vector steps between evaluations.
         deterministic: evaluate the policy's mode.
+        every_timesteps: natrl's cadence (what ``natrl train`` uses): evaluate after the update that passes
+            each multiple of this many transitions instead of counting vector steps (no per-step hook);
+            0: only at ``final_timesteps``.
+        final_timesteps: with ``every_timesteps``, also evaluate after the update that reaches this step
+            count (the end of the run).
+
+    Attributes:
+        last_result: the newest evaluation (:class:`~natrl.rl.evaluation.EvalResult`), None before the first.
+        last_timesteps: the step count it was made at.
     """
 
     def __init__(
         self,
-        eval_env: Any,
+        eval_env: Any = None,
         callback_on_new_best: BaseCallback | None = None,
         callback_after_eval: BaseCallback | None = None,
         n_eval_episodes: int = 5,
@@ -306,46 +402,76 @@ class EvalCallback(BaseCallback):
         verbose: int = 1,
         warn: bool = True,
         eval_seed: int | None = None,
+        *,
+        every_timesteps: int | None = None,
+        final_timesteps: int | None = None,
     ) -> None:
         super().__init__(verbose)
         self.eval_env = _checked_eval_env(eval_env)
-        for name, value in (("n_eval_episodes", n_eval_episodes), ("eval_freq", eval_freq)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"EvalCallback: {name} must be an integer >= 1, got {value!r}")
+        self.n_eval_episodes = _check_count("EvalCallback", "n_eval_episodes", n_eval_episodes, 1)
+        self.eval_freq = _check_count("EvalCallback", "eval_freq", eval_freq, 1)
+        self.every_timesteps = (
+            None if every_timesteps is None else _check_count("EvalCallback", "every_timesteps", every_timesteps, 0)
+        )
+        self.final_timesteps = (
+            None if final_timesteps is None else _check_count("EvalCallback", "final_timesteps", final_timesteps, 0)
+        )
         if render:
             raise ValueError("EvalCallback: render=True is not supported; record videos with natrl eval --video")
         self.callback_on_new_best = callback_on_new_best
         self.callback_after_eval = callback_after_eval
-        self.n_eval_episodes, self.eval_freq = int(n_eval_episodes), int(eval_freq)
         self.log_path = None if log_path is None else Path(log_path)
         self.best_model_save_path = None if best_model_save_path is None else Path(best_model_save_path)
         self.deterministic = deterministic
         self.eval_seed = eval_seed
         self.best_mean_reward = -np.inf
         self.last_mean_reward = -np.inf
+        self.last_result: EvalResult | None = None
+        self.last_timesteps: int | None = None
         self.evaluations_timesteps: list[int] = []
         self.evaluations_results: list[list[float]] = []
         self.evaluations_length: list[list[int]] = []
+        self._last_update_step = 0
+
+    @property
+    def steps_hook(self) -> bool:
+        return self.every_timesteps is None
 
     def _init_callback(self) -> None:
         assert self.model is not None
-        spaces = _eval_env_spaces(self.eval_env)
-        if spaces != (self.model.observation_space, self.model.action_space):
-            raise ValueError(
-                f"EvalCallback: the eval env's spaces {spaces} differ from the agent's "
-                f"({self.model.observation_space}, {self.model.action_space})"
-            )
+        if self.eval_env is not None:
+            spaces = _eval_env_spaces(self.eval_env)
+            if spaces != (self.model.observation_space, self.model.action_space):
+                raise ValueError(
+                    f"EvalCallback: the eval env's spaces {spaces} differ from the agent's "
+                    f"({self.model.observation_space}, {self.model.action_space})"
+                )
         for child in (self.callback_on_new_best, self.callback_after_eval):
             if child is not None:
-                child.init_callback(self.model)  # type: ignore[arg-type]
+                child.init_callback(self.model)
                 child.parent = self
         for folder in (self.log_path, self.best_model_save_path):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
 
+    def _on_training_start(self) -> None:
+        self._last_update_step = self.num_timesteps
+
     def _on_step(self) -> bool:
-        if self.eval_freq <= 0 or self.n_calls % self.eval_freq != 0:
+        if self.every_timesteps is not None or self.n_calls % self.eval_freq != 0:
             return True
+        return self._evaluate_and_record()
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool:
+        last, self._last_update_step = self._last_update_step, self.num_timesteps
+        if self.every_timesteps is not None and _due(
+            self.num_timesteps, last, self.every_timesteps, self.final_timesteps
+        ):
+            return self._evaluate_and_record()
+        return True
+
+    def evaluate(self) -> EvalResult:
+        """Evaluate the agent now (``n_eval_episodes`` episodes); kept as :attr:`last_result`, not logged."""
         assert self.model is not None
         if is_sb3_vec_env(self.eval_env) or isinstance(self.eval_env, SB3VecEnv):
             res = evaluate_vec_env(self.model, self.eval_env, self.n_eval_episodes, deterministic=self.deterministic)
@@ -353,6 +479,12 @@ class EvalCallback(BaseCallback):
             res = self.model.evaluate(
                 self.n_eval_episodes, deterministic=self.deterministic, env=self.eval_env, seed=self.eval_seed
             )
+        self.last_result, self.last_timesteps = res, self.model.num_timesteps
+        return res
+
+    def _evaluate_and_record(self) -> bool:
+        assert self.model is not None
+        res = self.evaluate()
         self.last_mean_reward = res.mean
         self.evaluations_timesteps.append(self.num_timesteps)
         self.evaluations_results.append(res.returns)
@@ -366,6 +498,7 @@ class EvalCallback(BaseCallback):
             )
         logger = self.model.logger
         logger.record("eval/mean_reward", float(res.mean))
+        logger.record("eval/std_reward", float(res.std))
         logger.record("eval/mean_ep_length", float(np.mean(res.lengths)))
         if self.verbose >= 1:
             print(f"Eval num_timesteps={self.num_timesteps}, episode_reward={res.mean:.2f} +/- {res.std:.2f}")
@@ -386,7 +519,7 @@ def _checked_eval_env(env: Any) -> Any:
     ``gymnasium.Env``, a factory, or an SB3 ``VecEnv``."""
     from gymnasium import Env
 
-    if isinstance(env, SB3VecEnv) or is_sb3_vec_env(env) or isinstance(env, Env) or callable(env):
+    if env is None or isinstance(env, SB3VecEnv) or is_sb3_vec_env(env) or isinstance(env, Env) or callable(env):
         return env
     if isinstance(env, str):
         env_factory(env)  # an unknown id fails here, with close matches
@@ -552,6 +685,10 @@ class ProgressBarCallback(BaseCallback):
             print(message, flush=True)
 
     def _on_training_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish the bar (also when training ended with an exception)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None

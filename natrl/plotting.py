@@ -1,7 +1,9 @@
 """Learning curves of ``natrl train`` runs with matplotlib (``natrl plot``).
 
-Each run directory contributes its ``progress.csv`` (the curve) and its
-``config.toml`` (algorithm, environment, seed, expected return). Runs that
+Each run directory contributes its ``progress.csv`` (the curve: x is ``time/total_timesteps``) and, when
+there is one, its ``config.toml`` (algorithm, environment, seed, expected return). The files ``natrl train``
+writes, those of ``natrl.logger.configure(dir, ["csv"])`` with ``learn``, natrl's earlier files (read under
+SB3's names) and stable-baselines3's own ``progress.csv`` are all read. Runs that
 share (algorithm, environment) are seeds of one experiment: they are drawn
 as the mean over seeds with a band (min–max or ±1 std) on a common step grid.
 Every environment gets its own panel.
@@ -19,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from natrl.atomic import atomic_write_bytes
-from natrl.runs import CONFIG_FILE, PROGRESS_FILE, RunSpec, read_progress
+from natrl.logger import TIMESTEPS, read_progress, sb3_key
+from natrl.runs import CONFIG_FILE, PROGRESS_FILE, RunSpec
 
 __all__ = ["Curve", "aggregate", "expand_run_dirs", "load_curve", "plot_runs"]
 
-EVAL_METRIC = "eval_return_mean"
-TRAIN_METRIC = "ep_return_mean"
+EVAL_METRIC = "eval/mean_reward"
+TRAIN_METRIC = "rollout/ep_rew_mean"
 _LABELS = {
     EVAL_METRIC: "evaluation return (deterministic)",
     TRAIN_METRIC: "training episode return",
@@ -40,7 +43,7 @@ class Curve:
         algo: algorithm name.
         env_id: environment id.
         seed: the run's seed.
-        columns: every column of progress.csv as a float array (NaN where empty).
+        columns: every column of progress.csv as a float array (NaN where empty), under SB3's names.
         expected_return: the preset's expected return, if any.
     """
 
@@ -52,10 +55,13 @@ class Curve:
     expected_return: float | None
 
     def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """(timesteps, values) of the rows where ``metric`` has a finite value."""
+        """(timesteps, values) of the rows where ``metric`` (a column name; natrl's earlier names such as
+        ``ep_return_mean`` are read as SB3's) has a finite value."""
+        if metric not in self.columns:
+            metric = sb3_key(metric)
         if metric not in self.columns:
             return np.empty(0), np.empty(0)
-        x, y = self.columns["timesteps"], self.columns[metric]
+        x, y = self.columns[TIMESTEPS], self.columns[metric]
         ok = np.isfinite(x) & np.isfinite(y)
         return x[ok], y[ok]
 
@@ -81,7 +87,8 @@ def expand_run_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def load_curve(run_dir: str | os.PathLike[str]) -> Curve:
-    """Read a run's progress.csv and config.toml (algo/env/seed fall back to the folder name)."""
+    """Read a run's progress.csv and config.toml (without one, as a Python script or stable-baselines3 writes:
+    the algorithm is "?" and the folder's name stands for the env)."""
     run_dir = Path(run_dir)
     columns = read_progress(run_dir / PROGRESS_FILE)
     if (run_dir / CONFIG_FILE).is_file():
@@ -132,8 +139,8 @@ def plot_runs(
     Args:
         run_dirs: run directories (or folders of runs).
         output: the image file (PNG, SVG or PDF by suffix).
-        metric: the progress.csv column to plot; default ``eval_return_mean`` when
-            every run of a group has evaluations, else ``ep_return_mean``.
+        metric: the progress.csv column to plot; default ``eval/mean_reward`` when every run of a group has
+            evaluations, else ``rollout/ep_rew_mean``.
         band: "minmax" (range over seeds), "std" (mean ± 1 std) or "none".
         title: figure title.
         dpi: resolution of raster output.

@@ -906,7 +906,7 @@ for cid, run, names in [
     cli(f"plot.input.{cid}", ["plot", run, "-o", "x.png"], names)
 cli("plot.metric_bogus", ["plot", "{run}", "-o", "x.png", "--metric", "bogus"], ["bogus"])
 cli("plot.band_bogus", ["plot", "{run}", "-o", "x.png", "--band", "bogus"], ["band"])
-cli("plot.metric_text_column", ["plot", "{run}", "-o", "x.png", "--metric", "timesteps"], ["timesteps"],
+cli("plot.metric_text_column", ["plot", "{run}", "-o", "x.png", "--metric", "time/total_timesteps"], ["time/total_timesteps"],
     expect="either")  # fmt: skip
 
 # ---- list and top level
@@ -1800,7 +1800,7 @@ def _progress_steps(run: Path) -> list[int]:
     out = []
     for row in rows:
         try:
-            out.append(int(float(row["timesteps"])))
+            out.append(int(float(row["time/total_timesteps"])))
         except (KeyError, TypeError, ValueError):
             out.append(-1)
     return out

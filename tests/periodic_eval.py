@@ -50,6 +50,6 @@ def train_as_the_cli(
     assert done.returncode == 0, f"natrl {' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     final = json.loads((run_dir / "eval.json").read_text())
     with (run_dir / "progress.csv").open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["eval_return_mean"]]
-    evaluations = [(int(float(r["timesteps"])), float(r["eval_return_mean"])) for r in rows]
+        rows = [r for r in csv.DictReader(f) if r["eval/mean_reward"]]
+    evaluations = [(int(float(r["time/total_timesteps"])), float(r["eval/mean_reward"])) for r in rows]
     return final, evaluations

@@ -32,7 +32,7 @@ else:  # pragma: no cover
 
 from natrl.cli import main
 from natrl.rl import load_agent
-from natrl.runs import KNOWN_COLUMNS, read_progress
+from natrl.logger import KNOWN_COLUMNS, read_progress
 
 _SCRIPT = Path(sys.executable).parent / "natrl"
 NATRL = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "natrl.cli"]
@@ -115,18 +115,18 @@ def test_train_writes_config_csv_and_summary(ppo_run: tuple[Path, subprocess.Com
     cols = read_progress(run_dir / "progress.csv")
     header = (run_dir / "progress.csv").read_text().splitlines()[0].split(",")
     assert header[: len(KNOWN_COLUMNS)] == list(KNOWN_COLUMNS)
-    assert {"clip_fraction", "entropy", "value_loss", "explained_variance"} <= set(header)
-    assert list(cols["timesteps"]) == list(range(256, 2049, 256))
-    assert list(cols["updates"]) == list(range(1, 9))
-    assert np.all(np.isfinite(cols["kl"])) and np.all(cols["fps"] > 0)
-    assert np.all(np.diff(cols["time_elapsed"]) > 0)
-    evaluated = cols["timesteps"][np.isfinite(cols["eval_return_mean"])]
+    assert {"train/clip_fraction", "train/entropy", "train/value_loss", "train/explained_variance"} <= set(header)
+    assert list(cols["time/total_timesteps"]) == list(range(256, 2049, 256))
+    assert list(cols["train/n_updates"]) == list(range(1, 9))
+    assert np.all(np.isfinite(cols["train/approx_kl"])) and np.all(cols["time/fps"] > 0)
+    assert np.all(np.diff(cols["time/time_elapsed"]) > 0)
+    evaluated = cols["time/total_timesteps"][np.isfinite(cols["eval/mean_reward"])]
     assert list(evaluated) == [1024, 2048]
-    assert np.all(cols["eval_return_mean"][np.isfinite(cols["eval_return_mean"])] >= 8)  # CartPole ≥ 8
+    assert np.all(cols["eval/mean_reward"][np.isfinite(cols["eval/mean_reward"])] >= 8)  # CartPole ≥ 8
 
     summary = json.loads((run_dir / "eval.json").read_text())
-    assert summary["timesteps"] == 2048 and summary["episodes"] == 2 and summary["deterministic"]
-    assert summary["return_mean"] == pytest.approx(cols["eval_return_mean"][-1])
+    assert summary["time/total_timesteps"] == 2048 and summary["episodes"] == 2 and summary["deterministic"]
+    assert summary["return_mean"] == pytest.approx(cols["eval/mean_reward"][-1])
     assert summary["expected_return"] == 475.0
     assert summary["reached_expected_return"] == (summary["return_mean"] >= 475.0)
     # the user is told the outcome and where the files are
@@ -141,9 +141,9 @@ def test_train_writes_tensorboard_events_and_loadable_checkpoints(
 ) -> None:
     run_dir, _ = ppo_run
     cols = read_progress(run_dir / "progress.csv")
-    kl = scalars(run_dir, "train/kl")
+    kl = scalars(run_dir, "train/approx_kl")
     assert [s for s, _ in kl] == list(range(256, 2049, 256))
-    np.testing.assert_allclose([v for _, v in kl], cols["kl"], rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in kl], cols["train/approx_kl"], rtol=1e-6)
     assert [s for s, _ in scalars(run_dir, "eval/mean_reward")] == [1024, 2048]
     assert scalars(run_dir, "rollout/ep_rew_mean")  # logged once episodes have ended
 
@@ -238,16 +238,16 @@ def test_default_run_dir_overrides_and_extending_a_finished_run(
     hp = tomllib.loads((run_dir / "config.toml").read_text())["hyperparameters"]
     assert (hp["n_envs"], hp["n_steps"], hp["hidden_sizes"], hp["max_kl"]) == (2, 256, [32, 32], 0.02)
     cols = read_progress(run_dir / "progress.csv")
-    assert list(cols["timesteps"]) == [512, 1024]
-    assert np.all(cols["kl"] <= 0.02 * 1.01)  # TRPO's trust region, at the overridden radius
-    assert np.all(np.isnan(cols["eval_return_mean"]))  # --eval-every 0: no periodic evaluation
+    assert list(cols["time/total_timesteps"]) == [512, 1024]
+    assert np.all(cols["train/kl"] <= 0.02 * 1.01)  # TRPO's trust region, at the overridden radius
+    assert np.all(np.isnan(cols["eval/mean_reward"]))  # --eval-every 0: no periodic evaluation
     assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1  # but a final one
 
     # --resume without --run-dir finds the newest run of (algo, env, seed); --steps extends it
     proc = natrl("train", "trpo", "CartPole-v1", "--resume", "--steps", "1536", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "resuming runs/" in proc.stdout and "at step 1,024/1,536" in proc.stdout
-    assert list(read_progress(run_dir / "progress.csv")["timesteps"]) == [512, 1024, 1536]
+    assert list(read_progress(run_dir / "progress.csv")["time/total_timesteps"]) == [512, 1024, 1536]
     assert tomllib.loads((run_dir / "config.toml").read_text())["run"]["steps"] == 1536
     assert load_agent(str(run_dir / "model.pt")).num_timesteps == 1536
     # repeating the run's own --set on --resume is fine; changing a hyperparameter is not
@@ -280,10 +280,10 @@ def test_sigkill_mid_training_then_resume_continues_the_run(tmp_path: Path) -> N
         elif path.name == "config.toml":
             assert tomllib.loads(path.read_text())["run"]["steps"] == 8192
         elif path.name == "progress.csv":
-            t = read_progress(path)["timesteps"]
+            t = read_progress(path)["time/total_timesteps"]
             assert t[-1] >= killed_at and np.all(np.diff(t) == 256)
         elif path.name.startswith("events.out.tfevents"):
-            assert [s for s, _ in scalars(run_dir, "train/kl")][-1] >= killed_at
+            assert [s for s, _ in scalars(run_dir, "train/approx_kl")][-1] >= killed_at
         elif path.name == ".lock":  # the killed writer's lock: stale now, replaced by the resume
             assert int(path.read_text().split()[0]) == proc.pid
         else:
@@ -294,15 +294,15 @@ def test_sigkill_mid_training_then_resume_continues_the_run(tmp_path: Path) -> N
     assert f"at step {killed_at:,}/8,192 from" in proc.stdout
     cols = read_progress(run_dir / "progress.csv")
     # one continued curve: every update exactly once, no duplicated or missing steps
-    assert list(cols["timesteps"]) == list(range(256, 8193, 256))
-    assert list(cols["updates"]) == list(range(1, 33))
-    assert np.all(np.diff(cols["time_elapsed"]) > 0)  # wall time continues too
-    assert list(cols["timesteps"][np.isfinite(cols["eval_return_mean"])]) == [2048, 4096, 6144, 8192]
+    assert list(cols["time/total_timesteps"]) == list(range(256, 8193, 256))
+    assert list(cols["train/n_updates"]) == list(range(1, 33))
+    assert np.all(np.diff(cols["time/time_elapsed"]) > 0)  # wall time continues too
+    assert list(cols["time/total_timesteps"][np.isfinite(cols["eval/mean_reward"])]) == [2048, 4096, 6144, 8192]
     model = load_agent(str(run_dir / "model.pt"))
     assert (model.num_timesteps, model.num_updates) == (8192, 32)
     assert checkpoint_steps(run_dir)[-1] == 8192
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2
-    kl_steps = [s for s, _ in scalars(run_dir, "train/kl")]  # TensorBoard hides the purged overlap
+    kl_steps = [s for s, _ in scalars(run_dir, "train/approx_kl")]  # TensorBoard hides the purged overlap
     assert kl_steps == list(range(256, 8193, 256))
 
 
@@ -317,7 +317,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> Non
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    steps = read_progress(progress)["timesteps"]
+    steps = read_progress(progress)["time/total_timesteps"]
     assert checkpoint_steps(run_dir) == [int(steps[-1])]  # saved at the last finished update
     assert f"interrupted at step {int(steps[-1]):,}/200,000" in out
     assert "resume with: natrl train trpo CartPole-v1 --run-dir run --resume" in out  # relative to cwd

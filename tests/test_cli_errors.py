@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from natrl.cli import main
-from natrl.runs import KNOWN_COLUMNS, read_progress
+from natrl.logger import KNOWN_COLUMNS, read_progress
 
 SMALL = ["--set", "n_steps=128", "--set", "n_envs=1", "--set", "hidden_sizes=[16]", "--set", "critic_epochs=1",
          "--eval-every", "0", "--eval-episodes", "1", "--quiet"]  # fmt: skip
@@ -44,7 +44,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = main(["train", "trpo", "CartPole-v1", "--steps", "512", "--checkpoint-every", "256", *SMALL,
                  "--run-dir", str(run_dir)])  # fmt: skip
     assert code == 0
-    assert list(read_progress(run_dir / "progress.csv")["timesteps"]) == [128, 256, 384, 512]
+    assert list(read_progress(run_dir / "progress.csv")["time/total_timesteps"]) == [128, 256, 384, 512]
     return run_dir
 
 
@@ -73,7 +73,7 @@ def test_resume_repairs_a_progress_csv_with_a_row_cut_mid_file_and_a_cut_last_ro
     assert str(progress) in err[0] and "1 damaged row (line 3) is dropped" in err[0]
     assert "last line was cut off" in err[0] and "kept as progress.csv.damaged" in err[0]
     # the rows that could be read are kept; the run continues after them
-    assert list(read_progress(progress)["timesteps"]) == [128, 384, 512, 640, 768]
+    assert list(read_progress(progress)["time/total_timesteps"]) == [128, 384, 512, 640, 768]
     assert (run_dir / "progress.csv.damaged").read_text().splitlines()[2] == lines[2][:20]
     assert not (run_dir / ".lock").exists()
 
@@ -91,8 +91,8 @@ def test_resume_rewrites_a_damaged_header_that_still_names_its_extra_columns(
     assert len(err) == 1 and "line 1 was not a progress.csv header and is rewritten" in err[0], err
     assert progress.read_text().splitlines()[0] == lines[0]
     cols = read_progress(progress)
-    assert list(cols["timesteps"]) == [128, 256, 384, 512, 640, 768]
-    assert np.isfinite(cols["kl"]).all()  # rows written after the repair are not empty cells
+    assert list(cols["time/total_timesteps"]) == [128, 256, 384, 512, 640, 768]
+    assert np.isfinite(cols["train/kl"]).all()  # rows written after the repair are not empty cells
 
 
 def test_resume_refuses_a_garbage_header_in_one_line_and_touches_nothing(
@@ -111,7 +111,7 @@ def test_resume_refuses_a_garbage_header_in_one_line_and_touches_nothing(
     # doing what it says resumes the run with a new progress.csv
     progress.rename(run_dir / "progress.csv.damaged")
     assert main(resume(run_dir)) == 0
-    assert list(read_progress(progress)["timesteps"]) == [640, 768]
+    assert list(read_progress(progress)["time/total_timesteps"]) == [640, 768]
     assert progress.read_text().splitlines()[0].split(",")[: len(KNOWN_COLUMNS)] == list(KNOWN_COLUMNS)
 
 
@@ -233,10 +233,10 @@ def test_a_full_disk_when_a_run_starts_is_one_line_and_leaves_nothing(
 def test_a_full_disk_while_training_is_one_line_naming_the_file_and_releases_the_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from natrl.runs.progress import ProgressLog
+    from natrl.logger import CSVOutput
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(ProgressLog, "_write", _no_space)
+    monkeypatch.setattr(CSVOutput, "_write", _no_space)
     line = one_error_line(capsys, ["train", "trpo", "CartPole-v1", "--steps", "256", *SMALL, "--run-dir", "run"])
     assert "run/progress.csv: No space left on device" in line
     assert not (tmp_path / "run" / ".lock").exists()

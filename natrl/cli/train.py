@@ -1,4 +1,6 @@
-"""``natrl train``: a new run or ``--resume`` of one, trained by :func:`natrl.runs.train_run`."""
+"""``natrl train``: a new run or ``--resume`` of one: the agent, the logger and natrl's callbacks, trained by
+:func:`natrl.runs.train_run` (``agent.learn`` with an evaluation, a checkpoint, a progress and a stop-on-signal
+callback)."""
 
 from __future__ import annotations
 
@@ -22,11 +24,10 @@ from natrl.cli.checks import (
     _wrapper,
 )
 from natrl.cli.common import PROG, RUNS_ROOT, CLIError, _err, _rel
-from natrl.cli.progress import _Progress
-from natrl.cli.signals import _StopOnSignal
-from natrl.cli.values import _env_kwargs, check_env_kwargs, parse_overrides
+from natrl.cli.values import _env_kwargs, check_env_kwargs
 
 if TYPE_CHECKING:
+    from natrl.logger import Logger
     from natrl.rl import OnPolicyAgent
     from natrl.runs import RunSpec
 
@@ -53,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args, cls)
     from natrl.presets import load_preset
-    from natrl.rl.config import build_config
+    from natrl.rl.config import build_config, parse_overrides
     from natrl.rl.policies import PolicyError
     from natrl.runs import RunLock, RunSpec, default_run_dir
 
@@ -140,7 +141,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if spec.overrides:
                 print(f"  overrides: {' '.join(spec.overrides)}")
             print(f"  run dir:   {_rel(run_dir)}", flush=True)
-        return _train_loop(agent, spec, run_dir, start_step=0, time_offset=0.0, quiet=args.quiet)
+        from natrl.logger import configure
+
+        logger = configure(run_dir, ["csv", "tensorboard"])
+        return _train_loop(agent, spec, run_dir, logger, time_offset=0.0, quiet=args.quiet)
     finally:
         lock.release()
         agent.close()
@@ -150,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
+    from natrl.rl.config import parse_overrides
     from natrl.runs import CHECKPOINT_DIR, CheckpointManager, RunLock, RunSpec, find_latest_run
 
     algo, seed = cls.algo, 0 if args.seed is None else args.seed
@@ -208,7 +213,8 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
 
 
 def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> int:
-    from natrl.runs import PROGRESS_FILE, resume_agent, truncate_progress
+    from natrl.logger import configure
+    from natrl.runs import resume_agent
 
     _recorded_gym_packages(spec.gym_packages, args.gym_packages, spec.env_id)
     wrapper = _recorded_wrapper(spec.wrapper, args.wrapper)
@@ -217,7 +223,9 @@ def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> in
         _err(f"warning: {message}")
     agent = state.agent
     try:
-        rows = truncate_progress(run_dir / PROGRESS_FILE, agent.num_timesteps)
+        # progress.csv cut back to the checkpoint's step, TensorBoard's later events hidden
+        logger = configure(run_dir, ["csv", "tensorboard"], resume_step=agent.num_timesteps)
+        rows = sum(getattr(out, "rows_kept", 0) for out in logger.outputs)
         spec.write(run_dir)
         if not args.quiet and agent.num_timesteps >= spec.total_steps:
             print(
@@ -236,7 +244,7 @@ def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> in
             agent,
             spec,
             run_dir,
-            start_step=agent.num_timesteps,
+            logger,
             time_offset=float(state.run_state.get("time_elapsed", 0.0)),
             quiet=args.quiet,
         )
@@ -248,20 +256,20 @@ def _train_loop(
     agent: OnPolicyAgent,
     spec: RunSpec,
     run_dir: Path,
+    logger: Logger,
     *,
-    start_step: int,
     time_offset: float,
     quiet: bool,
 ) -> int:
     """Train with :func:`natrl.runs.train_run` under the progress display and Ctrl-C handling; print the outcome."""
+    from natrl.callbacks import ProgressBarCallback
+    from natrl.cli.signals import StopTrainingOnSignal
     from natrl.runs import train_run
 
-    display = _Progress(spec, start_step, quiet)
-    stopper = _StopOnSignal(
-        on_first=lambda signum: display.write(
-            f"{signal.Signals(signum).name}: stopping after this update to save a checkpoint "
-            "(press Ctrl-C again to abort without one)"
-        )
+    display = None if quiet else ProgressBarCallback(spec.total_steps, desc=f"{spec.algo} {spec.env_id}")
+    note = "stopping after this update to save a checkpoint (press Ctrl-C again to abort without one)"
+    stopper = StopTrainingOnSignal(
+        on_first=lambda signum: (display.write if display else print)(f"{signal.Signals(signum).name}: {note}")
     )
     try:
         with stopper:
@@ -269,13 +277,13 @@ def _train_loop(
                 agent,
                 spec,
                 run_dir,
-                start_step=start_step,
                 time_offset=time_offset,
-                report=display.update,
-                should_stop=stopper.is_set,
+                callbacks=[*([display] if display else []), stopper],
+                logger=logger,
             )
     finally:
-        display.close()
+        if display is not None:
+            display.close()
     if outcome.interrupted:
         assert stopper.signum is not None and outcome.checkpoint is not None
         path = outcome.checkpoint

@@ -4,7 +4,7 @@ A run directory holds everything one training run writes::
 
     runs/<algo>-<env>-s<seed>-<YYYYmmdd-HHMMSS>/
         config.toml          the resolved run: algo, env, seed, steps, device, preset, config
-        progress.csv         one row per update (agent stats + periodic evaluation columns)
+        progress.csv         one row per update, SB3's column names (natrl.logger; + periodic evaluations)
         events.out.tfevents.*  TensorBoard scalars (rollout/*, train/*, eval/*, time/*)
         checkpoints/step_<N>.pt  the last ``keep`` checkpoints
         model.pt             the final agent
@@ -14,7 +14,7 @@ Every file is crash-safe against SIGKILL: checkpoints, ``config.toml``, ``model.
 and ``eval.json`` are written to a temporary file in the same folder and renamed
 into place (``os.replace`` is atomic on POSIX); CSV rows and TensorBoard events
 are flushed after every update, so a kill loses at most the row being written,
-and :func:`truncate_progress` cuts the CSV back to the checkpoint on resume.
+and :func:`natrl.logger.truncate_progress` cuts the CSV back to the checkpoint on resume.
 
 A checkpoint is the agent's own :meth:`~natrl.rl.OnPolicyAgent.state_dict` (so
 :func:`natrl.rl.load_agent` and ``natrl eval`` read it) plus a ``"run"`` entry
@@ -31,19 +31,19 @@ One module per job; everything is re-exported here:
 - :mod:`~natrl.runs.toml`: the TOML writer of ``config.toml``
 - :mod:`~natrl.runs.naming`: run directory names, finding the newest run
 - :mod:`~natrl.runs.spec`: :class:`RunSpec`, the run's config
-- :mod:`~natrl.runs.progress`: ``progress.csv``
-- :mod:`~natrl.runs.tensorboard`: TensorBoard scalars
 - :mod:`~natrl.runs.rng`: the global RNG states
 - :mod:`~natrl.runs.checkpoints`: checkpoints and resuming
 - :mod:`~natrl.runs.lock`: one writer per run directory
-- :mod:`~natrl.runs.monitor`: :class:`TrainingMonitor`, the per-update callback
-- :mod:`~natrl.runs.trainer`: :func:`train_run`, the training driver
+- :mod:`~natrl.runs.trainer`: :func:`train_run`, the training driver (``learn`` with natrl's callbacks)
+
+``progress.csv`` and TensorBoard are written by :mod:`natrl.logger`, evaluations and checkpoints by
+:mod:`natrl.callbacks`.
 """
 
 from __future__ import annotations
 
 from natrl.runs.args import parse_steps, positive_int
-from natrl.runs.checkpoints import CheckpointManager, ResumeState, resume_agent, write_checkpoint
+from natrl.runs.checkpoints import CheckpointManager, ResumeState, resume_agent
 from natrl.runs.files import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -51,17 +51,12 @@ from natrl.runs.files import (
     LOCK_FILE,
     MODEL_FILE,
     PROGRESS_FILE,
-    atomic_write_bytes,
-    atomic_write_text,
     remove_stale_tmp,
 )
 from natrl.runs.lock import RunLock, RunLockedError
-from natrl.runs.monitor import TrainingMonitor
 from natrl.runs.naming import default_run_dir, find_latest_run, run_name
-from natrl.runs.progress import KNOWN_COLUMNS, ProgressLog, read_progress, truncate_progress
 from natrl.runs.rng import get_rng_state, set_rng_state
 from natrl.runs.spec import RunSpec
-from natrl.runs.tensorboard import TensorBoardLog, tensorboard_tag
 from natrl.runs.toml import dumps_toml
 from natrl.runs.trainer import TrainResult, train_run
 
@@ -69,34 +64,24 @@ __all__ = [
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
     "EVAL_FILE",
-    "KNOWN_COLUMNS",
     "LOCK_FILE",
     "MODEL_FILE",
     "PROGRESS_FILE",
     "CheckpointManager",
-    "ProgressLog",
     "ResumeState",
     "RunLock",
     "RunLockedError",
     "RunSpec",
-    "TensorBoardLog",
     "TrainResult",
-    "TrainingMonitor",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "default_run_dir",
     "dumps_toml",
     "find_latest_run",
     "get_rng_state",
     "parse_steps",
     "positive_int",
-    "read_progress",
     "remove_stale_tmp",
     "resume_agent",
     "run_name",
     "set_rng_state",
-    "tensorboard_tag",
     "train_run",
-    "truncate_progress",
-    "write_checkpoint",
 ]

@@ -1,8 +1,7 @@
-"""Checkpoints of a run: atomic writes, the last ``keep`` kept, and resuming from the newest that loads."""
+"""Checkpoints of a run: listing them, and resuming from the newest that loads."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Mapping
@@ -10,52 +9,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from natrl.runs.files import CHECKPOINT_DIR, atomic_write_bytes, remove_stale_tmp
+from natrl.runs.files import CHECKPOINT_DIR, remove_stale_tmp
 from natrl.runs.rng import set_rng_state
 
 if TYPE_CHECKING:
     from natrl.rl import OnPolicyAgent
     from natrl.runs.spec import RunSpec
 
-__all__ = ["CheckpointManager", "ResumeState", "resume_agent", "write_checkpoint"]
+__all__ = ["CheckpointManager", "ResumeState", "resume_agent"]
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
-def write_checkpoint(
-    agent: OnPolicyAgent, path: str | os.PathLike[str], run_state: Mapping[str, Any] | None = None
-) -> Path:
-    """Write ``agent.state_dict()`` (plus ``"run": run_state``) atomically to ``path``.
-
-    The file is an ordinary agent checkpoint: :func:`natrl.rl.load_agent` reads it.
-    """
-    import torch
-
-    state = agent.state_dict()
-    if run_state is not None:
-        state["run"] = dict(run_state)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 class CheckpointManager:
-    """``run_dir/checkpoints/step_<N>.pt``: atomic writes, the last ``keep`` kept.
+    """The ``run_dir/checkpoints/step_<N>.pt`` files of a run, read on resume (they are written by
+    :class:`natrl.callbacks.CheckpointCallback` with ``file_name="step_{steps}.pt"``).
 
     Args:
         directory: the checkpoints folder.
-        keep: how many of the newest checkpoints to keep (>= 1).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
-        if keep < 1:
-            raise ValueError(f"keep must be >= 1, got {keep}")
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.keep = keep
-
-    def path_for(self, step: int) -> Path:
-        """The file of the checkpoint at ``step``."""
-        return self.directory / f"step_{step}.pt"
 
     def list(self) -> list[tuple[int, Path]]:
         """(step, path) of the checkpoint files present, oldest first."""
@@ -67,18 +42,6 @@ class CheckpointManager:
             if m and p.is_file():
                 found.append((int(m.group(1)), p))
         return sorted(found)
-
-    def save(self, agent: OnPolicyAgent, run_state: Mapping[str, Any] | None = None) -> Path:
-        """Checkpoint ``agent`` at its current step, then delete all but the newest ``keep``.
-
-        Args:
-            agent: the agent; its ``state_dict()`` is stored as is.
-            run_state: extra entries stored under ``"run"`` (RNG states, elapsed time).
-        """
-        path = write_checkpoint(agent, self.path_for(agent.num_timesteps), run_state)
-        for _, old in self.list()[: -self.keep]:
-            old.unlink(missing_ok=True)
-        return path
 
 
 @dataclass
@@ -130,7 +93,7 @@ def resume_agent(
     from natrl.rl import AGENTS, CheckpointError
 
     run_dir = Path(run_dir)
-    manager = CheckpointManager(run_dir / CHECKPOINT_DIR, keep=max(spec.keep, 1))
+    manager = CheckpointManager(run_dir / CHECKPOINT_DIR)
     remove_stale_tmp(manager.directory)
     remove_stale_tmp(run_dir)
     cls = AGENTS[spec.algo]

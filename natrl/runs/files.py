@@ -1,8 +1,5 @@
-"""The names of the files in a run directory, and the clean-up of interrupted atomic writes.
-
-The atomic writers of :mod:`natrl.atomic` are re-exported here, since everything in a run
-directory is written through them.
-"""
+"""The names of the files in a run directory, and the clean-up of interrupted atomic writes (everything in a
+run directory is written through :mod:`natrl.atomic`)."""
 
 from __future__ import annotations
 
@@ -10,7 +7,11 @@ import os
 from pathlib import Path
 
 from natrl.atomic import TMP_SUFFIX as _TMP_SUFFIX
-from natrl.atomic import atomic_write_bytes, atomic_write_text
+
+# two imports kept only until their last importers change (natrl/runs/spec.py takes atomic_write_text from
+# natrl.atomic, natrl/cli/__init__.py RunFileWarning from natrl.logger); then delete them
+from natrl.atomic import atomic_write_text  # noqa: F401
+from natrl.logger import RunFileWarning  # noqa: F401
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -19,9 +20,6 @@ __all__ = [
     "LOCK_FILE",
     "MODEL_FILE",
     "PROGRESS_FILE",
-    "RunFileWarning",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "remove_stale_tmp",
 ]
 
@@ -37,13 +35,6 @@ CHECKPOINT_DIR = "checkpoints"
 """The folder of the ``step_<N>.pt`` checkpoints."""
 LOCK_FILE = ".lock"
 """The lock file (process id and host) of the one process writing the run directory."""
-
-
-class RunFileWarning(UserWarning):
-    """A damaged file of a run directory was repaired; the message names the file and what changed.
-
-    Issued with :func:`warnings.warn` (this package never prints); ``natrl`` shows it as one line.
-    """
 
 
 def remove_stale_tmp(directory: str | os.PathLike[str]) -> list[Path]:
