@@ -11,17 +11,15 @@ from natrl.rl.policies.build import (
     PolicyError,
     build_policy,
 )
-from natrl.rl.policies.modules import (
-    Actor,
+from natrl.rl.policies.extractors import (
     CombinedExtractor,
-    Critic,
     FlattenExtractor,
     MinAtarCNN,
     NatureCNN,
     OutputOf,
     default_extractor,
-    mlp,
 )
+from natrl.rl.policies.modules import Actor, Critic, mlp
 from natrl.rl.policies.recurrent import RecurrentCore
 
 __all__ = [

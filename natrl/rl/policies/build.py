@@ -31,7 +31,8 @@ import numpy as np
 from gymnasium import spaces
 from torch import nn
 
-from natrl.rl.policies.modules import Actor, Critic, OutputOf, default_extractor, extractor_width
+from natrl.rl.policies.extractors import OutputOf, default_extractor, extractor_width
+from natrl.rl.policies.modules import Actor, Critic
 from natrl.rl.policies.recurrent import RNN_KINDS, RecurrentCore
 from natrl.rl.spaces import is_image_space
 from natrl.rl.trusted import UntrustedReferenceError, resolve_class

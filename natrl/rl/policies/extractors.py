@@ -1,0 +1,216 @@
+"""Features extractors (preprocessed observations → (N, F) features) and the shape checks on sample
+observations that the actor and critic run at construction.
+
+natrl's extractors follow stable-baselines3's: :class:`FlattenExtractor` for flat spaces,
+:class:`CombinedExtractor` for Dict/Tuple spaces, :class:`NatureCNN` for Atari-sized images and
+:class:`MinAtarCNN` for small ones; :func:`default_extractor` picks one for a space. :class:`OutputOf`
+takes one output of a module with several heads (a shared trunk).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from natrl.rl.spaces import ObservationCodec, Preprocessed, is_image_space, observation_codec
+
+__all__ = [
+    "CombinedExtractor",
+    "FlattenExtractor",
+    "MinAtarCNN",
+    "NatureCNN",
+    "OutputOf",
+    "default_extractor",
+    "extractor_width",
+    "image_layout",
+    "output_width",
+    "probe_batch",
+    "probe_input",
+]
+
+
+class FlattenExtractor(nn.Module):
+    """Preprocessed observations (N, ...) → (N, features_dim), no parameters."""
+
+    def __init__(self, observation_space: spaces.Space | None = None) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+class CombinedExtractor(nn.Module):
+    """Dict/Tuple observations: each part flattened, the parts concatenated (SB3's MultiInputPolicy
+    extractor for non-image keys); image parts go through a :class:`NatureCNN` each (a :class:`MinAtarCNN`
+    for images smaller than 36×36)."""
+
+    def __init__(self, observation_space: spaces.Dict | spaces.Tuple, cnn_output_dim: int = 256) -> None:
+        super().__init__()
+        keys = (
+            list(observation_space.spaces.keys())
+            if isinstance(observation_space, spaces.Dict)
+            else list(range(len(observation_space.spaces)))
+        )
+        self.keys = keys
+        self.cnns = nn.ModuleDict(
+            {
+                str(k): _image_extractor(observation_space[k], cnn_output_dim)
+                for k in keys
+                if is_image_space(observation_space[k])
+            }
+        )
+
+    def forward(self, x: dict[str, Tensor] | tuple[Tensor, ...]) -> Tensor:
+        parts = []
+        for k in self.keys:
+            v = x[k]  # type: ignore[index]
+            parts.append(self.cnns[str(k)](v) if str(k) in self.cnns else v.flatten(1))
+        return torch.cat(parts, dim=-1)
+
+
+def image_layout(shape: tuple[int, ...] | None, name: str = "a CNN") -> tuple[bool, int, int, int]:
+    """(channels_last, channels, height, width) of an image shape: channels last when the last axis is the
+    smallest (e.g. (84, 84, 4) or (210, 160, 3)), else first."""
+    assert shape is not None and len(shape) == 3, f"{name} needs (C, H, W) or (H, W, C) observations"
+    if shape[-1] < shape[0]:
+        return True, shape[-1], shape[0], shape[1]
+    return False, shape[0], shape[1], shape[2]
+
+
+class NatureCNN(nn.Module):
+    """The convolutional torso of Mnih et al. (2015), "Human-level control through deep
+    reinforcement learning" (32×8×8/4, 64×4×4/2, 64×3×3/1, then a ReLU Linear layer), on image
+    observations scaled to [0, 1], channels first or last (detected from the space)."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 512) -> None:
+        super().__init__()
+        shape = observation_space.shape
+        self.channels_last, c, h, w = image_layout(shape, "NatureCNN")
+        if min(h, w) < 36:
+            raise ValueError(
+                f"NatureCNN needs images of at least 36×36 pixels, got observations of shape {tuple(shape)}; "
+                "resize the frames (gymnasium.wrappers.ResizeObservation) or pass "
+                "policy_kwargs=dict(features_extractor_class=...)"
+            )
+        self.cnn = nn.Sequential(
+            nn.Conv2d(c, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            probe = torch.zeros(1, *shape)
+            n_flat = self.cnn(self._channels_first(probe)).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+        self.features_dim = features_dim
+
+    def _channels_first(self, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.cnn(self._channels_first(x)))
+
+
+class MinAtarCNN(nn.Module):
+    """The network of Young & Tian (2019), "MinAtar: An Atari-Inspired Testbed for Thorough and
+    Reproducible Reinforcement Learning Experiments": one 16×3×3 convolution (stride 1) and a ReLU Linear
+    layer of 128 units, for small images (MinAtar's 10×10 frames) scaled to [0, 1], channels first or last
+    (detected as :class:`NatureCNN` does)."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 128, channels: int = 16) -> None:
+        super().__init__()
+        self.channels_last, c, h, w = image_layout(observation_space.shape, "MinAtarCNN")
+        self.cnn = nn.Sequential(nn.Conv2d(c, channels, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(channels * (h - 2) * (w - 2), features_dim), nn.ReLU())
+        self.features_dim = features_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.cnn(x.permute(0, 3, 1, 2) if self.channels_last else x))
+
+
+def _image_extractor(observation_space: spaces.Box, features_dim: int | None = None) -> nn.Module:
+    """NatureCNN for images of at least 36×36 pixels (Atari's 84×84), MinAtarCNN for smaller ones."""
+    _, _, h, w = image_layout(observation_space.shape)
+    if min(h, w) >= 36:
+        return NatureCNN(observation_space) if features_dim is None else NatureCNN(observation_space, features_dim)
+    return MinAtarCNN(observation_space) if features_dim is None else MinAtarCNN(observation_space, features_dim)
+
+
+def default_extractor(observation_space: spaces.Space) -> nn.Module:
+    """natrl's default extractor for a space: for images NatureCNN (at least 36×36 pixels) or MinAtarCNN
+    (smaller), combined for Dict/Tuple, else flatten."""
+    if is_image_space(observation_space):
+        return _image_extractor(observation_space)  # type: ignore[arg-type]
+    if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
+        return CombinedExtractor(observation_space)
+    return FlattenExtractor(observation_space)
+
+
+class OutputOf(nn.Module):
+    """Output ``index`` of a module that returns several (one module with two heads, shared trunk)."""
+
+    def __init__(self, module: nn.Module, index: int) -> None:
+        super().__init__()
+        self.module = module
+        self.index = index
+
+    def forward(self, x: Preprocessed) -> Tensor:
+        out = self.module(x)
+        if not isinstance(out, (tuple, list)) or len(out) <= self.index:
+            raise ValueError(
+                f"the shared policy module must return (actor_output, value); got {type(out).__name__}"
+                + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
+            )
+        return out[self.index]
+
+
+def probe_batch(codec: ObservationCodec, n: int = 2) -> Tensor:
+    """A stored batch of ``n`` sample observations (for shape checks at construction)."""
+    space = copy.deepcopy(codec.space)  # seeding the copy leaves the caller's space RNG alone
+    space.seed(0)
+    samples = [space.sample() for _ in range(n)]
+    rows = [codec.encode(codec.batch_of_one(s)) for s in samples]
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows)))
+
+
+def probe_input(codec: ObservationCodec) -> Preprocessed:
+    """Preprocessed sample observations in torch's default dtype (that of freshly built modules)."""
+
+    def cast(x: Preprocessed) -> Preprocessed:
+        if isinstance(x, dict):
+            return {k: cast(v) for k, v in x.items()}
+        if isinstance(x, tuple):
+            return tuple(cast(v) for v in x)
+        return x.to(torch.get_default_dtype()) if x.is_floating_point() else x
+
+    return cast(codec.preprocess(probe_batch(codec)))
+
+
+def output_width(features: nn.Module, codec: ObservationCodec, what: str) -> int:
+    """The width F of ``features``' (batch, F) output on sample observations of ``codec``'s space.
+
+    Raises:
+        ValueError: the module fails on the sample, or its output is not a (batch, features) tensor
+            (``what`` names the module in the message).
+    """
+    with torch.no_grad():
+        try:
+            out = features(probe_input(codec))
+        except Exception as exc:
+            raise ValueError(f"{what} failed on a sample observation of {codec.space}: {exc}") from None
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{what} must return a (batch, features) tensor, got {shape} for a batch of 2 observations")
+    return int(out.shape[1])
+
+
+def extractor_width(features: nn.Module, observation_space: spaces.Space) -> int:
+    """The width F of a features extractor's output, found on sample observations of the space."""
+    return output_width(features, observation_codec(observation_space), "the features extractor")
