@@ -31,7 +31,7 @@ from typing import Any
 
 from natrl.cli.common import EXIT_ERROR, CLIError, _err, _one_line
 from natrl.cli.parser import build_parser
-from natrl.runs.files import RunFileWarning
+from natrl.logger import RunFileWarning
 
 __all__ = ["CLIError", "build_parser", "main"]
 
