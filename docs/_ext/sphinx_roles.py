@@ -32,7 +32,18 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(func|class|meth|mod|attr|data|exc|obj|const):`(~?)([\w.]+?)(?:\(\))?`")
-EXTERNAL = ("torch", "scipy", "numpy", "gymnasium", "stable_baselines3", "sb3_contrib", "ray", "matplotlib")
+EXTERNAL = (
+    "torch",
+    "scipy",
+    "numpy",
+    "gymnasium",
+    "stable_baselines3",
+    "sb3_contrib",
+    "ray",
+    "matplotlib",
+    "warnings",
+    "importlib",
+)
 LITERAL_BLOCK = re.compile(r"(\S)\s*::$", re.MULTILINE)
 EXAMPLE_SECTION = re.compile(r"^(\s*)Example:(\s*\n\s*>>>)", re.MULTILINE)
 
