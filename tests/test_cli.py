@@ -125,7 +125,7 @@ def test_train_writes_config_csv_and_summary(ppo_run: tuple[Path, subprocess.Com
     assert np.all(cols["eval/mean_reward"][np.isfinite(cols["eval/mean_reward"])] >= 8)  # CartPole ≥ 8
 
     summary = json.loads((run_dir / "eval.json").read_text())
-    assert summary["time/total_timesteps"] == 2048 and summary["episodes"] == 2 and summary["deterministic"]
+    assert summary["timesteps"] == 2048 and summary["episodes"] == 2 and summary["deterministic"]
     assert summary["return_mean"] == pytest.approx(cols["eval/mean_reward"][-1])
     assert summary["expected_return"] == 475.0
     assert summary["reached_expected_return"] == (summary["return_mean"] >= 475.0)
