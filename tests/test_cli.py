@@ -31,8 +31,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from natrl.cli import main
-from natrl.rl import load_agent
 from natrl.logger import KNOWN_COLUMNS, read_progress
+from natrl.rl import load_agent
 
 _SCRIPT = Path(sys.executable).parent / "natrl"
 NATRL = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "natrl.cli"]
