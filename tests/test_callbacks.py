@@ -66,3 +66,17 @@ def test_progress_lines_every_tenth_and_at_evaluations(tmp_path: Path, capsys: p
     last = evaluation.last_result
     assert last is not None and lines[-1].endswith(f"eval {last.mean:.1f}±{last.std:.1f}")
     assert lines[3].endswith("eval —")
+
+
+def test_evaluate_env_matches_the_agents_evaluation() -> None:
+    import gymnasium as gym
+
+    from natrl.rl.evaluation import evaluate_env
+
+    agent = TRPO("CartPole-v1", seed=3, **SMALL)
+    env = gym.make("CartPole-v1")
+    try:
+        ours = evaluate_env(agent, env, 3, seed=agent.seed + 10_000)
+    finally:
+        env.close()
+    assert ours == agent.evaluate(3)  # the agent's default: seeds seed + 10_000 + i, deterministic

@@ -1,4 +1,5 @@
-"""Evaluation results, and episodes run on a vector env in stable-baselines3's VecEnv API.
+"""Evaluation: whole episodes of a policy on a Gymnasium env (:func:`evaluate_env`) or on a vector env in
+stable-baselines3's VecEnv API (:func:`evaluate_vec_env`).
 
 :meth:`natrl.rl.OnPolicyAgent.evaluate` runs whole episodes on a fresh single env. An evaluation env given as a
 VecEnv (SB3's ``make_vec_env``, ``DummyVecEnv``, natrl's :class:`~natrl.rl.sb3_vec_env.SB3VecEnv`) is run by
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EvalResult", "evaluate_vec_env"]
+__all__ = ["EvalResult", "evaluate_env", "evaluate_vec_env"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,36 @@ class EvalResult:
     std: float
     returns: list[float]
     lengths: list[int]
+
+
+def evaluate_env(model: Any, env: Any, episodes: int, *, deterministic: bool = True, seed: int = 0) -> EvalResult:
+    """Run ``episodes`` whole episodes of ``model.predict`` on a Gymnasium ``env``; episode i is reset with
+    ``seed + i`` (a recurrent policy starts each from zeros). The env is not closed.
+
+    Args:
+        model: anything with stable-baselines3's ``predict(obs, state, deterministic=...)``.
+        env: a ``gymnasium.Env`` (``reset(seed=) -> (obs, info)``, ``step(a) -> (obs, r, term, trunc, info)``).
+        episodes: how many.
+        deterministic: the policy's mode instead of samples.
+        seed: the first episode's reset seed.
+
+    Returns:
+        the undiscounted episode returns and lengths.
+    """
+    returns: list[float] = []
+    lengths: list[int] = []
+    for i in range(int(episodes)):
+        obs, _ = env.reset(seed=seed + i)
+        total, length, done, state = 0.0, 0, False, None
+        while not done:
+            action, state = model.predict(obs, state, deterministic=deterministic)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            length += 1
+            done = bool(terminated or truncated)
+        returns.append(total)
+        lengths.append(length)
+    return EvalResult(float(np.mean(returns)), float(np.std(returns)), returns, lengths)
 
 
 def evaluate_vec_env(model: Any, venv: Any, episodes: int, *, deterministic: bool = True) -> EvalResult:

@@ -8,10 +8,8 @@ from pathlib import Path
 
 from natrl.atomic import TMP_SUFFIX as _TMP_SUFFIX
 
-# two imports kept only until their last importers change (natrl/runs/spec.py takes atomic_write_text from
-# natrl.atomic, natrl/cli/__init__.py RunFileWarning from natrl.logger); then delete them
+# kept only until natrl/runs/spec.py, its last importer here, takes it from natrl.atomic; then delete it
 from natrl.atomic import atomic_write_text  # noqa: F401
-from natrl.logger import RunFileWarning  # noqa: F401
 
 __all__ = [
     "CHECKPOINT_DIR",
