@@ -213,7 +213,7 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
 
 
 def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> int:
-    from natrl.logger import configure
+    from natrl.logger import CSVOutput, configure
     from natrl.runs import resume_agent
 
     _recorded_gym_packages(spec.gym_packages, args.gym_packages, spec.env_id)
@@ -225,7 +225,7 @@ def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> in
     try:
         # progress.csv cut back to the checkpoint's step, TensorBoard's later events hidden
         logger = configure(run_dir, ["csv", "tensorboard"], resume_step=agent.num_timesteps)
-        rows = sum(getattr(out, "rows_kept", 0) for out in logger.outputs)
+        rows = next(out.rows_kept for out in logger.outputs if isinstance(out, CSVOutput))
         spec.write(run_dir)
         if not args.quiet and agent.num_timesteps >= spec.total_steps:
             print(
