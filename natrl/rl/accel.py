@@ -423,15 +423,30 @@ class FastPaths:
 NONE = FastPaths(None, None, None, None)
 
 
-def fast_paths(actor: Actor, critic: Critic, rng: np.random.Generator, *, enabled: bool = True) -> FastPaths:
-    """The fast paths for these networks (see the module docstring); :data:`NONE` when disabled."""
+def fast_paths(
+    actor: Actor,
+    critic: Critic,
+    rng: np.random.Generator,
+    *,
+    enabled: bool = True,
+    sampler: bool = True,
+    critic_grads: bool = True,
+    ppo_grads: bool = True,
+    fisher_vp: bool = True,
+) -> FastPaths:
+    """The fast paths for these networks (see the module docstring); :data:`NONE` when disabled.
+
+    Each keyword after ``enabled`` turns one device off (the generic path runs there), so that a
+    measurement can compare one device at a time (scripts/speed_devices.py).
+    """
     if not enabled:
         return NONE
     own_critic = _own_mlp(critic)
-    spec_v = critic_mlp(critic) if own_critic else None
+    spec_v = critic_mlp(critic) if own_critic and critic_grads else None
+    own_ppo = ppo_grads and _own_mlp(actor) and _own_head(actor) and own_critic
     return FastPaths(
-        sampler=numpy_sampler(actor, rng),
+        sampler=numpy_sampler(actor, rng) if sampler else None,
         critic_grads=functools.partial(mlp_value_grads, spec_v) if spec_v is not None else None,
-        ppo_grads=_ppo_closed_form(actor, critic) if _own_mlp(actor) and _own_head(actor) and own_critic else None,
-        fisher_vp=mlp_fisher_vp(actor),
+        ppo_grads=_ppo_closed_form(actor, critic) if own_ppo else None,
+        fisher_vp=mlp_fisher_vp(actor) if fisher_vp else None,
     )
