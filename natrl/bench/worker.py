@@ -205,7 +205,7 @@ def _train_natrl(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str
         # build (and reset) the training vector env before the clock starts, as SB3 does in its constructor
         _ = agent.collector
         ev.start()
-        agent.learn(job.total_steps, progress=False, callback=callback)
+        agent.learn(job.total_steps, callback=callback)
         steps = agent.num_timesteps
         ev.finish(steps)
     finally:
