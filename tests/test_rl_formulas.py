@@ -13,7 +13,7 @@ from torch.distributions import Normal
 
 from natrl.distributions import Categorical, DiagGaussian
 from natrl.rl.accel import critic_mlp, mlp_value_grads
-from natrl.rl.critic import adam, adam_step, clip_grad_norm, fit_critic, value_grads
+from natrl.rl.critic import adam, fit_critic, value_grads
 from natrl.rl.fastmlp import mlp_forward
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
@@ -280,53 +280,3 @@ def test_critics_the_hand_written_pass_does_not_cover_use_autograd() -> None:
     frozen = Critic(3, (8,), "tanh")
     frozen.net[0].weight.requires_grad_(False)
     assert critic_mlp(frozen) is None
-
-
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_adam_step_is_bit_identical_to_optimizer_step(weight_decay: float) -> None:
-    def run(step) -> tuple[list[torch.Tensor], dict]:  # type: ignore[no-untyped-def]
-        torch.manual_seed(0)
-        critic = Critic(3, (16, 16), "tanh")
-        opt = torch.optim.Adam(critic.parameters(), lr=3e-3, eps=1e-5, weight_decay=weight_decay, fused=True)
-        gen = torch.Generator().manual_seed(1)
-        for i in range(25):
-            x, y = torch.randn(32, 3, generator=gen), torch.randn(32, generator=gen)
-            opt.zero_grad()
-            (0.5 * (critic(x) - y).pow(2).mean()).backward()
-            if i == 10:
-                opt.param_groups[0]["lr"] = 1e-3  # an annealed learning rate is read each step
-            step(opt)
-        return [p.detach().clone() for p in critic.parameters()], opt.state_dict()
-
-    fast, fast_state = run(adam_step)
-    ref, ref_state = run(lambda opt: opt.step())
-    for a, b in zip(fast, ref):
-        assert torch.equal(a, b)
-    for k, st in ref_state["state"].items():
-        for name, value in st.items():
-            assert torch.equal(fast_state["state"][k][name], value), name
-
-
-def test_adam_step_falls_back_for_other_optimizers() -> None:
-    p = torch.nn.Parameter(torch.ones(3))
-    p.grad = torch.ones(3)
-    sgd = torch.optim.SGD([p], lr=0.5)
-    adam_step(sgd)
-    assert torch.equal(p.detach(), torch.full((3,), 0.5))
-
-
-@pytest.mark.parametrize("max_norm", [1e-3, 0.5, 1e3])
-def test_clip_grad_norm_is_bit_identical_to_torch(max_norm: float) -> None:
-    def grads() -> list[torch.nn.Parameter]:
-        gen = torch.Generator().manual_seed(0)
-        ps = [torch.nn.Parameter(torch.zeros(s)) for s in [(64, 3), (64,), (1, 64), (1,)]]
-        for p in ps:
-            p.grad = torch.randn(p.shape, generator=gen)
-        return ps
-
-    a, b = grads(), grads()
-    total = clip_grad_norm(a, max_norm)
-    ref = torch.nn.utils.clip_grad_norm_(b, max_norm)
-    assert torch.equal(total, ref)
-    for p, q in zip(a, b):
-        assert torch.equal(p.grad, q.grad)

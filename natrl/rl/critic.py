@@ -1,5 +1,4 @@
-"""Value-function regression shared by TRPO, NPG and ACKTR, and the minibatch-step helpers
-(fused Adam, its step, gradient clipping) that it shares with PPO."""
+"""Value-function regression shared by TRPO, NPG and ACKTR, and the Adam that it shares with PPO."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ from natrl.rl.policies import Actor
 __all__ = [
     "ValueGrads",
     "adam",
-    "adam_step",
-    "clip_grad_norm",
     "critic_only_parameters",
     "fit_critic",
     "unique_parameters",
@@ -72,80 +69,6 @@ def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torc
     return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
-_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
-
-
-def adam_step(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.step()`` for natrl's fused Adam, without the Python around the kernel.
-
-    ``torch.optim.Adam(fused=True).step()`` spends ~160 µs in Python (hooks, grouping,
-    profiler records) around a ~10 µs kernel for a 64-unit network; the minibatch loops
-    of the critic and of PPO step it tens of thousands of times per run. This calls the
-    same kernel (``torch._fused_adam_``, after the same step-count increment) on the
-    optimizer's own state, so results and checkpoints are those of ``optimizer.step()``
-    bit for bit (tested). Anything else — another optimizer, several groups, amsgrad,
-    maximize, a first step that must create the state, a torch without the kernel —
-    takes ``optimizer.step()``.
-    """
-    groups = optimizer.param_groups
-    if _FUSED_ADAM is None or type(optimizer) is not torch.optim.Adam or len(groups) != 1:
-        optimizer.step()
-        return
-    g = groups[0]
-    params = g["params"]
-    state = optimizer.state
-    if not g.get("fused") or g["amsgrad"] or g["maximize"] or g.get("decoupled_weight_decay", False):
-        optimizer.step()
-        return
-    grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
-    for p in params:
-        st = state.get(p)
-        if p.grad is None or not st:
-            optimizer.step()
-            return
-        grads.append(p.grad)
-        exp_avgs.append(st["exp_avg"])
-        exp_avg_sqs.append(st["exp_avg_sq"])
-        steps.append(st["step"])
-    beta1, beta2 = g["betas"]
-    with torch.no_grad():
-        torch._foreach_add_(steps, 1)
-        _FUSED_ADAM(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            [],
-            steps,
-            amsgrad=False,
-            lr=g["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=g["weight_decay"],
-            eps=g["eps"],
-            maximize=False,
-            grad_scale=None,
-            found_inf=None,
-        )
-
-
-def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` (2-norm) for parameters on one device, in four ops.
-
-    Same arithmetic as torch's (per-tensor norms, the norm of those, coefficient
-    max_norm / (norm + 1e-6) clamped at 1, in-place scaling), so the gradients are the
-    same bits (tested), without its per-call device grouping. Parameters without a
-    gradient are skipped; returns the total norm.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, coef)
-    return total
-
-
 def fit_critic(
     grads: ValueGrads,
     optimizer: torch.optim.Optimizer,
@@ -190,7 +113,7 @@ def fit_critic(
             y = ret_p[start : start + size]
             x = [t[start : start + size] for t in shuffled]
             loss = grads(tuple(x) if sequences else x[0], y)
-            adam_step(optimizer)
+            optimizer.step()
             total += loss.detach() * y.numel()
         last = float(2.0 * total / returns.numel())
     return last

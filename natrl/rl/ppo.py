@@ -21,7 +21,7 @@ import torch
 from natrl.rl.accel import PPOCoefs, PPOGrads, PPOMinibatch, PPOTerms, clipped_loss_grads
 from natrl.rl.agent import Batch, OnPolicyAgent
 from natrl.rl.config import OnPolicyConfig, Schedule, check, schedule_value
-from natrl.rl.critic import adam, adam_step, clip_grad_norm, unique_parameters
+from natrl.rl.critic import adam, unique_parameters
 from natrl.rl.policies.modules import distribution_and_value
 
 __all__ = ["PPO", "PPOConfig", "clipped_loss_grads"]
@@ -151,8 +151,8 @@ class PPO(OnPolicyAgent):
                     stopped_early = True
                     break
                 backward()
-                clip_grad_norm(self.params, cfg.max_grad_norm)
-                adam_step(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()
                 terms.append(t)
             if stopped_early:
                 break
