@@ -19,8 +19,7 @@ from natrl import ACKTR, NPG, PPO, TRPO
 from natrl.optim import KFAC, minimize
 from natrl.params import flatten
 from natrl.rl import load_agent
-from natrl.rl.agent import Batch
-from natrl.rl.batch import Sequences
+from natrl.rl.batch import Batch, Sequences
 from natrl.rl.natural import PolicyObjective
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -12,7 +12,7 @@ import torch
 
 from natrl import ACKTR, NPG, PPO, TRPO
 from natrl.rl import NonFiniteError
-from natrl.rl.agent import NonFiniteUpdateError
+from natrl.rl.guard import NonFiniteUpdateError
 
 SMALL = {"n_envs": 2, "n_steps": 32, "critic_epochs": 1}
 

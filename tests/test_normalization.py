@@ -38,7 +38,7 @@ def test_per_step_statistics_reproduce_vecnormalize() -> None:
     assert int(ro.terminated.sum()) >= 3, "the test needs episodes that end inside the rollout"
     actions = agent.actor.to_env_action(ro.actions.numpy())
 
-    venv = sb3_vec_env.DummyVecEnv([agent._factory for _ in range(n_envs)])
+    venv = sb3_vec_env.DummyVecEnv([agent.env_source.factory for _ in range(n_envs)])
     venv.seed(3)  # env i gets seed 3 + i, as natrl's collector does
     vn = sb3_vec_env.VecNormalize(venv, gamma=0.99, clip_obs=10.0, clip_reward=10.0, epsilon=1e-8)
     obs = vn.reset()

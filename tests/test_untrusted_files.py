@@ -19,7 +19,7 @@ import torch
 from natrl import PPO, TRPO
 from natrl.cli import main
 from natrl.rl import CheckpointError, load_agent
-from natrl.rl.agent import NonFiniteStateError
+from natrl.rl.persistence import NonFiniteStateError
 from natrl.rl.policies import PolicyError
 from natrl.rl.trusted import UntrustedReferenceError, resolve_class, spec_env_factory
 

@@ -3,12 +3,15 @@
 from typing import Any
 
 from natrl.rl.acktr import ACKTR, ACKTRConfig
-from natrl.rl.agent import Batch, CheckpointError, OnPolicyAgent
+from natrl.rl.agent import OnPolicyAgent
+from natrl.rl.batch import Batch
 from natrl.rl.config import OnPolicyConfig
 from natrl.rl.distributions import Bernoulli, Categorical, DiagGaussian, Distribution, MultiCategorical
-from natrl.rl.env import NonFiniteError, UnsupportedSpaceError
+from natrl.rl.env import EnvSource, NonFiniteError, UnsupportedSpaceError
 from natrl.rl.evaluation import EvalResult
 from natrl.rl.gae import gae
+from natrl.rl.guard import NonFiniteUpdateError
+from natrl.rl.persistence import CheckpointError, NonFiniteStateError, read_checkpoint
 from natrl.rl.policies import (
     Actor,
     CombinedExtractor,
@@ -27,7 +30,7 @@ AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, 
 
 def load_agent(path: str, *, device: str = "cpu", **kwargs: Any) -> OnPolicyAgent:
     """Load any natrl agent checkpoint, whatever its algorithm (``kwargs`` as for ``TRPO.load``: env, policy, …)."""
-    state = OnPolicyAgent.read_checkpoint(path)
+    state = read_checkpoint(path)
     algo = state["algo"]
     if algo not in AGENTS:
         raise CheckpointError(f"{path} holds an agent of unknown algorithm {algo!r}")
@@ -50,6 +53,7 @@ __all__ = [
     "Critic",
     "DiagGaussian",
     "Distribution",
+    "EnvSource",
     "EvalResult",
     "FlattenExtractor",
     "MaskVelocity",
@@ -57,6 +61,8 @@ __all__ = [
     "NPGConfig",
     "NatureCNN",
     "NonFiniteError",
+    "NonFiniteStateError",
+    "NonFiniteUpdateError",
     "OnPolicyAgent",
     "OnPolicyConfig",
     "PPOConfig",

@@ -1,32 +1,34 @@
-"""An agent's constructor arguments as users give them: stable-baselines3's and natrl's argument forms,
-devices, step counts, ready vector envs, and what a checkpoint stores to rebuild the env."""
+"""An agent's arguments as users give them: stable-baselines3's and natrl's argument forms, devices, step
+counts (the env argument is read by :class:`natrl.rl.env.EnvSource`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import VectorEnv
 
-from natrl.rl.env import EnvLike
+from natrl.rl.config import OnPolicyConfig, build_config
+from natrl.rl.env import EnvLike, training_env
 from natrl.rl.policies import BUILTIN_POLICIES
-from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, is_sb3_vec_env
-from natrl.rl.trusted import UntrustedReferenceError, registered_env_id, spec_env_factory
+from natrl.rl.sb3_names import action_dims, sb3_names_in, translate_sb3_names
 
 __all__ = [
-    "SPEC_PREFIX",
-    "check_autoreset",
+    "check_seed",
     "jsonable",
     "positive_int",
-    "rebuild_env",
-    "rebuildable_env",
+    "resolve_config",
     "resolve_device",
     "resolve_env_and_policy",
-    "training_env",
+    "translate_config",
 ]
+
+_log = logging.getLogger("natrl")
 
 
 def resolve_env_and_policy(name: str, first: Any, env: Any, policy: Any) -> tuple[EnvLike, Any]:
@@ -42,40 +44,12 @@ def resolve_env_and_policy(name: str, first: Any, env: Any, policy: Any) -> tupl
     return first, policy or "MlpPolicy"
 
 
-def training_env(env: Any, n_envs: Any) -> Any:
-    """What the agent trains on, from what SB3 users pass too: an SB3 ``VecEnv`` becomes a Gymnasium vector env
-    (:class:`~natrl.rl.sb3_vec_env.FromSB3VecEnv`), natrl's SB3 view gives back its vector env, and one
-    ``gymnasium.Env`` instance without a registered spec is trained on as the only env (as SB3 wraps it in a
-    ``DummyVecEnv``); registered instances, ids and factories are built by natrl as before."""
-    if isinstance(env, SB3VecEnv):
-        return env.venv
-    if is_sb3_vec_env(env):
-        return FromSB3VecEnv(env)
-    if isinstance(env, gym.Env) and env.spec is None:
-        if n_envs not in (None, 1):
-            raise ValueError(
-                f"one env instance without a registered spec is one env, but n_envs={n_envs}; pass a factory "
-                "(lambda: MyEnv()) for several copies, or n_envs=1"
-            )
-        return SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
-    return env
-
-
 def positive_int(name: str, value: Any) -> int:
     """An integer count from an int, an integral float (``1e5``) or a NumPy integer; else one clear error."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if ok and float(value).is_integer() and value >= 1:
         return int(value)
     raise ValueError(f"{name} must be a positive whole number, got {value!r}")
-
-
-def check_autoreset(venv: VectorEnv) -> None:
-    mode = venv.metadata.get("autoreset_mode")
-    if mode is not None and mode != AutoresetMode.SAME_STEP and str(mode) != str(AutoresetMode.SAME_STEP):
-        raise ValueError(
-            f"the vector env autoresets in {mode} mode; natrl needs SAME_STEP (final observations in the step's "
-            "info): gym.make_vec(id, n, vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP})"
-        )
 
 
 def jsonable(value: dict[str, Any]) -> dict[str, Any] | None:
@@ -87,41 +61,8 @@ def jsonable(value: dict[str, Any]) -> dict[str, Any] | None:
     return value
 
 
-def rebuildable_env(env: Any) -> str | None:
-    """What a checkpoint stores to rebuild the env: an id, or an Env's spec as JSON (kwargs and the
-    wrappers gymnasium records, e.g. ``gym.make("CartPole-v1", max_episode_steps=50)``); None for factories."""
-    if isinstance(env, str):
-        return env
-    spec = getattr(env, "spec", None)
-    if isinstance(env, gym.Env) and spec is not None:
-        try:
-            return SPEC_PREFIX + spec.to_json()
-        except (ValueError, TypeError):  # kwargs gymnasium cannot write as JSON
-            return None
-    return None
-
-
-def rebuild_env(stored: Any, *, hint: str) -> EnvLike | None:
-    """The env a checkpoint's ``env`` field describes, from data only (:mod:`natrl.rl.trusted`): a registered
-    id, or a factory for a spec whose id is registered with the same entry point; None when none is stored.
-
-    Raises:
-        UntrustedReferenceError: the field names code (an unregistered ``module:`` id, a foreign entry point or
-            wrapper); ``hint`` says how to pass the env yourself.
-    """
-    if stored is None:
-        return None
-    if not isinstance(stored, str):
-        raise UntrustedReferenceError(f"the checkpoint's env field is not a string ({type(stored).__name__}); {hint}")
-    if stored.startswith(SPEC_PREFIX):
-        return spec_env_factory(stored[len(SPEC_PREFIX) :], field="the checkpoint's env spec", hint=hint)
-    return registered_env_id(stored, field="the checkpoint's env", hint=hint)
-
-
-SPEC_PREFIX = "spec:"
-
-
 def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device natrl trains on from ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -130,6 +71,75 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {device!r} is not one natrl trains on; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu'")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device='mps' was requested but this machine has no MPS device; use device='cpu'")
     return dev
+
+
+def resolve_config(
+    agent_cls: Any, env: Any, config: OnPolicyConfig | None, hyperparameters: dict[str, Any]
+) -> tuple[Any, OnPolicyConfig, dict[str, Any]]:
+    """An agent's config from a ready one and/or keyword hyperparameters, and the env it trains on.
+
+    Args:
+        agent_cls: the agent class (its ``algo`` and ``config_cls``).
+        env: the env argument (an SB3 VecEnv or a spec-less Env instance is converted, see
+            :func:`~natrl.rl.env.training_env`).
+        config: a ready config of ``agent_cls.config_cls``, or None.
+        hyperparameters: the agent's keyword hyperparameters: natrl's names, and stable-baselines3's, which
+            :func:`translate_config` translates once the action space is known.
+
+    Returns:
+        ``(env, config, sb3_given)``: a ready vector env's ``num_envs`` is the config's ``n_envs``.
+    """
+    name = agent_cls.__name__
+    if config is not None and not isinstance(config, agent_cls.config_cls):
+        raise TypeError(f"{name} needs a {agent_cls.config_cls.__name__}, got {type(config).__name__}")
+    env = training_env(env, hyperparameters.get("n_envs", config.n_envs if config is not None else None))
+    sb3_given = sb3_names_in(agent_cls.algo, hyperparameters)
+    hyperparameters = {k: v for k, v in hyperparameters.items() if k not in sb3_given}
+    if config is None:
+        config = build_config(agent_cls.config_cls, hyperparameters)
+    elif hyperparameters:
+        config = build_config(agent_cls.config_cls, {**config.to_dict(), **hyperparameters})
+    if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
+        if config.workers > 0:
+            raise ValueError(
+                "workers > 0 build their own envs: pass an env id, a gymnasium.Env or a factory, not a vector env"
+            )
+        if config.n_envs != env.num_envs:
+            config = build_config(agent_cls.config_cls, {**config.to_dict(), "n_envs": env.num_envs})
+    if config.workers > 0 and importlib.util.find_spec("ray") is None:
+        raise ValueError(f"workers={config.workers} needs Ray, which is not installed: pip install 'natrl[ray]'")
+    return env, config, sb3_given
+
+
+def translate_config(
+    agent_cls: Any,
+    config: OnPolicyConfig,
+    sb3_given: dict[str, Any],
+    natrl_given: set[str],
+    action_space: gym.Space,
+    verbose: int,
+) -> tuple[OnPolicyConfig, list[str]]:
+    """``config`` with stable-baselines3's hyperparameters translated to natrl's (:mod:`natrl.rl.sb3_names`),
+    and one note per translation (logged, and printed with ``verbose >= 1``)."""
+    if not sb3_given:
+        return config, []
+    translated, notes = translate_sb3_names(agent_cls.algo, sb3_given, action_dims(action_space), natrl_given)
+    for note in notes:
+        _log.info("%s: %s", agent_cls.__name__, note)
+        if verbose >= 1:
+            print(f"{agent_cls.__name__}: SB3 name {note}")
+    return build_config(agent_cls.config_cls, {**config.to_dict(), **translated}), notes
+
+
+def check_seed(seed: Any) -> int:
+    """An agent's seed: an integer in [0, 2**63), or None for 0."""
+    if seed is not None and (
+        not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**63
+    ):
+        raise TypeError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
+    return 0 if seed is None else int(seed)

@@ -25,6 +25,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, ClipReward, FrameStackObservation
 
+from natrl.rl.trusted import register_namespace
+
 __all__ = ["AtariWrapper", "FireAfterLostLife", "FireReset", "check_ale_vector_env", "make_ale_vector_env"]
 
 
@@ -178,9 +180,7 @@ def make_ale_vector_env(
     from ale_py.vector_env import AtariVectorEnv
     from gymnasium.vector import AutoresetMode
 
-    from natrl.rl.env import register_env_id
-
-    spec = gym.spec(register_env_id(env_id))
+    spec = gym.spec(register_namespace(env_id))
     make = {**(spec.kwargs or {}), **dict(env_kwargs or {})}
     wrap = dict(wrapper_kwargs or {})
     venv = AtariVectorEnv(

@@ -12,11 +12,15 @@ values exactly; the updates backpropagate through every step of a sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "Sequences"]
+if TYPE_CHECKING:
+    from natrl.rl.rollout import Rollout
+
+__all__ = ["Batch", "Sequences", "batch_from_rollout"]
 
 
 @dataclass
@@ -83,3 +87,37 @@ class Batch:
     def per_unit(self, rows: Tensor) -> Tensor:
         """A per-row tensor (N, ...) arranged per unit: itself, or (S, L, ...) for sequences."""
         return rows if self.seq is None else rows.unflatten(0, (len(self.seq), self.seq.length))
+
+
+def batch_from_rollout(ro: Rollout, advantages: Tensor, returns: Tensor, sequence_length: int) -> Batch:
+    """A rollout (T, E, ...) and its advantages and returns as one :class:`Batch` of N = T·E rows: step by step,
+    or env by env cut into sequences of ``sequence_length`` steps for a recurrent policy."""
+    n = ro.n_steps
+    seq = None
+    if ro.starts is None:
+
+        def rows(x: Tensor) -> Tensor:
+            return x.reshape(n, *x.shape[2:])
+
+    else:  # a recurrent policy: rows env by env, cut into sequences of L steps
+
+        def rows(x: Tensor) -> Tensor:
+            return x.transpose(0, 1).reshape(n, *x.shape[2:])
+
+        L = sequence_length
+        assert ro.actor_states is not None and ro.critic_states is not None
+        seq = Sequences(
+            L,
+            ro.starts.T.reshape(-1, L),
+            ro.actor_states[:, ::L].flatten(0, 1),
+            ro.critic_states[:, ::L].flatten(0, 1),
+        )
+    return Batch(
+        obs=rows(ro.obs),
+        actions=rows(ro.actions),
+        log_probs=rows(ro.log_probs),
+        values=rows(ro.values),
+        advantages=rows(advantages),
+        returns=rows(returns),
+        seq=seq,
+    )

@@ -1,11 +1,16 @@
 """Building Gymnasium environments for agents, with clear errors for bad input.
 
 An agent accepts an environment id (``"Hopper-v5"``), a ``gymnasium.Env``
-instance, or a factory (a zero-argument callable returning a new env). Training
-uses a vector env with autoreset in SAME_STEP mode: when an episode ends the
-final observation is in ``info["final_obs"]`` and the returned observation is
-already the first one of the next episode, so every step of the rollout is a real
-transition (no dummy reset steps as with NEXT_STEP mode).
+instance, a factory (a zero-argument callable returning a new env), a Gymnasium
+vector env or an SB3 VecEnv. :class:`EnvSource` reads that argument once and is
+what the agent asks for envs: the training vector env, built by one of the
+:data:`BACKENDS` (``vec_env``: gymnasium's sync or async envs, ALE's or EnvPool's
+C++ envs; rollout workers build theirs from the same recipe), a fresh env for
+evaluation, and what a checkpoint stores to rebuild it. Training uses a vector
+env with autoreset in SAME_STEP mode: when an episode ends the final observation
+is in ``info["final_obs"]`` and the returned observation is already the first
+one of the next episode, so every step of the rollout is a real transition (no
+dummy reset steps as with NEXT_STEP mode).
 """
 
 from __future__ import annotations
@@ -20,19 +25,29 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
+from natrl.rl.atari import check_ale_vector_env, make_ale_vector_env
+from natrl.rl.envpool_env import EnvPoolSameStep, check_envpool_env
+from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, is_sb3_vec_env, register_with_sb3
 from natrl.rl.spaces import UnsupportedSpaceError, check_spaces
+from natrl.rl.trusted import register_namespace
 
 __all__ = [
+    "BACKENDS",
+    "SPEC_PREFIX",
+    "Backend",
     "EnvLike",
+    "EnvSource",
     "NonFiniteError",
     "UnsupportedSpaceError",
     "VectorEnvBuilder",
+    "check_autoreset",
     "check_spaces",
     "env_factory",
     "env_name",
     "make_vector_env",
+    "rebuildable_env",
     "register_env_id",
-    "register_namespace",
+    "training_env",
 ]
 
 EnvLike = str | gym.Env | Callable[[], gym.Env]
@@ -59,13 +74,6 @@ def _unknown_env_message(env_id: str) -> str:
     )
 
 
-# namespaces whose ids a package registers: (module, how to register, what the id needs, natrl's extra)
-_NAMESPACES: dict[str, tuple[str, Callable[[Any], None], str, str]] = {
-    "ALE": ("ale_py", gym.register_envs, "an Atari game, which needs ale-py", "atari"),
-    "MinAtar": ("minatar.gym", lambda module: module.register_envs(), "a MinAtar game, which needs MinAtar", "minatar"),
-}
-
-
 def register_env_id(env_id: str) -> str:
     """Register what an id needs: ``module:Env-v0`` imports ``module`` (as ``gym.make`` does), ``ALE/…`` ids
     register ale-py's environments, ``MinAtar/…`` ids MinAtar's. Returns the id without the module part."""
@@ -76,20 +84,6 @@ def register_env_id(env_id: str) -> str:
         except ImportError as exc:
             raise ValueError(f"environment id {module}:{env_id}: cannot import {module!r} ({exc})") from None
     return register_namespace(env_id)
-
-
-def register_namespace(env_id: str) -> str:
-    """Register the package behind an ``ALE/…`` or ``MinAtar/…`` id (natrl's list, never the caller's module)
-    when the id is not registered yet; returns ``env_id``."""
-    namespace = env_id.partition("/")[0] if "/" in env_id else None
-    if env_id not in gym.registry and namespace in _NAMESPACES:
-        module, register, what, extra = _NAMESPACES[namespace]
-        try:
-            package = importlib.import_module(module)
-        except ImportError:
-            raise ValueError(f"environment id {env_id!r} is {what}: pip install 'natrl[{extra}]'") from None
-        register(package)
-    return env_id
 
 
 def env_factory(
@@ -214,16 +208,11 @@ def make_vector_env(factory: Callable[[], gym.Env], n_envs: int, *, mode: str = 
 class VectorEnvBuilder:
     """How one process (the learner, or each rollout worker) builds its training vector env: ``builder(n_envs)``.
 
-    A picklable recipe, so that Ray workers build the same backend as the learner would:
-
-    * ``"sync"`` / ``"async"``: gymnasium's vector envs over ``factory`` (``make_vector_env``);
-    * ``"ale"``: ALE's C++ vector env with :class:`~natrl.rl.atari.AtariWrapper`'s preprocessing
-      (:func:`natrl.rl.atari.make_ale_vector_env`);
-    * ``"envpool"``: EnvPool's envs (:class:`natrl.rl.envpool_env.EnvPoolSameStep`).
-
-    The ``"ale"`` and ``"envpool"`` envs are built from ``env_id``, not from ``factory``; the observation and
-    action spaces they produce are checked against ``observation_space`` and ``action_space`` (those of the
-    agent's env), so a backend that would feed the policy other inputs is refused with one line.
+    A picklable recipe, so that Ray workers build the same backend as the learner would (the backend is looked
+    up in :data:`BACKENDS` where the envs are built). The ``"ale"`` and ``"envpool"`` envs are built from
+    ``env_id``, not from ``factory``; the observation and action spaces they produce are checked against
+    ``observation_space`` and ``action_space`` (those of the agent's env), so a backend that would feed the
+    policy other inputs is refused with one line.
     """
 
     backend: str
@@ -235,40 +224,290 @@ class VectorEnvBuilder:
     action_space: gym.Space | None = None
 
     def __call__(self, n_envs: int) -> VectorEnv:
-        if self.backend in ("sync", "async"):
-            if self.factory is None:
-                raise ValueError(f"vec_env={self.backend!r} needs an env factory")
-            return make_vector_env(self.factory, n_envs, mode=self.backend)
-        if self.backend == "ale":
-            from natrl.rl.atari import make_ale_vector_env
+        backend = BACKENDS.get(self.backend)
+        if backend is None:
+            raise ValueError(f"vec_env must be one of {', '.join(map(repr, BACKENDS))}, got {self.backend!r}")
+        return backend.build(self, n_envs)
 
-            assert self.env_id is not None
-            venv: VectorEnv = make_ale_vector_env(self.env_id, n_envs, self.env_kwargs, self.wrapper_kwargs)
-            if self.observation_space is not None and venv.single_observation_space != self.observation_space:
-                venv.close()
-                raise ValueError(
-                    f"vec_env='ale': ALE's vector env observes {venv.single_observation_space}, the agent's env "
-                    f"{self.observation_space}; use vec_env='sync'"
-                )
-            return venv
-        if self.backend == "envpool":
-            from natrl.rl.envpool_env import EnvPoolSameStep
 
-            assert self.env_id is not None
-            pool = EnvPoolSameStep(self.env_id, n_envs, self.env_kwargs)
-            shapes = (pool.single_observation_space.shape, pool.single_action_space.shape)
-            expected = (
-                None if self.observation_space is None else self.observation_space.shape,
-                None if self.action_space is None else self.action_space.shape,
+def _build_gymnasium(recipe: VectorEnvBuilder, n_envs: int) -> VectorEnv:
+    if recipe.factory is None:
+        raise ValueError(f"vec_env={recipe.backend!r} needs an env factory")
+    return make_vector_env(recipe.factory, n_envs, mode=recipe.backend)
+
+
+def _build_ale(recipe: VectorEnvBuilder, n_envs: int) -> VectorEnv:
+    assert recipe.env_id is not None
+    venv: VectorEnv = make_ale_vector_env(recipe.env_id, n_envs, recipe.env_kwargs, recipe.wrapper_kwargs)
+    if recipe.observation_space is not None and venv.single_observation_space != recipe.observation_space:
+        venv.close()
+        raise ValueError(
+            f"vec_env='ale': ALE's vector env observes {venv.single_observation_space}, the agent's env "
+            f"{recipe.observation_space}; use vec_env='sync'"
+        )
+    return venv
+
+
+def _build_envpool(recipe: VectorEnvBuilder, n_envs: int) -> VectorEnv:
+    assert recipe.env_id is not None
+    pool = EnvPoolSameStep(recipe.env_id, n_envs, recipe.env_kwargs)
+    shapes = (pool.single_observation_space.shape, pool.single_action_space.shape)
+    expected = (
+        None if recipe.observation_space is None else recipe.observation_space.shape,
+        None if recipe.action_space is None else recipe.action_space.shape,
+    )
+    if recipe.observation_space is not None and shapes != expected:
+        pool.close()
+        raise ValueError(
+            f"vec_env='envpool': EnvPool's {recipe.env_id} has observation and action shapes {shapes}, "
+            f"gymnasium's {expected}; use vec_env='sync'"
+        )
+    return pool
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One ``vec_env`` backend.
+
+    Attributes:
+        check: ``check(env, wrapper_class)`` refuses, with one line, an env argument the backend cannot build
+            (None: any env natrl can make).
+        build: ``build(recipe, n_envs)``, the vector env.
+    """
+
+    check: Callable[[Any, Any], None] | None
+    build: Callable[[VectorEnvBuilder, int], VectorEnv]
+
+
+BACKENDS: dict[str, Backend] = {
+    "sync": Backend(None, _build_gymnasium),  # gymnasium's SyncVectorEnv over the factory
+    "async": Backend(None, _build_gymnasium),  # gymnasium's AsyncVectorEnv: one subprocess per env
+    "ale": Backend(check_ale_vector_env, _build_ale),  # ALE's C++ vector env, AtariWrapper's preprocessing
+    "envpool": Backend(check_envpool_env, _build_envpool),  # EnvPool's C++ envs
+}
+"""The ``vec_env`` backends by name. Rollout workers (``workers > 0``) build any of them in each worker from
+:meth:`EnvSource.builder`'s recipe; an SB3 VecEnv or a ready Gymnasium vector env is trained on as given."""
+
+
+def training_env(env: Any, n_envs: Any) -> Any:
+    """What the agent trains on, from what SB3 users pass too: an SB3 ``VecEnv`` becomes a Gymnasium vector env
+    (:class:`~natrl.rl.sb3_vec_env.FromSB3VecEnv`), natrl's SB3 view gives back its vector env, and one
+    ``gymnasium.Env`` instance without a registered spec is trained on as the only env (as SB3 wraps it in a
+    ``DummyVecEnv``); registered instances, ids and factories are built by natrl as before."""
+    if isinstance(env, SB3VecEnv):
+        return env.venv
+    if is_sb3_vec_env(env):
+        return FromSB3VecEnv(env)
+    if isinstance(env, gym.Env) and env.spec is None:
+        if n_envs not in (None, 1):
+            raise ValueError(
+                f"one env instance without a registered spec is one env, but n_envs={n_envs}; pass a factory "
+                "(lambda: MyEnv()) for several copies, or n_envs=1"
             )
-            if self.observation_space is not None and shapes != expected:
-                pool.close()
-                raise ValueError(
-                    f"vec_env='envpool': EnvPool's {self.env_id} has observation and action shapes {shapes}, "
-                    f"gymnasium's {expected}; use vec_env='sync'"
-                )
-            return pool
-        raise ValueError(f"vec_env must be 'sync', 'async', 'ale' or 'envpool', got {self.backend!r}")
+        return SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
+    return env
+
+
+def check_autoreset(venv: VectorEnv) -> None:
+    """Refuse a vector env that does not autoreset in SAME_STEP mode."""
+    mode = venv.metadata.get("autoreset_mode")
+    if mode is not None and mode != AutoresetMode.SAME_STEP and str(mode) != str(AutoresetMode.SAME_STEP):
+        raise ValueError(
+            f"the vector env autoresets in {mode} mode; natrl needs SAME_STEP (final observations in the step's "
+            "info): gym.make_vec(id, n, vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP})"
+        )
+
+
+SPEC_PREFIX = "spec:"
+"""How a checkpoint's ``env`` entry marks a Gymnasium spec (as JSON) rather than an id."""
+
+
+def rebuildable_env(env: Any) -> str | None:
+    """What a checkpoint stores to rebuild the env: an id, or an Env's spec as JSON (kwargs and the
+    wrappers gymnasium records, e.g. ``gym.make("CartPole-v1", max_episode_steps=50)``); None for factories."""
+    if isinstance(env, str):
+        return env
+    spec = getattr(env, "spec", None)
+    if isinstance(env, gym.Env) and spec is not None:
+        try:
+            return SPEC_PREFIX + spec.to_json()
+        except (ValueError, TypeError):  # kwargs gymnasium cannot write as JSON
+            return None
+    return None
+
+
+class EnvSource:
+    """What an agent trains on, and how to build more of it: the env argument as the user gave it (an id, a
+    factory, a ``gymnasium.Env``, a Gymnasium vector env or an SB3 VecEnv, see :func:`training_env`), read once.
+
+    Args:
+        env: the env argument, after :func:`training_env`.
+        backend: ``config.vec_env``, a key of :data:`BACKENDS`.
+        env_kwargs: ``gym.make``'s keyword arguments (ids only).
+        wrapper_class: a wrapper applied to every env natrl builds.
+        wrapper_kwargs: its keyword arguments.
+
+    Attributes:
+        env_id: a short name (the id, the spec's id, or the factory's name).
+        factory: builds one fresh env (evaluation, sync/async vector envs); None for a vector env without a
+            registered spec.
+        stored: what a checkpoint stores to rebuild the env (:func:`rebuildable_env`), None for factories.
+        given: the ready vector env the agent was given (the caller's to close), else None.
+        observation_space: one env's observation space.
+        action_space: one env's action space.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        *,
+        backend: str = "sync",
+        env_kwargs: Mapping[str, Any] | None = None,
+        wrapper_class: Callable[..., gym.Env] | None = None,
+        wrapper_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.env_kwargs = dict(env_kwargs or {})
+        self.wrapper_class, self.wrapper_kwargs = wrapper_class, dict(wrapper_kwargs or {})
+        self.given: VectorEnv | None = None
+        self._sb3_view: SB3VecEnv | None = None
+        if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
+            check_autoreset(env)
+            self.given = env
+            spec = getattr(env, "spec", None)  # gym.make_vec records the single env's id and make-kwargs
+            self.env_id = spec.id if spec is not None else type(env).__name__
+            self.factory: Callable[[], gym.Env] | None = None
+            self.stored: str | None = None
+            if spec is not None and spec.id in gym.registry:
+                vector_keys = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers")
+                self.env_kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k not in vector_keys}
+                self.factory = env_factory(spec.id, self.env_kwargs)  # for evaluation and checkpoints
+                self.stored = spec.id
+            self.observation_space, self.action_space = env.single_observation_space, env.single_action_space
+        else:
+            self._check_backend(env)
+            self.env_id = env_name(env)
+            self.factory = env_factory(env, self.env_kwargs, wrapper_class, self.wrapper_kwargs)
+            self.stored = rebuildable_env(env)
+            probe = _build_first_env(self.factory, self.env_id, self.env_kwargs, wrapper_class)
+            self.observation_space, self.action_space = probe.observation_space, probe.action_space
+            probe.close()
+        check_spaces(self.observation_space, self.action_space)
+
+    @property
+    def num_envs(self) -> int | None:
+        """The given vector env's number of envs, None when natrl builds the envs."""
+        return None if self.given is None else int(self.given.num_envs)
+
+    def _check_backend(self, env: Any) -> None:
+        backend = BACKENDS.get(self.backend)
+        if backend is not None and backend.check is not None:
+            backend.check(env, self.wrapper_class)
+
+    def builder(self) -> VectorEnvBuilder:
+        """The recipe of the training vector env for ``backend`` (what each rollout worker builds)."""
+        return VectorEnvBuilder(
+            self.backend,
+            self.factory,
+            self.env_id,
+            dict(self.env_kwargs),
+            dict(self.wrapper_kwargs),
+            self.observation_space,
+            self.action_space,
+        )
+
+    def vector_env(self, n_envs: int) -> VectorEnv:
+        """The training vector env: the given one, else ``n_envs`` new envs of ``backend``."""
+        return self.given if self.given is not None else self.builder()(n_envs)
+
+    def owns(self, venv: VectorEnv) -> bool:
+        """``venv`` was built here (and is closed here), not given by the caller."""
+        return venv is not self.given
+
+    def replace(self, env: EnvLike) -> None:
+        """Build envs from ``env`` from now on (:meth:`natrl.rl.OnPolicyAgent.set_env`): same kwargs, wrapper,
+        backend and spaces."""
+        if isinstance(env, VectorEnv):
+            raise ValueError("set_env takes an env id, a gymnasium.Env or a factory (build the agent on a vector env)")
+        factory = env_factory(env, self.env_kwargs, self.wrapper_class, self.wrapper_kwargs)
+        self._check_backend(env)
+        probe = factory()
+        spaces_ = (probe.observation_space, probe.action_space)
+        probe.close()
+        if spaces_ != (self.observation_space, self.action_space):
+            raise ValueError(
+                f"set_env: the env's spaces {spaces_} differ from the agent's "
+                f"({self.observation_space}, {self.action_space})"
+            )
+        self.factory, self.env_id, self.stored = factory, env_name(env), rebuildable_env(env)
+
+    def sb3_env(self, venv: VectorEnv) -> Any:
+        """``venv`` in stable-baselines3's VecEnv API: the SB3 VecEnv the agent was given, else a (cached)
+        :class:`~natrl.rl.sb3_vec_env.SB3VecEnv` view."""
+        if isinstance(venv, FromSB3VecEnv):
+            return venv.sb3_venv
+        if self._sb3_view is None or self._sb3_view.venv is not venv:
+            self._sb3_view = SB3VecEnv(venv)
+        register_with_sb3()  # an SB3 VecEnv for isinstance once SB3 is imported (evaluate_policy, callbacks)
+        return self._sb3_view
+
+    def vec_normalize(self) -> Any:
+        """The SB3 ``VecNormalize`` in the chain of the SB3 VecEnv the agent was given, or None."""
+        venv = self.given.sb3_venv if isinstance(self.given, FromSB3VecEnv) else None
+        while venv is not None:
+            if type(venv).__name__ == "VecNormalize" and hasattr(venv, "obs_rms"):
+                return venv
+            venv = getattr(venv, "venv", None)
+        return None
+
+
+def _build_first_env(
+    factory: Callable[[], gym.Env], name: str, env_kwargs: dict[str, Any], wrapper_class: Any
+) -> gym.Env:
+    """One env from ``factory``, at construction: a keyword the env does not take, or a wrapper that does not fit
+    its spaces, is reported here in one line instead of at the first rollout."""
+    try:
+        env = factory()
+    except (TypeError, AssertionError, gym.error.Error) as exc:
+        given = []
+        if env_kwargs:
+            given.append(f"env_kwargs {sorted(env_kwargs)}")
+        if wrapper_class is not None:
+            given.append(f"wrapper_class {getattr(wrapper_class, '__name__', wrapper_class)}")
+        cause = f" with {' and '.join(given)}" if given else ""
+        raise ValueError(f"building the environment {name}{cause} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"the environment factory for {name} returned a {type(env).__name__}, not a gymnasium.Env")
+    _check_step_types(env, name)
+    return env
+
+
+def _check_step_types(env: gym.Env, name: str) -> None:
+    """One reset and one step of a throw-away copy: ``terminated``/``truncated`` must be booleans and the reward a
+    number (a vector env would read ``None`` as False and train on it without a word)."""
+    try:
+        first = env.reset(seed=0)
+        step = env.step(env.action_space.sample())
+    except Exception:  # the env's own errors surface, with their traceback, at the first rollout
+        return
+    if not (isinstance(first, tuple) and len(first) == 2 and isinstance(first[1], dict)):
+        raise TypeError(
+            f"{name}: env.reset must return (observation, info dict), as Gymnasium's API, got {first!r:.80}"
+        )
+    if not (isinstance(step, tuple) and len(step) == 5 and isinstance(step[4], dict)):
+        raise TypeError(
+            f"{name}: env.step must return (observation, reward, terminated, truncated, info dict), as Gymnasium's "
+            f"API, got {step!r:.80}"
+        )
+    _, reward, terminated, truncated, _ = step
+    for field_, value in (("terminated", terminated), ("truncated", truncated)):
+        if np.ndim(value) != 0 or np.asarray(value).dtype != np.bool_:
+            raise TypeError(
+                f"{name}: env.step returned {field_}={value!r} ({type(value).__name__}); Gymnasium envs return a bool"
+            )
+    kind = np.asarray(reward).dtype.kind if np.ndim(reward) == 0 else "shape"
+    if kind not in "iuf":
+        raise TypeError(f"{name}: env.step returned reward={reward!r} ({type(reward).__name__}); return a number")
 
 
 def check_finite(obs: np.ndarray, rewards: np.ndarray, step: int) -> None:

@@ -25,17 +25,43 @@ import importlib
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec, WrapperSpec
 
-from natrl.rl.env import register_namespace
-
-__all__ = ["UntrustedReferenceError", "registered_env_id", "resolve_class", "spec_env_factory"]
+__all__ = [
+    "UntrustedReferenceError",
+    "register_namespace",
+    "registered_env_id",
+    "resolve_class",
+    "spec_env_factory",
+]
 
 
 class UntrustedReferenceError(ValueError):
     """A file names code (a module, an entry point, a function) that natrl does not load from a file."""
+
+
+# namespaces whose ids a package registers: (module, how to register, what the id needs, natrl's extra)
+_NAMESPACES: dict[str, tuple[str, Callable[[Any], None], str, str]] = {
+    "ALE": ("ale_py", gym.register_envs, "an Atari game, which needs ale-py", "atari"),
+    "MinAtar": ("minatar.gym", lambda module: module.register_envs(), "a MinAtar game, which needs MinAtar", "minatar"),
+}
+
+
+def register_namespace(env_id: str) -> str:
+    """Register the package behind an ``ALE/…`` or ``MinAtar/…`` id (natrl's list, never the caller's module)
+    when the id is not registered yet; returns ``env_id``."""
+    namespace = env_id.partition("/")[0] if "/" in env_id else None
+    if env_id not in gym.registry and namespace in _NAMESPACES:
+        module, register, what, extra = _NAMESPACES[namespace]
+        try:
+            package = importlib.import_module(module)
+        except ImportError:
+            raise ValueError(f"environment id {env_id!r} is {what}: pip install 'natrl[{extra}]'") from None
+        register(package)
+    return env_id
 
 
 # Modules whose classes a file may name. natrl's own modules may be imported (natrl names them here);

@@ -1,0 +1,369 @@
+"""Agent checkpoints: what they hold, how they are written, read, checked and turned back into an agent.
+
+A checkpoint holds everything needed to continue training (networks, optimiser states, normaliser statistics,
+generator states, step counters, where the envs' episodes stand) as plain data and tensors, never code: it is
+read with ``torch.load(weights_only=True)`` and anything it names (an env, a wrapper, a class) is resolved as
+data by :mod:`natrl.rl.trusted`. Files are written atomically (temporary file + ``os.replace``) and never hold
+a NaN or an infinity.
+
+The agent's methods with stable-baselines3's names (``save``, ``load``, ``get_parameters``,
+``set_parameters``) and its ``state_dict`` / ``load_state_dict`` call the functions here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from natrl.atomic import atomic_write_bytes
+from natrl.rl.arguments import jsonable
+from natrl.rl.config import build_config, schedule_value
+from natrl.rl.env import SPEC_PREFIX, EnvLike
+from natrl.rl.policies import PolicyError
+from natrl.rl.policies.build import decode_class, decode_policy_kwargs, encode_class, encode_policy_kwargs
+from natrl.rl.trusted import UntrustedReferenceError, registered_env_id, spec_env_factory
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_SUFFIX",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "NonFiniteStateError",
+    "agent_state",
+    "checked_state",
+    "checkpoint_path",
+    "load_agent_class",
+    "load_networks",
+    "load_parameters",
+    "load_random_state",
+    "nonfinite_entries",
+    "read_checkpoint",
+    "rebuild_env",
+    "write_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "natrl-agent"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_SUFFIX = ".pt"
+
+# what a checkpoint must hold, and of which type, before anything is built from it
+_CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "algo": str,
+    "env_id": str,
+    "seed": int,
+    "config": dict,
+    "actor": dict,
+    "critic": dict,
+    "num_timesteps": int,
+    "num_updates": int,
+}
+# the entries whose tensors are the agent's numerical state (a NaN in any of them is refused)
+_NUMERIC_ENTRIES = ("actor", "critic", "obs_normalizer", "reward_scaler", "algo_state")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or not compatible with this agent."""
+
+
+class NonFiniteStateError(CheckpointError):
+    """The agent holds a NaN or infinite parameter or state, which natrl does not save or load."""
+
+
+def nonfinite_entries(obj: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the floating-point tensors (and floats) in ``obj`` that hold a NaN or an infinity."""
+    if isinstance(obj, Tensor):
+        return [prefix] if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else []
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [prefix]
+    if isinstance(obj, np.ndarray) and np.issubdtype(obj.dtype, np.floating):
+        return [] if bool(np.isfinite(obj).all()) else [prefix]
+    items: Any = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    found: list[str] = []
+    for key, value in items:
+        found += nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (torch's load_state_dict lists every mismatch on its own line)."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def agent_state(agent: Any, *, algo_state: dict[str, Any], collector: dict[str, Any] | None, episodes: int) -> dict:
+    """Everything a checkpoint holds about ``agent``, from its public attributes, plain data and tensors.
+
+    Args:
+        agent: an :class:`~natrl.rl.agent.OnPolicyAgent`.
+        algo_state: the algorithm's state (optimisers, curvature factors).
+        collector: where the envs' episodes stand (None: a resumed agent starts fresh episodes).
+        episodes: episodes finished so far.
+    """
+    source = agent.env_source
+    wrapper_class = source.wrapper_class
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "algo": agent.algo,
+        "env_id": source.env_id,
+        "env": source.stored,
+        "env_kwargs": jsonable(source.env_kwargs),
+        # a wrapper class by name (a function wrapper cannot be named: pass it again to load())
+        "wrapper_class": encode_class(wrapper_class) if isinstance(wrapper_class, type) else None,
+        "wrapper_kwargs": jsonable(source.wrapper_kwargs),
+        "seed": agent.seed,
+        # a function schedule cannot go into a weights-only file: its current value does (pass the
+        # function again with load(..., custom_objects={name: fn})); "lin_<value>" strings are kept
+        "config": {
+            k: schedule_value(v, agent.progress_remaining) if callable(v) else v
+            for k, v in agent.config.to_dict().items()
+        },
+        "policy": agent.policy_name,
+        "policy_kwargs": encode_policy_kwargs(agent.policy_kwargs),
+        "actor": agent.actor.state_dict(),
+        "critic": agent.critic.state_dict(),
+        "obs_normalizer": agent.obs_normalizer.state_dict() if agent.obs_normalizer else None,
+        "reward_scaler": agent.reward_scaler.state_dict() if agent.reward_scaler else None,
+        "generator": agent.generator.get_state(),
+        "rng": agent.rng.bit_generator.state,
+        "num_timesteps": agent.num_timesteps,
+        "num_updates": agent.num_updates,
+        "episodes": episodes,
+        "algo_state": algo_state,
+        "collector": collector,
+    }
+
+
+def checked_state(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` when its numerical entries are finite.
+
+    Raises:
+        NonFiniteStateError: a parameter, normaliser statistic or optimiser state is NaN or infinite
+            (natrl never writes one to disk).
+    """
+    bad = nonfinite_entries({k: state[k] for k in _NUMERIC_ENTRIES})
+    if bad:
+        raise NonFiniteStateError(
+            f"the agent's {', '.join(bad[:3])} {'is' if len(bad) == 1 else 'are'} not finite; natrl does not "
+            "save non-finite values (load an earlier checkpoint or lower the step sizes)"
+        )
+    return state
+
+
+def checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """The file ``save(path)`` writes: ``path``, with ``.pt`` added to a name without a suffix.
+
+    Raises:
+        ValueError: ``path`` is a directory or has no name.
+    """
+    path = Path(path)
+    if not path.name or path.is_dir():
+        example = str(path / "model.pt")
+        raise ValueError(f"save: {str(path)!r} is a directory, not a file name; give e.g. {example!r}")
+    return path.with_name(path.name + CHECKPOINT_SUFFIX) if not path.suffix else path
+
+
+def write_checkpoint(state: dict[str, Any], path: Path) -> Path:
+    """Write ``state`` atomically to the file ``path`` (temporary file in the same folder, then rename)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and sanity-check a checkpoint file; ``path`` without a suffix is looked for as given, then with
+    ``.pt`` (what :func:`checkpoint_path` adds).
+
+    Raises:
+        CheckpointError: no such file, not a natrl checkpoint, another version, a damaged or non-finite entry.
+    """
+    path = Path(path)
+    if not path.is_file() and not path.suffix and path.with_name(path.name + CHECKPOINT_SUFFIX).is_file():
+        path = path.with_name(path.name + CHECKPOINT_SUFFIX)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/garbage files
+        # torch's own message (weights-only unpickling advice) would mislead here: the file
+        # is not a checkpoint natrl wrote, so name only the kind of failure
+        raise CheckpointError(
+            f"{path} is not a readable natrl checkpoint (corrupt or truncated?): {type(exc).__name__}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a natrl agent checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {state.get('version')}, this natrl reads {CHECKPOINT_VERSION}"
+        )
+    for key, kind in _CHECKPOINT_FIELDS.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            what = "has no" if key not in state else f"has a {type(value).__name__} as its"
+            raise CheckpointError(f"{path} {what} {key!r} entry: it is damaged or not written by natrl")
+    if not 0 <= state["seed"] < 2**63:
+        raise CheckpointError(f"{path} has the seed {state['seed']}, outside [0, 2**63): it is damaged")
+    for key in ("algo_state", "policy_kwargs", "env_kwargs", "wrapper_kwargs", "collector"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            raise CheckpointError(f"{path} has a {type(state[key]).__name__} as its {key!r} entry: it is damaged")
+    if state["num_timesteps"] < 0 or state["num_updates"] < 0:
+        raise CheckpointError(f"{path} has negative step counters: it is damaged or not written by natrl")
+    bad = nonfinite_entries({k: state.get(k) for k in _NUMERIC_ENTRIES})
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{path} holds non-finite values ({', '.join(bad[:3])}{more}); natrl does not load them: "
+            "use an earlier checkpoint of the run"
+        )
+    return state
+
+
+def load_parameters(policy: nn.Module, parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str]) -> None:
+    """Load ``get_parameters()``'s dict, or a checkpoint file's weights, into ``policy`` (an agent's
+    :class:`~natrl.rl.agent.ActorCritic`)."""
+    if not isinstance(parameters, (dict, str, os.PathLike)):
+        raise TypeError(
+            f"set_parameters takes get_parameters()'s dict or a checkpoint path, got {type(parameters).__name__}"
+        )
+    if not isinstance(parameters, dict):
+        state = read_checkpoint(parameters)
+        parameters = {"policy": {**{f"actor.{k}": v for k, v in state["actor"].items()},
+                                 **{f"critic.{k}": v for k, v in state["critic"].items()}}}  # fmt: skip
+    bad = nonfinite_entries(parameters)
+    if bad:
+        raise NonFiniteStateError(f"set_parameters: {', '.join(bad[:3])} holds NaN or infinite values")
+    try:
+        policy.load_state_dict(parameters["policy"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"the parameters do not fit this agent's networks: {_one_line(exc)}") from None
+
+
+def load_networks(actor: nn.Module, critic: nn.Module, state: dict[str, Any]) -> None:
+    """A checkpoint's ``actor`` and ``critic`` weights into the agent's networks."""
+    try:
+        actor.load_state_dict(state["actor"])
+        critic.load_state_dict(state["critic"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(
+            "the checkpoint does not fit this agent's networks (trained on an env with other spaces, or with "
+            f"other policy_kwargs?): {_one_line(exc)}"
+        ) from None
+
+
+def load_random_state(generator: torch.Generator, rng: np.random.Generator, state: dict[str, Any]) -> None:
+    """A checkpoint's torch generator state (when saved on this device type) and NumPy generator state."""
+    saved = state.get("generator")
+    if isinstance(saved, Tensor) and saved.dtype == torch.uint8:
+        try:
+            generator.set_state(saved)
+        except RuntimeError:  # a generator state saved on another device type: this device's stream
+            pass
+    if "rng" in state:
+        try:
+            rng.bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"the checkpoint's rng entry is not a NumPy generator state ({exc})") from None
+
+
+def rebuild_env(stored: Any, *, hint: str) -> EnvLike | None:
+    """The env a checkpoint's ``env`` field describes, from data only (:mod:`natrl.rl.trusted`): a registered
+    id, or a factory for a spec whose id is registered with the same entry point; None when none is stored.
+
+    Raises:
+        UntrustedReferenceError: the field names code (an unregistered ``module:`` id, a foreign entry point or
+            wrapper); ``hint`` says how to pass the env yourself.
+    """
+    if stored is None:
+        return None
+    if not isinstance(stored, str):
+        raise UntrustedReferenceError(f"the checkpoint's env field is not a string ({type(stored).__name__}); {hint}")
+    if stored.startswith(SPEC_PREFIX):
+        return spec_env_factory(stored[len(SPEC_PREFIX) :], field="the checkpoint's env spec", hint=hint)
+    return registered_env_id(stored, field="the checkpoint's env", hint=hint)
+
+
+def _build_loaded(cls: Any, path: Any, env: Any, **kwargs: Any) -> Any:
+    """``cls(env, **kwargs)`` for a loaded checkpoint: networks too large for this machine are one line."""
+    try:
+        return cls(env, **kwargs)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc):
+            raise
+        raise CheckpointError(f"{path}: its networks do not fit in this machine's memory (hidden_sizes?)") from None
+
+
+def load_agent_class(
+    cls: Any,
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device,
+    env: EnvLike | None,
+    policy: Any,
+    policy_kwargs: dict[str, Any] | None,
+    custom_objects: dict[str, Any] | None,
+    wrapper_class: Any,
+) -> Any:
+    """An agent of class ``cls`` rebuilt from a checkpoint (the body of ``OnPolicyAgent.load``, whose
+    docstring describes the arguments)."""
+    state = read_checkpoint(path)
+    if cls.algo and state["algo"] != cls.algo:
+        raise CheckpointError(f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.rl.load_agent")
+    env_given = env
+    if env is None:
+        hint = f"pass the env yourself: {cls.__name__}.load(path, env=...) or natrl eval PATH --env ID"
+        try:
+            env = rebuild_env(state.get("env"), hint=hint)
+        except UntrustedReferenceError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    if env is None:
+        raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
+    retired = getattr(cls.config_cls, "retired_fields", ())
+    saved = {k: v for k, v in state["config"].items() if k not in retired}
+    config = build_config(cls.config_cls, {**saved, **(custom_objects or {})})
+    saved_policy = state.get("policy", "MlpPolicy")
+    if saved_policy == "custom" and policy is None:
+        raise CheckpointError(
+            f"{path} was trained with your own policy module(s); pass them again: {cls.__name__}.load(path, policy=...)"
+        )
+    kwargs = decode_policy_kwargs(state.get("policy_kwargs") or {}, policy_kwargs)
+    # the env as it was made: make-kwargs for an id, the wrapper when the env comes from the checkpoint
+    env_kwargs = (state.get("env_kwargs") or {}) if isinstance(env, str) else {}
+    if not isinstance(env_kwargs, dict):
+        raise CheckpointError(f"{path}: its env_kwargs entry is not a table: it is damaged")
+    if wrapper_class is None and env_given is None and state.get("wrapper_class"):
+        try:
+            wrapper_class = decode_class(
+                state["wrapper_class"], "pass load(..., wrapper_class=YourWrapper)", gym.Wrapper,
+                field="the checkpoint's wrapper_class",
+            )  # fmt: skip
+        except PolicyError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    agent = _build_loaded(
+        cls,
+        path,
+        env,
+        seed=state["seed"],
+        device=device,
+        config=config,
+        policy=policy if policy is not None else saved_policy,
+        policy_kwargs=kwargs if policy is None or isinstance(policy, str) else None,
+        env_kwargs=env_kwargs,
+        wrapper_class=wrapper_class,
+        wrapper_kwargs=(state.get("wrapper_kwargs") or {}) if wrapper_class is not None else None,
+    )
+    # another env than the saved one: its episodes start fresh
+    agent.load_state_dict(state if env_given is None else {**state, "collector": None})
+    source = agent.env_source
+    if env_given is None and isinstance(env, str):  # the registered id (a stored "module:" prefix dropped)
+        source.env_id, source.stored = env, env
+    elif env_given is None and state.get("env") is not None:  # rebuilt from the stored spec
+        source.env_id, source.stored = state["env_id"].rpartition(":")[2], state["env"]
+    return agent
