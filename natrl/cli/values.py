@@ -9,7 +9,6 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from natrl.cli.common import CLIError
-from natrl.rl.config import parse_overrides  # noqa: F401  TRANSITIONAL: removed once cli/train.py imports it from natrl.rl.config
 
 
 def _env_kwargs(items: Sequence[str]) -> dict[str, Any]:
