@@ -1,0 +1,35 @@
+"""Training callbacks with stable-baselines3's names and semantics.
+
+A callback is passed to ``agent.learn(..., callback=...)``: one :class:`BaseCallback`, a list of them
+(:class:`CallbackList`), or a plain function ``fn(agent, stats)`` called after every update with the
+update's stats (return False to stop). The hooks run where stable-baselines3 runs them:
+
+* ``_on_training_start`` / ``_on_training_end`` around ``learn``;
+* ``_on_rollout_start`` / ``_on_rollout_end`` around each rollout (before the update);
+* ``_on_step`` after every vector-env step (``n_calls`` counts them, ``num_timesteps`` counts
+  transitions), with ``self.locals`` holding that step's ``new_obs``, ``actions``, ``rewards``,
+  ``dones`` and ``infos``; returning False stops training;
+* natrl adds ``_on_update_end(stats)`` after each update, with the update's stats.
+
+The built-in ones: :class:`EvalCallback` (periodic deterministic evaluation, best-model saving,
+``evaluations.npz``), :class:`CheckpointCallback`, :class:`StopTrainingOnRewardThreshold`,
+:class:`StopTrainingOnNoModelImprovement`, :class:`EveryNTimesteps`, :class:`ProgressBarCallback`.
+"""
+
+from natrl.callbacks.base import BaseCallback, CallbackList, EveryNTimesteps, FunctionCallback, make_callback
+from natrl.callbacks.checkpoint import CheckpointCallback
+from natrl.callbacks.evaluation import EvalCallback, StopTrainingOnNoModelImprovement, StopTrainingOnRewardThreshold
+from natrl.callbacks.progress import ProgressBarCallback
+
+__all__ = [
+    "BaseCallback",
+    "CallbackList",
+    "CheckpointCallback",
+    "EvalCallback",
+    "EveryNTimesteps",
+    "FunctionCallback",
+    "ProgressBarCallback",
+    "StopTrainingOnNoModelImprovement",
+    "StopTrainingOnRewardThreshold",
+    "make_callback",
+]

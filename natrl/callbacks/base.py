@@ -1,0 +1,220 @@
+"""The callback protocol (stable-baselines3's hooks plus natrl's ``on_update_end``), lists of callbacks, plain
+functions as callbacks, and :class:`EveryNTimesteps`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BaseCallback", "CallbackList", "EveryNTimesteps", "FunctionCallback", "check_count", "due", "make_callback"]
+
+
+class BaseCallback:
+    """Base class: override the ``_on_*`` hooks you need (``_on_step`` must return a bool).
+
+    Attributes:
+        model: the agent (set by ``init_callback``).
+        n_calls: how many times ``on_step`` ran (vector-env steps).
+        num_timesteps: the agent's transitions so far, including the rollout in progress.
+        locals: the last step's (or the update's) variables.
+        parent: the callback that owns this one (EvalCallback for its children).
+    """
+
+    def __init__(self, verbose: int = 0) -> None:
+        self.verbose = verbose
+        self.model: Any = None  # the agent (natrl.rl.OnPolicyAgent), set by init_callback
+        self.n_calls = 0
+        self.num_timesteps = 0
+        self.locals: dict[str, Any] = {}
+        self.globals: dict[str, Any] = {}
+        self.parent: BaseCallback | None = None
+
+    @property
+    def training_env(self) -> Any:
+        assert self.model is not None
+        return self.model.get_env()
+
+    @property
+    def logger(self) -> Any:
+        assert self.model is not None
+        return self.model.logger
+
+    @property
+    def steps_hook(self) -> bool:
+        """Whether this callback needs ``on_step`` after every env step (False for update-only callbacks)."""
+        return True
+
+    def init_callback(self, model: Any) -> None:
+        self.model = model
+        self._init_callback()
+
+    def _init_callback(self) -> None:
+        pass
+
+    def on_training_start(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        self.locals, self.globals = locals_, globals_
+        assert self.model is not None
+        self.num_timesteps = self.model.num_timesteps
+        self._on_training_start()
+
+    def _on_training_start(self) -> None:
+        pass
+
+    def on_rollout_start(self) -> None:
+        self._on_rollout_start()
+
+    def _on_rollout_start(self) -> None:
+        pass
+
+    def on_step(self) -> bool:
+        self.n_calls += 1
+        assert self.model is not None
+        self.num_timesteps = self.model.current_timesteps
+        return self._on_step()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def on_rollout_end(self) -> None:
+        self._on_rollout_end()
+
+    def _on_rollout_end(self) -> None:
+        pass
+
+    def on_update_end(self, stats: dict[str, float]) -> bool:
+        assert self.model is not None
+        self.num_timesteps = self.model.num_timesteps
+        return self._on_update_end(stats) is not False
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool | None:
+        return True
+
+    def on_training_end(self) -> None:
+        self._on_training_end()
+
+    def _on_training_end(self) -> None:
+        pass
+
+    def update_locals(self, locals_: dict[str, Any]) -> None:
+        self.locals.update(locals_)
+        self.update_child_locals(locals_)
+
+    def update_child_locals(self, locals_: dict[str, Any]) -> None:
+        pass
+
+
+class FunctionCallback(BaseCallback):
+    """natrl's plain ``fn(agent, stats)`` after every update (return False to stop)."""
+
+    def __init__(self, fn: Callable[[Any, dict[str, float]], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    @property
+    def steps_hook(self) -> bool:
+        return False
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool | None:
+        return self.fn(self.model, stats) is not False
+
+
+class CallbackList(BaseCallback):
+    """Several callbacks, called in order; training stops when one of them says so."""
+
+    def __init__(self, callbacks: Sequence[BaseCallback | Callable[..., Any]]) -> None:
+        super().__init__()
+        self.callbacks = [make_callback(c) for c in callbacks]
+
+    @property
+    def steps_hook(self) -> bool:
+        return any(c.steps_hook for c in self.callbacks)
+
+    def _init_callback(self) -> None:
+        for c in self.callbacks:
+            c.init_callback(self.model)  # type: ignore[arg-type]
+
+    def _on_training_start(self) -> None:
+        for c in self.callbacks:
+            c.on_training_start(self.locals, self.globals)
+
+    def _on_rollout_start(self) -> None:
+        for c in self.callbacks:
+            c.on_rollout_start()
+
+    def _on_step(self) -> bool:
+        go = True
+        for c in self.callbacks:
+            if c.steps_hook:
+                go = c.on_step() and go
+        return go
+
+    def _on_rollout_end(self) -> None:
+        for c in self.callbacks:
+            c.on_rollout_end()
+
+    def _on_update_end(self, stats: dict[str, float]) -> bool:
+        go = True
+        for c in self.callbacks:
+            go = c.on_update_end(stats) and go
+        return go
+
+    def _on_training_end(self) -> None:
+        for c in self.callbacks:
+            c.on_training_end()
+
+    def update_child_locals(self, locals_: dict[str, Any]) -> None:
+        for c in self.callbacks:
+            c.update_locals(locals_)
+
+
+def make_callback(callback: Any) -> BaseCallback:
+    """A :class:`BaseCallback` from ``None``, a callback, a list of them, or a function ``fn(agent, stats)``."""
+    if callback is None:
+        return CallbackList([])
+    if isinstance(callback, BaseCallback):
+        return callback
+    if isinstance(callback, (list, tuple)):
+        return CallbackList(callback)
+    if callable(callback):
+        return FunctionCallback(callback)
+    raise TypeError(
+        f"callback must be a natrl.callbacks.BaseCallback, a list of them or a function (agent, stats), "
+        f"got {type(callback).__name__}"
+    )
+
+
+class EveryNTimesteps(BaseCallback):
+    """Calls ``callback.on_step()`` each time another ``n_steps`` transitions have passed."""
+
+    def __init__(self, n_steps: int, callback: BaseCallback) -> None:
+        super().__init__()
+        self.n_steps = int(n_steps)
+        self.callback = callback
+        self.last_trigger = 0
+
+    def _init_callback(self) -> None:
+        self.callback.init_callback(self.model)  # type: ignore[arg-type]
+        self.callback.parent = self
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last_trigger >= self.n_steps:
+            self.last_trigger = self.num_timesteps
+            return self.callback.on_step()
+        return True
+
+
+def check_count(owner: str, name: str, value: Any, low: int) -> int:
+    """``value`` as an int, or a ValueError naming ``owner``'s argument ``name`` unless it is an integer >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def due(step: int, last: int, every: int | None, final: int | None) -> bool:
+    """Whether an action repeated every ``every`` steps (and once at step ``final``) is due after an update
+    that moved the step count from ``last`` to ``step``: a multiple of ``every`` lies in (last, step], or
+    ``final`` was reached."""
+    periodic = every is not None and every > 0 and step // every > last // every
+    return periodic or (final is not None and step >= final > last)
