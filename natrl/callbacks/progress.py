@@ -98,7 +98,7 @@ class ProgressBarCallback(BaseCallback):
     def write(self, message: str) -> None:
         """Print a message without breaking the bar."""
         if self.bar is not None:
-            self.bar.write(message, file=self.bar.fp)
+            self.bar.write(message, file=self.file if self.file is not None else sys.stderr)
         else:
             print(message, flush=True)
 
