@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -101,7 +102,7 @@ def write_back(params: Iterable[Tensor], flat: Tensor) -> None:
         p.copy_(chunk)
 
 
-def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> tuple[Callable[..., object], list[str]]:
+def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> tuple[Callable[..., Any], list[str]]:
     """A pure function ``f(θ, *args, **kwargs)`` of the module's (chosen) parameters.
 
     Parameters not in ``names`` and all buffers keep their current values.
@@ -111,7 +112,8 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
         names: the parameter names that make up θ, in order; all trainable ones by default.
 
     Returns:
-        ``(f, names)``.
+        ``(f, names)``; ``f`` returns what the module's forward returns (typed ``Any``, as
+        ``nn.Module.__call__`` is).
     """
     all_params = dict(module.named_parameters())
     if names is None:
@@ -122,13 +124,13 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
     spec = ParamSpec.of(all_params[n] for n in names)
     names = list(names)
 
-    def f(theta: Tensor, *args: object, **kwargs: object) -> object:
+    def f(theta: Tensor, *args: object, **kwargs: object) -> Any:
         tensors = dict(zip(names, unflatten(theta, spec)))
         return functional_call(module, tensors, args, kwargs, strict=False)
 
     return f, names
 
 
-def functional(module: nn.Module, names: Sequence[str] | None = None) -> Callable[..., object]:
+def functional(module: nn.Module, names: Sequence[str] | None = None) -> Callable[..., Any]:
     """Like :func:`named_functional` but returns only the function."""
     return named_functional(module, names)[0]

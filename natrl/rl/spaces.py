@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class UnsupportedSpaceError(ValueError):
     """The environment's observation or action space is not one natrl supports."""
 
 
-def is_image_space(space: spaces.Space) -> bool:
+def is_image_space(space: spaces.Space) -> TypeGuard[spaces.Box]:
     """A uint8 Box of rank 3 with bounds [0, 255] (channels first or last), as stable-baselines3 detects images."""
     return (
         isinstance(space, spaces.Box)
