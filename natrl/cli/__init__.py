@@ -11,9 +11,8 @@ with 130.
 
 The package has one module per job: :mod:`~natrl.cli.parser` (the argument parser),
 :mod:`~natrl.cli.values` (``--env-kwargs`` values), :mod:`~natrl.cli.common` and
-:mod:`~natrl.cli.checks` (shared helpers), :mod:`~natrl.cli.progress` and
-:mod:`~natrl.cli.signals` (the training display and Ctrl-C), and one module per
-command: :mod:`~natrl.cli.train`, :mod:`~natrl.cli.evaluate`, :mod:`~natrl.cli.plot`
+:mod:`~natrl.cli.checks` (shared helpers), :mod:`~natrl.cli.signals` (Ctrl-C and SIGTERM during
+training), and one module per command: :mod:`~natrl.cli.train`, :mod:`~natrl.cli.evaluate`, :mod:`~natrl.cli.plot`
 and :mod:`~natrl.cli.listing`, :mod:`~natrl.cli.tune` (Optuna studies, :mod:`natrl.runs.tune`) and
 :mod:`~natrl.cli.zoo` (``natrl train --hyperparams``: rl-baselines3-zoo's files). The training itself is
 :func:`natrl.runs.train_run`.
