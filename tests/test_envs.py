@@ -105,3 +105,62 @@ def test_cli_env_kwargs_gym_packages_wrapper_and_eval_env(tmp_path, monkeypatch,
         main(["train", "ppo", "CartPole-v1", "--wrapper", "gymnasium.wrappers", "--run-dir", str(tmp_path / "y")]) == 2
     )
     assert "--wrapper expects MODULE:CLASS" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- EnvSource and the backend registry
+
+
+def test_env_source_reads_an_id_an_instance_a_factory_and_a_vector_env() -> None:
+    from natrl.rl.env import SPEC_PREFIX, EnvSource
+
+    reference = gym.make("CartPole-v1")
+    by_id = EnvSource("CartPole-v1")
+    assert (by_id.env_id, by_id.stored, by_id.given, by_id.num_envs) == ("CartPole-v1", "CartPole-v1", None, None)
+    assert (by_id.observation_space, by_id.action_space) == (reference.observation_space, reference.action_space)
+    instance = EnvSource(gym.make("CartPole-v1", max_episode_steps=50))
+    assert instance.stored is not None and instance.stored.startswith(SPEC_PREFIX)
+    assert instance.factory is not None and instance.factory().spec.max_episode_steps == 50
+    factory = EnvSource(lambda: gym.make("CartPole-v1"))
+    assert factory.stored is None and factory.env_id == "<lambda>"
+    venv = gym.make_vec(
+        "CartPole-v1", 3, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}
+    )
+    given = EnvSource(venv)
+    assert given.num_envs == 3 and given.vector_env(3) is venv and not given.owns(venv)
+    assert given.env_id == "CartPole-v1" and given.stored == "CartPole-v1"
+    built = by_id.vector_env(2)
+    assert built.num_envs == 2 and by_id.owns(built)
+    built.close()
+    venv.close()
+
+
+def test_the_backend_registry_names_every_vec_env_value_and_refuses_others() -> None:
+    from dataclasses import replace
+
+    from natrl.rl.config import OnPolicyConfig, build_config
+    from natrl.rl.env import BACKENDS, EnvSource
+
+    for backend in BACKENDS:
+        build_config(OnPolicyConfig, {"vec_env": backend})  # every registered backend is a valid vec_env
+    with pytest.raises(ValueError, match="vec_env"):
+        build_config(OnPolicyConfig, {"vec_env": "threads"})
+    recipe = replace(EnvSource("CartPole-v1").builder(), backend="threads")
+    with pytest.raises(ValueError, match="vec_env must be one of 'sync', 'async', 'ale', 'envpool', got 'threads'"):
+        recipe(2)
+
+
+def test_the_builder_survives_pickling_and_builds_the_envs_make_vector_env_builds() -> None:
+    import numpy as np
+
+    from natrl.rl.env import EnvSource, env_factory, make_vector_env
+
+    cloudpickle = pytest.importorskip("cloudpickle")  # Ray's serialiser
+    builder = cloudpickle.loads(cloudpickle.dumps(EnvSource("Pendulum-v1").builder()))  # what a Ray worker receives
+    ours, reference = builder(2), make_vector_env(env_factory("Pendulum-v1"), 2)
+    obs, _ = ours.reset(seed=5)
+    expected, _ = reference.reset(seed=5)
+    np.testing.assert_array_equal(obs, expected)
+    actions = np.full((2, 1), 0.5, np.float32)
+    np.testing.assert_array_equal(ours.step(actions)[0], reference.step(actions)[0])
+    ours.close()
+    reference.close()

@@ -249,3 +249,38 @@ def test_a_callable_learning_rate_reaches_ppos_optimiser_and_the_trpo_critic(tmp
 def test_bad_schedules_are_named(bad) -> None:
     with pytest.raises(ValueError, match=r"learning_rate=.*must be a finite number, 'lin_<number>' or a function"):
         PPO("CartPole-v1", learning_rate=bad)
+
+
+def test_progress_bar_shows_progress_and_leaves_training_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    """``learn(progress_bar=True)`` adds a ProgressBarCallback; the networks it trains are those trained without."""
+    kwargs = {"seed": 4, "n_envs": 2, "n_steps": 32, "batch_size": 32}
+    plain = PPO("CartPole-v1", **kwargs).learn(256)
+    shown = PPO("CartPole-v1", **kwargs).learn(256, progress_bar=True)
+    out = capsys.readouterr()
+    assert "256/256" in out.out + out.err
+    for (name, a), (_, b) in zip(plain.policy.state_dict().items(), shown.policy.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_learn_takes_stable_baselines3s_arguments_only() -> None:
+    agent = PPO("CartPole-v1", n_envs=1, n_steps=32, batch_size=32)
+    for natrl_only in ({"total_steps": 32}, {"progress": False}, {"run_start": 0}):
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            agent.learn(32, **natrl_only)
+
+
+def test_schedules_span_the_whole_run_as_stable_baselines3s_progress_remaining() -> None:
+    """progress_remaining = 1 - num_timesteps / _total_timesteps after each rollout, where a continued learn
+    call (reset_num_timesteps=False) adds the steps before it: 32-step rollouts, learn(64) then learn(64)."""
+    seen: list[float] = []
+
+    def lr(progress_remaining: float) -> float:
+        if not seen or seen[-1] != progress_remaining:
+            seen.append(progress_remaining)
+        return 3e-4 * progress_remaining + 1e-5
+
+    agent = PPO("CartPole-v1", n_envs=1, n_steps=32, batch_size=32, n_epochs=1, learning_rate=lr)
+    seen.clear()  # the construction's look at the schedule
+    agent.learn(64)
+    agent.learn(64, reset_num_timesteps=False)
+    assert seen == [1 - 32 / 64, 1 - 64 / 64, 1 - 96 / 128, 1 - 128 / 128]
