@@ -47,7 +47,7 @@ from natrl.rl.gae import gae
 from natrl.rl.guard import UpdateGuard
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.persistence import CheckpointError
-from natrl.rl.policies import PolicyError, build_policy
+from natrl.rl.policies import Actor, Critic, PolicyError, build_policy
 from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.predict_inputs import check_observation, episode_start_flags, recurrent_state
 from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
@@ -69,7 +69,7 @@ class ActorCritic(nn.Module):
     """The agent's networks as one module (stable-baselines3's ``model.policy``): parameters a trunk shared by
     actor and critic owns appear once."""
 
-    def __init__(self, actor: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, actor: Actor, critic: Critic) -> None:
         super().__init__()
         self.actor = actor
         self.critic = critic
@@ -227,7 +227,7 @@ class OnPolicyAgent:
             return self._collector
         cfg, seed, state = self.config, self.seed + self.num_timesteps, self._pending_collector_state
         if cfg.workers > 0:
-            self._collector = DistributedCollector(  # type: ignore[assignment]
+            collector: RolloutCollector = DistributedCollector(  # type: ignore[assignment]
                 self.env_source.builder(), self.actor, self.critic, workers=cfg.workers, n_envs=cfg.n_envs,
                 seed=seed, device=self.device, obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
                 address=cfg.ray_address, fast=cfg.fast_paths, state=state,
@@ -237,7 +237,7 @@ class OnPolicyAgent:
             try:
                 # a loaded agent continues the saved episodes where their state was saved, else starts fresh
                 # episodes with seeds it has not used before
-                self._collector = RolloutCollector(
+                collector = RolloutCollector(
                     venv, device=self.device, seed=seed, obs_codec=self.actor.obs_codec,
                     obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
                     obs_norm_update=cfg.obs_norm_update, state=state,
@@ -250,9 +250,10 @@ class OnPolicyAgent:
                     "load with env=... to start fresh episodes"
                 ) from None
         self._pending_collector_state = None
-        self._collector.steps = self.num_timesteps
-        self._collector.episodes = self._episodes_before  # continued across save/load
-        return self._collector
+        collector.steps = self.num_timesteps
+        collector.episodes = self._episodes_before  # continued across save/load
+        self._collector = collector
+        return collector
 
     def _make_batch(self, on_step: StepHook | None = None) -> tuple[Batch, dict[str, float]] | None:
         cfg = self.config
@@ -606,11 +607,12 @@ class OnPolicyAgent:
         """Close the vector env natrl made (a vector env given to the agent is the caller's to close) or stop the
         rollout workers (releasing their CPUs). The agent stays usable: the next ``learn`` makes new ones.
         Also called by ``with Agent(...) as agent:`` on exit and when the agent is garbage-collected."""
-        if getattr(self, "_collector", None) is not None:
-            if self._collector.venv is None:  # rollout workers
-                self._collector.close()  # type: ignore[attr-defined]
-            elif self.env_source.owns(self._collector.venv):
-                self._collector.venv.close()
+        collector = getattr(self, "_collector", None)
+        if collector is not None:
+            if collector.venv is None:  # rollout workers
+                collector.close()
+            elif self.env_source.owns(collector.venv):
+                collector.venv.close()
             self._collector = None
 
     # ----------------------------------------------------------------- persistence (natrl.rl.persistence)

@@ -161,7 +161,7 @@ def _check_bool_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
     spec = gym.registry.get(env_id.partition(":")[2] if ":" in env_id else env_id)
     if spec is not None:
         try:
-            creator = (
+            creator: Any = (
                 gym.envs.registration.load_env_creator(spec.entry_point)
                 if isinstance(spec.entry_point, str)
                 else spec.entry_point
@@ -499,7 +499,8 @@ def _check_step_types(env: gym.Env, name: str) -> None:
             f"{name}: env.step must return (observation, reward, terminated, truncated, info dict), as Gymnasium's "
             f"API, got {step!r:.80}"
         )
-    _, reward, terminated, truncated, _ = step
+    reward: Any = step[1]
+    terminated, truncated = step[2], step[3]
     for field_, value in (("terminated", terminated), ("truncated", truncated)):
         if np.ndim(value) != 0 or np.asarray(value).dtype != np.bool_:
             raise TypeError(

@@ -57,7 +57,7 @@ def recurrent_state(state: Any, zero: Tensor) -> Tensor:
     try:
         arr = np.stack([np.asarray(p, dtype=np.float32) for p in parts])
     except ValueError:
-        arr = np.empty(0)
+        arr = np.empty(0, np.float32)
     if arr.shape != (k, layers, n, hidden):
         kind = "(h, c)" if k == 2 else "(h,)"
         raise ValueError(
