@@ -173,6 +173,24 @@ def test_ppo_translation_keeps_vf_coef_and_anneals_linearly() -> None:
     assert translate("npg", build_config(AGENTS["npg"].config_cls, {})) is None
 
 
+def test_recurrent_ppo_gets_the_presets_lstm_size() -> None:
+    """The preset's policy_kwargs size sb3-contrib's LSTM; without them, RecurrentPPO's own defaults."""
+    import inspect
+
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    defaults = inspect.signature(RecurrentActorCriticPolicy.__init__).parameters
+    config = build_config(PPOConfig, {"sequence_length": 16})
+    spec = translate("ppo", config, "MlpLstmPolicy", {"lstm_hidden_size": 64, "n_lstm_layers": 2})
+    assert spec is not None and spec.algo_class == "sb3_contrib.RecurrentPPO"
+    assert (spec.kwargs["policy_kwargs"]["lstm_hidden_size"], spec.kwargs["policy_kwargs"]["n_lstm_layers"]) == (64, 2)
+    spec = translate("ppo", config, "MlpLstmPolicy")
+    assert spec is not None
+    kwargs = spec.kwargs["policy_kwargs"]
+    assert kwargs["lstm_hidden_size"] == defaults["lstm_hidden_size"].default
+    assert kwargs["n_lstm_layers"] == defaults["n_lstm_layers"].default
+
+
 def test_unmatched_options_are_reported() -> None:
     spec = translate("trpo", TRPOConfig(adaptive_damping=True, fisher_subsample=0.25, action_bound="squash"))
     assert spec is not None and spec.kwargs["sub_sampling_factor"] == 4

@@ -132,7 +132,7 @@ def translate(
     cfg = config
     notes: list[str] = []
     adam_eps = float(_default(adam, "eps")) if algo == "trpo" else PPO_ADAM_EPS
-    policy_kwargs: dict[str, Any] = {
+    sb3_policy_kwargs: dict[str, Any] = {
         "net_arch": {"pi": list(cfg.hidden_sizes), "vf": list(cfg.critic_hidden_sizes or cfg.hidden_sizes)},
         "activation_fn": _ACTIVATIONS[cfg.activation],
         "ortho_init": bool(cfg.ortho_init),
@@ -223,14 +223,14 @@ def translate(
             "max_grad_norm": cfg.max_grad_norm,
             "target_kl": cfg.target_kl,
         }
-    kwargs["policy_kwargs"] = policy_kwargs
+    kwargs["policy_kwargs"] = sb3_policy_kwargs
     algo_class = _CLASSES[algo]
     if recurrent:
         algo_class = "sb3_contrib.RecurrentPPO"
         extra = dict(policy_kwargs or {})
-        policy_kwargs_rec = {k: extra[k] for k in ("lstm_hidden_size", "n_lstm_layers") if k in extra}
-        policy_kwargs.update({"lstm_hidden_size": 256, "n_lstm_layers": 1, **policy_kwargs_rec})
-        policy_kwargs.update(shared_lstm=False, enable_critic_lstm=True)
+        policy_kwargs_rec: dict[str, Any] = {k: extra[k] for k in ("lstm_hidden_size", "n_lstm_layers") if k in extra}
+        sb3_policy_kwargs.update({"lstm_hidden_size": 256, "n_lstm_layers": 1, **policy_kwargs_rec})
+        sb3_policy_kwargs.update(shared_lstm=False, enable_critic_lstm=True)
         L = cfg.sequence_length or cfg.n_steps
         notes.append(
             f"sequences: natrl cuts each env's rollout into sequences of {L} steps (state zeroed at episode "
@@ -276,7 +276,7 @@ def _with_linear_target_kl(model_cls: Any, initial: float) -> Any:
     evaluates ``max_kl = "lin_<v>"`` too (clamped at 0 for the last rollout's overshoot, as natrl does).
     """
 
-    class LinearTargetKL(model_cls):  # type: ignore[misc, valid-type]
+    class LinearTargetKL(model_cls):
         def train(self) -> None:
             self.target_kl = initial * max(0.0, float(self._current_progress_remaining))
             super().train()
