@@ -139,8 +139,8 @@ def load_preset(
     """
     data, path = read_spec(algo, directory)
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    for table_name, table in data.items():
-        unknown = sorted(set(table) - fields - set(_META_KEYS))
+    for table_name, entries in data.items():
+        unknown = sorted(set(entries) - fields - set(_META_KEYS))
         if unknown:
             raise PresetError(
                 f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in [{table_name}]; "

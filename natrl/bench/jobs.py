@@ -18,7 +18,11 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from natrl.bench.peers import PeerSpec
+    from natrl.bench.tianshou_peer import TianshouSpec
 
 __all__ = ["LIBRARIES", "PEERS", "BenchError", "Job", "parse_peers", "plan_jobs"]
 
@@ -194,6 +198,7 @@ def plan_jobs(
                 )
                 jobs.append(Job(index=len(jobs), library="natrl", **common))
                 for library in peers:
+                    spec: PeerSpec | TianshouSpec | None
                     if library == "sb3":
                         dims = _action_dims(env_id, preset.env_kwargs, dims_cache) if algo == "trpo" else 1
                         spec = translate(algo, config, preset.policy, preset.policy_kwargs, action_dims=dims)

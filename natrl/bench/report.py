@@ -464,7 +464,8 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         if r.get("library") == "natrl" or not peer:
             continue
         impl = str(r.get("implementation") or "")
-        fallback = _PEER_LABELS.get(r["library"], {}).get(r["algo"], r["algo"])
+        algo = str(r["algo"])
+        fallback = _PEER_LABELS.get(str(r["library"]), {}).get(algo, algo)
         label = impl.rsplit(" ", 1)[0] if " " in impl else fallback
         envs = peer_envs.setdefault(label, [])
         if r["env"] not in envs:

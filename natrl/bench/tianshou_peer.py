@@ -324,7 +324,7 @@ def build_tianshou(
         return Net(state_shape=obs_dim, hidden_sizes=sizes, activation=activation)
 
     continuous = isinstance(act_space, gym.spaces.Box)
-    if continuous:
+    if isinstance(act_space, gym.spaces.Box):
         actor: Any = ContinuousActorProbabilistic(
             preprocess_net=trunk(spec.hidden_sizes), action_shape=act_space.shape, unbounded=True
         )

@@ -32,6 +32,8 @@ def _env_keywords(env_id: str) -> list[str] | None:
     try:
         spec = gym.spec(env_id)
         creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+        if creator is None:
+            return None
         params = inspect.signature(creator).parameters.values()
     except Exception:
         return None
