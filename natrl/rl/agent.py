@@ -41,8 +41,8 @@ from natrl.rl.batch import Batch, batch_from_rollout
 from natrl.rl.config import OnPolicyConfig, schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
 from natrl.rl.distributed import DistributedCollector
-from natrl.rl.env import EnvLike, EnvSource, env_factory
-from natrl.rl.evaluation import EvalResult
+from natrl.rl.env import EnvLike, EnvSource
+from natrl.rl.evaluation import EvalResult, evaluate_env
 from natrl.rl.gae import gae
 from natrl.rl.guard import UpdateGuard
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
@@ -532,36 +532,12 @@ class OnPolicyAgent:
             raise ValueError(f"evaluate: seed must be a non-negative integer or None, got {seed!r}")
         if not isinstance(deterministic, (bool, np.bool_)):
             raise TypeError(f"evaluate: deterministic must be True or False, got {deterministic!r}")
-        if env is None:
-            if self.env_source.factory is None:
-                raise ValueError("evaluate: the agent trains on a vector env without a spec; pass env=...")
-            env_ = self.env_source.factory()
-        else:
-            env_ = env_factory(env)()
-            if (env_.observation_space, env_.action_space) != (self.observation_space, self.action_space):
-                env_.close()
-                raise ValueError(
-                    f"evaluate: the env's spaces ({env_.observation_space}, {env_.action_space}) differ from "
-                    f"the agent's ({self.observation_space}, {self.action_space})"
-                )
-        base = self.seed + 10_000 if seed is None else seed
-        returns: list[float] = []
-        lengths: list[int] = []
+        env_ = self.env_source.evaluation_env(env)
+        first_seed = self.seed + 10_000 if seed is None else seed
         try:
-            for i in range(int(episodes)):
-                obs, _ = env_.reset(seed=base + i)
-                total, length, done, state = 0.0, 0, False, None  # a recurrent policy starts from zeros
-                while not done:
-                    action, state = self.predict(obs, state, deterministic=deterministic)
-                    obs, reward, terminated, truncated, _ = env_.step(action)
-                    total += float(reward)
-                    length += 1
-                    done = bool(terminated or truncated)
-                returns.append(total)
-                lengths.append(length)
+            return evaluate_env(self, env_, int(episodes), deterministic=deterministic, seed=first_seed)
         finally:
             env_.close()
-        return EvalResult(float(np.mean(returns)), float(np.std(returns)), returns, lengths)
 
     # ----------------------------------------------------------------- SB3's accessors
     def get_env(self) -> Any:

@@ -420,6 +420,22 @@ class EnvSource:
         """The training vector env: the given one, else ``n_envs`` new envs of ``backend``."""
         return self.given if self.given is not None else self.builder()(n_envs)
 
+    def evaluation_env(self, env: EnvLike | None = None) -> gym.Env:
+        """A fresh env to evaluate on: a copy of the training env, or one of ``env`` (an id, an Env or a factory)
+        with the training env's spaces."""
+        if env is None:
+            if self.factory is None:
+                raise ValueError("evaluate: the agent trains on a vector env without a spec; pass env=...")
+            return self.factory()
+        fresh = env_factory(env)()
+        if (fresh.observation_space, fresh.action_space) != (self.observation_space, self.action_space):
+            fresh.close()
+            raise ValueError(
+                f"evaluate: the env's spaces ({fresh.observation_space}, {fresh.action_space}) differ from "
+                f"the agent's ({self.observation_space}, {self.action_space})"
+            )
+        return fresh
+
     def owns(self, venv: VectorEnv) -> bool:
         """``venv`` was built here (and is closed here), not given by the caller."""
         return venv is not self.given
