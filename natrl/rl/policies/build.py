@@ -125,23 +125,35 @@ def build_policy(
             f"unknown policy_kwargs key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
             f"valid keys: {', '.join(valid)}{only}"
         )
-    head = {"state_dependent_std": state_dependent_std, "action_bound": action_bound}
     if not isinstance(policy, str):
         if kwargs:
             raise PolicyError(
                 "policy_kwargs apply to the built-in policies; a user's modules carry their own architecture"
             )
-        log_std = {"log_std_init": log_std_init}
         if isinstance(policy, nn.Module):
             shared = policy
             actor = Actor(
-                observation_space, action_space, features=nn.Identity(), net=OutputOf(shared, 0), **head, **log_std
+                observation_space,
+                action_space,
+                features=nn.Identity(),
+                net=OutputOf(shared, 0),
+                state_dependent_std=state_dependent_std,
+                action_bound=action_bound,
+                log_std_init=log_std_init,
             )
             critic = Critic(observation_space, features=nn.Identity(), net=OutputOf(shared, 1))
             return actor, critic
         if isinstance(policy, (tuple, list)) and len(policy) == 2:
             actor_net, critic_net = policy
-            actor = Actor(observation_space, action_space, features=nn.Identity(), net=actor_net, **head, **log_std)
+            actor = Actor(
+                observation_space,
+                action_space,
+                features=nn.Identity(),
+                net=actor_net,
+                state_dependent_std=state_dependent_std,
+                action_bound=action_bound,
+                log_std_init=log_std_init,
+            )
             critic = Critic(observation_space, features=nn.Identity(), net=critic_net)
             return actor, critic
         raise TypeError(
@@ -167,12 +179,12 @@ def build_policy(
     ortho = kwargs.get("ortho_init", ortho_init)
     if not isinstance(ortho, (bool, np.bool_)):
         raise PolicyError(f"policy_kwargs ortho_init must be True or False, got {ortho!r}")
-    log_std = kwargs.get("log_std_init", log_std_init)
-    if isinstance(log_std, bool) or not isinstance(log_std, (int, float, np.integer, np.floating)):
-        raise PolicyError(f"policy_kwargs log_std_init must be a number, got {log_std!r}")
-    if not -20.0 <= float(log_std) <= 5.0:  # NaN fails too; the bounds of the log_std_init hyperparameter
-        raise PolicyError(f"policy_kwargs log_std_init must lie in [-20, 5], got {log_std!r}")
-    ortho, log_std = bool(ortho), float(log_std)
+    log_std_given = kwargs.get("log_std_init", log_std_init)
+    if isinstance(log_std_given, bool) or not isinstance(log_std_given, (int, float, np.integer, np.floating)):
+        raise PolicyError(f"policy_kwargs log_std_init must be a number, got {log_std_given!r}")
+    if not -20.0 <= float(log_std_given) <= 5.0:  # NaN fails too; the bounds of the log_std_init hyperparameter
+        raise PolicyError(f"policy_kwargs log_std_init must lie in [-20, 5], got {log_std_given!r}")
+    ortho, log_std = bool(ortho), float(log_std_given)
     fx_cls = kwargs.get("features_extractor_class")
     fx_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
     if fx_cls is not None and not (isinstance(fx_cls, type) and issubclass(fx_cls, nn.Module)):
@@ -197,7 +209,8 @@ def build_policy(
         ortho_init=ortho,
         features=features_pi,
         core=core_pi,
-        **head,
+        state_dependent_std=state_dependent_std,
+        action_bound=action_bound,
     )
     critic = Critic(observation_space, vf, act, ortho_init=ortho, features=features_vf, core=core_vf)
     return actor, critic

@@ -50,19 +50,17 @@ class CombinedExtractor(nn.Module):
 
     def __init__(self, observation_space: spaces.Dict | spaces.Tuple, cnn_output_dim: int = 256) -> None:
         super().__init__()
-        keys = (
-            list(observation_space.spaces.keys())
-            if isinstance(observation_space, spaces.Dict)
-            else list(range(len(observation_space.spaces)))
-        )
-        self.keys = keys
-        self.cnns = nn.ModuleDict(
-            {
-                str(k): _image_extractor(observation_space[k], cnn_output_dim)
-                for k in keys
-                if is_image_space(observation_space[k])
-            }
-        )
+        parts: list[tuple[str | int, spaces.Space]]
+        if isinstance(observation_space, spaces.Dict):
+            parts = list(observation_space.spaces.items())
+        else:
+            parts = list(enumerate(observation_space.spaces))
+        self.keys = [k for k, _ in parts]
+        cnns: dict[str, nn.Module] = {}
+        for k, part in parts:  # in the space's order: the order of the parameters
+            if is_image_space(part):
+                cnns[str(k)] = _image_extractor(part, cnn_output_dim)
+        self.cnns = nn.ModuleDict(cnns)
 
     def forward(self, x: dict[str, Tensor] | tuple[Tensor, ...]) -> Tensor:
         parts = []
@@ -147,7 +145,7 @@ def default_extractor(observation_space: spaces.Space) -> nn.Module:
     """natrl's default extractor for a space: for images NatureCNN (at least 36×36 pixels) or MinAtarCNN
     (smaller), combined for Dict/Tuple, else flatten."""
     if is_image_space(observation_space):
-        return _image_extractor(observation_space)  # type: ignore[arg-type]
+        return _image_extractor(observation_space)
     if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
         return CombinedExtractor(observation_space)
     return FlattenExtractor(observation_space)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -116,6 +117,7 @@ class _ObservationModule(nn.Module):
     """
 
     core: RecurrentCore | None
+    net: nn.Module
 
     def _init_input(
         self, observation_space: spaces.Space | int, features: nn.Module | None, core: RecurrentCore | None = None
@@ -249,7 +251,7 @@ class Actor(_ObservationModule):
             action_bound=action_bound,
         )
         if net is None:
-            self.net = mlp(
+            head = mlp(
                 self._net_input_dim(),
                 tuple(hidden_sizes),
                 self.action.n_outputs,
@@ -259,7 +261,8 @@ class Actor(_ObservationModule):
             )
             if self.action.state_dependent_std:
                 with torch.no_grad():
-                    self.net[-1].bias[self.act_dim :] = float(log_std_init)  # type: ignore[index]
+                    cast(nn.Linear, head[-1]).bias[self.act_dim :] = float(log_std_init)
+            self.net = head
         else:
             self.net = _check_module(net, "the actor network")
         if self.free_log_std:

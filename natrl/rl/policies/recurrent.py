@@ -55,7 +55,7 @@ class RecurrentCore(nn.Module):
 
     def initial_state(self, batch: int, *, device: torch.device | None = None) -> Tensor:
         """The zero state of ``batch`` sequences, (batch, *state_shape), in the parameters' dtype."""
-        w = self.rnn.weight_hh_l0
+        w = self.rnn.get_parameter("weight_hh_l0")
         return torch.zeros((batch, *self.state_shape), dtype=w.dtype, device=device or w.device)
 
     def forward(
