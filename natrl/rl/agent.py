@@ -50,7 +50,7 @@ from natrl.rl.persistence import CheckpointError
 from natrl.rl.policies import Actor, Critic, PolicyError, build_policy
 from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.predict_inputs import check_observation, episode_start_flags, recurrent_state
-from natrl.rl.rollout import RolloutCollector, Sampler, StepHook, torch_sampler
+from natrl.rl.rollout import RecurrentSampler, RolloutCollector, Sampler, StepHook, torch_sampler
 from natrl.rl.run_logger import configure_logger
 
 __all__ = ["ActorCritic", "OnPolicyAgent", "explained_variance"]
@@ -197,7 +197,7 @@ class OnPolicyAgent:
         self._pending_collector_state: dict[str, Any] | None = None  # a loaded checkpoint's, for the next collector
         # the speed devices for natrl's own MLPs on the CPU, chosen once (natrl.rl.accel)
         self.fast: FastPaths = fast_paths(self.actor, self.critic, self.rng, enabled=config.fast_paths)
-        self.sampler: Sampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
+        self.sampler: Sampler | RecurrentSampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
         self._critic_grads: ValueGrads = self.fast.critic_grads or value_grads(self.critic)
         self._setup()
 

@@ -19,7 +19,7 @@ need ``pip install 'natrl[atari]'`` (ale-py, which ships the ROMs, and OpenCV fo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -50,7 +50,7 @@ class FireReset(gym.Wrapper):
         self.lives = info.get("lives", 0)
         return obs, info
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         lives = info.get("lives", 0)
         if lives < self.lives and not (terminated or truncated):

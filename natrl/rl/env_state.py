@@ -126,7 +126,7 @@ def _restore_env_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
         if "np_random" in state:
             generator = vars(layer).get("_np_random")
             if not isinstance(generator, np.random.Generator):
-                layer._np_random = generator = np.random.default_rng()  # type: ignore[attr-defined]
+                layer._np_random = generator = np.random.default_rng()
             generator.bit_generator.state = state["np_random"]
         if "mujoco" in state:
             _set_mujoco_state(layer, state["mujoco"])

@@ -95,7 +95,8 @@ class EnvPoolSameStep(VectorEnv):
             info["final_obs"] = obs.copy()  # rows of the envs that ended: their last observation
             info["_final_obs"] = np.logical_or(terminated, truncated)
             # EnvPool resets an ended env on its next step, whatever the action: step those envs alone
-            idle = np.zeros((ended.size, *self.single_action_space.shape), self.single_action_space.dtype)
+            shape: tuple[int, ...] = self.single_action_space.shape or ()
+            idle = np.zeros((ended.size, *shape), self.single_action_space.dtype)
             first, *_ = self._pool.step(idle, ended)
             obs = obs.copy()
             obs[ended] = first

@@ -105,7 +105,7 @@ class SB3VecEnv:
         self.venv.close()
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        frames = self.venv.render()
+        frames: Any = self.venv.render()
         return list(frames) if frames is not None else [None] * self.num_envs
 
     def render(self, mode: str | None = None) -> np.ndarray | None:
@@ -130,7 +130,7 @@ class SB3VecEnv:
     def get_attr(self, attr_name: str, indices: int | Iterable[int] | None = None) -> list[Any]:
         if isinstance(self.venv, SyncVectorEnv):
             return [env.get_wrapper_attr(attr_name) for env in self._sub_envs(indices)]
-        values = list(self.venv.get_attr(attr_name))
+        values = list(self.venv.get_attr(attr_name))  # type: ignore[attr-defined]
         return values if indices is None else [values[i] for i in _indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: int | Iterable[int] | None = None) -> None:
