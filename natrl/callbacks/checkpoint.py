@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from natrl.atomic import atomic_write_bytes
 from natrl.callbacks.base import BaseCallback, check_count, due
+from natrl.rl.persistence import write_checkpoint
 
 __all__ = ["CheckpointCallback"]
 
@@ -96,15 +95,11 @@ class CheckpointCallback(BaseCallback):
     def save(self) -> Path:
         """Write a checkpoint of the agent now (atomically), then delete all but the newest ``keep``."""
         assert self.model is not None
-        import torch
-
         steps = self.model.num_timesteps
         state = self.model.state_dict()
         if self.run_state is not None:
             state["run"] = dict(self.run_state())
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        path = atomic_write_bytes(self.path_for(steps), buf.getvalue())
+        path = write_checkpoint(state, self.path_for(steps))
         self.last_path, self.last_timesteps = path, steps
         if self.verbose >= 2:
             print(f"Saving model checkpoint to {path}")
