@@ -1,4 +1,5 @@
-"""Reinforcement learning on Gymnasium: distributions, policies, rollouts, GAE and agents."""
+"""Reinforcement learning on Gymnasium: policies, rollouts, GAE and agents (the action distributions are
+:mod:`natrl.distributions`)."""
 
 from typing import Any
 
@@ -6,8 +7,7 @@ from natrl.rl.acktr import ACKTR, ACKTRConfig
 from natrl.rl.agent import OnPolicyAgent
 from natrl.rl.batch import Batch
 from natrl.rl.config import OnPolicyConfig
-from natrl.rl.distributions import Bernoulli, Categorical, DiagGaussian, Distribution, MultiCategorical
-from natrl.rl.env import EnvSource, NonFiniteError, UnsupportedSpaceError
+from natrl.rl.env import EnvSource, NonFiniteError
 from natrl.rl.evaluation import EvalResult
 from natrl.rl.gae import gae
 from natrl.rl.guard import NonFiniteUpdateError
@@ -22,6 +22,7 @@ from natrl.rl.policies import (
 )
 from natrl.rl.pomdp import MaskVelocity
 from natrl.rl.ppo import PPO, PPOConfig
+from natrl.rl.spaces import UnsupportedSpaceError
 from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
 
 AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, "acktr": ACKTR}
@@ -46,18 +47,13 @@ __all__ = [
     "ACKTRConfig",
     "Actor",
     "Batch",
-    "Bernoulli",
-    "Categorical",
     "CheckpointError",
     "CombinedExtractor",
     "Critic",
-    "DiagGaussian",
-    "Distribution",
     "EnvSource",
     "EvalResult",
     "FlattenExtractor",
     "MaskVelocity",
-    "MultiCategorical",
     "NPGConfig",
     "NatureCNN",
     "NonFiniteError",

@@ -28,7 +28,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from natrl.rl.atari import check_ale_vector_env, make_ale_vector_env
 from natrl.rl.envpool_env import EnvPoolSameStep, check_envpool_env
 from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, is_sb3_vec_env, register_with_sb3
-from natrl.rl.spaces import UnsupportedSpaceError, check_spaces
+from natrl.rl.spaces import check_spaces
 from natrl.rl.trusted import register_namespace
 
 __all__ = [
@@ -38,10 +38,8 @@ __all__ = [
     "EnvLike",
     "EnvSource",
     "NonFiniteError",
-    "UnsupportedSpaceError",
     "VectorEnvBuilder",
     "check_autoreset",
-    "check_spaces",
     "env_factory",
     "env_name",
     "make_vector_env",
