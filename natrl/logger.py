@@ -40,6 +40,7 @@ __all__ = [
     "TensorBoardOutput",
     "configure",
     "read_progress",
+    "record_stats",
     "sb3_key",
     "truncate_progress",
 ]
@@ -325,6 +326,15 @@ def sb3_key(key: str, algo: str = "") -> str:
     if key == "kl" and algo == "ppo":
         return "train/approx_kl"
     return _SB3_NAMES.get(key, f"train/{key}")
+
+
+def record_stats(logger: Logger, stats: Mapping[str, float], algo: str) -> None:
+    """Record an update's stats under their :func:`sb3_key` names (and SB3's ``train/entropy_loss``, the
+    negative entropy)."""
+    for key, value in stats.items():
+        logger.record(sb3_key(key, algo), value)
+    if "entropy" in stats:
+        logger.record("train/entropy_loss", -stats["entropy"])
 
 
 _OLD_TIMESTEPS = "timesteps"  # the x column of natrl's progress.csv files before they took SB3's names

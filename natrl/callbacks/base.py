@@ -71,7 +71,7 @@ class BaseCallback:
     def on_step(self) -> bool:
         self.n_calls += 1
         assert self.model is not None
-        self.num_timesteps = self.model.current_timesteps
+        self.num_timesteps = self.model.num_timesteps
         return self._on_step()
 
     def _on_step(self) -> bool:

@@ -13,7 +13,6 @@ and each algorithm module only implements ``_update``. The finite guard is :mod:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -26,9 +25,10 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import Tensor, nn
 
-from natrl.logger import Logger, sb3_key
+from natrl.logger import Logger, record_stats
 from natrl.rl import persistence
 from natrl.rl.accel import FastPaths, fast_paths
+from natrl.rl.acting import act
 from natrl.rl.arguments import (
     check_seed,
     positive_int,
@@ -37,47 +37,24 @@ from natrl.rl.arguments import (
     resolve_env_and_policy,
     translate_config,
 )
-from natrl.rl.batch import Batch, batch_from_rollout
-from natrl.rl.config import OnPolicyConfig, schedule_value
+from natrl.rl.batch import Batch, batch_from_rollout, explained_variance
+from natrl.rl.collection import make_collector
+from natrl.rl.config import OnPolicyConfig, checked_schedule_value
 from natrl.rl.critic import ValueGrads, value_grads
-from natrl.rl.distributed import DistributedCollector
 from natrl.rl.env import EnvLike, EnvSource
-from natrl.rl.evaluation import EvalResult, evaluate_env
+from natrl.rl.evaluation import EvalResult, check_evaluate_args, evaluate_env
 from natrl.rl.gae import gae
 from natrl.rl.guard import UpdateGuard
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
-from natrl.rl.persistence import CheckpointError
-from natrl.rl.policies import Actor, Critic, PolicyError, build_policy
-from natrl.rl.policies.modules import distribution_and_value
-from natrl.rl.predict_inputs import check_observation, episode_start_flags, recurrent_state
+from natrl.rl.policies import ActorCritic
+from natrl.rl.policies.build import build_policy_for
 from natrl.rl.rollout import RecurrentSampler, RolloutCollector, Sampler, StepHook, torch_sampler
 from natrl.rl.run_logger import configure_logger
 
-__all__ = ["ActorCritic", "OnPolicyAgent", "explained_variance"]
+__all__ = ["OnPolicyAgent"]
 
 A = TypeVar("A", bound="OnPolicyAgent")
 _log = logging.getLogger("natrl")
-
-
-def explained_variance(pred: Tensor, target: Tensor) -> float:
-    """1 − Var[target − pred] / Var[target] (nan when the target is constant)."""
-    var = target.var()
-    return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)
-
-
-class ActorCritic(nn.Module):
-    """The agent's networks as one module (stable-baselines3's ``model.policy``): parameters a trunk shared by
-    actor and critic owns appear once."""
-
-    def __init__(self, actor: Actor, critic: Critic) -> None:
-        super().__init__()
-        self.actor = actor
-        self.critic = critic
-
-    def forward(self, obs: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
-        """The action distribution's parameters and the value of a batch of stored observations."""
-        dist, value = distribution_and_value(self.actor, self.critic, obs)
-        return dist.params, value
 
 
 class OnPolicyAgent:
@@ -158,22 +135,8 @@ class OnPolicyAgent:
 
         torch.manual_seed(self.seed)
         self.policy_name = policy if isinstance(policy, str) else "custom"
-        if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
-            raise PolicyError(f"policy_kwargs must be a dict, got {type(policy_kwargs).__name__}")
+        actor, critic = build_policy_for(policy, policy_kwargs, self.observation_space, self.action_space, config)
         self.policy_kwargs = dict(policy_kwargs or {})
-        actor, critic = build_policy(
-            policy,
-            policy_kwargs,
-            self.observation_space,
-            self.action_space,
-            hidden_sizes=config.hidden_sizes,
-            critic_hidden_sizes=config.critic_hidden_sizes,
-            activation=config.activation,
-            ortho_init=config.ortho_init,
-            log_std_init=config.log_std_init,
-            state_dependent_std=config.state_dependent_std,
-            action_bound=config.action_bound,
-        )
         self.actor = actor.to(self.device, torch.float32)  # float32 whatever torch's default dtype is
         self.critic = critic.to(self.device, torch.float32)
         self.policy = ActorCritic(self.actor, self.critic)  # SB3's `model.policy`: one module, shared parts once
@@ -225,30 +188,11 @@ class OnPolicyAgent:
         """What collects the rollouts: over the training vector env, or over the rollout workers' envs."""
         if self._collector is not None:
             return self._collector
-        cfg, seed, state = self.config, self.seed + self.num_timesteps, self._pending_collector_state
-        if cfg.workers > 0:
-            collector: RolloutCollector = DistributedCollector(  # type: ignore[assignment]
-                self.env_source.builder(), self.actor, self.critic, workers=cfg.workers, n_envs=cfg.n_envs,
-                seed=seed, device=self.device, obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
-                address=cfg.ray_address, fast=cfg.fast_paths, state=state,
-            )  # fmt: skip
-        else:
-            venv = self.env_source.vector_env(cfg.n_envs)
-            try:
-                # a loaded agent continues the saved episodes where their state was saved, else starts fresh
-                # episodes with seeds it has not used before
-                collector = RolloutCollector(
-                    venv, device=self.device, seed=seed, obs_codec=self.actor.obs_codec,
-                    obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
-                    obs_norm_update=cfg.obs_norm_update, state=state,
-                )  # fmt: skip
-            except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                if self.env_source.owns(venv):
-                    venv.close()
-                raise CheckpointError(
-                    f"the saved state of the envs does not fit this agent's envs ({type(exc).__name__}: {exc}); "
-                    "load with env=... to start fresh episodes"
-                ) from None
+        collector = make_collector(
+            self.env_source, self.actor, self.critic, self.config, seed=self.seed + self.num_timesteps,
+            device=self.device, obs_normalizer=self.obs_normalizer, reward_scaler=self.reward_scaler,
+            state=self._pending_collector_state,
+        )  # fmt: skip
         self._pending_collector_state = None
         collector.steps = self.num_timesteps
         collector.episodes = self._episodes_before  # continued across save/load
@@ -359,10 +303,7 @@ class OnPolicyAgent:
                     stats["ep_return_mean"] = float(np.mean(coll.episode_returns))
                     stats["ep_length_mean"] = float(np.mean(coll.episode_lengths))
                 if logger is not None:
-                    for key, value in stats.items():
-                        logger.record(sb3_key(key, self.algo), value)
-                    if "entropy" in stats:
-                        logger.record("train/entropy_loss", -stats["entropy"])
+                    record_stats(logger, stats, self.algo)
                 # callbacks may record eval/* into the same row (and dump it early) before the row is dumped
                 keep_going = cb.on_update_end(stats)
                 if logger is not None and self.num_updates % log_interval == 0:
@@ -379,13 +320,7 @@ class OnPolicyAgent:
     def scheduled(self, name: str) -> float:
         """A hyperparameter's value now: a number, or a schedule (``"lin_<value>"`` or a function of the
         progress remaining) evaluated at :attr:`progress_remaining`."""
-        value = schedule_value(getattr(self.config, name), self.progress_remaining)
-        if not (math.isfinite(value) and value >= 0.0):  # a function schedule can go wrong late in a run
-            raise ValueError(
-                f"{name}'s schedule gave {value!r} at progress remaining {self.progress_remaining:.3f}; a schedule "
-                "must return a finite number >= 0 all the way to 0"
-            )
-        return value
+        return checked_schedule_value(name, getattr(self.config, name), self.progress_remaining)
 
     @property
     def num_timesteps(self) -> int:
@@ -396,11 +331,6 @@ class OnPolicyAgent:
     @num_timesteps.setter
     def num_timesteps(self, value: int) -> None:
         self._timesteps_done, self._rollout_steps = int(value), 0
-
-    @property
-    def current_timesteps(self) -> int:
-        """The same as :attr:`num_timesteps` (kept for callbacks written against natrl's earlier name)."""
-        return self.num_timesteps
 
     def _step_hook(self, cb: Any) -> Callable[[dict[str, Any]], bool]:
         n_envs = self.config.n_envs
@@ -455,14 +385,6 @@ class OnPolicyAgent:
         )
 
     # ----------------------------------------------------------------- acting
-    def _obs_tensor(self, obs: Any) -> Tensor:
-        """A batch of env observations → the stored form (normalised if the agent normalises) on the device."""
-        if self.obs_normalizer is not None:
-            stored = self.obs_normalizer(np.asarray(obs, dtype=np.float64))
-        else:
-            stored = self.actor.obs_codec.encode(obs)
-        return torch.as_tensor(stored, device=self.device)
-
     @torch.no_grad()
     def predict(
         self,
@@ -485,27 +407,10 @@ class OnPolicyAgent:
         Returns:
             ``(action, state)``: the action(s), batched when the observation was, and the state after the step.
         """
-        codec = self.actor.obs_codec
-        try:
-            single = not codec.is_batch(observation)
-        except ValueError as exc:
-            raise ValueError(f"predict: {exc}") from None
         if not isinstance(deterministic, (bool, np.bool_)):
             raise TypeError(f"predict: deterministic must be True or False, got {deterministic!r}")
-        check_observation(observation)
-        obs_t = self._obs_tensor(codec.batch_of_one(observation) if single else observation)
-        if self.actor.recurrent:
-            n = obs_t.shape[0]
-            starts = torch.zeros(n, dtype=torch.bool, device=self.device)
-            if episode_start is not None:
-                starts = torch.from_numpy(episode_start_flags(episode_start, n)).to(self.device)
-            dist, new_state = self.actor.step(obs_t, recurrent_state(state, self.actor.initial_state(n)), starts)
-            state = tuple(new_state[:, i].transpose(0, 1).cpu().numpy() for i in range(new_state.shape[1]))
-        else:
-            dist = self.actor.distribution(obs_t)
-        raw = dist.mode() if deterministic else dist.sample(self.generator)
-        action = self.actor.to_env_action(raw.cpu().numpy())
-        return (action[0] if single else action), state
+        inputs = (observation, state, episode_start, deterministic)
+        return act(self.actor, self.obs_normalizer, self.generator, self.device, *inputs)
 
     def evaluate(
         self,
@@ -526,12 +431,7 @@ class OnPolicyAgent:
 
         Returns the undiscounted, unnormalised episode returns.
         """
-        if not isinstance(episodes, (int, np.integer)) or isinstance(episodes, bool) or episodes < 1:
-            raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
-            raise ValueError(f"evaluate: seed must be a non-negative integer or None, got {seed!r}")
-        if not isinstance(deterministic, (bool, np.bool_)):
-            raise TypeError(f"evaluate: deterministic must be True or False, got {deterministic!r}")
+        check_evaluate_args(episodes, deterministic, seed)
         env_ = self.env_source.evaluation_env(env)
         first_seed = self.seed + 10_000 if seed is None else seed
         try:

@@ -20,7 +20,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from natrl.rl.rollout import Rollout
 
-__all__ = ["Batch", "Sequences", "batch_from_rollout"]
+__all__ = ["Batch", "Sequences", "batch_from_rollout", "explained_variance"]
 
 
 @dataclass
@@ -121,3 +121,9 @@ def batch_from_rollout(ro: Rollout, advantages: Tensor, returns: Tensor, sequenc
         returns=rows(returns),
         seq=seq,
     )
+
+
+def explained_variance(pred: Tensor, target: Tensor) -> float:
+    """1 − Var[target − pred] / Var[target] (nan when the target is constant)."""
+    var = target.var()
+    return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)

@@ -34,6 +34,7 @@ __all__ = [
     "Schedule",
     "build_config",
     "check",
+    "checked_schedule_value",
     "parse_overrides",
     "parse_value",
     "schedule_value",
@@ -61,6 +62,18 @@ def schedule_value(value: float | str | Schedule, progress_remaining: float) -> 
     if callable(value):
         return float(value(progress_remaining))
     return float(value)
+
+
+def checked_schedule_value(name: str, value: float | str | Schedule, progress_remaining: float) -> float:
+    """:func:`schedule_value`, refusing a result that is not a finite number >= 0 (a function schedule can go
+    wrong late in a run): ValueError naming the hyperparameter ``name``."""
+    result = schedule_value(value, progress_remaining)
+    if not (math.isfinite(result) and result >= 0.0):
+        raise ValueError(
+            f"{name}'s schedule gave {result!r} at progress remaining {progress_remaining:.3f}; a schedule "
+            "must return a finite number >= 0 all the way to 0"
+        )
+    return result
 
 
 def _schedule_ok(value: object) -> bool:

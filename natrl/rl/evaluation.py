@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EvalResult", "evaluate_env", "evaluate_vec_env"]
+__all__ = ["EvalResult", "check_evaluate_args", "evaluate_env", "evaluate_vec_env"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,17 @@ class EvalResult:
     std: float
     returns: list[float]
     lengths: list[int]
+
+
+def check_evaluate_args(episodes: Any, deterministic: Any, seed: Any) -> None:
+    """Refuse ``evaluate``'s arguments unless ``episodes`` is a positive integer, ``deterministic`` a bool and
+    ``seed`` None or a non-negative integer (one line naming the argument)."""
+    if not isinstance(episodes, (int, np.integer)) or isinstance(episodes, bool) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"evaluate: seed must be a non-negative integer or None, got {seed!r}")
+    if not isinstance(deterministic, (bool, np.bool_)):
+        raise TypeError(f"evaluate: deterministic must be True or False, got {deterministic!r}")
 
 
 def evaluate_env(model: Any, env: Any, episodes: int, *, deterministic: bool = True, seed: int = 0) -> EvalResult:

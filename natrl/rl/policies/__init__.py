@@ -19,7 +19,7 @@ from natrl.rl.policies.extractors import (
     OutputOf,
     default_extractor,
 )
-from natrl.rl.policies.modules import Actor, Critic, mlp
+from natrl.rl.policies.modules import Actor, ActorCritic, Critic, mlp
 from natrl.rl.policies.recurrent import RecurrentCore
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "RECURRENT_KWARGS",
     "RECURRENT_POLICIES",
     "Actor",
+    "ActorCritic",
     "CombinedExtractor",
     "Critic",
     "FlattenExtractor",

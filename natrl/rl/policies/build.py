@@ -44,6 +44,7 @@ __all__ = [
     "RECURRENT_POLICIES",
     "PolicyError",
     "build_policy",
+    "build_policy_for",
     "decode_policy_kwargs",
     "encode_policy_kwargs",
 ]
@@ -309,3 +310,28 @@ def decode_policy_kwargs(encoded: Mapping[str, Any], given: Mapping[str, Any] | 
                 "rebuilt as saved: pass the same value (a class of your own) or none"
             )
     return {k: (given[k] if k in given else dec(k, v)) for k, v in encoded.items()}
+
+
+def build_policy_for(
+    policy: Any,
+    policy_kwargs: Mapping[str, Any] | None,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    config: Any,
+) -> tuple[Actor, Critic]:
+    """:func:`build_policy` with the network hyperparameters of an agent's config (an
+    :class:`~natrl.rl.config.OnPolicyConfig`: ``hidden_sizes``, ``critic_hidden_sizes``, ``activation``,
+    ``ortho_init``, ``log_std_init``, ``state_dependent_std``, ``action_bound``)."""
+    return build_policy(
+        policy,
+        policy_kwargs,
+        observation_space,
+        action_space,
+        hidden_sizes=config.hidden_sizes,
+        critic_hidden_sizes=config.critic_hidden_sizes,
+        activation=config.activation,
+        ortho_init=config.ortho_init,
+        log_std_init=config.log_std_init,
+        state_dependent_std=config.state_dependent_std,
+        action_bound=config.action_bound,
+    )

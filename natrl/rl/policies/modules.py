@@ -49,6 +49,7 @@ from natrl.rl.spaces import ActionSpec, action_spec, observation_codec
 __all__ = [
     "ACTIVATIONS",
     "Actor",
+    "ActorCritic",
     "Critic",
     "distribution_and_value",
     "mlp",
@@ -427,3 +428,18 @@ def distribution_and_value(actor: Actor, critic: Critic, obs: Tensor) -> tuple[D
         features = actor.features_of(obs)
         return actor.distribution_from_features(features), critic.value_from_features(features)
     return actor.distribution(obs), critic(obs)
+
+
+class ActorCritic(nn.Module):
+    """The agent's networks as one module (stable-baselines3's ``model.policy``): parameters a trunk shared by
+    actor and critic owns appear once."""
+
+    def __init__(self, actor: Actor, critic: Critic) -> None:
+        super().__init__()
+        self.actor = actor
+        self.critic = critic
+
+    def forward(self, obs: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """The action distribution's parameters and the value of a batch of stored observations."""
+        dist, value = distribution_and_value(self.actor, self.critic, obs)
+        return dist.params, value

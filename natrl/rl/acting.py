@@ -1,4 +1,5 @@
-"""The arguments of ``predict`` checked and converted: observations, episode starts, recurrent states.
+"""``predict``'s work: the arguments checked and converted (observations, episode starts, recurrent states),
+then the actor's action for them.
 
 Each bad argument is one line naming it and what it must be, raised before anything reaches the networks.
 """
@@ -11,7 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_observation", "episode_start_flags", "recurrent_state"]
+from natrl.rl.normalization import ObsNormalizer
+from natrl.rl.policies import Actor
+
+__all__ = ["act", "check_observation", "episode_start_flags", "observation_tensor", "recurrent_state"]
 
 
 def _observation_arrays(obs: Any) -> list[np.ndarray]:
@@ -68,3 +72,50 @@ def recurrent_state(state: Any, zero: Tensor) -> Tensor:
     if not bool(np.isfinite(arr).all()):
         raise ValueError("predict: the recurrent state holds NaN or infinite values")
     return torch.from_numpy(arr).permute(2, 0, 1, 3).to(zero.device, zero.dtype)
+
+
+def observation_tensor(actor: Actor, obs_normalizer: ObsNormalizer | None, obs: Any, device: torch.device) -> Tensor:
+    """A batch of env observations in the stored form (normalised by ``obs_normalizer`` when there is one,
+    else encoded by the actor's observation codec) on ``device``."""
+    if obs_normalizer is not None:
+        stored = obs_normalizer(np.asarray(obs, dtype=np.float64))
+    else:
+        stored = actor.obs_codec.encode(obs)
+    return torch.as_tensor(stored, device=device)
+
+
+def act(
+    actor: Actor,
+    obs_normalizer: ObsNormalizer | None,
+    generator: torch.Generator,
+    device: torch.device,
+    observation: Any,
+    state: Any,
+    episode_start: Any,
+    deterministic: bool,
+) -> tuple[np.ndarray, Any]:
+    """The action(s) of ``actor`` for one observation or a batch, and a recurrent policy's next state
+    (``predict``'s arguments; observations are normalised by ``obs_normalizer`` when there is one).
+    A sample is drawn with ``generator`` unless ``deterministic`` (the distribution's mode)."""
+    codec = actor.obs_codec
+    try:
+        single = not codec.is_batch(observation)
+    except ValueError as exc:
+        raise ValueError(f"predict: {exc}") from None
+    check_observation(observation)
+    with torch.no_grad():
+        obs_t = observation_tensor(
+            actor, obs_normalizer, codec.batch_of_one(observation) if single else observation, device
+        )
+        if actor.recurrent:
+            n = obs_t.shape[0]
+            starts = torch.zeros(n, dtype=torch.bool, device=obs_t.device)
+            if episode_start is not None:
+                starts = torch.from_numpy(episode_start_flags(episode_start, n)).to(obs_t.device)
+            dist, new_state = actor.step(obs_t, recurrent_state(state, actor.initial_state(n)), starts)
+            state = tuple(new_state[:, i].transpose(0, 1).cpu().numpy() for i in range(new_state.shape[1]))
+        else:
+            dist = actor.distribution(obs_t)
+        raw = dist.mode() if deterministic else dist.sample(generator)
+    action = actor.to_env_action(raw.cpu().numpy())
+    return (action[0] if single else action), state
