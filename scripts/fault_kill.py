@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from natrl.logger import read_progress
 from natrl.rl import load_agent
-from natrl.runs import read_progress
 
 try:
     import tomllib
@@ -68,7 +68,7 @@ def check(run_dir: Path, per_update: int, steps: int) -> dict[str, object]:
             continue
         nonfinite += int(not bool(torch.isfinite(theta).all()))
     tomllib.loads((run_dir / "config.toml").read_text())
-    t = read_progress(run_dir / "progress.csv")["timesteps"]
+    t = read_progress(run_dir / "progress.csv")["time/total_timesteps"]
     expected = np.arange(per_update, steps + 1, per_update)
     return {
         "corrupt_files": corrupt,

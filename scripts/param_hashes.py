@@ -19,9 +19,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
+import tomllib
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent

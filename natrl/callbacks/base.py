@@ -133,7 +133,7 @@ class CallbackList(BaseCallback):
 
     def _init_callback(self) -> None:
         for c in self.callbacks:
-            c.init_callback(self.model)  # type: ignore[arg-type]
+            c.init_callback(self.model)
 
     def _on_training_start(self) -> None:
         for c in self.callbacks:
@@ -195,7 +195,7 @@ class EveryNTimesteps(BaseCallback):
         self.last_trigger = 0
 
     def _init_callback(self) -> None:
-        self.callback.init_callback(self.model)  # type: ignore[arg-type]
+        self.callback.init_callback(self.model)
         self.callback.parent = self
 
     def _on_step(self) -> bool:

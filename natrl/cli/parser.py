@@ -83,11 +83,12 @@ PLOT_EXAMPLES = """\
 examples:
   natrl plot runs/trpo-CartPole-v1-s0-* runs/ppo-CartPole-v1-s0-* -o cartpole.png
   natrl plot runs/ -o curves.png            # every run under runs/, one panel per env
-  natrl plot runs/ --metric ep_return_mean --band std -o train_curves.png
+  natrl plot runs/ --metric rollout/ep_rew_mean --band std -o train_curves.png
 
 Runs sharing algorithm and env are seeds: the line is their mean, the band their
-range (--band std: ±1 std). y is eval_return_mean when every run has evaluations,
-else the training ep_return_mean.
+range (--band std: ±1 std). y is eval/mean_reward when every run has evaluations,
+else the training rollout/ep_rew_mean (progress.csv's SB3 column names; older natrl
+files and stable-baselines3's own progress.csv are read too).
 """
 
 LIST_EXAMPLES = f"""\
@@ -254,7 +255,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metric",
         metavar="COLUMN",
-        help="progress.csv column for y (default: eval or training return)",
+        help="progress.csv column for y, e.g. train/kl (default: eval/mean_reward, else rollout/ep_rew_mean)",
     )
     p.add_argument("--band", choices=("minmax", "std", "none"), default="minmax", help="spread over seeds")
     p.add_argument("--title", help="figure title")

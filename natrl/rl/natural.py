@@ -93,7 +93,7 @@ class PolicyObjective:
 
     def dist(self, theta: Tensor) -> Distribution:
         out = self._rows(self.fn(theta, *self.inputs))
-        return self.actor.dist_cls(*out)  # type: ignore[misc]
+        return self.actor.dist_cls(*out)
 
     def loss(self, dist: Distribution) -> Tensor:
         ratio = torch.exp(dist.log_prob(self.actions) - self.old_log_probs)
@@ -159,7 +159,7 @@ def natural_direction(
             objective.model_fn,
             theta0,
             objective.inputs,
-            objective.output_fisher(),  # type: ignore[arg-type]
+            objective.output_fisher(),
             damping=damping,
             subsample=sub,
             generator=generator,

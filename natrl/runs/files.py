@@ -8,9 +8,6 @@ from pathlib import Path
 
 from natrl.atomic import TMP_SUFFIX as _TMP_SUFFIX
 
-# kept only until natrl/runs/spec.py, its last importer here, takes it from natrl.atomic; then delete it
-from natrl.atomic import atomic_write_text  # noqa: F401
-
 __all__ = [
     "CHECKPOINT_DIR",
     "CONFIG_FILE",

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from natrl.runs.files import CONFIG_FILE, atomic_write_text
+from natrl.atomic import atomic_write_text
+from natrl.runs.files import CONFIG_FILE
 from natrl.runs.toml import dumps_toml
 
 if sys.version_info >= (3, 11):

@@ -43,6 +43,8 @@ from natrl.runs.toml import dumps_toml
 if TYPE_CHECKING:
     import optuna
 
+    from natrl.rl.agent import OnPolicyAgent
+
 __all__ = [
     "EVALUATIONS",
     "SEARCH_SPACES",
@@ -185,7 +187,7 @@ SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {"trpo": sample_trpo, 
 # ----------------------------------------------------------------------------- the objective
 
 
-def _base(spec: TuneSpec) -> tuple[type, Any, Any]:
+def _base(spec: TuneSpec) -> tuple[type[OnPolicyAgent], Any, Any]:
     """The agent class, natrl's preset for the env and its wrapper class (resolved from data only)."""
     import gymnasium as gym
 
@@ -240,7 +242,7 @@ def objective(trial: optuna.Trial, spec: TuneSpec) -> float:
             if not (step >= state["next"] or final):
                 return True
             value = agent.evaluate(episodes=spec.eval_episodes, deterministic=True).mean
-            state["next"] = (step // every + 1) * every  # natrl train's cadence (natrl.runs.TrainingMonitor)
+            state["next"] = (step // every + 1) * every  # natrl train's cadence (natrl.callbacks' every_timesteps)
             state["last"] = value
             j = EVALUATIONS if final else min(step // every, EVALUATIONS - 1)
             if math.isfinite(value):
@@ -251,7 +253,7 @@ def objective(trial: optuna.Trial, spec: TuneSpec) -> float:
             return True
 
         try:
-            agent.learn(spec.total_steps, callback=evaluate, progress=False)
+            agent.learn(spec.total_steps, callback=evaluate, progress_bar=False)
         finally:
             agent.close()
         if state["pruned"]:
