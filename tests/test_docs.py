@@ -284,6 +284,9 @@ def test_python_blocks_import_names_that_exist(page: Path) -> None:
 
 
 def test_readme_keeps_the_ci_test_command() -> None:
-    command = 'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e ".[dev,mujoco]" && pytest'
-    assert command in (ROOT / "README.md").read_text(encoding="utf-8")
-    assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = (
+        'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e ".[dev,mujoco]" && pytest'
+        " && ruff check . && ruff format --check . && mypy"
+    )
+    assert command + "\n" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert (ROOT / ".ci" / "run").read_text(encoding="utf-8").rstrip("\n").splitlines()[-1] == command
