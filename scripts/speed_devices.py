@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import platform
@@ -28,11 +27,11 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +55,19 @@ DEVICES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+# devices that called private torch APIs (torch._fused_adam_, torch._foreach_*): replaced by the public calls
+# whatever they measured (no private API in natrl)
+PRIVATE = ("adam_step", "clip_grad_norm")
+# devices measured at commit a7f0ae0 (docs/bench/speed-devices.json) and gone since: the private ones, and the
+# hand-written Fisher-vector product (within 10% of the generic path); `git checkout a7f0ae0` to measure them again
+GONE = ("fisher_vp", *PRIVATE)
+
+
 def variants(algo: str) -> list[str]:
     out = ["hand"]
-    for hand, generic, public in DEVICES[algo].values():
+    for device, (_, generic, public) in DEVICES[algo].items():
+        if device in GONE:
+            continue
         for v in (generic, *public):
             if v not in out:
                 out.append(v)
@@ -109,8 +118,8 @@ def compiled_value_grads(critic: Any) -> Callable:
 def compiled_ppo_grads(actor: Any, critic: Any) -> Callable:
     """PPO's autograd loss (natrl.rl.ppo.PPO._autograd_grads' arithmetic) compiled; backward by AOTAutograd."""
     from natrl.rl.accel import PPOTerms
-    from natrl.rl.policies.modules import distribution_and_value
     from natrl.rl.critic import unique_parameters
+    from natrl.rl.policies.modules import distribution_and_value
 
     params = unique_parameters(actor, critic)
 
@@ -146,47 +155,12 @@ def compiled_ppo_grads(actor: Any, critic: Any) -> Callable:
     return grads
 
 
-def func_fisher_vp(actor: Any, compile_matvec: bool = False) -> Callable:
-    """The exact Fisher-vector product with torch.func: ``jvp`` for J v, the distribution's output Fisher,
-    ``vjp`` for Jᵀ u (the vjp's graph kept for the operator's life); optionally the matvec compiled."""
-    from torch.func import functional_call, jvp, vjp
-
-    names = [n for n, _ in actor.named_parameters()]
-
-    def fisher(obs: torch.Tensor, damping: float) -> Callable:
-        theta = {n: p.detach() for n, p in actor.named_parameters()}
-        shapes = [theta[n].shape for n in names]
-        sizes = [theta[n].numel() for n in names]
-        n_rows = obs.shape[0]
-
-        def f(th: dict) -> tuple:
-            return tuple(functional_call(actor, th, (obs,)))
-
-        outputs, vjp_fn = vjp(f, theta)
-
-        def matvec(v: torch.Tensor) -> torch.Tensor:
-            parts = dict(zip(names, (p.view(s) for p, s in zip(v.split(sizes), shapes))))
-            _, t = jvp(f, (theta,), (parts,))
-            u = actor.dist_cls.fisher_vp_outputs(outputs, t)
-            (g,) = vjp_fn(tuple(x / n_rows for x in u))
-            out = torch.cat([g[n].reshape(-1) for n in names])
-            return out.add_(v, alpha=damping) if damping else out
-
-        mv = torch.compile(matvec, dynamic=False) if compile_matvec else matvec
-        return torch.no_grad()(mv) if not compile_matvec else mv
-
-    return fisher
-
-
 # --------------------------------------------------------------------------- installing a variant
 
 
 def install(variant: str) -> Callable[[], None]:
     """Replace the module attributes for ``variant``; returns the function that restores them."""
     import natrl.rl.agent as agent_mod
-    import natrl.rl.critic as critic_mod
-    import natrl.rl.ppo as ppo_mod
-    import natrl.rl.trpo as trpo_mod
     from natrl.rl import accel
 
     saved: list[tuple[Any, str, Any]] = []
@@ -202,8 +176,8 @@ def install(variant: str) -> Callable[[], None]:
     if variant == "hand":
         return restore
     device, how = variant.split(":")
-    if device in ("sampler", "critic", "ppo", "fisher"):
-        flag = {"sampler": "sampler", "critic": "critic_grads", "ppo": "ppo_grads", "fisher": "fisher_vp"}[device]
+    if device in ("sampler", "critic", "ppo"):
+        flag = {"sampler": "sampler", "critic": "critic_grads", "ppo": "ppo_grads"}[device]
 
         def chosen(actor: Any, critic: Any, rng: Any, *, enabled: bool = True) -> Any:
             paths = accel.fast_paths(actor, critic, rng, enabled=enabled, **{flag: False})
@@ -214,23 +188,9 @@ def install(variant: str) -> Callable[[], None]:
                 return dataclasses.replace(paths, sampler=compiled_sampler(actor, gen))
             if device == "critic":
                 return dataclasses.replace(paths, critic_grads=compiled_value_grads(critic))
-            if device == "ppo":
-                return dataclasses.replace(paths, ppo_grads=compiled_ppo_grads(actor, critic))
-            return dataclasses.replace(paths, fisher_vp=func_fisher_vp(actor, compile_matvec=how == "func+compile"))
+            return dataclasses.replace(paths, ppo_grads=compiled_ppo_grads(actor, critic))
 
         patch(agent_mod, "fast_paths", chosen)
-    elif device == "adam":
-        patch(critic_mod, "adam_step", lambda opt: opt.step())
-        patch(ppo_mod, "adam_step", lambda opt: opt.step())
-        if how == "foreach":
-
-            def adam(params: list, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
-                return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
-
-            patch(ppo_mod, "adam", adam)
-            patch(trpo_mod, "adam", adam)
-    elif device == "clip":
-        patch(ppo_mod, "clip_grad_norm", lambda ps, m: torch.nn.utils.clip_grad_norm_(ps, m, foreach=True))
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return restore
@@ -299,10 +259,23 @@ def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str
     return out
 
 
+def paired_ratio(
+    s: dict[tuple[str, str, str], dict[str, Any]], algo: str, env_id: str, hand: str, others: tuple[str, ...]
+) -> float | None:
+    """Median over repetitions of hand / best other, each repetition's variants run back to back (the
+    pairing cancels most of a shared machine's drift); the best other is the one with the highest median."""
+    meds = [(s[(algo, env_id, v)]["median"], v) for v in others if s.get((algo, env_id, v), {}).get("median")]
+    h = s.get((algo, env_id, hand), {})
+    if not meds or not h.get("rates"):
+        return None
+    best = s[(algo, env_id, max(meds)[1])]["rates"]
+    return statistics.median(a / b for a, b in zip(h["rates"], best))
+
+
 def table(data: dict[str, Any]) -> str:
     s = summarise(data["rows"])
     lines = [
-        "| algo | device | env | hand-written | generic | public tools (best) | hand / best other | compile (s) |",
+        "| algo | device | env | hand-written | generic | public tools | hand / best other (paired) | compile (s) |",
         "|---|---|---|---:|---:|---|---:|---:|",
     ]
     for algo, devices in DEVICES.items():
@@ -323,14 +296,29 @@ def table(data: dict[str, Any]) -> str:
                         if "compile" in p and d["first"]:
                             compile_s = d["first"][0] - statistics.median(d["steady"])
                             comp.append(f"{compile_s:.1f}")
-                others = [x for x in [g] + [s.get((algo, env_id, p), {}).get("median") for p in public] if x]
-                ratio = f"{h / max(others):.2f}" if h and others else "—"
+                r = paired_ratio(s, algo, env_id, hand, (generic, *public))
+                ratio = f"{r:.2f}" if r else "—"
                 hs = f"{h:,.0f}" if h else "—"
                 gs = f"{g:,.0f}" if g else "—"
                 lines.append(
                     f"| {algo} | {dev} | {env_id} | {hs} | {gs} | {'; '.join(pub) or '—'} | {ratio} | "
                     f"{', '.join(comp) or '—'} |"
                 )
+    lines += ["", "| algo | device | best ratio hand / best other (env) | decision |", "|---|---|---|---|"]
+    for algo, devices in DEVICES.items():
+        for dev, (hand, generic, public) in devices.items():
+            best: tuple[float, str] | None = None
+            for env_id in data["envs"]:
+                r = paired_ratio(s, algo, env_id, hand, (generic, *public))
+                if r and (best is None or r > best[0]):
+                    best = (r, env_id)
+            if best is None:
+                continue
+            if dev in PRIVATE:
+                decision = "replaced by the public call (a private torch API)"
+            else:
+                decision = "kept (>= 10% on one env)" if best[0] >= 1.10 else "removed (< 10% on every env)"
+            lines.append(f"| {algo} | {dev} | {best[0]:.2f} ({best[1]}) | {decision} |")
     return "\n".join(lines)
 
 

@@ -13,10 +13,9 @@ import toy_envs as T
 from torch import nn
 
 from natrl import ACKTR, NPG, PPO, TRPO
-from natrl.curvature import fisher_vp
-from natrl.params import flatten, functional
+from natrl.params import flatten
 from natrl.rl import CheckpointError, PolicyError
-from natrl.rl.accel import fast_paths, mlp_fisher_vp, numpy_sampler
+from natrl.rl.accel import fast_paths, numpy_sampler
 from natrl.rl.policies import CombinedExtractor, FlattenExtractor, NatureCNN
 from natrl.rl.rollout import torch_sampler
 
@@ -101,7 +100,7 @@ def test_shared_trunk_module_updates_and_reloads_with_equal_actions(cls, tmp_pat
     torch.manual_seed(0)
     module = T.LayerNormSiLUActorCritic(4, 2)
     agent = cls("CartPole-v1", seed=0, policy=module, **_small(cls))
-    assert not agent.fast.names()  # a user's network takes the generic path
+    assert not agent.fast.active  # a user's network takes the generic path
     assert agent.actor.net.module is module and agent.critic.net.module is module
     before = flatten(module.parameters()).detach().clone()
     agent.learn(128)
@@ -278,42 +277,23 @@ def test_fast_update_equals_the_generic_update_on_the_same_batch(cls, env_id: st
     assert float((fast - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
-@pytest.mark.parametrize(
-    ("env_id", "kwargs"),
-    [
-        ("CartPole-v1", {}),  # categorical logits
-        ("Pendulum-v1", {}),  # Gaussian, state-independent log-std
-        ("Pendulum-v1", {"state_dependent_std": True}),  # Gaussian, log-std from the network
-        ("Hopper-v5", {"activation": "relu", "hidden_sizes": (32, 16, 8)}),
-        ("CartPole-v1", {"hidden_sizes": ()}),  # one Linear layer
-    ],
-)
-def test_hand_written_fisher_vector_product_equals_the_generic_one(env_id: str, kwargs: dict) -> None:
-    """mlp_fisher_vp against natrl.curvature.fisher_vp (autograd's double-vjp, itself tested against dense
-    Fisher matrices) at random parameters, observations and vectors, with and without damping."""
-    torch.manual_seed(0)
-    actor = TRPO(env_id, seed=0, **SMALL, **kwargs).actor
-    for p in actor.parameters():  # away from the initialisation's zero biases and log-std
-        p.data.add_(0.3 * torch.randn_like(p))
-    obs = torch.randn(300, actor.obs_codec.size)
-    theta = flatten(list(actor.parameters())).detach()
-    fast = mlp_fisher_vp(actor)
-    assert fast is not None
-    for damping in (0.0, 0.1):
-        generic, written = fisher_vp(functional(actor), theta, obs, actor.dist_cls, damping=damping), fast(obs, damping)
-        for _ in range(3):
-            v = torch.randn_like(theta)
-            torch.testing.assert_close(written(v), generic(v), rtol=1e-5, atol=1e-6 * float(generic(v).abs().max()))
-
-
 def test_fast_paths_apply_only_to_natrls_mlps_on_flat_observations() -> None:
-    assert TRPO("CartPole-v1", **SMALL).fast.names() == ["sampler", "critic_grads", "ppo_grads", "fisher_vp"]
-    assert PPO("CartPole-v1", fast_paths=False, **_small(PPO)).fast.names() == []
-    assert TRPO(T.MatrixObservations, **SMALL).fast.names() == []  # (2, 3) observations
-    assert TRPO(T.MultiDiscreteActions, **SMALL).fast.names() == ["critic_grads"]  # no closed form for the head
+    assert TRPO("CartPole-v1", **SMALL).fast.active == ("sampler", "critic_grads", "ppo_grads")
+    assert PPO("CartPole-v1", fast_paths=False, **_small(PPO)).fast.active == ()
+    assert TRPO(T.MatrixObservations, **SMALL).fast.active == ()  # (2, 3) observations
+    assert TRPO(T.MultiDiscreteActions, **SMALL).fast.active == ("critic_grads",)  # no closed form for the head
     gelu = TRPO("CartPole-v1", activation="gelu", **SMALL)
-    assert gelu.fast.names() == ["sampler"]  # the NumPy sampler runs GELU; the backward does not
-    assert fast_paths(gelu.actor, gelu.critic, gelu.rng, enabled=False).names() == []
+    assert gelu.fast.active == ("sampler",)  # the NumPy sampler runs GELU; the backward does not
+    assert fast_paths(gelu.actor, gelu.critic, gelu.rng, enabled=False).active == ()
+
+
+@pytest.mark.parametrize("device", ["sampler", "critic_grads", "ppo_grads"])
+def test_each_device_flag_turns_off_that_device_alone(device: str) -> None:
+    agent = PPO("CartPole-v1", **_small(PPO))
+    all_on = fast_paths(agent.actor, agent.critic, agent.rng)
+    one_off = fast_paths(agent.actor, agent.critic, agent.rng, **{device: False})
+    assert all_on.active == ("sampler", "critic_grads", "ppo_grads")
+    assert one_off.active == tuple(n for n in all_on.active if n != device)
 
 
 def test_reset_observation_is_checked_for_nan() -> None:

@@ -12,9 +12,13 @@ framework's dispatch and autograd's bookkeeping cost as much as the arithmetic:
   (generic: autograd on ½·mean (V − R)²);
 * PPO's minibatch gradient: :func:`clipped_loss_grads`, the loss's gradient w.r.t. the
   networks' outputs in closed form, pulled back through the MLPs by hand (generic:
-  autograd on PPO's loss);
-* TRPO's and NPG's Fisher-vector product: :func:`mlp_fisher_vp`, the jvp and the vjp of the
-  actor MLP written out (generic: :func:`natrl.curvature.fisher_vp`, autograd's double-vjp).
+  autograd on PPO's loss).
+
+Each earns its code: it beats the generic path, and the generic path with public tools
+(``torch.compile`` of the loss or of the rollout forward), by at least 10% of end-to-end
+training steps/s on one of CartPole-v1, Pendulum-v1 and Hopper-v5 at the presets
+(scripts/speed_devices.py, docs/bench/speed-devices.md). A hand-written Fisher-vector
+product for TRPO/NPG did not (within 10% of autograd's double-vjp) and was removed.
 
 :func:`fast_paths` returns the replacements that apply (each ``None`` otherwise); the
 algorithms take either the replacement or the generic function once, at setup, and
@@ -48,7 +52,6 @@ __all__ = [
     "PPOMinibatch",
     "clipped_loss_grads",
     "fast_paths",
-    "mlp_fisher_vp",
     "mlp_value_grads",
     "numpy_sampler",
 ]
@@ -154,82 +157,8 @@ def critic_mlp(critic: nn.Module) -> MLPSpec | None:
 # --------------------------------------------------------------------------- Fisher-vector product
 
 FisherVP = Callable[[Tensor, float], Matvec]
-"""``fisher(obs, damping) -> matvec``: v ↦ (F + λI) v for the actor at its current parameters on ``obs``."""
-
-
-def mlp_fisher_vp(actor: Actor) -> FisherVP | None:
-    """The exact Fisher-vector product of natrl's MLP actor with the jvp and vjp written out, or None.
-
-    F v = (1/N) Σᵢ Jᵢᵀ Mᵢ Jᵢ v as :func:`natrl.curvature.fisher_vp` computes it, for the actor's flat
-    parameters in ``actor.parameters()`` order. With aₖ the input of Linear k (a₀ the observations), σ'
-    the activation's derivative read off aₖ₊₁, and (dWₖ, dbₖ) the parts of v:
-
-        jvp: t₀ = a₀ dW₀ᵀ + db₀,  tₖ = (σ'ₖ ⊙ tₖ₋₁) Wₖᵀ + aₖ dWₖᵀ + dbₖ   (the outputs' tangent)
-        M:   u = Mᵢ tᵢ / N per row (the distribution's analytic ``fisher_vp_outputs``)
-        vjp: the backward pass of :func:`natrl.rl.fastmlp.mlp_backward` with u as the output gradient,
-
-    plus, for a state-independent log-std s, its tangent v_s in every row and its part Σᵢ uᵢ,ₛ of the
-    product. The forward pass runs once per operator; a matvec is four matmuls per hidden layer and no
-    autograd graph (generic: two backward passes through recorded graphs).
-    """
-    if not (_own_mlp(actor) and _own_head(actor)):
-        return None
-    spec = mlp_spec(actor.net)
-    if spec is None:
-        return None
-    params = list(actor.parameters())
-    net_params = [p for lin in spec.linears for p in (lin.weight, lin.bias)]
-    log_std = actor.log_std if actor.free_log_std else None
-    expected = {id(p) for p in net_params} | ({id(log_std)} if log_std is not None else set())
-    if {id(p) for p in params} != expected or len(params) != len(expected):
-        return None
-    # where each net parameter (and the log-std) sits in the flat vector
-    offsets: dict[int, tuple[int, int]] = {}
-    start = 0
-    for p in params:
-        offsets[id(p)] = (start, p.numel())
-        start += p.numel()
-    total = start
-    weights = [(offsets[id(lin.weight)], offsets[id(lin.bias)]) for lin in spec.linears]
-    ls_slice = offsets[id(log_std)] if log_std is not None else None
-    dist_cls, k = actor.dist_cls, actor.act_dim
-    tanh = spec.activation == "tanh"
-
-    def fisher(obs: Tensor, damping: float) -> Matvec:
-        with torch.no_grad():
-            out, acts = mlp_forward(spec, obs)
-            n = obs.shape[0]
-            slopes = [1.0 - a * a if tanh else (a > 0).to(a.dtype) for a in acts[1:]]
-            w = [lin.weight.detach() for lin in spec.linears]
-            outputs = actor.head(out)  # the distribution's parameters, as the actor's forward makes them
-
-        @torch.no_grad()
-        def matvec(v: Tensor) -> Tensor:
-            dw = [v[o : o + m].view(wi.shape) for ((o, m), _), wi in zip(weights, w)]
-            db = [v[o : o + m] for (_, (o, m)) in weights]
-            t = torch.addmm(db[0], acts[0], dw[0].t())  # jvp, layer by layer
-            for i in range(1, len(w)):
-                t = torch.addmm(db[i], acts[i], dw[i].t()).addmm_(t * slopes[i - 1], w[i].t())
-            if ls_slice is None:  # logits, or mean and log-std from the network: split as the outputs are
-                tangents = actor.head(t)
-            else:
-                tangents = (t, v[ls_slice[0] : ls_slice[0] + k].expand_as(t))
-            u = dist_cls.fisher_vp_outputs(outputs, tangents)
-            grad_out = (u[0] if len(u) == 1 or log_std is not None else torch.cat(u, -1)) / n
-            result = torch.empty(total, dtype=v.dtype, device=v.device)
-            if ls_slice is not None:
-                result[ls_slice[0] : ls_slice[0] + k] = u[1].sum(0) / n
-            for i in range(len(w) - 1, -1, -1):  # vjp, as mlp_backward
-                (ow, mw), (ob, mb) = weights[i]
-                torch.mm(grad_out.t(), acts[i], out=result[ow : ow + mw].view(w[i].shape))
-                torch.sum(grad_out, 0, out=result[ob : ob + mb])
-                if i > 0:
-                    grad_out = torch.mm(grad_out, w[i]) * slopes[i - 1]
-            return result.add_(v, alpha=damping) if damping else result
-
-        return matvec
-
-    return fisher
+"""``fisher(obs, damping) -> matvec``: v ↦ (F + λI) v for the actor at its current parameters on ``obs`` (the
+type of :func:`natrl.rl.natural.natural_direction`'s ``fisher``; no device of this module makes one)."""
 
 
 # --------------------------------------------------------------------------- PPO gradient
@@ -413,14 +342,14 @@ class FastPaths:
     sampler: Callable[[np.ndarray], np.ndarray] | None
     critic_grads: Callable[[Tensor, Tensor], Tensor] | None
     ppo_grads: PPOGrads | None
-    fisher_vp: FisherVP | None
 
-    def names(self) -> list[str]:
-        """The fast paths in use, for logs."""
-        return [n for n in ("sampler", "critic_grads", "ppo_grads", "fisher_vp") if getattr(self, n) is not None]
+    @property
+    def active(self) -> tuple[str, ...]:
+        """The names of the devices in use (the fields that are not None), for logs."""
+        return tuple(n for n in ("sampler", "critic_grads", "ppo_grads") if getattr(self, n) is not None)
 
 
-NONE = FastPaths(None, None, None, None)
+NONE = FastPaths(None, None, None)
 
 
 def fast_paths(
@@ -432,7 +361,6 @@ def fast_paths(
     sampler: bool = True,
     critic_grads: bool = True,
     ppo_grads: bool = True,
-    fisher_vp: bool = True,
 ) -> FastPaths:
     """The fast paths for these networks (see the module docstring); :data:`NONE` when disabled.
 
@@ -448,5 +376,4 @@ def fast_paths(
         sampler=numpy_sampler(actor, rng) if sampler else None,
         critic_grads=functools.partial(mlp_value_grads, spec_v) if spec_v is not None else None,
         ppo_grads=_ppo_closed_form(actor, critic) if own_ppo else None,
-        fisher_vp=mlp_fisher_vp(actor) if fisher_vp else None,
     )

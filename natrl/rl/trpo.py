@@ -135,8 +135,6 @@ class _NaturalAgent(OnPolicyAgent):
         self.damping = (
             LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
         )
-        # the hand-written Fisher-vector product of natrl's MLP actor covers the whole batch only
-        self._fisher = self.fast.fisher_vp if cfg.fisher_subsample >= 1.0 else None
         self.kfac: KFAC | None = None
         if cfg.curvature == "kfac":
             self.kfac = make_actor_kfac(
@@ -207,7 +205,6 @@ class _NaturalAgent(OnPolicyAgent):
             cg_tol=cfg.cg_tol,
             subsample=cfg.fisher_subsample,
             generator=self.generator,
-            fisher=self._fisher,
         )
 
 
