@@ -97,8 +97,10 @@ def numpy_sampler(actor: Actor, rng: np.random.Generator) -> Callable[[np.ndarra
     """
     if not (_own_mlp(actor) and _own_head(actor)):
         return None
+    net = actor.net
+    assert isinstance(net, nn.Sequential)  # _own_mlp
     layers: list[tuple[np.ndarray, np.ndarray] | Callable[[np.ndarray], np.ndarray]] = []
-    for m in actor.net:
+    for m in net:
         if type(m) is nn.Linear and m.bias is not None:
             layers.append((m.weight.detach().numpy().T, m.bias.detach().numpy()))
         elif type(m) is nn.Tanh:
@@ -127,6 +129,7 @@ def numpy_sampler(actor: Actor, rng: np.random.Generator) -> Callable[[np.ndarra
         if sd_std:
             x, ls = x[:, :k], x[:, k:]
         else:
+            assert log_std is not None  # a free log-std when the std is not state-dependent
             ls = log_std
         return (x + np.exp(ls) * rng.standard_normal(x.shape, dtype=np.float32)).astype(np.float32)
 

@@ -147,7 +147,7 @@ class ACKTR(OnPolicyAgent):
             # ν = min(1, √(κ / (η² uᵀ F u))) with u the momentum direction and F the exact
             # Fisher (one jvp), so the step's quadratic KL ½ η² ν² uᵀFu stays ≤ κ / 2
             buf = nd.natural if self._momentum is None else cfg.momentum * self._momentum + nd.natural
-            quad = float(fisher_quadratic(functional(self.actor), theta0, batch.obs, self.actor.dist_cls, buf))  # type: ignore[arg-type]
+            quad = float(fisher_quadratic(functional(self.actor), theta0, batch.obs, self.actor.dist_cls, buf))
             lr = self.scheduled("learning_rate")
             nu = 1.0 if not quad > 0 else min(1.0, math.sqrt(cfg.kl_clip / (lr**2 * quad)))
             theta1 = theta0 - lr * nu * buf
@@ -181,8 +181,8 @@ class ACKTR(OnPolicyAgent):
         """KL of the step, actual vs predicted surrogate change, and the damping update."""
         fn = functional(self.actor)
         with torch.no_grad():
-            old = self.actor.dist_cls(*fn(theta0, batch.obs))  # type: ignore[misc]
-            new = self.actor.dist_cls(*fn(theta1, batch.obs))  # type: ignore[misc]
+            old = self.actor.dist_cls(*fn(theta0, batch.obs))
+            new = self.actor.dist_cls(*fn(theta1, batch.obs))
             kl = float(old.kl(new).mean())
             ratio = torch.exp(new.log_prob(batch.actions) - batch.log_probs)
             gain = float(-(ratio * batch.advantages).mean() - (-batch.advantages.mean()))

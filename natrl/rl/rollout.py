@@ -144,7 +144,7 @@ class RolloutCollector:
         obs, _ = venv.reset(seed=seed)
         self._raw_obs = self._raw(obs)
         check_finite(self._raw_obs, np.zeros(self.n_envs), 0)
-        if self._per_step and state is None:
+        if obs_normalizer is not None and self._per_step and state is None:
             self._norm_obs = obs_normalizer(self._raw_obs, update=True)
         self.steps = 0
         # which envs' next observation begins an episode, and the recurrent states carried between rollouts
@@ -251,7 +251,7 @@ class RolloutCollector:
             obs_buf[t] = obs
             if recurrent:
                 starts_buf[t] = starts
-                action, self._actor_state = sample(obs, self._actor_state, starts)  # type: ignore[call-arg,misc]
+                action, self._actor_state = sample(obs, self._actor_state, starts)  # type: ignore[call-arg,arg-type]
             else:
                 action = sample(obs)  # type: ignore[call-arg]
             act_buf[t] = action
@@ -399,9 +399,9 @@ class RolloutCollector:
         next_val[:-1] = values[1:]
         next_val[-1] = all_values[T * E : T * E + E]
         if finals:
-            rows = torch.tensor([f[0] for f in finals], device=dev)
-            cols = torch.tensor([f[1] for f in finals], device=dev)
-            next_val[rows, cols] = all_values[T * E + E :]
+            final_t = torch.tensor([f[0] for f in finals], device=dev)
+            final_e = torch.tensor([f[1] for f in finals], device=dev)
+            next_val[final_t, final_e] = all_values[T * E + E :]
         return log_probs, values, next_val
 
     def _features(self, module: Actor | Critic, obs: Tensor) -> Tensor:
