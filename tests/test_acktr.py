@@ -12,8 +12,8 @@ from gymnasium import spaces
 from natrl import ACKTR, TRPO
 from natrl.curvature import fisher_vp, to_dense
 from natrl.params import flatten, functional
-from natrl.rl.acktr import kfac_policy_direction, make_actor_kfac
 from natrl.rl.batch import Batch
+from natrl.rl.kfac_policy import kfac_policy_direction, make_actor_kfac
 from natrl.rl.natural import PolicyObjective
 from natrl.rl.policies import Actor
 

@@ -246,7 +246,7 @@ def test_ppo_closed_form_loss_gradients_equal_autograd(head, ent_coef, clip_rang
     """clipped_loss_grads against autograd of the same loss, float64, with ratios on both
     sides of the clip range, advantages of both signs and active value clipping."""
     from natrl.distributions import Categorical, DiagGaussian
-    from natrl.rl.ppo import clipped_loss_grads
+    from natrl.rl.accel import clipped_loss_grads
 
     g = torch.Generator().manual_seed(7)
     n, k = 256, 3

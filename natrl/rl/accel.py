@@ -38,15 +38,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from natrl.curvature import Matvec
 from natrl.distributions import Categorical, DiagGaussian
 from natrl.rl.batch import Sequences
 from natrl.rl.fastmlp import MLPSpec, mlp_backward, mlp_forward, mlp_spec
-from natrl.rl.policies.modules import Actor, Critic, FlattenExtractor
+from natrl.rl.policies.extractors import FlattenExtractor
+from natrl.rl.policies.modules import Actor, Critic
 
 __all__ = [
     "FastPaths",
-    "FisherVP",
     "HeadGrads",
     "PPOCoefs",
     "PPOMinibatch",
@@ -155,13 +154,6 @@ def critic_mlp(critic: nn.Module) -> MLPSpec | None:
     if type(critic) is not Critic or not critic.obs_codec.flat_float or type(critic.features) is not FlattenExtractor:
         return None
     return mlp_spec(critic.net)
-
-
-# --------------------------------------------------------------------------- Fisher-vector product
-
-FisherVP = Callable[[Tensor, float], Matvec]
-"""``fisher(obs, damping) -> matvec``: v ↦ (F + λI) v for the actor at its current parameters on ``obs`` (the
-type of :func:`natrl.rl.natural.natural_direction`'s ``fisher``; no device of this module makes one)."""
 
 
 # --------------------------------------------------------------------------- PPO gradient

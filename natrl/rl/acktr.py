@@ -38,12 +38,13 @@ from natrl.curvature import fisher_quadratic
 from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.optim.kfac import KFAC
 from natrl.params import flatten, functional, write_back
-from natrl.rl.agent import Batch, OnPolicyAgent
+from natrl.rl.agent import OnPolicyAgent
+from natrl.rl.batch import Batch
 from natrl.rl.config import CriticConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, fit_critic
 from natrl.rl.kfac_policy import KFACDirection, kfac_policy_direction, make_actor_kfac
 
-__all__ = ["ACKTR", "ACKTRConfig", "KFACDirection", "kfac_policy_direction", "make_actor_kfac"]
+__all__ = ["ACKTR", "ACKTRConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -163,6 +163,7 @@ class OnPolicyAgent:
         self.sampler: Sampler | RecurrentSampler = self.fast.sampler or torch_sampler(self.actor, self.generator)
         self._critic_grads: ValueGrads = self.fast.critic_grads or value_grads(self.critic)
         self._setup()
+        _log.info("%s on %s: speed devices %s", type(self).__name__, self.env_id, ", ".join(self.fast.active) or "none")
 
     @property
     def env_id(self) -> str:

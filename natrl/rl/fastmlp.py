@@ -6,7 +6,7 @@ the arithmetic. These functions do the same arithmetic without a graph: the forw
 keeps each layer's output, the backward pass turns the gradient w.r.t. the network's output
 into the layers' ``.grad``. The gradient w.r.t. the output comes from the caller: the
 critic's squared error by hand, PPO's clipped loss from
-:func:`natrl.rl.ppo.clipped_loss_grads` (closed form, checked against autograd).
+:func:`natrl.rl.accel.clipped_loss_grads` (closed form, checked against autograd).
 
 Other architectures (other activations, frozen parameters) get ``None`` from
 :func:`mlp_spec`; callers then use autograd on the module.

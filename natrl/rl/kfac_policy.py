@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from natrl.optim.kfac import KFAC
 from natrl.params import flatten_grads
-from natrl.rl.agent import Batch
+from natrl.rl.batch import Batch
 from natrl.rl.policies import Actor
 
 __all__ = ["KFACDirection", "kfac_policy_direction", "make_actor_kfac"]

@@ -23,7 +23,6 @@ from natrl.curvature import fisher_vp
 from natrl.distributions import Distribution
 from natrl.linalg import CGResult, conjugate_gradient
 from natrl.params import flatten, functional
-from natrl.rl.accel import FisherVP
 from natrl.rl.batch import Batch
 from natrl.rl.policies import Actor
 
@@ -139,31 +138,23 @@ def natural_direction(
     cg_tol: float,
     subsample: float,
     generator: torch.Generator | None,
-    fisher: FisherVP | None = None,
 ) -> NaturalDirection | None:
-    """Solve (F + λI) x = −g by CG with the exact Fisher; None when g is zero or non-finite.
-
-    ``fisher`` replaces :func:`natrl.curvature.fisher_vp` by a product built for the actor's architecture
-    (:func:`natrl.rl.accel.mlp_fisher_vp`, chosen at setup for the whole batch: ``subsample`` 1).
-    """
+    """Solve (F + λI) x = −g by CG with the exact Fisher; None when g is zero or non-finite."""
     theta0 = objective.theta()
     loss0, grad = objective.loss_and_grad(theta0)
     if not bool(torch.isfinite(grad).all()) or not bool(grad.any()):
         return None
     n = objective.batch.units  # rows, or whole sequences for a recurrent actor
     sub = None if subsample >= 1.0 else max(1, int(subsample * n))
-    if fisher is not None:
-        fvp = fisher(objective.obs, damping)
-    else:
-        fvp = fisher_vp(
-            objective.model_fn,
-            theta0,
-            objective.inputs,
-            objective.output_fisher(),
-            damping=damping,
-            subsample=sub,
-            generator=generator,
-        )
+    fvp = fisher_vp(
+        objective.model_fn,
+        theta0,
+        objective.inputs,
+        objective.output_fisher(),
+        damping=damping,
+        subsample=sub,
+        generator=generator,
+    )
     cg = conjugate_gradient(fvp, -grad, max_iter=cg_iters, tol=cg_tol)
     quad = float(cg.x @ fvp(cg.x))
     if not math.isfinite(quad) or quad <= 0.0:

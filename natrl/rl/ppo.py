@@ -18,13 +18,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from natrl.rl.accel import PPOCoefs, PPOGrads, PPOMinibatch, PPOTerms, clipped_loss_grads
-from natrl.rl.agent import Batch, OnPolicyAgent
+from natrl.rl.accel import PPOCoefs, PPOGrads, PPOMinibatch, PPOTerms
+from natrl.rl.agent import OnPolicyAgent
+from natrl.rl.batch import Batch
 from natrl.rl.config import OnPolicyConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, unique_parameters
 from natrl.rl.policies.modules import distribution_and_value
 
-__all__ = ["PPO", "PPOConfig", "clipped_loss_grads"]
+__all__ = ["PPO", "PPOConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +34,8 @@ class PPOConfig(OnPolicyConfig):
 
     Attributes:
         learning_rate: Adam learning rate for actor and critic.
-        anneal_lr: decay the learning rate linearly to 0 over the run (``learn``'s ``run_start`` to its end).
+        anneal_lr: decay the learning rate linearly to 0 over the run (stable-baselines3's progress remaining:
+            ``learn``'s ``total_timesteps``, plus the steps before it when ``reset_num_timesteps=False``).
         n_epochs: passes over the rollout per update.
         batch_size: minibatch size.
         clip_range: ε of the clipped surrogate.

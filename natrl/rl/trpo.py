@@ -23,7 +23,8 @@ from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.linesearch import backtracking
 from natrl.optim.kfac import KFAC
 from natrl.params import write_back
-from natrl.rl.agent import Batch, OnPolicyAgent
+from natrl.rl.agent import OnPolicyAgent
+from natrl.rl.batch import Batch
 from natrl.rl.config import CriticConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, critic_only_parameters, fit_critic
 from natrl.rl.kfac_policy import kfac_policy_direction, make_actor_kfac

@@ -37,7 +37,6 @@ from torch import Tensor, nn
 
 from natrl.distributions import Categorical, Distribution
 from natrl.rl.policies.extractors import (
-    FlattenExtractor,  # noqa: F401  TRANSITIONAL: until rl/accel.py imports it from extractors
     default_extractor,
     output_width,
     probe_batch,
