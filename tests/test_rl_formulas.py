@@ -280,3 +280,26 @@ def test_critics_the_hand_written_pass_does_not_cover_use_autograd() -> None:
     frozen = Critic(3, (8,), "tanh")
     frozen.net[0].weight.requires_grad_(False)
     assert critic_mlp(frozen) is None
+
+
+def test_adam_step_is_optimizer_step_bit_for_bit() -> None:
+    """natrl's adam_step (torch's functional Adam on the optimizer's state) against Optimizer.step(): the same
+    parameters and state, bit for bit, over steps with a changing learning rate (the first step, which creates
+    the state, goes through Optimizer.step itself)."""
+    from natrl.rl.critic import adam, adam_step
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [adam(list(n.parameters()), lr=3e-3) for n in nets]
+    x, y = torch.randn(32, 5), torch.randn(32, 1)
+    for step in range(6):
+        for net, opt, fn in zip(nets, opts, (lambda o: o.step(), adam_step), strict=True):
+            opt.param_groups[0]["lr"] = 3e-3 * (1.0 - step / 10)
+            opt.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            fn(opt)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+        sa, sb = opts[0].state[a], opts[1].state[b]
+        assert all(torch.equal(sa[k], sb[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
