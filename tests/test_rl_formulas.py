@@ -303,3 +303,24 @@ def test_adam_step_is_optimizer_step_bit_for_bit() -> None:
         assert torch.equal(a, b)
         sa, sb = opts[0].state[a], opts[1].state[b]
         assert all(torch.equal(sa[k], sb[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0])
+def test_clip_grad_norm_is_torchs_bit_for_bit(scale: float) -> None:
+    """natrl's clip_grad_norm against torch.nn.utils.clip_grad_norm_ on the CPU: the same total norm and the same
+    scaled gradients, bit for bit, below the threshold (no scaling) and above it; a parameter without a gradient
+    is skipped."""
+    from natrl.rl.critic import clip_grad_norm
+
+    torch.manual_seed(1)
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 3)) for _ in range(2)]
+    grads = [scale * torch.randn_like(p) for p in nets[0].parameters()]
+    for net in nets:
+        for p, g in zip(net.parameters(), grads, strict=True):
+            p.grad = g.clone()
+        net[2].bias.grad = None
+    ref = torch.nn.utils.clip_grad_norm_(list(nets[0].parameters()), 0.5, foreach=True)
+    total = clip_grad_norm(list(nets[1].parameters()), 0.5)
+    assert torch.equal(ref, total)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)

@@ -22,7 +22,7 @@ from natrl.rl.accel import PPOCoefs, PPOGrads, PPOMinibatch, PPOTerms
 from natrl.rl.agent import OnPolicyAgent
 from natrl.rl.batch import Batch
 from natrl.rl.config import OnPolicyConfig, Schedule, check, schedule_value
-from natrl.rl.critic import adam, adam_step, unique_parameters
+from natrl.rl.critic import adam, adam_step, clip_grad_norm, unique_parameters
 from natrl.rl.policies.modules import distribution_and_value
 
 __all__ = ["PPO", "PPOConfig"]
@@ -153,7 +153,7 @@ class PPO(OnPolicyAgent):
                     stopped_early = True
                     break
                 backward()
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm, foreach=True)
+                clip_grad_norm(self.params, cfg.max_grad_norm)
                 adam_step(self.optimizer)
                 terms.append(t)
             if stopped_early:
