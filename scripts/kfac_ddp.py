@@ -98,6 +98,7 @@ def worker(rank: int, world: int, args: argparse.Namespace, init_file: str, out_
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.save(train(args, rank, world), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # every rank done communicating before any tears gloo down
     finally:
         dist.destroy_process_group()
 

@@ -108,6 +108,9 @@ def _worker(rank: int, world: int, names: list[str], init_file: str, out_dir: st
         results["broadcast"] = kfd.broadcast_decompositions(jobs, [0, 1], local, rank, dist.group.WORLD,
                                                             torch.device("cpu"))  # fmt: skip
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # every rank is done communicating before any tears gloo down (a rank destroying its group while a peer's
+        # last collective is still in flight can abort with "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
