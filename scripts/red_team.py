@@ -1366,39 +1366,28 @@ def _min_result(res: Any, want_success: bool | None = False) -> str | None:
     return None
 
 
+def _bad_derivative(method: str, **kw: Any) -> Callable[[dict[str, Any]], Any]:
+    """A case: ``minimize(quad, zeros(4), method=method, **kw)`` with a jac or hessp that returns non-finite
+    values must end with success=False, quickly."""
+
+    def case(ctx: dict[str, Any]) -> Any:
+        import torch
+
+        from natrl.optim import minimize
+
+        return _min_result(minimize(_quad, torch.zeros(4, dtype=torch.float64), method=method, **kw))
+
+    return case
+
+
 for method in ["bfgs", "lbfgs", "newton-cg", "trust-ncg", "newton"]:
-
-    def _nan_jac(ctx: dict[str, Any], method: str = method) -> Any:
-        import torch
-
-        from natrl.optim import minimize
-
-        res = minimize(_quad, torch.zeros(4, dtype=torch.float64), method=method,
-                       jac=lambda x: torch.full_like(x, float("nan")))  # fmt: skip
-        return _min_result(res)
-
-    api(
-        f"api.minimize.nan_jac[{method}]",
-        expect="result",
-        timeout=30,
-        desc=f"minimize(quad, zeros(4), method={method!r}, jac=lambda x: NaN) -> success=False quickly",
-    )(_nan_jac)
-
-    def _inf_jac(ctx: dict[str, Any], method: str = method) -> Any:
-        import torch
-
-        from natrl.optim import minimize
-
-        res = minimize(_quad, torch.zeros(4, dtype=torch.float64), method=method,
-                       jac=lambda x: torch.full_like(x, float("inf")))  # fmt: skip
-        return _min_result(res)
-
-    api(
-        f"api.minimize.inf_jac[{method}]",
-        expect="result",
-        timeout=30,
-        desc=f"minimize(..., method={method!r}, jac=lambda x: +inf) -> success=False quickly",
-    )(_inf_jac)
+    for name, value, shown in (("nan_jac", float("nan"), "NaN"), ("inf_jac", float("inf"), "+inf")):
+        api(
+            f"api.minimize.{name}[{method}]",
+            expect="result",
+            timeout=30,
+            desc=f"minimize(quad, zeros(4), method={method!r}, jac=lambda x: {shown}) -> success=False quickly",
+        )(_bad_derivative(method, jac=lambda x, v=value: x.new_full(x.shape, v)))
 
     def _nan_later(ctx: dict[str, Any], method: str = method) -> Any:
         import torch
@@ -1418,22 +1407,12 @@ for method in ["bfgs", "lbfgs", "newton-cg", "trust-ncg", "newton"]:
         desc=f"minimize(f finite at x0 and NaN further out, method={method!r}): x stays finite",
     )(_nan_later)
 for method in ["newton-cg", "trust-ncg", "newton"]:
-
-    def _nan_hessp(ctx: dict[str, Any], method: str = method) -> Any:
-        import torch
-
-        from natrl.optim import minimize
-
-        res = minimize(_quad, torch.zeros(4, dtype=torch.float64), method=method,
-                       hessp=lambda x, p: torch.full_like(p, float("nan")))  # fmt: skip
-        return _min_result(res)
-
     api(
         f"api.minimize.nan_hessp[{method}]",
         expect="result",
         timeout=30,
         desc=f"minimize(..., method={method!r}, hessp=lambda x, p: NaN) -> success=False quickly",
-    )(_nan_hessp)
+    )(_bad_derivative(method, hessp=lambda x, p: p.new_full(p.shape, float("nan"))))
 
 
 def _minimize(**kw: Any) -> Any:
