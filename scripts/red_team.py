@@ -2167,28 +2167,26 @@ def _f_ro_resume(wd: Path, ctx: dict[str, Any]) -> tuple[str, str, str]:
         _umount(fs)
 
 
-@fault("fault.plot_disk_full", "natrl plot -o into a full file system", root=True)
-def _f_plot_full(wd: Path, ctx: dict[str, Any]) -> tuple[str, str, str]:
+def _cli_into_full_fs(wd: Path, args: Callable[[Path], list[str]]) -> tuple[str, str, str]:
+    """Run ``natrl *args(folder)`` writing into a full 64 KiB file system: one error line naming the lack of space."""
     fs = wd / "fullfs"
     _mount_tmpfs(fs, "64k")
     try:
         _fill(fs)
-        rc, _out, err = _sh([*NATRL, "plot", ctx["run"], "-o", str(fs / "curves.png")], wd)
+        rc, _out, err = _sh([*NATRL, *args(fs)], wd)
         return (*_fault_verdict(rc, err, [], want_error=True, names=["space", "full"]), err)
     finally:
         _umount(fs)
+
+
+@fault("fault.plot_disk_full", "natrl plot -o into a full file system", root=True)
+def _f_plot_full(wd: Path, ctx: dict[str, Any]) -> tuple[str, str, str]:
+    return _cli_into_full_fs(wd, lambda fs: ["plot", ctx["run"], "-o", str(fs / "curves.png")])
 
 
 @fault("fault.eval_video_disk_full", "natrl eval --video into a full file system", root=True)
 def _f_video_full(wd: Path, ctx: dict[str, Any]) -> tuple[str, str, str]:
-    fs = wd / "fullfs"
-    _mount_tmpfs(fs, "64k")
-    try:
-        _fill(fs)
-        rc, _out, err = _sh([*NATRL, "eval", ctx["model"], "--video", str(fs / "a.gif")], wd)
-        return (*_fault_verdict(rc, err, [], want_error=True, names=["space", "full"]), err)
-    finally:
-        _umount(fs)
+    return _cli_into_full_fs(wd, lambda fs: ["eval", ctx["model"], "--video", str(fs / "a.gif")])
 
 
 @fault("fault.api_save_disk_full", "agent.save() into a full file system: OSError, and the previous file intact",
