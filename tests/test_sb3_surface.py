@@ -4,6 +4,8 @@ only the import changed, and its call shapes (learn, predict, constructor, acces
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -284,3 +286,190 @@ def test_schedules_span_the_whole_run_as_stable_baselines3s_progress_remaining()
     agent.learn(64)
     agent.learn(64, reset_num_timesteps=False)
     assert seen == [1 - 32 / 64, 1 - 64 / 64, 1 - 96 / 128, 1 - 128 / 128]
+
+
+# rl-baselines3-zoo's enjoy loop (rl_zoo3/enjoy.py at commit 22e3ff2450fd92033f7f032915e1f64894a09584,
+# https://github.com/DLR-RM/rl-baselines3-zoo/blob/22e3ff2450fd92033f7f032915e1f64894a09584/rl_zoo3/enjoy.py#L213-L290)
+# with its command-line arguments as the ``args`` namespace it reads them from.
+def _zoo_enjoy(model: Any, env: Any, args: SimpleNamespace, is_atari: bool = False, is_minigrid: bool = False):
+    obs = env.reset()
+
+    # Deterministic by default except for atari games
+    stochastic = args.stochastic or ((is_atari or is_minigrid) and not args.deterministic)
+    deterministic = not stochastic
+
+    episode_reward = 0.0
+    episode_rewards, episode_lengths = [], []
+    ep_len = 0
+    # For HER, monitor success rate
+    successes = []
+    lstm_states = None
+    episode_start = np.ones((env.num_envs,), dtype=bool)
+
+    generator = range(args.n_timesteps)
+
+    try:
+        for _ in generator:
+            action, lstm_states = model.predict(
+                obs,  # type: ignore[arg-type]
+                state=lstm_states,
+                episode_start=episode_start,
+                deterministic=deterministic,
+            )
+            obs, reward, done, infos = env.step(action)
+
+            episode_start = done
+
+            if not args.no_render:
+                env.render("human")
+
+            episode_reward += reward[0]
+            ep_len += 1
+
+            if args.n_envs == 1:
+                # For atari the return reward is not the atari score
+                # so we have to get it from the infos dict
+                if is_atari and infos is not None and args.verbose >= 1:
+                    episode_infos = infos[0].get("episode")
+                    if episode_infos is not None:
+                        print(f"Atari Episode Score: {episode_infos['r']:.2f}")
+                        print("Atari Episode Length", episode_infos["l"])
+
+                if done and not is_atari and args.verbose > 0:
+                    # NOTE: for env using VecNormalize, the mean reward
+                    # is a normalized reward when `--norm_reward` flag is passed
+                    print(f"Episode Reward: {episode_reward:.2f}")
+                    print("Episode Length", ep_len)
+                    episode_rewards.append(episode_reward)
+                    episode_lengths.append(ep_len)
+                    episode_reward = 0.0
+                    ep_len = 0
+
+                # Reset also when the goal is achieved when using HER
+                if done and infos[0].get("is_success") is not None:
+                    if args.verbose > 1:
+                        print("Success?", infos[0].get("is_success", False))
+
+                    if infos[0].get("is_success") is not None:
+                        successes.append(infos[0].get("is_success", False))
+                        episode_reward, ep_len = 0.0, 0
+
+    except KeyboardInterrupt:
+        pass
+
+    if args.verbose > 0 and len(successes) > 0:
+        print(f"Success rate: {100 * np.mean(successes):.2f}%")
+
+    if args.verbose > 0 and len(episode_rewards) > 0:
+        print(f"{len(episode_rewards)} Episodes")
+        print(f"Mean reward: {np.mean(episode_rewards):.2f} +/- {np.std(episode_rewards):.2f}")
+
+    if args.verbose > 0 and len(episode_lengths) > 0:
+        print(f"Mean episode length: {np.mean(episode_lengths):.2f} +/- {np.std(episode_lengths):.2f}")
+
+    env.close()
+    return episode_rewards, episode_lengths
+
+
+ZOO_ARGS = SimpleNamespace(n_timesteps=210, stochastic=False, deterministic=False, no_render=True, n_envs=1, verbose=1)
+
+
+@pytest.mark.parametrize("policy", ["MlpPolicy", "MlpLstmPolicy"])
+def test_rl_zoo_enjoy_loop_on_sb3_make_vec_env(tmp_path, policy, capsys: pytest.CaptureFixture[str]) -> None:
+    """The zoo's enjoy loop on SB3's make_vec_env with a natrl PPO loaded from a file: the episodes it counts are
+    those SB3's Monitor recorded; a recurrent policy's state is carried within an episode and zeroed at each
+    ``episode_start`` (sb3-contrib RecurrentPPO's convention), so each step's state is what predict gives from
+    the episode's own observations alone, started from ``state=None``."""
+    make_vec_env = pytest.importorskip("stable_baselines3.common.env_util").make_vec_env
+    PPO(policy, "CartPole-v1", seed=0).save(tmp_path / "ppo")
+    model = PPO.load(tmp_path / "ppo")
+    calls: list[tuple[np.ndarray, Any, np.ndarray, np.ndarray, Any]] = []
+    predict = model.predict
+
+    def recording_predict(obs, state=None, episode_start=None, deterministic=False):
+        action, new_state = predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        calls.append((obs.copy(), state, np.array(episode_start), action, new_state))
+        return action, new_state
+
+    model.predict = recording_predict  # type: ignore[method-assign]
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0, env_kwargs={"max_episode_steps": 25})
+    monitor = env.envs[0]
+    episode_rewards, episode_lengths = _zoo_enjoy(model, env, ZOO_ARGS)
+
+    assert len(calls) == ZOO_ARGS.n_timesteps and len(episode_lengths) >= 8
+    assert episode_lengths == monitor.get_episode_lengths() and episode_rewards == monitor.get_episode_rewards()
+    assert f"{len(episode_rewards)} Episodes" in capsys.readouterr().out
+    starts = [i for i, (_, _, start, _, _) in enumerate(calls) if start[0]]
+    ends = np.cumsum(episode_lengths)
+    assert starts == [0, *ends[ends < len(calls)]]  # episode_start = done: the step after each ending
+    # the reference: each episode replayed alone from state=None, one observation at a time
+    for first, last in zip(starts, [*starts[1:], len(calls)], strict=True):
+        state = None
+        for obs, _, _, action, new_state in calls[first:last]:
+            ref_action, state = predict(obs, state=state, deterministic=True)
+            np.testing.assert_array_equal(action, ref_action)
+            if policy == "MlpPolicy":
+                assert new_state is None
+            else:
+                for got, ref in zip(new_state, state, strict=True):
+                    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+        if policy == "MlpLstmPolicy" and first > 0:  # the state the loop passed in was the last episode's
+            obs, stale, _, _, from_zero = calls[first]
+            _, carried = predict(obs, state=stale, deterministic=True)
+            assert not np.allclose(np.asarray(carried[0]), np.asarray(from_zero[0]))
+
+
+@pytest.mark.parametrize("source", ["get_env", "make_vec_env"])
+def test_sb3_view_reports_ended_episodes_as_sb3s_monitor(source: str) -> None:
+    """``infos[i]["episode"]`` at each episode's end holds the return and length SB3's Monitor (which SB3's
+    make_vec_env wraps every env in) reports for the same seeds and actions: counted by the view for
+    ``model.get_env()``, split per env from RecordEpisodeStatistics' record for ``natrl.make_vec_env``."""
+    from natrl import make_vec_env
+
+    sb3_make_vec_env = pytest.importorskip("stable_baselines3.common.env_util").make_vec_env
+    if source == "get_env":
+        ours = TRPO("CartPole-v1", n_envs=2).get_env()
+        ours.seed(3)
+    else:
+        ours = make_vec_env("CartPole-v1", n_envs=2, seed=3)
+    theirs = sb3_make_vec_env("CartPole-v1", n_envs=2, seed=3)
+    np.testing.assert_array_equal(ours.reset(), theirs.reset())
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(300):
+        actions = rng.integers(0, 2, size=2)
+        _, _, done, infos = ours.step(actions)
+        _, _, sb3_done, sb3_infos = theirs.step(actions)
+        np.testing.assert_array_equal(done, sb3_done)
+        for info, sb3_info in zip(infos, sb3_infos, strict=True):
+            assert ("episode" in info) == ("episode" in sb3_info)
+            if "episode" in sb3_info:
+                assert (info["episode"]["r"], info["episode"]["l"]) == (
+                    sb3_info["episode"]["r"],
+                    sb3_info["episode"]["l"],
+                )
+                ended += 1
+    assert ended >= 10
+
+
+def test_rl_zoo_enjoy_loop_on_the_loaded_models_get_env(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The zoo's enjoy loop on ``model.get_env()`` of a TRPO loaded from a file counts the episodes a plain
+    Gymnasium loop (reset(seed) once, then the env's own resets) gives with the same deterministic policy."""
+    TRPO("MlpPolicy", "CartPole-v1", seed=1).save(tmp_path / "trpo")
+    model = TRPO.load(tmp_path / "trpo")
+    env = model.get_env()
+    env.seed(7)
+    episode_rewards, episode_lengths = _zoo_enjoy(model, env, ZOO_ARGS)
+    assert len(episode_lengths) >= 3 and f"{len(episode_rewards)} Episodes" in capsys.readouterr().out
+
+    reference = gym.make("CartPole-v1")
+    obs, _ = reference.reset(seed=7)
+    lengths: list[int] = []
+    length = 0
+    for _ in range(ZOO_ARGS.n_timesteps):
+        obs, _, terminated, truncated, _ = reference.step(model.predict(obs, deterministic=True)[0])
+        length += 1
+        if terminated or truncated:
+            lengths.append(length)
+            obs, length = reference.reset()[0], 0
+    assert episode_lengths == lengths and episode_rewards == [float(n) for n in lengths]  # CartPole: reward 1 a step

@@ -3,7 +3,8 @@
 natrl trains on Gymnasium vector envs with SAME_STEP autoreset (:mod:`natrl.rl.env`). Code written for SB3 speaks
 SB3's VecEnv API instead: ``reset() -> obs``, ``step(actions) -> (obs, rewards, dones, infos)`` with the final
 observation of an ended episode in ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]``
-for a time-limit end. This module translates between the two, exactly (no step is lost or added):
+for a time-limit end, and ``infos[i]["episode"]`` (``{"r", "l", "t"}``, as SB3's ``Monitor`` writes it) at an
+episode's end. This module translates between the two, exactly (no step is lost or added):
 
 * :class:`SB3VecEnv`: SB3's API over a Gymnasium vector env. ``model.get_env()`` returns one, so SB3's
   quickstart loop runs unchanged; ``model.get_vector_env()`` is the Gymnasium vector env itself.
@@ -17,6 +18,7 @@ for a time-limit end. This module translates between the two, exactly (no step i
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -63,6 +65,9 @@ class SB3VecEnv:
         self._seeds: list[int | None] = [None] * self.num_envs
         self._options: dict[str, Any] | None = None
         self._actions: Any = None
+        self._returns = np.zeros(self.num_envs)
+        self._lengths = np.zeros(self.num_envs, np.int64)
+        self._start_time = time.time()
         register_with_sb3()
 
     # ------------------------------------------------------------------ SB3's VecEnv API
@@ -73,6 +78,8 @@ class SB3VecEnv:
         self._seeds = [None] * self.num_envs
         self._options = None
         self.reset_infos = self._split_infos(info)
+        self._returns[:] = 0.0
+        self._lengths[:] = 0
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -83,9 +90,17 @@ class SB3VecEnv:
         dones = np.logical_or(terminated, truncated)
         infos = self._split_infos(info)
         final = info.get("final_obs")
+        self._returns += rewards
+        self._lengths += 1
         for i in np.flatnonzero(dones):
             infos[i]["terminal_observation"] = final[i] if final is not None else None
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            # Monitor's record, unless the env's own RecordEpisodeStatistics gave one
+            elapsed = round(time.time() - self._start_time, 6)
+            infos[i].setdefault(
+                "episode", {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]), "t": elapsed}
+            )
+            self._returns[i], self._lengths[i] = 0.0, 0
         return obs, np.asarray(rewards, np.float32), dones, infos
 
     def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -166,6 +181,8 @@ class SB3VecEnv:
             if key.startswith("_") or key in ("final_obs", "final_info"):
                 continue
             mask = info.get(f"_{key}")
+            if isinstance(values, dict):  # a nested dict of arrays (RecordEpisodeStatistics' "episode")
+                values = self._split_infos(values)
             for i in range(self.num_envs):
                 if mask is None or bool(mask[i]):
                     try:
