@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and the API reference; at run time the agents load lazily
-    from natrl.rl import ACKTR, NPG, PPO, TRPO
+    from natrl.rl import A2C, ACKTR, NPG, PPO, TRPO
     from natrl.rl.sb3_vec_env import make_vec_env
 
 __version__ = "0.1.0"
 """The natrl version (PEP 440), as in pyproject.toml."""
 
-_AGENTS = {"TRPO", "NPG", "PPO", "ACKTR"}
+_AGENTS = {"TRPO", "NPG", "PPO", "ACKTR", "A2C"}
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import natrl` stays cheap (no gymnasium import)
@@ -26,4 +26,4 @@ def __getattr__(name: str) -> Any:  # lazy: `import natrl` stays cheap (no gymna
     raise AttributeError(f"module 'natrl' has no attribute {name!r}")
 
 
-__all__ = ["ACKTR", "NPG", "PPO", "TRPO", "__version__", "make_vec_env"]
+__all__ = ["A2C", "ACKTR", "NPG", "PPO", "TRPO", "__version__", "make_vec_env"]

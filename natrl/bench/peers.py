@@ -1,4 +1,4 @@
-"""natrl presets translated to stable-baselines3 PPO, sb3-contrib TRPO and sb3-contrib RecurrentPPO.
+"""natrl presets translated to stable-baselines3 PPO and A2C, sb3-contrib TRPO and sb3-contrib RecurrentPPO.
 
 The natrl preset is the source of truth. :func:`translate` maps a natrl config
 to the peer's constructor arguments, its vector env and its normalisation, and
@@ -37,8 +37,13 @@ from typing import Any
 
 __all__ = ["PEER_NAMES", "PPO_ADAM_EPS", "PeerSpec", "build_model", "translate"]
 
-PEER_NAMES = {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO", "RecurrentPPO": "sb3-contrib RecurrentPPO"}
-_CLASSES = {"trpo": "sb3_contrib.TRPO", "ppo": "stable_baselines3.PPO"}
+PEER_NAMES = {
+    "trpo": "sb3-contrib TRPO",
+    "ppo": "SB3 PPO",
+    "a2c": "SB3 A2C",
+    "RecurrentPPO": "sb3-contrib RecurrentPPO",
+}
+_CLASSES = {"trpo": "sb3_contrib.TRPO", "ppo": "stable_baselines3.PPO", "a2c": "stable_baselines3.A2C"}
 _ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "gelu": "GELU"}
 # natrl.rl.ppo builds its Adam with eps=1e-5 (tests/test_bench.py checks it stays so).
 PPO_ADAM_EPS = 1e-5
@@ -49,7 +54,7 @@ class PeerSpec:
     """A stable-baselines3 model matched to a natrl config.
 
     Attributes:
-        algo_class: "sb3_contrib.TRPO" or "stable_baselines3.PPO".
+        algo_class: "sb3_contrib.TRPO", "stable_baselines3.PPO" or "stable_baselines3.A2C".
         kwargs: constructor keyword arguments, JSON-serialisable: ``activation_fn``
             is a ``torch.nn`` class name and a linear learning-rate schedule is
             ``{"linear": initial_rate}``.
@@ -109,11 +114,12 @@ def translate(
     *,
     action_dims: int | None = 1,
 ) -> PeerSpec | None:
-    """The stable-baselines3 peer of a natrl config, or None when there is none (NPG, a recurrent TRPO, a GRU).
+    """The stable-baselines3 peer of a natrl config, or None when there is none (NPG, ACKTR, a recurrent TRPO or
+    A2C, a GRU).
 
     Args:
         algo: natrl algorithm name.
-        config: its ``TRPOConfig`` / ``PPOConfig``.
+        config: its ``TRPOConfig`` / ``PPOConfig`` / ``A2CConfig``.
         policy: the preset's policy name (None: natrl's default).
         policy_kwargs: the preset's policy keywords (the recurrent layer's size).
         action_dims: k, the dimensions of a Box action space (1 for discrete actions; None when
@@ -126,6 +132,7 @@ def translate(
     recurrent = policy in RECURRENT_POLICIES
     if recurrent and (algo != "ppo" or RECURRENT_POLICIES[policy] != "lstm"):  # type: ignore[index]
         return None
+    from natrl.rl.a2c import ADAM_EPS as a2c_adam_eps
     from natrl.rl.critic import adam
     from natrl.rl.normalization import ObsNormalizer, RewardScaler
 
@@ -207,6 +214,21 @@ def translate(
                 f"APPROXIMATE: fisher_subsample={cfg.fisher_subsample:g} → sub_sampling_factor={sub}; "
                 "sb3-contrib subsamples gradient, Fisher and line search, natrl only the Fisher"
             )
+    elif algo == "a2c":
+        kwargs = {
+            "learning_rate": _schedule(cfg.learning_rate),
+            **common,
+            "ent_coef": cfg.ent_coef,
+            "vf_coef": cfg.vf_coef,
+            "max_grad_norm": cfg.max_grad_norm,
+            "rms_prop_eps": cfg.rms_prop_eps,
+            "use_rms_prop": bool(cfg.use_rms_prop),
+        }
+        if cfg.use_rms_prop:
+            # SB3's A2C builds its RMSprop (alpha 0.99, eps rms_prop_eps) in place of any optimizer_kwargs
+            del sb3_policy_kwargs["optimizer_kwargs"]
+        else:
+            sb3_policy_kwargs["optimizer_kwargs"] = {"eps": a2c_adam_eps}
     else:
         lr: float | dict[str, float] = _schedule(cfg.learning_rate)
         if cfg.anneal_lr and not isinstance(lr, dict):

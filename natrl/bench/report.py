@@ -44,13 +44,13 @@ __all__ = [
 
 # the peer of each natrl algorithm, per peer library
 _PEER_LABELS = {
-    "sb3": {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO"},
+    "sb3": {"trpo": "sb3-contrib TRPO", "ppo": "SB3 PPO", "a2c": "SB3 A2C"},
     "tianshou": {"trpo": "tianshou TRPO", "npg": "tianshou NPG", "ppo": "tianshou PPO"},
 }
 _LIBRARY_NAMES = {"sb3": "stable-baselines3", "tianshou": "tianshou"}
 _LIBRARY_ORDER = {"natrl": 0, "sb3": 1, "tianshou": 2}
 _LINESTYLES = {"natrl": "-", "sb3": "--", "tianshou": ":"}
-_ALGO_COLORS = {"trpo": "tab:blue", "npg": "tab:green", "ppo": "tab:orange", "acktr": "tab:red"}
+_ALGO_COLORS = {"trpo": "tab:blue", "npg": "tab:green", "ppo": "tab:orange", "acktr": "tab:red", "a2c": "tab:purple"}
 
 
 # --------------------------------------------------------------------------- aggregation

@@ -3,6 +3,7 @@
 
 from typing import Any
 
+from natrl.rl.a2c import A2C, A2CConfig
 from natrl.rl.acktr import ACKTR, ACKTRConfig
 from natrl.rl.agent import OnPolicyAgent
 from natrl.rl.batch import Batch
@@ -25,7 +26,7 @@ from natrl.rl.ppo import PPO, PPOConfig
 from natrl.rl.spaces import UnsupportedSpaceError
 from natrl.rl.trpo import NPG, TRPO, NPGConfig, TRPOConfig
 
-AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, "acktr": ACKTR}
+AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, "acktr": ACKTR, "a2c": A2C}
 """The agent classes by algorithm name, as the command line and the checkpoints' ``"algo"`` entry spell it."""
 
 
@@ -39,11 +40,13 @@ def load_agent(path: str, *, device: str = "cpu", **kwargs: Any) -> OnPolicyAgen
 
 
 __all__ = [
+    "A2C",
     "ACKTR",
     "AGENTS",
     "NPG",
     "PPO",
     "TRPO",
+    "A2CConfig",
     "ACKTRConfig",
     "Actor",
     "Batch",
