@@ -214,7 +214,7 @@ class OnPolicyAgent:
             gamma=cfg.gamma,
             lam=cfg.gae_lambda,
         )
-        batch = batch_from_rollout(ro, adv, ret, cfg.sequence_length or cfg.n_steps)
+        batch = batch_from_rollout(ro, adv, ret, cfg.sequence_steps())
         return batch, {"explained_variance": explained_variance(batch.values, batch.returns)}
 
     def learn(

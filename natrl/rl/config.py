@@ -51,6 +51,9 @@ MAX_TORCH_THREADS = 1024
 """The most ``torch_threads`` a config accepts: far above any machine's cores, far below what makes
 OpenMP's thread pool abort the process (a fixed bound, so that a config saved on a big machine loads anywhere)."""
 
+DEFAULT_MAX_SEQUENCE_LENGTH = 128
+"""The longest sequence a recurrent policy's rollouts are cut into when ``sequence_length`` is None."""
+
 SCHEDULABLE = ("learning_rate", "clip_range", "critic_lr", "max_kl", "step_size")
 """Fields that accept a :data:`Schedule` or a ``"lin_<value>"`` string besides a number."""
 
@@ -132,8 +135,11 @@ class OnPolicyConfig:
             undone; this many in a row stop training with an error naming the step sizes.
         sequence_length: recurrent policies: the rollout of each env is cut into sequences of this many
             steps, each with the recurrent state recorded at its start; the updates backpropagate through
-            whole sequences (PPO's minibatches and the critic's hold whole sequences). None: one sequence
-            per env and rollout (n_steps). Must divide n_steps.
+            whole sequences (PPO's minibatches and the critic's hold whole sequences, batch_size // L of
+            them, at least one). None: the largest divisor of n_steps that is at most
+            min(128, :meth:`minibatch_steps`) (:meth:`sequence_steps`), so that a minibatch of batch_size
+            steps is batch_size // L whole sequences and gradients reach at most that far back (with
+            sb3-contrib RecurrentPPO's defaults, n_steps 2048 and batch_size 64: 64). Must divide n_steps.
         workers: rollout workers (Ray actors, :mod:`natrl.rl.distributed`), each stepping its own n_envs
             envs with a copy of the policy; a rollout then holds workers · n_envs · n_steps steps. 0 (the
             default): the rollouts are collected in this process.
@@ -265,6 +271,19 @@ class OnPolicyConfig:
             f"None or an integer from 1 to {MAX_TORCH_THREADS} (this machine has {os.cpu_count()} CPUs)",
         )
 
+    def minibatch_steps(self) -> int:
+        """Steps in one minibatch of the update (the whole rollout of one env here; PPO's ``batch_size``,
+        the critic's ``critic_batch_size`` in the algorithms that have one)."""
+        return self.n_steps
+
+    def sequence_steps(self) -> int:
+        """L, the steps of the sequences a recurrent policy's rollouts are cut into: ``sequence_length``, or
+        for None the largest divisor of ``n_steps`` that is at most min(128, :meth:`minibatch_steps`)."""
+        if self.sequence_length is not None:
+            return self.sequence_length
+        cap = max(1, min(DEFAULT_MAX_SEQUENCE_LENGTH, self.minibatch_steps()))
+        return max(d for d in range(1, cap + 1) if self.n_steps % d == 0)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
@@ -285,6 +304,9 @@ class CriticConfig(OnPolicyConfig):
     critic_lr: float | str | Schedule = 1e-3
     critic_epochs: int = 10
     critic_batch_size: int = 64
+
+    def minibatch_steps(self) -> int:
+        return self.critic_batch_size
 
     def validate(self) -> None:
         super().validate()

@@ -60,6 +60,9 @@ class PPOConfig(OnPolicyConfig):
     max_grad_norm: float = 0.5
     target_kl: float | None = None
 
+    def minibatch_steps(self) -> int:
+        return self.batch_size
+
     def validate(self) -> None:
         super().validate()
         check(schedule_value(self.learning_rate, 1.0) > 0, "learning_rate", self.learning_rate, "must be > 0")

@@ -192,7 +192,8 @@ class _ObservationModule(nn.Module):
             return self.features_of(obs)
         if starts is None or state is None:
             raise ValueError("a recurrent module takes (obs (S, L, ...), starts (S, L), state (S, ...))")
-        return self.core_of(self.sequence_features(obs), starts, state)[0]
+        assert self.core is not None
+        return self.core.outputs(self.sequence_features(obs), starts, state)
 
     def sequence_features(self, obs: Tensor) -> Tensor:
         """Features of (S, L, ...) stored observations, (S, L, F)."""
