@@ -473,3 +473,24 @@ def test_rl_zoo_enjoy_loop_on_the_loaded_models_get_env(tmp_path, capsys: pytest
             lengths.append(length)
             obs, length = reference.reset()[0], 0
     assert episode_lengths == lengths and episode_rewards == [float(n) for n in lengths]  # CartPole: reward 1 a step
+
+
+def test_get_env_exposes_its_sub_envs_as_sb3s_dummy_vec_env() -> None:
+    """``vec_env.envs[i]`` (SB3 code reaching into a DummyVecEnv) is env i, in the state SB3's env i is in after
+    the same seeded reset; sub-envs in other processes are refused in one line."""
+    from natrl import make_vec_env
+
+    sb3_make_vec_env = pytest.importorskip("stable_baselines3.common.env_util").make_vec_env
+    model = PPO("CartPole-v1", n_envs=2, n_steps=32, batch_size=64)
+    ours, theirs = model.get_env(), sb3_make_vec_env("CartPole-v1", n_envs=2, seed=5)
+    ours.seed(5)
+    ours.reset(), theirs.reset()
+    for env, sb3_env in zip(ours.envs, theirs.envs, strict=True):
+        np.testing.assert_array_equal(env.unwrapped.state, sb3_env.unwrapped.state)
+    assert ours.envs[1] is model.get_vector_env().envs[1]
+    subproc = make_vec_env("CartPole-v1", n_envs=2, vec_env_cls="subproc")
+    try:
+        with pytest.raises(AttributeError, match="AsyncVectorEnv does not expose its sub-envs in this process"):
+            subproc.envs  # noqa: B018
+    finally:
+        subproc.close()

@@ -171,6 +171,11 @@ class SB3VecEnv:
             return [False] * len(list(_indices(indices, self.num_envs)))
 
     @property
+    def envs(self) -> list[gym.Env]:
+        """The sub-envs, as SB3's ``DummyVecEnv.envs`` (when they step in this process)."""
+        return self._sub_envs(None)
+
+    @property
     def unwrapped(self) -> SB3VecEnv:
         return self
 
