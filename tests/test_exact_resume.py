@@ -29,7 +29,7 @@ def _hyper(algo: str) -> dict:
     return {"n_steps": 128, "n_envs": 2, **({"batch_size": 64} if algo == "ppo" else {})}
 
 
-@pytest.mark.parametrize("algo", ["trpo", "npg", "ppo", "acktr"])
+@pytest.mark.parametrize("algo", ["trpo", "npg", "ppo", "acktr", "a2c"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_a_loaded_checkpoint_continues_bit_for_bit(tmp_path, algo: str, env_id: str) -> None:
     cls = AGENTS[algo]

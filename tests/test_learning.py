@@ -20,7 +20,7 @@ from natrl.rl import AGENTS
 CLASSIC_ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
 CASES = [
     (algo, env_id)
-    for algo in ("trpo", "npg", "ppo", "acktr")
+    for algo in ("trpo", "npg", "ppo", "acktr", "a2c")
     for env_id in CLASSIC_ENVS
     if load_preset(algo, env_id, AGENTS[algo].config_cls).expected_return is not None
 ]

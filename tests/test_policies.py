@@ -12,7 +12,7 @@ import torch
 import toy_envs as T
 from torch import nn
 
-from natrl import ACKTR, NPG, PPO, TRPO
+from natrl import A2C, ACKTR, NPG, PPO, TRPO
 from natrl.params import flatten
 from natrl.rl import CheckpointError, PolicyError
 from natrl.rl.accel import fast_paths, numpy_sampler
@@ -20,10 +20,12 @@ from natrl.rl.policies import CombinedExtractor, FlattenExtractor, NatureCNN
 from natrl.rl.rollout import torch_sampler
 
 SMALL = {"n_envs": 2, "n_steps": 32, "critic_epochs": 1}
-ALGOS = [TRPO, NPG, PPO, ACKTR]
+ALGOS = [TRPO, NPG, PPO, ACKTR, A2C]
 
 
 def _small(cls):
+    if cls is A2C:  # one joint step per rollout: no critic_* settings, no minibatches
+        return {"n_envs": 2, "n_steps": 32}
     if cls is PPO:  # PPO's critic is trained in its joint loss: no critic_* settings
         return {"n_envs": 2, "n_steps": 32, "batch_size": 32}
     return dict(SMALL)
@@ -112,7 +114,7 @@ def test_shared_trunk_module_updates_and_reloads_with_equal_actions(cls, tmp_pat
     loaded = cls.load(path, policy=T.LayerNormSiLUActorCritic(4, 2))
     obs = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
-    if cls is PPO:
+    if cls in (PPO, A2C):
         assert len({id(p) for p in agent.params}) == len(list(module.parameters()))
 
 

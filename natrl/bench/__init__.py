@@ -2,7 +2,7 @@
 
 A sweep is the product algos × envs × seeds of jobs, each one training run with
 the natrl preset of ``agents/<algo>.toml``; with ``--against sb3`` every natrl
-TRPO/PPO job is followed by sb3-contrib TRPO / SB3 PPO with the preset
+TRPO/PPO/A2C job is followed by sb3-contrib TRPO / SB3 PPO / SB3 A2C with the preset
 translated to matched arguments (:mod:`natrl.bench.peers`), with ``--against
 tianshou`` every TRPO/NPG/PPO job by tianshou's (:mod:`natrl.bench.tianshou_peer`),
 on the same env, budget and seed (``--against sb3,tianshou``: both). Every run
@@ -60,8 +60,8 @@ examples:
   natrl bench --index docs/bench                                             # docs/bench/index.md
 
 Each job trains with the preset of agents/<algo>.toml (budget: its total_steps unless
---steps). With --against sb3 every natrl TRPO/PPO job is followed by sb3-contrib TRPO /
-SB3 PPO with the same hyperparameters, env, budget and seed; with --against tianshou every
+--steps). With --against sb3 every natrl TRPO/PPO/A2C job is followed by sb3-contrib TRPO /
+SB3 PPO / SB3 A2C with the same hyperparameters, env, budget and seed; with --against tianshou every
 TRPO/NPG/PPO job by tianshou's. Output: results.json,
 results.csv, table.md and curves_<env>.png in --out (default bench-out/<time>/).
 Exit status: 0 when every job succeeded, 1 when some failed (they are in the results).
@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_peers,
         metavar="PEER[,PEER]",
         help="also run peers with matched hyperparameters, interleaved with natrl's runs: sb3 "
-        "(sb3-contrib TRPO, SB3 PPO), tianshou (its TRPO, NPG, PPO) or sb3,tianshou",
+        "(sb3-contrib TRPO, SB3 PPO, SB3 A2C), tianshou (its TRPO, NPG, PPO) or sb3,tianshou",
     )
     parser.add_argument(
         "--eval-every",

@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog=PROG,
-        description="natrl: natural-gradient RL (TRPO, NPG, ACKTR; PPO as the baseline) on Gymnasium.",
+        description="natrl: natural-gradient RL (TRPO, NPG, ACKTR; PPO and A2C as the baselines) on Gymnasium.",
         epilog=MAIN_EXAMPLES,
         formatter_class=_Formatter,
     )
