@@ -67,6 +67,7 @@ def test_readme_quickstart(tmp_path, monkeypatch) -> None:
     env.close()
 
 
+@pytest.mark.slow  # learns Pendulum-v1 to -400
 def test_callbacks_example_stops_at_the_reward_threshold(tmp_path) -> None:
     """SB3's docs: EvalCallback with StopTrainingOnRewardThreshold as callback_on_new_best (Pendulum-v1)."""
     eval_env = gym.make("Pendulum-v1")
