@@ -322,9 +322,12 @@ _SB3_NAMES = {
 
 def sb3_key(key: str, algo: str = "") -> str:
     """The logger key of a natrl stats key: stable-baselines3's name where the quantity is the same
-    (PPO's approximate KL is ``train/approx_kl``), ``train/<key>`` otherwise."""
+    (PPO's approximate KL is ``train/approx_kl``, A2C's policy loss ``train/policy_loss``), ``train/<key>``
+    otherwise."""
     if key == "kl" and algo == "ppo":
         return "train/approx_kl"
+    if key == "policy_loss" and algo == "a2c":
+        return "train/policy_loss"
     return _SB3_NAMES.get(key, f"train/{key}")
 
 

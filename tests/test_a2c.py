@@ -3,11 +3,19 @@ and (slow) learning CartPole-v1."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from natrl import A2C
 from natrl.bench.peers import PeerSpec, build_model, translate
@@ -133,6 +141,24 @@ def test_bad_hyperparameters_are_one_line_at_construction() -> None:
         A2C("CartPole-v1", rms_prop_eps=0.0)
     with pytest.raises(ValueError, match=r"^invalid hyperparameter vf_coef=0: must be > 0"):
         A2C("CartPole-v1", vf_coef=0)
+
+
+def test_the_cli_trains_the_preset_and_logs_sb3s_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from natrl.cli import main
+    from natrl.logger import read_progress
+
+    run = tmp_path / "run"
+    args = ["train", "a2c", "CartPole-v1", "--steps", "400", "--eval-episodes", "1", "--run-dir", str(run)]
+    assert main([*args, "--set", "rms_prop_eps=1e-4"]) == 0
+    config = tomllib.loads((run / "config.toml").read_text())
+    assert config["run"]["preset_table"] == "CartPole-v1" and config["run"]["preset_source"].endswith("a2c.toml")
+    assert config["hyperparameters"]["n_envs"] == 8 and config["hyperparameters"]["rms_prop_eps"] == 1e-4
+    cols = read_progress(run / "progress.csv")
+    assert list(cols["time/total_timesteps"]) == list(range(40, 401, 40))  # 8 envs × 5 steps per update
+    for name in ("train/policy_loss", "train/value_loss", "train/entropy_loss"):  # SB3 A2C's logger names
+        assert bool(np.isfinite(cols[name]).all()), name
+    assert main(["train", "a2c", "CartPole-v1", "--set", "rms_prop_eps=0"]) != 0
+    assert "invalid hyperparameter rms_prop_eps=0" in capsys.readouterr().err
 
 
 @pytest.mark.slow
