@@ -91,7 +91,7 @@ class RecurrentCore(nn.Module):
         return self._cells(x, starts, state, return_states)
 
     def outputs(self, x: Tensor, starts: Tensor, state: Tensor) -> Tensor:
-        """The outputs (S, L, H) of :meth:`forward` alone (no final state): on the CPU one fused call over
+        """The outputs (S, L, H) of :meth:`forward` alone (no final state): on the CPU fused calls over
         the segments between episode starts (module docstring), elsewhere the written-out cells."""
         if not self._fusable(x):
             return self._cells(x, starts, state, False)[0]
@@ -104,13 +104,40 @@ class RecurrentCore(nn.Module):
         seg = first.cumsum(0) - 1  # the segment of every step, (S·L,)
         heads = first.nonzero().squeeze(1)  # the flat index of every segment's first step, (K,)
         pos = torch.arange(S * L, device=x.device) - heads[seg]  # the step's place in its segment
-        lengths = torch.diff(heads, append=heads.new_tensor([S * L]))
-        padded = x.new_zeros(heads.shape[0], int(lengths.max()), x.shape[-1]).index_put((seg, pos), x.flatten(0, 1))
+        lengths = torch.diff(heads, append=heads.new_tensor([S * L])).tolist()
         # a segment at a sequence's head that is not an episode start continues from the recorded state
         carry = (heads % L == 0) & ~starts.flatten()[heads]
         h0 = state[heads // L] * carry.to(state.dtype).view(-1, *([1] * (state.dim() - 1)))
-        y, _ = self.rnn(padded, self._torch_state(h0))
-        return y[seg, pos].unflatten(0, (S, L))
+        flat = x.flatten(0, 1)
+        # segments longest first, in groups of similar length, one fused call per group (padding bounded)
+        order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+        groups = _length_groups([lengths[k] for k in order])
+        if len(groups) == 1:
+            padded = x.new_zeros(len(lengths), max(lengths), x.shape[-1]).index_put((seg, pos), flat)
+            y, _ = self.rnn(padded, self._torch_state(h0))
+            return y[seg, pos].unflatten(0, (S, L))
+        group_of = torch.empty(len(lengths), dtype=torch.long)
+        row_of = torch.empty(len(lengths), dtype=torch.long)
+        begin = 0
+        for g, count in enumerate(groups):
+            members = torch.tensor(order[begin : begin + count])
+            group_of[members], row_of[members] = g, torch.arange(count)
+            begin += count
+        step_group, step_row = group_of.to(x.device)[seg], row_of.to(x.device)[seg]
+        outs, taken, begin = [], [], 0
+        for g, count in enumerate(groups):
+            steps = (step_group == g).nonzero().squeeze(1)
+            rows, at = step_row[steps], pos[steps]
+            padded = x.new_zeros(count, lengths[order[begin]], x.shape[-1]).index_put((rows, at), flat[steps])
+            members = torch.tensor(order[begin : begin + count], device=x.device)
+            y, _ = self.rnn(padded, self._torch_state(h0[members]))
+            outs.append(y[rows, at])
+            taken.append(steps)
+            begin += count
+        perm = torch.cat(taken)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(perm.shape[0], device=perm.device)
+        return torch.cat(outs)[inverse].unflatten(0, (S, L))
 
     def _fusable(self, x: Tensor) -> bool:
         return self.fused and x.device.type == "cpu" and x.shape[1] > 1
@@ -180,3 +207,34 @@ class RecurrentCore(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
+
+
+# the cost of a fused call over K padded segments of L_max steps, in row-steps: L_max · (K + _STEP_COST) +
+# _CALL_COST (per padded step a fixed cost about 4 rows' worth, per call about 16 row-steps; CPU, H 64-256)
+_STEP_COST, _CALL_COST = 4, 16
+
+
+def _length_groups(lengths: list[int]) -> list[int]:
+    """Split segment lengths sorted longest first into consecutive groups (their sizes) whose fused calls,
+    each padded to its longest segment, cost least: power-of-two length classes, merged while that is cheaper."""
+
+    def cost(first: int, count: int) -> int:
+        return lengths[first] * (count + _STEP_COST) + _CALL_COST
+
+    sizes: list[int] = []
+    for i, n in enumerate(lengths):
+        if sizes and lengths[i - sizes[-1]] < 2 * n:  # same class as the group's longest (within a factor 2)
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+    merged = True
+    while merged and len(sizes) > 1:
+        merged = False
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for i in range(len(sizes) - 1):
+            a, b = sizes[i], sizes[i + 1]
+            if cost(starts[i], a + b) <= cost(starts[i], a) + cost(starts[i + 1], b):
+                sizes[i : i + 2] = [a + b]
+                merged = True
+                break
+    return sizes
