@@ -253,7 +253,7 @@ def translate(
         policy_kwargs_rec: dict[str, Any] = {k: extra[k] for k in ("lstm_hidden_size", "n_lstm_layers") if k in extra}
         sb3_policy_kwargs.update({"lstm_hidden_size": 256, "n_lstm_layers": 1, **policy_kwargs_rec})
         sb3_policy_kwargs.update(shared_lstm=False, enable_critic_lstm=True)
-        L = cfg.sequence_length or cfg.n_steps
+        L = cfg.sequence_steps()
         notes.append(
             f"sequences: natrl cuts each env's rollout into sequences of {L} steps (state zeroed at episode "
             "starts inside them) and draws minibatches of whole sequences; RecurrentPPO splits it at episode "
