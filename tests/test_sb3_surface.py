@@ -3,6 +3,7 @@ only the import changed, and its call shapes (learn, predict, constructor, acces
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -289,6 +290,38 @@ def test_schedules_span_the_whole_run_as_stable_baselines3s_progress_remaining()
     assert seen == [1 - 32 / 64, 1 - 64 / 64, 1 - 96 / 128, 1 - 128 / 128]
 
 
+ALGOS = {"ppo": PPO, "trpo": TRPO}  # rl-baselines3-zoo's ALGOS, with natrl's classes (the import change)
+
+
+# rl-baselines3-zoo's load line (rl_zoo3/enjoy.py at commit 22e3ff2450fd92033f7f032915e1f64894a09584, lines
+# 176-204, the comments dropped), with the command-line arguments it reads as the ``args`` namespace.
+def _zoo_load(algo: str, model_path: Any, args: SimpleNamespace, hyperparams: dict[str, Any]) -> Any:
+    off_policy_algos = ["qrdqn", "dqn", "ddpg", "sac", "her", "td3", "tqc"]
+    env = None
+
+    kwargs = dict(seed=args.seed)
+    if algo in off_policy_algos:
+        kwargs.update(dict(buffer_size=1))
+        if "optimize_memory_usage" in hyperparams:
+            kwargs.update(optimize_memory_usage=False)
+
+    newer_python_version = sys.version_info.major == 3 and sys.version_info.minor >= 8
+
+    custom_objects = {}
+    if newer_python_version or args.custom_objects:
+        custom_objects = {
+            "learning_rate": 0.0,
+            "lr_schedule": lambda _: 0.0,
+            "clip_range": lambda _: 0.0,
+        }
+
+    if "HerReplayBuffer" in hyperparams.get("replay_buffer_class", ""):
+        kwargs["env"] = env
+
+    model = ALGOS[algo].load(model_path, custom_objects=custom_objects, device=args.device, **kwargs)
+    return model
+
+
 # rl-baselines3-zoo's enjoy loop (rl_zoo3/enjoy.py at commit 22e3ff2450fd92033f7f032915e1f64894a09584,
 # https://github.com/DLR-RM/rl-baselines3-zoo/blob/22e3ff2450fd92033f7f032915e1f64894a09584/rl_zoo3/enjoy.py#L213-L290)
 # with its command-line arguments as the ``args`` namespace it reads them from.
@@ -372,7 +405,17 @@ def _zoo_enjoy(model: Any, env: Any, args: SimpleNamespace, is_atari: bool = Fal
     return episode_rewards, episode_lengths
 
 
-ZOO_ARGS = SimpleNamespace(n_timesteps=210, stochastic=False, deterministic=False, no_render=True, n_envs=1, verbose=1)
+ZOO_ARGS = SimpleNamespace(
+    n_timesteps=210,
+    stochastic=False,
+    deterministic=False,
+    no_render=True,
+    n_envs=1,
+    verbose=1,
+    seed=0,
+    device="auto",
+    custom_objects=False,
+)
 
 
 @pytest.mark.parametrize("policy", ["MlpPolicy", "MlpLstmPolicy"])
@@ -383,7 +426,7 @@ def test_rl_zoo_enjoy_loop_on_sb3_make_vec_env(tmp_path, policy, capsys: pytest.
     the episode's own observations alone, started from ``state=None``."""
     make_vec_env = pytest.importorskip("stable_baselines3.common.env_util").make_vec_env
     PPO(policy, "CartPole-v1", seed=0).save(tmp_path / "ppo")
-    model = PPO.load(tmp_path / "ppo")
+    model = _zoo_load("ppo", tmp_path / "ppo", ZOO_ARGS, hyperparams={})
     calls: list[tuple[np.ndarray, Any, np.ndarray, np.ndarray, Any]] = []
     predict = model.predict
 
@@ -443,7 +486,8 @@ def test_sb3_view_reports_ended_episodes_as_sb3s_monitor(source: str) -> None:
         _, _, sb3_done, sb3_infos = theirs.step(actions)
         np.testing.assert_array_equal(done, sb3_done)
         for info, sb3_info in zip(infos, sb3_infos, strict=True):
-            assert ("episode" in info) == ("episode" in sb3_info)
+            assert set(info) == set(sb3_info)
+            assert info["TimeLimit.truncated"] == sb3_info["TimeLimit.truncated"]
             if "episode" in sb3_info:
                 assert (info["episode"]["r"], info["episode"]["l"]) == (
                     sb3_info["episode"]["r"],
@@ -457,7 +501,7 @@ def test_rl_zoo_enjoy_loop_on_the_loaded_models_get_env(tmp_path, capsys: pytest
     """The zoo's enjoy loop on ``model.get_env()`` of a TRPO loaded from a file counts the episodes a plain
     Gymnasium loop (reset(seed) once, then the env's own resets) gives with the same deterministic policy."""
     TRPO("MlpPolicy", "CartPole-v1", seed=1).save(tmp_path / "trpo")
-    model = TRPO.load(tmp_path / "trpo")
+    model = _zoo_load("trpo", tmp_path / "trpo", ZOO_ARGS, hyperparams={})
     env = model.get_env()
     env.seed(7)
     episode_rewards, episode_lengths = _zoo_enjoy(model, env, ZOO_ARGS)
@@ -495,3 +539,148 @@ def test_get_env_exposes_its_sub_envs_as_sb3s_dummy_vec_env() -> None:
             subproc.envs  # noqa: B018
     finally:
         subproc.close()
+
+
+def test_the_zoos_load_line_freezes_the_model_as_stable_baselines3s(tmp_path) -> None:
+    """SB3's load replaces the saved values named in custom_objects and ignores the others, sets ``seed=`` and
+    re-seeds: after the zoo's load line both libraries' models hold learning_rate 0 (TRPO's: the critic's, as
+    sb3-contrib's) and a clip range of 0 (PPO), and learning moves none of PPO's parameters (Adam at lr 0)."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    args = SimpleNamespace(seed=7, device="cpu", custom_objects=False)
+    for algo, theirs_cls in (("ppo", sb3.PPO), ("trpo", sb3_contrib.TRPO)):
+        ALGOS[algo]("CartPole-v1", seed=0, n_steps=64, batch_size=64).save(tmp_path / algo)
+        theirs_cls("MlpPolicy", "CartPole-v1", seed=0, n_steps=64, batch_size=64).save(tmp_path / f"sb3_{algo}")
+        ours = _zoo_load(algo, tmp_path / algo, args, hyperparams={})
+        old_algos = dict(ALGOS)
+        ALGOS[algo] = theirs_cls
+        try:
+            theirs = _zoo_load(algo, tmp_path / f"sb3_{algo}", args, hyperparams={})
+        finally:
+            ALGOS.update(old_algos)
+        assert ours.seed == theirs.seed == 7
+        assert ours.learning_rate == theirs.learning_rate == 0.0
+        assert (ours.n_steps, ours.batch_size, ours.gamma) == (theirs.n_steps, theirs.batch_size, theirs.gamma)
+        if algo == "ppo":
+            assert ours.config.clip_range(1.0) == theirs.clip_range(1.0) == 0.0
+            before = {k: v.clone() for k, v in ours.policy.state_dict().items()}
+            ours.learn(128)
+            for name, value in ours.policy.state_dict().items():
+                torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+        # a frozen model saves and loads again (0 is refused only when an agent is built)
+        assert type(ours).load(ours.save(tmp_path / f"again_{algo}")).learning_rate == 0.0
+    with pytest.raises(ValueError, match=r"learning_rate=0\.0"):
+        PPO("CartPole-v1", learning_rate=0.0)
+    with pytest.raises(ValueError, match=r"critic_lr=0\.0"):
+        TRPO("CartPole-v1", learning_rate=0.0)
+
+
+def test_load_translates_sb3_contrib_names_and_refuses_unknown_keywords(tmp_path) -> None:
+    """custom_objects and load's keywords speak sb3-contrib TRPO's names as the constructor does (learning_rate →
+    critic_lr, batch_size → critic_batch_size, target_kl → max_kl = k · target_kl) without sb3-contrib's defaults
+    for the names not given; a keyword that is neither an attribute nor a hyperparameter is one line."""
+    path = TRPO("Pendulum-v1", max_kl=0.05, n_steps=64).save(tmp_path / "t")
+    model = TRPO.load(path, custom_objects={"learning_rate": 3e-4, "target_kl": 0.02}, batch_size=32)
+    reference = TRPO("Pendulum-v1", max_kl=0.05, n_steps=64, critic_lr=3e-4, critic_batch_size=32)
+    assert model.config.max_kl == pytest.approx(0.02)  # k = 1 action dimension
+    assert model.config == TRPO("Pendulum-v1", n_steps=64, critic_lr=3e-4, critic_batch_size=32, max_kl=0.02).config
+    assert reference.config.max_kl == 0.05
+    with pytest.raises(TypeError, match=r"TRPO.load\(\) got unexpected keyword argument\(s\) buffer_siz"):
+        TRPO.load(path, buffer_siz=1)
+    with pytest.raises(TypeError, match="custom_objects must be a dict"):
+        TRPO.load(path, custom_objects=[("learning_rate", 0.0)])
+
+
+def test_set_random_seed_reseeds_as_a_new_model_with_that_seed() -> None:
+    """After ``set_random_seed(s)`` the stochastic actions are those of a model built with seed s and the same
+    weights; ``policy.predict`` is ``model.predict`` (one generator)."""
+    obs = np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32)
+    model, reference = PPO("Pendulum-v1", seed=0), PPO("Pendulum-v1", seed=5)
+    reference.set_parameters(model.get_parameters())
+    model.set_random_seed(5)
+    assert model.seed == 5
+    np.testing.assert_array_equal(model.predict(obs)[0], reference.predict(obs)[0])
+    np.testing.assert_array_equal(model.policy.predict(obs)[0], reference.predict(obs)[0])
+    model.set_random_seed(None)  # SB3's: nothing happens
+    assert model.seed == 5
+
+
+def test_model_and_policy_attributes_match_stable_baselines3s() -> None:
+    """``model.gamma``/``learning_rate``/``n_steps``/``batch_size``/``env``/``ep_info_buffer`` and ``model.policy``'s
+    ``predict``/``set_training_mode``/``obs_to_tensor`` against SB3's (and sb3-contrib TRPO's) for the same
+    settings."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    settings = {"n_steps": 32, "batch_size": 16, "gamma": 0.95, "learning_rate": 1e-3}
+    pairs = [
+        (PPO("MlpPolicy", "CartPole-v1", n_epochs=1, **settings), sb3.PPO("MlpPolicy", "CartPole-v1", **settings)),
+        (TRPO("MlpPolicy", "CartPole-v1", **settings), sb3_contrib.TRPO("MlpPolicy", "CartPole-v1", **settings)),
+    ]
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    for ours, theirs in pairs:
+        for name in ("gamma", "learning_rate", "n_steps", "batch_size"):
+            assert getattr(ours, name) == getattr(theirs, name), name
+        assert isinstance(ours.env, sb3.common.vec_env.VecEnv) and ours.env.num_envs == theirs.env.num_envs
+        assert ours.env is ours.get_env()
+        assert len(ours.ep_info_buffer) == 0  # before learning (SB3's is None until learn sets it up)
+        ours.learn(64), theirs.learn(64)
+        assert ours.ep_info_buffer.maxlen == theirs.ep_info_buffer.maxlen == 100
+        assert {tuple(e) for e in ours.ep_info_buffer} == {tuple(e) for e in theirs.ep_info_buffer} == {("r", "l", "t")}
+        for batch in (obs[0], obs):
+            got, vectorized = ours.policy.obs_to_tensor(batch)
+            ref, sb3_vectorized = theirs.policy.obs_to_tensor(batch)
+            assert vectorized == sb3_vectorized
+            torch.testing.assert_close(got, ref, rtol=0, atol=0)
+            np.testing.assert_array_equal(
+                ours.policy.predict(batch, deterministic=True)[0], ours.predict(batch, deterministic=True)[0]
+            )
+        for mode in (False, True):
+            ours.policy.set_training_mode(mode)
+            theirs.policy.set_training_mode(mode)
+            assert ours.policy.training == theirs.policy.training == mode
+    a2c = __import__("natrl").A2C("CartPole-v1")
+    assert not hasattr(sb3.A2C("MlpPolicy", "CartPole-v1"), "batch_size")
+    with pytest.raises(AttributeError, match="A2C has no batch_size"):
+        a2c.batch_size  # noqa: B018
+
+
+class _RecordSteps(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[np.ndarray, list[dict[str, Any]]]] = []
+
+    def _on_step(self) -> bool:
+        self.steps.append((np.array(self.locals["actions"]), [dict(info) for info in self.locals["infos"]]))
+        return True
+
+
+def test_callbacks_see_sb3s_infos_and_ep_info_buffer_holds_monitors_episodes() -> None:
+    """During training ``self.locals["infos"]`` is SB3's list of per-env dicts: replaying the same actions on
+    SB3's make_vec_env (Monitor, DummyVecEnv) with the same seeds gives the same keys, the same ``episode``
+    return and length, ``terminal_observation`` and ``TimeLimit.truncated`` at each end; ``ep_info_buffer``
+    holds those episodes' records."""
+    make_vec_env = pytest.importorskip("stable_baselines3.common.env_util").make_vec_env
+    kwargs = {"max_episode_steps": 20}
+    model = PPO("CartPole-v1", n_envs=2, n_steps=64, batch_size=64, n_epochs=1, seed=4, env_kwargs=kwargs)
+    recorder = _RecordSteps()
+    model.learn(256, callback=recorder)
+    theirs = make_vec_env("CartPole-v1", n_envs=2, seed=4, env_kwargs=kwargs)
+    theirs.reset()
+    episodes: list[dict[str, Any]] = []
+    truncations = 0
+    for actions, infos in recorder.steps:
+        _, _, _, sb3_infos = theirs.step(actions)
+        for info, sb3_info in zip(infos, sb3_infos, strict=True):
+            assert set(info) == set(sb3_info)
+            if "episode" in sb3_info:
+                assert (info["episode"]["r"], info["episode"]["l"]) == (
+                    sb3_info["episode"]["r"],
+                    sb3_info["episode"]["l"],
+                )
+                assert info["TimeLimit.truncated"] == sb3_info["TimeLimit.truncated"]
+                np.testing.assert_array_equal(info["terminal_observation"], sb3_info["terminal_observation"])
+                episodes.append(sb3_info["episode"])
+                truncations += sb3_info["TimeLimit.truncated"]
+    assert len(episodes) >= 10 and 0 < truncations < len(episodes)
+    assert [(e["r"], e["l"]) for e in model.ep_info_buffer] == [(e["r"], e["l"]) for e in episodes]
+    assert all(0 <= e["t"] for e in model.ep_info_buffer)

@@ -46,10 +46,10 @@ from natrl.rl.evaluation import EvalResult, check_evaluate_args, evaluate_env
 from natrl.rl.gae import gae
 from natrl.rl.guard import UpdateGuard
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
-from natrl.rl.policies import ActorCritic
 from natrl.rl.policies.build import build_policy_for
 from natrl.rl.rollout import RecurrentSampler, RolloutCollector, Sampler, StepHook, torch_sampler
 from natrl.rl.run_logger import configure_logger
+from natrl.rl.sb3_attributes import SB3Attributes, SB3Policy
 
 __all__ = ["OnPolicyAgent"]
 
@@ -57,7 +57,7 @@ A = TypeVar("A", bound="OnPolicyAgent")
 _log = logging.getLogger("natrl")
 
 
-class OnPolicyAgent:
+class OnPolicyAgent(SB3Attributes):
     """Base class of the on-policy agents. Subclasses set ``algo``, ``config_cls`` and ``_update``.
 
     Args:
@@ -139,7 +139,6 @@ class OnPolicyAgent:
         self.policy_kwargs = dict(policy_kwargs or {})
         self.actor = actor.to(self.device, torch.float32)  # float32 whatever torch's default dtype is
         self.critic = critic.to(self.device, torch.float32)
-        self.policy = ActorCritic(self.actor, self.critic)  # SB3's `model.policy`: one module, shared parts once
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)  # the NumPy rollout sampler's generator
@@ -150,6 +149,8 @@ class OnPolicyAgent:
                 "set normalize_obs=False (images are scaled by 1/255, indices one-hot encoded)"
             )
         self.obs_normalizer = ObsNormalizer(codec.shape) if config.normalize_obs else None
+        # SB3's `model.policy`: one module, shared parts once, with SB3's policy methods
+        self.policy = SB3Policy(self.actor, self.critic, self.obs_normalizer, self.generator, self.device)
         n_all = config.n_envs * max(1, config.workers)  # with workers: every worker's envs, in the learner
         self.reward_scaler = RewardScaler(n_all, config.gamma) if config.normalize_reward else None
         self.num_timesteps = 0
@@ -269,6 +270,7 @@ class OnPolicyAgent:
         start_steps = self.num_timesteps
         self._total_timesteps = start_steps + steps  # stable-baselines3's: schedules span [0, _total_timesteps]
         on_step = self._step_hook(cb) if cb.steps_hook else None
+        self.sync_ep_info(self.collector)  # ep_info_buffer counts the episodes from here on
         t_start = time.perf_counter()
         cb.on_training_start(locals(), globals())
         try:
@@ -280,6 +282,7 @@ class OnPolicyAgent:
                     self.num_timesteps = self.num_timesteps
                     break
                 batch, stats = made
+                self.sync_ep_info(self.collector)
                 cb.on_rollout_end()
                 t1 = time.perf_counter()
                 # schedules: the progress remaining after this rollout, as stable-baselines3 counts it
@@ -335,9 +338,11 @@ class OnPolicyAgent:
 
     def _step_hook(self, cb: Any) -> Callable[[dict[str, Any]], bool]:
         n_envs = self.config.n_envs
+        sb3_infos = self.sb3_step_infos(n_envs)  # Gymnasium's info dict → SB3's infos list, built when read
 
         def hook(step_locals: dict[str, Any]) -> bool:
             self._rollout_steps += n_envs
+            step_locals["infos"] = sb3_infos(step_locals)
             cb.update_locals(step_locals)
             return cb.on_step()
 
@@ -558,39 +563,37 @@ class OnPolicyAgent:
     def load(
         cls: type[A],
         path: str | os.PathLike[str],
-        *,
-        device: str | torch.device = "cpu",
         env: EnvLike | None = None,
+        device: str | torch.device = "cpu",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        *,
         policy: str | nn.Module | tuple[nn.Module, nn.Module] | None = None,
         policy_kwargs: dict[str, Any] | None = None,
-        custom_objects: dict[str, Any] | None = None,
         wrapper_class: Callable[..., gym.Env] | None = None,
+        **kwargs: Any,
     ) -> A:
-        """Rebuild an agent from :meth:`save`'s file (:func:`natrl.rl.load_agent` loads any algorithm's).
-
-        Built-in policies are rebuilt from the checkpoint alone; the weights are loaded into
-        fresh modules (weights-only loading: a checkpoint never carries code).
+        """Rebuild an agent from :meth:`save`'s file (stable-baselines3's signature; :func:`natrl.rl.load_agent`
+        loads any algorithm's): built-in policies from the checkpoint alone, the weights into fresh modules.
 
         Args:
-            path: the checkpoint.
-            device: where to put the networks.
-            env: the env (id, Env or factory) when the agent was not built from an id.
-            policy: the user's own module(s), when the agent was built with them (the same
-                architecture; their weights come from the checkpoint).
-            policy_kwargs: classes in the saved policy_kwargs that are neither torch.nn's nor
-                natrl's (a user's features extractor or activation), passed again.
-            custom_objects: hyperparameters that replace the saved ones (stable-baselines3's name), e.g.
-                a schedule function, which a checkpoint holds as its value at the time of saving.
-            wrapper_class: the env wrapper the agent was trained with, when it is neither gymnasium's nor
-                natrl's (a checkpoint never names code to import).
+            env: the env when the agent was not built from an id, or another with the same spaces (fresh episodes).
+            device: where to put the networks (``"auto"``: a GPU when there is one).
+            custom_objects: hyperparameters replacing the saved ones, natrl's names or SB3's (sb3-contrib TRPO's
+                ``learning_rate`` is ``critic_lr``), e.g. a schedule function (saved as its value); a step size or
+                clip range may be 0 (a model that only acts); other keys are ignored, as SB3 ignores keys its
+                file does not hold (``lr_schedule``, TRPO's ``clip_range``).
+            print_system_info: print this system's versions.
+            force_reset: SB3's (natrl starts fresh episodes on a given env).
+            policy: the user's own module(s), passed again (a checkpoint never names code to import).
+            policy_kwargs: classes in the saved policy_kwargs that are neither torch.nn's nor natrl's.
+            wrapper_class: the env wrapper, when it is neither gymnasium's nor natrl's.
+            kwargs: SB3's: ``seed`` (re-seeds, as ``set_random_seed``), ``verbose``, ``tensorboard_log``,
+                hyperparameters (as ``custom_objects``).
         """
         return persistence.load_agent_class(
-            cls,
-            path,
-            device=device,
-            env=env,
-            policy=policy,
-            policy_kwargs=policy_kwargs,
-            custom_objects=custom_objects,
-            wrapper_class=wrapper_class,
-        )
+            cls, path, device=device, env=env, policy=policy, policy_kwargs=policy_kwargs,
+            custom_objects=custom_objects, wrapper_class=wrapper_class, print_system_info=print_system_info,
+            force_reset=force_reset, attributes=kwargs,
+        )  # fmt: skip

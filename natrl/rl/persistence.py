@@ -12,9 +12,12 @@ The agent's methods with stable-baselines3's names (``save``, ``load``, ``get_pa
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 import math
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,11 @@ from torch import Tensor, nn
 
 from natrl.atomic import atomic_write_bytes
 from natrl.rl.arguments import jsonable
-from natrl.rl.config import build_config, schedule_value
+from natrl.rl.config import SCHEDULABLE, OnPolicyConfig, build_config, schedule_value
 from natrl.rl.env import SPEC_PREFIX, EnvLike
 from natrl.rl.policies import PolicyError
 from natrl.rl.policies.build import decode_class, decode_policy_kwargs, encode_class, encode_policy_kwargs
+from natrl.rl.sb3_names import action_dims, sb3_names_in, translate_sb3_names
 from natrl.rl.trusted import UntrustedReferenceError, registered_env_id, spec_env_factory
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "load_networks",
     "load_parameters",
     "load_random_state",
+    "loaded_config",
     "nonfinite_entries",
     "read_checkpoint",
     "rebuild_env",
@@ -67,6 +72,11 @@ _CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 # the entries whose tensors are the agent's numerical state (a NaN in any of them is refused)
 _NUMERIC_ENTRIES = ("actor", "critic", "obs_normalizer", "reward_scaler", "algo_state")
+# sb3-contrib TRPO's names whose natrl value depends on the action space (translated once the agent exists)
+_SCALED_SB3_NAMES = ("target_kl", "cg_damping")
+# load()'s keywords besides hyperparameters (stable-baselines3 sets its keywords as the model's attributes)
+_LOAD_ATTRIBUTES = ("seed", "verbose", "tensorboard_log")
+_log = logging.getLogger("natrl")
 
 
 class CheckpointError(ValueError):
@@ -300,6 +310,66 @@ def _build_loaded(cls: Any, path: Any, env: Any, **kwargs: Any) -> Any:
         raise CheckpointError(f"{path}: its networks do not fit in this machine's memory (hidden_sizes?)") from None
 
 
+def _is_zero(value: Any) -> bool:
+    """``value`` (a number, ``"lin_<value>"`` or a schedule) is 0 all the way (a frozen model's step size)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return schedule_value(value, 1.0) == 0.0 and schedule_value(value, 0.0) == 0.0
+    except Exception:  # not a number or schedule: the config's validation names it
+        return False
+
+
+def loaded_config(config_cls: type[OnPolicyConfig], values: dict[str, Any]) -> OnPolicyConfig:
+    """The config of a loaded agent: ``config_cls(**values)``, except that a step size or clip range (a schedulable
+    field) may be 0, as stable-baselines3 takes ``custom_objects={"learning_rate": 0.0, ...}`` for a model that only
+    acts (rl-baselines3-zoo's enjoy); a new agent still refuses 0 at construction."""
+    zeros = {k: v for k, v in values.items() if k in SCHEDULABLE and _is_zero(v)}
+    config = build_config(config_cls, {k: v for k, v in values.items() if k not in zeros})
+    for name, value in zeros.items():  # the frozen dataclass's own way of setting a field after validation
+        object.__setattr__(config, name, value)
+    return config
+
+
+def _replacements(
+    cls: Any, custom_objects: dict[str, Any], fields: set[str]
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """``custom_objects`` as natrl's hyperparameters: ``(natrl values, action-space-scaled sb3-contrib values,
+    ignored keys)``. Keys that name no hyperparameter of ``cls`` are ignored, as stable-baselines3 ignores keys
+    the file does not hold (``lr_schedule``, TRPO's ``clip_range``)."""
+    sb3 = sb3_names_in(cls.algo, custom_objects)
+    natrl = {k: v for k, v in custom_objects.items() if k in fields and k not in sb3}
+    ignored = sorted(k for k in custom_objects if k not in sb3 and k not in fields)
+    scaled = {k: v for k, v in sb3.items() if k in _SCALED_SB3_NAMES}
+    rest = {k: v for k, v in sb3.items() if k not in _SCALED_SB3_NAMES}
+    translated, notes = translate_sb3_names(cls.algo, rest, 1, set(natrl), contrib_defaults=False)
+    for note in notes:
+        _log.info("%s.load: %s", cls.__name__, note)
+    return {**natrl, **translated}, scaled, ignored
+
+
+def _print_system_info() -> None:
+    """stable-baselines3's ``print_system_info``: this system's versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        natrl_version = version("natrl")
+    except PackageNotFoundError:  # a source tree that is not installed
+        natrl_version = "not installed"
+    versions = {
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "natrl": natrl_version,
+        "PyTorch": torch.__version__,
+        "GPU Enabled": torch.cuda.is_available(),
+        "Numpy": np.__version__,
+        "Gymnasium": gym.__version__,
+    }
+    print("== CURRENT SYSTEM INFO ==")
+    for name, value in versions.items():
+        print(f"- {name}: {value}")
+
+
 def load_agent_class(
     cls: Any,
     path: str | os.PathLike[str],
@@ -310,9 +380,57 @@ def load_agent_class(
     policy_kwargs: dict[str, Any] | None,
     custom_objects: dict[str, Any] | None,
     wrapper_class: Any,
+    print_system_info: bool = False,
+    force_reset: bool = True,
+    attributes: dict[str, Any] | None = None,
 ) -> Any:
-    """An agent of class ``cls`` rebuilt from a checkpoint (the body of ``OnPolicyAgent.load``, whose
-    docstring describes the arguments)."""
+    """An agent of class ``cls`` rebuilt from a checkpoint (the body of ``OnPolicyAgent.load``).
+
+    Args:
+        path: the checkpoint (``.pt`` may be left out).
+        device: where to put the networks (``"auto"``: a GPU when there is one).
+        env: the env (id, Env, factory or vector env) when the agent was not built from an id, or another
+            one with the same spaces (its episodes start fresh).
+        policy: the user's own module(s), when the agent was built with them (the same architecture; their
+            weights come from the checkpoint).
+        policy_kwargs: classes in the saved policy_kwargs that are neither torch.nn's nor natrl's (a user's
+            features extractor or activation), passed again.
+        custom_objects: hyperparameters replacing the saved ones (stable-baselines3's name): natrl's names or
+            SB3's (sb3-contrib TRPO's ``learning_rate`` replaces ``critic_lr``), e.g. a schedule function, which
+            a checkpoint holds as its value at the time of saving. A step size or clip range may be 0 (a model
+            that only acts). Keys naming nothing the algorithm has (``lr_schedule``, TRPO's ``clip_range``)
+            are ignored, as stable-baselines3 ignores keys its file does not hold.
+        wrapper_class: the env wrapper the agent was trained with, when it is neither gymnasium's nor natrl's
+            (a checkpoint never names code to import).
+        print_system_info: print this system's versions (natrl's checkpoints do not record the saving system's).
+        force_reset: stable-baselines3's; natrl always starts fresh episodes on an ``env`` given here.
+        attributes: stable-baselines3's ``**kwargs``: ``seed`` (re-seeds the loaded agent as
+            ``set_random_seed``), ``verbose``, ``tensorboard_log``, and hyperparameters (as ``custom_objects``,
+            applied after them).
+
+    Raises:
+        CheckpointError: the file is not a checkpoint of ``cls``, or cannot be rebuilt without ``env``/``policy``.
+        TypeError: ``custom_objects`` is not a dict, or a keyword is neither an attribute above nor a
+            hyperparameter.
+    """
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"load: custom_objects must be a dict or None, got {type(custom_objects).__name__}")
+    if not isinstance(force_reset, bool):
+        raise TypeError(f"load: force_reset must be True or False, got {force_reset!r}")
+    if print_system_info:
+        _print_system_info()
+    fields = {f.name for f in dataclasses.fields(cls.config_cls)}
+    attributes = dict(attributes or {})
+    given = {k: attributes.pop(k) for k in _LOAD_ATTRIBUTES if k in attributes}
+    unknown = sorted(k for k in attributes if k not in fields and not sb3_names_in(cls.algo, {k: 0}))
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__}.load() got unexpected keyword argument(s) {', '.join(unknown)}; it takes seed, "
+            f"verbose, tensorboard_log and {cls.config_cls.__name__}'s hyperparameters (natrl's or SB3's names)"
+        )
+    replaced, scaled, ignored = _replacements(cls, {**(custom_objects or {}), **attributes}, fields)
+    if ignored:
+        _log.info("%s.load: %s not held by the checkpoint: ignored (as stable-baselines3)", cls.__name__, ignored)
     state = read_checkpoint(path)
     if cls.algo and state["algo"] != cls.algo:
         raise CheckpointError(f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.rl.load_agent")
@@ -327,7 +445,7 @@ def load_agent_class(
         raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
     retired = getattr(cls.config_cls, "retired_fields", ())
     saved = {k: v for k, v in state["config"].items() if k not in retired}
-    config = build_config(cls.config_cls, {**saved, **(custom_objects or {})})
+    config = loaded_config(cls.config_cls, {**saved, **replaced})
     saved_policy = state.get("policy", "MlpPolicy")
     if saved_policy == "custom" and policy is None:
         raise CheckpointError(
@@ -358,7 +476,13 @@ def load_agent_class(
         env_kwargs=env_kwargs,
         wrapper_class=wrapper_class,
         wrapper_kwargs=(state.get("wrapper_kwargs") or {}) if wrapper_class is not None else None,
+        **{k: v for k, v in given.items() if k != "seed"},
     )
+    if scaled:  # sb3-contrib's per-dimension KL names, now that the action space is known
+        translated, _ = translate_sb3_names(
+            cls.algo, scaled, action_dims(agent.action_space), set(replaced), contrib_defaults=False
+        )
+        agent.config = loaded_config(cls.config_cls, {**agent.config.to_dict(), **translated})
     # another env than the saved one: its episodes start fresh
     agent.load_state_dict(state if env_given is None else {**state, "collector": None})
     source = agent.env_source
@@ -366,4 +490,5 @@ def load_agent_class(
         source.env_id, source.stored = env, env
     elif env_given is None and state.get("env") is not None:  # rebuilt from the stored spec
         source.env_id, source.stored = state["env_id"].rpartition(":")[2], state["env"]
+    agent.set_random_seed(given.get("seed"))  # stable-baselines3 re-seeds a model loaded with seed=...
     return agent

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["SB3_ONLY_DEFAULTS", "action_dims", "sb3_names_in", "translate_sb3_names"]
+__all__ = ["SB3_ONLY_DEFAULTS", "action_dims", "natrl_field", "sb3_names_in", "translate_sb3_names"]
 
 # sb3-contrib TRPO's names with a one-to-one natrl name
 _TRPO_RENAMED = {
@@ -92,6 +92,16 @@ def sb3_names_in(algo: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hyperparameters.items() if k in names}
 
 
+def natrl_field(name: str, fields: set[str]) -> str | None:
+    """The field of a natrl config (``fields``, its field names) that SB3's or sb3-contrib's attribute ``name``
+    reads: ``name`` itself when natrl has it, else its sb3-contrib TRPO name's target (``learning_rate`` →
+    ``critic_lr``, ``batch_size`` → ``critic_batch_size``, …) when natrl has that; None when neither."""
+    if name in fields:
+        return name
+    target = _TRPO_RENAMED.get(name)
+    return target if target in fields else None
+
+
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {value!r}")
@@ -99,7 +109,7 @@ def _number(name: str, value: Any) -> float:
 
 
 def translate_sb3_names(
-    algo: str, given: dict[str, Any], k: int, natrl_given: set[str] | None = None
+    algo: str, given: dict[str, Any], k: int, natrl_given: set[str] | None = None, *, contrib_defaults: bool = True
 ) -> tuple[dict[str, Any], list[str]]:
     """natrl's hyperparameters for SB3/sb3-contrib ones (:func:`sb3_names_in`), with one note per translation.
 
@@ -108,6 +118,8 @@ def translate_sb3_names(
         given: the SB3 names and values.
         k: :func:`action_dims` of the env's action space.
         natrl_given: natrl names the caller set too (a name given both ways is refused).
+        contrib_defaults: give sb3-contrib's defaults for the TRPO names not in ``given`` (a new agent); False
+            translates only ``given`` (``load``'s ``custom_objects``, which replace single saved values).
 
     Raises:
         ValueError: a value with no exact translation, or the same setting given under both names.
@@ -116,7 +128,7 @@ def translate_sb3_names(
     notes: list[str] = []
     natrl_given = natrl_given or set()
     defaulted: set[str] = set()
-    if algo == "trpo" and any(name in _TRPO_NAMES for name in given):
+    if contrib_defaults and algo == "trpo" and any(name in _TRPO_NAMES for name in given):
         given = dict(given)
         for name, default in _SB3_CONTRIB_DEFAULTS.items():
             target = _TRPO_SCALED.get(name, "line_search_max_backtracks")

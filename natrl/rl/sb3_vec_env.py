@@ -2,9 +2,10 @@
 
 natrl trains on Gymnasium vector envs with SAME_STEP autoreset (:mod:`natrl.rl.env`). Code written for SB3 speaks
 SB3's VecEnv API instead: ``reset() -> obs``, ``step(actions) -> (obs, rewards, dones, infos)`` with the final
-observation of an ended episode in ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]``
-for a time-limit end, and ``infos[i]["episode"]`` (``{"r", "l", "t"}``, as SB3's ``Monitor`` writes it) at an
-episode's end. This module translates between the two, exactly (no step is lost or added):
+observation of an ended episode in ``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]`` at
+every step (True for a time-limit end, as SB3's DummyVecEnv) and ``infos[i]["episode"]`` (``{"r", "l", "t"}``, as
+SB3's ``Monitor`` writes it) at an episode's end. This module translates between the two, exactly (no step is lost
+or added):
 
 * :class:`SB3VecEnv`: SB3's API over a Gymnasium vector env. ``model.get_env()`` returns one, so SB3's
   quickstart loop runs unchanged; ``model.get_vector_env()`` is the Gymnasium vector env itself.
@@ -19,14 +20,23 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, overload
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
-__all__ = ["FromSB3VecEnv", "SB3VecEnv", "is_sb3_vec_env", "make_vec_env", "register_with_sb3"]
+__all__ = [
+    "FromSB3VecEnv",
+    "SB3StepInfos",
+    "SB3VecEnv",
+    "is_sb3_vec_env",
+    "make_vec_env",
+    "register_with_sb3",
+    "sb3_infos",
+    "split_infos",
+]
 
 
 def is_sb3_vec_env(env: Any) -> bool:
@@ -77,7 +87,7 @@ class SB3VecEnv:
         obs, info = self.venv.reset(seed=seeds, options=self._options)  # type: ignore[arg-type]
         self._seeds = [None] * self.num_envs
         self._options = None
-        self.reset_infos = self._split_infos(info)
+        self.reset_infos = split_infos(info, self.num_envs)
         self._returns[:] = 0.0
         self._lengths[:] = 0
         return obs
@@ -88,19 +98,13 @@ class SB3VecEnv:
     def step_wait(self) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         obs, rewards, terminated, truncated, info = self.venv.step(self._actions)
         dones = np.logical_or(terminated, truncated)
-        infos = self._split_infos(info)
-        final = info.get("final_obs")
         self._returns += rewards
         self._lengths += 1
-        for i in np.flatnonzero(dones):
-            infos[i]["terminal_observation"] = final[i] if final is not None else None
-            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            # Monitor's record, unless the env's own RecordEpisodeStatistics gave one
-            elapsed = round(time.time() - self._start_time, 6)
-            infos[i].setdefault(
-                "episode", {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]), "t": elapsed}
-            )
-            self._returns[i], self._lengths[i] = 0.0, 0
+        ended = np.flatnonzero(dones)
+        episodes = [(float(self._returns[i]), int(self._lengths[i])) for i in ended]
+        elapsed = round(time.time() - self._start_time, 6)
+        infos = sb3_infos(info, self.num_envs, dones, truncated & ~terminated, episodes, elapsed)
+        self._returns[ended], self._lengths[ended] = 0.0, 0
         return obs, np.asarray(rewards, np.float32), dones, infos
 
     def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -179,27 +183,90 @@ class SB3VecEnv:
     def unwrapped(self) -> SB3VecEnv:
         return self
 
-    def _split_infos(self, info: dict[str, Any]) -> list[dict[str, Any]]:
-        """Gymnasium's dict of arrays (with ``_key`` masks) → SB3's list of per-env dicts."""
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        for key, values in info.items():
-            if key.startswith("_") or key in ("final_obs", "final_info"):
-                continue
-            mask = info.get(f"_{key}")
-            if isinstance(values, dict):  # a nested dict of arrays (RecordEpisodeStatistics' "episode")
-                values = self._split_infos(values)
-            for i in range(self.num_envs):
-                if mask is None or bool(mask[i]):
-                    try:
-                        infos[i][key] = values[i]
-                    except (TypeError, IndexError, KeyError):
-                        infos[i][key] = values
-        final_info = info.get("final_info")
-        if isinstance(final_info, dict):  # an ended episode's last info (e.g. RecordEpisodeStatistics' "episode")
-            for i, sub in enumerate(self._split_infos(final_info)):
-                if info.get("_final_info") is None or bool(info["_final_info"][i]):
-                    infos[i].update(sub)
-        return infos
+
+def split_infos(info: dict[str, Any], n_envs: int) -> list[dict[str, Any]]:
+    """Gymnasium's info dict of arrays (with ``_key`` masks) → SB3's list of ``n_envs`` per-env dicts; an ended
+    episode's ``final_info`` (e.g. RecordEpisodeStatistics' ``"episode"``) is merged into its env's dict."""
+    infos: list[dict[str, Any]] = [{} for _ in range(n_envs)]
+    for key, values in info.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        mask = info.get(f"_{key}")
+        if isinstance(values, dict):  # a nested dict of arrays (RecordEpisodeStatistics' "episode")
+            values = split_infos(values, n_envs)
+        for i in range(n_envs):
+            if mask is None or bool(mask[i]):
+                try:
+                    infos[i][key] = values[i]
+                except (TypeError, IndexError, KeyError):
+                    infos[i][key] = values
+    final_info = info.get("final_info")
+    if isinstance(final_info, dict):
+        for i, sub in enumerate(split_infos(final_info, n_envs)):
+            if info.get("_final_info") is None or bool(info["_final_info"][i]):
+                infos[i].update(sub)
+    return infos
+
+
+def sb3_infos(
+    info: dict[str, Any],
+    n_envs: int,
+    dones: np.ndarray,
+    time_limit: np.ndarray,
+    episodes: Sequence[tuple[float, int] | None],
+    elapsed: float,
+) -> list[dict[str, Any]]:
+    """SB3's ``infos`` for one vector step, as SB3's DummyVecEnv over Monitor-wrapped envs gives them:
+    :func:`split_infos`, every env's ``TimeLimit.truncated`` (``time_limit[i]``: truncated and not terminated),
+    and for each ended env (in the order of ``np.flatnonzero(dones)``) ``terminal_observation`` (Gymnasium's
+    ``final_obs``) and, unless the env's own RecordEpisodeStatistics gave one, SB3 Monitor's ``episode`` record
+    ``{"r": return, "l": length, "t": elapsed}`` from ``episodes`` (None: no record known)."""
+    infos = split_infos(info, n_envs)
+    for info_i, cut in zip(infos, time_limit, strict=True):
+        info_i["TimeLimit.truncated"] = bool(cut)
+    final = info.get("final_obs")
+    for i, episode in zip(np.flatnonzero(dones), episodes, strict=True):
+        infos[i]["terminal_observation"] = final[i] if final is not None else None
+        if episode is not None:
+            infos[i].setdefault("episode", {"r": round(episode[0], 6), "l": episode[1], "t": elapsed})
+    return infos
+
+
+class SB3StepInfos(Sequence[dict[str, Any]]):
+    """SB3's ``infos`` list of one vector step, built by ``build`` on first use (callbacks' ``self.locals["infos"]``:
+    a step whose infos no callback reads costs no conversion)."""
+
+    def __init__(self, build: Callable[[], list[dict[str, Any]]]) -> None:
+        self._build: Callable[[], list[dict[str, Any]]] | None = build
+        self._infos: list[dict[str, Any]] = []
+
+    def _list(self) -> list[dict[str, Any]]:
+        if self._build is not None:
+            self._infos, self._build = self._build(), None
+        return self._infos
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self._list()[index]
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        return self._list() == (list(other) if isinstance(other, (list, SB3StepInfos)) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._list())
 
 
 def _indices(indices: int | Iterable[int] | None, n: int = 0) -> Iterable[int]:
