@@ -28,6 +28,7 @@ from natrl.cli import main  # noqa: E402
 from natrl.presets import load_preset  # noqa: E402
 from natrl.runs.tune import (  # noqa: E402
     EVALUATIONS,
+    PRESET_ATTR,
     TuneError,
     TuneSpec,
     objective,
@@ -53,6 +54,11 @@ def test_a_study_in_sqlite_continues_when_rerun_and_writes_a_loadable_preset(
     study = _study(tmp_path)
     trials = study.get_trials()
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # the first trial runs natrl's preset unchanged; the others sample the search space
+    assert (
+        trials[0].params == {} and trials[0].user_attrs[PRESET_ATTR] and trials[0].user_attrs["hyperparameters"] == {}
+    )
+    assert all(t.params and not t.user_attrs.get(PRESET_ATTR) for t in trials[1:])
     assert study.user_attrs["natrl"] == {"algo": "trpo", "env": "CartPole-v1", "steps": STEPS, "seeds": [0],
                                          "eval_episodes": 2}  # fmt: skip
     for t in trials:  # the objective is the mean of the seeds' final evaluations
@@ -107,7 +113,7 @@ def test_the_objective_is_the_final_evaluation_natrl_train_writes(
 
 def test_the_median_pruner_stops_a_trial_below_the_median_of_earlier_ones() -> None:
     spec = TuneSpec("trpo", "CartPole-v1", 4096, (0,), eval_episodes=2)
-    study = open_study(optuna.storages.InMemoryStorage(), "prune", spec, startup_trials=1)
+    study = open_study(optuna.storages.InMemoryStorage(), "prune", spec, startup_trials=1, enqueue_preset=False)
     # an earlier trial that reached 500 at every evaluation: CartPole after a few updates is far below it
     top = {j: 500.0 for j in range(1, EVALUATIONS + 1)}
     study.add_trial(optuna.trial.create_trial(value=500.0, state=optuna.trial.TrialState.COMPLETE,

@@ -106,6 +106,8 @@ def _trial_line(trial: Any) -> str:
         returns = ", ".join(f"{r:.1f}" for r in trial.user_attrs.get("returns", []))
         hp = trial.user_attrs.get("hyperparameters", {})
         params = " ".join(f"{k}={_short(v)}" for k, v in hp.items() if k != "critic_hidden_sizes")
+        if trial.user_attrs.get("natrl_preset"):  # natrl.runs.tune.PRESET_ATTR
+            params = "natrl's preset"
         return f"trial {trial.number:>3}  return {trial.value:9.1f}  (seeds: {returns})  {params}"
     if state == "pruned":
         at = trial.user_attrs.get("pruned_at", {})

@@ -17,9 +17,12 @@ seconds and is retried with the same hyperparameters (Optuna's ``RetryHeartbeatS
 Parallel trials run in separate processes, each calling ``study.optimize`` on the same storage (Optuna's way
 for several processes or machines; its ``n_jobs`` runs threads, and natrl trains in the calling thread).
 
-The sampler is TPE (seeded; ``multivariate=True`` as the zoo's), whose first ``startup_trials`` trials are
-random, and the median pruner waits for as many finished trials and for a third of the first seed's
-evaluations, as the zoo's does. Nothing here prints; :func:`run_study` reports finished trials to a callable.
+A new study's first trial is natrl's preset itself (enqueued, marked with the user attribute
+``natrl_preset``), so the search starts from what ``natrl train`` would run and the best trial is never worse
+than the preset on the objective. The sampler is TPE (seeded; ``multivariate=True`` as the zoo's), whose
+first ``startup_trials`` trials are random, and the median pruner waits for as many finished trials and for a
+third of the first seed's evaluations, as the zoo's does. Nothing here prints; :func:`run_study` reports
+finished trials to a callable.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVALUATIONS",
+    "PRESET_ATTR",
     "SEARCH_SPACES",
     "TuneError",
     "TuneSpec",
@@ -64,6 +68,8 @@ __all__ = [
 
 EVALUATIONS = 10
 """Deterministic evaluations per agent: every budget/10 steps, as ``natrl train`` evaluates a run."""
+PRESET_ATTR = "natrl_preset"
+"""The user attribute of the trial that runs natrl's preset unchanged (the first trial of a new study)."""
 _MARKER = "natrl tune"  # the first words of a preset file natrl tune wrote (and may write again)
 
 
@@ -226,7 +232,10 @@ def objective(trial: optuna.Trial, spec: TuneSpec) -> float:
     probe = env_factory(spec.env_id, preset.env_kwargs, wrapper)()
     k = action_dims(probe.action_space)
     probe.close()
-    sampled = SEARCH_SPACES[spec.algo](trial, k=k, n_envs=n_envs, total_steps=spec.total_steps)
+    if trial.user_attrs.get(PRESET_ATTR):
+        sampled: dict[str, Any] = {}  # natrl's preset as it is
+    else:
+        sampled = SEARCH_SPACES[spec.algo](trial, k=k, n_envs=n_envs, total_steps=spec.total_steps)
     trial.set_user_attr("hyperparameters", sampled)
     config = build_config(cls.config_cls, {**preset.hyperparameters, **sampled, "torch_threads": 1})
     every = max(spec.total_steps // EVALUATIONS, 1)
@@ -384,8 +393,11 @@ def open_study(
     sampler_seed: int = 0,
     startup_trials: int = 10,
     worker: int = 0,
+    enqueue_preset: bool = True,
 ) -> optuna.Study:
     """The study ``name`` in ``storage``, created or continued (maximising the objective).
+
+    A study created here gets natrl's preset as its first trial when ``enqueue_preset`` (module docstring).
 
     Raises:
         TuneError: the study exists with another algorithm, env, budget, seeds or evaluation.
@@ -400,6 +412,8 @@ def open_study(
     recorded = study.user_attrs.get("natrl")
     if recorded is None:
         study.set_user_attr("natrl", wanted)
+        if enqueue_preset:
+            study.enqueue_trial({}, user_attrs={PRESET_ATTR: True})
     elif recorded != wanted:
         diff = ", ".join(f"{k} {recorded.get(k)!r}" for k in wanted if recorded.get(k) != wanted[k])
         raise TuneError(
