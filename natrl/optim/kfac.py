@@ -181,9 +181,10 @@ class Eigen(NamedTuple):
 def eigh_robust(m: Tensor, *, jitters: tuple[float, ...] = (1e-6, 1e-4, 1e-2)) -> tuple[Eigen | None, str]:
     """Eigendecomposition of a symmetric PSD factor that does not crash.
 
-    Tries ``torch.linalg.eigh`` on ½(M + Mᵀ); on failure (an exception or non-finite output)
-    retries with M + j·(tr M / n)·I for each jitter j, then in float64 (cast back), and gives
-    up with ``None``.
+    Tries ``torch.linalg.eigh`` on ½(M + Mᵀ) first; only on failure (an exception or
+    non-finite output) are the fallbacks built: M + j·(tr M / n)·I for each jitter j, then
+    M in float64 (cast back); it gives up with ``None``. A factor with non-finite entries
+    returns ``None`` without a retry.
 
     Args:
         m: M, shape (n, n).
@@ -193,22 +194,31 @@ def eigh_robust(m: Tensor, *, jitters: tuple[float, ...] = (1e-6, 1e-4, 1e-2)) -
         ``(eigen, how)``: the decomposition (or None) and ``"ok"``, ``"jitter=…"``,
         ``"float64"`` or the reason it failed.
     """
-    if not bool(torch.isfinite(m).all()):
-        return None, "non-finite factor"
     sym = 0.5 * (m + m.T)
-    n = sym.shape[0]
-    scale = float(sym.diagonal().abs().mean()) or 1.0
-    eye = torch.eye(n, dtype=sym.dtype, device=sym.device)
-    attempts: list[tuple[str, Tensor]] = [("ok", sym)]
-    attempts += [(f"jitter={j:g}", sym + j * scale * eye) for j in jitters]
-    attempts.append(("float64", sym.double()))
-    for how, mat in attempts:
+
+    def attempt(mat: Tensor) -> Eigen | None:
         try:
             vals, vecs = torch.linalg.eigh(mat)
         except (RuntimeError, torch.linalg.LinAlgError):
-            continue
-        if bool(torch.isfinite(vals).all()) and bool(torch.isfinite(vecs).all()):
-            return Eigen(vals.to(m.dtype).clamp_min(0.0), vecs.to(m.dtype)), how
+            return None
+        if bool(torch.isfinite(vals).all() & torch.isfinite(vecs).all()):
+            return Eigen(vals.to(m.dtype).clamp_min(0.0), vecs.to(m.dtype))
+        return None
+
+    eig = attempt(sym)
+    if eig is not None:
+        return eig, "ok"
+    if not bool(torch.isfinite(m).all()):
+        return None, "non-finite factor"
+    scale = float(sym.diagonal().abs().mean()) or 1.0
+    eye = torch.eye(sym.shape[0], dtype=sym.dtype, device=sym.device)
+    for j in jitters:
+        eig = attempt(sym + j * scale * eye)
+        if eig is not None:
+            return eig, f"jitter={j:g}"
+    eig = attempt(sym.double())
+    if eig is not None:
+        return eig, "float64"
     return None, "eigh failed (also with jitter and in float64)"
 
 
