@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from natrl import ACKTR, NPG, PPO, TRPO
+from natrl import A2C, ACKTR, NPG, PPO, TRPO
 from natrl.rl import NonFiniteError
 from natrl.rl.guard import NonFiniteUpdateError
 
@@ -21,9 +21,11 @@ def _state(agent) -> list[torch.Tensor]:
     return [p.detach().clone() for p in [*agent.actor.parameters(), *agent.critic.parameters()]]
 
 
-@pytest.mark.parametrize("cls", [TRPO, NPG, PPO, ACKTR])
+@pytest.mark.parametrize("cls", [TRPO, NPG, PPO, ACKTR, A2C])
 def test_an_update_that_poisons_a_parameter_is_undone_bit_for_bit(cls, monkeypatch) -> None:
     kwargs = {"n_envs": 2, "n_steps": 32, "batch_size": 32} if cls is PPO else SMALL
+    if cls is A2C:
+        kwargs = {"n_envs": 2, "n_steps": 32}
     agent = cls("Pendulum-v1", seed=0, max_rejected_updates=2, **kwargs)
     agent.learn(64)  # optimiser states exist
     before = _state(agent)
