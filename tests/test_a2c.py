@@ -134,6 +134,39 @@ def test_the_bench_translation_keeps_sb3s_names_and_optimiser() -> None:
     assert translate("a2c", A2CConfig(), "MlpLstmPolicy") is None  # SB3 has no recurrent A2C
 
 
+def test_stable_baselines3s_constructor_arguments_and_defaults_are_natrls() -> None:
+    """Every hyperparameter of SB3's ``A2C(...)`` is accepted under its own name, and natrl's defaults are SB3's."""
+    import inspect
+
+    from stable_baselines3 import A2C as SB3A2C
+
+    not_hyperparameters = {"self", "policy", "env", "tensorboard_log", "policy_kwargs", "verbose", "seed", "device"}
+    sb3 = {
+        name: p.default
+        for name, p in inspect.signature(SB3A2C.__init__).parameters.items()
+        if name not in not_hyperparameters
+    }
+    agent = A2C("MlpPolicy", "CartPole-v1", **sb3)
+    natrl_defaults = A2CConfig().to_dict()
+    for name, default in sb3.items():
+        if name in natrl_defaults:
+            assert natrl_defaults[name] == default and getattr(agent.config, name) == default, name
+    assert {"learning_rate", "n_steps", "gae_lambda", "rms_prop_eps", "use_rms_prop"} <= set(natrl_defaults)
+    agent.close()
+
+
+@pytest.mark.parametrize("policy", ["MlpLstmPolicy", "MlpGruPolicy"])
+def test_smoke_a_recurrent_policy_steps_through_its_sequences(policy: str) -> None:
+    agent = A2C("CartPole-v1", policy=policy, n_envs=2, n_steps=8, sequence_length=4, seed=0)
+    before = torch.cat([p.detach().flatten().clone() for p in agent.params])
+    stats: list[dict[str, float]] = []
+    agent.learn(64, callback=lambda a, s: stats.append(s))
+    after = torch.cat([p.detach().flatten() for p in agent.params])
+    assert len(stats) == 4 and all(s["update_rejected"] == 0.0 for s in stats)
+    assert bool(torch.isfinite(after).all()) and not torch.equal(before, after)
+    agent.close()
+
+
 def test_bad_hyperparameters_are_one_line_at_construction() -> None:
     with pytest.raises(ValueError, match=r"^invalid hyperparameter n_steps=0: an integer >= 1$"):
         A2C("CartPole-v1", n_steps=0)
