@@ -280,7 +280,7 @@ def regression_loss(theta: Tensor) -> Tensor:
     return ((torch.tanh(_REG_X @ w1.T) @ w2 - _REG_Y) ** 2).mean() + 0.1 * torch.sin(theta).sum()
 
 
-@pytest.mark.parametrize("mode", ["forward-over-reverse", "reverse-over-reverse"])
+@pytest.mark.parametrize("mode", ["auto", "forward-over-reverse", "reverse-over-reverse"])
 def test_hvp_matches_torch_func_hessian(mode: str) -> None:
     theta = torch.randn(16, generator=gen(5), dtype=DT)
     got = dense(hvp(regression_loss, theta, mode=mode), 16)  # type: ignore[arg-type]
@@ -314,7 +314,7 @@ def test_hvp_falls_back_to_reverse_over_reverse_once() -> None:
         return (theta**3).sum() * theta.sum()
 
     theta = torch.randn(5, generator=gen(6), dtype=DT)
-    mv = hvp(loss, theta)
+    mv = hvp(loss, theta, mode="forward-over-reverse")
     ref = torch.func.hessian(loss_plain)(theta)
     got = dense(mv, 5)
     assert rel_err(got, ref) < 1e-6
@@ -574,7 +574,9 @@ def test_construction_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="real scalar"):
         hvp(lambda th: th * 2.0, theta, mode="reverse-over-reverse")
     with pytest.raises(ValueError, match="real scalar"):  # forward mode: at the first matvec
-        hvp(lambda th: th * 2.0, theta)(torch.ones_like(theta))
+        hvp(lambda th: th * 2.0, theta, mode="forward-over-reverse")(torch.ones_like(theta))
+    with pytest.raises(ValueError, match="real scalar"):  # the default builds the graph here
+        hvp(lambda th: th * 2.0, theta)
     with pytest.raises(ValueError, match="real scalar"):
         empirical_fisher_vp(lambda th, o: th * o.sum(), theta, x)
     with pytest.raises(ValueError, match="positive int"):

@@ -542,7 +542,7 @@ def kl_hvp(
     return _operator(core, params, lam, where)
 
 
-HvpMode = Literal["forward-over-reverse", "reverse-over-reverse"]
+HvpMode = Literal["auto", "forward-over-reverse", "reverse-over-reverse"]
 
 
 def hvp(
@@ -550,29 +550,40 @@ def hvp(
     params: Tensor,
     *,
     damping: float = 0.0,
-    mode: HvpMode = "forward-over-reverse",
+    mode: HvpMode = "auto",
 ) -> Matvec:
     """Hessian-vector product of a scalar loss: v -> ∇²L(θ) v + λ v at θ = params.
 
-    ``"forward-over-reverse"``: H v = ∂/∂ε ∇L(θ + ε v) at ε = 0, a jvp of
-    ``torch.func.grad(loss_fn)`` (a fresh forward and backward per matvec, no stored graph).
-    If forward-mode AD is unsupported by an op of ``loss_fn``, the first matvec catches the
-    error and the operator switches, for good, to ``"reverse-over-reverse"``: the graph of
-    ∇L is built once with ``create_graph=True`` and H v = ∇(∇Lᵀ v) is one backward through
-    it per matvec.
+    Two ways to compute it (Dagréou et al., 2024):
+
+    * ``"reverse-over-reverse"``: the graph of ∇L is built once, here, with
+      ``create_graph=True``, and H v = ∇(∇Lᵀ v) is one backward pass through it per matvec
+      (memory: that graph, kept as long as the operator lives).
+    * ``"forward-over-reverse"``: H v = ∂/∂ε ∇L(θ + ε v) at ε = 0, a jvp of
+      ``torch.func.grad(loss_fn)``: a fresh forward and backward per matvec, nothing stored.
+      If forward-mode AD is unsupported by an op of ``loss_fn``, the first matvec catches the
+      error and the operator switches, for good, to reverse-over-reverse.
+    * ``"auto"`` (default): reverse-over-reverse, which is 1.8-20x faster per product on the
+      CPU models of ``scripts/bench_hvp.py`` (MLPs and a CNN, docs/guide/curvature.md) and
+      faster from the first product on. The graph is built here; if ∇L has no graph to
+      differentiate (an op that cannot be differentiated twice, or L linear in θ), or the
+      first product fails, it is forward-over-reverse from then on (with that mode's
+      fallback).
 
     Args:
         loss_fn: ``loss_fn(θ (P,)) -> scalar tensor``.
         params: θ, shape (P,).
         damping: λ ≥ 0.
-        mode: ``"forward-over-reverse"`` (default) or ``"reverse-over-reverse"``.
+        mode: ``"auto"`` (default), ``"reverse-over-reverse"`` or ``"forward-over-reverse"``.
 
     Returns:
         The matvec ``v (P,) -> (∇²L + λI) v (P,)``.
 
     Raises:
         ValueError: on bad params, damping or mode, if ``loss_fn`` does not return a real
-            scalar tensor, and on bad vectors (at each call).
+            scalar tensor (here, or at the first matvec in forward-over-reverse mode), if
+            ``"reverse-over-reverse"`` is asked for a loss that cannot be differentiated
+            twice, and on bad vectors (at each call).
 
     Reference: Pearlmutter (1994), "Fast exact multiplication by the Hessian", Neural
     Computation 6(1); Dagréou et al. (2024), "How to compute Hessian-vector products?".
@@ -580,8 +591,10 @@ def hvp(
     where = "hvp"
     _check_params(params, where)
     lam = _check_damping(damping, where)
-    if mode not in ("forward-over-reverse", "reverse-over-reverse"):
-        raise ValueError(f"{where}: mode must be 'forward-over-reverse' or 'reverse-over-reverse', got {mode!r}")
+    if mode not in ("auto", "forward-over-reverse", "reverse-over-reverse"):
+        raise ValueError(
+            f"{where}: mode must be 'auto', 'forward-over-reverse' or 'reverse-over-reverse', got {mode!r}"
+        )
     theta0 = params.detach().clone()
     state: dict[str, Any] = {"mode": mode, "tested": False, "graph": None}
 
@@ -592,35 +605,58 @@ def hvp(
             raise ValueError(f"{where}: loss_fn must return a real scalar tensor, got {got}")
         return loss.reshape(())
 
-    def build_reverse() -> tuple[Tensor, Tensor | None]:
+    def build_reverse() -> tuple[Tensor, Tensor | None] | None:
+        """The leaf θ and the graph of ∇L(θ); None if ∇L cannot be differentiated again."""
         theta = theta0.clone().requires_grad_(True)
         with torch.enable_grad():
             loss = scalar_loss(theta)
-            (g,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
-        if not _twice_differentiable(g):
-            raise ValueError(f"{where}: loss_fn has an op that cannot be differentiated twice")
-        return theta, g
+            try:
+                (g,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
+            except RuntimeError:  # a backward that cannot record its own graph
+                return None
+        return (theta, g) if _twice_differentiable(g) else None
 
-    def reverse(v: Tensor) -> Tensor:
-        if state["graph"] is None:
-            state["graph"] = build_reverse()
-        theta, g = state["graph"]
+    def reverse_product(graph: tuple[Tensor, Tensor | None], v: Tensor) -> Tensor:
+        theta, g = graph
         if g is None or not g.requires_grad:  # loss constant or linear in θ
             return torch.zeros_like(v)
         (hv,) = torch.autograd.grad(g, theta, v, retain_graph=True, allow_unused=True, materialize_grads=True)
         return hv
+
+    def reverse(v: Tensor) -> Tensor:
+        if state["graph"] is None:
+            state["graph"] = build_reverse()
+            if state["graph"] is None:
+                raise ValueError(f"{where}: loss_fn has an op that cannot be differentiated twice")
+        return reverse_product(state["graph"], v)
 
     grad_fn = func_grad(scalar_loss)
 
     def forward(v: Tensor) -> Tensor:
         return func_jvp(grad_fn, (theta0,), (v,))[1]
 
-    if mode == "reverse-over-reverse":
-        state["graph"] = build_reverse()  # validate loss_fn now
+    if mode != "forward-over-reverse":  # build (and validate loss_fn) now
+        state["graph"] = build_reverse()
+        if state["graph"] is None and mode == "reverse-over-reverse":
+            raise ValueError(f"{where}: loss_fn has an op that cannot be differentiated twice")
+        if state["graph"] is None or state["graph"][1] is None or not state["graph"][1].requires_grad:
+            # ∇L has no graph: either L is linear in θ or an op's backward is once_differentiable
+            # and dropped it; forward mode tells the two apart (and falls back to reverse)
+            state["mode"] = "forward-over-reverse"
 
     def core(v: Tensor) -> Tensor:
         if state["mode"] == "reverse-over-reverse":
-            return reverse(v)
+            if state["tested"] or mode != "auto":
+                return reverse(v)
+            try:
+                out = reverse(v)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except RuntimeError:  # an op without a double-backward formula
+                state["mode"], state["graph"] = "forward-over-reverse", None
+                out = forward(v)
+            state["tested"] = True
+            return out
         if state["tested"]:
             return forward(v)
         try:
