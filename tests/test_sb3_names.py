@@ -8,7 +8,7 @@ import torch
 from natrl import PPO, TRPO
 from natrl.bench.peers import translate
 from natrl.rl import TRPOConfig
-from natrl.rl.sb3_names import translate_sb3_names
+from natrl.rl.sb3_names import natrl_field, translate_sb3_names
 
 _SB3_TRPO = ("target_kl", "cg_damping", "cg_max_steps", "n_critic_updates", "batch_size", "learning_rate",
              "line_search_shrinking_factor", "line_search_max_iter")  # fmt: skip
@@ -64,3 +64,27 @@ def test_sb3_contrib_zoo_hyperparameters_take_sb3_contribs_first_step_on_hopper(
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     agent.close()
     model.get_env().close()
+
+
+def test_renamed_fields_hold_sb3_contribs_attribute_values_and_load_translates_them(tmp_path) -> None:
+    """``natrl_field`` maps sb3-contrib TRPO's attribute names onto natrl's config: the model built with the same
+    sb3-contrib hyperparameters holds sb3-contrib's attribute values there; ``load``'s custom_objects translate
+    the names alike (target_kl × k), leaving every saved value not named as it was (no sb3-contrib defaults)."""
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    given = {"cg_max_steps": 11, "n_critic_updates": 4, "batch_size": 32, "learning_rate": 5e-4,
+             "line_search_shrinking_factor": 0.6}  # fmt: skip
+    ours = TRPO("MlpPolicy", "HalfCheetah-v5", n_steps=64, **given)
+    theirs = sb3_contrib.TRPO("MlpPolicy", "HalfCheetah-v5", n_steps=64, **given)
+    fields = set(ours.config.to_dict())
+    for name in given:
+        target = natrl_field(name, fields)
+        assert target is not None and target != name
+        assert getattr(ours.config, target) == getattr(theirs, name), name
+    assert natrl_field("gamma", fields) == "gamma" and natrl_field("clip_range", fields) is None
+    saved = TRPO("HalfCheetah-v5", n_steps=64, max_kl=0.12, damping=0.5, line_search_max_backtracks=4)
+    path = saved.save(tmp_path / "t")
+    loaded = TRPO.load(path, custom_objects={"target_kl": 0.01, "learning_rate": 2e-4, "clip_range": 0.1})
+    expected = {**saved.config.to_dict(), "max_kl": pytest.approx(0.06), "critic_lr": 2e-4}
+    assert loaded.config.to_dict() == expected
+    for model in (ours, saved, loaded):
+        model.close()

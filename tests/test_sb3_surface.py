@@ -575,6 +575,25 @@ def test_the_zoos_load_line_freezes_the_model_as_stable_baselines3s(tmp_path) ->
         TRPO("CartPole-v1", learning_rate=0.0)
 
 
+def test_every_step_size_at_0_from_custom_objects_freezes_the_model(tmp_path) -> None:
+    """A model loaded with its step sizes at 0 (TRPO's trust region, NPG's step, A2C's RMSprop, the critics' Adam)
+    learns without moving a parameter; ACKTR's learning rate, which scales its natural step's KL bound, stays
+    refused at 0."""
+    from natrl import A2C, ACKTR, NPG
+
+    frozen = ((TRPO, {"target_kl": 0.0, "learning_rate": 0.0}), (NPG, {"step_size": 0.0, "critic_lr": 0.0}),
+              (A2C, {"learning_rate": 0.0}))  # fmt: skip
+    for cls, custom_objects in frozen:
+        model = cls.load(cls("Pendulum-v1", n_steps=32).save(tmp_path / cls.__name__), custom_objects=custom_objects)
+        before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+        model.learn(64)
+        for name, value in model.policy.state_dict().items():
+            torch.testing.assert_close(value, before[name], rtol=0, atol=0, msg=f"{cls.__name__} {name}")
+    path = ACKTR("Pendulum-v1", n_steps=32).save(tmp_path / "acktr")
+    with pytest.raises(ValueError, match=r"learning_rate=0\.0: must be > 0"):
+        ACKTR.load(path, custom_objects={"learning_rate": 0.0})
+
+
 def test_load_translates_sb3_contrib_names_and_refuses_unknown_keywords(tmp_path) -> None:
     """custom_objects and load's keywords speak sb3-contrib TRPO's names as the constructor does (learning_rate →
     critic_lr, batch_size → critic_batch_size, target_kl → max_kl = k · target_kl) without sb3-contrib's defaults

@@ -76,6 +76,8 @@ _NUMERIC_ENTRIES = ("actor", "critic", "obs_normalizer", "reward_scaler", "algo_
 _SCALED_SB3_NAMES = ("target_kl", "cg_damping")
 # load()'s keywords besides hyperparameters (stable-baselines3 sets its keywords as the model's attributes)
 _LOAD_ATTRIBUTES = ("seed", "verbose", "tensorboard_log")
+# schedulable fields whose 0 an algorithm cannot take (ACKTR's learning rate scales its natural step's KL bound)
+_NO_ZERO = {"ACKTRConfig": ("learning_rate",)}
 _log = logging.getLogger("natrl")
 
 
@@ -323,8 +325,10 @@ def _is_zero(value: Any) -> bool:
 def loaded_config(config_cls: type[OnPolicyConfig], values: dict[str, Any]) -> OnPolicyConfig:
     """The config of a loaded agent: ``config_cls(**values)``, except that a step size or clip range (a schedulable
     field) may be 0, as stable-baselines3 takes ``custom_objects={"learning_rate": 0.0, ...}`` for a model that only
-    acts (rl-baselines3-zoo's enjoy); a new agent still refuses 0 at construction."""
-    zeros = {k: v for k, v in values.items() if k in SCHEDULABLE and _is_zero(v)}
+    acts (rl-baselines3-zoo's enjoy; not ACKTR's learning rate, which scales the KL bound of its natural step); a
+    new agent still refuses 0 at construction."""
+    refused = _NO_ZERO.get(config_cls.__name__, ())
+    zeros = {k: v for k, v in values.items() if k in SCHEDULABLE and k not in refused and _is_zero(v)}
     config = build_config(config_cls, {k: v for k, v in values.items() if k not in zeros})
     for name, value in zeros.items():  # the frozen dataclass's own way of setting a field after validation
         object.__setattr__(config, name, value)
