@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import Tensor
+from torch.autograd.function import BackwardCFunction
 from torch.func import grad as func_grad
 from torch.func import jvp as func_jvp
 from torch.func import vmap
@@ -279,6 +280,28 @@ def _twice_differentiable(t: Tensor | None) -> bool:
             return False
         stack.extend(next_node for next_node, _ in node.next_functions)
     return True
+
+
+def _has_custom_function(t: Tensor) -> bool:
+    """True if the graph of ``t`` holds the backward of a custom ``torch.autograd.Function``.
+
+    Such a backward may be ``once_differentiable``; when the gradient flowing into it does not
+    require grad, double backprop then drops its part of the Hessian without an error node, so
+    :func:`_twice_differentiable` cannot see it.
+    """
+    if t.grad_fn is None:
+        return False
+    seen: set[object] = set()
+    stack: list[Node | None] = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, BackwardCFunction):
+            return True
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return False
 
 
 OutputVp = Callable[[tuple[Tensor, ...], tuple[Tensor, ...]], tuple[Tensor, ...]]
@@ -566,9 +589,10 @@ def hvp(
     * ``"auto"`` (default): reverse-over-reverse, which is 1.8-20x faster per product on the
       CPU models of ``scripts/bench_hvp.py`` (MLPs and a CNN, docs/guide/curvature.md) and
       faster from the first product on. The graph is built here; if ∇L has no graph to
-      differentiate (an op that cannot be differentiated twice, or L linear in θ), or the
-      first product fails, it is forward-over-reverse from then on (with that mode's
-      fallback).
+      differentiate (an op that cannot be differentiated twice, or L linear in θ), if L
+      holds a custom ``torch.autograd.Function`` (whose backward may be
+      ``once_differentiable``, which double backprop can skip silently), or if the first
+      product fails, it is forward-over-reverse from then on (with that mode's fallback).
 
     Args:
         loss_fn: ``loss_fn(θ (P,)) -> scalar tensor``.
@@ -610,6 +634,8 @@ def hvp(
         theta = theta0.clone().requires_grad_(True)
         with torch.enable_grad():
             loss = scalar_loss(theta)
+            if mode == "auto" and _has_custom_function(loss):
+                return None
             try:
                 (g,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
             except RuntimeError:  # a backward that cannot record its own graph
@@ -639,10 +665,12 @@ def hvp(
         state["graph"] = build_reverse()
         if state["graph"] is None and mode == "reverse-over-reverse":
             raise ValueError(f"{where}: loss_fn has an op that cannot be differentiated twice")
-        if state["graph"] is None or state["graph"][1] is None or not state["graph"][1].requires_grad:
-            # ∇L has no graph: either L is linear in θ or an op's backward is once_differentiable
-            # and dropped it; forward mode tells the two apart (and falls back to reverse)
-            state["mode"] = "forward-over-reverse"
+        good = state["graph"] is not None and state["graph"][1] is not None and state["graph"][1].requires_grad
+        # without a graph of ∇L (L linear in θ, or an op that cannot be differentiated twice)
+        # auto is forward-over-reverse, which falls back to reverse-over-reverse if it must
+        state["mode"] = "reverse-over-reverse" if good or mode == "reverse-over-reverse" else "forward-over-reverse"
+        if state["mode"] == "forward-over-reverse":
+            state["graph"] = None
 
     def core(v: Tensor) -> Tensor:
         if state["mode"] == "reverse-over-reverse":
