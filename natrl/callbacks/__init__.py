@@ -7,8 +7,10 @@ update's stats (return False to stop). The hooks run where stable-baselines3 run
 * ``_on_training_start`` / ``_on_training_end`` around ``learn``;
 * ``_on_rollout_start`` / ``_on_rollout_end`` around each rollout (before the update);
 * ``_on_step`` after every vector-env step (``n_calls`` counts them, ``num_timesteps`` counts
-  transitions), with ``self.locals`` holding that step's ``new_obs``, ``actions``, ``rewards``,
-  ``dones`` and ``infos``; returning False stops training;
+  transitions), with ``self.locals`` holding that step's ``new_obs``, ``actions``, ``rewards`` (those
+  natrl trains on: scaled under ``normalize_reward``), ``dones`` and ``infos`` (SB3's list of per-env
+  dicts, with ``"episode"``, ``"terminal_observation"`` and ``"TimeLimit.truncated"`` as SB3's
+  VecEnv gives them, built when first read); returning False stops training;
 * natrl adds ``_on_update_end(stats)`` after each update, with the update's stats.
 
 The built-in ones: :class:`EvalCallback` (periodic deterministic evaluation, best-model saving,
