@@ -255,9 +255,9 @@ def test_eigh_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unsupported_layers_are_named_and_keep_plain_gradients() -> None:
     torch.manual_seed(9)
-    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net = nn.Sequential(nn.Linear(3, 4), nn.PReLU(4), nn.Linear(4, 2))
     net[1].weight.data.uniform_(0.5, 1.5)
-    with pytest.warns(UserWarning, match=r"1 \(BatchNorm1d"):
+    with pytest.warns(UserWarning, match=r"1 \(PReLU"):
         opt = KFAC(net, kl_clip=None, preconditioner_only=True)
     assert opt.layers == ["0", "2"]
     (net(torch.randn(8, 3)) ** 2).sum(1).mean().backward()

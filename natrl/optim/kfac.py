@@ -1,4 +1,4 @@
-"""K-FAC: Kronecker-factored approximate curvature for ``nn.Linear`` and ``nn.Conv2d``.
+"""K-FAC: Kronecker-factored approximate curvature for the common layers, and EKFAC.
 
 For a layer with (bias-augmented) input ā and pre-activation output s, the per-example
 gradient of the weights [W | b] is g āᵀ with g = ∂ℓ/∂s, so the layer's Fisher block is
@@ -17,11 +17,17 @@ damped system with the eigendecompositions A = Q_A diag(a) Q_Aᵀ, G = Q_G diag(
 
 (Tikhonov damping of the Kronecker product, exact in the eigenbasis; George et al. 2018,
 "Fast approximate natural gradient descent in a Kronecker-factored eigenbasis", §3).
+EKFAC (the same paper) keeps the eigenbases and replaces g aᵀ by the second moments of the
+per-example gradients in them. Grouped convolutions get one block per group, 1-D
+convolutions are 2-D ones of height 1, ``nn.Embedding`` is a Linear layer on one-hot inputs
+(A diagonal: the token frequencies), and affine norm layers get the exact diagonal Fisher of
+their weight and bias.
 
 Pieces, all usable on their own (ACKTR reuses them with a policy's sampled Fisher):
 
-* pure functions: :func:`linear_factors`, :func:`conv2d_factors` (factor contributions from
-  inputs and output gradients), :func:`eigh_robust` (eigendecomposition with jitter then
+* pure functions: :func:`linear_factors`, :func:`conv_factors`, :func:`conv2d_factors`,
+  :func:`embedding_factors` (factor contributions from inputs and output gradients),
+  :func:`norm_fisher_diagonal`, :func:`ekfac_second_moments`, :func:`eigh_robust` (eigendecomposition with jitter then
   float64 fallbacks), :func:`precondition` (the solve above), :func:`kl_clip_scale` (the
   step scale ν = min(1, √(κ / (η² Σ⟨∇̃, ∇⟩))) of Ba et al. 2017 / ACKTR, Wu et al. 2017);
 * :class:`KFAC`, a ``torch.optim`` optimizer that collects the factors with forward hooks on
@@ -37,7 +43,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias, cast
 
@@ -53,13 +59,20 @@ from natrl.optim.validation import check_int, check_real
 
 __all__ = [
     "KFAC",
+    "NORM_TYPES",
     "Eigen",
     "KFACStats",
     "conv2d_factors",
+    "conv_factors",
+    "conv_patches",
     "eigh_robust",
+    "ekfac_second_moments",
+    "embedding_factors",
     "g_factor",
     "kl_clip_scale",
     "linear_factors",
+    "norm_fisher_diagonal",
+    "normalized_inputs",
     "precondition",
 ]
 
@@ -70,10 +83,11 @@ __all__ = [
 
 
 def _with_ones(a: Tensor) -> Tensor:
-    return torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
+    return torch.cat([a, torch.ones(*a.shape[:-1], 1, dtype=a.dtype, device=a.device)], dim=-1)
 
 
 SCALES = ("per_example", "batch_mean")
+METHODS = ("eigen", "inverse", "ekfac")
 
 
 def g_factor(g: Tensor, n: int, scale: str = "per_example") -> Tensor:
@@ -131,44 +145,257 @@ def linear_factors(
     return big_a, g_factor(g, n, scale)
 
 
-def _conv_patches(inputs: Tensor, conv: nn.Conv2d) -> Tensor:
-    """Unfolded input patches, shape (N·L, C_in·kh·kw), ordered like ``weight.view(C_out, -1)``."""
-    padding = conv.padding if not isinstance(conv.padding, str) else 0  # "valid"
-    cols = nnf.unfold(inputs, conv.kernel_size, dilation=conv.dilation, padding=padding,
-                      stride=conv.stride)  # fmt: skip
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+_Conv: TypeAlias = "nn.Conv1d | nn.Conv2d"
 
 
-def conv2d_factors(
-    inputs: Tensor, grad_outputs: Tensor | None, conv: nn.Conv2d, *, scale: str = "per_example"
-) -> tuple[Tensor, Tensor | None]:
-    """K-FAC (KFC) factor estimates of an ``nn.Conv2d`` layer (groups = 1) from one batch.
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if len(v) == 2 else (1, int(v[0]))
 
-    A = (1/(N L)) Σ_{n,t} ā_{n,t} ā_{n,t}ᵀ over the unfolded patches ā (plus 1 with a bias)
-    and G = N Σ_{n,t} ĝ_{n,t} ĝ_{n,t}ᵀ over the L output locations (the L·Ḡ of Grosse &
-    Martens 2016 with per-example gradients N ĝ), so that for a 1 × 1 output map the factors
-    equal those of the equivalent ``nn.Linear``. With ``scale="batch_mean"``,
-    G = (1/(N L)) Σ_{n,t} ĝ_{n,t} ĝ_{n,t}ᵀ (see :func:`g_factor`; kfac-pytorch further divides
-    both its conv factors by L²).
+
+def _conv_padding(conv: _Conv) -> tuple[int, int]:
+    """Symmetric zero padding (rows, columns) of a convolution ("same" resolved; 1-D: rows 0)."""
+    if conv.padding == "valid":
+        return 0, 0
+    if conv.padding == "same":  # _supported admits an even total padding only
+        kh, kw = _pair(conv.kernel_size)
+        dh, dw = _pair(conv.dilation)
+        return dh * (kh - 1) // 2 if len(conv.kernel_size) == 2 else 0, dw * (kw - 1) // 2
+    ph, pw = _pair(conv.padding)
+    return (ph if len(conv.padding) == 2 else 0), pw
+
+
+def conv_patches(inputs: Tensor, conv: _Conv, group: int = 0) -> Tensor:
+    """Unfolded input patches of a ``Conv1d``/``Conv2d`` for one channel group.
 
     Args:
-        inputs: the layer input, shape (N, C_in, H, W).
-        grad_outputs: ∂L/∂output, shape (N, C_out, H', W'), or None.
-        conv: the layer (kernel, stride, padding, dilation, bias).
+        inputs: the layer input, shape (N, C_in, L) or (N, C_in, H, W).
+        conv: the layer.
+        group: which of the ``conv.groups`` input-channel groups.
+
+    Returns:
+        Shape (N, L_out, C_in/groups · k…), each row ordered like
+        ``weight[group rows].reshape(rows, -1)``.
+    """
+    x = inputs.unsqueeze(2) if inputs.dim() == 3 else inputs
+    if conv.groups > 1:
+        c = conv.in_channels // conv.groups
+        x = x[:, group * c : (group + 1) * c]
+    cols = nnf.unfold(x, _pair(conv.kernel_size), dilation=_pair(conv.dilation), padding=_conv_padding(conv),
+                      stride=_pair(conv.stride))  # fmt: skip
+    return cols.transpose(1, 2)
+
+
+def _conv_out_rows(grad_outputs: Tensor, conv: _Conv, group: int = 0) -> Tensor:
+    """Output gradients of one channel group as (N, L_out, C_out/groups)."""
+    go = grad_outputs
+    if conv.groups > 1:
+        c = conv.out_channels // conv.groups
+        go = go[:, group * c : (group + 1) * c]
+    return go.reshape(go.shape[0], go.shape[1], -1).transpose(1, 2)
+
+
+def conv_factors(
+    inputs: Tensor, grad_outputs: Tensor | None, conv: _Conv, *, group: int = 0, scale: str = "per_example"
+) -> tuple[Tensor, Tensor | None]:
+    """K-FAC (KFC) factor estimates of one group's block of an ``nn.Conv1d``/``nn.Conv2d``.
+
+    A = (1/(N L)) Σ_{n,t} ā_{n,t} ā_{n,t}ᵀ over the unfolded patches ā of the group's input
+    channels (plus 1 with a bias) and G = N Σ_{n,t} ĝ_{n,t} ĝ_{n,t}ᵀ over the L output
+    locations of the group's output channels (the L·Ḡ of Grosse & Martens 2016 with per-example
+    gradients N ĝ), so that for a 1 × 1 output map the factors equal those of the equivalent
+    ``nn.Linear``. A grouped convolution's weight is block diagonal over its groups (group j
+    maps input channels j·C_in/k… to output channels j·C_out/k…), so its Fisher block is one
+    Kronecker product per group. With ``scale="batch_mean"``, G = (1/(N L)) Σ_{n,t} ĝ ĝᵀ (see
+    :func:`g_factor`; kfac-pytorch further divides both its conv factors by L²).
+
+    Args:
+        inputs: the layer input, shape (N, C_in, L) or (N, C_in, H, W).
+        grad_outputs: ∂L/∂output, shape (N, C_out, L') or (N, C_out, H', W'), or None.
+        conv: the layer (kernel, stride, padding, dilation, groups, bias).
+        group: the channel group (0 ≤ group < ``conv.groups``).
         scale: ``"per_example"`` or ``"batch_mean"``.
 
     Returns:
-        ``(A, G)`` of shapes (C_in kh kw [+1], …) and (C_out, C_out).
+        ``(A, G)`` of shapes (C_in/groups · k… [+1], …) and (C_out/groups, C_out/groups).
     """
     n = inputs.shape[0]
-    a = _conv_patches(inputs, conv)
+    patches = conv_patches(inputs, conv, group)
+    a = patches.reshape(-1, patches.shape[-1])
     if conv.bias is not None:
         a = _with_ones(a)
     big_a = a.T @ a / a.shape[0]
     if grad_outputs is None:
         return big_a, None
-    g = grad_outputs.permute(0, 2, 3, 1).reshape(-1, grad_outputs.shape[1])
-    return big_a, g_factor(g, n, scale)
+    g = _conv_out_rows(grad_outputs, conv, group)
+    return big_a, g_factor(g.reshape(-1, g.shape[-1]), n, scale)
+
+
+def conv2d_factors(
+    inputs: Tensor, grad_outputs: Tensor | None, conv: nn.Conv2d, *, scale: str = "per_example"
+) -> tuple[Tensor, Tensor | None]:
+    """K-FAC factors of an ``nn.Conv2d`` with one group: :func:`conv_factors` with ``group=0``.
+
+    Args:
+        inputs: the layer input, shape (N, C_in, H, W).
+        grad_outputs: ∂L/∂output, shape (N, C_out, H', W'), or None.
+        conv: the layer.
+        scale: ``"per_example"`` or ``"batch_mean"``.
+
+    Returns:
+        ``(A, G)`` of shapes (C_in kh kw [+1], …) and (C_out, C_out).
+    """
+    return conv_factors(inputs, grad_outputs, conv, scale=scale)
+
+
+def embedding_factors(
+    indices: Tensor,
+    grad_outputs: Tensor | None,
+    num_embeddings: int,
+    *,
+    batch_size: int | None = None,
+    scale: str = "per_example",
+) -> tuple[Tensor, Tensor | None]:
+    """K-FAC factors of an ``nn.Embedding``: a diagonal A (token frequencies) and G.
+
+    An embedding is a Linear layer on one-hot inputs e_k without bias, with the weight stored
+    transposed (V × D, row k is token k's vector). The per-example gradient of W is
+    Σ_t e_{k_t} ĝ_tᵀ and its Fisher block is approximated by A ⊗ G (row-major vec of W) with
+    A = E[e_k e_kᵀ] = diag(p), p_k the frequency of token k among the R looked-up positions,
+    and G from the output gradients as for a Linear layer (:func:`g_factor`). With one lookup
+    per example the exact block is Σ_k p_k e_k e_kᵀ ⊗ E[ĝ ĝᵀ | k]: block diagonal over the
+    tokens, so A's diagonal form loses nothing there and K-FAC's only approximation is
+    E[ĝ ĝᵀ | k] ≈ G.
+
+    Args:
+        indices: the looked-up token ids, shape (N, …).
+        grad_outputs: ∂L/∂output, shape (N, …, D), or None.
+        num_embeddings: V.
+        batch_size: N (``indices.shape[0]`` by default).
+        scale: ``"per_example"`` or ``"batch_mean"``.
+
+    Returns:
+        ``(a, G)``: the diagonal of A, shape (V,), and G, shape (D, D).
+    """
+    n = indices.shape[0] if batch_size is None else batch_size
+    flat = indices.reshape(-1)
+    counts = torch.bincount(flat, minlength=num_embeddings)
+    dtype = grad_outputs.dtype if grad_outputs is not None else torch.get_default_dtype()
+    a = counts.to(dtype) / max(flat.numel(), 1)
+    if grad_outputs is None:
+        return a, None
+    return a, g_factor(grad_outputs.reshape(-1, grad_outputs.shape[-1]), n, scale)
+
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.GroupNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+"""The affine normalisation layers whose weight and bias get a diagonal Fisher block."""
+
+
+def normalized_inputs(module: nn.Module, inputs: Tensor) -> Tensor:
+    """x̂: what an affine norm layer multiplies by its weight (its output is x̂ ⊙ w + b).
+
+    Batch and instance norms normalise with the statistics of the batch (training mode).
+    """
+    if isinstance(module, nn.LayerNorm):
+        return nnf.layer_norm(inputs, module.normalized_shape, None, None, module.eps)
+    if isinstance(module, nn.RMSNorm):
+        return nnf.rms_norm(inputs, module.normalized_shape, None, module.eps)
+    if isinstance(module, nn.GroupNorm):
+        return nnf.group_norm(inputs, module.num_groups, None, None, module.eps)
+    if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+        return nnf.batch_norm(inputs, None, None, None, None, True, 0.0, module.eps)
+    if isinstance(module, nn.InstanceNorm1d | nn.InstanceNorm2d | nn.InstanceNorm3d):
+        return nnf.instance_norm(inputs, eps=module.eps)
+    raise TypeError(f"not an affine norm layer: {type(module).__name__}")
+
+
+def norm_fisher_diagonal(
+    module: nn.Module, inputs: Tensor, grad_outputs: Tensor, *, scale: str = "per_example"
+) -> Tensor:
+    """The diagonal Fisher block of an affine norm layer's [weight, bias], from one batch.
+
+    The per-example gradients are exact and cheap: with x̂ the normalised input
+    (:func:`normalized_inputs`) and ĝ the gradient of the batch-mean loss at the output,
+    ∂ℓₙ/∂w = N Σ ĝₙ ⊙ x̂ₙ and ∂ℓₙ/∂b = N Σ ĝₙ, the sums over the positions that share a
+    weight (sequence positions for LayerNorm / RMSNorm, spatial positions for batch, group and
+    instance norms). ``"per_example"``: the mean of their squares, the exact diagonal of the
+    empirical (or, with sampled targets, the true) Fisher; ``"batch_mean"``: 1/N² of it.
+
+    Args:
+        module: the norm layer (weight and bias define the order; either may be None).
+        inputs: its input x.
+        grad_outputs: ĝ, shaped like the output.
+        scale: ``"per_example"`` or ``"batch_mean"``.
+
+    Returns:
+        The diagonal, shape (weight.numel() + bias.numel(),), weight first (flattened).
+    """
+    return _norm_diagonal_from(module, normalized_inputs(module, inputs), grad_outputs, scale)
+
+
+def _bias(module: nn.Module) -> Tensor | None:
+    """A layer's bias parameter, None when it has none (``nn.Embedding`` and ``nn.RMSNorm`` have no attribute)."""
+    return cast(Tensor | None, getattr(module, "bias", None))
+
+
+def _norm_diagonal_from(module: nn.Module, xhat: Tensor, go: Tensor, scale: str) -> Tensor:
+    n = go.shape[0]
+    w = cast(Tensor | None, module.weight)
+    b = _bias(module)
+    if isinstance(module, nn.LayerNorm | nn.RMSNorm):
+        shared = tuple(range(1, go.dim() - len(module.normalized_shape)))
+    else:
+        shared = tuple(range(2, go.dim()))
+    parts = []
+    if w is not None:
+        s = go * xhat
+        parts.append((s.sum(shared) if shared else s).reshape(n, -1))
+    if b is not None:
+        parts.append((go.sum(shared) if shared else go).reshape(n, -1))
+    per = torch.cat(parts, dim=1)  # per-example gradients / N
+    sq = (per * per).sum(0)
+    return sq * n if scale == "per_example" else sq / n
+
+
+def ekfac_second_moments(
+    inputs: Tensor, grad_outputs: Tensor, eig_a: Eigen, eig_g: Eigen, *, scale: str = "per_example"
+) -> Tensor:
+    """EKFAC's diagonal: the second moments of per-example gradients in the Kronecker eigenbasis.
+
+    George et al. 2018 ("Fast approximate natural gradient descent in a Kronecker-factored
+    eigenbasis", NeurIPS, §3): with A = Q_A diag(a) Q_Aᵀ and G = Q_G diag(g) Q_Gᵀ, K-FAC's
+    block in that basis is diag(g aᵀ); EKFAC replaces g aᵀ by the exact second moments
+    S = E_n[(Q_Gᵀ ∇ₙ Q_A)²] of the per-example gradients ∇ₙ = N Σ_t ĝ_{n,t} ā_{n,t}ᵀ (the
+    best diagonal in the fixed basis). ``"batch_mean"`` divides by N R, as :func:`g_factor`.
+
+    Args:
+        inputs: ā, shape (N, T, d_a) (T rows per example: sequence positions, conv locations).
+        grad_outputs: ĝ, gradients of the batch-mean loss, shape (N, T, d_g).
+        eig_a: eigendecomposition of A.
+        eig_g: eigendecomposition of G.
+        scale: ``"per_example"`` or ``"batch_mean"``.
+
+    Returns:
+        S, shape (d_g, d_a).
+    """
+    n, t = inputs.shape[0], inputs.shape[1]
+    a = inputs @ eig_a.vectors
+    g = grad_outputs @ eig_g.vectors
+    if t == 1:
+        sq = (g[:, 0] ** 2).T @ (a[:, 0] ** 2)
+    else:
+        proj = torch.einsum("ntg,nta->nga", g, a)
+        sq = (proj * proj).sum(0)
+    return sq * n if scale == "per_example" else sq / (n * t)
 
 
 class Eigen(NamedTuple):
@@ -268,19 +495,27 @@ def kl_clip_scale(inner: float, lr: float, kl_clip: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-_Tracked: TypeAlias = "nn.Linear | nn.Conv2d"
-"""The layer types whose Fisher blocks K-FAC approximates (see :func:`_supported`)."""
+Schedule: TypeAlias = "float | Callable[[int], float]"
+"""A constant, or a function of the step count k (0 at the first :meth:`KFAC.step`)."""
 
 
 @dataclass
 class _Layer:
-    """Factors and their eigendecompositions for one tracked layer."""
+    """Factors and their decompositions for one Fisher block (a layer, or one group of a conv).
+
+    ``kind`` is ``"kron"`` (Linear, Conv1d/2d: A and G matrices), ``"embedding"`` (A a vector:
+    the diagonal, G a matrix) or ``"diag"`` (affine norms: the diagonal Fisher in ``g``, no A).
+    """
 
     name: str
-    module: _Tracked
+    module: nn.Module
     dtype: torch.dtype  # of the factors and decompositions
+    kind: str
     dim_a: int
     dim_g: int
+    group: int = 0
+    rows: slice = field(default_factory=lambda: slice(None))  # the weight rows (output channels) of this block
+    damping: Schedule | None = None  # per-layer λ overriding the optimizer's
     a: Tensor | None = None
     g: Tensor | None = None
     a_sum: Tensor | None = None
@@ -289,6 +524,11 @@ class _Layer:
     g_count: int = 0
     eig_a: Eigen | None = None
     eig_g: Eigen | None = None
+    inv_a: Tensor | None = None  # method="inverse": damped factor inverses
+    inv_g: Tensor | None = None
+    scales: Tensor | None = None  # method="ekfac": second moments in the eigenbasis
+    refreshed: bool = False  # the eigenbasis changed in this step (EKFAC restarts its average)
+    pending: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # EKFAC: this step's (ā, ĝ)
     inv_denom: Tensor | None = None  # 1 / (g aᵀ + λ) in the eigenbasis, for the current λ
     denom_damping: float = math.nan
     outputs: list[Tensor] = field(default_factory=list)  # outputs of this step's forwards
@@ -296,10 +536,26 @@ class _Layer:
 
     @property
     def params(self) -> list[Tensor]:
-        ps = [self.module.weight]
-        if self.module.bias is not None:
-            ps.append(self.module.bias)
-        return ps
+        ps = [cast(Tensor, self.module.weight)]
+        if _bias(self.module) is not None:
+            ps.append(cast(Tensor, _bias(self.module)))
+        return [p for p in ps if p is not None]
+
+    @property
+    def ready(self) -> bool:
+        """Factors present (A is not used by diagonal blocks)."""
+        return self.g is not None and (self.kind == "diag" or self.a is not None)
+
+    @property
+    def decomposed(self) -> bool:
+        if self.kind == "diag":
+            return self.g is not None
+        if self.inv_g is not None:
+            return True
+        return self.eig_g is not None and (self.kind == "embedding" or self.eig_a is not None)
+
+    def clear_decompositions(self) -> None:
+        self.eig_a = self.eig_g = self.inv_a = self.inv_g = self.inv_denom = self.scales = None
 
 
 class KFACStats(NamedTuple):
@@ -307,8 +563,9 @@ class KFACStats(NamedTuple):
 
     Attributes:
         kl_scale: ν applied to the preconditioned gradients (1.0 without KL clipping).
-        damping: λ used.
-        preconditioned_layers: layers whose gradients were preconditioned.
+        damping: λ used (the optimizer's; per-layer values may differ).
+        preconditioned_layers: Fisher blocks whose gradients were preconditioned (a grouped
+            convolution counts one per group).
         fallbacks: eigendecompositions that needed jitter or float64 in this step.
         failed_layers: layers left to plain gradients in this step (eigh failed or no factor).
         rho: the Levenberg–Marquardt reduction ratio (NaN when not evaluated).
@@ -331,29 +588,98 @@ class KFACStats(NamedTuple):
     comm_seconds: float = 0.0
 
 
-def _factor_dims(module: _Tracked) -> tuple[int, int]:
-    """(dim A, dim G) of a supported layer."""
-    w = module.weight
-    return int(w[0].numel()) + (module.bias is not None), int(w.shape[0])
+def _kind(module: nn.Module) -> str:
+    if type(module) is nn.Embedding:
+        return "embedding"
+    if type(module) in NORM_TYPES:
+        return "diag"
+    return "kron"
 
 
 def _supported(module: nn.Module) -> str | None:
     """None when K-FAC handles the module, else why not."""
-    if type(module) is nn.Linear:
+    t = type(module)
+    if t is nn.Linear or t in NORM_TYPES:
         return None
-    if type(module) is nn.Conv2d:
-        if module.groups != 1:
-            return "grouped convolution"
-        if module.padding_mode != "zeros":
-            return f"padding_mode={module.padding_mode!r}"
-        if module.padding == "same":
-            return "padding='same'"
+    if t is nn.Embedding:
+        return "sparse gradients" if cast(nn.Embedding, module).sparse else None
+    if t is nn.Conv1d or t is nn.Conv2d:
+        conv = cast(_Conv, module)
+        if conv.padding_mode != "zeros":
+            return f"padding_mode={conv.padding_mode!r}"
+        if conv.padding == "same":
+            k, d = _pair(conv.kernel_size), _pair(conv.dilation)
+            if any(di * (ki - 1) % 2 for ki, di in zip(k, d, strict=True)):
+                return "padding='same' with an even kernel (asymmetric padding)"
         return None
     return "unsupported layer type"
 
 
+def _blocks(name: str, module: nn.Module, dtype: torch.dtype) -> list[_Layer]:
+    """The Fisher blocks of a supported layer (one per group for a grouped convolution)."""
+    kind = _kind(module)
+    w = cast(Tensor, module.weight)
+    has_bias = _bias(module) is not None
+    if kind == "diag":
+        b = _bias(module)
+        return [_Layer(name, module, dtype, kind, 0, w.numel() + (0 if b is None else b.numel()))]
+    if kind == "embedding":
+        return [_Layer(name, module, dtype, kind, int(w.shape[0]), int(w.shape[1]))]
+    groups = int(getattr(module, "groups", 1))
+    rows = w.shape[0] // groups
+    dim_a = int(w[0].numel()) + has_bias
+    out = []
+    for j in range(groups):
+        block = f"{name}[{j}]" if groups > 1 else name
+        out.append(_Layer(block, module, dtype, kind, dim_a, rows, group=j, rows=slice(j * rows, (j + 1) * rows)))
+    return out
+
+
+def _damped_inverse(m: Tensor, shift: float) -> Tensor | None:
+    """(M + shift·I)⁻¹ of a PSD factor: Cholesky, else through :func:`eigh_robust`."""
+    eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
+    chol, info = torch.linalg.cholesky_ex(0.5 * (m + m.T) + shift * eye)
+    if int(info) == 0:
+        inv = torch.cholesky_inverse(chol)
+        if bool(torch.isfinite(inv).all()):
+            return inv
+    eig, _ = eigh_robust(m)
+    if eig is None:
+        return None
+    return (eig.vectors / (eig.values + shift)) @ eig.vectors.T
+
+
+def _pi(a_trace_mean: float, g_trace_mean: float) -> float:
+    """π of factored Tikhonov damping (Martens & Grosse 2015, §6.3): √((tr A/d_A)/(tr G/d_G))."""
+    if a_trace_mean > 0 and g_trace_mean > 0 and math.isfinite(a_trace_mean / g_trace_mean):
+        return math.sqrt(a_trace_mean / g_trace_mean)
+    return 1.0
+
+
+def _scheduled(value: Any, k: int) -> tuple[Any, str]:
+    """The value of a constant or a schedule at step k, and how to name it in an error."""
+    if callable(value):
+        return value(k), f" (schedule at step {k})"
+    return value, ""
+
+
+def _check_damping(where: str, name: str, value: Any, k: int) -> float:
+    v, at = _scheduled(value, k)
+    return check_real(where, name + at, v, low=0.0, low_open=True)
+
+
+def _check_decay(value: Any, k: int) -> float:
+    v, at = _scheduled(value, k)
+    return check_real("KFAC", "factor_decay" + at, v, low=0.0, high=1.0, high_open=True)
+
+
+def _check_kl(value: Any, k: int) -> float:
+    v, at = _scheduled(value, k)
+    return check_real("KFAC", "kl_clip" + at, v, low=0.0, low_open=True)
+
+
 class KFAC(Optimizer):
-    """K-FAC natural-gradient optimizer or preconditioner for a model's Linear/Conv2d layers.
+    """K-FAC natural-gradient optimizer or preconditioner for a model's common layers.
 
     Usage as a full optimizer::
 
@@ -373,8 +699,38 @@ class KFAC(Optimizer):
     targets sampled from the model, as ACKTR does); A always comes from the forward pass.
     Both assume the loss is averaged over the batch (first dimension).
 
-    Layers other than ``nn.Linear`` and ``nn.Conv2d`` (groups = 1, zero padding) keep their
-    plain gradients; they are named in a warning. Parameters without a gradient are skipped.
+    Fisher blocks by layer type (each layer's parameters form one block, cross-layer terms are
+    dropped):
+
+    * ``nn.Linear`` (any leading dimensions: the rows of a sequence share the factors, so the
+      q/k/v/output projections of a hand-written attention block are covered),
+      ``nn.Conv1d`` and ``nn.Conv2d`` (zero padding; ``"same"`` with symmetric padding;
+      grouped: one Kronecker block per group, named ``layer[j]``): G ⊗ A;
+    * ``nn.Embedding`` (dense gradients): diag(token frequencies) ⊗ G
+      (:func:`embedding_factors`);
+    * affine norms (``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``BatchNorm1d/2d/3d``,
+      ``InstanceNorm1d/2d/3d`` with affine parameters): the exact diagonal of the Fisher of
+      [weight, bias] from per-example gradients (:func:`norm_fisher_diagonal`).
+
+    Other layers (``nn.MultiheadAttention``, whose projections are used functionally, not
+    called as modules) keep their plain gradients; they are named in a warning. Parameters
+    without a gradient are skipped.
+
+    ``method`` picks how the Kronecker blocks are inverted: ``"eigen"`` (eigendecompositions,
+    Tikhonov damping of G ⊗ A exact in the eigenbasis), ``"inverse"`` (explicit inverses of
+    the factors with factored Tikhonov damping (A + π√λ I)⁻¹ and (G + √λ/π I)⁻¹,
+    Martens & Grosse 2015 §6.3, recomputed with the λ of the refresh step, as kfac-pytorch's
+    inverse method) or ``"ekfac"`` (George et al. 2018: the eigenbases of A and G with the
+    diagonal re-estimated every factor update as the second moments of per-example gradients
+    in that basis, :func:`ekfac_second_moments`; after a refresh of the eigenbasis the moving
+    average restarts from K-FAC's diagonal g aᵀ). Embedding and norm blocks are the same for
+    all three methods.
+
+    ``damping``, ``factor_decay`` and ``kl_clip`` take a number or a schedule: a function of
+    the step count k (0, 1, … at each :meth:`step`) returning the value for that step, checked
+    like the constant (e.g. ``damping=lambda k: max(1e-3, 0.1 * 0.99**k)``).
+    ``layer_damping`` gives chosen layers their own λ (a number or a schedule), keyed by the
+    layer names of :attr:`layers` (without a group's ``[j]``).
 
     Data parallel (``torch.distributed``): when a process group of more than one rank exists
     (or one is passed as ``process_group``), the factors are averaged over the ranks at every
@@ -403,20 +759,22 @@ class KFAC(Optimizer):
     a graph break at each tracked layer), so ``fullgraph=True`` is not supported.
 
     Args:
-        model: the module whose Linear/Conv2d layers are preconditioned; all its trainable
+        model: the module whose supported layers are preconditioned; all its trainable
             parameters are the optimizer's parameters.
         lr: the step size η (also used by the KL clip in preconditioner mode: pass the
             learning rate of the optimizer that follows).
         momentum: SGD momentum on the preconditioned gradient (optimizer mode).
         weight_decay: L2 coefficient added to the gradients before preconditioning.
-        damping: Tikhonov λ > 0 added to G ⊗ A.
-        factor_decay: ε of the moving averages F ← ε F + (1 − ε) F_batch.
+        damping: Tikhonov λ > 0 added to G ⊗ A, or a schedule k ↦ λ.
+        factor_decay: ε of the moving averages F ← ε F + (1 − ε) F_batch, or a schedule.
         factor_interval: collect statistics and update factors every this many steps.
         inverse_interval: recompute the eigendecompositions every this many steps.
-        kl_clip: κ of the KL clip (None disables it).
+        kl_clip: κ of the KL clip, or a schedule (None disables it).
         adaptive_damping: Levenberg–Marquardt adaptation of λ (Martens & Grosse 2015, §6.5;
             ω = (19/20)^damping_interval) from ρ computed with a closure; optimizer mode only.
         damping_interval: steps between damping adaptations (T₃).
+        method: ``"eigen"``, ``"inverse"`` or ``"ekfac"`` (see above).
+        layer_damping: per-layer λ (a number or a schedule) by layer name.
         fisher: ``"empirical"`` or ``"sampled"`` (see above).
         preconditioner_only: only rewrite ``.grad`` (no parameter update).
         scale: ``"per_example"`` (G = mean of per-example output-gradient outer products,
@@ -444,7 +802,9 @@ class KFAC(Optimizer):
 
     Raises:
         ValueError: an option out of its range (lr < 0, damping ≤ 0, momentum or factor_decay
-            outside [0, 1), an interval < 1, kl_clip ≤ 0, NaN, inf); the message names it.
+            outside [0, 1), an interval < 1, kl_clip ≤ 0, NaN, inf; also a schedule's value,
+            checked at construction for k = 0 and at each step); an unknown method or
+            layer name; a damping schedule with ``adaptive_damping``. The message names it.
         TypeError: an option of the wrong type (a string or bool for a number, a float for an
             interval, a non-bool flag).
     """
@@ -456,11 +816,11 @@ class KFAC(Optimizer):
         *,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
-        damping: float = 1e-3,
-        factor_decay: float = 0.95,
+        damping: Schedule = 1e-3,
+        factor_decay: Schedule = 0.95,
         factor_interval: int = 1,
         inverse_interval: int = 10,
-        kl_clip: float | None = 1e-3,
+        kl_clip: Schedule | None = 1e-3,
         adaptive_damping: bool = False,
         damping_interval: int = 5,
         fisher: str = "empirical",
@@ -473,6 +833,8 @@ class KFAC(Optimizer):
         assignment: str = "round_robin",
         allreduce_grads: bool = False,
         bucket_cap_mb: float = 25.0,
+        method: str = "eigen",
+        layer_damping: Mapping[str, Schedule] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KFAC: model must be an nn.Module, got {type(model).__name__}")
@@ -481,6 +843,7 @@ class KFAC(Optimizer):
             ("scale", scale, SCALES),
             ("factor_init", factor_init, ("first_batch", "identity")),
             ("assignment", assignment, kfd.ASSIGNMENTS),
+            ("method", method, METHODS),
         ):
             if value not in valid:
                 raise ValueError(f"KFAC: unknown {name} {value!r}; valid: {', '.join(repr(v) for v in valid)}")
@@ -494,13 +857,16 @@ class KFAC(Optimizer):
         lr = check_real(w, "lr", lr, low=0.0)
         momentum = check_real(w, "momentum", momentum, low=0.0, high=1.0, high_open=True)
         weight_decay = check_real(w, "weight_decay", weight_decay, low=0.0)
-        damping = check_real(w, "damping", damping, low=0.0, low_open=True)
-        factor_decay = check_real(w, "factor_decay", factor_decay, low=0.0, high=1.0, high_open=True)
+        self._damping_fn = damping if callable(damping) else None
+        self._decay_fn = factor_decay if callable(factor_decay) else None
+        self._kl_fn = kl_clip if callable(kl_clip) else None
+        damping = _check_damping(w, "damping", damping, 0)
+        factor_decay = _check_decay(factor_decay, 0)
         factor_interval = check_int(w, "factor_interval", factor_interval)
         inverse_interval = check_int(w, "inverse_interval", inverse_interval)
         damping_interval = check_int(w, "damping_interval", damping_interval)
         if kl_clip is not None:
-            kl_clip = check_real(w, "kl_clip", kl_clip, low=0.0, low_open=True)
+            kl_clip = _check_kl(kl_clip, 0)
         bucket_cap_mb = check_real(w, "bucket_cap_mb", bucket_cap_mb, low=0.0, low_open=True)
         for name, flag in (
             ("adaptive_damping", adaptive_damping),
@@ -509,6 +875,8 @@ class KFAC(Optimizer):
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"KFAC: {name} must be True or False, got {type(flag).__name__} {flag!r}")
+        if adaptive_damping and self._damping_fn is not None:
+            raise ValueError("KFAC: adaptive_damping adapts λ itself; it cannot be combined with a damping schedule")
         if adaptive_damping and preconditioner_only:
             raise ValueError(
                 "KFAC: adaptive_damping needs the parameter update, so it is not available with "
@@ -534,6 +902,7 @@ class KFAC(Optimizer):
         self.grad_scaler = grad_scaler
         self.assignment = assignment
         self.allreduce_grads = allreduce_grads
+        self.method = method
         self._group, self._rank, self._world = kfd.resolve_group(process_group)
         self._bucket_bytes = int(bucket_cap_mb * 2**20)
         self._comm_seconds = 0.0
@@ -546,8 +915,10 @@ class KFAC(Optimizer):
         self._suspended = False
         self.stats: KFACStats | None = None
 
-        self._layers: dict[nn.Module, _Layer] = {}
+        self._layers: dict[str, _Layer] = {}  # the Fisher blocks, by block name
+        self._blocks_of: dict[nn.Module, list[_Layer]] = {}
         skipped: list[str] = []
+        by_name: dict[str, list[_Layer]] = {}
         for name, module in model.named_modules():
             own = [p for p in module.parameters(recurse=False) if p.requires_grad]
             if not own:
@@ -556,13 +927,15 @@ class KFAC(Optimizer):
             if why is not None:
                 skipped.append(f"{name or '<root>'} ({type(module).__name__}: {why})")
                 continue
-            tracked = cast(_Tracked, module)  # _supported admits these types only
-            wdt = tracked.weight.dtype
+            wdt = cast(Tensor, module.weight).dtype
             dtype = factor_dtype or (wdt if wdt in (torch.float32, torch.float64) else torch.float32)
-            layer = _Layer(name or "<root>", tracked, dtype, *_factor_dims(tracked))
+            blocks = _blocks(name or "<root>", module, dtype)
             # eager under torch.compile: dynamo would trace the hook and the tensor hook it registers
-            layer.handles.append(module.register_forward_hook(torch.compiler.disable(self._forward_hook)))
-            self._layers[module] = layer
+            blocks[0].handles.append(module.register_forward_hook(torch.compiler.disable(self._forward_hook)))
+            self._blocks_of[module] = blocks
+            by_name[name or "<root>"] = blocks
+            for block in blocks:
+                self._layers[block.name] = block
         if skipped:
             warnings.warn(
                 "KFAC: layers left to plain gradients: " + ", ".join(skipped),
@@ -570,6 +943,16 @@ class KFAC(Optimizer):
                 stacklevel=2,
             )
         self.layers = [layer.name for layer in self._layers.values()]
+        if layer_damping is not None:
+            for key, layer_lam in layer_damping.items():
+                if key not in by_name:
+                    raise ValueError(
+                        f"KFAC: layer_damping names {key!r}, not a preconditioned layer; valid: "
+                        + ", ".join(repr(k) for k in by_name)
+                    )
+                _check_damping(w, f"layer_damping[{key!r}]", layer_lam, 0)
+                for block in by_name[key]:
+                    block.damping = layer_lam
 
     # -- statistics collection -----------------------------------------------------------------
 
@@ -609,39 +992,70 @@ class KFAC(Optimizer):
             # torch.func.functional_call (and the torch.func transforms run through it) swaps the module's
             # parameters for plain tensors: a pass at other parameters, not a data pass of this model
             return
-        layer = self._layers[module]
-        x = x.detach().to(layer.dtype)  # bf16/fp16 activations under autocast: factors in factor_dtype
+        blocks = self._blocks_of[module]
+        kind, dtype = blocks[0].kind, blocks[0].dtype
+        n = x.shape[0]
+        ctx: list[Tensor] | Tensor | None = None
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            if isinstance(module, nn.Conv2d):
-                big_a, _ = conv2d_factors(x, None, module)
-                rows = x.shape[0] * output.shape[-1] * output.shape[-2]
+            if kind == "embedding":
+                layer = blocks[0]
+                counts = torch.bincount(x.reshape(-1), minlength=layer.dim_a).to(dtype)
+                layer.a_sum = counts if layer.a_sum is None else layer.a_sum + counts
+                layer.a_rows += x.numel()
+            elif kind == "diag":
+                # bf16/fp16 activations under autocast: statistics in factor_dtype
+                ctx = normalized_inputs(module, x.detach().to(dtype))
             else:
-                big_a, _ = linear_factors(x, None, bias=module.bias is not None)
-                rows = x.numel() // x.shape[-1]
-        layer.a_sum = big_a * rows if layer.a_sum is None else layer.a_sum + big_a * rows
-        layer.a_rows += rows
+                xd = x.detach().to(dtype)
+                kept: list[Tensor] = []
+                for layer in blocks:
+                    if isinstance(module, nn.Linear):
+                        big_a, _ = linear_factors(xd, None, bias=_bias(module) is not None)
+                        count = xd.numel() // xd.shape[-1]
+                        if self.method == "ekfac":
+                            rows = xd.reshape(n, -1, xd.shape[-1])
+                            kept.append(rows if _bias(module) is None else _with_ones(rows))
+                    else:
+                        rows = conv_patches(xd, cast(_Conv, module), layer.group)
+                        if _bias(module) is not None:
+                            rows = _with_ones(rows)
+                        flat = rows.reshape(-1, rows.shape[-1])
+                        count = flat.shape[0]
+                        big_a = flat.T @ flat / count
+                        kept.append(rows)
+                    layer.a_sum = big_a * count if layer.a_sum is None else layer.a_sum + big_a * count
+                    layer.a_rows += count
+                if self.method == "ekfac":
+                    ctx = kept
         if output.requires_grad:
-            n = x.shape[0]
-            output.register_hook(lambda go, layer=layer, n=n: self._grad_hook(layer, n, go))
-            layer.outputs.append(output)
+            output.register_hook(lambda go, module=module, n=n, ctx=ctx: self._grad_hook(module, n, go, ctx))
+            blocks[0].outputs.append(output)
 
-    def _grad_hook(self, layer: _Layer, n: int, go: Tensor) -> None:
+    def _grad_hook(self, module: nn.Module, n: int, go: Tensor, ctx: list[Tensor] | Tensor | None) -> None:
         if self._suspended:
             return
         wanted = self._in_fisher_pass if self.fisher == "sampled" else not self._in_fisher_pass
         if not wanted:
             return
+        blocks = self._blocks_of[module]
         with torch.no_grad(), torch.autocast(go.device.type, enabled=False):
-            if go.dim() == 4 and isinstance(layer.module, nn.Conv2d):
-                g = go.permute(0, 2, 3, 1).reshape(-1, go.shape[1])
-            else:
-                g = go.reshape(-1, go.shape[-1])
-            g = g.to(layer.dtype)
+            god = go.to(blocks[0].dtype)
             if self.grad_scaler is not None and not self._in_fisher_pass:
-                g = g / float(self.grad_scaler.get_scale())  # the loss was scaled by S: so is ĝ
-            big_g = g_factor(g, n, self.scale)
-        layer.g_sum = big_g if layer.g_sum is None else layer.g_sum + big_g
-        layer.g_count += 1
+                god = god / float(self.grad_scaler.get_scale())  # the loss was scaled by S: so is ĝ
+            for layer in blocks:
+                if layer.kind == "diag":
+                    assert isinstance(ctx, Tensor)
+                    big_g = _norm_diagonal_from(module, ctx, god, self.scale)
+                else:
+                    if layer.kind == "kron" and not isinstance(module, nn.Linear):
+                        g = _conv_out_rows(god, cast(_Conv, module), layer.group)
+                    else:
+                        g = god.reshape(n, -1, god.shape[-1])
+                    big_g = g_factor(g.reshape(-1, g.shape[-1]), n, self.scale)
+                    if isinstance(ctx, list):
+                        layer.pending.append((ctx[layer.group], g))
+                layer.g_sum = big_g if layer.g_sum is None else layer.g_sum + big_g
+                layer.g_count += 1
 
     @contextlib.contextmanager
     def fisher_pass(self) -> Iterator[None]:
@@ -697,9 +1111,13 @@ class KFAC(Optimizer):
 
     # -- factors and inverses ------------------------------------------------------------------
 
+    def _vector_slot(self, layer: _Layer, which: str) -> bool:
+        """Whether this factor is kept as a vector (a diagonal), not a square matrix."""
+        return (layer.kind == "embedding" and which == "a") or (layer.kind == "diag" and which == "g")
+
     def _batch_factors(self) -> list[tuple[Tensor | None, Tensor | None]]:
-        """This step's (A, G) estimate of each layer, averaged over the process group if any."""
-        local = []
+        """This step's (A, G) estimate of each block, averaged over the process group if any."""
+        local: list[tuple[Tensor | None, Tensor | None]] = []
         for layer in self._layers.values():
             new_a = layer.a_sum.div_(layer.a_rows) if layer.a_sum is not None and layer.a_rows > 0 else None
             new_g = layer.g_sum.div_(layer.g_count) if layer.g_sum is not None and layer.g_count > 0 else None
@@ -708,21 +1126,50 @@ class KFAC(Optimizer):
         if self._group is None or not self._layers:
             return local
         layers = list(self._layers.values())
+        square = [(i, w) for i, layer in enumerate(layers) for w in ("a", "g")
+                  if not self._vector_slot(layer, w) and (w == "g" or layer.kind != "diag")]  # fmt: skip
+        vector = [(i, w) for i, layer in enumerate(layers) for w in ("a", "g") if self._vector_slot(layer, w)]
         t0 = time.perf_counter()
         flat = kfd.all_reduce_factors(
-            [f for pair in local for f in pair],
-            [d for layer in layers for d in (layer.dim_a, layer.dim_g)],
-            [layer.dtype for layer in layers for _ in (0, 1)],
+            [local[i][w == "g"] for i, w in square],
+            [layers[i].dim_a if w == "a" else layers[i].dim_g for i, w in square],
+            [layers[i].dtype for i, _ in square],
             self._device,
             self._group,
             bucket_bytes=self._bucket_bytes,
         )
+        vecs = self._all_reduce_present(
+            [local[i][w == "g"] for i, w in vector],
+            [layers[i].dim_a if w == "a" else layers[i].dim_g for i, w in vector],
+            [layers[i].dtype for i, _ in vector],
+        )
         self._comm_seconds += time.perf_counter() - t0
-        return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(layers))]
+        out: list[list[Tensor | None]] = [[None, None] for _ in layers]
+        for (i, w), f in zip(square + vector, list(flat) + vecs, strict=True):
+            out[i][w == "g"] = f
+        return [(a, g) for a, g in out]
+
+    def _all_reduce_present(
+        self, tensors: list[Tensor | None], sizes: list[int], dtypes: list[torch.dtype]
+    ) -> list[Tensor | None]:
+        """The mean over the ranks that have each tensor (None where no rank has it)."""
+        if not tensors:
+            return []
+        bufs = []
+        for t, size, dt in zip(tensors, sizes, dtypes, strict=True):
+            buf = torch.zeros(size + 1, dtype=dt, device=self._device)
+            if t is not None:
+                buf[:-1] = t.reshape(-1)
+                buf[-1] = 1.0
+            bufs.append(buf)
+        kfd.all_reduce_mean(bufs, self._group, bucket_bytes=self._bucket_bytes)
+        weights = torch.stack([b[-1].double().cpu() for b in bufs]).tolist()
+        return [None if wgt == 0.0 else (b[:-1] / b[-1]).reshape(t.shape if t is not None else (-1,))
+                for b, wgt, t in zip(bufs, weights, tensors, strict=True)]  # fmt: skip
 
     @property
     def _device(self) -> torch.device:
-        return next(iter(self._layers.values())).module.weight.device
+        return next(iter(self._layers.values())).params[0].device
 
     def _update_factors(self) -> None:
         eps = self.factor_decay
@@ -737,31 +1184,34 @@ class KFAC(Optimizer):
                     RuntimeWarning,
                     stacklevel=4,
                 )
+                layer.pending.clear()
                 continue
             if self.factor_init == "identity":  # kfac-pytorch's start: F ← ε I + (1 − ε) F_batch
                 if new_a is not None and layer.a is None:
-                    layer.a = torch.eye(layer.dim_a, dtype=layer.dtype, device=self._device)
+                    layer.a = self._identity(layer, "a")
                 if new_g is not None and layer.g is None:
-                    layer.g = torch.eye(layer.dim_g, dtype=layer.dtype, device=self._device)
+                    layer.g = self._identity(layer, "g")
             if new_a is not None:
                 layer.a = new_a if layer.a is None else layer.a.lerp_(new_a, 1 - eps)
             if new_g is not None:
                 layer.g = new_g if layer.g is None else layer.g.lerp_(new_g, 1 - eps)
 
-    def _decompositions(
-        self, todo: list[tuple[_Layer, Tensor, Tensor]]
-    ) -> list[tuple[tuple[Eigen | None, str], tuple[Eigen | None, str]]]:
-        """``((eig_a, how_a), (eig_g, how_g))`` for each ``(layer, A, G)``: here, or shared out over the ranks."""
-        if self._group is None or self.assignment == "compute_all" or not todo:
-            return [(eigh_robust(a), eigh_robust(g)) for _, a, g in todo]
-        jobs = [kfd.FactorJob((layer.name, k), d, layer.dtype)
-                for layer, _, _ in todo for k, d in (("a", layer.dim_a), ("g", layer.dim_g))]  # fmt: skip
+    def _identity(self, layer: _Layer, which: str) -> Tensor:
+        dim = layer.dim_a if which == "a" else layer.dim_g
+        if self._vector_slot(layer, which):
+            return torch.ones(dim, dtype=layer.dtype, device=self._device)
+        return torch.eye(dim, dtype=layer.dtype, device=self._device)
+
+    def _decompositions(self, mats: list[tuple[_Layer, str, Tensor]]) -> list[tuple[Eigen | None, str]]:
+        """``(eig, how)`` for each ``(block, "a" | "g", matrix)``: here, or shared out over the ranks."""
+        if self._group is None or self.assignment == "compute_all" or not mats:
+            return [eigh_robust(m) for _, _, m in mats]
+        jobs = [kfd.FactorJob((layer.name, k), m.shape[0], layer.dtype) for layer, k, m in mats]
         owners = kfd.assign_round_robin(jobs, self._world)
         local: dict[int, tuple[Tensor, Tensor, float] | None] = {}
-        for i, job in enumerate(jobs):
+        for i, (_, _, m) in enumerate(mats):
             if owners[i] == self._rank:
-                _, a, g = todo[i // 2]
-                eig, how = eigh_robust(a if job.key[1] == "a" else g)
+                eig, how = eigh_robust(m)
                 local[i] = None if eig is None else (eig.values, eig.vectors, kfd.OK if how == "ok" else kfd.FALLBACK)
         t0 = time.perf_counter()
         shared = kfd.broadcast_decompositions(jobs, owners, local, self._rank, self._group, self._device)
@@ -772,67 +1222,207 @@ class KFAC(Optimizer):
                 return None, "eigh failed on the rank that owns this factor"
             return Eigen(res[0], res[1]), "ok" if res[2] == kfd.OK else "fallback"
 
-        return [(unpack(shared[2 * i]), unpack(shared[2 * i + 1])) for i in range(len(todo))]
+        return [unpack(r) for r in shared]
+
+    def _layer_damping(self, layer: _Layer) -> float:
+        if layer.damping is None:
+            return self.damping
+        if callable(layer.damping):
+            return _check_damping("KFAC", f"layer_damping[{layer.name!r}]", layer.damping, self._k)
+        return float(layer.damping)
 
     def _update_inverses(self, force: bool) -> tuple[int, list[str]]:
         fallbacks, failed = 0, []
-        todo = [(layer, layer.a, layer.g) for layer in self._layers.values()
-                if layer.a is not None and layer.g is not None and (force or layer.eig_a is None)]  # fmt: skip
-        for (layer, _, _), ((eig_a, how_a), (eig_g, how_g)) in zip(todo, self._decompositions(todo), strict=True):
-            fallbacks += (how_a not in ("ok",) and eig_a is not None) + (how_g not in ("ok",) and eig_g is not None)
-            if eig_a is None or eig_g is None:
+        todo = [layer for layer in self._layers.values()
+                if layer.kind != "diag" and layer.ready and (force or not layer.decomposed)]  # fmt: skip
+        if self.method == "inverse":
+            for layer in todo:
+                if not self._invert(layer):
+                    failed.append(layer.name)
+                    self._warn_failed(layer, "the damped factor could not be inverted")
+            return 0, failed
+        mats = [(layer, k, m) for layer in todo for k, m in (("a", layer.a), ("g", layer.g))
+                if m is not None and not self._vector_slot(layer, k)]  # fmt: skip
+        results = dict(zip([(id(layer), k) for layer, k, _ in mats], self._decompositions(mats), strict=True))
+        for layer in todo:
+            eig_g, how_g = results[(id(layer), "g")]
+            if layer.kind == "embedding":
+                eig_a, how_a = None, "ok"
+            else:
+                eig_a, how_a = results[(id(layer), "a")]
+            fallbacks += (how_a != "ok" and eig_a is not None) + (how_g != "ok" and eig_g is not None)
+            if eig_g is None or (eig_a is None and layer.kind != "embedding"):
                 failed.append(layer.name)
-                warnings.warn(
-                    f"KFAC: eigendecomposition failed for layer {layer.name} "
-                    f"({how_a if eig_a is None else how_g}); it keeps plain gradients until "
-                    "its factors recover",
-                    RuntimeWarning,
-                    stacklevel=5,  # _update_inverses < _precondition < precondition_grads < step
-                )
-                layer.eig_a = layer.eig_g = layer.inv_denom = None
+                self._warn_failed(layer, how_a if eig_a is None and layer.kind != "embedding" else how_g)
+                layer.clear_decompositions()
                 continue
             layer.eig_a, layer.eig_g = eig_a, eig_g
             layer.inv_denom = None
+            layer.refreshed = True
         return fallbacks, failed
 
     @staticmethod
-    def _grad_matrix(layer: _Layer) -> Tensor | None:
-        w = layer.module.weight
+    def _warn_failed(layer: _Layer, why: str) -> None:
+        warnings.warn(
+            f"KFAC: eigendecomposition failed for layer {layer.name} ({why}); it keeps plain gradients "
+            "until its factors recover",
+            RuntimeWarning,
+            stacklevel=6,  # _warn_failed < _update_inverses < _precondition < precondition_grads < step
+        )
+
+    def _invert(self, layer: _Layer) -> bool:
+        """method="inverse": factored Tikhonov damping with this step's λ of the layer."""
+        assert layer.a is not None and layer.g is not None
+        lam = self._layer_damping(layer)
+        a_mean = float(layer.a.mean() if layer.kind == "embedding" else layer.a.diagonal().mean())
+        pi = _pi(a_mean, float(layer.g.diagonal().mean()))
+        root = math.sqrt(lam)
+        inv_g = _damped_inverse(layer.g, root / pi)
+        if layer.kind == "embedding":
+            inv_a: Tensor | None = 1.0 / (layer.a + pi * root)
+        else:
+            inv_a = _damped_inverse(layer.a, pi * root)
+        if inv_a is None or inv_g is None:
+            layer.clear_decompositions()
+            return False
+        layer.inv_a, layer.inv_g = inv_a, inv_g
+        return True
+
+    def _update_ekfac_scales(self) -> None:
+        """Re-estimate EKFAC's diagonal from this step's per-example (ā, ĝ) in the current basis."""
+        layers = [layer for layer in self._layers.values() if layer.kind == "kron"]
+        batch: list[Tensor | None] = []
+        for layer in layers:
+            if layer.pending and layer.eig_a is not None and layer.eig_g is not None:
+                eig_a, eig_g = layer.eig_a, layer.eig_g
+                s = [ekfac_second_moments(a, g, eig_a, eig_g, scale=self.scale) for a, g in layer.pending]
+                batch.append(torch.stack(s).mean(0))
+            else:
+                batch.append(None)
+            layer.pending.clear()
+        if self._group is not None and layers:
+            t0 = time.perf_counter()
+            batch = self._all_reduce_present(batch, [layer.dim_g * layer.dim_a for layer in layers],
+                                             [layer.dtype for layer in layers])  # fmt: skip
+            batch = [None if b is None else b.reshape(layer.dim_g, layer.dim_a)
+                     for b, layer in zip(batch, layers, strict=True)]  # fmt: skip
+            self._comm_seconds += time.perf_counter() - t0
+        eps = self.factor_decay
+        for layer, s_batch in zip(layers, batch, strict=True):
+            if layer.eig_a is None or layer.eig_g is None:
+                continue
+            if layer.refreshed or layer.scales is None:
+                layer.scales = torch.outer(layer.eig_g.values, layer.eig_a.values)
+            layer.refreshed = False
+            if s_batch is not None and bool(torch.isfinite(s_batch).all()):
+                layer.scales.lerp_(s_batch.to(layer.scales.dtype), 1 - eps)
+
+    def _grad_matrix(self, layer: _Layer) -> Tensor | None:
+        """The block's gradient as the matrix K-FAC preconditions (a vector for a diagonal block)."""
+        w = cast(Tensor, layer.module.weight)
+        b = _bias(layer.module)
+        if layer.kind == "diag":
+            gs = [p.grad if p.grad is not None else torch.zeros_like(p) for p in (w, b) if p is not None]
+            if all(p.grad is None for p in (w, b) if p is not None):
+                return None
+            return torch.cat([gr.reshape(-1) for gr in gs])
         if w.grad is None:
             return None
-        gm = w.grad.reshape(w.shape[0], -1)
-        b = layer.module.bias
+        if layer.kind == "embedding":
+            return w.grad
+        gm = w.grad[layer.rows].reshape(layer.dim_g, -1)
         if b is not None:
-            gb = b.grad if b.grad is not None else torch.zeros_like(b)
+            gb = b.grad[layer.rows] if b.grad is not None else torch.zeros(layer.dim_g, dtype=w.dtype, device=w.device)
             gm = torch.cat([gm, gb.reshape(-1, 1)], dim=1)
         return gm
 
     @staticmethod
     def _write_grad_matrix(layer: _Layer, mat: Tensor) -> None:
-        w = layer.module.weight
-        b = layer.module.bias
+        w = cast(Tensor, layer.module.weight)
+        b = _bias(layer.module)
+        if layer.kind == "diag":
+            offset = 0
+            for p in (w, b):
+                if p is None:
+                    continue
+                piece = mat[offset : offset + p.numel()].reshape(p.shape)
+                offset += p.numel()
+                if p.grad is None:
+                    p.grad = piece.clone()
+                else:
+                    p.grad.copy_(piece)
+            return
+        assert w.grad is not None
+        if layer.kind == "embedding":
+            w.grad.copy_(mat)
+            return
         if b is not None:
             wg, bg = mat[:, :-1], mat[:, -1]
             if b.grad is None:
-                b.grad = bg.reshape(b.shape).clone()
-            else:
-                b.grad.copy_(bg.reshape(b.shape))
+                b.grad = torch.zeros_like(b)
+            b.grad[layer.rows] = bg
         else:
             wg = mat
-        assert w.grad is not None
-        w.grad.copy_(wg.reshape(w.shape))
+        w.grad[layer.rows] = wg.reshape(w.grad[layer.rows].shape)
+
+    def _precondition_block(self, layer: _Layer, gm: Tensor, lam: float) -> Tensor:
+        """(F̂ + λI)⁻¹ ∇ for one block, in the factor dtype."""
+        if layer.kind == "diag":
+            assert layer.g is not None
+            return gm / (layer.g + lam)
+        if layer.inv_g is not None and layer.inv_a is not None:  # method="inverse"
+            if layer.kind == "embedding":
+                return layer.inv_a[:, None] * (gm @ layer.inv_g)
+            return layer.inv_g @ gm @ layer.inv_a
+        assert layer.eig_g is not None
+        qg = layer.eig_g.vectors
+        if layer.kind == "embedding":
+            assert layer.a is not None
+            denom = torch.outer(layer.a, layer.eig_g.values) + lam
+            return ((gm @ qg) / denom) @ qg.T
+        assert layer.eig_a is not None
+        if self.method == "ekfac" and layer.scales is not None:
+            qa = layer.eig_a.vectors
+            return qg @ ((qg.T @ gm @ qa) / (layer.scales + lam)) @ qa.T
+        if layer.inv_denom is None or layer.denom_damping != lam:
+            layer.inv_denom = 1.0 / (torch.outer(layer.eig_g.values, layer.eig_a.values) + lam)
+            layer.denom_damping = lam
+        return precondition(gm, layer.eig_a, layer.eig_g, lam, inv_denom=layer.inv_denom)
+
+    def _block_quadratic(self, layer: _Layer, dm: Tensor) -> float:
+        """δᵀ F̂ δ of one block for the update δ in the block's matrix form."""
+        assert layer.g is not None
+        if layer.kind == "diag":
+            return float((layer.g * dm * dm).sum())
+        assert layer.a is not None
+        if layer.kind == "embedding":
+            return float((dm * (layer.a[:, None] * (dm @ layer.g))).sum())
+        if self.method == "ekfac" and layer.scales is not None and layer.eig_a is not None and layer.eig_g is not None:
+            proj = layer.eig_g.vectors.T @ dm @ layer.eig_a.vectors
+            return float((layer.scales * proj * proj).sum())
+        return float((dm * (layer.g @ dm @ layer.a)).sum())
 
     # -- the step ------------------------------------------------------------------------------
 
+    def _apply_schedules(self) -> None:
+        """This step's λ, ε and κ from their schedules."""
+        if self._damping_fn is not None:
+            self.damping = _check_damping("KFAC", "damping", self._damping_fn, self._k)
+        if self._decay_fn is not None:
+            self.factor_decay = _check_decay(self._decay_fn, self._k)
+        if self._kl_fn is not None:
+            self.kl_clip = _check_kl(self._kl_fn, self._k)
+
     def precondition_grads(self) -> tuple[float, int, int, list[str]]:
-        """Update factors/inverses as scheduled and replace ``.grad`` by ν (G⊗A + λI)⁻¹ ∇.
+        """Update factors/inverses as scheduled and replace ``.grad`` by ν (F̂ + λI)⁻¹ ∇.
 
         Returns:
-            ``(ν, preconditioned layers, eigen fallbacks, failed layer names)``.
+            ``(ν, preconditioned blocks, eigen fallbacks, failed layer names)``.
         """
         params = [p for g in self.param_groups for p in g["params"]]
         if all(p.grad is None for p in params):
             raise RuntimeError("KFAC: no parameter has a gradient; call loss.backward() first")
+        self._apply_schedules()
         with torch.no_grad():
             return self._precondition(params)
 
@@ -857,30 +1447,33 @@ class KFAC(Optimizer):
                 p.grad.add_(p, alpha=wd)
             if keep_raw:
                 raw[id(p)] = p.grad.clone()
-        if self._k % self.factor_interval == 0:
+        collect = self._k % self.factor_interval == 0
+        if collect:
             self._update_factors()
         for layer in self._layers.values():
             layer.outputs.clear()
         fallbacks, failed = self._update_inverses(force=self._k % self.inverse_interval == 0)
+        if self.method == "ekfac" and collect:
+            self._update_ekfac_scales()
+        for layer in self._layers.values():
+            layer.pending.clear()
         done = 0
         inners: list[Tensor] = []  # ⟨∇̃, ∇⟩ pieces for the KL clip
         handled: set[int] = set()
+        pres: list[tuple[_Layer, Tensor]] = []
         for layer in self._layers.values():
-            if layer.eig_a is None or layer.eig_g is None:
-                if layer.name not in failed and layer.a is not None:
+            if not layer.decomposed:
+                if layer.name not in failed and (layer.a is not None or layer.g is not None):
                     failed.append(layer.name)
                 continue
             gm = self._grad_matrix(layer)
             if gm is None:
                 continue
-            if layer.inv_denom is None or layer.denom_damping != self.damping:
-                outer = torch.outer(layer.eig_g.values, layer.eig_a.values)
-                layer.inv_denom = 1.0 / (outer + self.damping)
-                layer.denom_damping = self.damping
-            pre = precondition(gm.to(layer.dtype), layer.eig_a, layer.eig_g, self.damping,
-                               inv_denom=layer.inv_denom).to(gm.dtype)  # fmt: skip
+            pre = self._precondition_block(layer, gm.to(layer.dtype), self._layer_damping(layer)).to(gm.dtype)
             if self.kl_clip is not None:  # in float64: ⟨∇̃, ∇⟩ of a large float32 gradient overflows
                 inners.append(torch.dot(pre.reshape(-1).double(), gm.reshape(-1).double()))
+            pres.append((layer, pre))
+        for layer, pre in pres:  # written after all blocks read theirs (a grouped conv shares .grad)
             self._write_grad_matrix(layer, pre)
             handled.update(id(p) for p in layer.params)
             done += 1
@@ -900,20 +1493,26 @@ class KFAC(Optimizer):
     def _quadratic_model(self, deltas: dict[int, Tensor]) -> float:
         """gᵀδ + ½ δᵀ(F̂ + λI)δ with F̂ the K-FAC blocks (curvature of other parameters: λ only)."""
         lin = sum(float((self._raw_grads[i] * d).sum()) for i, d in deltas.items() if i in self._raw_grads)
-        quad = self.damping * sum(float((d * d).sum()) for d in deltas.values())
+        covered = {id(p) for layer in self._layers.values() if layer.ready for p in layer.params}
+        quad = self.damping * sum(float((d * d).sum()) for i, d in deltas.items() if i not in covered)
         for layer in self._layers.values():
-            if layer.a is None or layer.g is None:
+            if not layer.ready:
                 continue
-            w = layer.module.weight
-            if id(w) not in deltas:
+            ps = layer.params
+            if id(ps[0]) not in deltas:
                 continue
-            dm = deltas[id(w)].reshape(w.shape[0], -1)
-            b = layer.module.bias
-            if b is not None:
-                db = deltas.get(id(b), torch.zeros_like(b))
-                dm = torch.cat([dm, db.reshape(-1, 1)], dim=1)
-            dm = dm.to(layer.dtype)
-            quad += float((dm * (layer.g @ dm @ layer.a)).sum())
+            w, b = cast(Tensor, layer.module.weight), _bias(layer.module)
+            if layer.kind == "diag":
+                dm = torch.cat([deltas.get(id(p), torch.zeros_like(p)).reshape(-1) for p in ps])
+            elif layer.kind == "embedding":
+                dm = deltas[id(w)]
+            else:
+                dm = deltas[id(w)][layer.rows].reshape(layer.dim_g, -1)
+                if b is not None:
+                    db = deltas.get(id(b), torch.zeros_like(b))[layer.rows]
+                    dm = torch.cat([dm, db.reshape(-1, 1)], dim=1)
+            quad += self._block_quadratic(layer, dm.to(layer.dtype))
+            quad += self._layer_damping(layer) * float((dm * dm).sum())
         return lin + 0.5 * quad
 
     def step(self, closure: Callable[[], Any] | None = None) -> Tensor | None:  # type: ignore[override]
@@ -931,9 +1530,9 @@ class KFAC(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        lam = self.damping
         self._comm_seconds = 0.0
         nu, done, fallbacks, failed = self.precondition_grads()
+        lam = self.damping  # this step's (after the schedule, before the adaptation)
         rho = math.nan
         skipped = False
         if not self.preconditioner_only:
@@ -1030,7 +1629,7 @@ class KFAC(Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; eigendecompositions are recomputed at the next step."""
+        """Restore :meth:`state_dict`; decompositions (and EKFAC's diagonal) are recomputed at the next step."""
         sd = dict(state_dict)
         extra = sd.pop("kfac", None)
         super().load_state_dict(sd)
@@ -1044,7 +1643,7 @@ class KFAC(Optimizer):
             a, g = extra["factors"].get(layer.name, (None, None))
             layer.a = None if a is None else a.clone()
             layer.g = None if g is None else g.clone()
-            layer.eig_a = layer.eig_g = layer.inv_denom = None
+            layer.clear_decompositions()
 
     def remove_hooks(self) -> None:
         """Detach the forward hooks from the model (the optimizer stops collecting)."""
@@ -1053,6 +1652,15 @@ class KFAC(Optimizer):
                 h.remove()
             layer.handles.clear()
 
+    def ekfac_scales(self) -> dict[str, Tensor | None]:
+        """EKFAC's diagonal S (shape (d_G, d_A), in the eigenbasis of G and A) of each Kronecker
+        block, by block name (None before the first estimate or with another ``method``)."""
+        return {layer.name: layer.scales for layer in self._layers.values() if layer.kind == "kron"}
+
     def factors(self) -> dict[str, tuple[Tensor | None, Tensor | None]]:
-        """The current (A, G) of each preconditioned layer, by layer name."""
+        """The current (A, G) of each Fisher block, by block name.
+
+        An embedding's A is its diagonal (a vector); a norm layer's block has no A and its
+        "G" is the diagonal Fisher of [weight, bias] (a vector).
+        """
         return {layer.name: (layer.a, layer.g) for layer in self._layers.values()}
