@@ -123,8 +123,17 @@ def lbfgs_push(
     return LBFGSMemory(s_hist, y_hist, rho, ys / yy), False
 
 
+_SMALL_N = 1024
+"""Up to this dimension :func:`lbfgs_direction` uses the matrix form (fewer, larger ops)."""
+
+
 def lbfgs_direction(g: Tensor, memory: LBFGSMemory) -> Tensor:
     """The quasi-Newton direction d = −H g by the two-loop recursion (N&W Algorithm 7.4).
+
+    For n ≤ 1024 the same recursion runs in matrix form (:func:`_two_loop_matrix`): a dozen
+    tensor operations instead of 9 per pair, which matters when each operation costs more
+    than its arithmetic (small problems, ``scripts/bench_minimize.py``); beyond that the
+    loop, whose 4mn flops beat the m²n of the matrix form.
 
     Args:
         g: the gradient, shape (n,).
@@ -133,6 +142,8 @@ def lbfgs_direction(g: Tensor, memory: LBFGSMemory) -> Tensor:
     Returns:
         d, shape (n,).
     """
+    if memory.s and g.numel() <= _SMALL_N:
+        return _two_loop_matrix(g, memory)
     q = g.clone()
     alphas: list[Tensor] = []
     for s, y, rho in zip(reversed(memory.s), reversed(memory.y), reversed(memory.rho), strict=True):
@@ -144,6 +155,27 @@ def lbfgs_direction(g: Tensor, memory: LBFGSMemory) -> Tensor:
         b = rho * torch.dot(y, r)
         r.add_((a - b) * s)
     return r.neg_()
+
+
+def _two_loop_matrix(g: Tensor, memory: LBFGSMemory) -> Tensor:
+    """The two-loop recursion as two unit-triangular solves of size m.
+
+    With the pairs as rows of S, Y (m × n, oldest first), A = S Yᵀ and ρ = (1/yᵢᵀsᵢ):
+    the first loop's coefficients aᵢ = ρᵢ sᵢᵀ(g − Σ_{j>i} aⱼ yⱼ) solve
+    (I + triu(diag(ρ) A, 1)) a = ρ ⊙ S g; with q = g − Yᵀa, the second loop's
+    eᵢ = aᵢ − bᵢ, bᵢ = ρᵢ yᵢᵀ(γ q + Σ_{j<i} eⱼ sⱼ), solve
+    (I + tril((diag(ρ) A)ᵀ, −1)) e = a − γ ρ ⊙ Y q; and H g = γ q + Sᵀ e.
+    """
+    s = torch.stack(memory.s)
+    y = torch.stack(memory.y)
+    rho = torch.tensor(memory.rho, dtype=g.dtype, device=g.device)[:, None]
+    sy = s @ y.T
+    # unit-triangular solves read only the strict triangle: no need to form I + ...
+    a = torch.linalg.solve_triangular(sy * rho, rho * (s @ g)[:, None], upper=True, unitriangular=True)
+    q = g - y.T @ a[:, 0]
+    rhs = a.sub_(rho * (y @ q)[:, None], alpha=memory.gamma)
+    e = torch.linalg.solve_triangular(sy.T * rho, rhs, upper=False, unitriangular=True)[:, 0]
+    return (s.T @ e).add_(q, alpha=memory.gamma).neg_()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,8 +480,10 @@ def run_lbfgs(
             if not (gtd < 0.0 and math.isfinite(gtd)):  # not a descent direction: restart
                 memory = lbfgs_init()
                 d = scaled(-g)
-            dnorm = float(torch.linalg.vector_norm(d))
-            step = 1.0 / dnorm if not memory.s and 0.0 < dnorm < math.inf else 1.0
+            step = 1.0
+            if not memory.s:  # the first step of a run: t = 1/‖d‖₂
+                dnorm = float(torch.linalg.vector_norm(d))
+                step = 1.0 / dnorm if 0.0 < dnorm < math.inf else 1.0
             step = min(step, 1e10)
             if line_search is None:
                 xt = x + step * d
