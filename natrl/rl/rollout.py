@@ -226,7 +226,8 @@ class RolloutCollector:
         if recurrent and self._actor_state is None:
             self._actor_state = actor.initial_state(E)
             self._critic_state = critic.initial_state(E)
-        actor_state0, critic_state0 = self._actor_state, self._critic_state
+        critic_state0 = self._critic_state
+        actor_states: list[Tensor] = []  # a recurrent actor's state before every step, (E, ...) each
         starts_buf = np.empty((T, E), bool)
         starts = self._starts
         obs_shape = self.codec.shape
@@ -251,6 +252,7 @@ class RolloutCollector:
             obs_buf[t] = obs
             if recurrent:
                 starts_buf[t] = starts
+                actor_states.append(self._actor_state)  # type: ignore[arg-type]
                 action, self._actor_state = sample(obs, self._actor_state, starts)  # type: ignore[call-arg,arg-type]
             else:
                 action = sample(obs)  # type: ignore[call-arg]
@@ -312,7 +314,7 @@ class RolloutCollector:
         if recurrent:
             log_probs, values, next_val, recurrent_parts = self._sequence_forwards(
                 actor, critic, obs_all, actions, torch.from_numpy(starts_buf).to(dev), extra, finals,
-                actor_state0, critic_state0,  # type: ignore[arg-type]
+                torch.stack(actor_states, 1), critic_state0,  # type: ignore[arg-type]
             )  # fmt: skip
         else:
             log_probs, values, next_val = self._batched_forwards(actor, critic, obs_all, actions, extra, finals)
@@ -421,20 +423,23 @@ class RolloutCollector:
         starts: Tensor,
         extra: Tensor,
         finals: list[tuple[int, int, np.ndarray]],
-        actor_state0: Tensor,
+        actor_states: Tensor,
         critic_state0: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Log-probabilities, V(sₜ) and V(s'ₜ) of a rollout (T, E) for a recurrent policy.
 
-        Actor and critic run over each env's sequence from the states carried into the rollout; the
-        critic one step further, over the observation after the rollout (V(s_T)). The value of the final
+        ``actor_states`` (E, T, ...) are the actor's states before every step, as the sampler carried them.
+        Actor and critic run over each env's sequence from the states carried into the rollout (the actor's
+        outputs alone, by the core's fused path where it applies; the critic with its state before every
+        step); the critic one step further, over the observation after the rollout (V(s_T)). The value of the final
         observation of an episode that ended at step t is one critic step from its state after step t.
         """
         T, E = obs_all.shape[:2]
         seq_obs, seq_starts = obs_all.transpose(0, 1), starts.T  # (E, T, ...)
         tail_starts = torch.from_numpy(self._starts).to(starts.device)
         feats_pi = self._features(actor, seq_obs)
-        y, actor_states = actor.core_of(feats_pi, seq_starts, actor_state0, return_states=True)
+        assert actor.core is not None
+        y = actor.core.outputs(feats_pi, seq_starts, actor_states[:, 0])
         pi = actor.distribution_from_features(y)
         log_probs = pi.log_prob(actions.transpose(0, 1).flatten(0, 1)).unflatten(0, (E, T)).T
         feats_vf = feats_pi if critic.features is actor.features else self._features(critic, seq_obs)
@@ -457,5 +462,5 @@ class RolloutCollector:
             no_reset = torch.zeros(len(finals), 1, dtype=torch.bool, device=obs_all.device)
             next_val[rows, cols] = critic(extra[E:].unsqueeze(1), no_reset, after)[:, 0]
         self._critic_state = critic_states[:, T]  # the state before the next rollout's first observation
-        parts = {"starts": starts, "actor_states": actor_states[:, :T], "critic_states": critic_states[:, :T]}
+        parts = {"starts": starts, "actor_states": actor_states, "critic_states": critic_states[:, :T]}
         return log_probs, values, next_val, parts

@@ -155,7 +155,7 @@ class RecurrentCore(nn.Module):
     def _cells(self, x: Tensor, starts: Tensor, state: Tensor, return_states: bool) -> tuple[Tensor, Tensor]:
         """:meth:`forward` with the cell equations written out step by step."""
         L = starts.shape[1]
-        keep = (~starts).to(x.dtype).unsqueeze(-1)  # (S, L, 1)
+        keep = (~starts).to(x.dtype).unsqueeze(-1).unbind(1)  # L × (S, 1)
         inp = x
         layer_states = []  # per layer: (S, L + 1, k, H)
         for layer in range(self.num_layers):
@@ -168,23 +168,25 @@ class RecurrentCore(nn.Module):
             kept: list[Tensor] = []
             if self.kind == "lstm":
                 c = state[:, 1, layer]
-                proj = torch.nn.functional.linear(inp, w_ih, b_ih + b_hh)  # every step's input term at once
+                # every step's input term at once, unbound in one op: a backward through proj[:, t] would write
+                # each step's gradient into a zero tensor of proj's full size (S·L² memory with create_graph)
+                proj = torch.nn.functional.linear(inp, w_ih, b_ih + b_hh).unbind(1)
                 for t in range(L):
                     if return_states:
                         kept.append(torch.stack((h, c), 1))
-                    h, c = h * keep[:, t], c * keep[:, t]
-                    i, f, g, o = (proj[:, t] + h @ w_hh.T).chunk(4, dim=-1)
+                    h, c = h * keep[t], c * keep[t]
+                    i, f, g, o = (proj[t] + h @ w_hh.T).chunk(4, dim=-1)
                     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                     h = torch.sigmoid(o) * torch.tanh(c)
                     outs.append(h)
                 kept.append(torch.stack((h, c), 1))
             else:
-                proj = torch.nn.functional.linear(inp, w_ih, b_ih)
+                proj = torch.nn.functional.linear(inp, w_ih, b_ih).unbind(1)
                 for t in range(L):
                     if return_states:
                         kept.append(h.unsqueeze(1))
-                    h = h * keep[:, t]
-                    i_r, i_z, i_n = proj[:, t].chunk(3, dim=-1)
+                    h = h * keep[t]
+                    i_r, i_z, i_n = proj[t].chunk(3, dim=-1)
                     h_r, h_z, h_n = torch.nn.functional.linear(h, w_hh, b_hh).chunk(3, dim=-1)
                     r = torch.sigmoid(i_r + h_r)
                     z = torch.sigmoid(i_z + h_z)
