@@ -586,7 +586,7 @@ def hvp(
       ``torch.func.grad(loss_fn)``: a fresh forward and backward per matvec, nothing stored.
       If forward-mode AD is unsupported by an op of ``loss_fn``, the first matvec catches the
       error and the operator switches, for good, to reverse-over-reverse.
-    * ``"auto"`` (default): reverse-over-reverse, which is 1.8-20x faster per product on the
+    * ``"auto"`` (default): reverse-over-reverse, which is 1.8-5.5x faster per product on the
       CPU models of ``scripts/bench_hvp.py`` (MLPs and a CNN, docs/guide/curvature.md) and
       faster from the first product on. The graph is built here; if ∇L has no graph to
       differentiate (an op that cannot be differentiated twice, or L linear in θ), if L
