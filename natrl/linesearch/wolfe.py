@@ -87,12 +87,16 @@ def _to_float(v: Tensor | float) -> float:
     if isinstance(v, Tensor):
         if v.numel() != 1:
             raise ValueError(f"line search: f must return a scalar, got shape {tuple(v.shape)}")
-        return float(v.detach().reshape(()).item())
+        return float(v.item())
     return float(v)
 
 
+def _flat(a: Tensor) -> Tensor:
+    return a if a.dim() == 1 else a.reshape(-1)
+
+
 def _dot(a: Tensor, b: Tensor) -> float:
-    return float(torch.dot(a.reshape(-1), b.reshape(-1)).item())
+    return float(torch.dot(_flat(a), _flat(b)).item())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +189,7 @@ class _Evaluator:
         fv, gv = self.fg(xt)
         self.nfev += 1
         ft = _to_float(fv)
-        gt = gv.detach()
+        gt = gv.detach() if gv.requires_grad else gv
         dt = _dot(gt, self.d) if math.isfinite(ft) else math.nan
         if not math.isfinite(dt) or not bool(torch.isfinite(xt).all()):
             ft = math.nan
@@ -274,8 +278,13 @@ def strong_wolfe(
     if method == "zoom":
         return _zoom_search(ev, fx0, gtd0, step, c1, c2, step_max)
     # The smallest step change that still moves x in its dtype (relative to the largest entry).
+    inf = math.inf
     resolution = (
-        float(torch.finfo(x.dtype).eps) * float(x.abs().max()) / max(float(d.abs().max()), 1e-300) if x.numel() else 0.0
+        float(torch.finfo(x.dtype).eps)
+        * float(torch.linalg.vector_norm(x, ord=inf))
+        / max(float(torch.linalg.vector_norm(d, ord=inf)), 1e-300)
+        if x.numel()
+        else 0.0
     )
     return _more_thuente(ev, fx0, gtd0, step, c1, c2, xtol, step_min, step_max, resolution)
 

@@ -104,7 +104,7 @@ class Objective:
                 f"{self.where}: fun returned a value on {value.device} but x0 is on "
                 f"{self.device}; put x0 on the device fun computes on"
             )
-        return value.reshape(())
+        return value if value.dim() == 0 else value.reshape(())
 
     def _check_first(self, f: Tensor) -> None:
         if self._checked_first:
@@ -123,11 +123,17 @@ class Objective:
             )
         if g.device != self.device:
             raise ValueError(f"{self.where}: the gradient is on {g.device} but x0 is on {self.device}")
-        return g.detach().reshape(-1).to(self.dtype)
+        if g.requires_grad:
+            g = g.detach()
+        if g.dim() != 1:
+            g = g.reshape(-1)
+        return g if g.dtype == self.dtype else g.to(self.dtype)
 
     def fg(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """``(f(θ), ∇f(θ))``: a detached 0-d tensor and a flat vector of shape (n,)."""
-        x = theta.detach().reshape(self.shape)
+        x = theta.detach() if theta.requires_grad else theta
+        if x.shape != self.shape:
+            x = x.reshape(self.shape)
         if callable(self.jac) and not isinstance(self.jac, bool):
             with torch.no_grad():
                 out = self._call(x)
@@ -173,7 +179,7 @@ class Objective:
                 g = self._autograd_grad(f, x)
         self.nfev += 1
         self.njev += 1
-        return f.detach(), g
+        return (f.detach() if f.requires_grad else f), g
 
     def _autograd_grad(self, f: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
         if not f.requires_grad:

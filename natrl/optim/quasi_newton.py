@@ -458,7 +458,7 @@ def run_lbfgs(
         return result(Status.NON_FINITE, non_finite_message("the objective", 0)), memory
     if not _finite(g):
         return result(Status.NON_FINITE, non_finite_message("the gradient", 0)), memory
-    if float(g.abs().max()) <= gtol:
+    if float(torch.linalg.vector_norm(g, ord=math.inf)) <= gtol:
         return result(Status.SUCCESS), memory
     plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
 
@@ -509,16 +509,17 @@ def run_lbfgs(
                 status = Status.MAX_EVALS
             break
         assert ls.g is not None
+        g_new = ls.g if ls.g.dim() == 1 else ls.g.reshape(-1)
         s = ls.x - x
-        y = ls.g.reshape(-1) - g
+        y = g_new - g
         f_old = f
-        x, f, g = ls.x, ls.f, ls.g.reshape(-1)
+        x, f, g = ls.x, ls.f, g_new
         k += 1
         memory, _ = lbfgs_push(memory, s, y, history_size=history_size)
         if callback is not None and callback(result(Status.SUCCESS)) is True:
             status = Status.CALLBACK
             break
-        if float(g.abs().max()) <= gtol:
+        if float(torch.linalg.vector_norm(g, ord=math.inf)) <= gtol:
             break
         if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
             break
