@@ -130,7 +130,7 @@ _SMALL_N = 1024
 def lbfgs_direction(g: Tensor, memory: LBFGSMemory) -> Tensor:
     """The quasi-Newton direction d = −H g by the two-loop recursion (N&W Algorithm 7.4).
 
-    For n ≤ 1024 the same recursion runs in matrix form (:func:`_two_loop_matrix`): a dozen
+    For n ≤ 1024 the same recursion runs in matrix form (two unit-triangular m × m solves): a dozen
     tensor operations instead of 9 per pair, which matters when each operation costs more
     than its arithmetic (small problems, ``scripts/bench_minimize.py``); beyond that the
     loop, whose 4mn flops beat the m²n of the matrix form.
