@@ -277,16 +277,19 @@ def strong_wolfe(
         xtol = max(1e-14, float(torch.finfo(x.dtype).eps)) if x.dtype.is_floating_point else 1e-14
     if method == "zoom":
         return _zoom_search(ev, fx0, gtd0, step, c1, c2, step_max)
-    # The smallest step change that still moves x in its dtype (relative to the largest entry).
+    return _more_thuente(ev, fx0, gtd0, step, c1, c2, xtol, step_min, step_max)
+
+
+def _step_resolution(x: Tensor, d: Tensor) -> float:
+    """The smallest step change that still moves x + t d in x's dtype (relative to its largest entry)."""
+    if not x.numel():
+        return 0.0
     inf = math.inf
-    resolution = (
+    return (
         float(torch.finfo(x.dtype).eps)
         * float(torch.linalg.vector_norm(x, ord=inf))
         / max(float(torch.linalg.vector_norm(d, ord=inf)), 1e-300)
-        if x.numel()
-        else 0.0
     )
-    return _more_thuente(ev, fx0, gtd0, step, c1, c2, xtol, step_min, step_max, resolution)
 
 
 def _more_thuente(
@@ -299,13 +302,15 @@ def _more_thuente(
     xtol: float,
     stpmin: float,
     stpmax: float,
-    resolution: float = 0.0,
+    resolution: float | None = None,
 ) -> LineSearchResult:
     """Moré & Thuente (1994) line search (MINPACK-2 ``dcsrch``), on floats.
 
     Besides the tests of ``dcsrch`` it stops (unsuccessfully) once the bracketing interval is
     narrower than ``resolution``, the step change below which x + t d no longer changes in
-    its dtype (this saves dozens of evaluations on the plateau of float32 rounding noise).
+    its dtype (this saves dozens of evaluations on the plateau of float32 rounding noise);
+    None: computed from x and d once the minimum is first bracketed (most searches accept
+    their first trial and never need it).
     """
     xtrapl, xtrapu, p5, p66 = 1.1, 4.0, 0.5, 0.66
     brackt = False
@@ -338,7 +343,9 @@ def _more_thuente(
             return ev.result(False, PRECISION_LOSS)
         if brackt and stmax - stmin <= xtol * stmax:
             return ev.result(False, "interval of uncertainty below xtol")
-        if brackt and stmax - stmin <= resolution:
+        if brackt and resolution is None:  # needed only once the minimum is bracketed
+            resolution = _step_resolution(ev.x, ev.d)
+        if brackt and resolution is not None and stmax - stmin <= resolution:
             return ev.result(False, PRECISION_LOSS)
         if stp == stpmax and f <= ftest and g <= gtest:
             return ev.result(False, "step at step_max")
