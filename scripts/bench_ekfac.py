@@ -15,7 +15,7 @@ Tasks (minibatches of ``--batch`` examples):
 Every optimizer trains for ``--epochs`` epochs from the same initialisation per seed. K-FAC
 (``method="eigen"``) and EKFAC (``method="ekfac"``) share every setting (learning rate 1,
 damping 0.01, factor decay 0.95, eigenbasis every 10 steps, empirical Fisher) and the same
-grid of six (momentum, KL clip) pairs; SGD (momentum 0.9) and Adam get a grid of three
+grid of six (momentum, KL clip) pairs; SGD (momentum 0.9) and Adam get a grid of four
 learning rates. Each optimizer's setting is the best of its grid on seed 0 by the final
 training loss (``mlp``, ``cnn``) or held-out loss (``transformer``). Reported per task and
 optimizer: mean ± std over ``--seeds`` of the final training loss, of the held-out loss and
@@ -55,8 +55,8 @@ from natrl.optim import KFAC
 # active at nearly every step, so it, not the learning rate, sets the step length); momentum amplifies it
 KFAC_GRID = tuple((0.9, kl) for kl in (1e-5, 1e-4, 1e-3)) + tuple((0.0, kl) for kl in (1e-3, 1e-2, 1e-1))
 GRIDS: dict[str, tuple[Any, ...]] = {
-    "sgd": (0.03, 0.1, 0.3),
-    "adam": (1e-3, 3e-3, 1e-2),
+    "sgd": (0.03, 0.1, 0.3, 1.0),
+    "adam": (1e-3, 3e-3, 1e-2, 3e-2),
     "kfac": KFAC_GRID,
     "ekfac": KFAC_GRID,
 }
