@@ -1,9 +1,12 @@
 """natrl's recurrent PPO gradient against sb3-contrib RecurrentPPO's on one identical rollout: RecurrentPPO collects
 it, natrl's networks get its weights, and for the same minibatch of steps (RecurrentPPO's contiguous slice of the
 buffer, split at episode starts and padded; natrl's sequence of the same steps from the stored state at its first
-step) the gradients of the two losses agree, and natrl's GAE reproduces RecurrentPPO's advantages."""
+step) the gradients of the two losses agree, natrl's GAE reproduces RecurrentPPO's advantages, and a whole update
+on the same minibatches (RecurrentPPO's random split fixed) gives the same parameters."""
 
 from __future__ import annotations
+
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import torch
 
 from natrl import PPO
 from natrl.rl.accel import PPOCoefs, PPOMinibatch
-from natrl.rl.batch import Sequences
+from natrl.rl.batch import Batch, Sequences
 from natrl.rl.gae import gae
 
 
@@ -19,7 +22,9 @@ def _linears(*modules: torch.nn.Module) -> list[torch.nn.Linear]:
     return [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Linear)]
 
 
-def test_ppo_gradient_and_advantages_equal_recurrent_ppo_on_the_same_rollout() -> None:
+def _twins(B: int, **natrl_kwargs: object) -> tuple:
+    """A RecurrentPPO that collected one rollout (its buffer prepared as its train() prepares it), natrl's PPO
+    with its weights, and the rollout as natrl tensors."""
     sb3_contrib = pytest.importorskip("sb3_contrib")
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -27,7 +32,7 @@ def test_ppo_gradient_and_advantages_equal_recurrent_ppo_on_the_same_rollout() -
         def _on_step(self) -> bool:
             return True
 
-    T, B, H = 256, 32, 16
+    T, H = 256, 16
     model = sb3_contrib.RecurrentPPO(
         "MlpLstmPolicy",
         "CartPoleNoVel-v1",
@@ -44,7 +49,9 @@ def test_ppo_gradient_and_advantages_equal_recurrent_ppo_on_the_same_rollout() -
     buf, pol = model.rollout_buffer, model.policy
     next(buf.get(B))  # RecurrentPPO's own preparation of the buffer (env-major, flattened)
 
-    agent = PPO("CartPoleNoVel-v1", policy="MlpLstmPolicy", policy_kwargs=dict(lstm_hidden_size=H), seed=0)
+    agent = PPO(
+        "CartPoleNoVel-v1", policy="MlpLstmPolicy", policy_kwargs=dict(lstm_hidden_size=H), seed=0, **natrl_kwargs
+    )
     actor, critic = agent.actor, agent.critic
     with torch.no_grad():
         actor.core.rnn.load_state_dict(pol.lstm_actor.state_dict())
@@ -72,6 +79,20 @@ def test_ppo_gradient_and_advantages_equal_recurrent_ppo_on_the_same_rollout() -
     pi_states = state(buf.hidden_states_pi, buf.cell_states_pi)
     vf_states = state(buf.hidden_states_vf, buf.cell_states_vf)
     assert int(starts[1:].sum()) >= 5  # episodes end inside the rollout
+
+    data = dict(obs=obs, actions=actions, starts=starts, log_probs=old_log_probs, values=values)
+    data.update(advantages=advantages, returns=returns, pi_states=pi_states, vf_states=vf_states)
+    return model, agent, data
+
+
+def test_ppo_gradient_and_advantages_equal_recurrent_ppo_on_the_same_rollout() -> None:
+    B = 32
+    model, agent, d = _twins(B)
+    buf, pol, actor, critic = model.rollout_buffer, model.policy, agent.actor, agent.critic
+    T = len(d["obs"])
+    obs, actions, starts, old_log_probs = d["obs"], d["actions"], d["starts"], d["log_probs"]
+    values, advantages, returns = d["values"], d["advantages"], d["returns"]
+    pi_states, vf_states = d["pi_states"], d["vf_states"]
 
     # natrl's GAE on RecurrentPPO's rewards and values: its advantages up to the last episode start (after
     # it RecurrentPPO bootstraps from the value of the observation after the rollout, not stored)
@@ -133,3 +154,32 @@ def test_ppo_gradient_and_advantages_equal_recurrent_ppo_on_the_same_rollout() -
         ref = torch.cat([g.flatten() for g in theirs])
         assert float(ref.norm()) > 1e-3
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_one_ppo_update_equals_recurrent_ppo_train_on_the_same_minibatches() -> None:
+    """A whole update (10 epochs of 4 minibatches: Adam, gradient clipping, advantage normalisation) moves
+    natrl's parameters where RecurrentPPO's train() moves its own, when both draw the same minibatches:
+    RecurrentPPO's random split of the buffer fixed at 0, natrl's sequences (of batch_size steps) in time order."""
+    B = 64
+    T = 256
+    model, agent, d = _twins(B, n_steps=T, batch_size=B, sequence_length=B)
+    pol = model.policy
+    seq = Sequences(B, d["starts"].reshape(-1, B), d["pi_states"][::B], d["vf_states"][::B])
+    keys = ("obs", "actions", "log_probs", "values", "advantages", "returns")
+    batch = Batch(*(d[k] for k in keys), seq=seq)
+    ours = [*agent.actor.parameters(), *agent.critic.parameters()]
+    theirs = [
+        *pol.lstm_actor.parameters(),
+        *(p for m in (pol.mlp_extractor.policy_net, pol.action_net) for p in m.parameters()),
+        *pol.lstm_critic.parameters(),
+        *(p for m in (pol.mlp_extractor.value_net, pol.value_net) for p in m.parameters()),
+    ]
+    before = torch.cat([p.detach().flatten() for p in ours])
+    with mock.patch("numpy.random.randint", return_value=0):
+        model.train()
+    with mock.patch("torch.randperm", lambda n, **_: torch.arange(n)):
+        agent._update(batch)
+    after = torch.cat([p.detach().flatten() for p in ours])
+    reference = torch.cat([p.detach().flatten() for p in theirs])
+    assert float((after - before).abs().max()) > 1e-3  # the update moved the parameters
+    torch.testing.assert_close(after, reference, rtol=0, atol=1e-6)
