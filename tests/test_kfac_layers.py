@@ -387,6 +387,28 @@ def test_ekfac_diagonal_equals_dense_second_moments_in_the_eigenbasis(rows: int)
     torch.testing.assert_close(after, expected)
 
 
+def test_ekfac_diagonal_of_a_grouped_conv_equals_dense_second_moments() -> None:
+    """The same for each group's block of a Conv2d (groups = 2, 4 output locations): the
+    per-example gradient sums ĝ āᵀ over the locations before it is squared."""
+    torch.manual_seed(14)
+    conv = nn.Conv2d(4, 4, 2, groups=2)
+    x = torch.randn(6, 4, 3, 3)
+    opt = KFAC(conv, method="ekfac", factor_decay=0.0, kl_clip=None, preconditioner_only=True)
+    (conv(x) ** 2).mean().backward()
+    opt.step()
+    losses = (conv(x) ** 2).reshape(6, -1).mean(1)  # ℓₙ with mean(ℓₙ) the loss above
+    per = _per_example_grads([conv.weight, conv.bias], losses)
+    w_rows, b_rows = per[:, :32].reshape(6, 4, 8), per[:, 32:].reshape(6, 4, 1)
+    mats = torch.cat([w_rows, b_rows], 2)  # (N, C_out, C_in/groups · k² + 1)
+    for j in range(2):
+        a, g = opt.factors()[f"<root>[{j}]"]
+        qa, qg = torch.linalg.eigh(a)[1], torch.linalg.eigh(g)[1]
+        proj = qg.T @ mats[:, 2 * j : 2 * j + 2] @ qa
+        got = opt.ekfac_scales()[f"<root>[{j}]"]
+        assert got is not None
+        torch.testing.assert_close(got, (proj**2).mean(0))
+
+
 def test_ekfac_equals_kfac_where_the_kronecker_factorisation_is_exact() -> None:
     """All pairs (xᵢ, εⱼ): F = G ⊗ A, so the second moments in the eigenbasis are g aᵀ."""
     torch.manual_seed(9)
