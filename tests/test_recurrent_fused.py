@@ -104,7 +104,8 @@ def test_default_sequence_length_is_a_divisor_of_n_steps_at_most_the_minibatch()
     assert PPOConfig(n_steps=32, batch_size=256).sequence_steps() == 32  # a short rollout stays whole
     assert PPOConfig(n_steps=100, batch_size=64).sequence_steps() == 50
     assert PPOConfig(n_steps=2048, batch_size=1000).sequence_steps() == 128
-    assert PPOConfig(n_steps=97, batch_size=64).sequence_steps() == 1  # a prime: steps one at a time
+    assert PPOConfig(n_steps=97, batch_size=64).sequence_steps() == 97  # a prime: the whole rollout
+    assert PPOConfig(n_steps=2048, batch_size=1).sequence_steps() == 1
     assert PPOConfig(n_steps=2048, sequence_length=2048).sequence_steps() == 2048
 
 

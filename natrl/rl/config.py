@@ -136,10 +136,11 @@ class OnPolicyConfig:
         sequence_length: recurrent policies: the rollout of each env is cut into sequences of this many
             steps, each with the recurrent state recorded at its start; the updates backpropagate through
             whole sequences (PPO's minibatches and the critic's hold whole sequences, batch_size // L of
-            them, at least one). None: the largest divisor of n_steps that is at most
-            min(128, :meth:`minibatch_steps`) (:meth:`sequence_steps`), so that a minibatch of batch_size
-            steps is batch_size // L whole sequences and gradients reach at most that far back (with
-            sb3-contrib RecurrentPPO's defaults, n_steps 2048 and batch_size 64: 64). Must divide n_steps.
+            them, at least one). None (:meth:`sequence_steps`): the largest divisor of n_steps that is at
+            most min(128, :meth:`minibatch_steps`), so that a minibatch of batch_size steps is
+            batch_size // L whole sequences and gradients reach at most that far back (with sb3-contrib
+            RecurrentPPO's defaults, n_steps 2048 and batch_size 64: 64); n_steps itself where that
+            divisor is below a quarter of the bound (a prime n_steps). Must divide n_steps.
         workers: rollout workers (Ray actors, :mod:`natrl.rl.distributed`), each stepping its own n_envs
             envs with a copy of the policy; a rollout then holds workers · n_envs · n_steps steps. 0 (the
             default): the rollouts are collected in this process.
@@ -278,11 +279,14 @@ class OnPolicyConfig:
 
     def sequence_steps(self) -> int:
         """L, the steps of the sequences a recurrent policy's rollouts are cut into: ``sequence_length``, or
-        for None the largest divisor of ``n_steps`` that is at most min(128, :meth:`minibatch_steps`)."""
+        for None the largest divisor of ``n_steps`` that is at most min(128, :meth:`minibatch_steps`), or
+        ``n_steps`` itself where that divisor is below a quarter of the bound (a prime ``n_steps``)."""
         if self.sequence_length is not None:
             return self.sequence_length
-        cap = max(1, min(DEFAULT_MAX_SEQUENCE_LENGTH, self.minibatch_steps()))
-        return max(d for d in range(1, cap + 1) if self.n_steps % d == 0)
+        cap = max(1, min(DEFAULT_MAX_SEQUENCE_LENGTH, self.minibatch_steps(), self.n_steps))
+        best = max(d for d in range(1, cap + 1) if self.n_steps % d == 0)
+        # an n_steps without a divisor near the cap (a prime) would cut memory short: the whole rollout then
+        return best if 4 * best >= cap else self.n_steps
 
     def to_dict(self) -> dict[str, Any]:
         return {
