@@ -147,3 +147,30 @@ def test_sb3s_callback_arguments_and_a_vec_env_for_evaluation(tmp_path) -> None:
         EvalCallback("NoSuchEnv-v9")
     with pytest.raises(ValueError, match="eval_freq"):
         EvalCallback("Pendulum-v1", eval_freq=0)
+
+
+def test_set_env_takes_sb3_vec_envs_and_gymnasium_vector_envs_as_sb3s_set_env() -> None:
+    """SB3's ``model.set_env(vec_env)``: the model trains on the VecEnv given (its steps counted there), keeps the
+    caller's previous VecEnv open, and refuses other spaces or another number of envs in one line."""
+    first = sb3_make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = PPO("MlpPolicy", first, n_steps=32, batch_size=32)
+    model.learn(64)
+    second = VecNormalize(sb3_make_vec_env("CartPole-v1", n_envs=2, seed=1))
+    model.set_env(second)
+    model.learn(64, reset_num_timesteps=False)
+    assert model.get_env() is second and model.get_vec_normalize_env() is second
+    assert second.obs_rms.count > 64 and model.num_timesteps == 128  # the new VecEnv was stepped
+    first.reset()  # the caller's first VecEnv is still open
+    gym_vec = SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2, autoreset_mode=AutoresetMode.SAME_STEP)
+    model.set_env(gym_vec)
+    model.learn(64, reset_num_timesteps=False)
+    assert model.get_vector_env() is gym_vec and model.num_timesteps == 192
+    model.set_env("CartPole-v1")  # back to envs natrl builds
+    model.learn(64, reset_num_timesteps=False)
+    assert model.get_vector_env() is not gym_vec
+    for bad, match in ((sb3_make_vec_env("Pendulum-v1", n_envs=2), "spaces"),
+                       (sb3_make_vec_env("CartPole-v1", n_envs=3), "has 3 envs and the agent n_envs=2")):  # fmt: skip
+        with pytest.raises(ValueError, match=match) as err:
+            model.set_env(bad)
+        assert "\n" not in str(err.value)
+    model.close()

@@ -462,10 +462,10 @@ class OnPolicyAgent(SB3Attributes):
         info)``, ``step(a) -> (obs, rewards, terminated, truncated, info)``)."""
         return self.collector.venv
 
-    def set_env(self, env: EnvLike) -> None:
-        """Train on another env with the same spaces from the next rollout on (fresh episodes)."""
-        self.env_source.replace(env)
-        self.close()
+    def set_env(self, env: Any) -> None:
+        """Train on another env with the same spaces (anything the constructor takes) from the next rollout on."""
+        self.close()  # the envs natrl made for the old env; a vector env the caller gave stays open
+        self.env_source.replace(env, self.config.n_envs)
 
     @property
     def n_envs(self) -> int:

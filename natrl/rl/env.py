@@ -438,11 +438,27 @@ class EnvSource:
         """``venv`` was built here (and is closed here), not given by the caller."""
         return venv is not self.given
 
-    def replace(self, env: EnvLike) -> None:
-        """Build envs from ``env`` from now on (:meth:`natrl.rl.OnPolicyAgent.set_env`): same kwargs, wrapper,
-        backend and spaces."""
+    def replace(self, env: Any, n_envs: int) -> None:
+        """Train on ``env`` from now on (:meth:`natrl.rl.OnPolicyAgent.set_env`), with the same spaces: a ready vector
+        env (Gymnasium's, or an SB3 VecEnv as :func:`training_env` converts it) of ``n_envs`` envs is trained on as
+        given; an id, a factory or a registered ``gymnasium.Env`` builds envs with the same kwargs, wrapper and
+        backend."""
+        env = training_env(env, None)
         if isinstance(env, VectorEnv):
-            raise ValueError("set_env takes an env id, a gymnasium.Env or a factory (build the agent on a vector env)")
+            check_autoreset(env)
+            given = (env.single_observation_space, env.single_action_space)
+            if given != (self.observation_space, self.action_space):
+                raise ValueError(
+                    f"set_env: the vector env's spaces {given} differ from the agent's "
+                    f"({self.observation_space}, {self.action_space})"
+                )
+            if env.num_envs != n_envs:
+                raise ValueError(
+                    f"set_env: the vector env has {env.num_envs} envs and the agent n_envs={n_envs} (its rollout "
+                    f"size); pass {n_envs} envs, or build a new agent on this env"
+                )
+            self.given = env
+            return
         factory = env_factory(env, self.env_kwargs, self.wrapper_class, self.wrapper_kwargs)
         self._check_backend(env)
         probe = factory()
@@ -454,6 +470,7 @@ class EnvSource:
                 f"({self.observation_space}, {self.action_space})"
             )
         self.factory, self.env_id, self.stored = factory, env_name(env), rebuildable_env(env)
+        self.given = None  # natrl builds the envs from now on
 
     def sb3_env(self, venv: VectorEnv) -> Any:
         """``venv`` in stable-baselines3's VecEnv API: the SB3 VecEnv the agent was given, else a (cached)
