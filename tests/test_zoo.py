@@ -302,3 +302,56 @@ def test_cli_runs_a_zoo_file_and_records_it(
     # --resume keeps the run's hyperparameters: a zoo file there is refused
     assert main(["train", "trpo", "CartPole-v1", "--run-dir", str(run), "--resume", "--hyperparams", "x.yml"]) == 2
     assert "--hyperparams starts a new run" in capsys.readouterr().err
+
+
+A2C_YML = """\
+CartPole-v1:
+  n_envs: 8
+  n_timesteps: !!float 5e5
+  policy: 'MlpPolicy'
+  ent_coef: 0.0
+
+Pendulum-v1:
+  normalize: true
+  n_envs: 4
+  n_timesteps: !!float 1e6
+  policy: 'MlpPolicy'
+  ent_coef: 0.01
+  max_grad_norm: 0.6
+  n_steps: 8
+  gae_lambda: 0.9
+  vf_coef: 0.4
+  gamma: 0.95
+  use_rms_prop: false
+  normalize_advantage: true
+  learning_rate: lin_7e-4
+  policy_kwargs: "dict(log_std_init=-2, ortho_init=False)"
+"""
+
+
+def test_a2c_tables_are_stable_baselines3s_a2c(tmp_path: Path) -> None:
+    """A zoo a2c.yml table gives natrl's A2C the values SB3's A2C would get (the names are natrl's too); what the file
+    leaves out is SB3 A2C's default (n_steps 5, RMSprop, vf_coef 0.5, ...)."""
+    from natrl import A2C
+
+    (tmp_path / "a2c.yml").write_text(A2C_YML)
+    agent, preset, notes = _agent(A2C, tmp_path / "a2c.yml", "CartPole-v1")
+    try:
+        cfg = agent.config
+        assert preset.total_steps == 500_000 and notes == []
+        assert (cfg.n_envs, cfg.n_steps, cfg.ent_coef, cfg.vf_coef, cfg.learning_rate) == (8, 5, 0.0, 0.5, 7e-4)
+        assert cfg.use_rms_prop and isinstance(agent.optimizer, __import__("torch").optim.RMSprop)
+    finally:
+        agent.close()
+    agent, preset, _ = _agent(A2C, tmp_path / "a2c.yml", "Pendulum-v1")
+    try:
+        cfg = agent.config
+        assert (cfg.n_envs, cfg.n_steps, cfg.gae_lambda, cfg.gamma) == (4, 8, 0.9, 0.95)
+        assert (cfg.ent_coef, cfg.max_grad_norm, cfg.vf_coef, cfg.learning_rate) == (0.01, 0.6, 0.4, "lin_7e-4")
+        assert not cfg.use_rms_prop and cfg.normalize_advantage and cfg.normalize_obs and cfg.normalize_reward
+        assert (cfg.log_std_init, cfg.ortho_init) == (-2, False)
+    finally:
+        agent.close()
+    (tmp_path / "bad.yml").write_text("CartPole-v1:\n  n_timesteps: 1000\n  clip_range: 0.2\n")
+    with pytest.raises(ZooError, match="unknown key 'clip_range' for stable-baselines3 A2C"):
+        zoo_preset(tmp_path / "bad.yml", "a2c", "CartPole-v1", A2C.config_cls)

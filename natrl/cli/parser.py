@@ -201,7 +201,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--hyperparams",
         metavar="FILE.yml",
         help="run the table for ENV of an rl-baselines3-zoo hyperparameter file (hyperparams/trpo.yml, "
-        "hyperparams/ppo.yml) instead of natrl's preset, translated exactly or refused key by key",
+        "ppo.yml, a2c.yml) instead of natrl's preset, translated exactly or refused key by key",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(handler=cmd_train)

@@ -54,7 +54,7 @@ from natrl.rl.sb3_names import SB3_ONLY_DEFAULTS
 
 __all__ = ["ZOO_ALGOS", "ZooError", "parse_python_literal", "read_zoo_file", "zoo_preset", "zoo_table"]
 
-ZOO_ALGOS = {"trpo": "sb3-contrib TRPO", "ppo": "stable-baselines3 PPO"}
+ZOO_ALGOS = {"trpo": "sb3-contrib TRPO", "ppo": "stable-baselines3 PPO", "a2c": "stable-baselines3 A2C"}
 """The algorithms whose zoo files natrl reads, with the library whose constructor the file's names belong to."""
 
 
@@ -62,14 +62,19 @@ class ZooError(ValueError):
     """A zoo file that is not plain data, or a key natrl cannot translate exactly (one line, naming the key)."""
 
 
-# The constructor arguments of stable-baselines3's PPO and sb3-contrib's TRPO (both 2.x) that a zoo table may
-# hold besides the zoo's own keys. PPO's are natrl PPO's names; TRPO's go through natrl.rl.sb3_names.
+# The constructor arguments of stable-baselines3's PPO and A2C and sb3-contrib's TRPO (all 2.x) that a zoo table
+# may hold besides the zoo's own keys. PPO's and A2C's are natrl's names; TRPO's go through natrl.rl.sb3_names.
 _SB3_COMMON = (
     "n_steps", "gamma", "gae_lambda", "normalize_advantage", "target_kl", "learning_rate", "batch_size",
     "use_sde", "sde_sample_freq", "stats_window_size", "rollout_buffer_class", "rollout_buffer_kwargs",
 )  # fmt: skip
 _SB3_ARGS = {
     "ppo": (*_SB3_COMMON, "n_epochs", "clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm"),
+    "a2c": (
+        "n_steps", "gamma", "gae_lambda", "normalize_advantage", "learning_rate", "use_sde", "sde_sample_freq",
+        "stats_window_size", "rollout_buffer_class", "rollout_buffer_kwargs", "ent_coef", "vf_coef",
+        "max_grad_norm", "rms_prop_eps", "use_rms_prop",
+    ),
     "trpo": (
         *_SB3_COMMON, "cg_max_steps", "cg_damping", "line_search_shrinking_factor", "line_search_max_iter",
         "n_critic_updates", "sub_sampling_factor",
@@ -79,6 +84,7 @@ _SB3_ARGS = {
 # only at SB3's default) go through natrl.rl.sb3_names
 _SHARED = {
     "ppo": set(_SB3_ARGS["ppo"]) - set(SB3_ONLY_DEFAULTS),
+    "a2c": set(_SB3_ARGS["a2c"]) - set(SB3_ONLY_DEFAULTS),
     "trpo": {"n_steps", "gamma", "gae_lambda", "normalize_advantage"},
 }
 _SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")  # the zoo's _preprocess_schedules
