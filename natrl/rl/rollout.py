@@ -287,7 +287,8 @@ class RolloutCollector:
                     self._ep_length[e] = 0
                     self.episodes += 1
             if on_step is not None:
-                step_locals = {"new_obs": raw, "actions": action, "rewards": reward, "dones": ended, "infos": info}
+                step_locals = {"new_obs": raw, "actions": action, "rewards": reward, "dones": ended, "infos": info,
+                               "terminated": terminated, "truncated": truncated}  # fmt: skip
                 if on_step(step_locals) is False:
                     self._raw_obs = raw
                     if per_step:
