@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
@@ -267,19 +267,9 @@ def _twice_differentiable(t: Tensor | None) -> bool:
     records an error node whose inputs are fresh leaves: a later ``autograd.grad`` with
     respect to other tensors silently skips it instead of raising, so it must be found.
     """
-    if t is None or t.grad_fn is None:
+    if t is None:
         return True
-    seen: set[object] = set()
-    stack: list[Node | None] = [t.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if node.name().rsplit("::", 1)[-1] in _ERROR_NODES:
-            return False
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return True
+    return not any(node.name().rsplit("::", 1)[-1] in _ERROR_NODES for node in _graph_nodes(t))
 
 
 def _has_custom_function(t: Tensor) -> bool:
@@ -289,8 +279,11 @@ def _has_custom_function(t: Tensor) -> bool:
     require grad, double backprop then drops its part of the Hessian without an error node, so
     :func:`_twice_differentiable` cannot see it.
     """
-    if t.grad_fn is None:
-        return False
+    return any(isinstance(node, BackwardCFunction) for node in _graph_nodes(t))
+
+
+def _graph_nodes(t: Tensor) -> Iterator[Node]:
+    """Every node of the autograd graph of ``t``, once each (none when ``t`` has no graph)."""
     seen: set[object] = set()
     stack: list[Node | None] = [t.grad_fn]
     while stack:
@@ -298,10 +291,8 @@ def _has_custom_function(t: Tensor) -> bool:
         if node is None or node in seen:
             continue
         seen.add(node)
-        if isinstance(node, BackwardCFunction):
-            return True
+        yield node
         stack.extend(next_node for next_node, _ in node.next_functions)
-    return False
 
 
 OutputVp = Callable[[tuple[Tensor, ...], tuple[Tensor, ...]], tuple[Tensor, ...]]
