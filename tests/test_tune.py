@@ -97,8 +97,8 @@ def test_the_objective_is_the_final_evaluation_natrl_train_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    params = {"n_steps_pow": 7, "batch_size_pow": 6, "one_minus_gamma": 0.01, "one_minus_gae_lambda": 0.05,
-              "critic_lr": 2e-3, "critic_epochs": 5, "cg_iters": 10, "max_kl": 0.02, "net_arch": "small",
+    params = {"n_steps_pow": 7, "batch_size": 64, "gamma": 0.99, "gae_lambda": 0.95, "critic_lr": 2e-3,
+              "critic_epochs": 5, "cg_iters": 10, "target_kl": 0.02, "net_arch": "small",
               "activation": "relu"}  # fmt: skip
     trial = optuna.trial.FixedTrial(params)
     value = objective(trial, TuneSpec("trpo", "CartPole-v1", STEPS, (3,), eval_episodes=3))
@@ -131,12 +131,19 @@ def test_search_spaces_are_the_zoos_in_natrls_names() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
     hp = sample_trpo(trial, k=3, n_envs=2, total_steps=3000)
-    bounds = {name: (d.low, d.high) for name, d in trial.distributions.items() if hasattr(d, "low")}
-    assert bounds["max_kl"] == pytest.approx((0.003, 0.3))  # the zoo's target_kl range times k = 3
-    assert bounds["n_steps_pow"] == (5, 10)  # 2^10 steps per env: one rollout of 2 envs fits 3000 steps
-    assert bounds["critic_epochs"] == (5, 30) and bounds["cg_iters"] == (5, 30)
+    dists = trial.distributions
+    # rl_zoo3/hyperparams_opt.py's sample_trpo_params: its choices, in natrl's names
+    assert dists["gamma"].choices == (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999)
+    assert dists["gae_lambda"].choices == (0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0)
+    assert dists["target_kl"].choices == (0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.001)
+    assert hp["max_kl"] == pytest.approx(3 * trial.params["target_kl"])  # sb3-contrib's per-dimension KL times k
+    assert dists["critic_epochs"].choices == dists["cg_iters"].choices == (5, 10, 20, 25, 30)
+    assert (dists["critic_lr"].low, dists["critic_lr"].high) == (1e-5, 1.0)
+    assert (dists["n_steps_pow"].low, dists["n_steps_pow"].high) == (3, 10)  # 2^10 per env: 2 envs fit 3000 steps
+    assert hp["critic_batch_size"] <= hp["n_steps"] and hp["ortho_init"] is False
     assert set(hp) == {"n_steps", "critic_batch_size", "gamma", "gae_lambda", "critic_lr", "critic_epochs",
-                       "cg_iters", "max_kl", "hidden_sizes", "critic_hidden_sizes", "activation"}  # fmt: skip
+                       "cg_iters", "max_kl", "ortho_init", "hidden_sizes", "critic_hidden_sizes",
+                       "activation"}  # fmt: skip
     TRPO.config_cls(**hp)  # valid natrl values
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     hp = sample_ppo(trial, k=1, n_envs=8, total_steps=10**6)

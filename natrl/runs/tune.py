@@ -108,20 +108,23 @@ class TuneSpec:
 # ----------------------------------------------------------------------------- search spaces
 
 
-def _n_steps_pow(trial: optuna.Trial, total_steps: int, n_envs: int) -> int:
-    """The zoo's 2^5 to 2^12 steps per env, capped so that one rollout fits the budget."""
-    top = max(5, min(12, max(total_steps // max(n_envs, 1), 1).bit_length() - 1))  # floor(log2)
-    return trial.suggest_int("n_steps_pow", 5, top)
+def _n_steps_pow(trial: optuna.Trial, total_steps: int, n_envs: int, *, low: int = 5, high: int = 12) -> int:
+    """The zoo's 2^low to 2^high steps per env, capped so that one rollout fits the budget."""
+    top = max(low, min(high, max(total_steps // max(n_envs, 1), 1).bit_length() - 1))  # floor(log2)
+    return trial.suggest_int("n_steps_pow", low, top)
 
 
 def sample_trpo(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -> dict[str, Any]:
-    """rl-baselines3-zoo's ``sample_trpo_params`` in natrl's names.
+    """rl-baselines3-zoo's ``sample_trpo_params`` (rl_zoo3/hyperparams_opt.py) in natrl's names.
 
-    The zoo samples sb3-contrib's ``target_kl`` log-uniformly in [0.001, 0.1]; natrl's ``max_kl`` is k times it
-    (:mod:`natrl.rl.sb3_names`), so it is sampled log-uniformly in [0.001·k, 0.1·k]. The zoo's
+    The zoo's choices: ``n_steps`` 8 to 2,048 (powers of two, capped so that one rollout fits the budget),
+    ``batch_size`` 8 to 512 (at most ``n_steps``), γ in {0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999}, λ in
+    {0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1}, the critic's learning rate log-uniform in [1e-5, 1], 5 to 30 critic
+    epochs and CG iterations, ``target_kl`` in {0.001, …, 0.1}, small or medium networks, tanh or ReLU, no
+    orthogonal initialisation. sb3-contrib's ``target_kl`` bounds the KL averaged over the k action dimensions,
+    natrl's ``max_kl`` the joint one (:mod:`natrl.rl.sb3_names`), so ``max_kl`` = k · ``target_kl``; the zoo's
     ``n_critic_updates``, ``cg_max_steps``, ``learning_rate`` and ``batch_size`` are natrl's ``critic_epochs``,
-    ``cg_iters``, ``critic_lr`` and ``critic_batch_size`` (from 32: the zoo's comment's range, not the 4 its
-    code allows); ``n_steps`` is capped at the budget per env.
+    ``cg_iters``, ``critic_lr`` and ``critic_batch_size``.
 
     Args:
         trial: the Optuna trial.
@@ -129,14 +132,14 @@ def sample_trpo(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -
         n_envs: the preset's parallel envs.
         total_steps: the step budget.
     """
-    n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs)
-    batch_size = 2 ** trial.suggest_int("batch_size_pow", 5, 10)
-    gamma = 1.0 - trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True)
-    gae_lambda = 1.0 - trial.suggest_float("one_minus_gae_lambda", 1e-4, 0.1, log=True)
-    critic_lr = trial.suggest_float("critic_lr", 1e-5, 2e-3, log=True)
-    critic_epochs = trial.suggest_int("critic_epochs", 5, 30)
-    cg_iters = trial.suggest_int("cg_iters", 5, 30)
-    max_kl = trial.suggest_float("max_kl", 1e-3 * k, 0.1 * k, log=True)
+    n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs, low=3, high=11)
+    batch_size = min(trial.suggest_categorical("batch_size", [8, 16, 32, 64, 128, 256, 512]), n_steps)
+    gamma = trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999])
+    critic_lr = trial.suggest_float("critic_lr", 1e-5, 1.0, log=True)
+    critic_epochs = trial.suggest_categorical("critic_epochs", [5, 10, 20, 25, 30])
+    cg_iters = trial.suggest_categorical("cg_iters", [5, 10, 20, 25, 30])
+    target_kl = trial.suggest_categorical("target_kl", [0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.001])
+    gae_lambda = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
     net_arch = trial.suggest_categorical("net_arch", ["small", "medium"])
     activation = trial.suggest_categorical("activation", ["tanh", "relu"])
     return {
@@ -147,7 +150,8 @@ def sample_trpo(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -
         "critic_lr": critic_lr,
         "critic_epochs": critic_epochs,
         "cg_iters": cg_iters,
-        "max_kl": max_kl,
+        "max_kl": k * target_kl,
+        "ortho_init": False,
         **_net(net_arch, activation),
     }
 
