@@ -145,7 +145,7 @@ def test_the_backend_registry_names_every_vec_env_value_and_refuses_others() -> 
     with pytest.raises(ValueError, match="vec_env"):
         build_config(OnPolicyConfig, {"vec_env": "threads"})
     recipe = replace(EnvSource("CartPole-v1").builder(), backend="threads")
-    with pytest.raises(ValueError, match="vec_env must be one of 'sync', 'async', 'ale', 'envpool', got 'threads'"):
+    with pytest.raises(ValueError, match="must be one of 'sync', 'async', 'ale', 'envpool', 'mujoco', got 'threads'"):
         recipe(2)
 
 

@@ -126,6 +126,8 @@ class OnPolicyConfig:
         vec_env: "sync" (one process), "async" (one subprocess per env) or "ale" (ALE's own C++ vector
             env for ``ALE/`` ids with ``wrapper_class=AtariWrapper``: :func:`natrl.rl.atari.make_ale_vector_env`)
             or "envpool" (EnvPool's C++ envs for the ids it implements: :class:`natrl.rl.envpool_env.EnvPoolSameStep`).
+            or "mujoco" (gymnasium's MuJoCo tasks stepped without its per-step Python, equal bit for bit:
+            :class:`natrl.rl.mujoco_env.MujocoSameStep`).
         torch_threads: torch intra-op threads set on construction (None, the default, leaves torch's
             process-wide setting alone; ``natrl train`` and ``natrl bench`` use 1, faster for small networks).
         fast_paths: use natrl's CPU fast paths (NumPy sampler, hand-written MLP backward, PPO's
@@ -244,10 +246,10 @@ class OnPolicyConfig:
             "an integer >= 1",
         )
         check(
-            self.vec_env in ("sync", "async", "ale", "envpool"),
+            self.vec_env in ("sync", "async", "ale", "envpool", "mujoco"),
             "vec_env",
             self.vec_env,
-            "'sync', 'async', 'ale' or 'envpool'",
+            "'sync', 'async', 'ale', 'envpool' or 'mujoco'",
         )
         check(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, "an integer >= 0")
         check(

@@ -27,6 +27,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 
 from natrl.rl.atari import check_ale_vector_env, make_ale_vector_env
 from natrl.rl.envpool_env import EnvPoolSameStep, check_envpool_env
+from natrl.rl.mujoco_env import MujocoSameStep, check_mujoco_env, check_mujoco_kwargs
 from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, is_sb3_vec_env, register_with_sb3
 from natrl.rl.spaces import check_spaces
 from natrl.rl.trusted import register_namespace
@@ -263,6 +264,11 @@ def _build_envpool(recipe: VectorEnvBuilder, n_envs: int) -> VectorEnv:
     return pool
 
 
+def _build_mujoco(recipe: VectorEnvBuilder, n_envs: int) -> VectorEnv:
+    assert recipe.env_id is not None
+    return MujocoSameStep(recipe.env_id, n_envs, recipe.env_kwargs)
+
+
 @dataclass(frozen=True)
 class Backend:
     """One ``vec_env`` backend.
@@ -271,10 +277,13 @@ class Backend:
         check: ``check(env, wrapper_class)`` refuses, with one line, an env argument the backend cannot build
             (None: any env natrl can make).
         build: ``build(recipe, n_envs)``, the vector env.
+        check_kwargs: ``check_kwargs(env, env_kwargs)`` refuses, with one line, make-kwargs the backend does not
+            honour (None: any).
     """
 
     check: Callable[[Any, Any], None] | None
     build: Callable[[VectorEnvBuilder, int], VectorEnv]
+    check_kwargs: Callable[[Any, Mapping[str, Any]], None] | None = None
 
 
 BACKENDS: dict[str, Backend] = {
@@ -282,6 +291,7 @@ BACKENDS: dict[str, Backend] = {
     "async": Backend(None, _build_gymnasium),  # gymnasium's AsyncVectorEnv: one subprocess per env
     "ale": Backend(check_ale_vector_env, _build_ale),  # ALE's C++ vector env, AtariWrapper's preprocessing
     "envpool": Backend(check_envpool_env, _build_envpool),  # EnvPool's C++ envs
+    "mujoco": Backend(check_mujoco_env, _build_mujoco, check_mujoco_kwargs),  # gymnasium's MuJoCo tasks, lean step
 }
 """The ``vec_env`` backends by name. Rollout workers (``workers > 0``) build any of them in each worker from
 :meth:`EnvSource.builder`'s recipe; an SB3 VecEnv or a ready Gymnasium vector env is trained on as given."""
@@ -401,6 +411,8 @@ class EnvSource:
         backend = BACKENDS.get(self.backend)
         if backend is not None and backend.check is not None:
             backend.check(env, self.wrapper_class)
+        if backend is not None and backend.check_kwargs is not None:
+            backend.check_kwargs(env, self.env_kwargs)
 
     def builder(self) -> VectorEnvBuilder:
         """The recipe of the training vector env for ``backend`` (what each rollout worker builds)."""
