@@ -1,11 +1,13 @@
-"""TRPO's steps/s by env backend (``vec_env``: sync, async, envpool) with its preset, one torch thread.
+"""TRPO's steps/s by env backend (``vec_env``: sync, async, envpool, mujoco) with its preset, one torch thread.
 
     python scripts/bench_env_backends.py Walker2d-v5
     python scripts/bench_env_backends.py Ant-v5 --agents-dir agents/workers   # the large-batch preset
+    python scripts/bench_env_backends.py Hopper-v5 --backends sync,mujoco --steps 100000
 
 Each row trains ``agents/trpo.toml``'s preset (or that of ``--agents-dir``) for one warm-up update and
-then at least 30k steps (whole updates), and prints steps/s by wall clock and by the process's CPU time
-(which leaves out the async env processes and counts EnvPool's threads). EnvPool needs ``pip install 'natrl[envpool]'``.
+then at least ``--steps`` steps (30k by default; whole updates), and prints steps/s by wall clock and by the
+process's CPU time (which leaves out the async env processes and counts EnvPool's threads). EnvPool needs
+``pip install 'natrl[envpool]'``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("envs", nargs="+", help="Gymnasium environment ids")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated vec_env values")
     parser.add_argument("--agents-dir", default=None, help="folder of the <algo>.toml presets (default: agents/)")
+    parser.add_argument("--steps", type=int, default=30_000, help="timed steps at least (whole updates)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cls = AGENTS["trpo"]
@@ -38,7 +41,7 @@ def main() -> None:
             agent = cls(env, seed=0, config=config, env_kwargs=preset.env_kwargs)
             batch = agent.config.n_envs * agent.config.n_steps
             agent.learn(batch)
-            steps = max(3 * batch, 30_000 // batch * batch)
+            steps = max(3 * batch, args.steps // batch * batch)
             wall, cpu = time.perf_counter(), time.process_time()
             agent.learn(steps, reset_num_timesteps=False)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
