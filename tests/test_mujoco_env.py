@@ -105,6 +105,7 @@ def test_equal_to_gymnasium_bit_for_bit_over_whole_episodes(env_id: str, limit: 
         ),
         ("Walker2d-v5", {"terminate_when_unhealthy": False, "max_episode_steps": 50}),
         ("Ant-v5", {"contact_cost_weight": 0.01, "contact_force_range": (-0.5, 0.5), "healthy_z_range": (0.3, 1.0)}),
+        ("Ant-v5", {"include_cfrc_ext_in_observation": False, "max_episode_steps": 30}),  # the preset's observation
         ("Humanoid-v5", {"contact_cost_range": (-np.inf, 1e-3), "healthy_reward": 1.0, "max_episode_steps": 20}),
     ],
 )
@@ -112,13 +113,17 @@ def test_the_reward_and_health_keywords_and_float64_actions(env_id: str, kwargs:
     _assert_same_steps(env_id, 80, kwargs, action_dtype=np.float64, n_envs=3)
 
 
-def test_the_agents_rollout_is_the_same_on_either_backend_and_the_recipe_pickles() -> None:
-    rollouts = {}
+def test_training_is_the_same_on_either_backend_and_the_recipe_pickles() -> None:
+    """Two TRPO updates, then one more rollout: the same parameters and rollouts bit for bit."""
+    rollouts, parameters = {}, {}
     for backend in ("sync", "mujoco"):
-        agent = TRPO("Hopper-v5", seed=1, n_envs=2, n_steps=64, vec_env=backend)
+        agent = TRPO("Hopper-v5", seed=1, n_envs=2, n_steps=64, vec_env=backend, normalize_obs=True)
+        agent.learn(256)
+        parameters[backend] = torch.cat([p.detach().flatten() for p in agent.policy.parameters()])
         rollouts[backend] = agent.collector.collect(agent.actor, agent.critic, 64, agent.sampler)
         assert rollouts[backend].episode_end.any()
         agent.close()
+    assert torch.equal(parameters["mujoco"], parameters["sync"])
     for field in ("obs", "actions", "rewards", "log_probs", "episode_end"):
         assert torch.equal(getattr(rollouts["mujoco"], field), getattr(rollouts["sync"], field)), field
     cloudpickle = pytest.importorskip("cloudpickle")  # Ray's serialiser: rollout workers build from the recipe

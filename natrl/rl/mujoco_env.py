@@ -12,7 +12,8 @@ The formulas are those of gymnasium's ``*_v5.py`` environments (Hopper, Walker2d
 Humanoid), in the same floating-point order, so observations, rewards, terminations and truncations are equal bit
 for bit to gymnasium's SyncVectorEnv with the same seeds and actions (tests/test_mujoco_env.py). Only the keyword
 arguments that set the reward weights, the health ranges, ``terminate_when_unhealthy``, ``reset_noise_scale``,
-``frame_skip`` and ``max_episode_steps`` are taken; one that changes the model or the observation is refused.
+``frame_skip``, ``max_episode_steps`` and Ant's ``include_cfrc_ext_in_observation`` are taken; one that changes
+the model or the observation otherwise is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ MUJOCO_IDS: dict[str, tuple[str, ...]] = {
     "Walker2d-v5": (*_LOCOMOTION, *_HEALTH, "healthy_angle_range"),
     "HalfCheetah-v5": _LOCOMOTION,
     "Swimmer-v5": _LOCOMOTION,
-    "Ant-v5": (*_LOCOMOTION, *_HEALTH, "contact_cost_weight", "contact_force_range"),
+    "Ant-v5": (
+        *_LOCOMOTION,
+        *_HEALTH,
+        "contact_cost_weight",
+        "contact_force_range",
+        "include_cfrc_ext_in_observation",
+    ),
     "Humanoid-v5": (*_LOCOMOTION, *_HEALTH, "contact_cost_weight", "contact_cost_range"),
 }
 """The ids :class:`MujocoSameStep` steps, each with the ``gym.make`` keyword arguments it takes besides
@@ -171,7 +178,7 @@ class _Swimming(_Task):
 
 
 class _Ant(_Task):
-    """Ant: velocity of the torso's xpos; observation qpos[2:], qvel, clip(cfrc_ext[1:]); reward forward
+    """Ant: velocity of the torso's xpos; observation qpos[2:], qvel (, clip(cfrc_ext[1:])); reward forward
     velocity + healthy reward - (control cost + contact cost of the clipped cfrc_ext); healthy when the state is
     finite and z within the closed range."""
 
@@ -194,7 +201,12 @@ class _Ant(_Task):
         p = self.p
         low, high = p["contact_force_range"]
         forces = np.clip(raw[:, self.layout.columns("cfrc_ext")], low, high)
-        obs = np.concatenate((raw[:, self.qpos.start + 2 : self.qvel.stop], forces[:, 6:]), axis=1)
+        position = raw[:, self.qpos.start + 2 : self.qvel.stop]
+        obs = (
+            np.concatenate((position, forces[:, 6:]), axis=1)
+            if p["include_cfrc_ext_in_observation"]
+            else position.copy()
+        )
         min_z, max_z = p["healthy_z_range"]
         z = raw[:, self.qpos.start + 2]
         healthy = np.isfinite(raw[:, self.qpos.start : self.qvel.stop]).all(axis=1) & (min_z <= z) & (z <= max_z)
