@@ -158,7 +158,7 @@ class _Planar(_Task):
         velocities = obs[:, self.velocities]
         np.minimum(np.maximum(velocities, -10, out=velocities), 10, out=velocities)  # np.clip, without its wrapper
         checked = raw[:, self.checked]
-        healthy: np.ndarray = ((self.low < checked) & (checked < self.high)).all(axis=1)
+        healthy = np.asarray(((self.low < checked) & (checked < self.high)).all(axis=1))
         reward = (p["forward_reward_weight"] * velocity + healthy * p["healthy_reward"]) - self.control_cost(actions)
         return obs, reward, ~healthy & bool(p["terminate_when_unhealthy"])
 
