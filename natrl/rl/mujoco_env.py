@@ -115,8 +115,8 @@ class _Task:
     def __init__(self, model: Any, params: Mapping[str, Any]) -> None:
         self.p = dict(params)
         self.layout = self._layout(model)
-        self.qpos = self.layout.columns("qpos")
-        self.qvel = self.layout.columns("qvel")
+        self.cols = {name: self.layout.columns(name) for name, _, _ in self.layout.fields}
+        self.qpos, self.qvel = self.cols["qpos"], self.cols["qvel"]
 
     def _layout(self, model: Any) -> _Layout:
         return _Layout((("qpos", slice(None), model.nq), ("qvel", slice(None), model.nv)))
@@ -195,12 +195,12 @@ class _Ant(_Task):
         )
 
     def position(self, raw: np.ndarray) -> np.ndarray:
-        return raw[:, self.layout.columns("xpos").start]
+        return raw[:, self.cols["xpos"].start]
 
     def outcome(self, raw: np.ndarray, actions: np.ndarray, velocity: np.ndarray) -> tuple[np.ndarray, ...]:
         p = self.p
         low, high = p["contact_force_range"]
-        forces = np.clip(raw[:, self.layout.columns("cfrc_ext")], low, high)
+        forces = np.minimum(np.maximum(raw[:, self.cols["cfrc_ext"]], low), high)  # np.clip, without its wrapper
         position = raw[:, self.qpos.start + 2 : self.qvel.stop]
         obs = (
             np.concatenate((position, forces[:, 6:]), axis=1)
@@ -210,7 +210,7 @@ class _Ant(_Task):
         min_z, max_z = p["healthy_z_range"]
         z = raw[:, self.qpos.start + 2]
         healthy = np.isfinite(raw[:, self.qpos.start : self.qvel.stop]).all(axis=1) & (min_z <= z) & (z <= max_z)
-        contact = p["contact_cost_weight"] * np.sum(np.square(forces), axis=1)
+        contact = p["contact_cost_weight"] * np.square(forces).sum(axis=1)
         costs = self.control_cost(actions) + contact
         reward = (velocity * p["forward_reward_weight"] + healthy * p["healthy_reward"]) - costs
         return obs, reward, ~healthy & bool(p["terminate_when_unhealthy"])
@@ -243,26 +243,23 @@ class _Humanoid(_Task):
         )
 
     def position(self, raw: np.ndarray) -> np.ndarray:
-        xipos = raw[:, self.layout.columns("xipos")].reshape(len(raw), -1, 3)
-        return np.stack([np.einsum("b,bj->j", self.mass, x) / self.total_mass for x in xipos])[:, 0]
+        # gymnasium's mass_center, np.einsum("b,bj->j", mass, xipos) / total mass, for the batch (the same sums)
+        xipos = np.ascontiguousarray(raw[:, self.cols["xipos"]]).reshape(len(raw), -1, 3)
+        return np.einsum("b,ebj->ej", self.mass, xipos)[:, 0] / self.total_mass
 
     def outcome(self, raw: np.ndarray, actions: np.ndarray, velocity: np.ndarray) -> tuple[np.ndarray, ...]:
         p = self.p
-        cfrc = self.layout.columns("cfrc_ext")
+        cfrc = self.cols["cfrc_ext"]
         obs = np.concatenate(
-            (
-                raw[:, self.qpos.start + 2 : self.layout.columns("qfrc_actuator").stop],
-                raw[:, cfrc.start + 6 : cfrc.stop],
-            ),
-            axis=1,
+            (raw[:, self.qpos.start + 2 : self.cols["qfrc_actuator"].stop], raw[:, cfrc.start + 6 : cfrc.stop]), axis=1
         )
         min_z, max_z = p["healthy_z_range"]
         z = raw[:, self.qpos.start + 2]
         healthy = (min_z < z) & (z < max_z)
         # gymnasium's control cost reads data.ctrl: the action as float64
-        ctrl = p["ctrl_cost_weight"] * np.sum(np.square(actions.astype(np.float64)), axis=1)
+        ctrl = p["ctrl_cost_weight"] * np.square(actions.astype(np.float64)).sum(axis=1)
         low, high = p["contact_cost_range"]
-        contact = np.clip(p["contact_cost_weight"] * np.sum(np.square(raw[:, cfrc]), axis=1), low, high)
+        contact = np.minimum(np.maximum(p["contact_cost_weight"] * np.square(raw[:, cfrc]).sum(axis=1), low), high)
         reward = (p["forward_reward_weight"] * velocity + healthy * p["healthy_reward"]) - (ctrl + contact)
         return obs, reward, ~healthy & bool(p["terminate_when_unhealthy"])
 
