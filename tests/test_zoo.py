@@ -181,6 +181,41 @@ def test_ppo_cartpole_and_pendulum_tables(files: Path) -> None:
         agent.close()
 
 
+PPO_LSTM_YML = """\
+CartPoleNoVel-v1:
+  n_envs: 4
+  n_timesteps: !!float 6e4
+  policy: 'MlpLstmPolicy'
+  n_steps: 16
+  batch_size: 64
+  gae_lambda: 0.85
+  gamma: 0.97
+  n_epochs: 3
+  policy_kwargs: "dict(ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=24, n_lstm_layers=2,
+                       enable_critic_lstm=True, net_arch=dict(pi=[16], vf=[16]))"
+"""
+
+
+def test_the_zoos_ppo_lstm_file_is_recurrent_ppo_read_as_natrl_ppo(tmp_path: Path) -> None:
+    """hyperparams/ppo_lstm.yml (sb3-contrib RecurrentPPO's file): the LSTM policy and its keywords carry over."""
+    path = tmp_path / "ppo_lstm.yml"
+    path.write_text(PPO_LSTM_YML)
+    agent, preset, notes = _agent(PPO, path, "CartPoleNoVel-v1")
+    try:
+        cfg = agent.config
+        assert preset.policy == "MlpLstmPolicy" and preset.total_steps == 60_000 and notes == []
+        assert preset.policy_kwargs == {"lstm_hidden_size": 24, "n_lstm_layers": 2, "enable_critic_lstm": True}
+        assert (cfg.n_envs, cfg.n_steps, cfg.batch_size, cfg.n_epochs, cfg.gamma) == (4, 16, 64, 3, 0.97)
+        assert (cfg.hidden_sizes, cfg.activation, cfg.ortho_init) == ((16,), "relu", False)
+        lstms = [m for m in agent.actor.modules() if isinstance(m, nn.LSTM)]
+        assert [(m.hidden_size, m.num_layers) for m in lstms] == [(24, 2)]
+    finally:
+        agent.close()
+    path.write_text(PPO_LSTM_YML.replace("MlpLstmPolicy", "MlpPolicy"))
+    with pytest.raises(ZooError, match=r"policy_kwargs .*lstm_hidden_size.*: no exact natrl equivalent"):
+        zoo_preset(path, "ppo", "CartPoleNoVel-v1", PPO.config_cls)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -10,10 +10,15 @@ zoo key                                natrl
 =====================================  ==========================================================================
 ``n_timesteps``                        the step budget (``total_steps``)
 ``n_envs``                             ``n_envs``
-``policy``                             ``MlpPolicy``, ``CnnPolicy`` or ``MultiInputPolicy`` (a class path: refused)
+``policy``                             ``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` and sb3-contrib's recurrent
+                                       ``MlpLstmPolicy``/``CnnLstmPolicy``/``MultiInputLstmPolicy`` (the zoo's
+                                       ``ppo_lstm.yml``, RecurrentPPO's file, read as natrl PPO's); a class path:
+                                       refused
 ``policy_kwargs``                      ``net_arch`` → ``hidden_sizes``/``critic_hidden_sizes``, ``activation_fn``
                                        → ``activation``, ``ortho_init``, ``log_std_init``,
-                                       ``share_features_extractor``; others refused
+                                       ``share_features_extractor``, and with a recurrent policy
+                                       ``lstm_hidden_size``, ``n_lstm_layers``, ``shared_lstm``,
+                                       ``enable_critic_lstm``; others refused
 ``normalize``                          ``normalize_obs``/``normalize_reward`` (``obs_norm_update = "step"``, as
                                        ``VecNormalize`` updates after every step); ``clip_obs``, ``clip_reward``,
                                        ``epsilon`` only at natrl's values (VecNormalize's defaults)
@@ -50,6 +55,7 @@ from typing import Any
 from torch import nn
 
 from natrl.presets import Preset
+from natrl.rl.policies.build import RECURRENT_KWARGS, RECURRENT_POLICIES
 from natrl.rl.sb3_names import SB3_ONLY_DEFAULTS
 
 __all__ = ["ZOO_ALGOS", "ZooError", "parse_python_literal", "read_zoo_file", "zoo_preset", "zoo_table"]
@@ -98,7 +104,7 @@ _REFUSED = {
     "noise_type": "an off-policy key; natrl's agents are on-policy",
     "noise_std": "an off-policy key; natrl's agents are on-policy",
 }
-_POLICIES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
+_POLICIES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy", *RECURRENT_POLICIES)
 _ACTIVATION_CLASSES = {"ReLU": nn.ReLU, "Tanh": nn.Tanh, "ELU": nn.ELU, "GELU": nn.GELU, "LeakyReLU": nn.LeakyReLU}
 _ACTIVATION_NAMES = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.ELU: "elu", nn.GELU: "gelu"}
 _NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -319,7 +325,8 @@ def zoo_preset(path: str | os.PathLike[str], algo: str, env_id: str, config_cls:
             problems.append(str(exc))
     try:
         hyper.update(_policy_kwargs(policy_kwargs, policy))
-        policy_kwargs = {k: v for k, v in policy_kwargs.items() if k == "share_features_extractor"}
+        kept = {"share_features_extractor", *RECURRENT_KWARGS}
+        policy_kwargs = {k: v for k, v in policy_kwargs.items() if k in kept}
     except ZooError as exc:
         problems.append(str(exc))
     if total is None:
@@ -536,6 +543,8 @@ def _policy_kwargs(kwargs: dict[str, Any], policy: str) -> dict[str, Any]:
     if "share_features_extractor" in kwargs and not isinstance(kwargs["share_features_extractor"], bool):
         raise ZooError("policy_kwargs share_features_extractor must be True or False")
     known = {"net_arch", "activation_fn", "ortho_init", "log_std_init", "share_features_extractor"}
+    if policy in RECURRENT_POLICIES:
+        known |= set(RECURRENT_KWARGS)  # sb3-contrib's names, natrl's too: checked by the policy builder
     unknown = [k for k in kwargs if k not in known]
     if unknown:
         raise ZooError(
