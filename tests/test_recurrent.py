@@ -225,10 +225,8 @@ def test_recurrent_agent_saves_loads_and_evaluates(tmp_path) -> None:
 
 
 def test_bad_input_names_the_problem() -> None:
-    with pytest.raises(ValueError, match="ACKTR does not support recurrent policies"):
-        ACKTR("CartPole-v1", policy="MlpLstmPolicy")
-    with pytest.raises(ValueError, match="curvature='kfac' does not cover"):
-        TRPO("CartPole-v1", policy="MlpLstmPolicy", curvature="kfac")
+    with pytest.raises(ValueError, match="critic_optimizer='kfac' takes a critic without memory"):
+        ACKTR("CartPole-v1", policy="MlpLstmPolicy", critic_optimizer="kfac")
     with pytest.raises(PolicyError, match="lstm_\\* keys need a recurrent policy"):
         PPO("CartPole-v1", policy_kwargs=dict(lstm_hidden_size=32))
     with pytest.raises(PolicyError, match="enable_critic_lstm=False is not supported"):

@@ -20,8 +20,9 @@ damped system with the eigendecompositions A = Q_A diag(a) Q_Aᵀ, G = Q_G diag(
 EKFAC (the same paper) keeps the eigenbases and replaces g aᵀ by the second moments of the
 per-example gradients in them. Grouped convolutions get one block per group, 1-D
 convolutions are 2-D ones of height 1, ``nn.Embedding`` is a Linear layer on one-hot inputs
-(A diagonal: the token frequencies), and affine norm layers get the exact diagonal Fisher of
-their weight and bias.
+(A diagonal: the token frequencies), affine norm layers get the exact diagonal Fisher of
+their weight and bias, and ``nn.LSTM``/``nn.GRU`` one block per weight matrix with statistics over
+the time steps (independence across time, :mod:`natrl.optim.kfac_recurrent`).
 
 Pieces, all usable on their own (ACKTR reuses them with a policy's sampled Fisher):
 
@@ -55,6 +56,7 @@ from torch.utils.hooks import RemovableHandle
 
 from natrl.linalg import LevenbergMarquardt
 from natrl.optim import kfac_distributed as kfd
+from natrl.optim.kfac_recurrent import RECURRENT_TYPES, recurrent_blocks, recurrent_unsupported, unroll
 from natrl.optim.validation import check_int, check_real
 
 __all__ = [
@@ -503,8 +505,10 @@ Schedule: TypeAlias = "float | Callable[[int], float]"
 class _Layer:
     """Factors and their decompositions for one Fisher block (a layer, or one group of a conv).
 
-    ``kind`` is ``"kron"`` (Linear, Conv1d/2d: A and G matrices), ``"embedding"`` (A a vector:
-    the diagonal, G a matrix) or ``"diag"`` (affine norms: the diagonal Fisher in ``g``, no A).
+    ``kind`` is ``"kron"`` (Linear, Conv1d/2d, one weight of a recurrent layer: A and G matrices),
+    ``"embedding"`` (A a vector: the diagonal, G a matrix) or ``"diag"`` (affine norms: the diagonal
+    Fisher in ``g``, no A). The block's parameters are the module's attributes ``weight_name`` and
+    ``bias_name`` (a recurrent layer has one pair per block).
     """
 
     name: str
@@ -516,6 +520,8 @@ class _Layer:
     group: int = 0
     rows: slice = field(default_factory=lambda: slice(None))  # the weight rows (output channels) of this block
     damping: Schedule | None = None  # per-layer λ overriding the optimizer's
+    weight_name: str = "weight"
+    bias_name: str = "bias"
     a: Tensor | None = None
     g: Tensor | None = None
     a_sum: Tensor | None = None
@@ -535,11 +541,17 @@ class _Layer:
     handles: list[RemovableHandle] = field(default_factory=list)
 
     @property
+    def weight(self) -> Tensor:
+        return cast(Tensor, getattr(self.module, self.weight_name))
+
+    @property
+    def bias(self) -> Tensor | None:
+        return cast(Tensor | None, getattr(self.module, self.bias_name, None))
+
+    @property
     def params(self) -> list[Tensor]:
-        ps = [cast(Tensor, self.module.weight)]
-        if _bias(self.module) is not None:
-            ps.append(cast(Tensor, _bias(self.module)))
-        return [p for p in ps if p is not None]
+        b = self.bias
+        return [self.weight] if b is None else [self.weight, b]
 
     @property
     def ready(self) -> bool:
@@ -603,6 +615,8 @@ def _supported(module: nn.Module) -> str | None:
         return None
     if t is nn.Embedding:
         return "sparse gradients" if cast(nn.Embedding, module).sparse else None
+    if t in RECURRENT_TYPES:
+        return recurrent_unsupported(module)
     if t is nn.Conv1d or t is nn.Conv2d:
         conv = cast(_Conv, module)
         if conv.padding_mode != "zeros":
@@ -616,7 +630,11 @@ def _supported(module: nn.Module) -> str | None:
 
 
 def _blocks(name: str, module: nn.Module, dtype: torch.dtype) -> list[_Layer]:
-    """The Fisher blocks of a supported layer (one per group for a grouped convolution)."""
+    """The Fisher blocks of a supported layer (one per group for a grouped convolution, two per layer of a
+    recurrent one)."""
+    if type(module) in RECURRENT_TYPES:
+        return [_Layer(f"{name}.{suffix}", module, dtype, "kron", d_a, d_g, weight_name=w, bias_name=b)
+                for suffix, w, b, d_a, d_g in recurrent_blocks(module)]  # fmt: skip
     kind = _kind(module)
     w = cast(Tensor, module.weight)
     has_bias = _bias(module) is not None
@@ -710,7 +728,12 @@ class KFAC(Optimizer):
       (:func:`embedding_factors`);
     * affine norms (``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``BatchNorm1d/2d/3d``,
       ``InstanceNorm1d/2d/3d`` with affine parameters): the exact diagonal of the Fisher of
-      [weight, bias] from per-example gradients (:func:`norm_fisher_diagonal`).
+      [weight, bias] from per-example gradients (:func:`norm_fisher_diagonal`);
+    * ``nn.LSTM`` and ``nn.GRU`` (unidirectional, no projection, no dropout between layers): per
+      layer ℓ, G ⊗ A for [weight_ih, bias_ih] (``name.ih_lℓ``) and for [weight_hh, bias_hh]
+      (``name.hh_lℓ``), A and G over every (sequence, step) row (independence across time,
+      :mod:`natrl.optim.kfac_recurrent`); a collecting forward reruns the layer with the cell
+      equations written out and returns their outputs (:meth:`recurrent_forward`).
 
     Other layers (``nn.MultiheadAttention``, whose projections are used functionally, not
     called as modules) keep their plain gradients; they are named in a warning. Parameters
@@ -927,11 +950,15 @@ class KFAC(Optimizer):
             if why is not None:
                 skipped.append(f"{name or '<root>'} ({type(module).__name__}: {why})")
                 continue
-            wdt = cast(Tensor, module.weight).dtype
+            wdt = own[0].dtype
             dtype = factor_dtype or (wdt if wdt in (torch.float32, torch.float64) else torch.float32)
             blocks = _blocks(name or "<root>", module, dtype)
             # eager under torch.compile: dynamo would trace the hook and the tensor hook it registers
-            blocks[0].handles.append(module.register_forward_hook(torch.compiler.disable(self._forward_hook)))
+            if type(module) in RECURRENT_TYPES:
+                hook = module.register_forward_hook(torch.compiler.disable(self._recurrent_hook), with_kwargs=True)
+            else:
+                hook = module.register_forward_hook(torch.compiler.disable(self._forward_hook))
+            blocks[0].handles.append(hook)
             self._blocks_of[module] = blocks
             by_name[name or "<root>"] = blocks
             for block in blocks:
@@ -1056,6 +1083,107 @@ class KFAC(Optimizer):
                         layer.pending.append((ctx[layer.group], g))
                 layer.g_sum = big_g if layer.g_sum is None else layer.g_sum + big_g
                 layer.g_count += 1
+
+    def _recurrent_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        """A recurrent layer's forward in a collecting pass: run again with the written-out cells, which record
+        the statistics, and return their outputs (the fused module's to rounding), so that the backward passes
+        through the recorded gate pre-activations."""
+        if not (self._collecting and module.training and torch.is_grad_enabled()):
+            return None
+        x = args[0] if args else kwargs.get("input")
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        if not isinstance(x, Tensor) or not isinstance(self._blocks_of[module][0].weight, nn.Parameter):
+            return None  # a PackedSequence (no statistics), or a pass at swapped-out parameters (torch.func)
+        return self.recurrent_forward(module, x, hx)
+
+    def recurrent_forward(
+        self,
+        module: nn.Module,
+        x: Tensor,
+        hx: Tensor | tuple[Tensor, Tensor] | None = None,
+        *,
+        keep: Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+        """``module(x, hx)`` for one of the model's ``nn.LSTM``/``nn.GRU`` layers, run with the written-out cell
+        equations (:func:`natrl.optim.kfac_recurrent.unroll`) and collecting its K-FAC statistics when this
+        optimizer collects (as the forward hook does when the module is called), with optional resets.
+
+        Args:
+            module: the recurrent layer (a module of the model).
+            x: its input as the module takes it ((B, T, d) with ``batch_first``, (T, B, d) without, (T, d)
+                unbatched).
+            hx: its initial state as the module takes it, or None (zeros).
+            keep: multipliers of the state before each step (0 where a new sequence begins), shaped like x's
+                leading (batch, time) dimensions, or None.
+            batch_size: N, the number of examples the loss averages over (the batch dimension by default); a
+                policy whose loss averages over the steps of its sequences passes the number of steps.
+
+        Returns:
+            What the module returns: ``(output, (h_n, c_n))`` or ``(output, h_n)``.
+        """
+        blocks = self._blocks_of.get(module)
+        if blocks is None or type(module) not in RECURRENT_TYPES:
+            raise ValueError("KFAC.recurrent_forward: the module is not one of this optimizer's recurrent layers")
+        rnn = cast(nn.LSTM | nn.GRU, module)
+        batched = x.dim() == 3
+        if not batched:
+            x = x.unsqueeze(0)
+            hx = None if hx is None else cast(Any, tuple(h.unsqueeze(1) for h in hx) if isinstance(hx, tuple)
+                                                     else hx.unsqueeze(1))  # fmt: skip
+            keep = None if keep is None else keep.unsqueeze(0)
+        elif not rnn.batch_first:
+            x = x.transpose(0, 1)
+            keep = None if keep is None else keep.transpose(0, 1)
+        record = self._collecting and rnn.training and torch.is_grad_enabled()
+        y, final, taps = unroll(rnn, x, hx, keep, record=record)
+        if taps:
+            self._record_recurrent(rnn, blocks, taps, x.shape[0] if batch_size is None else batch_size)
+        if not batched:
+            return y[0], cast(Any, tuple(f[:, 0] for f in final) if isinstance(final, tuple) else final[:, 0])
+        return (y if rnn.batch_first else y.transpose(0, 1)), final
+
+    def _record_recurrent(self, rnn: nn.Module, blocks: list[_Layer], taps: list[Any], n: int) -> None:
+        """A recurrent layer's A factors from the recorded rows, and hooks for its G factors."""
+        lstm = isinstance(rnn, nn.LSTM)
+        for k, tap in enumerate(taps):
+            ih, hh = blocks[2 * k], blocks[2 * k + 1]
+            ctx: list[Tensor | None] = []
+            with torch.no_grad(), torch.autocast(tap.inputs.device.type, enabled=False):
+                for layer, rows in ((ih, tap.inputs), (hh, tap.hidden)):
+                    a = rows.to(layer.dtype)
+                    if layer.bias is not None:
+                        a = _with_ones(a)
+                    flat = a.reshape(-1, a.shape[-1])
+                    layer.a_sum = flat.T @ flat if layer.a_sum is None else layer.a_sum + flat.T @ flat
+                    layer.a_rows += flat.shape[0]
+                    # EKFAC's per-example gradients Σ_t ĝ_t ā_tᵀ: the examples must be the sequences
+                    ctx.append(a if self.method == "ekfac" and n == a.shape[0] else None)
+            if tap.gates_ih.requires_grad:
+                pairs = ((ih, ctx[0]), (hh, ctx[1])) if lstm else ((ih, ctx[0]),)
+                tap.gates_ih.register_hook(lambda go, pairs=pairs: self._recurrent_grad_hook(pairs, n, go))
+                ih.outputs.append(tap.gates_ih)
+            if tap.gates_hh is not None:
+                tap.gates_hh.register_hook(lambda go, pairs=((hh, ctx[1]),): self._recurrent_grad_hook(pairs, n, go))
+                hh.outputs.append(tap.gates_hh)
+
+    def _recurrent_grad_hook(self, pairs: tuple[tuple[_Layer, Tensor | None], ...], n: int, go: Tensor) -> None:
+        """G of recurrent blocks from the gradients at their gate pre-activations, (B, T, gates·H)."""
+        if self._suspended:
+            return
+        wanted = self._in_fisher_pass if self.fisher == "sampled" else not self._in_fisher_pass
+        if not wanted:
+            return
+        with torch.no_grad(), torch.autocast(go.device.type, enabled=False):
+            g = go.to(pairs[0][0].dtype)
+            if self.grad_scaler is not None and not self._in_fisher_pass:
+                g = g / float(self.grad_scaler.get_scale())
+            big_g = g_factor(g.reshape(-1, g.shape[-1]), n, self.scale)
+            for layer, a in pairs:
+                layer.g_sum = big_g.clone() if layer.g_sum is None else layer.g_sum + big_g
+                layer.g_count += 1
+                if a is not None:
+                    layer.pending.append((a, g))
 
     @contextlib.contextmanager
     def fisher_pass(self) -> Iterator[None]:
@@ -1319,8 +1447,7 @@ class KFAC(Optimizer):
 
     def _grad_matrix(self, layer: _Layer) -> Tensor | None:
         """The block's gradient as the matrix K-FAC preconditions (a vector for a diagonal block)."""
-        w = cast(Tensor, layer.module.weight)
-        b = _bias(layer.module)
+        w, b = layer.weight, layer.bias
         if layer.kind == "diag":
             gs = [p.grad if p.grad is not None else torch.zeros_like(p) for p in (w, b) if p is not None]
             if all(p.grad is None for p in (w, b) if p is not None):
@@ -1338,8 +1465,7 @@ class KFAC(Optimizer):
 
     @staticmethod
     def _write_grad_matrix(layer: _Layer, mat: Tensor) -> None:
-        w = cast(Tensor, layer.module.weight)
-        b = _bias(layer.module)
+        w, b = layer.weight, layer.bias
         if layer.kind == "diag":
             offset = 0
             for p in (w, b):
@@ -1501,7 +1627,7 @@ class KFAC(Optimizer):
             ps = layer.params
             if id(ps[0]) not in deltas:
                 continue
-            w, b = cast(Tensor, layer.module.weight), _bias(layer.module)
+            w, b = layer.weight, layer.bias
             if layer.kind == "diag":
                 dm = torch.cat([deltas.get(id(p), torch.zeros_like(p)).reshape(-1) for p in ps])
             elif layer.kind == "embedding":

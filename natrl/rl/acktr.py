@@ -18,6 +18,9 @@ One update:
 
 :func:`kfac_policy_direction` is shared with ``TRPO(curvature="kfac")``, which takes the
 K-FAC direction, scales it to the trust region with the exact Fisher and line-searches it.
+A recurrent policy's LSTM/GRU weights get blocks with independence across time
+(:mod:`natrl.optim.kfac_recurrent`), its KL clip the exact Fisher through time (a Fisher-vector
+product), and its critic Adam.
 
 Eigendecomposition failures and non-finite statistics never crash and never produce NaN
 parameters: :func:`natrl.optim.kfac.eigh_robust` retries with jitter and in float64, a layer
@@ -34,15 +37,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from natrl.curvature import fisher_quadratic
+from natrl.curvature import fisher_quadratic, fisher_vp
 from natrl.linalg import ConstantDamping, LevenbergMarquardt
 from natrl.optim.kfac import KFAC
-from natrl.params import flatten, functional, write_back
+from natrl.params import flatten, write_back
 from natrl.rl.agent import OnPolicyAgent
 from natrl.rl.batch import Batch
 from natrl.rl.config import CriticConfig, Schedule, check, schedule_value
 from natrl.rl.critic import adam, fit_critic
 from natrl.rl.kfac_policy import KFACDirection, kfac_policy_direction, make_actor_kfac
+from natrl.rl.natural import PolicyObjective
 
 __all__ = ["ACKTR", "ACKTRConfig"]
 
@@ -107,10 +111,10 @@ class ACKTR(OnPolicyAgent):
 
     def _setup(self) -> None:
         cfg = self.config
-        if self.actor.recurrent:
+        if cfg.critic_optimizer == "kfac" and self.critic.recurrent:
             raise ValueError(
-                "ACKTR does not support recurrent policies: its K-FAC blocks cover Linear and Conv2d layers, not "
-                "LSTM/GRU weights; train a recurrent policy with TRPO or NPG (the exact Fisher through time) or PPO"
+                "critic_optimizer='kfac' takes a critic without memory; use critic_optimizer='adam' with a "
+                "recurrent policy"
             )
         self.kfac = make_actor_kfac(
             self.actor, damping=cfg.damping, factor_decay=cfg.factor_decay, inverse_interval=cfg.inverse_interval
@@ -137,6 +141,7 @@ class ACKTR(OnPolicyAgent):
         self.kfac.damping = self.damping.value
         params = list(self.actor.parameters())
         theta0 = flatten(params).detach().clone()
+        objective = PolicyObjective(self.actor, batch)  # π_old, and the actor's outputs at any θ, one row per step
         nd = kfac_policy_direction(
             self.actor, self.kfac, batch, ent_coef=cfg.ent_coef, generator=self.generator, importance_ratio=False
         )
@@ -148,7 +153,13 @@ class ACKTR(OnPolicyAgent):
             # ν = min(1, √(κ / (η² uᵀ F u))) with u the momentum direction and F the exact
             # Fisher (one jvp), so the step's quadratic KL ½ η² ν² uᵀFu stays ≤ κ / 2
             buf = nd.natural if self._momentum is None else cfg.momentum * self._momentum + nd.natural
-            quad = float(fisher_quadratic(functional(self.actor), theta0, batch.obs, self.actor.dist_cls, buf))
+            if batch.seq is None:
+                quad = float(
+                    fisher_quadratic(objective.model_fn, theta0, objective.inputs, objective.output_fisher(), buf)
+                )
+            else:  # torch's fused recurrent layers have no forward-mode jvp: uᵀ(Fu) by the double backward
+                fvp = fisher_vp(objective.model_fn, theta0, objective.inputs, objective.output_fisher())
+                quad = float(buf @ fvp(buf))
             lr = self.scheduled("learning_rate")
             nu = 1.0 if not quad > 0 else min(1.0, math.sqrt(cfg.kl_clip / (lr**2 * quad)))
             theta1 = theta0 - lr * nu * buf
@@ -157,7 +168,7 @@ class ACKTR(OnPolicyAgent):
             else:
                 self._momentum = nu * buf if cfg.momentum > 0 else None
                 write_back(params, theta1)
-                stats.update(self._step_stats(batch, theta0, theta1, nd, nu, quad))
+                stats.update(self._step_stats(objective, theta0, theta1, nd, nu, quad))
         if cfg.critic_optimizer == "kfac":
             stats["value_loss"] = self._fit_critic_kfac(batch)
         else:
@@ -166,8 +177,8 @@ class ACKTR(OnPolicyAgent):
             stats["value_loss"] = fit_critic(
                 self._critic_grads,
                 self.critic_optimizer,
-                batch.obs,
-                batch.returns,
+                batch.obs if batch.seq is None else batch.critic_inputs(),
+                batch.per_unit(batch.returns),
                 epochs=cfg.critic_epochs,
                 batch_size=cfg.critic_batch_size,
                 generator=self.generator,
@@ -177,14 +188,13 @@ class ACKTR(OnPolicyAgent):
         return stats
 
     def _step_stats(
-        self, batch: Batch, theta0: Tensor, theta1: Tensor, nd: KFACDirection, nu: float, quad: float
+        self, objective: PolicyObjective, theta0: Tensor, theta1: Tensor, nd: KFACDirection, nu: float, quad: float
     ) -> dict[str, float]:
         """KL of the step, actual vs predicted surrogate change, and the damping update."""
-        fn = functional(self.actor)
+        batch = objective.batch
         with torch.no_grad():
-            old = self.actor.dist_cls(*fn(theta0, batch.obs))
-            new = self.actor.dist_cls(*fn(theta1, batch.obs))
-            kl = float(old.kl(new).mean())
+            new = objective.dist(theta1)
+            kl = float(objective.old_dist.kl(new).mean())
             ratio = torch.exp(new.log_prob(batch.actions) - batch.log_probs)
             gain = float(-(ratio * batch.advantages).mean() - (-batch.advantages.mean()))
         step = theta1 - theta0

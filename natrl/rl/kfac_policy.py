@@ -4,6 +4,12 @@ shared by ACKTR and ``TRPO(curvature="kfac")``.
 K-FAC factors come from a Fisher pass: actions a' ~ π(·|s) sampled from the policy itself and a
 backward of −mean log π(a'|s) (the true Fisher, not the empirical one); the input factors from
 the same forward. A state-independent log-std is preconditioned by its exact Fisher block (2 I).
+
+A recurrent policy's LSTM/GRU weights get the blocks of :mod:`natrl.optim.kfac_recurrent` (independence
+across time): the Fisher pass runs the core with the written-out cells over the batch's sequences, resets
+at episode starts included, and the network on the S·L steps as rows. Every block then counts the steps as
+the examples (the surrogate is a mean over steps), so each approximates its block of the Fisher that TRPO's
+exact products and the KL use: the mean over steps of the per-step Fisher, dependence through time included.
 """
 
 from __future__ import annotations
@@ -27,15 +33,18 @@ def make_actor_kfac(actor: Actor, *, damping: float, factor_decay: float, invers
     """A K-FAC preconditioner over the actor's features extractor and network with the policy's own
     (sampled) Fisher.
 
-    Linear and Conv2d layers get Kronecker-factored blocks; other parameters (normalisation
-    layers, a user's custom layers) keep their plain gradients (named in KFAC's warning), and a
+    Linear and Conv2d layers and a recurrent core's LSTM/GRU weights get Kronecker-factored blocks; other
+    parameters (a user's custom layers) keep their plain gradients (named in KFAC's warning), and a
     state-independent log-std its exact Fisher block (see :func:`kfac_policy_direction`).
     Statistics are collected only inside :func:`kfac_policy_direction`; other forward and
     backward passes through the actor (line searches, Fisher-vector products, rollouts)
     leave the factors alone.
     """
+    modules = {"features": actor.features, "net": actor.net}
+    if actor.core is not None:
+        modules["core"] = actor.core
     kfac = KFAC(
-        nn.ModuleDict({"features": actor.features, "net": actor.net}),
+        nn.ModuleDict(modules),
         lr=1.0,
         damping=damping,
         factor_decay=factor_decay,
@@ -55,6 +64,19 @@ def _collecting(kfac: KFAC) -> Iterator[None]:
         yield
     finally:
         kfac.suspend()
+
+
+def _fisher_pass_outputs(actor: Actor, kfac: KFAC, batch: Batch) -> tuple[Tensor, ...]:
+    """The actor's outputs, one row per step, from a forward that collects K-FAC statistics."""
+    if actor.core is None or batch.seq is None:
+        return actor(batch.obs)
+    obs, starts, state = batch.seq.actor_inputs(batch.obs)
+    S, L = starts.shape
+    # natrl's state (S, k, layers, H), k = 2 (h, c) for an LSTM, as torch's (layers, S, H) tensors
+    parts = tuple(state[:, i].transpose(0, 1).contiguous() for i in range(state.shape[1]))
+    hx = parts if len(parts) == 2 else parts[0]
+    y, _ = kfac.recurrent_forward(actor.core.rnn, actor.sequence_features(obs), hx, keep=~starts, batch_size=S * L)
+    return actor.head(actor.net(y.flatten(0, 1)))
 
 
 @dataclass
@@ -98,7 +120,7 @@ def kfac_policy_direction(
         p.grad = None
     actor.train()
     with _collecting(kfac):
-        dist = actor.dist_cls(*actor(batch.obs))
+        dist = actor.dist_cls(*_fisher_pass_outputs(actor, kfac, batch))
         with torch.no_grad():
             sampled = dist.detach().sample(generator)
         kfac.fisher_backward(-dist.log_prob(sampled).mean())

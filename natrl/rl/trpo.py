@@ -45,7 +45,8 @@ class _NaturalConfig(CriticConfig):
             actual to the predicted surrogate improvement.
         fisher_subsample: fraction of the batch used for Fisher-vector products (0, 1].
         curvature: "exact" (CG on the exact Fisher) or "kfac" (the K-FAC natural gradient of the
-            policy's own Fisher, no CG; xᵀFx from the K-FAC blocks). With "kfac", ``damping`` is
+            policy's own Fisher, no CG; xᵀFx from the K-FAC blocks; a recurrent core's LSTM/GRU
+            weights get blocks with independence across time). With "kfac", ``damping`` is
             the Tikhonov damping of the Kronecker blocks.
         kfac_factor_decay: moving-average decay of the K-FAC factors (curvature="kfac").
     """
@@ -127,11 +128,6 @@ class _NaturalAgent(OnPolicyAgent):
 
     def _setup(self) -> None:
         cfg = self.config
-        if cfg.curvature == "kfac" and self.actor.recurrent:
-            raise ValueError(
-                "curvature='kfac' does not cover a recurrent policy's LSTM/GRU weights; use curvature='exact' "
-                "(the exact Fisher through time) with a recurrent policy"
-            )
         self.critic_optimizer = adam(critic_only_parameters(self.actor, self.critic), self.scheduled("critic_lr"))
         self.damping = (
             LevenbergMarquardt(max(cfg.damping, 1e-8)) if cfg.adaptive_damping else ConstantDamping(cfg.damping)
