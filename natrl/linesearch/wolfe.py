@@ -7,7 +7,9 @@ Both searches look along a direction ``d`` from ``x`` for a step ``t > 0`` with
 
 0 < c1 < c2 < 1 (Nocedal & Wright, *Numerical Optimization*, 2nd ed., eqs. 3.6a and 3.7).
 The scalar bookkeeping runs in Python floats (one device→host copy per evaluation); the
-vectors stay on their device and keep their dtype.
+vectors stay on their device and keep their dtype. :func:`strong_wolfe` also takes NumPy
+arrays (``fg`` then takes and returns arrays): the host path of small CPU problems in
+:func:`natrl.optim.quasi_newton.run_lbfgs`.
 
 :func:`strong_wolfe` implements two algorithms:
 
@@ -27,8 +29,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -96,6 +99,8 @@ def _flat(a: Tensor) -> Tensor:
 
 
 def _dot(a: Tensor, b: Tensor) -> float:
+    if isinstance(a, np.ndarray):
+        return float(a.dot(b)) if a.ndim == 1 and b.ndim == 1 else float(np.dot(a.reshape(-1), b.reshape(-1)))
     return float(torch.dot(_flat(a), _flat(b)).item())
 
 
@@ -173,6 +178,10 @@ class _Evaluator:
 
     def __init__(self, fg: FG, x: Tensor, d: Tensor, f0: float, g0: Tensor, max_evals: int):
         self.fg, self.x, self.d = fg, x, d
+        self.host = isinstance(x, np.ndarray)  # NumPy arrays, fg returning (float, array)
+        # x·0 is 0 when every entry of x is finite, NaN otherwise: the finiteness test of a trial
+        # point in one BLAS call (isfinite followed by a reduction costs several times more).
+        self.zero: Any = np.zeros_like(x) if self.host else None
         self.nfev = 0
         self.nonfinite = 0  # trials with a non-finite f, slope or point
         self.max_evals = max_evals
@@ -189,9 +198,15 @@ class _Evaluator:
         fv, gv = self.fg(xt)
         self.nfev += 1
         ft = _to_float(fv)
-        gt = gv.detach() if gv.requires_grad else gv
-        dt = _dot(gt, self.d) if math.isfinite(ft) else math.nan
-        if not math.isfinite(dt) or not bool(torch.isfinite(xt).all()):
+        if self.host:
+            gt = gv
+            dt = float(gt.dot(self.d)) if math.isfinite(ft) else math.nan
+            bad = not math.isfinite(dt) or not math.isfinite(xt.dot(self.zero))
+        else:
+            gt = gv.detach() if gv.requires_grad else gv
+            dt = _dot(gt, self.d) if math.isfinite(ft) else math.nan
+            bad = not math.isfinite(dt) or not bool(torch.isfinite(xt).all())
+        if bad:
             ft = math.nan
         if not math.isfinite(ft):
             self.nonfinite += 1
@@ -274,16 +289,33 @@ def strong_wolfe(
         return ev.result(False, "non-finite value or slope at the starting point")
     step = min(max(step, step_min), step_max)
     if xtol is None:
-        xtol = max(1e-14, float(torch.finfo(x.dtype).eps)) if x.dtype.is_floating_point else 1e-14
+        xtol = max(1e-14, _eps(x))
     if method == "zoom":
         return _zoom_search(ev, fx0, gtd0, step, c1, c2, step_max)
     return _more_thuente(ev, fx0, gtd0, step, c1, c2, xtol, step_min, step_max)
 
 
+def _eps(x: Tensor) -> float:
+    """Machine epsilon of x's dtype (a tensor's or an array's); 0 for integer dtypes."""
+    eps = _EPS.get(x.dtype)
+    if eps is None:
+        if isinstance(x, np.ndarray):
+            eps = float(np.finfo(x.dtype).eps) if np.issubdtype(x.dtype, np.floating) else 0.0
+        else:
+            eps = float(torch.finfo(x.dtype).eps) if x.dtype.is_floating_point else 0.0
+        _EPS[x.dtype] = eps
+    return eps
+
+
+_EPS: dict[object, float] = {}
+
+
 def _step_resolution(x: Tensor, d: Tensor) -> float:
     """The smallest step change that still moves x + t d in x's dtype (relative to its largest entry)."""
-    if not x.numel():
+    if not x.numel() if isinstance(x, Tensor) else not x.size:
         return 0.0
+    if isinstance(x, np.ndarray):
+        return _eps(x) * float(np.abs(x).max()) / max(float(np.abs(d).max()), 1e-300)
     inf = math.inf
     return (
         float(torch.finfo(x.dtype).eps)

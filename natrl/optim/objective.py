@@ -63,6 +63,7 @@ class Objective:
         self.jac = jac
         self.hessp_fn = hessp
         self.shape = x0.shape
+        self.numel = x0.numel()
         self.dtype = x0.dtype
         self.device = x0.device
         self.where = where
@@ -73,6 +74,8 @@ class Objective:
         # Whether fun returns (loss, grad): then x is passed without requires_grad.
         self._returns_grad = jac is True
         self._hvp_checked = False
+        # one reusable no-grad context for the (loss, grad) evaluations (entered once at a time)
+        self._no_grad = torch.no_grad()
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -117,7 +120,7 @@ class Objective:
     def _grad_checked(self, g: Any) -> Tensor:
         if not isinstance(g, Tensor):
             raise TypeError(f"{self.where}: the gradient must be a tensor, got {type(g).__name__}")
-        if g.numel() != math.prod(self.shape):
+        if g.numel() != self.numel:
             raise ValueError(
                 f"{self.where}: the gradient has shape {tuple(g.shape)}, expected {tuple(self.shape)} (the shape of x0)"
             )
@@ -142,7 +145,7 @@ class Objective:
             g = self._grad_checked(self.jac(x))
         else:
             if self._returns_grad:
-                with torch.no_grad():
+                with self._no_grad:
                     out = self._call(x)
             else:
                 xg = x.clone().requires_grad_(True)

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from natrl.linesearch.wolfe import NON_FINITE_TRIALS, PRECISION_LOSS, LineSearchResult, strong_wolfe
+from natrl.optim import lbfgs_host
+from natrl.optim.lbfgs_host import host_eligible
 from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status, non_finite_message
 
 __all__ = [
@@ -448,11 +451,9 @@ def run_lbfgs(
         fv, g = f0, g0.detach().reshape(-1)
     f = float(fv)
     g = g.reshape(-1)
-    k = 0
-    message: str | None = None
 
     def result(st: int, msg: str | None = None) -> OptimizeResult:
-        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, msg or STATUS_MESSAGES[st])
+        return OptimizeResult(x, f, g, 0, nfev, nfev, 0, st == Status.SUCCESS, st, msg or STATUS_MESSAGES[st])
 
     if not math.isfinite(f):
         return result(Status.NON_FINITE, non_finite_message("the objective", 0)), memory
@@ -460,9 +461,138 @@ def run_lbfgs(
         return result(Status.NON_FINITE, non_finite_message("the gradient", 0)), memory
     if float(torch.linalg.vector_norm(g, ord=math.inf)) <= gtol:
         return result(Status.SUCCESS), memory
+    space: _Space
+    xv: Any
+    gv: Any
+    lrv: Any
+    if host_eligible(x, g, lr, memory.s + memory.y):
+        space = _HostSpace(fg, x.numel(), x.numpy().dtype, max(history_size, len(memory.s)), memory)
+        xv, gv, lrv = x.numpy(), g.numpy(), lr.numpy() if isinstance(lr, Tensor) else lr
+    else:
+        space = _TensorSpace(fg, memory)
+        xv, gv, lrv = x, g, lr
+    out = _lbfgs_loop(
+        space, xv, f, gv, nfev, history_size, gtol, ftol, c1, c2, max_iter, max_evals, max_ls_evals, line_search,
+        lrv, callback,
+    )  # fmt: skip
+    return out, space.memory()
+
+
+class _TensorSpace:
+    """The L-BFGS loop's vector operations on tensors (any device), pairs in an :class:`LBFGSMemory`."""
+
+    def __init__(self, fg: FG, memory: LBFGSMemory) -> None:
+        self.fg = fg
+        self.mem = memory
+
+    @staticmethod
+    def dot(a: Tensor, b: Tensor) -> float:
+        return float(torch.dot(a, b))
+
+    @staticmethod
+    def amax(a: Tensor) -> float:
+        return float(torch.linalg.vector_norm(a, ord=math.inf))
+
+    @staticmethod
+    def norm(a: Tensor) -> float:
+        return float(torch.linalg.vector_norm(a))
+
+    @staticmethod
+    def finite(a: Tensor) -> bool:
+        return _finite(a)
+
+    @staticmethod
+    def tensor(a: Tensor) -> Tensor:
+        return a
+
+    @property
+    def size(self) -> int:
+        return len(self.mem.s)
+
+    def clear(self) -> None:
+        self.mem = lbfgs_init()
+
+    def direction(self, g: Tensor) -> Tensor:
+        return lbfgs_direction(g, self.mem)
+
+    def push(self, s: Tensor, y: Tensor, history_size: int) -> bool:
+        self.mem, skipped = lbfgs_push(self.mem, s, y, history_size=history_size)
+        return skipped
+
+    def memory(self) -> LBFGSMemory:
+        return self.mem
+
+
+class _HostSpace:
+    """The same operations on NumPy views of CPU tensors (:mod:`natrl.optim.lbfgs_host`)."""
+
+    dot = staticmethod(lbfgs_host.dot)
+    amax = staticmethod(lbfgs_host.amax)
+    norm = staticmethod(lbfgs_host.norm)
+    finite = staticmethod(lbfgs_host.finite)
+    tensor = staticmethod(torch.from_numpy)
+
+    def __init__(self, fg: FG, n: int, dtype: Any, capacity: int, memory: LBFGSMemory) -> None:
+        self.fg = lbfgs_host.host_fg(fg)
+        self.hist = lbfgs_host.HostHistory(n, dtype, capacity)
+        if memory.s:
+            self.hist.load(tuple(s.numpy() for s in memory.s), tuple(y.numpy() for y in memory.y), memory.gamma)
+
+    @property
+    def size(self) -> int:
+        return self.hist.size
+
+    def clear(self) -> None:
+        self.hist.clear()
+
+    def direction(self, g: np.ndarray) -> np.ndarray:
+        return self.hist.direction(g)
+
+    def push(self, s: np.ndarray, y: np.ndarray, history_size: int) -> bool:
+        return self.hist.push(s, y, history_size)
+
+    def memory(self) -> LBFGSMemory:
+        if not self.hist.size:
+            return lbfgs_init()
+        s, y = self.hist.pairs()
+        return LBFGSMemory(s, y, tuple(self.hist.rho), self.hist.gamma)
+
+
+_Space = _TensorSpace | _HostSpace
+
+
+def _lbfgs_loop(
+    space: _Space,
+    x: Any,
+    f: float,
+    g: Any,
+    nfev: int,
+    history_size: int,
+    gtol: float,
+    ftol: float,
+    c1: float,
+    c2: float,
+    max_iter: int,
+    max_evals: int,
+    max_ls_evals: int,
+    line_search: str | None,
+    lr: Any,
+    callback: Callback | None,
+) -> OptimizeResult:
+    """The iterations of :func:`run_lbfgs` from a finite (x, f, g), in ``space``'s vectors."""
+    fg: Any = space.fg
+    k = 0
+    message: str | None = None
+
+    def result(st: int, msg: str | None = None) -> OptimizeResult:
+        return OptimizeResult(
+            space.tensor(x), f, space.tensor(g), k, nfev, nfev, 0, st == Status.SUCCESS, st,
+            msg or STATUS_MESSAGES[st],
+        )  # fmt: skip
+
     plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
 
-    def scaled(v: Tensor) -> Tensor:
+    def scaled(v: Any) -> Any:
         return v if plain_lr else v * lr
 
     status = Status.SUCCESS
@@ -475,20 +605,20 @@ def run_lbfgs(
             break
         restarted = False
         while True:
-            d = scaled(lbfgs_direction(g, memory))
-            gtd = float(torch.dot(g, d))
+            d = scaled(space.direction(g))
+            gtd = space.dot(g, d)
             if not (gtd < 0.0 and math.isfinite(gtd)):  # not a descent direction: restart
-                memory = lbfgs_init()
+                space.clear()
                 d = scaled(-g)
             step = 1.0
-            if not memory.s:  # the first step of a run: t = 1/‖d‖₂
-                dnorm = float(torch.linalg.vector_norm(d))
+            if not space.size:  # the first step of a run: t = 1/‖d‖₂
+                dnorm = space.norm(d)
                 step = 1.0 / dnorm if 0.0 < dnorm < math.inf else 1.0
             step = min(step, 1e10)
             if line_search is None:
                 xt = x + step * d
                 ft, gt = fg(xt)
-                ok = math.isfinite(float(ft)) and _finite(gt) and _finite(xt)
+                ok = math.isfinite(float(ft)) and space.finite(gt) and space.finite(xt)
                 ls = LineSearchResult(step, float(ft), gt, 1, ok, "fixed step" if ok else NON_FINITE_TRIALS, xt)
             else:
                 budget = int(min(max_ls_evals, max_evals - nfev))
@@ -497,9 +627,9 @@ def run_lbfgs(
                     break
                 ls = strong_wolfe(fg, x, d, f0=f, g0=g, step=step, c1=c1, c2=c2, max_evals=budget, step_max=1e10)
             nfev += ls.nfev
-            if ls.success or restarted or not memory.s or nfev >= max_evals:
+            if ls.success or restarted or not space.size or nfev >= max_evals:
                 break
-            memory = lbfgs_init()  # drop the memory, retry along −∇f
+            space.clear()  # drop the memory, retry along −∇f
             restarted = True
         if status != Status.SUCCESS:
             break
@@ -509,18 +639,18 @@ def run_lbfgs(
                 status = Status.MAX_EVALS
             break
         assert ls.g is not None
-        g_new = ls.g if ls.g.dim() == 1 else ls.g.reshape(-1)
+        g_new = ls.g if ls.g.ndim == 1 else ls.g.reshape(-1)
         s = ls.x - x
         y = g_new - g
         f_old = f
         x, f, g = ls.x, ls.f, g_new
         k += 1
-        memory, _ = lbfgs_push(memory, s, y, history_size=history_size)
+        space.push(s, y, history_size)
         if callback is not None and callback(result(Status.SUCCESS)) is True:
             status = Status.CALLBACK
             break
-        if float(torch.linalg.vector_norm(g, ord=math.inf)) <= gtol:
+        if space.amax(g) <= gtol:
             break
         if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
             break
-    return result(status, message), memory
+    return result(status, message)
