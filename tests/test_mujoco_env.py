@@ -17,6 +17,7 @@ pytest.importorskip("mujoco")
 
 from natrl import TRPO
 from natrl.rl.env import EnvSource
+from natrl.rl.env_state import restore_vector_env_state, vector_env_state
 from natrl.rl.mujoco_env import MujocoSameStep
 
 
@@ -143,3 +144,54 @@ def test_trpo_learns_on_it_and_bad_requests_are_one_line() -> None:
         TRPO("Hopper-v5", vec_env="mujoco", wrapper_class=gym.wrappers.ClipAction)
     with pytest.raises(ValueError, match=r"got exclude_current_positions_from_observation: use vec_env='sync'"):
         TRPO("Hopper-v5", vec_env="mujoco", env_kwargs={"exclude_current_positions_from_observation": False})
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Ant-v5"])
+def test_its_state_is_the_sync_envs_state_and_a_restored_copy_continues_exactly(env_id: str) -> None:
+    """The state natrl's checkpoints store (natrl.rl.env_state), captured mid-episode, continues every step the
+    same in a fresh vec_env='mujoco' env and in a gymnasium SyncVectorEnv, across episode ends."""
+    kwargs = {"max_episode_steps": 50}
+    original = MujocoSameStep(env_id, 2, kwargs)
+    original.reset(seed=0)
+    size = original.single_action_space.shape
+    actions = np.random.default_rng(1).uniform(-1, 1, (300, 2, *size)).astype(np.float32)
+    for a in actions[:70]:
+        original.step(a)
+    state = vector_env_state(original)
+    assert state is not None
+    copies: list[Any] = [
+        MujocoSameStep(env_id, 2, kwargs),
+        SyncVectorEnv([lambda: gym.make(env_id, **kwargs)] * 2, autoreset_mode=AutoresetMode.SAME_STEP),
+    ]
+    for venv in copies:
+        venv.reset(seed=99)  # other episodes: the restored state must overwrite everything
+        restore_vector_env_state(venv, state)
+    ends = 0
+    for a in actions[70:]:
+        expected = original.step(a)
+        ends += int((expected[2] | expected[3]).sum())
+        for venv in copies:
+            got = venv.step(a)
+            for x, y in zip(got[:4], expected[:4]):
+                np.testing.assert_array_equal(x, y)
+            for e in np.flatnonzero(expected[2] | expected[3]):
+                np.testing.assert_array_equal(got[4]["final_obs"][e], expected[4]["final_obs"][e])
+    assert ends >= 4
+
+
+def test_a_checkpoint_resumes_bit_for_bit(tmp_path: Any) -> None:
+    from natrl.runs.rng import get_rng_state, set_rng_state
+
+    agent = TRPO("Hopper-v5", seed=2, n_envs=2, n_steps=128, vec_env="mujoco")
+    agent.learn(256)
+    path = agent.save(tmp_path / "mid.pt")
+    rng = get_rng_state()
+    agent.learn(512, reset_num_timesteps=False)  # episodes are cut by the checkpoint in mid-flight
+    resumed = TRPO.load(path)
+    assert isinstance(resumed.collector.venv, MujocoSameStep)
+    set_rng_state(rng)
+    resumed.learn(512, reset_num_timesteps=False)
+    flat = [torch.cat([p.detach().flatten() for p in a.policy.parameters()]) for a in (agent, resumed)]
+    assert resumed.num_timesteps == agent.num_timesteps and torch.equal(*flat)
+    agent.close()
+    resumed.close()

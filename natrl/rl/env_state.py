@@ -11,8 +11,10 @@ and writes it back:
 * the wrappers ``gym.make`` adds (``TimeLimit``'s step count, ``OrderEnforcing``, ``PassiveEnvChecker``)
   and natrl's stateless observation wrappers;
 
-in a :class:`gymnasium.vector.SyncVectorEnv` (the vector env of ``vec_env="sync"``). For any other env or
-vector env :func:`vector_env_state` returns None and a resumed run starts fresh episodes, as before.
+in a :class:`gymnasium.vector.SyncVectorEnv` (the vector env of ``vec_env="sync"``) or in natrl's
+:class:`~natrl.rl.mujoco_env.MujocoSameStep` (``vec_env="mujoco"``, whose state is that of the same envs: either
+backend resumes the other's checkpoint). For any other env or vector env :func:`vector_env_state` returns None
+and a resumed run starts fresh episodes, as before.
 The state holds tensors (NumPy arrays and scalars converted losslessly), numbers and dicts only: a weights-only
 checkpoint stores it.
 """
@@ -25,6 +27,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import SyncVectorEnv, VectorEnv
+
+from natrl.rl.mujoco_env import MujocoSameStep
 
 __all__ = ["from_storable", "restore_vector_env_state", "to_storable", "vector_env_state"]
 
@@ -158,7 +162,9 @@ def from_storable(obj: Any) -> Any:
 def vector_env_state(venv: VectorEnv) -> list[list[dict[str, Any]]] | None:
     """Every sub-env's state (wrappers, physics, random generator) in :func:`to_storable`'s form, or None when
     it cannot be captured."""
-    if not isinstance(venv, SyncVectorEnv):
+    if isinstance(venv, MujocoSameStep):
+        venv.record_episode_steps()
+    elif not isinstance(venv, SyncVectorEnv):
         return None
     states = [_env_state(env) for env in venv.envs]
     if any(s is None for s in states):
@@ -170,9 +176,11 @@ def restore_vector_env_state(venv: VectorEnv, states: list[list[dict[str, Any]]]
     """Write :func:`vector_env_state`'s result back into a vector env built the same way.
 
     Raises:
-        ValueError: the vector env is not a SyncVectorEnv of the same envs and wrappers.
+        ValueError: the vector env is not a SyncVectorEnv (or MujocoSameStep) of the same envs and wrappers.
     """
-    if not isinstance(venv, SyncVectorEnv) or len(venv.envs) != len(states):
+    if not isinstance(venv, (SyncVectorEnv, MujocoSameStep)) or len(venv.envs) != len(states):
         raise ValueError("the saved env states do not match this vector env")
     for env, state in zip(venv.envs, from_storable(states)):
         _restore_env_state(env, state)
+    if isinstance(venv, MujocoSameStep):
+        venv.resume_from_envs()

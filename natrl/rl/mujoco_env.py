@@ -365,6 +365,22 @@ class MujocoSameStep(VectorEnv):
         self._position[i] = self._task.position(self._raw[i : i + 1])[0]
         return np.asarray(obs)
 
+    def record_episode_steps(self) -> None:
+        """Write each env's step count into its ``TimeLimit`` wrapper (which :meth:`step` leaves alone), so that the
+        state of :attr:`envs` holds the whole state of this vector env (:mod:`natrl.rl.env_state`)."""
+        if self._max_steps is not None:
+            for env, steps in zip(self.envs, self._elapsed):
+                env.set_wrapper_attr("_elapsed_steps", int(steps))
+
+    def resume_from_envs(self) -> None:
+        """Take up the state written into :attr:`envs` (a resumed run): the step counts of their ``TimeLimit``
+        wrappers, and the simulations' values this env reads."""
+        for i, env in enumerate(self.envs):
+            if self._max_steps is not None:
+                self._elapsed[i] = env.get_wrapper_attr("_elapsed_steps")
+            self._read(i)
+            self._position[i] = self._task.position(self._raw[i : i + 1])[0]
+
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         actions = np.asarray(actions)
         step, rne, skip = self._mj_step, self._rne, self._frame_skip
