@@ -285,7 +285,7 @@ def translate(
         notes.append("NOT MATCHED: state_dependent_std (SB3 has a state-dependent std only as gSDE)")
     if cfg.action_bound != "clip":
         notes.append(f"NOT MATCHED: action_bound={cfg.action_bound!r}; SB3 clips Gaussian actions to the bounds")
-    if cfg.vec_env != "sync":
+    if cfg.vec_env not in ("sync", "mujoco"):  # "mujoco" steps the same envs bit for bit, in one process
         notes.append(f"NOT MATCHED: vec_env={cfg.vec_env!r}; the SB3 run steps its envs in one process (DummyVecEnv)")
     return PeerSpec(algo_class, kwargs, int(cfg.n_envs), normalize, tuple(notes), policy if recurrent else None)
 
