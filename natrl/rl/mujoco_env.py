@@ -6,7 +6,9 @@ itself: the action into ``data.ctrl``, ``mujoco.mj_step(model, data, nstep=frame
 ``mj_rnePostConstraint`` where the task reads contact forces), then the observation, reward and termination of the
 whole batch in a few NumPy operations, the time limit of the id's spec, and SAME_STEP autoreset with
 ``info["final_obs"]`` as gymnasium's SyncVectorEnv gives it. What it leaves out is what the training loop does not
-read: the per-step info dicts of the envs, the wrappers' checks and the second health check per step.
+read: the per-step info dicts of the envs, the wrappers' checks, the second health check per step, and
+``mj_rnePostConstraint`` where nothing reads its output (Hopper, Walker2d, HalfCheetah, Swimmer). Its state, for
+exact resume, is that of the copies (:mod:`natrl.rl.env_state`), as a SyncVectorEnv's.
 
 The formulas are those of gymnasium's ``*_v5.py`` environments (Hopper, Walker2d, HalfCheetah, Ant, Swimmer,
 Humanoid), in the same floating-point order, so observations, rewards, terminations and truncations are equal bit
