@@ -279,6 +279,27 @@ def test_recurrent_block_preconditioning_is_the_dense_damped_solve() -> None:
     torch.testing.assert_close(torch.cat([w.grad, b.grad[:, None]], 1).reshape(-1), want)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_ekfac_diagonal_is_the_second_moment_of_per_sequence_gradients(kind: str) -> None:
+    """EKFAC on a recurrent block: the diagonal in the Kronecker eigenbasis is E_n[(Q_Gᵀ ∇_n Q_A)²] with ∇_n the
+    per-sequence gradient Σ_t g_t ā_tᵀ, computed here by autograd."""
+    torch.manual_seed(5)
+    net = _SeqNet(kind)
+    x, y = torch.randn(12, 4, 3), torch.randint(0, 3, (12, 4))
+    opt = KFAC(net, method="ekfac", factor_decay=0.0, kl_clip=None, preconditioner_only=True)
+    _sequence_losses(net(x), y).mean().backward()
+    opt.step()
+    opt.remove_hooks()
+    losses = _sequence_losses(net(x), y)
+    for part in ("ih", "hh"):
+        a, g = opt.factors()[f"rnn.{part}_l0"]
+        scales = opt.ekfac_scales()[f"rnn.{part}_l0"]
+        assert a is not None and g is not None and scales is not None
+        qa, qg = torch.linalg.eigh(a)[1], torch.linalg.eigh(g)[1]
+        per = _block_grads(net.rnn, part, losses).reshape(12, g.shape[0], a.shape[0])
+        torch.testing.assert_close(scales, ((qg.T @ per @ qa) ** 2).mean(0), rtol=1e-8, atol=1e-12)
+
+
 def test_unsupported_recurrent_layers_keep_plain_gradients_with_the_reason() -> None:
     with pytest.warns(UserWarning, match=r"bidirectional"):
         opt = KFAC(nn.Sequential(nn.LSTM(3, 4, bidirectional=True)), kl_clip=None)
