@@ -17,8 +17,11 @@ rate and momentum. Both start from the same initialisation and see the same mini
   the two libraries alternate epoch by epoch so that background load hits both alike. Recorded:
   the training loss on the full set after every epoch, wall and CPU seconds per step (the
   loss evaluation outside the timer).
+* a control (``--libs natrl,natrl-f64 --name kfac-vs-natrl-f64``): natrl against itself with
+  float64 factors and decompositions (``factor_dtype=torch.float64``), a difference of rounding
+  only, to see how far rounding alone separates two curves of this training.
 
-Writes ``<out>/kfac-vs-kfacpytorch.json`` and prints a Markdown table.
+Writes ``<out>/<name>.json`` and prints a Markdown table.
 
     python scripts/kfac_vs_kfacpytorch.py [--tasks mlp,cnn] [--intervals 1,10] [--seeds 0,1,2] [--epochs 20]
 """
@@ -28,11 +31,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import platform
 import statistics
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +78,11 @@ LOCATIONS = {"cnn": {"1": 64, "3": 64}, "mlp": {}}
 
 def make_step(lib: str, model: nn.Module, hp: dict[str, float], interval: int) -> Callable[[], Any]:
     """The optimizer step of one library (called after ``loss.backward()``) and its zero_grad."""
-    if lib == "natrl":
+    if lib.startswith("natrl"):
         opt = KFAC(model, lr=hp["lr"], momentum=hp["momentum"], damping=hp["damping"],
                    factor_decay=hp["factor_decay"], kl_clip=hp["kl_clip"], inverse_interval=interval,
-                   scale="batch_mean", factor_init="identity")  # fmt: skip
+                   scale="batch_mean", factor_init="identity",
+                   factor_dtype=torch.float64 if lib == "natrl-f64" else None)  # fmt: skip
         return opt.step
     pre = kfac.preconditioner.KFACPreconditioner(
         model, factor_update_steps=1, inv_update_steps=interval, damping=hp["damping"],
@@ -166,12 +173,19 @@ def check(task: str, hp: dict[str, float], x: torch.Tensor, y: torch.Tensor, bat
     return out
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def metadata() -> dict[str, Any]:
+    """Date, natrl commit (and whether the work tree had changes) and command line, as ``natrl bench --index`` reads."""
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "natrl", "scripts")),
+            "command": "python " + " ".join(sys.argv), "torch": torch.__version__,
+            "machine": f"{platform.machine()}, 1 torch thread"}  # fmt: skip
 
 
 def main() -> None:
@@ -185,7 +199,9 @@ def main() -> None:
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--damping", type=float, default=1e-2, help="kfac-pytorch's default 1e-3 oscillates here")
     ap.add_argument("--factor-decay", type=float, default=0.95, help="kfac-pytorch's default")
-    ap.add_argument("--kl-clip", type=float, default=1e-3, help="kfac-pytorch's default")
+    ap.add_argument("--kl-clip", type=float, default=1e-4, help="kfac-pytorch's default 1e-3 oscillates here")
+    ap.add_argument("--libs", default="natrl,kfac-pytorch", help="the first is the reference of the agreement")
+    ap.add_argument("--name", default="kfac-vs-kfacpytorch", help="the JSON's name")
     ap.add_argument("--check-only", action="store_true", help="only the one-step agreement")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args()
@@ -199,24 +215,24 @@ def main() -> None:
         fac = ", ".join(f"{n}: A {a:.1e} G {g:.1e}" for n, (a, g) in c["factors"].items())
         grad = max(c["grad"].values())
         print(f"one step, {task}: factors {fac}; preconditioned gradient max {grad:.1e} (ν = {c['kl_scale']:.3g})")
-    result: dict[str, Any] = {"commit": commit(), "torch": torch.__version__, "kfac_pytorch": kfac.__version__,
-                              "args": vars(args), "check": checks, "runs": []}  # fmt: skip
+    meta = metadata() | {"kfac_pytorch": kfac.__version__, "args": vars(args)}
+    result: dict[str, Any] = {"metadata": meta, "check": checks, "runs": []}
     if not args.check_only:
         for task in tasks:
             for interval in (int(i) for i in args.intervals.split(",")):
                 for seed in (int(s) for s in args.seeds.split(",")):
-                    runs = [Run(lib, task, hp, interval, x, y, args.batch, seed) for lib in ("natrl", "kfac-pytorch")]
+                    runs = [Run(lib, task, hp, interval, x, y, args.batch, seed) for lib in args.libs.split(",")]
                     for _ in range(args.epochs):
                         for run in runs:
                             run.epoch()
                     for run in runs:
-                        result["runs"].append({"task": task, "interval": interval, "seed": seed, "lib": run.lib,
+                        result["runs"].append({"task": task, "interval": interval, "seed": seed, "library": run.lib,
                                                "loss": run.loss, "wall": run.wall, "cpu": run.cpu})  # fmt: skip
-                    print(f"{task} every {interval} seed {seed}: final loss natrl {runs[0].loss[-1]:.3e}, "
-                          f"kfac-pytorch {runs[1].loss[-1]:.3e}", flush=True)  # fmt: skip
+                    finals = ", ".join(f"{run.lib} {run.loss[-1]:.3e}" for run in runs)
+                    print(f"{task} every {interval} seed {seed}: final loss {finals}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "kfac-vs-kfacpytorch.json").write_text(json.dumps(result))
+    (out / f"{args.name}.json").write_text(json.dumps(result))
     if result["runs"]:
         print(table(result))
 
@@ -233,25 +249,26 @@ def table(result: dict[str, Any]) -> str:
     """Mean over seeds of the loss after epochs 1, 5, 10, 20 (the last), and of the per-epoch step times
     (epochs 2 on: the first includes one-off allocations)."""
     runs = result["runs"]
-    epochs = result["args"]["epochs"]
+    epochs = result["metadata"]["args"]["epochs"]
     marks = sorted({e for e in (1, 5, 10, epochs) if e <= epochs})
     lines = [
         "| task | decomposition every | library | " + " | ".join(f"loss, epoch {e}" for e in marks)
-        + " | ms/step wall | ms/step CPU | epochs within 1% of each other |",
+        + " | ms/step wall | ms/step CPU | epochs within 1% of the first row's, per seed |",
         "|---|---|---|" + "---|" * (len(marks) + 3),
     ]  # fmt: skip
     keys = sorted({(r["task"], r["interval"]) for r in runs}, key=lambda k: (k[0] != "mlp", k[1]))
+    libs = result["metadata"]["args"]["libs"].split(",")
     for task, interval in keys:
-        for lib in ("natrl", "kfac-pytorch"):
-            rs = [r for r in runs if (r["task"], r["interval"], r["lib"]) == (task, interval, lib)]
+        for lib in libs:
+            rs = [r for r in runs if (r["task"], r["interval"], r["library"]) == (task, interval, lib)]
             loss = [statistics.mean(r["loss"][e] for r in rs) for e in marks]
             wall = 1e3 * statistics.mean(statistics.mean(r["wall"][1:] or r["wall"]) for r in rs)
             cpu = 1e3 * statistics.mean(statistics.mean(r["cpu"][1:] or r["cpu"]) for r in rs)
             same = ""
-            if lib == "natrl":  # per seed: the leading epochs whose losses agree to 1 % (epoch 0 = the start)
-                others = {r["seed"]: r["loss"] for r in runs
-                          if (r["task"], r["interval"], r["lib"]) == (task, interval, "kfac-pytorch")}  # fmt: skip
-                same = ", ".join(str(_agree(r["loss"], others[r["seed"]]) - 1) for r in rs)
+            if lib != libs[0]:  # per seed: the leading epochs whose losses agree to 1 % with the first library's
+                ref = {r["seed"]: r["loss"] for r in runs
+                       if (r["task"], r["interval"], r["library"]) == (task, interval, libs[0])}  # fmt: skip
+                same = ", ".join(str(_agree(r["loss"], ref[r["seed"]]) - 1) for r in rs)
             lines.append(f"| {task} | {interval} | {lib} | " + " | ".join(f"{v:.2e}" for v in loss)
                          + f" | {wall:.2f} | {cpu:.2f} | {same} |")  # fmt: skip
     return "\n".join(lines)
