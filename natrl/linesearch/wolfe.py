@@ -178,10 +178,6 @@ class _Evaluator:
 
     def __init__(self, fg: FG, x: Tensor, d: Tensor, f0: float, g0: Tensor, max_evals: int):
         self.fg, self.x, self.d = fg, x, d
-        self.host = isinstance(x, np.ndarray)  # NumPy arrays, fg returning (float, array)
-        # x·0 is 0 when every entry of x is finite, NaN otherwise: the finiteness test of a trial
-        # point in one BLAS call (isfinite followed by a reduction costs several times more).
-        self.zero: Any = np.zeros_like(x) if self.host else None
         self.nfev = 0
         self.nonfinite = 0  # trials with a non-finite f, slope or point
         self.max_evals = max_evals
@@ -198,20 +194,17 @@ class _Evaluator:
         fv, gv = self.fg(xt)
         self.nfev += 1
         ft = _to_float(fv)
-        if self.host:
-            gt = gv
-            dt = float(gt.dot(self.d)) if math.isfinite(ft) else math.nan
-            bad = not math.isfinite(dt) or not math.isfinite(xt.dot(self.zero))
-        else:
-            gt = gv.detach() if gv.requires_grad else gv
-            dt = _dot(gt, self.d) if math.isfinite(ft) else math.nan
-            bad = not math.isfinite(dt) or not bool(torch.isfinite(xt).all())
-        if bad:
+        gt = gv.detach() if gv.requires_grad else gv
+        dt = _dot(gt, self.d) if math.isfinite(ft) else math.nan
+        if not math.isfinite(dt) or not bool(torch.isfinite(xt).all()):
             ft = math.nan
+        return self._record(t, ft, dt, gt, xt)
+
+    def _record(self, t: float, ft: float, dt: float, gt: Tensor, xt: Tensor) -> tuple[float, float]:
         if not math.isfinite(ft):
             self.nonfinite += 1
         self.last = (t, ft, dt, gt, xt)
-        if math.isfinite(ft) and ft < self.best[1]:
+        if ft < self.best[1]:  # False for NaN
             self.best = (t, ft, gt, xt)
         return ft, dt
 
@@ -223,6 +216,26 @@ class _Evaluator:
             message = NON_FINITE_TRIALS
         t, ft, gt, xt = self.best
         return LineSearchResult(t, ft, gt, self.nfev, False, message, xt)
+
+
+class _HostEvaluator(_Evaluator):
+    """The same on flat NumPy arrays, ``fg`` returning ``(float, array)``."""
+
+    def __init__(self, fg: FG, x: Tensor, d: Tensor, f0: float, g0: Tensor, max_evals: int):
+        super().__init__(fg, x, d, f0, g0, max_evals)
+        # x·0 is 0 when every entry of x is finite, NaN otherwise: the finiteness test of a trial
+        # point in one BLAS call (isfinite followed by a reduction costs several times more).
+        self.zero: Any = np.zeros(x.shape, dtype=x.dtype)
+
+    def __call__(self, t: float) -> tuple[float, float]:
+        xt: Any = self.x + t * self.d
+        fv, gt = self.fg(xt)
+        self.nfev += 1
+        ft = fv if type(fv) is float else _to_float(fv)
+        dt = float(gt.dot(self.d)) if math.isfinite(ft) else math.nan
+        if not math.isfinite(dt) or not math.isfinite(xt.dot(self.zero)):
+            ft = math.nan
+        return self._record(t, ft, dt, gt, xt)
 
 
 def strong_wolfe(
@@ -282,7 +295,7 @@ def strong_wolfe(
         raise ValueError(f"strong_wolfe: unknown method {method!r}; valid methods: {methods}")
     fx0 = _to_float(f0)
     gtd0 = _dot(g0, d)
-    ev = _Evaluator(fg, x, d, fx0, g0, max_evals)
+    ev = (_HostEvaluator if isinstance(x, np.ndarray) else _Evaluator)(fg, x, d, fx0, g0, max_evals)
     if not gtd0 < 0.0:
         return ev.result(False, "not a descent direction")
     if not math.isfinite(fx0) or not math.isfinite(gtd0):

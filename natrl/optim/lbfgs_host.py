@@ -58,7 +58,7 @@ def host_fg(fg: Callable[[Tensor], tuple[Tensor | float, Tensor]]) -> Callable[[
             gv = gv.detach()
         if gv.dim() != 1:
             gv = gv.reshape(-1)
-        return float(fv), gv.numpy()
+        return (fv.item() if isinstance(fv, Tensor) else float(fv)), gv.numpy()
 
     return fg_host
 

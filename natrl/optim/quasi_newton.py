@@ -20,7 +20,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -411,6 +410,12 @@ def run_lbfgs(
     Stopping rules (those of L-BFGS-B): ‖∇f‖_∞ ≤ gtol, or
     (fₖ − fₖ₊₁) / max(|fₖ|, |fₖ₊₁|, 1) ≤ ftol, or the iteration / evaluation limits.
 
+    Small problems on the CPU (float32 / float64, at most
+    :data:`~natrl.optim.lbfgs_host.HOST_MAX_N` entries; g, a tensor ``lr`` and ``memory`` on the
+    CPU in x's dtype) run the same iteration on NumPy views of the tensors, H applied in its
+    compact form (:mod:`natrl.optim.lbfgs_host`): the iterates agree with the tensor path to
+    rounding, for a fraction of the per-iteration cost; ``fg`` still receives and returns tensors.
+
     Recovery instead of NaN: trial points with a non-finite f are never accepted (the line
     search shrinks the step); if the line search fails the memory is dropped and the search
     is retried along −∇f; if that fails too, the run stops with status 2 at the last accepted
@@ -523,7 +528,7 @@ class _TensorSpace:
         return self.mem
 
 
-class _HostSpace:
+class _HostSpace(lbfgs_host.HostHistory):
     """The same operations on NumPy views of CPU tensors (:mod:`natrl.optim.lbfgs_host`)."""
 
     dot = staticmethod(lbfgs_host.dot)
@@ -533,29 +538,16 @@ class _HostSpace:
     tensor = staticmethod(torch.from_numpy)
 
     def __init__(self, fg: FG, n: int, dtype: Any, capacity: int, memory: LBFGSMemory) -> None:
+        super().__init__(n, dtype, capacity)
         self.fg = lbfgs_host.host_fg(fg)
-        self.hist = lbfgs_host.HostHistory(n, dtype, capacity)
         if memory.s:
-            self.hist.load(tuple(s.numpy() for s in memory.s), tuple(y.numpy() for y in memory.y), memory.gamma)
-
-    @property
-    def size(self) -> int:
-        return self.hist.size
-
-    def clear(self) -> None:
-        self.hist.clear()
-
-    def direction(self, g: np.ndarray) -> np.ndarray:
-        return self.hist.direction(g)
-
-    def push(self, s: np.ndarray, y: np.ndarray, history_size: int) -> bool:
-        return self.hist.push(s, y, history_size)
+            self.load(tuple(s.numpy() for s in memory.s), tuple(y.numpy() for y in memory.y), memory.gamma)
 
     def memory(self) -> LBFGSMemory:
-        if not self.hist.size:
+        if not self.size:
             return lbfgs_init()
-        s, y = self.hist.pairs()
-        return LBFGSMemory(s, y, tuple(self.hist.rho), self.hist.gamma)
+        s, y = self.pairs()
+        return LBFGSMemory(s, y, tuple(self.rho), self.gamma)
 
 
 _Space = _TensorSpace | _HostSpace
@@ -581,6 +573,8 @@ def _lbfgs_loop(
 ) -> OptimizeResult:
     """The iterations of :func:`run_lbfgs` from a finite (x, f, g), in ``space``'s vectors."""
     fg: Any = space.fg
+    direction: Any = space.direction
+    push, dot = space.push, space.dot
     k = 0
     message: str | None = None
 
@@ -591,11 +585,8 @@ def _lbfgs_loop(
         )  # fmt: skip
 
     plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
-
-    def scaled(v: Any) -> Any:
-        return v if plain_lr else v * lr
-
     status = Status.SUCCESS
+    d: Any
     while True:
         if k >= max_iter:
             status = Status.MAX_ITER
@@ -605,11 +596,11 @@ def _lbfgs_loop(
             break
         restarted = False
         while True:
-            d = scaled(space.direction(g))
-            gtd = space.dot(g, d)
+            d = direction(g) if plain_lr else direction(g) * lr
+            gtd = dot(g, d)
             if not (gtd < 0.0 and math.isfinite(gtd)):  # not a descent direction: restart
                 space.clear()
-                d = scaled(-g)
+                d = -g if plain_lr else -g * lr
             step = 1.0
             if not space.size:  # the first step of a run: t = 1/‖d‖₂
                 dnorm = space.norm(d)
@@ -645,7 +636,7 @@ def _lbfgs_loop(
         f_old = f
         x, f, g = ls.x, ls.f, g_new
         k += 1
-        space.push(s, y, history_size)
+        push(s, y, history_size)
         if callback is not None and callback(result(Status.SUCCESS)) is True:
             status = Status.CALLBACK
             break
