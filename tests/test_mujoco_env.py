@@ -130,6 +130,7 @@ def test_training_is_the_same_on_either_backend_and_the_recipe_pickles() -> None
     cloudpickle = pytest.importorskip("cloudpickle")  # Ray's serialiser: rollout workers build from the recipe
     venv = cloudpickle.loads(cloudpickle.dumps(EnvSource("Walker2d-v5", backend="mujoco").builder()))(3)
     assert isinstance(venv, MujocoSameStep) and venv.num_envs == 3
+    assert [spec.id for spec in venv.get_attr("spec")] == ["Walker2d-v5"] * 3  # SB3's VecEnv.get_attr reads this
     venv.close()
 
 

@@ -367,6 +367,10 @@ class MujocoSameStep(VectorEnv):
         self._position[i] = self._task.position(self._raw[i : i + 1])[0]
         return np.asarray(obs)
 
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Each copy's attribute ``name`` (``env.get_wrapper_attr``), as SyncVectorEnv's ``get_attr``."""
+        return tuple(env.get_wrapper_attr(name) for env in self.envs)
+
     def record_episode_steps(self) -> None:
         """Write each env's step count into its ``TimeLimit`` wrapper (which :meth:`step` leaves alone), so that the
         state of :attr:`envs` holds the whole state of this vector env (:mod:`natrl.rl.env_state`)."""
