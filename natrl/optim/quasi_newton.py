@@ -410,11 +410,11 @@ def run_lbfgs(
     Stopping rules (those of L-BFGS-B): ‖∇f‖_∞ ≤ gtol, or
     (fₖ − fₖ₊₁) / max(|fₖ|, |fₖ₊₁|, 1) ≤ ftol, or the iteration / evaluation limits.
 
-    Small problems on the CPU (float32 / float64, at most
-    :data:`~natrl.optim.lbfgs_host.HOST_MAX_N` entries; g, a tensor ``lr`` and ``memory`` on the
-    CPU in x's dtype) run the same iteration on NumPy views of the tensors, H applied in its
-    compact form (:mod:`natrl.optim.lbfgs_host`): the iterates agree with the tensor path to
-    rounding, for a fraction of the per-iteration cost; ``fg`` still receives and returns tensors.
+    Small problems on the CPU (float32 / float64, at most 1024 entries; g, a tensor ``lr`` and
+    ``memory`` on the CPU in x's dtype) run the same iteration on NumPy views of the tensors, H
+    applied in its compact form (module ``natrl.optim.lbfgs_host``): the iterates agree with the
+    tensor path to rounding, for a fraction of the per-iteration cost; ``fg`` still receives and
+    returns tensors.
 
     Recovery instead of NaN: trial points with a non-finite f are never accepted (the line
     search shrinks the step); if the line search fails the memory is dropped and the search
