@@ -1,7 +1,7 @@
 """L-BFGS on the host: the solver's vector arithmetic in NumPy for small problems on the CPU.
 
-On a small problem each torch operation costs more in dispatch than in arithmetic (a few
-microseconds for a 100-vector), and an L-BFGS iteration issues dozens of them. For a CPU
+On a small problem each torch operation costs more in dispatch than in arithmetic, and an
+L-BFGS iteration issues dozens of them; NumPy's dispatch is cheaper. For a CPU
 tensor of at most :data:`HOST_MAX_N` entries, :func:`~natrl.optim.quasi_newton.run_lbfgs`
 therefore runs the same iteration on NumPy views of the same memory (no copies): the
 objective still receives and returns tensors (``torch.from_numpy`` / ``Tensor.numpy`` are
