@@ -40,6 +40,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     # Embedding, GroupNorm, grouped conv, LayerNorm and Linear blocks; EKFAC's diagonal is all-reduced too
     "ddp_every_block_ekfac": {"model": "mix", "ddp": True, "kfac": {"method": "ekfac"}},
+    # KAISA's knob: "1/P" is one gradient worker per block (each decomposition on one rank)
+    "ddp_workers_1_over_p": {"model": "mlp", "ddp": True, "kfac": {"grad_worker_fraction": "1/P"}},
+    "ddp_workers_half_every_block": {"model": "mix", "ddp": True, "kfac": {"grad_worker_fraction": 0.5}},
+    "plain_workers_1_over_p_inverse": {
+        "model": "cnn",
+        "ddp": False,
+        "kfac": {"grad_worker_fraction": "1/P", "method": "inverse", "allreduce_grads": True},
+    },
 }
 COMMON = {"lr": 0.2, "momentum": 0.9, "damping": 1e-2, "kl_clip": 1e-2, "inverse_interval": 3}
 
@@ -85,7 +93,10 @@ def _train(name: str, rank: int, world: int) -> tuple[torch.Tensor, dict[str, An
     net: nn.Module = model
     if world > 1 and cfg["ddp"]:
         net = nn.parallel.DistributedDataParallel(model)
-    opt = KFAC(net, **COMMON, **cfg["kfac"], process_group="default" if world > 1 else None)
+    options = dict(cfg["kfac"])
+    if options.get("grad_worker_fraction") == "1/P":
+        options["grad_worker_fraction"] = 1.0 / world
+    opt = KFAC(net, **COMMON, **options, process_group="default" if world > 1 else None)
     n = BATCH // world
     for step in range(STEPS):
         x, y = _data(cfg["model"], step)
@@ -116,7 +127,8 @@ def _worker(rank: int, world: int, names: list[str], init_file: str, out_dir: st
             flat, factors, opt = _train(name, rank, world)
             assert opt.stats is not None
             results[name] = {"params": flat, "factors": factors, "damping": opt.damping,
-                             "comm": opt.stats.comm_seconds}  # fmt: skip
+                             "comm": opt.stats.comm_seconds, "decomposition_bytes": opt.decomposition_bytes(),
+                             "preconditioned": opt.stats.preconditioned_layers}  # fmt: skip
         # a rank without statistics for a factor contributes nothing to its mean
         mine = torch.full((3, 3), float(rank + 1), dtype=torch.float64) if rank == 0 else None
         (shared,) = kfd.all_reduce_factors([mine], [3], [torch.float64], torch.device("cpu"), dist.group.WORLD,
@@ -205,13 +217,73 @@ def test_a_failed_decomposition_is_none_on_every_rank(two_ranks: list[dict[str, 
         assert torch.equal(fallback[1], torch.arange(9, dtype=torch.float64).reshape(3, 3))
 
 
-def test_four_ranks_equal_one_process(tmp_path: Path, one_process: dict[str, Any]) -> None:
-    names = ["ddp_round_robin", "plain_allreduce_grads"]
-    runs = _spawn(4, names, tmp_path)
-    for name in names:
-        for r in runs[1:]:
-            assert torch.equal(r[name]["params"], runs[0][name]["params"])
-        torch.testing.assert_close(runs[0][name]["params"], one_process[name][0], rtol=1e-5, atol=1e-8)
+FOUR_RANKS = ["ddp_round_robin", "plain_allreduce_grads", "ddp_workers_1_over_p", "ddp_workers_half_every_block",
+              "plain_workers_1_over_p_inverse"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def four_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return _spawn(4, FOUR_RANKS, tmp_path_factory.mktemp("ddp4"))
+
+
+@pytest.mark.parametrize("name", FOUR_RANKS)
+def test_four_ranks_equal_one_process(four_ranks: list[dict[str, Any]], one_process: dict[str, Any], name: str) -> None:
+    for r in four_ranks[1:]:
+        assert torch.equal(r[name]["params"], four_ranks[0][name]["params"])
+        assert r[name]["preconditioned"] == four_ranks[0][name]["preconditioned"]
+    torch.testing.assert_close(four_ranks[0][name]["params"], one_process[name][0], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("world", "name", "holders"),
+    [
+        (2, "ddp_round_robin", 2),
+        (2, "ddp_workers_1_over_p", 1),
+        (2, "ddp_workers_half_every_block", 1),
+        (4, "ddp_round_robin", 4),
+        (4, "ddp_workers_1_over_p", 1),
+        (4, "ddp_workers_half_every_block", 2),
+        (4, "plain_workers_1_over_p_inverse", 1),
+    ],
+)
+def test_each_decomposition_is_held_by_its_gradient_workers_only(
+    two_ranks: list[dict[str, Any]],
+    four_ranks: list[dict[str, Any]],
+    one_process: dict[str, Any],
+    world: int,
+    name: str,
+    holders: int,
+) -> None:
+    """Summed over the ranks, the stored decompositions are those of one process times k = round(f·P)."""
+    runs = two_ranks if world == 2 else four_ranks
+    per_rank = [r[name]["decomposition_bytes"] for r in runs]
+    whole = one_process[name][2].decomposition_bytes()
+    assert whole > 0
+    assert sum(per_rank) == holders * whole
+    if holders < world:
+        assert max(per_rank) < whole
+
+
+def test_worker_groups_are_balanced_by_cost_and_deterministic() -> None:
+    costs = [10, 400, 90, 400, 30]
+    # largest first to the lighter group: 400 → 0, 400 → 1, 90 → 0 (a tie), 30 → 1, 10 → 1 (430 < 490)
+    assert kfd.assign_worker_groups(costs, 2) == [1, 0, 0, 1, 1]
+    assert kfd.assign_worker_groups(costs, 1) == [0] * 5
+    assert [kfd.worker_count(f, 4) for f in (0.01, 0.25, 0.5, 0.6, 1.0)] == [1, 1, 2, 2, 4]
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"grad_worker_fraction": 0.0}, "grad_worker_fraction"),
+        ({"grad_worker_fraction": 1.5}, "grad_worker_fraction"),
+        ({"grad_worker_fraction": 0.5, "assignment": "compute_all"}, "assignment='round_robin'"),
+        ({"grad_worker_fraction": 0.5, "method": "ekfac"}, "method 'eigen' or 'inverse'"),
+    ],
+)
+def test_grad_worker_fraction_outside_its_range_is_refused(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        KFAC(_model("mlp"), process_group=None, **options)
 
 
 def test_round_robin_assignment_is_balanced_and_deterministic() -> None:

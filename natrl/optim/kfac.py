@@ -759,7 +759,11 @@ class KFAC(Optimizer):
     (or one is passed as ``process_group``), the factors are averaged over the ranks at every
     factor update (bucketed all-reduce of their upper triangles) and the eigendecompositions
     are dealt out to ranks and broadcast (``assignment="round_robin"``) or computed everywhere
-    (``"compute_all"``); see :mod:`natrl.optim.kfac_distributed`. Every rank must call
+    (``"compute_all"``); see :mod:`natrl.optim.kfac_distributed`. ``grad_worker_fraction`` f < 1
+    (with ``"round_robin"``) is KAISA's knob towards memory: each Kronecker or embedding block is
+    decomposed, stored and preconditioned by k = max(1, round(f·P)) ranks only, which broadcast
+    its preconditioned gradient to the others (f = 1/P: every decomposition on one rank; the
+    factors themselves stay on every rank). Every rank must call
     :meth:`step` at the same steps. With ``DistributedDataParallel`` pass the wrapped model or
     its ``.module`` (the hooks sit on the inner layers; DDP averages the gradients in
     backward). With plain ``torch.distributed`` and no DDP, the gradients are the rank's own
@@ -813,6 +817,19 @@ class KFAC(Optimizer):
             initialised), None (never communicate) or a process group.
         assignment: ``"round_robin"`` (each eigendecomposition on one rank, then broadcast) or
             ``"compute_all"`` (every rank decomposes every factor).
+        grad_worker_fraction: f ∈ (0, 1], the share of the P ranks that hold each Kronecker or
+            embedding block's decompositions and precondition its gradient (kfac-pytorch's
+            name; KAISA, Pauloski et al. 2021, §3.2): k = max(1, round(f·P)) of them, which must
+            divide P. 1 (the default) is ``"round_robin"``: every rank preconditions every block
+            and the decompositions are broadcast to all; 1/P keeps each block's decompositions
+            on one rank (memory-optimal) and broadcasts its preconditioned gradient every step.
+            Below 1 it needs ``assignment="round_robin"`` and ``method`` ``"eigen"`` or
+            ``"inverse"``, and, with a process group of several ranks, every process of the job
+            builds the optimizer at the same time (it creates process groups once, with
+            ``torch.distributed.new_group``). The gradients must then be the same on every rank
+            (DDP, or ``allreduce_grads=True``): a rank receives the workers' preconditioned
+            gradient for the blocks it does not hold. :attr:`KFACStats.fallbacks` then counts
+            the fallbacks among the decompositions this rank holds.
         allreduce_grads: average the gradients over the process group before preconditioning
             (for plain ``torch.distributed`` without DDP).
         bucket_cap_mb: most megabytes per all-reduce buffer.
@@ -854,6 +871,7 @@ class KFAC(Optimizer):
         grad_scaler: Any = None,
         process_group: Any = "default",
         assignment: str = "round_robin",
+        grad_worker_fraction: float = 1.0,
         allreduce_grads: bool = False,
         bucket_cap_mb: float = 25.0,
         method: str = "eigen",
@@ -891,6 +909,13 @@ class KFAC(Optimizer):
         if kl_clip is not None:
             kl_clip = _check_kl(kl_clip, 0)
         bucket_cap_mb = check_real(w, "bucket_cap_mb", bucket_cap_mb, low=0.0, low_open=True)
+        grad_worker_fraction = check_real(w, "grad_worker_fraction", grad_worker_fraction, low=0.0, high=1.0,
+                                          low_open=True)  # fmt: skip
+        if grad_worker_fraction < 1.0 and (assignment != "round_robin" or method == "ekfac"):
+            raise ValueError(
+                "KFAC: grad_worker_fraction < 1 needs assignment='round_robin' and method 'eigen' or 'inverse', got "
+                f"assignment={assignment!r}, method={method!r}"
+            )
         for name, flag in (
             ("adaptive_damping", adaptive_damping),
             ("preconditioner_only", preconditioner_only),
@@ -927,6 +952,16 @@ class KFAC(Optimizer):
         self.allreduce_grads = allreduce_grads
         self.method = method
         self._group, self._rank, self._world = kfd.resolve_group(process_group)
+        self.grad_worker_fraction = grad_worker_fraction
+        self._workers: kfd.WorkerGroups | None = None
+        workers = kfd.worker_count(grad_worker_fraction, self._world)
+        if self._group is not None and workers < self._world:
+            if self._world % workers:
+                raise ValueError(
+                    f"KFAC: grad_worker_fraction={grad_worker_fraction:g} gives {workers} gradient workers per "
+                    f"layer, which do not divide the {self._world} ranks"
+                )
+            self._workers = kfd.WorkerGroups(self._group, self._rank, self._world, workers)
         self._bucket_bytes = int(bucket_cap_mb * 2**20)
         self._comm_seconds = 0.0
         omega = (19.0 / 20.0) ** damping_interval
@@ -970,6 +1005,16 @@ class KFAC(Optimizer):
                 stacklevel=2,
             )
         self.layers = [layer.name for layer in self._layers.values()]
+        # grad_worker_fraction < 1: the worker group of each Kronecker / embedding block (diagonal blocks stay
+        # on every rank), balanced by the elements of its decompositions
+        self._shared = [i for i, layer in enumerate(self._layers.values()) if layer.kind != "diag"]
+        self._owner_group: dict[str, int] = {}
+        if self._workers is not None:
+            shared = [list(self._layers.values())[i] for i in self._shared]
+            costs = [b.dim_g * (b.dim_g + 1) + (b.dim_a if b.kind == "embedding" else b.dim_a * (b.dim_a + 1))
+                     for b in shared]  # fmt: skip
+            for b, j in zip(shared, kfd.assign_worker_groups(costs, self._workers.groups), strict=True):
+                self._owner_group[b.name] = j
         if layer_damping is not None:
             for key, layer_lam in layer_damping.items():
                 if key not in by_name:
@@ -1330,19 +1375,39 @@ class KFAC(Optimizer):
             return torch.ones(dim, dtype=layer.dtype, device=self._device)
         return torch.eye(dim, dtype=layer.dtype, device=self._device)
 
+    def _mine(self, layer: _Layer) -> bool:
+        """Whether this rank decomposes (or receives the decompositions of) the block and preconditions it."""
+        return self._workers is None or layer.kind == "diag" or self._owner_group[layer.name] == self._workers.index
+
+    def decomposition_bytes(self) -> int:
+        """Bytes of the decompositions this rank holds: eigenvalues and eigenvectors (or the damped
+        inverses), EKFAC's diagonal and the cached 1 / (g aᵀ + λ). The factors are not counted."""
+        total = 0
+        for layer in self._layers.values():
+            for t in (layer.inv_a, layer.inv_g, layer.inv_denom, layer.scales):
+                total += 0 if t is None else t.numel() * t.element_size()
+            for eig in (layer.eig_a, layer.eig_g):
+                if eig is not None:
+                    total += sum(t.numel() * t.element_size() for t in eig)
+        return total
+
     def _decompositions(self, mats: list[tuple[_Layer, str, Tensor]]) -> list[tuple[Eigen | None, str]]:
-        """``(eig, how)`` for each ``(block, "a" | "g", matrix)``: here, or shared out over the ranks."""
-        if self._group is None or self.assignment == "compute_all" or not mats:
+        """``(eig, how)`` for each ``(block, "a" | "g", matrix)``: here, or shared out over the ranks
+        (over this rank's worker group with ``grad_worker_fraction`` < 1)."""
+        group, rank, world = self._group, self._rank, self._world
+        if self._workers is not None:
+            group, rank, world = self._workers.worker_group, self._workers.column, self._workers.workers
+        if group is None or self.assignment == "compute_all" or not mats:
             return [eigh_robust(m) for _, _, m in mats]
         jobs = [kfd.FactorJob((layer.name, k), m.shape[0], layer.dtype) for layer, k, m in mats]
-        owners = kfd.assign_round_robin(jobs, self._world)
+        owners = kfd.assign_round_robin(jobs, world)
         local: dict[int, tuple[Tensor, Tensor, float] | None] = {}
         for i, (_, _, m) in enumerate(mats):
-            if owners[i] == self._rank:
+            if owners[i] == rank:
                 eig, how = eigh_robust(m)
                 local[i] = None if eig is None else (eig.values, eig.vectors, kfd.OK if how == "ok" else kfd.FALLBACK)
         t0 = time.perf_counter()
-        shared = kfd.broadcast_decompositions(jobs, owners, local, self._rank, self._group, self._device)
+        shared = kfd.broadcast_decompositions(jobs, owners, local, rank, group, self._device)
         self._comm_seconds += time.perf_counter() - t0
 
         def unpack(res: tuple[Tensor, Tensor, float] | None) -> tuple[Eigen | None, str]:
@@ -1361,8 +1426,8 @@ class KFAC(Optimizer):
 
     def _update_inverses(self, force: bool) -> tuple[int, list[str]]:
         fallbacks, failed = 0, []
-        todo = [layer for layer in self._layers.values()
-                if layer.kind != "diag" and layer.ready and (force or not layer.decomposed)]  # fmt: skip
+        todo = [layer for layer in self._layers.values() if layer.kind != "diag" and self._mine(layer)
+                and layer.ready and (force or not layer.decomposed)]  # fmt: skip
         if self.method == "inverse":
             for layer in todo:
                 if not self._invert(layer):
@@ -1586,8 +1651,11 @@ class KFAC(Optimizer):
         done = 0
         inners: list[Tensor] = []  # ⟨∇̃, ∇⟩ pieces for the KL clip
         handled: set[int] = set()
-        pres: list[tuple[_Layer, Tensor]] = []
-        for layer in self._layers.values():
+        layers = list(self._layers.values())
+        found: dict[int, tuple[Tensor, Tensor]] = {}  # block index -> (∇, preconditioned ∇)
+        for i, layer in enumerate(layers):
+            if not self._mine(layer):
+                continue
             if not layer.decomposed:
                 if layer.name not in failed and (layer.a is not None or layer.g is not None):
                     failed.append(layer.name)
@@ -1596,9 +1664,15 @@ class KFAC(Optimizer):
             if gm is None:
                 continue
             pre = self._precondition_block(layer, gm.to(layer.dtype), self._layer_damping(layer)).to(gm.dtype)
+            found[i] = (gm, pre)
+        if self._workers is not None:
+            self._receive_preconditioned(layers, found, failed)
+        pres: list[tuple[_Layer, Tensor]] = []
+        for i in sorted(found):  # block order on every rank: the same ν everywhere
+            gm, pre = found[i]
             if self.kl_clip is not None:  # in float64: ⟨∇̃, ∇⟩ of a large float32 gradient overflows
                 inners.append(torch.dot(pre.reshape(-1).double(), gm.reshape(-1).double()))
-            pres.append((layer, pre))
+            pres.append((layers[i], pre))
         for layer, pre in pres:  # written after all blocks read theirs (a grouped conv shares .grad)
             self._write_grad_matrix(layer, pre)
             handled.update(id(p) for p in layer.params)
@@ -1615,6 +1689,37 @@ class KFAC(Optimizer):
                         p.grad.mul_(nu)
         self._raw_grads = raw
         return nu, done, fallbacks, failed
+
+    def _receive_preconditioned(
+        self, layers: list[_Layer], found: dict[int, tuple[Tensor, Tensor]], failed: list[str]
+    ) -> None:
+        """grad_worker_fraction < 1: add the blocks other worker groups preconditioned to ``found``."""
+        assert self._workers is not None
+        shared = [layers[i] for i in self._shared]
+        owners = [self._owner_group[layer.name] for layer in shared]
+        local = {s: found[i][1] for s, i in enumerate(self._shared) if i in found}
+        t0 = time.perf_counter()
+        received = kfd.broadcast_from_workers(
+            [layer.dim_a * layer.dim_g for layer in shared],
+            [layer.weight.dtype for layer in shared],
+            owners,
+            local,
+            self._workers,
+            self._device,
+        )
+        self._comm_seconds += time.perf_counter() - t0
+        for s, (i, layer) in enumerate(zip(self._shared, shared, strict=True)):
+            if owners[s] == self._workers.index:
+                continue
+            gm = self._grad_matrix(layer)
+            pre = received[s]
+            if gm is None:
+                continue
+            if pre is None:
+                if layer.a is not None or layer.g is not None:
+                    failed.append(layer.name)
+                continue
+            found[i] = (gm, pre.view(gm.shape))
 
     def _quadratic_model(self, deltas: dict[int, Tensor]) -> float:
         """gᵀδ + ½ δᵀ(F̂ + λI)δ with F̂ the K-FAC blocks (curvature of other parameters: λ only)."""

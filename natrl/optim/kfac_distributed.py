@@ -23,12 +23,24 @@ KAISA (Pauloski et al. 2021, "KAISA: an adaptive second-order optimizer framewor
 neural networks", SC'21, §3: every rank then holds every decomposition and preconditions every
 layer itself) with the decomposition work split across ranks.
 
+KAISA's knob (§3.2, ``grad_worker_fraction`` f ∈ (0, 1]) moves from there to the memory-optimal
+end: each layer gets k = max(1, round(f·P)) *gradient workers*. The P ranks form P/k worker
+groups of k consecutive ranks (:class:`WorkerGroups`); every Kronecker or embedding block is
+given to one worker group (:func:`assign_worker_groups`, balanced by the bytes of its
+decompositions), whose members alone decompose its factors (dealt out round robin inside the
+group and broadcast within it) and keep the decompositions. They all precondition the block's
+gradient, and each sends the result to the ranks that do not hold the block: rank j·k + c of
+worker group j broadcasts over *column* c = {c, c + k, c + 2k, …}, which holds exactly one
+rank of every worker group (:func:`broadcast_from_workers`). f = 1/P (k = 1) stores each
+decomposition on one rank and broadcasts preconditioned gradients; f = 1 is ``"round_robin"``
+above (every rank a worker of every block, nothing but decompositions broadcast).
+
 Nothing here is called without a process group of more than one rank.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -38,11 +50,15 @@ from torch import Tensor
 __all__ = [
     "ASSIGNMENTS",
     "FactorJob",
+    "WorkerGroups",
     "all_reduce_factors",
     "all_reduce_mean",
     "assign_round_robin",
+    "assign_worker_groups",
     "broadcast_decompositions",
+    "broadcast_from_workers",
     "resolve_group",
+    "worker_count",
 ]
 
 ASSIGNMENTS = ("round_robin", "compute_all")
@@ -257,4 +273,115 @@ def broadcast_decompositions(
             if status == FAILED:
                 continue
             out[i] = (piece[1 : 1 + d].clone(), piece[1 + d :].reshape(d, d).clone(), status)
+    return out
+
+
+def worker_count(fraction: float, world: int) -> int:
+    """k = max(1, round(f·P)): the gradient workers of each layer (Python's round: halves to even)."""
+    return max(1, round(fraction * world))
+
+
+def assign_worker_groups(costs: Sequence[int], groups: int) -> list[int]:
+    """The worker group of each block: largest cost first, each to the group with the least cost so far
+    (the lowest index on ties), so every rank computes the same assignment."""
+    order = sorted(range(len(costs)), key=lambda i: -costs[i])  # stable: ties keep block order
+    load = [0] * groups
+    out = [0] * len(costs)
+    for i in order:
+        j = min(range(groups), key=lambda g: (load[g], g))
+        out[i] = j
+        load[j] += costs[i]
+    return out
+
+
+class WorkerGroups:
+    """The process groups of ``grad_worker_fraction``, created once on every rank.
+
+    With k workers per block, the P ranks (of ``parent``) form P/k worker groups
+    {j·k, …, j·k + k − 1} and k columns {c, c + k, …, c + (P/k − 1)·k}. ``torch.distributed.new_group``
+    is collective over the default group: every process of the job must build this at the same time.
+
+    Attributes:
+        workers: k.
+        index: this rank's worker group j.
+        column: this rank's column c (its rank inside its worker group).
+        worker_group: the process group of this rank's worker group (None when k = 1).
+        column_group: the process group of this rank's column (None when k = P).
+    """
+
+    def __init__(self, parent: Any, rank: int, world: int, workers: int) -> None:
+        if world % workers:
+            raise ValueError(f"{workers} gradient workers per layer do not divide {world} ranks")
+        self.workers = workers
+        self.groups = world // workers
+        self.index, self.column = divmod(rank, workers)
+        self._parent = parent
+        self.worker_group: Any = None
+        self.column_group: Any = None
+        if workers > 1:
+            for j in range(self.groups):
+                g = dist.new_group([self.global_rank(j * workers + c) for c in range(workers)])
+                if j == self.index:
+                    self.worker_group = g
+        if self.groups > 1:
+            for c in range(workers):
+                g = dist.new_group([self.global_rank(j * workers + c) for j in range(self.groups)])
+                if c == self.column:
+                    self.column_group = g
+
+    def global_rank(self, rank: int) -> int:
+        """The global rank of rank ``rank`` of the parent group."""
+        return rank if self._parent is dist.group.WORLD else dist.get_global_rank(self._parent, rank)
+
+
+def broadcast_from_workers(
+    sizes: Sequence[int],
+    dtypes: Sequence[torch.dtype],
+    owners: Sequence[int],
+    local: Mapping[int, Tensor],
+    layout: WorkerGroups,
+    device: torch.device,
+) -> list[Tensor | None]:
+    """Send each block's preconditioned gradient from its workers to the other ranks, over the columns.
+
+    In column c, rank j·k + c sends the blocks of worker group j: one broadcast per (worker group, dtype),
+    each block a presence word (1: preconditioned, 0: left to its plain gradient) and its values.
+
+    Args:
+        sizes: the number of elements of each block's gradient (the same on every rank).
+        dtypes: each block's gradient dtype (likewise).
+        owners: each block's worker group (:func:`assign_worker_groups`).
+        local: the flat preconditioned gradient of each block of this rank's worker group that it
+            preconditioned (a block left out keeps its plain gradient everywhere).
+        layout: the groups.
+        device: where the buffers live.
+
+    Returns:
+        For every block its flat preconditioned gradient (this rank's own for its worker group's
+        blocks), or None where its workers left it to its plain gradient.
+    """
+    out: list[Tensor | None] = [local.get(i) if owners[i] == layout.index else None for i in range(len(sizes))]
+    if layout.column_group is None:
+        return out
+    kinds: dict[tuple[int, torch.dtype], list[int]] = {}
+    for i, dt in enumerate(dtypes):
+        kinds.setdefault((owners[i], dt), []).append(i)
+    for (owner, dt), idx in sorted(kinds.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        lens = [1 + sizes[i] for i in idx]
+        if owner == layout.index:
+            buf = torch.zeros(sum(lens), dtype=dt, device=device)
+            for i, piece in zip(idx, buf.split(lens), strict=True):
+                t = local.get(i)
+                if t is not None:
+                    piece[0] = 1.0
+                    piece[1:] = t.reshape(-1)
+        else:
+            buf = torch.empty(sum(lens), dtype=dt, device=device)
+        src = layout.global_rank(owner * layout.workers + layout.column)
+        dist.broadcast(buf, src=src, group=layout.column_group)
+        if owner == layout.index:
+            continue
+        flags = buf[torch.tensor([0, *lens[:-1]], device=device).cumsum(0)].tolist()  # one sync for the buffer
+        for i, piece, flag in zip(idx, buf.split(lens), flags, strict=True):
+            out[i] = piece[1:] if flag == 1.0 else None
     return out
