@@ -19,9 +19,12 @@ Linear read-out) instead of the MLP.
 
 ``--kaisa`` sweeps the placement of the eigendecompositions (KAISA, Pauloski et al. 2021) for
 the MLP and the CNN at 2 and 4 ranks, ``--steps`` steps each, and prints one table: natrl's
-``assignment`` (``round_robin``: each decomposition on one rank, broadcast to all, which is
-KAISA's communication-optimal end; ``compute_all``: every rank decomposes everything, nothing
-broadcast) and, where kfac-pytorch is installed, its ``grad_worker_fraction`` 1/P
+``grad_worker_fraction`` 1/P (memory-optimal: each layer's decompositions on one rank, which
+preconditions the layer and broadcasts the preconditioned gradient), 1/2 (hybrid, at 4 ranks) and
+1 (``assignment="round_robin"``: each decomposition on one rank, broadcast to all, which is
+KAISA's communication-optimal end), its ``assignment="compute_all"`` (every rank decomposes
+everything, nothing broadcast), the bytes of decompositions each rank holds after the run
+(``KFAC.decomposition_bytes``) and, where kfac-pytorch is installed, its ``grad_worker_fraction`` 1/P
 (memory-optimal: one rank decomposes and preconditions each layer, then broadcasts the
 preconditioned gradient), 1/2 (hybrid) and 1 (communication-optimal). For these runs both
 libraries take kfac-pytorch's conventions and the settings of ``kfac_vs_kfacpytorch.py`` (natrl
@@ -34,6 +37,7 @@ after its timed steps each rank runs the same number of steps again with ``all_r
 step time is shown too).
 
     python scripts/kfac_ddp.py [--world 2] [--steps 100] [--batch 64] [--assignment round_robin] [--model mlp]
+                               [--grad-worker-fraction 1]
     python scripts/kfac_ddp.py --kaisa [--steps 60] [--inverse-interval 10] [--out docs/bench]
 """
 
@@ -138,11 +142,11 @@ def train(args: argparse.Namespace, rank: int, world: int) -> dict[str, Any]:
     elif args.kaisa:  # kfac-pytorch's conventions and defaults
         opt = KFAC(net, lr=0.1, momentum=0.9, damping=1e-2, kl_clip=1e-3, inverse_interval=args.inverse_interval,
                    scale="batch_mean", factor_init="identity", assignment=args.assignment,
-                   process_group=group)  # fmt: skip
+                   grad_worker_fraction=args.grad_worker_fraction, process_group=group)  # fmt: skip
     else:
         opt = KFAC(net, lr=args.lr, momentum=0.0, damping=args.damping, kl_clip=args.kl_clip,
                    inverse_interval=args.inverse_interval, assignment=args.assignment,
-                   process_group=group)  # fmt: skip
+                   grad_worker_fraction=args.grad_worker_fraction, process_group=group)  # fmt: skip
     if opt is not None:
         step = opt.step
     share = args.batch // world
@@ -172,7 +176,8 @@ def train(args: argparse.Namespace, rank: int, world: int) -> dict[str, Any]:
     finally:
         dist.all_reduce, dist.broadcast = originals
     out: dict[str, Any] = {"params": torch.cat([p.detach().reshape(-1) for p in model.parameters()]), "step_s": step_s,
-           "comm_s": comm_s, "cpu_s": cpu_s, "loss": losses}  # fmt: skip
+           "comm_s": comm_s, "cpu_s": cpu_s, "loss": losses,
+           "decomposition_bytes": opt.decomposition_bytes() if opt is not None else None}  # fmt: skip
     if world > 1:  # DDP's gradient all-reduce, timed apart on a buffer of the gradient's size
         buf = torch.zeros_like(out["params"])
         dist.barrier()
@@ -228,7 +233,7 @@ def _phase_means(runs: list[dict[str, Any]], key: str, steps: int, second: bool 
 
 
 def kaisa(args: argparse.Namespace) -> None:
-    """The placement sweep: natrl's two assignments, kfac-pytorch's grad_worker_fraction 1/P, 1/2, 1."""
+    """The placement sweep: natrl's and kfac-pytorch's grad_worker_fraction 1/P, 1/2, 1; natrl's compute_all."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -241,9 +246,9 @@ def kaisa(args: argparse.Namespace) -> None:
     for world in (int(w) for w in args.worlds.split(",")):
         configs: list[argparse.Namespace] = []  # one process group per world size: the ranks start once
         for model in args.models.split(","):
-            settings: list[tuple[str, str, float]] = [("natrl", "round_robin", 1.0), ("natrl", "compute_all", 1.0)]
+            fractions = [1.0 / world] + ([0.5] if world > 2 else []) + [1.0]
+            settings = [("natrl", "round_robin", f) for f in fractions] + [("natrl", "compute_all", 1.0)]
             if have_kfac:
-                fractions = [1.0 / world] + ([0.5] if world > 2 else []) + [1.0]
                 settings += [("kfac-pytorch", "", f) for f in fractions]
             for lib, assignment, fraction in settings:
                 configs.append(argparse.Namespace(**{**vars(args), "model": model, "world": world, "lib": lib,
@@ -253,9 +258,9 @@ def kaisa(args: argparse.Namespace) -> None:
         for i, a in enumerate(configs):
             runs = [per_rank[r][i] for r in range(world)]
             theta0 = runs[0]["params"]
-            setting = (
-                f"assignment={a.assignment}" if a.lib == "natrl" else f"grad_worker_fraction={a.grad_worker_fraction:g}"
-            )
+            setting = f"grad_worker_fraction={a.grad_worker_fraction:g}"
+            if a.lib == "natrl" and a.assignment == "compute_all":
+                setting = "assignment=compute_all"
             row = {
                 "model": a.model, "world": world, "lib": a.lib, "setting": setting,
                 "drift": max(float((r["params"] - theta0).abs().max()) for r in runs),
@@ -266,6 +271,7 @@ def kaisa(args: argparse.Namespace) -> None:
             }  # fmt: skip
             if a.lib == "natrl":
                 row["comm_ms"] = 1e3 * _phase_means(runs, "comm_s", args.steps)
+                row["decomposition_kib"] = [r["decomposition_bytes"] / 1024 for r in runs]  # per rank
             else:
                 row["blocking_step_ms"] = 1e3 * _phase_means(runs, "step_s", args.steps, second=True)
                 row["comm_ms"] = 1e3 * _phase_means(runs, "comm_s", args.steps, second=True)
@@ -286,8 +292,9 @@ def kaisa(args: argparse.Namespace) -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, 1 torch thread per rank"}  # fmt: skip
     lines = [
         "| model | ranks | library, placement | ms/step wall | ms/step CPU | K-FAC collectives ms (share) "
-        "| DDP gradient all-reduce ms (share) | replica drift | mean minibatch loss, last step |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| DDP gradient all-reduce ms (share) | decompositions KiB per rank | replica drift "
+        "| mean minibatch loss, last step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         step = r.get("blocking_step_ms", r["step_ms"])  # the share is of the run in which comm was timed
@@ -296,7 +303,7 @@ def kaisa(args: argparse.Namespace) -> None:
             f"| {r['model']} | {r['world']} | {r['lib']} {r['setting']} | {r['step_ms']:.1f}{blocking} "
             f"| {r['cpu_ms']:.1f} | {r['comm_ms']:.1f} ({100 * r['comm_ms'] / step:.0f}%) "
             f"| {r['grad_allreduce_ms']:.1f} ({100 * r['grad_allreduce_ms'] / r['step_ms']:.0f}%) "
-            f"| {r['drift']:.1e} | {r['final_loss']:.4f} |"
+            f"| {_kib(r.get('decomposition_kib'))} | {r['drift']:.1e} | {r['final_loss']:.4f} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -304,6 +311,14 @@ def kaisa(args: argparse.Namespace) -> None:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "kfac-ddp-kaisa.json"), "w") as f:
             json.dump({"metadata": meta, "rows": [r | {"library": r["lib"]} for r in rows]}, f, indent=1)
+
+
+def _kib(per_rank: list[float] | None) -> str:
+    """Per-rank KiB as ``min–max`` (or one value when all are equal); ``–`` when not measured."""
+    if not per_rank:
+        return "–"
+    lo, hi = min(per_rank), max(per_rank)
+    return f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}–{hi:.0f}"
 
 
 def main() -> None:
@@ -317,6 +332,7 @@ def main() -> None:
     p.add_argument("--kl-clip", type=float, default=1e-3)
     p.add_argument("--inverse-interval", type=int, default=10)
     p.add_argument("--assignment", choices=["round_robin", "compute_all"], default="round_robin")
+    p.add_argument("--grad-worker-fraction", type=float, default=1.0, help="KFAC's grad_worker_fraction")
     p.add_argument("--no-kfac-comm", action="store_true", help="KFAC(process_group=None): per-rank factors")
     p.add_argument("--kaisa", action="store_true", help="the placement sweep (see above)")
     p.add_argument("--models", default="mlp,cnn", help="--kaisa: the models")
@@ -325,7 +341,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0)
     args = p.parse_args()
-    args.lib, args.grad_worker_fraction = "natrl", 1.0
+    args.lib = "natrl"
     if args.kaisa:
         if args.batch % 4:
             p.error("--batch must be a multiple of 4 for --kaisa")
@@ -348,7 +364,8 @@ def main() -> None:
     kfac_comm_ms = 1e3 * float(np.mean(runs[0]["comm_s"][warm]))
     grad_ms = 1e3 * runs[0]["grad_allreduce_s"]
     single_ms = 1e3 * float(np.mean(single["step_s"][warm]))
-    comm = "per-rank factors (process_group=None)" if args.no_kfac_comm else f"assignment={args.assignment}"
+    comm = ("per-rank factors (process_group=None)" if args.no_kfac_comm
+            else f"assignment={args.assignment}, grad_worker_fraction={args.grad_worker_fraction:g}")  # fmt: skip
     name = "MLP 64-128-128-10" if args.model == "mlp" else "CNN"
     print(f"digits {name}, {args.world} gloo ranks x batch {args.batch // args.world}, "
           f"{args.steps} K-FAC steps, {comm}, torch {torch.__version__}")  # fmt: skip
