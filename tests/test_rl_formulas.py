@@ -14,7 +14,7 @@ from torch.distributions import Normal
 from natrl.distributions import Categorical, DiagGaussian
 from natrl.rl.accel import critic_mlp, mlp_value_grads
 from natrl.rl.critic import adam, fit_critic, value_grads
-from natrl.rl.fastmlp import mlp_forward
+from natrl.rl.fastmlp import mlp_backward, mlp_forward
 from natrl.rl.gae import gae
 from natrl.rl.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
 from natrl.rl.policies import Actor, Critic
@@ -251,6 +251,37 @@ def test_hand_written_critic_gradient_equals_autograd(activation: str, hidden: t
     assert float(loss) == pytest.approx(float(loss_ref), rel=1e-12)
     for (name, p), r in zip(critic.named_parameters(), ref):
         torch.testing.assert_close(p.grad, r, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_hand_written_backward_in_float32_is_torchs_arithmetic_bit_for_bit() -> None:
+    """mlp_backward (tanh' applied through NumPy) against the same products written as torch ops: equal bits."""
+    torch.manual_seed(0)
+    critic = Critic(17, (64, 64), "tanh").float()
+    x, grad_out = torch.randn(128, 17, dtype=torch.float32), torch.randn(128, 1, dtype=torch.float32)
+    layers = critic_mlp(critic)
+    assert layers is not None
+    _, acts = mlp_forward(layers, x)
+    mlp_backward(layers, acts, grad_out)
+    with torch.no_grad():
+        delta = grad_out
+        for k in (2, 1, 0):
+            lin = layers.linears[k]
+            assert torch.equal(lin.weight.grad, delta.t() @ acts[k]) and torch.equal(lin.bias.grad, delta.sum(0))
+            if k:
+                delta = delta @ lin.weight
+                delta = delta - delta * acts[k] * acts[k]
+
+
+def test_hand_written_forward_follows_parameters_loaded_in_place() -> None:
+    torch.manual_seed(0)
+    critic, other = Critic(5, (16,), "tanh").float(), Critic(5, (16,), "tanh").float()
+    layers = critic_mlp(critic)
+    assert layers is not None
+    critic.load_state_dict(other.state_dict())
+    reference = critic_mlp(other)
+    assert reference is not None
+    x = torch.randn(8, 5, dtype=torch.float32)
+    assert torch.equal(mlp_forward(layers, x)[0], mlp_forward(reference, x)[0])
 
 
 def test_fit_critic_hand_written_path_follows_the_autograd_path() -> None:

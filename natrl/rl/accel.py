@@ -140,12 +140,12 @@ def numpy_sampler(actor: Actor, rng: np.random.Generator) -> Callable[[np.ndarra
 
 def mlp_value_grads(spec: MLPSpec, x: Tensor, y: Tensor) -> Tensor:
     """Write ∇ of ½·mean (V(x) − y)² into the critic's ``.grad`` (hand-written backward); return the loss."""
-    out, acts = mlp_forward(spec, x)
     with torch.no_grad():
+        out, acts = mlp_forward(spec, x)
         err = out.squeeze(-1) - y
         loss = 0.5 * (err * err).mean()
         grad_out = (err * (1.0 / y.shape[0])).unsqueeze(-1)
-    mlp_backward(spec, acts, grad_out)
+        mlp_backward(spec, acts, grad_out)
     return loss
 
 

@@ -162,17 +162,16 @@ def fit_critic(
     size = max(1, batch_size // per_unit)
     sequences = isinstance(obs, tuple)
     inputs = obs if sequences else (obs,)
-    last = float("nan")
-    for _ in range(epochs):
+    total = None
+    for epoch in range(epochs):
         perm = torch.randperm(n, generator=generator, device=generator.device).to(returns.device)
-        ret_p = returns[perm]
-        shuffled = [t[perm] for t in inputs]
-        total = torch.zeros((), device=returns.device)
-        for start in range(0, n, size):
-            y = ret_p[start : start + size]
-            x = [t[start : start + size] for t in shuffled]
+        # the minibatches as views of the shuffled tensors, split once per epoch
+        minibatches = zip(returns[perm].split(size), *(t[perm].split(size) for t in inputs))
+        # the losses are summed in the last epoch only, the one whose mean is returned
+        total = torch.zeros((), device=returns.device) if epoch == epochs - 1 else None
+        for y, *x in minibatches:
             loss = grads(tuple(x) if sequences else x[0], y)
             adam_step(optimizer)
-            total += loss.detach() * y.numel()
-        last = float(2.0 * total / returns.numel())
-    return last
+            if total is not None:
+                total += loss.detach() * y.numel()
+    return float("nan") if total is None else float(2.0 * total / returns.numel())
