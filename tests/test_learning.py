@@ -50,9 +50,9 @@ def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> N
     LSTM policy reaches the threshold, the same algorithm and hyperparameters with an MLP policy stay far below
     it (CartPole: < 150 of 500; T-maze: guessing the arm, ≈ −0.11 of 0.89).
 
-    On the T-maze the LSTM side asserts the final evaluation. On CartPoleNoVel it still asserts the best
-    periodic one: those presets do not end at their expected_return (seed 0 at 550ee67: TRPO final 249.2 after
-    482.8 at 30%, PPO final 305.6 after 500.0 at 70%; issue 31)."""
+    The LSTM side asserts the final evaluation, except TRPO on CartPoleNoVel, which still asserts the best
+    periodic one: that preset does not end at its expected_return (seed 0: final 249.2 after 482.8 at 30%; a
+    max_kl of lin_0.01 ends seeds 0-2 at 490.9, 185.2, 269.7; issue 31)."""
     cls = AGENTS[algo]
     preset = load_preset(algo, env_id, cls.config_cls)
     assert preset.policy == "MlpLstmPolicy" and preset.expected_return is not None
@@ -61,5 +61,6 @@ def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> N
         agent = cls(env_id, seed=0, policy=policy, policy_kwargs=kwargs, **preset.hyperparameters)
         results[policy] = [score for _, score in learn_with_evaluations(agent, preset.total_steps)]
     lstm = results["MlpLstmPolicy"]
-    assert (lstm[-1] if env_id.startswith("TMaze") else max(lstm)) >= preset.expected_return, results
+    final_asserted = not (algo == "trpo" and env_id.startswith("CartPole"))
+    assert (lstm[-1] if final_asserted else max(lstm)) >= preset.expected_return, results
     assert max(results["MlpPolicy"]) < (150.0 if env_id.startswith("CartPole") else 0.5), results
