@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["HOST_MAX_N", "HostHistory", "host_eligible", "host_fg"]
+__all__ = ["HOST_MAX_N", "HostHistory", "host_eligible", "host_fg", "replay"]
 
 HOST_MAX_N = 1024
 """The largest problem (number of entries of x) that runs on the host."""
@@ -61,6 +61,18 @@ def host_fg(fg: Callable[[Tensor], tuple[Tensor | float, Tensor]]) -> Callable[[
         return (fv.item() if isinstance(fv, Tensor) else float(fv)), gv.numpy()
 
     return fg_host
+
+
+def replay(
+    fg: Callable[[np.ndarray], tuple[float, np.ndarray]], f: float, g: np.ndarray
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """``fg`` whose first call returns ``(f, g)`` without evaluating: a trial already evaluated at that point."""
+    pending: list[tuple[float, np.ndarray]] = [(f, g)]
+
+    def fg_replay(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return pending.pop() if pending else fg(x)
+
+    return fg_replay
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,6 +112,8 @@ class HostHistory:
         self.n = n
         self.dtype = dtype
         self.eps = float(np.finfo(dtype).eps)
+        # x·0 is 0 when every entry of x is finite, NaN otherwise: a finiteness test in one BLAS call
+        self.zero = np.zeros(n, dtype=dtype)
         self.buf = np.zeros((2 * capacity, 2, n), dtype=dtype)
         self.clear()
 

@@ -585,6 +585,9 @@ def _lbfgs_loop(
         )  # fmt: skip
 
     plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
+    host = isinstance(space, _HostSpace) and line_search is not None
+    zero = space.zero if host else None  # type: ignore[union-attr]
+    accepted: tuple[Any, float, Any] | None = None  # a first trial taken without the general search
     status = Status.SUCCESS
     d: Any
     while True:
@@ -616,7 +619,26 @@ def _lbfgs_loop(
                 if budget < 1:
                     status = Status.MAX_EVALS
                     break
-                ls = strong_wolfe(fg, x, d, f0=f, g0=g, step=step, c1=c1, c2=c2, max_evals=budget, step_max=1e10)
+                search_fg = fg
+                if host:
+                    # Most searches accept their first trial: evaluate it and test the strong Wolfe
+                    # conditions here, with the same float expressions as the Moré–Thuente search
+                    # (which, when the trial fails them, starts from this evaluation again).
+                    xt = x + step * d
+                    ft, gt = fg(xt)
+                    if math.isfinite(ft):
+                        dt = float(gt.dot(d))
+                        if (
+                            ft <= f + step * (c1 * gtd)
+                            and abs(dt) <= c2 * -gtd
+                            and math.isfinite(dt)
+                            and math.isfinite(xt.dot(zero))
+                        ):
+                            nfev += 1
+                            accepted = (xt, ft, gt)
+                            break
+                    search_fg = lbfgs_host.replay(fg, ft, gt)
+                ls = strong_wolfe(search_fg, x, d, f0=f, g0=g, step=step, c1=c1, c2=c2, max_evals=budget, step_max=1e10)
             nfev += ls.nfev
             if ls.success or restarted or not space.size or nfev >= max_evals:
                 break
@@ -624,17 +646,21 @@ def _lbfgs_loop(
             restarted = True
         if status != Status.SUCCESS:
             break
-        if not ls.success:
+        if accepted is not None:
+            x_new, f_new, g_new = accepted
+            accepted = None
+        elif not ls.success:
             status, message = _line_search_status(ls, k)
             if status != Status.NON_FINITE and nfev >= max_evals:
                 status = Status.MAX_EVALS
             break
-        assert ls.g is not None
-        g_new = ls.g if ls.g.ndim == 1 else ls.g.reshape(-1)
-        s = ls.x - x
+        else:
+            assert ls.g is not None
+            x_new, f_new, g_new = ls.x, ls.f, (ls.g if ls.g.ndim == 1 else ls.g.reshape(-1))
+        s = x_new - x
         y = g_new - g
         f_old = f
-        x, f, g = ls.x, ls.f, g_new
+        x, f, g = x_new, f_new, g_new
         k += 1
         push(s, y, history_size)
         if callback is not None and callback(result(Status.SUCCESS)) is True:
