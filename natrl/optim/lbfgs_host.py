@@ -127,6 +127,7 @@ class HostHistory:
         self.rho: list[float] = []
         self.gamma = 1.0
         self.m_mat = np.empty((0, 0), dtype=self.dtype)
+        self._inner = self._inner_diag = self.sy  # scratch for D + γ Y Yᵀ and its diagonal
 
     @property
     def size(self) -> int:
@@ -155,19 +156,31 @@ class HostHistory:
         m = len(self.rho)
         k = m - drop + 1
         wy = self.w.dot(y)  # sᵢᵀy (even entries) and yᵢᵀy (odd entries) of the stored pairs
-        rinv = np.zeros((k, k), dtype=self.dtype)
-        rinv[:-1, :-1] = self.rinv[drop:, drop:]
         # the dropped rows' columns of R⁻¹ are zero below the diagonal: R⁻¹[drop:, :] c = R⁻¹[drop:, drop:] c[drop:]
         col = self.rinv.dot(wy[0::2])
         col *= -1.0 / ys
+        if drop == 1 and k == m:
+            # A full memory: the matrices keep their size and shift by one pair in place. R⁻¹'s
+            # last row stays (0, ..., 0, ·) as it is upper triangular; M's zero block stays zero.
+            rinv, ymat, sy, mm = self.rinv, self.yy, self.sy, self.m_mat
+            rinv[:-1, :-1] = rinv[1:, 1:]
+            ymat[:-1, :-1] = ymat[1:, 1:]
+            sy[:-1] = sy[1:]
+        else:
+            rinv = np.zeros((k, k), dtype=self.dtype)
+            rinv[:-1, :-1] = self.rinv[drop:, drop:]
+            ymat = np.empty((k, k), dtype=self.dtype)
+            ymat[:-1, :-1] = self.yy[drop:, drop:]
+            sy = np.empty(k, dtype=self.dtype)
+            sy[:-1] = self.sy[drop:]
+            mm = np.zeros((2 * k, 2 * k), dtype=self.dtype)
+            self.rinv, self.yy, self.sy, self.m_mat = rinv, ymat, sy, mm
+            self._inner = np.empty((k, k), dtype=self.dtype)
+            self._inner_diag = self._inner.ravel()[:: k + 1]
         rinv[:-1, -1] = col[drop:]
         rinv[-1, -1] = 1.0 / ys
-        ymat = np.empty((k, k), dtype=self.dtype)
-        ymat[:-1, :-1] = self.yy[drop:, drop:]
         ymat[-1, :-1] = ymat[:-1, -1] = wy[2 * drop + 1 :: 2]
         ymat[-1, -1] = yy
-        sy = np.empty(k, dtype=self.dtype)
-        sy[:-1] = self.sy[drop:]
         sy[-1] = ys
         if self.end == len(self.buf):  # move the kept window to the start of the buffer
             self.buf[: k - 1] = self.buf[self.end - (k - 1) : self.end]
@@ -176,17 +189,14 @@ class HostHistory:
         self.buf[self.end, 1] = y
         self.end += 1
         self.w = self.buf[self.end - k : self.end].reshape(2 * k, self.n)
-        self.rinv, self.yy, self.sy = rinv, ymat, sy
         self.rho = [*self.rho[drop:], 1.0 / ys]
         self.gamma = gamma
-        inner = ymat * gamma
-        inner.ravel()[:: k + 1] += sy  # D + γ Y Yᵀ
-        mm = np.zeros((2 * k, 2 * k), dtype=self.dtype)
+        inner = np.multiply(ymat, gamma, out=self._inner)
+        self._inner_diag += sy  # D + γ Y Yᵀ
         mm[0::2, 0::2] = rinv.T.dot(inner).dot(rinv)
         b = rinv * -gamma
         mm[1::2, 0::2] = b
         mm[0::2, 1::2] = b.T
-        self.m_mat = mm
 
     def direction(self, g: np.ndarray) -> np.ndarray:
         """d = −H g (steepest descent −g while empty)."""

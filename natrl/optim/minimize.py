@@ -259,7 +259,9 @@ def minimize(
     if name == "bfgs":
         res = run_bfgs(obj.fg, flat0, max_iter=max_iter, callback=cb, **opts)
     elif name == "lbfgs":
-        res, _ = run_lbfgs(obj.fg, flat0, max_iter=15000 if max_iter is None else max_iter, callback=cb, **opts)
+        res, _ = run_lbfgs(
+            obj.fg, flat0, max_iter=15000 if max_iter is None else max_iter, callback=cb, fg_numpy=obj.fg_numpy, **opts
+        )
     elif name == "newton-cg":
         res = run_newton_cg(obj.fg, obj.hvp, flat0, max_iter=max_iter, callback=cb, **opts)
     elif name == "trust-ncg":

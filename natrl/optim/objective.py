@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -166,14 +167,7 @@ class Objective:
                         ) from err
             if isinstance(out, tuple):
                 self._returns_grad = True
-                if len(out) != 2:
-                    raise ValueError(
-                        f"{self.where}: fun returned a tuple of {len(out)} items; return the "
-                        "loss alone or a (loss, grad) pair"
-                    )
-                f = self._scalar(out[0])
-                self._check_first(f)
-                g = self._grad_checked(out[1])
+                f, g = self._pair(out)
             else:
                 if self.jac is True:
                     raise ValueError(f"{self.where}: jac=True but fun returned the loss alone")
@@ -183,6 +177,59 @@ class Objective:
         self.nfev += 1
         self.njev += 1
         return (f.detach() if f.requires_grad else f), g
+
+    def _pair(self, out: tuple[Any, ...]) -> tuple[Tensor, Tensor]:
+        """The checked ``(f, ∇f)`` of a ``(loss, grad)`` returned by ``fun``."""
+        if len(out) != 2:
+            raise ValueError(
+                f"{self.where}: fun returned a tuple of {len(out)} items; return the loss alone or a (loss, grad) pair"
+            )
+        f = self._scalar(out[0])
+        self._check_first(f)
+        return f, self._grad_checked(out[1])
+
+    def fg_numpy(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """:meth:`fg` on a flat NumPy array θ (a CPU objective): ``(f, ∇f)`` as a float and a flat array.
+
+        θ reaches ``fun`` as a tensor sharing its memory, and ∇f is returned as a view of the
+        gradient tensor. Once ``fun`` is known to return ``(loss, grad)`` (a check made at the
+        first evaluation), a loss tensor and a flat gradient tensor of x0's dtype and device
+        are taken as they are; anything else goes through :meth:`fg`'s checks.
+        """
+        x = torch.from_numpy(theta)
+        if not (self._returns_grad and self._checked_first and not callable(self.jac)):
+            f, g = self.fg(x)
+            return f.item(), g.numpy()
+        if x.shape != self.shape:
+            x = x.reshape(self.shape)
+        with self._no_grad:
+            out = self.fun(x)
+        if type(out) is not tuple:
+            return self._numpy(*self.fg(x))
+        if len(out) == 2:
+            f, g = out
+            if (
+                type(f) is Tensor
+                and type(g) is Tensor
+                and f.dim() == 0
+                and g.dim() == 1
+                and g.shape[0] == self.numel
+                and g.dtype == self.dtype
+                and g.device == self.device
+                and f.device == self.device
+                and not g.requires_grad
+            ):
+                self.nfev += 1
+                self.njev += 1
+                return f.item(), g.numpy()
+        f, g = self._pair(out)
+        self.nfev += 1
+        self.njev += 1
+        return self._numpy(f, g)
+
+    @staticmethod
+    def _numpy(f: Tensor, g: Tensor) -> tuple[float, np.ndarray]:
+        return f.item(), g.numpy()
 
     def _autograd_grad(self, f: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
         if not f.requires_grad:

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -400,6 +401,7 @@ def run_lbfgs(
     f0: Tensor | float | None = None,
     g0: Tensor | None = None,
     callback: Callback | None = None,
+    fg_numpy: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
 ) -> tuple[OptimizeResult, LBFGSMemory]:
     """Minimise f by L-BFGS with a strong Wolfe line search (N&W Algorithm 7.5).
 
@@ -439,6 +441,8 @@ def run_lbfgs(
         f0: f(x0), if already known (with ``g0``), to save an evaluation.
         g0: ∇f(x0).
         callback: called after each iteration; returning True stops the run.
+        fg_numpy: ``fg`` on flat NumPy arrays, ``x ↦ (f, ∇f)`` as a float and an array, for
+            the host path (by default ``fg`` wrapped with views of the arrays).
 
     Returns:
         ``(result, memory)``; the memory can seed the next run.
@@ -471,7 +475,7 @@ def run_lbfgs(
     gv: Any
     lrv: Any
     if host_eligible(x, g, lr, memory.s + memory.y):
-        space = _HostSpace(fg, x.numel(), x.numpy().dtype, max(history_size, len(memory.s)), memory)
+        space = _HostSpace(fg, x.numel(), x.numpy().dtype, max(history_size, len(memory.s)), memory, fg_numpy)
         xv, gv, lrv = x.numpy(), g.numpy(), lr.numpy() if isinstance(lr, Tensor) else lr
     else:
         space = _TensorSpace(fg, memory)
@@ -537,9 +541,11 @@ class _HostSpace(lbfgs_host.HostHistory):
     finite = staticmethod(lbfgs_host.finite)
     tensor = staticmethod(torch.from_numpy)
 
-    def __init__(self, fg: FG, n: int, dtype: Any, capacity: int, memory: LBFGSMemory) -> None:
+    def __init__(
+        self, fg: FG, n: int, dtype: Any, capacity: int, memory: LBFGSMemory, fg_numpy: Callable[..., Any] | None
+    ) -> None:
         super().__init__(n, dtype, capacity)
-        self.fg = lbfgs_host.host_fg(fg)
+        self.fg = lbfgs_host.host_fg(fg) if fg_numpy is None else fg_numpy
         if memory.s:
             self.load(tuple(s.numpy() for s in memory.s), tuple(y.numpy() for y in memory.y), memory.gamma)
 
