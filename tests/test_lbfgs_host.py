@@ -178,3 +178,31 @@ def test_memory_carried_across_torch_optim_steps(monkeypatch: pytest.MonkeyPatch
     generic = _three_lbfgs_steps()
     torch.testing.assert_close(on_host, generic, rtol=1e-10, atol=1e-12)
     assert math.isfinite(float(on_host.sum()))
+
+
+def test_objective_fg_numpy_equals_fg() -> None:
+    """``Objective.fg_numpy`` (minimize's evaluation on the host path) gives what ``fg`` gives, with
+    the same counts, for regular (loss tensor, flat gradient) and other accepted outputs, and the
+    same error for a gradient of the wrong size."""
+    from natrl.optim.objective import Objective
+
+    x2 = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    outputs = {
+        "regular": lambda x: ((x * x).sum(), 2.0 * x.reshape(-1)),
+        "float loss, shaped float32 grad": lambda x: (float((x * x).sum()), (2.0 * x).float()),
+        "0-d loss of shape (1,)": lambda x: ((x * x).sum().reshape(1), 2.0 * x.reshape(-1)),
+    }
+    for name, fun in outputs.items():
+        a, b = Objective(fun, x2, jac=True), Objective(fun, x2, jac=True)
+        for theta in (x2.reshape(-1), x2.reshape(-1) + 0.5, x2.reshape(-1) - 1.0):
+            f_ref, g_ref = a.fg(theta.clone())
+            f, g = b.fg_numpy(theta.clone().numpy())
+            assert isinstance(f, float) and isinstance(g, np.ndarray), name
+            assert f == float(f_ref) and g.shape == (6,), name
+            np.testing.assert_array_equal(g, g_ref.numpy(), err_msg=name)
+        assert (b.nfev, b.njev) == (a.nfev, a.njev) == (3, 3), name
+    calls = iter([torch.zeros(6), torch.zeros(5)])
+    obj = Objective(lambda x: (x.sum(), next(calls)), torch.zeros(6), jac=True)
+    obj.fg_numpy(np.zeros(6, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"the gradient has shape \(5,\), expected \(6,\)"):
+        obj.fg_numpy(np.zeros(6, dtype=np.float32))

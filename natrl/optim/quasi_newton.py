@@ -629,8 +629,9 @@ def _lbfgs_loop(
                 if host:
                     # Most searches accept their first trial: evaluate it and test the strong Wolfe
                     # conditions here, with the same float expressions as the Moré–Thuente search
-                    # (which, when the trial fails them, starts from this evaluation again).
-                    xt = x + step * d
+                    # (which, when the trial fails them, starts from this evaluation again);
+                    # x + 1·d is x + d, one operation less.
+                    xt = x + d if step == 1.0 else x + step * d
                     ft, gt = fg(xt)
                     if math.isfinite(ft):
                         dt = float(gt.dot(d))
