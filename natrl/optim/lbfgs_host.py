@@ -127,6 +127,7 @@ class HostHistory:
         self.rho: list[float] = []
         self.gamma = 1.0
         self.m_mat = np.empty((0, 0), dtype=self.dtype)
+        self._ry = np.empty((2, 0, 0), dtype=self.dtype)  # R⁻¹ and Y Yᵀ, stacked
         self._inner = self._inner_diag = self.sy  # scratch for D + γ Y Yᵀ and its diagonal
 
     @property
@@ -158,26 +159,25 @@ class HostHistory:
         wy = self.w.dot(y)  # sᵢᵀy (even entries) and yᵢᵀy (odd entries) of the stored pairs
         # the dropped rows' columns of R⁻¹ are zero below the diagonal: R⁻¹[drop:, :] c = R⁻¹[drop:, drop:] c[drop:]
         col = self.rinv.dot(wy[0::2])
-        col *= -1.0 / ys
         if drop == 1 and k == m:
-            # A full memory: the matrices keep their size and shift by one pair in place. R⁻¹'s
-            # last row stays (0, ..., 0, ·) as it is upper triangular; M's zero block stays zero.
-            rinv, ymat, sy, mm = self.rinv, self.yy, self.sy, self.m_mat
-            rinv[:-1, :-1] = rinv[1:, 1:]
-            ymat[:-1, :-1] = ymat[1:, 1:]
+            # A full memory: the matrices keep their size and shift by one pair in place (R⁻¹
+            # and Y Yᵀ are stacked, one copy for both). R⁻¹'s last row stays (0, ..., 0, ·) as
+            # it is upper triangular; M's zero block stays zero.
+            ry, rinv, ymat, sy, mm = self._ry, self.rinv, self.yy, self.sy, self.m_mat
+            ry[:, :-1, :-1] = ry[:, 1:, 1:]
             sy[:-1] = sy[1:]
         else:
-            rinv = np.zeros((k, k), dtype=self.dtype)
+            ry = np.zeros((2, k, k), dtype=self.dtype)
+            rinv, ymat = ry
             rinv[:-1, :-1] = self.rinv[drop:, drop:]
-            ymat = np.empty((k, k), dtype=self.dtype)
             ymat[:-1, :-1] = self.yy[drop:, drop:]
             sy = np.empty(k, dtype=self.dtype)
             sy[:-1] = self.sy[drop:]
             mm = np.zeros((2 * k, 2 * k), dtype=self.dtype)
-            self.rinv, self.yy, self.sy, self.m_mat = rinv, ymat, sy, mm
+            self._ry, self.rinv, self.yy, self.sy, self.m_mat = ry, rinv, ymat, sy, mm
             self._inner = np.empty((k, k), dtype=self.dtype)
             self._inner_diag = self._inner.ravel()[:: k + 1]
-        rinv[:-1, -1] = col[drop:]
+        np.multiply(col[drop:], -1.0 / ys, out=rinv[:-1, -1])
         rinv[-1, -1] = 1.0 / ys
         ymat[-1, :-1] = ymat[:-1, -1] = wy[2 * drop + 1 :: 2]
         ymat[-1, -1] = yy
