@@ -233,3 +233,15 @@ def test_the_bottom_layer_imports_without_gymnasium(module: str) -> None:
     loaded = json.loads(proc.stdout)
     assert "gymnasium" not in loaded
     assert not [m for m in loaded if _within(m, TOP)], [m for m in loaded if _within(m, TOP)]
+
+
+def test_no_module_of_the_training_infrastructure_is_over_600_lines() -> None:
+    """One job per module: the training stack (``TOP``) keeps each module at most 600 lines."""
+    long = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        if any(name == top or name.startswith(top + ".") for top in TOP):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            if lines > 600:
+                long[name] = lines
+    assert not long, f"split these modules (> 600 lines): {long}"

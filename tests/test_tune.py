@@ -26,6 +26,7 @@ optuna = pytest.importorskip("optuna")
 from natrl import PPO, TRPO  # noqa: E402
 from natrl.cli import main  # noqa: E402
 from natrl.presets import load_preset  # noqa: E402
+from natrl.runs.search_spaces import sample_ppo, sample_trpo  # noqa: E402
 from natrl.runs.tune import (  # noqa: E402
     EVALUATIONS,
     PRESET_ATTR,
@@ -34,8 +35,6 @@ from natrl.runs.tune import (  # noqa: E402
     objective,
     open_storage,
     open_study,
-    sample_ppo,
-    sample_trpo,
 )
 
 STEPS = 1024

@@ -1,0 +1,98 @@
+"""The hyperparameter search spaces of ``natrl tune`` (:mod:`natrl.runs.tune`): rl-baselines3-zoo's samplers
+(``rl_zoo3/hyperparams_opt.py``) in natrl's names, one per algorithm in :data:`SEARCH_SPACES`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["SEARCH_SPACES", "sample_ppo", "sample_trpo"]
+
+
+def _n_steps_pow(trial: optuna.Trial, total_steps: int, n_envs: int, *, low: int = 5, high: int = 12) -> int:
+    """The zoo's 2^low to 2^high steps per env, capped so that one rollout fits the budget."""
+    top = max(low, min(high, max(total_steps // max(n_envs, 1), 1).bit_length() - 1))  # floor(log2)
+    return trial.suggest_int("n_steps_pow", low, top)
+
+
+def sample_trpo(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -> dict[str, Any]:
+    """rl-baselines3-zoo's ``sample_trpo_params`` (rl_zoo3/hyperparams_opt.py) in natrl's names.
+
+    The zoo's choices: ``n_steps`` 8 to 2,048 (powers of two, capped so that one rollout fits the budget),
+    ``batch_size`` 8 to 512 (at most ``n_steps``), γ in {0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999}, λ in
+    {0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1}, the critic's learning rate log-uniform in [1e-5, 1], 5 to 30 critic
+    epochs and CG iterations, ``target_kl`` in {0.001, …, 0.1}, small or medium networks, tanh or ReLU, no
+    orthogonal initialisation. sb3-contrib's ``target_kl`` bounds the KL averaged over the k action dimensions,
+    natrl's ``max_kl`` the joint one (:mod:`natrl.rl.sb3_names`), so ``max_kl`` = k · ``target_kl``; the zoo's
+    ``n_critic_updates``, ``cg_max_steps``, ``learning_rate`` and ``batch_size`` are natrl's ``critic_epochs``,
+    ``cg_iters``, ``critic_lr`` and ``critic_batch_size``.
+
+    Args:
+        trial: the Optuna trial.
+        k: the action dimensions of a Box action space (1 otherwise).
+        n_envs: the preset's parallel envs.
+        total_steps: the step budget.
+    """
+    n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs, low=3, high=11)
+    batch_size = min(trial.suggest_categorical("batch_size", [8, 16, 32, 64, 128, 256, 512]), n_steps)
+    gamma = trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999])
+    critic_lr = trial.suggest_float("critic_lr", 1e-5, 1.0, log=True)
+    critic_epochs = trial.suggest_categorical("critic_epochs", [5, 10, 20, 25, 30])
+    cg_iters = trial.suggest_categorical("cg_iters", [5, 10, 20, 25, 30])
+    target_kl = trial.suggest_categorical("target_kl", [0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.001])
+    gae_lambda = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
+    net_arch = trial.suggest_categorical("net_arch", ["small", "medium"])
+    activation = trial.suggest_categorical("activation", ["tanh", "relu"])
+    return {
+        "n_steps": n_steps,
+        "critic_batch_size": batch_size,
+        "gamma": gamma,
+        "gae_lambda": gae_lambda,
+        "critic_lr": critic_lr,
+        "critic_epochs": critic_epochs,
+        "cg_iters": cg_iters,
+        "max_kl": k * target_kl,
+        "ortho_init": False,
+        **_net(net_arch, activation),
+    }
+
+
+def sample_ppo(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -> dict[str, Any]:
+    """rl-baselines3-zoo's ``sample_ppo_params`` (stable-baselines3 PPO's names are natrl PPO's); the minibatch
+    from 32 (the zoo's comment's range), ``n_steps`` capped at the budget per env. ``k`` is unused."""
+    del k
+    n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs)
+    batch_size = 2 ** trial.suggest_int("batch_size_pow", 5, 10)
+    gamma = 1.0 - trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True)
+    gae_lambda = 1.0 - trial.suggest_float("one_minus_gae_lambda", 1e-4, 0.1, log=True)
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, 2e-3, log=True)
+    ent_coef = trial.suggest_float("ent_coef", 1e-8, 0.1, log=True)
+    clip_range = trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3, 0.4])
+    n_epochs = trial.suggest_categorical("n_epochs", [1, 5, 10, 20])
+    max_grad_norm = trial.suggest_float("max_grad_norm", 0.3, 2.0)
+    net_arch = trial.suggest_categorical("net_arch", ["tiny", "small", "medium"])
+    activation = trial.suggest_categorical("activation", ["tanh", "relu"])
+    return {
+        "n_steps": n_steps,
+        "batch_size": min(batch_size, n_steps * n_envs),
+        "gamma": gamma,
+        "gae_lambda": gae_lambda,
+        "learning_rate": learning_rate,
+        "ent_coef": ent_coef,
+        "clip_range": clip_range,
+        "n_epochs": n_epochs,
+        "max_grad_norm": max_grad_norm,
+        **_net(net_arch, activation),
+    }
+
+
+def _net(net_arch: str, activation: str) -> dict[str, Any]:
+    sizes = {"tiny": [64], "small": [64, 64], "medium": [256, 256]}[net_arch]
+    return {"hidden_sizes": sizes, "critic_hidden_sizes": None, "activation": activation}
+
+
+SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {"trpo": sample_trpo, "ppo": sample_ppo}
+"""The search space of each algorithm: ``sample(trial, k=, n_envs=, total_steps=) -> natrl hyperparameters``."""
