@@ -42,9 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from sklearn.datasets import load_digits
+from bench_kfac_digits import load  # the same standardised digits (this script's folder is on sys.path)
 from torch import nn
 
 from natrl.optim import KFAC
@@ -54,13 +53,6 @@ with warnings.catch_warnings():
     import kfac  # kfac-pytorch
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")  # its hook on the first layer
-
-
-def load() -> tuple[torch.Tensor, torch.Tensor]:
-    d = load_digits()
-    x = d.data.astype(np.float32)
-    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
-    return torch.tensor(x), torch.tensor(d.target)
 
 
 def make_model(task: str, seed: int) -> nn.Module:

@@ -23,12 +23,7 @@ from natrl.rl.policies import Actor, RecurrentCore
 KINDS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
-@pytest.fixture(autouse=True)
-def _float64():  # type: ignore[no-untyped-def]
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")  # exact comparisons in float64 (tests/conftest.py)
 
 
 class _SeqNet(nn.Module):

@@ -13,14 +13,7 @@ import natrl.optim.kfac as kfac_mod
 from natrl.optim import KFAC
 from natrl.optim.kfac import conv2d_factors, kl_clip_scale, linear_factors
 
-
-@pytest.fixture(autouse=True)
-def _float64():  # type: ignore[no-untyped-def]
-    """Exact comparisons in float64 (restores the default dtype afterwards)."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")  # exact comparisons in float64 (tests/conftest.py)
 
 
 def _per_example_grads(layer: nn.Linear, losses: torch.Tensor) -> torch.Tensor:
