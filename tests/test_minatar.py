@@ -70,12 +70,12 @@ def test_smoke_agents_train_on_minatar_with_the_preset(cls, tmp_path) -> None:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("cls", [PPO, TRPO, ACKTR])
 def test_cnn_policy_learns_minatar_breakout(cls) -> None:
-    """The preset (MinAtarCNN, fixed seed) reaches the preset's threshold within its budget; a random
-    policy scores about 0.2 a game (measured: 0.2 over 5 games)."""
+    """The preset (MinAtarCNN, fixed seed) ends its budget at the preset's threshold (the final evaluation, as
+    ``natrl train`` prints it); a random policy scores about 0.2 a game (measured: 0.2 over 5 games)."""
     preset = load_preset(cls.algo, "MinAtar/Breakout-v1", cls.config_cls)
     assert preset.expected_return == 4.0 and preset.total_steps <= 300_000
     agent = cls("MinAtar/Breakout-v1", seed=0, wrapper_class=MinAtarImage, policy=preset.policy,
                 **preset.hyperparameters)  # fmt: skip
     evaluations = learn_with_evaluations(agent, preset.total_steps)
-    best = max(score for _, score in evaluations)
-    assert best >= preset.expected_return, f"{cls.algo}: best evaluation {best:.1f}; all: {evaluations}"
+    final = evaluations[-1][1]
+    assert final >= preset.expected_return, f"{cls.algo}: final evaluation {final:.1f}; all: {evaluations}"
