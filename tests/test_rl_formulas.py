@@ -231,8 +231,8 @@ def test_hand_written_forward_in_float32_equals_the_modules(activation: str) -> 
     with torch.no_grad():
         torch.testing.assert_close(out.squeeze(-1), critic(x), rtol=1e-5, atol=1e-6)
         h = x
-        for lin, a in zip(layers.linears[:-1], acts[1:]):
-            z = lin(h)
+        for (w, b), a in zip(layers.layers[:-1], acts[1:]):
+            z = h @ w.t() + b
             h = torch.tanh(z) if activation == "tanh" else torch.relu(z)
             torch.testing.assert_close(a, h, rtol=0, atol=1e-6)
 
@@ -265,10 +265,10 @@ def test_hand_written_backward_in_float32_is_torchs_arithmetic_bit_for_bit() -> 
     with torch.no_grad():
         delta = grad_out
         for k in (2, 1, 0):
-            lin = layers.linears[k]
-            assert torch.equal(lin.weight.grad, delta.t() @ acts[k]) and torch.equal(lin.bias.grad, delta.sum(0))
+            w, b = layers.layers[k]
+            assert torch.equal(w.grad, delta.t() @ acts[k]) and torch.equal(b.grad, delta.sum(0))
             if k:
-                delta = delta @ lin.weight
+                delta = delta @ w
                 delta = delta - delta * acts[k] * acts[k]
 
 

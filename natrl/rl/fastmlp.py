@@ -26,17 +26,16 @@ _ACTS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
 class MLPSpec(NamedTuple):
-    """The Linear layers of an MLP and the activation between them ("tanh", "relu" or "none").
+    """The (weight, bias) parameters of an MLP's Linear layers and the activation between them ("tanh", "relu" or
+    "none").
 
-    ``layers`` holds each Linear's (weight, bias) parameters, looked up once: the minibatch loops run thousands
-    of times per update, and each lookup through the module costs about a microsecond. The parameters are
-    updated in place (optimisers, ``load_state_dict``, ``.to()``); a Linear given a new Parameter object needs
-    a new spec.
+    The parameters are looked up once: the minibatch loops run thousands of times per update, and each lookup
+    through the module costs about a microsecond. They are updated in place (optimisers, ``load_state_dict``,
+    ``.to()``); a Linear given a new Parameter object needs a new spec.
     """
 
-    linears: list[nn.Linear]
-    activation: str
     layers: list[tuple[nn.Parameter, nn.Parameter]]
+    activation: str
 
 
 def mlp_spec(net: nn.Module) -> MLPSpec | None:
@@ -56,7 +55,7 @@ def mlp_spec(net: nn.Module) -> MLPSpec | None:
     if not all(p.requires_grad for p in net.parameters()) or any(m.bias is None for m in linears):
         return None
     layers = [(m.weight, m.bias) for m in linears]
-    return MLPSpec(linears, _ACTS[next(iter(kinds))] if kinds else "none", layers)  # type: ignore[arg-type]
+    return MLPSpec(layers, _ACTS[next(iter(kinds))] if kinds else "none")  # type: ignore[arg-type]
 
 
 def mlp_forward(spec: MLPSpec, x: Tensor) -> tuple[Tensor, list[Tensor]]:
