@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 optuna = pytest.importorskip("optuna")
 
-from natrl import PPO, TRPO  # noqa: E402
+from natrl import A2C, PPO, TRPO  # noqa: E402
 from natrl.cli import main  # noqa: E402
 from natrl.presets import load_preset  # noqa: E402
-from natrl.runs.search_spaces import sample_ppo, sample_trpo  # noqa: E402
+from natrl.runs.search_spaces import sample_a2c, sample_ppo, sample_trpo  # noqa: E402
 from natrl.runs.tune import (  # noqa: E402
     EVALUATIONS,
     PRESET_ATTR,
@@ -151,12 +152,76 @@ def test_search_spaces_are_the_zoos_in_natrls_names() -> None:
     PPO.config_cls(**hp)
 
 
+def test_the_a2c_search_space_is_the_zoos_and_every_draw_builds_an_a2c() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    sample_a2c(trial, k=1, n_envs=8, total_steps=10**6)
+    dists = trial.distributions
+    # rl_zoo3/hyperparams_opt.py's sample_a2c_params (DLR-RM/rl-baselines3-zoo d477a07): its choices
+    assert dists["gamma"].choices == (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999)
+    assert dists["gae_lambda"].choices == (0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0)
+    assert dists["max_grad_norm"].choices == (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 5)
+    assert dists["normalize_advantage"].choices == dists["use_rms_prop"].choices == (False, True)
+    assert dists["ortho_init"].choices == (False, True) and dists["lr_schedule"].choices == ("linear", "constant")
+    assert (dists["learning_rate"].low, dists["learning_rate"].high, dists["learning_rate"].log) == (1e-5, 1.0, True)
+    assert (dists["ent_coef"].low, dists["ent_coef"].high, dists["ent_coef"].log) == (1e-8, 0.1, True)
+    assert (dists["vf_coef"].low, dists["vf_coef"].high, dists["vf_coef"].log) == (1e-8, 1.0, False)
+    assert (dists["n_steps_pow"].low, dists["n_steps_pow"].high) == (3, 11)  # 8 to 2,048 steps per env
+    assert dists["net_arch"].choices == ("small", "medium") and dists["activation"].choices == ("tanh", "relu")
+
+    # every draw is a valid A2C, on a discrete and a continuous env: the corners, then 24 random draws
+    corners = [
+        {"learning_rate": 1.0, "vf_coef": 1e-8, "ent_coef": 0.1, "lr_schedule": "linear", "n_steps_pow": 3},
+        {"learning_rate": 1e-5, "vf_coef": 1.0, "ent_coef": 1e-8, "lr_schedule": "constant", "n_steps_pow": 11},
+    ]
+    for corner in corners:
+        study.enqueue_trial(corner)  # asked first, the rest of each sampled
+    linear = constant = 0
+    for i in range(len(corners) + 24):
+        trial = study.ask()
+        env = "CartPole-v1" if i % 2 else "Pendulum-v1"
+        hp = sample_a2c(trial, k=1, n_envs=2, total_steps=10**5)
+        assert hp["n_steps"] == 2 ** trial.params["n_steps_pow"]
+        lr = trial.params["learning_rate"]
+        if trial.params["lr_schedule"] == "linear":  # the zoo's linear_schedule(lr): lr · progress remaining
+            linear += 1
+            assert hp["learning_rate"] == f"lin_{lr!r}"
+        else:
+            constant += 1
+            assert hp["learning_rate"] == lr
+        agent = A2C(env, seed=i, n_envs=2, **hp)
+        for name in ("gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm", "normalize_advantage",
+                     "use_rms_prop", "ortho_init", "activation"):  # fmt: skip
+            assert getattr(agent.config, name) == trial.params.get(name, hp[name])
+        assert list(agent.config.hidden_sizes) == {"small": [64, 64], "medium": [256, 256]}[trial.params["net_arch"]]
+        assert isinstance(agent.optimizer, torch.optim.RMSprop) == trial.params["use_rms_prop"]
+        assert agent.scheduled("learning_rate") == pytest.approx(lr, rel=1e-12)
+        agent.close()
+    assert linear and constant
+
+
+def test_an_a2c_study_runs_and_writes_a_preset_a2c_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "a2c", "CartPole-v1", "--trials", "3", *TINY]) == 0
+    db = f"sqlite:///{tmp_path / 'runs/tune/a2c-CartPole-v1.db'}"
+    trials = optuna.load_study(study_name="a2c-CartPole-v1", storage=db).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert trials[0].user_attrs[PRESET_ATTR] and all("use_rms_prop" in t.params for t in trials[1:])
+    best = max(trials, key=lambda t: t.value)
+    preset = load_preset("a2c", "CartPole-v1", A2C.config_cls, directory=tmp_path / "runs/tune/a2c-CartPole-v1")
+    assert preset.total_steps == STEPS and preset.expected_return is None
+    natrl_preset = load_preset("a2c", "CartPole-v1", A2C.config_cls).hyperparameters
+    expected = {**natrl_preset, **best.user_attrs["hyperparameters"]}
+    assert preset.hyperparameters == {k: v for k, v in expected.items() if v is not None}
+    A2C("CartPole-v1", **preset.hyperparameters).close()
+
+
 def test_tune_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["tune", "--help"])
     assert exit_.value.code == 0 and "examples:" in capsys.readouterr().out
     assert main(["tune", "npg", "CartPole-v1", *TINY]) == 2
-    assert "search spaces for trpo, ppo, not for npg" in capsys.readouterr().err
+    assert "search spaces for trpo, ppo, a2c, not for npg" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

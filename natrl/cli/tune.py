@@ -18,6 +18,7 @@ TUNE_EXAMPLES = """\
 examples:
   natrl tune trpo Pendulum-v1 --trials 20 --n-jobs 2        # 2 processes share 20 trials
   natrl tune ppo CartPole-v1 --steps 5e4 --seeds 0 1 2     # each trial: 3 agents of 50k steps
+  natrl tune a2c CartPole-v1 --steps 1e5 --trials 30
   natrl tune trpo Pendulum-v1 --trials 20                  # again: 20 more trials of the same study
   natrl tune trpo Hopper-v5 --storage postgresql://me:pw@db/optuna --study-name hopper   # on every machine
   natrl train trpo Pendulum-v1 --agents-dir runs/tune/trpo-Pendulum-v1                 # run the best
@@ -61,7 +62,7 @@ def add_tune_parser(sub: argparse._SubParsersAction, formatter_class: type[argpa
         epilog=TUNE_EXAMPLES,
         formatter_class=formatter_class,
     )
-    p.add_argument("algo", metavar="ALGO", help="algorithm with a search space: trpo or ppo")
+    p.add_argument("algo", metavar="ALGO", help="algorithm with a search space: trpo, ppo or a2c")
     p.add_argument("env", metavar="ENV", help="Gymnasium environment id, e.g. Pendulum-v1")
     p.add_argument("--trials", type=positive_int, default=10, metavar="N", help="trials this run adds")
     p.add_argument("--n-jobs", type=positive_int, default=1, metavar="J", help="parallel trials (processes)")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SEARCH_SPACES", "sample_ppo", "sample_trpo"]
+__all__ = ["SEARCH_SPACES", "sample_a2c", "sample_ppo", "sample_trpo"]
 
 
 def _n_steps_pow(trial: optuna.Trial, total_steps: int, n_envs: int, *, low: int = 5, high: int = 12) -> int:
@@ -89,10 +89,52 @@ def sample_ppo(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) ->
     }
 
 
+def sample_a2c(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -> dict[str, Any]:
+    """rl-baselines3-zoo's ``sample_a2c_params`` (rl_zoo3/hyperparams_opt.py at DLR-RM/rl-baselines3-zoo
+    d477a07, the sampler over SB3 A2C's own knobs, which later versions replaced by PPO's reduced space;
+    stable-baselines3 A2C's names are natrl A2C's).
+
+    The zoo's choices: γ in {0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999}, λ in {0.8, 0.9, 0.92, 0.95, 0.98,
+    0.99, 1}, ``n_steps`` 8 to 2,048 (powers of two, capped so that one rollout fits the budget), advantage
+    normalisation on or off, ``max_grad_norm`` in {0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 5}, RMSprop or Adam,
+    the learning rate log-uniform in [1e-5, 1], constant or annealed linearly to 0 (the zoo's
+    ``linear_schedule``, natrl's ``"lin_<value>"``), ``ent_coef`` log-uniform in [1e-8, 0.1], ``vf_coef``
+    uniform in [0, 1] without 0 itself (natrl refuses a critic that never trains: the low end is 1e-8),
+    orthogonal initialisation on or off, small or medium networks, tanh or ReLU. ``k`` is unused.
+    """
+    del k
+    gamma = trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999])
+    normalize_advantage = trial.suggest_categorical("normalize_advantage", [False, True])
+    max_grad_norm = trial.suggest_categorical("max_grad_norm", [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2.0, 5.0])
+    use_rms_prop = trial.suggest_categorical("use_rms_prop", [False, True])
+    gae_lambda = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
+    n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs, low=3, high=11)
+    lr_schedule = trial.suggest_categorical("lr_schedule", ["linear", "constant"])
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, 1.0, log=True)
+    ent_coef = trial.suggest_float("ent_coef", 1e-8, 0.1, log=True)
+    vf_coef = trial.suggest_float("vf_coef", 1e-8, 1.0)
+    ortho_init = trial.suggest_categorical("ortho_init", [False, True])
+    net_arch = trial.suggest_categorical("net_arch", ["small", "medium"])
+    activation = trial.suggest_categorical("activation", ["tanh", "relu"])
+    return {
+        "n_steps": n_steps,
+        "gamma": gamma,
+        "gae_lambda": gae_lambda,
+        "learning_rate": f"lin_{learning_rate!r}" if lr_schedule == "linear" else learning_rate,
+        "ent_coef": ent_coef,
+        "vf_coef": vf_coef,
+        "normalize_advantage": normalize_advantage,
+        "max_grad_norm": max_grad_norm,
+        "use_rms_prop": use_rms_prop,
+        "ortho_init": ortho_init,
+        **_net(net_arch, activation),
+    }
+
+
 def _net(net_arch: str, activation: str) -> dict[str, Any]:
     sizes = {"tiny": [64], "small": [64, 64], "medium": [256, 256]}[net_arch]
     return {"hidden_sizes": sizes, "critic_hidden_sizes": None, "activation": activation}
 
 
-SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {"trpo": sample_trpo, "ppo": sample_ppo}
+SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {"trpo": sample_trpo, "ppo": sample_ppo, "a2c": sample_a2c}
 """The search space of each algorithm: ``sample(trial, k=, n_envs=, total_steps=) -> natrl hyperparameters``."""
