@@ -11,9 +11,10 @@ records the sweep, the natrl commit and whether the tree was dirty (read once pe
 sweep), the command line, the date and the library versions
 (:mod:`natrl.bench.provenance`); the sweep writes ``results.json`` and ``results.csv``
 (:mod:`natrl.bench.results`), ``table.md`` (IQM over seeds with 95% bootstrap intervals, the probability
-of improvement over each peer: :mod:`natrl.bench.stats`) and ``curves_<env>.png``
-(:mod:`natrl.bench.report`). ``--report`` merges sweeps, pairing runs for a ratio
-only within one sweep; ``--index DIR`` lists the sweeps recorded in a folder.
+of improvement over each peer: :mod:`natrl.bench.stats`), ``summary.md`` (one row per natrl/peer
+pair: :mod:`natrl.bench.summary`) and ``curves_<env>.png`` (:mod:`natrl.bench.report`). ``--report``
+merges sweeps, pairing runs for a ratio only within one sweep; ``--index DIR`` lists the sweeps
+recorded in a folder.
 
 Jobs run one after another, each in a fresh subprocess, or with ``--ray`` as
 Ray tasks of one CPU each (:mod:`natrl.bench.executors`).
@@ -421,11 +422,13 @@ def _check_source_unchanged(meta: dict[str, Any]) -> None:
 
 
 def _write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """table.md and the curves (results.json/csv are written already); print the table."""
+    """table.md, summary.md and the curves (results.json/csv are written already); print the table."""
     from natrl.bench import report
+    from natrl.bench.summary import summary_markdown
 
     table = report.markdown_table(rows, meta)
     (out / "table.md").write_text(table, encoding="utf-8")
+    (out / "summary.md").write_text(summary_markdown(rows, meta), encoding="utf-8")
     try:
         plots = report.plot_curves(rows, out)
     except ModuleNotFoundError:
@@ -434,7 +437,7 @@ def _write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
             "natrl bench: matplotlib is not installed, no curves plotted (pip install 'natrl[bench]')", file=sys.stderr
         )
     print(table)
-    files = [out / "results.json", out / "results.csv", out / "table.md", *plots]
+    files = [out / "results.json", out / "results.csv", out / "table.md", out / "summary.md", *plots]
     print("results: " + ", ".join(str(f) for f in files))
 
 
