@@ -259,6 +259,22 @@ def test_readme_is_a_short_page_with_one_results_table() -> None:
     assert "IQM" in intro and "95%" in intro
 
 
+def test_readme_headline_table_is_the_summary_of_the_sweep_it_cites() -> None:
+    """The README's table is the summary.md of the results file named in its marker, regenerated now
+    (``python scripts/readme_summary.py`` rewrites it)."""
+    from natrl.bench.results import read_results
+    from natrl.bench.summary import rewrite_summaries, summary_markdown
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- summary: (\S+) -->\n(.*?)<!-- /summary -->", readme, re.DOTALL)
+    assert len(blocks) == 1, "README.md quotes its headline table between <!-- summary: ... --> and <!-- /summary -->"
+    source, body = blocks[0]
+    assert source.startswith("docs/bench/") and source.endswith("-results.json"), source
+    metadata, rows = read_results(ROOT / source)
+    assert body.strip("\n") == summary_markdown(rows, metadata).strip("\n")
+    assert rewrite_summaries(readme, ROOT) == readme, "run python scripts/readme_summary.py"
+
+
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
