@@ -96,7 +96,7 @@ def test_summary_numbers_are_those_of_the_table() -> None:
     assert row["wall"] == f"{sum(RATES['natrl']) / sum(RATES['sb3']):.2f}"
     cpu = sum(STEPS / c for c in CPU_SECONDS["natrl"]) / sum(STEPS / c for c in CPU_SECONDS["sb3"])
     assert row["steps/s ratio, CPU"] == f"{cpu:.2f}"
-    assert row["verdict"] == "no difference shown (intervals overlap)"
+    assert row["verdict"] == "level (intervals overlap)"
 
 
 def test_summary_ratios_stay_within_one_sweep() -> None:

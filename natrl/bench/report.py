@@ -266,7 +266,7 @@ def _verdict(ours: Interval | None, theirs: Interval | None, peer_label: str) ->
     if min(ours.n, theirs.n) < MIN_SEEDS_TO_RANK:
         return f"not ranked: < {MIN_SEEDS_TO_RANK} seeds"
     if ours.overlaps(theirs):
-        return "no difference shown (intervals overlap)"
+        return "level (intervals overlap)"
     return "natrl higher" if ours.low > theirs.high else f"{peer_label} higher"
 
 
