@@ -5,12 +5,14 @@ progress display; compared against the step counts computed by hand."""
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-from natrl.callbacks import CheckpointCallback, EvalCallback, ProgressBarCallback
+from natrl.callbacks import BaseCallback, CheckpointCallback, EvalCallback, ProgressBarCallback
 from natrl.logger import configure, read_progress
 from natrl.rl import TRPO
 
@@ -80,3 +82,77 @@ def test_evaluate_env_matches_the_agents_evaluation() -> None:
     finally:
         env.close()
     assert ours == agent.evaluate(3)  # the agent's default: seeds seed + 10_000 + i, deterministic
+
+
+class SimulatorCrash(RuntimeError):
+    pass
+
+
+class CrashAtStep(gym.Wrapper):
+    """An env whose ``at``-th ``step`` call raises, as a simulator that dies mid-training."""
+
+    def __init__(self, env: gym.Env, at: int = 150) -> None:
+        super().__init__(env)
+        self.calls, self.at = 0, at
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == self.at:
+            raise SimulatorCrash(f"simulator died at step call {self.calls}")
+        return self.env.step(action)
+
+
+class Hooks(BaseCallback):
+    """Records which end hooks ran; with ``fail=True`` its error hook raises too."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail, self.ended, self.errors = fail, 0, []  # type: ignore[var-annotated]
+
+    def _on_training_end(self) -> None:
+        self.ended += 1
+
+    def _on_training_error(self, error: BaseException) -> None:
+        self.errors.append(error)
+        if self.fail:
+            raise OSError("cleanup failed as well")
+
+
+@pytest.mark.parametrize("failing_cleanup", [False, True])
+def test_an_env_that_raises_mid_training_closes_the_bar_saves_nothing_more_and_reraises(
+    tmp_path: Path, failing_cleanup: bool
+) -> None:
+    agent = TRPO("CartPole-v1", seed=0, wrapper_class=CrashAtStep, **SMALL)
+    hooks = Hooks(fail=failing_cleanup)
+    saver = CheckpointCallback(None, tmp_path, every_timesteps=128, file_name="step_{steps}.pt")
+    out = io.StringIO()
+    progress = ProgressBarCallback(lines=False, file=out)
+    bars = []
+
+    class GrabBar(BaseCallback):  # the tqdm object, which the callback drops when it closes it
+        def _on_training_start(self) -> None:
+            bars.append(progress.bar)
+
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SimulatorCrash) as raised:
+        warnings.simplefilter("always")
+        agent.learn(1280, callback=[hooks, saver, progress, GrabBar()])
+    # the original exception, raised once more; a cleanup hook that failed too is a note on it (Python 3.10: a
+    # warning)
+    assert hooks.errors == [raised.value] and str(raised.value) == "simulator died at step call 150"
+    said = [*getattr(raised.value, "__notes__", []), *(str(w.message) for w in caught if "Hooks" in str(w.message))]
+    assert said == (["Hooks.on_training_error raised too: OSError('cleanup failed as well')"] if failing_cleanup
+                    else [])  # fmt: skip
+    # the bar: closed (tqdm disables a closed bar), at the last finished update, its line ended
+    (bar,) = bars
+    steps = agent.num_timesteps
+    assert progress.bar is None and bar.disable and bar.n == steps and out.getvalue().endswith("\n")
+    assert 128 <= steps < 1280 and steps % 128 == 0  # it crashed mid-run, after whole updates
+    # no end hook for half a run: the checkpoints are those of the finished updates, no partial one
+    assert hooks.ended == 0
+    assert sorted(int(p.stem.split("_")[1]) for p in tmp_path.glob("step_*.pt")) == list(range(128, steps + 1, 128))
+    agent.close()
+
+    # a run that ends normally: the end hook once, the error hook never
+    hooks = Hooks()
+    TRPO("CartPole-v1", seed=0, **SMALL).learn(128, callback=hooks)
+    assert hooks.ended == 1 and hooks.errors == []

@@ -4,7 +4,9 @@ A callback is passed to ``agent.learn(..., callback=...)``: one :class:`BaseCall
 (:class:`CallbackList`), or a plain function ``fn(agent, stats)`` called after every update with the
 update's stats (return False to stop). The hooks run where stable-baselines3 runs them:
 
-* ``_on_training_start`` / ``_on_training_end`` around ``learn``;
+* ``_on_training_start`` / ``_on_training_end`` around ``learn`` (the end hook only when training ended
+  normally, as in stable-baselines3); natrl adds ``_on_training_error(error)`` when ``learn`` raises, to
+  release what a callback holds (the progress bar closes) without saving half a run;
 * ``_on_rollout_start`` / ``_on_rollout_end`` around each rollout (before the update);
 * ``_on_step`` after every vector-env step (``n_calls`` counts them, ``num_timesteps`` counts
   transitions), with ``self.locals`` holding that step's ``new_obs``, ``actions``, ``rewards`` (those

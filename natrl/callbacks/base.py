@@ -1,8 +1,9 @@
-"""The callback protocol (stable-baselines3's hooks plus natrl's ``on_update_end``), lists of callbacks, plain
-functions as callbacks, and :class:`EveryNTimesteps`."""
+"""The callback protocol (stable-baselines3's hooks plus natrl's ``on_update_end`` and
+``on_training_error``), lists of callbacks, plain functions as callbacks, and :class:`EveryNTimesteps`."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -97,6 +98,26 @@ class BaseCallback:
     def _on_training_end(self) -> None:
         pass
 
+    def on_training_error(self, error: BaseException) -> None:
+        """natrl's hook for a ``learn`` that raised (an env's exception, Ctrl-C): release what the callback
+        holds (a progress bar, a file) and save nothing. It runs instead of ``on_training_end``, which, as in
+        stable-baselines3, only follows training that ended normally, and it may run for a callback whose
+        ``on_training_start`` did not (another one's raised). ``learn`` re-raises ``error`` afterwards; an
+        exception of this hook is attached to ``error`` as a note (a RuntimeWarning before Python 3.11, which
+        has no notes) rather than raised in its place."""
+        try:
+            self._on_training_error(error)
+        except Exception as hook_error:
+            note = f"{type(self).__name__}.on_training_error raised too: {hook_error!r}"
+            add_note = getattr(error, "add_note", None)
+            if add_note is not None:
+                add_note(note)
+            else:
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
+
+    def _on_training_error(self, error: BaseException) -> None:
+        pass
+
     def update_locals(self, locals_: dict[str, Any]) -> None:
         self.locals.update(locals_)
         self.update_child_locals(locals_)
@@ -163,6 +184,10 @@ class CallbackList(BaseCallback):
     def _on_training_end(self) -> None:
         for c in self.callbacks:
             c.on_training_end()
+
+    def _on_training_error(self, error: BaseException) -> None:
+        for c in self.callbacks:
+            c.on_training_error(error)
 
     def update_child_locals(self, locals_: dict[str, Any]) -> None:
         for c in self.callbacks:

@@ -105,6 +105,9 @@ class ProgressBarCallback(BaseCallback):
     def _on_training_end(self) -> None:
         self.close()
 
+    def _on_training_error(self, error: BaseException) -> None:
+        self.close()  # the bar ends where training stopped, and the terminal's next line starts clean
+
     def close(self) -> None:
         """Finish the bar (also when training ended with an exception)."""
         if self.bar is not None:

@@ -122,11 +122,8 @@ class OnPolicyAgent(SB3Attributes):
         )
         source = self.env_source
         self.observation_space, self.action_space = source.observation_space, source.action_space
-        self.env_kwargs, self.wrapper_class, self.wrapper_kwargs = (
-            source.env_kwargs,
-            wrapper_class,
-            source.wrapper_kwargs,
-        )
+        self.env_kwargs, self.wrapper_kwargs = source.env_kwargs, source.wrapper_kwargs
+        self.wrapper_class = wrapper_class
         # "target_kl=0.01 → max_kl=0.03 (k = 3 action dimensions)", …
         self.config, self.sb3_translations = translate_config(
             type(self), config, sb3_given, set(hyperparameters) - set(sb3_given), self.action_space, self.verbose
@@ -251,7 +248,8 @@ class OnPolicyAgent(SB3Attributes):
 
         Each update's stats are recorded into the logger, then the callbacks' ``on_update_end`` runs (an
         evaluation callback records ``eval/*`` into the same row), then the row is dumped every
-        ``log_interval`` updates.
+        ``log_interval`` updates. ``on_training_end`` runs after training that ends normally (as in
+        stable-baselines3); when training raises, natrl's ``on_training_error`` runs instead, then the error propagates.
 
         Returns:
             the agent itself.
@@ -272,8 +270,8 @@ class OnPolicyAgent(SB3Attributes):
         on_step = self._step_hook(cb) if cb.steps_hook else None
         self.sync_ep_info(self.collector)  # ep_info_buffer counts the episodes from here on
         t_start = time.perf_counter()
-        cb.on_training_start(locals(), globals())
         try:
+            cb.on_training_start(locals(), globals())
             while self.num_timesteps - start_steps < steps:
                 cb.on_rollout_start()
                 t0 = time.perf_counter()
@@ -314,6 +312,9 @@ class OnPolicyAgent(SB3Attributes):
                     logger.dump(self.num_timesteps)
                 if not keep_going:
                     break
+        except BaseException as error:  # an env's exception, Ctrl-C: no end hook (half a run), the error hook
+            cb.on_training_error(error)
+            raise
         finally:
             self._rollout_steps = 0
             if logger is not None and logger is not self._user_logger:
