@@ -17,7 +17,7 @@ import pytest
 
 from natrl.bench import BenchError, main
 from natrl.bench.jobs import plan_jobs
-from natrl.bench.peers import PeerSpec, build_model, translate
+from natrl.bench.peers import MINATAR_CNN, PeerSpec, build_model, translate
 from natrl.bench.report import markdown_table
 from natrl.bench.results import CSV_FIELDS
 from natrl.bench.worker import EVAL_SEED_OFFSET, Evaluator, evaluate_policy
@@ -213,6 +213,46 @@ def test_sb3_model_has_natrls_networks_and_optimizer(algo: str, env_id: str) -> 
     assert model.policy.optimizer.param_groups[0]["eps"] == natrl_opt.param_groups[0]["eps"]
     assert model.n_steps == agent.config.n_steps and model.n_envs == agent.config.n_envs
     assert model.gamma == agent.config.gamma and model.gae_lambda == agent.config.gae_lambda
+    agent.close()
+    model.get_env().close()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_minatar_peer_gets_natrls_minatar_network(algo: str) -> None:
+    """SB3's CnnPolicy default (NatureCNN) cannot take MinAtar's 10×10 frames: the spec names natrl's MinAtarCNN,
+    and SB3's policy is then natrl's network, layer by layer, and with natrl's weights computes natrl's outputs."""
+    pytest.importorskip("minatar")
+    import torch
+
+    from natrl.rl.env import env_factory
+    from natrl.rl.minatar import MinAtarImage
+    from natrl.rl.policies import MinAtarCNN
+
+    env_id = "MinAtar/Seaquest-v1"  # 10 channels, 6 actions
+    job, peer = plan_jobs([algo], [env_id], [0], against="sb3", steps=1000)
+    assert peer.peer is not None and peer.peer["kwargs"]["policy_kwargs"]["features_extractor_class"] == MINATAR_CNN
+    assert any("NOT MATCHED: the image extractor's initialisation" in n for n in peer.peer["notes"])
+    cls = AGENTS[algo]
+    agent = cls(env_id, seed=0, config=build_config(cls.config_cls, job.hyperparameters), wrapper_class=MinAtarImage,
+                policy=job.policy)  # fmt: skip
+    model, _ = build_model(PeerSpec.from_dict(peer.peer), env_id, seed=0, wrapper_class=MinAtarImage)
+    policy = model.policy
+    assert isinstance(policy.features_extractor, MinAtarCNN) and policy.share_features_extractor
+    natrl_params = {id(p): p for p in [*agent.actor.parameters(), *agent.critic.parameters()]}.values()
+    shapes = sorted(tuple(p.shape) for p in natrl_params)
+    assert shapes == sorted(tuple(p.shape) for p in policy.parameters())
+    # Young & Tian's network by hand: conv 10→16 3×3, Linear 16·8·8→128, then the heads: 6 logits and the value
+    count = 10 * 16 * 9 + 16 + 16 * 64 * 128 + 128 + 128 * 6 + 6 + 128 + 1
+    assert sum(p.numel() for p in natrl_params) == sum(p.numel() for p in policy.parameters()) == count
+    with torch.no_grad():  # natrl's weights in SB3's network: the same scaling of the frames, the same outputs
+        policy.features_extractor.load_state_dict(agent.actor.features.state_dict())
+        policy.action_net.load_state_dict(agent.actor.net[-1].state_dict())
+        policy.value_net.load_state_dict(agent.critic.net[-1].state_dict())
+        env = env_factory(env_id, None, MinAtarImage)()
+        obs = torch.as_tensor(np.stack([env.reset(seed=s)[0] for s in range(4)]))
+        env.close()
+        torch.testing.assert_close(policy.get_distribution(obs).distribution.probs, agent.actor.distribution(obs).probs)
+        torch.testing.assert_close(policy.predict_values(obs).flatten(), agent.critic(obs))
     agent.close()
     model.get_env().close()
 

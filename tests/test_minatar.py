@@ -1,4 +1,4 @@
-"""MinAtar as image observations: the wrapper, the small-image CNN, and the presets of the three agents.
+"""MinAtar as image observations: the wrapper, the small-image CNN, and the presets of the agents on the five games.
 Skipped where MinAtar is missing (``pip install 'natrl[minatar]'``)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ pytest.importorskip("minatar")
 
 from periodic_eval import learn_with_evaluations
 
-from natrl import ACKTR, PPO, TRPO
+from natrl import A2C, ACKTR, PPO, TRPO
+from natrl.cli import main
 from natrl.presets import load_preset
 from natrl.rl.env import env_factory
 from natrl.rl.minatar import MinAtarImage
@@ -47,7 +48,7 @@ def test_small_images_get_the_minatar_network() -> None:
     torch.testing.assert_close(last(x.permute(0, 2, 3, 1)), net(x))
 
 
-@pytest.mark.parametrize("cls", [PPO, TRPO, ACKTR])
+@pytest.mark.parametrize("cls", [PPO, TRPO, ACKTR, A2C])
 def test_smoke_agents_train_on_minatar_with_the_preset(cls, tmp_path) -> None:
     """Smoke test: the preset builds MinAtarCNN over uint8 frames, trains a little, saves and loads."""
     preset = load_preset(cls.algo, "MinAtar/Breakout-v1", cls.config_cls)
@@ -64,6 +65,70 @@ def test_smoke_agents_train_on_minatar_with_the_preset(cls, tmp_path) -> None:
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
     agent.close()
     loaded.close()
+
+
+GAMES = {"Breakout": (4, 3), "Asterix": (4, 5), "Freeway": (7, 3), "Seaquest": (10, 6), "SpaceInvaders": (6, 4)}
+"""MinAtar's five games (v1: the minimal action sets) → (channels, actions)."""
+
+
+@pytest.mark.parametrize("game", GAMES)
+@pytest.mark.parametrize("cls", [PPO, A2C, ACKTR, TRPO])
+def test_smoke_every_agent_runs_every_minatar_preset(cls, game: str) -> None:
+    """Smoke test: each game's own preset, unchanged (MinAtarImage, CnnPolicy over MinAtarCNN with the game's
+    channels), builds its agent, and its updates over a few hundred steps change the policy."""
+    env_id = f"MinAtar/{game}-v1"
+    preset = load_preset(cls.algo, env_id, cls.config_cls)
+    assert preset.table == env_id and preset.wrapper == "natrl.rl.minatar:MinAtarImage"
+    assert preset.policy == "CnnPolicy" and preset.hyperparameters["hidden_sizes"] == []
+    channels, actions = GAMES[game]
+    agent = cls(env_id, seed=0, env_kwargs=preset.env_kwargs, wrapper_class=MinAtarImage, policy=preset.policy,
+                **preset.hyperparameters)  # fmt: skip
+    assert isinstance(agent.actor.features, MinAtarCNN) and agent.actor.features.cnn[0].in_channels == channels
+    assert agent.actor.net[-1].out_features == actions
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    rollout = agent.config.n_envs * agent.config.n_steps
+    agent.learn(max(rollout, 256))
+    assert agent.num_timesteps >= 256
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.actor.parameters()))
+    agent.close()
+
+
+def test_presets_end_seaquests_episode_that_never_dives() -> None:
+    """MinAtar's Seaquest never ends for a policy that stays at the surface (kenjyoung/MinAtar#19); the presets'
+    time limit truncates it at 5,000 frames, where an evaluation would otherwise never return."""
+    for cls in (PPO, A2C, ACKTR, TRPO):
+        assert load_preset(cls.algo, "MinAtar/Seaquest-v1", cls.config_cls).env_kwargs == {"max_episode_steps": 5000}
+    for kwargs, limit in (({}, 6000), ({"max_episode_steps": 5000}, None)):
+        env = env_factory("MinAtar/Seaquest-v1", kwargs, MinAtarImage)()
+        env.reset(seed=0)
+        steps, terminated, truncated = 0, False, False
+        while not (terminated or truncated) and steps != limit:
+            _, _, terminated, truncated, _ = env.step(0)  # no-op at the surface
+            steps += 1
+        assert (steps, terminated, truncated) == ((6000, False, False) if limit else (5000, False, True))
+        env.close()
+
+
+def test_smoke_natrl_train_picks_a2cs_minatar_preset(tmp_path, monkeypatch) -> None:
+    """Smoke test: ``natrl train a2c MinAtar/Asterix-v1`` runs on the preset's table (wrapper, CnnPolicy and the
+    zoo's Atari values) without a flag naming them."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "a2c", "MinAtar/Asterix-v1", "--steps", "256", "--eval-every", "0", "--eval-episodes", "1",
+            "--run-dir", "run", "-q"]  # fmt: skip
+    assert main(args) == 0
+    config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
+    run, hp = config["run"], config["hyperparameters"]
+    assert run["preset_table"] == "MinAtar/Asterix-v1" and run["wrapper"] == "natrl.rl.minatar:MinAtarImage"
+    assert run["policy"] == "CnnPolicy" and config["env_kwargs"] == {"max_episode_steps": 5000}
+    assert (hp["n_envs"], hp["n_steps"], hp["ent_coef"], hp["vf_coef"]) == (16, 5, 0.01, 0.25)
+    assert (hp["learning_rate"], hp["rms_prop_eps"], hp["use_rms_prop"]) == (7e-4, 1e-5, True)
 
 
 @pytest.mark.slow

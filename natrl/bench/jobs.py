@@ -158,7 +158,7 @@ def plan_jobs(
         raise BenchError(f"--eval-every must be >= 0, got {eval_every}")
     _check_device(device)
     jobs: list[Job] = []
-    dims_cache: dict[str, int | None] = {}
+    spaces_cache: dict[str, tuple[Any, int | None]] = {}
     for env_id in envs:
         for seed in seeds:
             for algo in algos:
@@ -200,8 +200,15 @@ def plan_jobs(
                 for library in peers:
                     spec: PeerSpec | TianshouSpec | None
                     if library == "sb3":
-                        dims = _action_dims(env_id, preset.env_kwargs, dims_cache) if algo == "trpo" else 1
-                        spec = translate(algo, config, preset.policy, preset.policy_kwargs, action_dims=dims)
+                        obs_space, dims = _env_spaces(env_id, preset.env_kwargs, preset.wrapper, spaces_cache)
+                        spec = translate(
+                            algo,
+                            config,
+                            preset.policy,
+                            preset.policy_kwargs,
+                            action_dims=dims if algo == "trpo" else 1,
+                            observation_space=obs_space,
+                        )
                     else:
                         spec = translate_tianshou(algo, config, preset.policy, preset.policy_kwargs)
                     if spec is not None:
@@ -209,23 +216,32 @@ def plan_jobs(
     return jobs
 
 
-def _action_dims(env_id: str, env_kwargs: dict[str, Any], cache: dict[str, int | None]) -> int | None:
-    """k, the dimensions of the env's Box action space (1 for any other space), or None if it cannot be made."""
-    key = f"{env_id}|{sorted(env_kwargs.items())!r}"
+def _env_spaces(
+    env_id: str, env_kwargs: dict[str, Any], wrapper: str | None, cache: dict[str, tuple[Any, int | None]]
+) -> tuple[Any, int | None]:
+    """The observation space of the env as the jobs make it (the preset's make-kwargs and wrapper) and k, the
+    dimensions of its Box action space (1 for any other space); (None, None) if it cannot be made."""
+    key = f"{env_id}|{sorted(env_kwargs.items())!r}|{wrapper}"
     if key not in cache:
+        import importlib
+
         import gymnasium as gym
         import numpy as np
 
         from natrl.rl.env import env_factory
 
         try:
-            env = env_factory(env_id, env_kwargs)()
+            wrapper_class = None
+            if wrapper is not None:  # as the worker imports it for the jobs themselves
+                module, _, name = wrapper.partition(":")
+                wrapper_class = getattr(importlib.import_module(module), name)
+            env = env_factory(env_id, env_kwargs, wrapper_class)()
         except Exception:  # an env that needs --gym-packages, or bad kwargs: the job itself reports it
-            cache[key] = None
+            cache[key] = (None, None)
         else:
             space = env.action_space
+            cache[key] = (env.observation_space, int(np.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 1)
             env.close()
-            cache[key] = int(np.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 1
     return cache[key]
 
 

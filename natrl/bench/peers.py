@@ -25,7 +25,11 @@ Conversions that are not one-to-one (see the notes each spec carries):
   every update, at the progress natrl uses (tests/test_bench.py compares the two per update);
 * recurrent policies: natrl's PPO with ``"MlpLstmPolicy"`` is matched by sb3-contrib's
   ``RecurrentPPO`` with the same LSTM width and layers; sb3-contrib has no recurrent TRPO and no GRU
-  policy, so those jobs run without a peer.
+  policy, so those jobs run without a peer;
+* small images: natrl's extractor for images under 36×36 pixels (MinAtar's 10×10 frames) is
+  :class:`~natrl.rl.policies.MinAtarCNN`, SB3's ``CnnPolicy`` has only ``NatureCNN``, which cannot take
+  them: the spec names natrl's class as SB3's ``features_extractor_class`` (a string in the spec,
+  :data:`MINATAR_CNN`, resolved among natrl's classes by :func:`build_model`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["PEER_NAMES", "PPO_ADAM_EPS", "PeerSpec", "build_model", "translate"]
+__all__ = ["MINATAR_CNN", "PEER_NAMES", "PPO_ADAM_EPS", "PeerSpec", "build_model", "translate"]
 
 PEER_NAMES = {
     "trpo": "sb3-contrib TRPO",
@@ -47,6 +51,8 @@ _CLASSES = {"trpo": "sb3_contrib.TRPO", "ppo": "stable_baselines3.PPO", "a2c": "
 _ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "gelu": "GELU"}
 # natrl.rl.ppo builds its Adam with eps=1e-5 (tests/test_bench.py checks it stays so).
 PPO_ADAM_EPS = 1e-5
+MINATAR_CNN = "natrl.rl.policies.extractors:MinAtarCNN"
+"""The SB3 peer's ``features_extractor_class`` where natrl's default image extractor is MinAtarCNN."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ def translate(
     policy_kwargs: dict[str, Any] | None = None,
     *,
     action_dims: int | None = 1,
+    observation_space: Any = None,
 ) -> PeerSpec | None:
     """The stable-baselines3 peer of a natrl config, or None when there is none (NPG, ACKTR, a recurrent TRPO or
     A2C, a GRU).
@@ -124,6 +131,8 @@ def translate(
         policy_kwargs: the preset's policy keywords (the recurrent layer's size).
         action_dims: k, the dimensions of a Box action space (1 for discrete actions; None when
             unknown): sb3-contrib's TRPO averages the Gaussian KL over them (module docstring).
+        observation_space: the (wrapped) env's observation space, when known: images get natrl's
+            extractor (MinAtarCNN for small ones) and a note on its initialisation.
     """
     from natrl.rl.policies.build import RECURRENT_POLICIES
 
@@ -245,6 +254,7 @@ def translate(
             "max_grad_norm": cfg.max_grad_norm,
             "target_kl": cfg.target_kl,
         }
+    notes += _image_extractor(observation_space, policy_kwargs or {}, sb3_policy_kwargs, bool(cfg.ortho_init))
     kwargs["policy_kwargs"] = sb3_policy_kwargs
     algo_class = _CLASSES[algo]
     if recurrent:
@@ -288,6 +298,35 @@ def translate(
     if cfg.vec_env not in ("sync", "mujoco"):  # "mujoco" steps the same envs bit for bit, in one process
         notes.append(f"NOT MATCHED: vec_env={cfg.vec_env!r}; the SB3 run steps its envs in one process (DummyVecEnv)")
     return PeerSpec(algo_class, kwargs, int(cfg.n_envs), normalize, tuple(notes), policy if recurrent else None)
+
+
+def _image_extractor(
+    space: Any, natrl_kwargs: dict[str, Any], sb3_kwargs: dict[str, Any], ortho_init: bool
+) -> list[str]:
+    """For image observations: name natrl's extractor in ``sb3_kwargs`` where SB3's default differs (MinAtarCNN
+    for images under 36×36 pixels, where SB3 would build NatureCNN), and the notes on the extractor."""
+    from natrl.rl.policies import MinAtarCNN, default_extractor
+    from natrl.rl.spaces import is_image_space
+
+    if space is None or not is_image_space(space) or "features_extractor_class" in natrl_kwargs:
+        return []
+    notes = []
+    extractor = default_extractor(space)
+    if isinstance(extractor, MinAtarCNN):
+        sb3_kwargs["features_extractor_class"] = MINATAR_CNN
+        sb3_kwargs["features_extractor_kwargs"] = {"features_dim": int(extractor.features_dim)}
+        notes.append(
+            f"features extractor: natrl's MinAtarCNN (Young & Tian's 16×3×3 convolution and {extractor.features_dim} "
+            f"ReLU units, natrl's default for images under 36×36 pixels) as SB3's features_extractor_class; "
+            "SB3's CnnPolicy default, NatureCNN, cannot take these images"
+        )
+    if ortho_init:
+        notes.append(
+            "NOT MATCHED: the image extractor's initialisation: SB3's ortho_init makes its convolution and Linear "
+            "weights orthogonal (gain √2, biases 0), natrl keeps torch's default initialisation there (both "
+            "initialise the heads orthogonally)"
+        )
+    return notes
 
 
 def _with_linear_target_kl(model_cls: Any, initial: float) -> Any:
@@ -335,6 +374,15 @@ def build_model(
     kwargs = copy.deepcopy(spec.kwargs)
     pk = kwargs["policy_kwargs"] = dict(kwargs.get("policy_kwargs", {}))
     pk["activation_fn"] = getattr(torch.nn, pk["activation_fn"])
+    if isinstance(pk.get("features_extractor_class"), str):
+        from natrl.rl.trusted import resolve_class
+
+        pk["features_extractor_class"] = resolve_class(
+            pk["features_extractor_class"],
+            torch.nn.Module,
+            field="the peer spec's features_extractor_class",
+            hint="give SB3 the class yourself",
+        )
     for key in ("learning_rate", "clip_range"):
         value = kwargs.get(key)
         if isinstance(value, dict):
