@@ -17,6 +17,9 @@ pairs as rows of S and Y (oldest first), R = triu(S Yᵀ), D = diag(sᵢᵀyᵢ)
 so a direction costs three matrix-vector products once M (2m × 2m) is formed at each new pair.
 R⁻¹ is kept from pair to pair: dropping the oldest pair drops the first row and column of
 R⁻¹, adding one appends the column −R⁻¹ c / (sᵀy), c = S y, and the entry 1/(sᵀy).
+
+:func:`~natrl.optim.quasi_newton.run_bfgs` runs its small CPU problems on the host too, with
+the same eligibility test, objective wrapper and vector helpers.
 """
 
 from __future__ import annotations
@@ -86,8 +89,17 @@ def amax(a: np.ndarray) -> float:
 
 
 def norm(a: np.ndarray) -> float:
-    """‖a‖₂."""
-    return float(np.linalg.norm(a))
+    """‖a‖₂ (what ``np.linalg.norm`` computes for a real vector, without its dispatch)."""
+    return float(np.sqrt(a.dot(a)))
+
+
+def norm_of_order(a: np.ndarray, order: float) -> float:
+    """The vector norm of the given order (as ``torch.linalg.vector_norm``: inf, −inf, 0, p)."""
+    if order == math.inf:
+        return amax(a)
+    if order == 2.0:
+        return norm(a)
+    return float(np.linalg.norm(a, ord=order))
 
 
 def finite(a: np.ndarray) -> bool:

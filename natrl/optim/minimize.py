@@ -257,7 +257,7 @@ def minimize(
             return user_cb(_shaped(r, x0, obj))
 
     if name == "bfgs":
-        res = run_bfgs(obj.fg, flat0, max_iter=max_iter, callback=cb, **opts)
+        res = run_bfgs(obj.fg, flat0, max_iter=max_iter, callback=cb, fg_numpy=obj.fg_numpy, **opts)
     elif name == "lbfgs":
         res, _ = run_lbfgs(
             obj.fg, flat0, max_iter=15000 if max_iter is None else max_iter, callback=cb, fg_numpy=obj.fg_numpy, **opts

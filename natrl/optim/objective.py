@@ -65,6 +65,7 @@ class Objective:
         self.hessp_fn = hessp
         self.shape = x0.shape
         self.numel = x0.numel()
+        self._flat_shape = torch.Size((self.numel,))
         self.dtype = x0.dtype
         self.device = x0.device
         self.where = where
@@ -193,35 +194,34 @@ class Objective:
 
         θ reaches ``fun`` as a tensor sharing its memory, and ∇f is returned as a view of the
         gradient tensor. Once ``fun`` is known to return ``(loss, grad)`` (a check made at the
-        first evaluation), a loss tensor and a flat gradient tensor of x0's dtype and device
-        are taken as they are; anything else goes through :meth:`fg`'s checks.
+        first evaluation), a 0-d loss tensor and a flat CPU gradient tensor of x0's dtype are
+        taken as they are; anything else goes through :meth:`fg`'s checks.
         """
         x = torch.from_numpy(theta)
         if not (self._returns_grad and self._checked_first and not callable(self.jac)):
             f, g = self.fg(x)
             return f.item(), g.numpy()
-        if x.shape != self.shape:
+        if len(self.shape) != 1:
             x = x.reshape(self.shape)
         with self._no_grad:
             out = self.fun(x)
-        if type(out) is not tuple:
-            return self._numpy(*self.fg(x))
-        if len(out) == 2:
+        if type(out) is tuple and len(out) == 2:
             f, g = out
             if (
-                type(f) is Tensor
-                and type(g) is Tensor
-                and f.dim() == 0
-                and g.dim() == 1
-                and g.shape[0] == self.numel
+                type(g) is Tensor
+                and type(f) is Tensor
+                and g.shape == self._flat_shape
                 and g.dtype == self.dtype
-                and g.device == self.device
-                and f.device == self.device
+                and g.is_cpu
+                and f.is_cpu
+                and f.dim() == 0
                 and not g.requires_grad
             ):
                 self.nfev += 1
                 self.njev += 1
                 return f.item(), g.numpy()
+        if type(out) is not tuple:
+            return self._numpy(*self.fg(x))
         f, g = self._pair(out)
         self.nfev += 1
         self.njev += 1

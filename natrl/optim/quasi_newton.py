@@ -16,6 +16,7 @@ iteration and evaluation counts are comparable.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -77,6 +78,22 @@ def bfgs_update(h: Tensor, s: Tensor, y: Tensor, *, skip_tol: float | None = Non
     h_new.addr_(hy, s, alpha=-rho)
     h_new.addr_(s, s, alpha=rho * rho * yhy + rho)
     if not bool(torch.isfinite(h_new).all()):  # overflow: keep the last finite H
+        return h, True
+    return h_new, False
+
+
+def _bfgs_update_host(h: np.ndarray, s: np.ndarray, y: np.ndarray, skip_tol: float) -> tuple[np.ndarray, bool]:
+    """:func:`bfgs_update` on NumPy arrays: H₊ = H + s (c s + v)ᵀ + v sᵀ with v = −ρ H y and
+    c = ρ² yᵀHy + ρ, the same rank-two update as two outer products."""
+    ys = float(y.dot(s))
+    if not math.isfinite(ys) or ys <= skip_tol * (math.sqrt(float(y.dot(y))) * math.sqrt(float(s.dot(s)))):
+        return h, True
+    rho = 1.0 / ys
+    hy = h.dot(y)
+    v = hy * -rho
+    h_new = h + np.outer(s, s * (rho * rho * float(y.dot(hy)) + rho) + v)
+    h_new += np.outer(v, s)
+    if not np.isfinite(h_new).all():  # overflow: keep the last finite H
         return h, True
     return h_new, False
 
@@ -277,6 +294,7 @@ def run_bfgs(
     g0: Tensor | None = None,
     f_prev: float | None = None,
     callback: Callback | None = None,
+    fg_numpy: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
 ) -> OptimizeResult:
     """Minimise f by BFGS with a strong Wolfe line search (N&W Algorithm 6.1).
 
@@ -289,6 +307,11 @@ def run_bfgs(
 
     Non-finite values stop the run with status 3 and a message naming them (f or ∇f at x0,
     or at every trial point of a line search); the result holds the last finite iterate.
+
+    Small problems on the CPU (as for :func:`run_lbfgs`: float32 / float64, at most 1024
+    entries, H, g and a tensor ``lr`` on the CPU in x's dtype) run the same iteration on NumPy
+    views of the tensors, where each vector operation costs a fraction of a torch operation's
+    dispatch; the iterates agree with the tensor path to rounding.
 
     Args:
         fg: ``fg(x) -> (f, ∇f)`` on flat vectors (0-d tensor or float, (n,) tensor).
@@ -307,6 +330,8 @@ def run_bfgs(
         f_prev: f at the previous iterate, for the first trial step (f0 + ‖∇f0‖/2 by default).
         callback: called after each iteration with an :class:`OptimizeResult`; returning
             True stops the run.
+        fg_numpy: ``fg`` on flat NumPy arrays, ``x ↦ (f, ∇f)`` as a float and an array, for
+            the host path (by default ``fg`` wrapped with views of the arrays).
 
     Returns:
         An :class:`OptimizeResult` with ``hess_inv`` (``nhev`` = 0).
@@ -326,18 +351,17 @@ def run_bfgs(
     g = g.reshape(-1)
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
     h = eye.clone() if hess_inv0 is None else hess_inv0.to(dtype=x.dtype, device=x.device).clone()
-    if f_prev is None:
-        f_prev = f + float(torch.linalg.vector_norm(g)) / 2.0
     plain_lr = isinstance(lr, (int, float)) and float(lr) == 1.0
     k = 0
     status = Status.SUCCESS
     message: str | None = None
-
-    def gnorm(v: Tensor) -> float:
-        return float(torch.linalg.vector_norm(v, ord=norm))
+    ops: Any = _TensorSpace
 
     def result(st: int, msg: str | None = None) -> OptimizeResult:
-        return OptimizeResult(x, f, g, k, nfev, nfev, 0, st == Status.SUCCESS, st, msg or STATUS_MESSAGES[st], h)
+        return OptimizeResult(
+            ops.tensor(x), f, ops.tensor(g), k, nfev, nfev, 0, st == Status.SUCCESS, st,
+            msg or STATUS_MESSAGES[st], ops.tensor(h),
+        )  # fmt: skip
 
     if not math.isfinite(f):
         return result(Status.NON_FINITE, non_finite_message("the objective", 0))
@@ -345,7 +369,17 @@ def run_bfgs(
         return result(Status.NON_FINITE, non_finite_message("the gradient", 0))
     if not _finite(h):
         h = eye.clone()
-    while gnorm(g) > gtol:
+    if f_prev is None:
+        f_prev = f + float(torch.linalg.vector_norm(g)) / 2.0
+    update: Any = bfgs_update
+    if host_eligible(x, g, lr, (h,)):  # the same iteration on NumPy views
+        ops, update = _HostSpace, functools.partial(_bfgs_update_host, skip_tol=float(np.finfo(x.numpy().dtype).eps))
+        fg = lbfgs_host.host_fg(fg) if fg_numpy is None else fg_numpy  # type: ignore[assignment]
+        x, g, h, eye = x.numpy(), g.numpy(), h.numpy(), eye.numpy()  # type: ignore[assignment]
+        lr = lr.numpy() if isinstance(lr, Tensor) else lr  # type: ignore[assignment]
+    dot, gnorm = ops.dot, functools.partial(ops.norm_of_order, order=norm)
+    gn = gnorm(g)
+    while gn > gtol:
         if k >= max_iter:
             status = Status.MAX_ITER
             break
@@ -353,12 +387,12 @@ def run_bfgs(
             status = Status.MAX_EVALS
             break
         d = -(h @ g) if plain_lr else -(h @ g) * lr
-        gtd = float(torch.dot(g, d))
+        gtd = dot(g, d)
         if not gtd < 0.0:
-            h = eye.clone()
+            h = ops.copy(eye)
             d = -g if plain_lr else -g * lr
-            gtd = float(torch.dot(g, d))
-        if _below_resolution(f, gtd, x.dtype):
+            gtd = dot(g, d)
+        if _below_resolution(f, gtd, x0.dtype):
             break
         step = _initial_step_from_decrease(f, f_prev, gtd)
         ls = _wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-100, 1e100)
@@ -375,11 +409,12 @@ def run_bfgs(
         if callback is not None and callback(result(Status.SUCCESS)) is True:
             status = Status.CALLBACK
             break
-        if gnorm(g) <= gtol:
+        gn = gnorm(g)
+        if gn <= gtol:
             break
-        if ls.step * float(torch.linalg.vector_norm(d)) <= xrtol * (xrtol + float(torch.linalg.vector_norm(x))):
+        if ls.step * ops.norm(d) <= xrtol * (xrtol + ops.norm(x)):
             break
-        h, _ = bfgs_update(h, s, y)
+        h, _ = update(h, s, y)
     return result(status, message)
 
 
@@ -507,8 +542,16 @@ class _TensorSpace:
         return float(torch.linalg.vector_norm(a))
 
     @staticmethod
+    def norm_of_order(a: Tensor, order: float) -> float:
+        return float(torch.linalg.vector_norm(a, ord=order))
+
+    @staticmethod
     def finite(a: Tensor) -> bool:
         return _finite(a)
+
+    @staticmethod
+    def copy(a: Tensor) -> Tensor:
+        return a.clone()
 
     @staticmethod
     def tensor(a: Tensor) -> Tensor:
@@ -538,7 +581,9 @@ class _HostSpace(lbfgs_host.HostHistory):
     dot = staticmethod(lbfgs_host.dot)
     amax = staticmethod(lbfgs_host.amax)
     norm = staticmethod(lbfgs_host.norm)
+    norm_of_order = staticmethod(lbfgs_host.norm_of_order)
     finite = staticmethod(lbfgs_host.finite)
+    copy = staticmethod(np.copy)
     tensor = staticmethod(torch.from_numpy)
 
     def __init__(
