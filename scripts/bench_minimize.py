@@ -19,7 +19,7 @@ solvers at an equal cost per evaluation.
 
 Usage::
 
-    python scripts/bench_minimize.py                 # 1 thread, the fastest of 7 runs
+    python scripts/bench_minimize.py                 # 1 thread, the fastest of 7 runs (each solver in turn)
     python scripts/bench_minimize.py --repeats 21 --profile   # + a cProfile of natrl's L-BFGS
     python scripts/bench_minimize.py --clock cpu --method lbfgs   # process CPU time, L-BFGS only
 
@@ -35,6 +35,7 @@ import cProfile
 import pstats
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,19 @@ def logreg_torch(x: Tensor, y: Tensor) -> tuple[Callable[[Tensor], Tensor], Call
 CLOCK = time.perf_counter
 
 
+def best_of_each(repeats: int, runs: dict[str, Callable[[], Any]]) -> dict[str, tuple[float, Any]]:
+    """The fastest of ``repeats`` runs of each and its last result, the runs taken in turn (run 1
+    of each, then run 2 of each, ...), so that on a shared machine each sees the same load."""
+    best: dict[str, tuple[float, Any]] = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t0 = CLOCK()
+            out = run()
+            t = CLOCK() - t0
+            best[name] = (min(t, best[name][0]) if name in best else t, out)
+    return best
+
+
 def best_of(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
     """The fastest of ``repeats`` runs (the steadiest statistic on a shared machine) and the last result."""
     times, out = [], None
@@ -167,15 +181,16 @@ def main() -> None:
             return f.item(), g.numpy()
 
         for ours, theirs in methods.items():
-            t_sp, rs = best_of(
-                args.repeats, lambda np_fg=np_fg, x0=x0, m=theirs: so.minimize(np_fg, x0, jac=True, method=m)
-            )
-            t_an, ra = best_of(args.repeats, lambda t_fg=t_fg, x0t=x0t, m=ours: minimize(t_fg, x0t, jac=True, method=m))
-            t_ag, rg = best_of(args.repeats, lambda t_f=t_f, x0t=x0t, m=ours: minimize(t_f, x0t, method=m))
-            t_st, rt = best_of(
+            timed = best_of_each(
                 args.repeats,
-                lambda fg=torch_fg_on_numpy, x0=x0, m=theirs: so.minimize(fg, x0, jac=True, method=m),
+                {
+                    "scipy": partial(so.minimize, np_fg, x0, jac=True, method=theirs),
+                    "analytic": partial(minimize, t_fg, x0t, jac=True, method=ours),
+                    "autograd": partial(minimize, t_f, x0t, method=ours),
+                    "scipy, torch objective": partial(so.minimize, torch_fg_on_numpy, x0, jac=True, method=theirs),
+                },
             )
+            (t_sp, rs), (t_an, ra), (t_ag, rg), (t_st, rt) = timed.values()
             over_sp = (t_sp - rs.nfev * t_np) / max(rs.nit, 1)
             over_nt = (t_an - ra.nfev * t_tfg) / max(ra.nit, 1)
             print(
