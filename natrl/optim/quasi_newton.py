@@ -523,7 +523,11 @@ def run_lbfgs(
 
 
 class _TensorSpace:
-    """The L-BFGS loop's vector operations on tensors (any device), pairs in an :class:`LBFGSMemory`."""
+    """The L-BFGS loop's vector operations on tensors (any device), pairs in an :class:`LBFGSMemory`.
+
+    :func:`run_bfgs` uses the static operations (dot, norms, copy) of this class and of
+    :class:`_HostSpace` as its tensor and host arithmetic.
+    """
 
     def __init__(self, fg: FG, memory: LBFGSMemory) -> None:
         self.fg = fg
