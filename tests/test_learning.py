@@ -50,9 +50,8 @@ def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> N
     LSTM policy reaches the threshold, the same algorithm and hyperparameters with an MLP policy stay far below
     it (CartPole: < 150 of 500; T-maze: guessing the arm, ≈ −0.11 of 0.89).
 
-    The LSTM side asserts the final evaluation, except TRPO on CartPoleNoVel, which still asserts the best
-    periodic one: that preset does not end at its expected_return (seed 0: final 249.2 after 482.8 at 30%; a
-    max_kl of lin_0.01 ends seeds 0-2 at 490.9, 185.2, 269.7; issue 31)."""
+    The LSTM side asserts the final evaluation (on CartPoleNoVel the presets' expected_return is 300, what 4 of 5
+    seeds hold at 100k steps, not the 475 of CartPole-v1: agents/trpo.toml and agents/ppo.toml give the seeds)."""
     cls = AGENTS[algo]
     preset = load_preset(algo, env_id, cls.config_cls)
     assert preset.policy == "MlpLstmPolicy" and preset.expected_return is not None
@@ -61,6 +60,5 @@ def test_recurrent_policy_solves_what_an_mlp_cannot(algo: str, env_id: str) -> N
         agent = cls(env_id, seed=0, policy=policy, policy_kwargs=kwargs, **preset.hyperparameters)
         results[policy] = [score for _, score in learn_with_evaluations(agent, preset.total_steps)]
     lstm = results["MlpLstmPolicy"]
-    final_asserted = not (algo == "trpo" and env_id.startswith("CartPole"))
-    assert (lstm[-1] if final_asserted else max(lstm)) >= preset.expected_return, results
+    assert lstm[-1] >= preset.expected_return, results
     assert max(results["MlpPolicy"]) < (150.0 if env_id.startswith("CartPole") else 0.5), results
