@@ -132,7 +132,7 @@ def translate(
         action_dims: k, the dimensions of a Box action space (1 for discrete actions; None when
             unknown): sb3-contrib's TRPO averages the Gaussian KL over them (module docstring).
         observation_space: the (wrapped) env's observation space, when known: images get natrl's
-            extractor (MinAtarCNN for small ones) and a note on its initialisation.
+            extractor (MinAtarCNN for small ones).
     """
     from natrl.rl.policies.build import RECURRENT_POLICIES
 
@@ -254,7 +254,7 @@ def translate(
             "max_grad_norm": cfg.max_grad_norm,
             "target_kl": cfg.target_kl,
         }
-    notes += _image_extractor(observation_space, policy_kwargs or {}, sb3_policy_kwargs, bool(cfg.ortho_init))
+    notes += _image_extractor(observation_space, policy_kwargs or {}, sb3_policy_kwargs)
     kwargs["policy_kwargs"] = sb3_policy_kwargs
     algo_class = _CLASSES[algo]
     if recurrent:
@@ -300,11 +300,11 @@ def translate(
     return PeerSpec(algo_class, kwargs, int(cfg.n_envs), normalize, tuple(notes), policy if recurrent else None)
 
 
-def _image_extractor(
-    space: Any, natrl_kwargs: dict[str, Any], sb3_kwargs: dict[str, Any], ortho_init: bool
-) -> list[str]:
+def _image_extractor(space: Any, natrl_kwargs: dict[str, Any], sb3_kwargs: dict[str, Any]) -> list[str]:
     """For image observations: name natrl's extractor in ``sb3_kwargs`` where SB3's default differs (MinAtarCNN
-    for images under 36×36 pixels, where SB3 would build NatureCNN), and the notes on the extractor."""
+    for images under 36×36 pixels, where SB3 would build NatureCNN), and the note on the extractor. Its
+    initialisation matches: with ``ortho_init`` both libraries make its Linear and Conv2d weights orthogonal
+    (gain √2, biases 0)."""
     from natrl.rl.policies import MinAtarCNN, default_extractor
     from natrl.rl.spaces import is_image_space
 
@@ -319,12 +319,6 @@ def _image_extractor(
             f"features extractor: natrl's MinAtarCNN (Young & Tian's 16×3×3 convolution and {extractor.features_dim} "
             f"ReLU units, natrl's default for images under 36×36 pixels) as SB3's features_extractor_class; "
             "SB3's CnnPolicy default, NatureCNN, cannot take these images"
-        )
-    if ortho_init:
-        notes.append(
-            "NOT MATCHED: the image extractor's initialisation: SB3's ortho_init makes its convolution and Linear "
-            "weights orthogonal (gain √2, biases 0), natrl keeps torch's default initialisation there (both "
-            "initialise the heads orthogonally)"
         )
     return notes
 

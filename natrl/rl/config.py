@@ -119,7 +119,11 @@ class OnPolicyConfig:
         hidden_sizes: hidden layer widths of the actor MLP.
         critic_hidden_sizes: hidden layer widths of the critic MLP (default: hidden_sizes).
         activation: hidden activation, one of tanh, relu, elu, gelu.
-        ortho_init: orthogonal initialisation (gain √2 hidden, 0.01 policy head, 1 value head).
+        ortho_init: orthogonal initialisation, as stable-baselines3's ``ortho_init``: the MLPs (gain √2 hidden,
+            0.01 policy head, 1 value head) and the features extractor (the actor's and the critic's when not
+            shared): every Linear and Conv2d layer of a CNN (NatureCNN, MinAtarCNN, a CombinedExtractor's) or
+            of a ``features_extractor_class`` of the user's, gain √2, biases zero. A recurrent core keeps
+            torch's initialisation (as in sb3-contrib).
         log_std_init: initial log standard deviation of Gaussian policies.
         state_dependent_std: the log-std is a network output instead of a free parameter.
         action_bound: how Gaussian samples meet bounded Box actions: "clip" or "squash" (tanh).

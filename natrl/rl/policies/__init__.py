@@ -18,6 +18,7 @@ from natrl.rl.policies.extractors import (
     NatureCNN,
     OutputOf,
     default_extractor,
+    orthogonal_init_,
 )
 from natrl.rl.policies.modules import Actor, ActorCritic, Critic, mlp
 from natrl.rl.policies.recurrent import RecurrentCore
@@ -40,4 +41,5 @@ __all__ = [
     "build_policy",
     "default_extractor",
     "mlp",
+    "orthogonal_init_",
 ]

@@ -20,6 +20,12 @@ or the mean of a Gaussian whose state-independent log-std natrl adds) and the va
 ``activation_fn`` (an ``nn.Module`` class), ``features_extractor_class`` and
 ``features_extractor_kwargs`` (the class is called as ``cls(observation_space, **kwargs)``),
 ``share_features_extractor`` (default True), ``ortho_init`` and ``log_std_init``.
+
+``ortho_init`` (default True) initialises orthogonally what stable-baselines3's ``ActorCriticPolicy`` does:
+the MLPs (gain √2 hidden, 0.01 policy head, 1 value head) and the features extractor, shared or the actor's
+and the critic's — every ``nn.Linear`` and ``nn.Conv2d`` in it, gain √2, biases zero
+(:func:`~natrl.rl.policies.orthogonal_init_`), a ``features_extractor_class`` of the user's
+included; a recurrent core keeps torch's initialisation, as in sb3-contrib.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 from gymnasium import spaces
 from torch import nn
 
-from natrl.rl.policies.extractors import OutputOf, default_extractor, extractor_width
+from natrl.rl.policies.extractors import OutputOf, default_extractor, extractor_width, orthogonal_init_
 from natrl.rl.policies.modules import Actor, Critic
 from natrl.rl.policies.recurrent import RNN_KINDS, RecurrentCore
 from natrl.rl.spaces import is_image_space
@@ -214,6 +220,10 @@ def build_policy(
         action_bound=action_bound,
     )
     critic = Critic(observation_space, vf, act, ortho_init=ortho, features=features_vf, core=core_vf)
+    if ortho:  # after the networks: the MLPs draw the same weights as without it; lazy layers are materialised
+        orthogonal_init_(features_pi)
+        if features_vf is not features_pi:
+            orthogonal_init_(features_vf)
     return actor, critic
 
 

@@ -10,6 +10,7 @@ takes one output of a module with several heads (a shared trunk).
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ __all__ = [
     "default_extractor",
     "extractor_width",
     "image_layout",
+    "orthogonal_init_",
     "output_width",
     "probe_batch",
     "probe_input",
@@ -139,6 +141,24 @@ def _image_extractor(observation_space: spaces.Box, features_dim: int | None = N
     if min(h, w) >= 36:
         return NatureCNN(observation_space) if features_dim is None else NatureCNN(observation_space, features_dim)
     return MinAtarCNN(observation_space) if features_dim is None else MinAtarCNN(observation_space, features_dim)
+
+
+def orthogonal_init_(module: nn.Module, gain: float = math.sqrt(2.0)) -> nn.Module:
+    """Orthogonal initialisation of every ``nn.Linear`` and ``nn.Conv2d`` inside ``module`` (itself included), in
+    the order of ``module.modules()``; biases set to zero, other layers left as they are. Returns ``module``.
+
+    A weight W of shape (out, in) — (out, in·kh·kw) for a convolution — becomes ``gain`` times a random
+    orthogonal matrix (Saxe, McClelland & Ganguli, 2014, "Exact solutions to the nonlinear dynamics of learning
+    in deep linear neural networks"): W Wᵀ = gain² I when out ≤ in, Wᵀ W = gain² I otherwise, so every singular
+    value of W is ``gain``. With the default gain √2 this is what stable-baselines3's ``ortho_init`` does to a
+    policy's features extractor (openai/baselines' gain for ReLU layers); draws from torch's global generator.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
 
 
 def default_extractor(observation_space: spaces.Space) -> nn.Module:

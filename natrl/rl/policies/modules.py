@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from natrl.distributions import Categorical, Distribution
 from natrl.rl.policies.extractors import (
     default_extractor,
+    orthogonal_init_,
     output_width,
     probe_batch,
     probe_input,
@@ -219,7 +220,11 @@ class Actor(_ObservationModule):
         log_std_init: initial log standard deviation of a Gaussian policy.
         state_dependent_std: the log-std is a network output instead of a free parameter.
         action_bound: "clip" or "squash" for bounded Box actions.
-        ortho_init: orthogonal initialisation of natrl's MLP (gain √2 hidden, 0.01 last).
+        ortho_init: orthogonal initialisation of natrl's MLP (gain √2 hidden, 0.01 last) and, when
+            ``features`` is not given, of the default extractor's Linear and Conv2d layers (gain √2, zero
+            biases: :func:`~natrl.rl.policies.orthogonal_init_`); a ``features`` module given here
+            is left as it is (:func:`~natrl.rl.policies.build.build_policy` initialises those of
+            ``policy_kwargs`` as stable-baselines3 does).
         features: the features extractor (preprocessed observations → (N, F)); default
             :func:`default_extractor`.
         net: the network from features (or the core's output) to the distribution's outputs
@@ -268,6 +273,8 @@ class Actor(_ObservationModule):
             self.net = _check_module(net, "the actor network")
         if self.free_log_std:
             self.log_std = nn.Parameter(torch.full((self.act_dim,), float(log_std_init)))
+        if ortho_init and features is None:
+            orthogonal_init_(self.features)
         self._check_output()
 
     def _check_output(self) -> None:
@@ -372,7 +379,8 @@ class Critic(_ObservationModule):
         observation_space: the env's observation space (an int n means a flat float Box (n,)).
         hidden_sizes: hidden layer widths of natrl's MLP (when ``net`` is not given).
         activation: the MLP's activation (when ``net`` is not given).
-        ortho_init: orthogonal initialisation of the MLP (when ``net`` is not given).
+        ortho_init: orthogonal initialisation of the MLP (when ``net`` is not given) and of the default
+            extractor (when ``features`` is not given), as for :class:`Actor`.
         features: the features extractor (default :func:`default_extractor`; pass the actor's
             to share it).
         net: the network from features (or the core's output) to the value, (N,) or (N, 1); default
@@ -397,6 +405,8 @@ class Critic(_ObservationModule):
             self.net = mlp(self._net_input_dim(), tuple(hidden_sizes), 1, activation, out_gain=1.0, ortho=ortho_init)
         else:
             self.net = _check_module(net, "the critic network")
+        if ortho_init and features is None:
+            orthogonal_init_(self.features)
         shape = self._sample_output("critic network")
         if shape not in ((2,), (2, 1)):
             raise ValueError(
