@@ -220,23 +220,25 @@ def _env_spaces(
     env_id: str, env_kwargs: dict[str, Any], wrapper: str | None, cache: dict[str, tuple[Any, int | None]]
 ) -> tuple[Any, int | None]:
     """The observation space of the env as the jobs make it (the preset's make-kwargs and wrapper) and k, the
-    dimensions of its Box action space (1 for any other space); (None, None) if it cannot be made."""
+    dimensions of its Box action space (1 for any other space); (None, None) if it cannot be made.
+
+    Planning imports nothing a preset names: its wrapper is resolved among the classes a file may name
+    (:func:`natrl.rl.trusted.resolve_class`: gymnasium's and natrl's wrappers); for any other wrapper the
+    spaces are unknown here, as for an env that cannot be made."""
     key = f"{env_id}|{sorted(env_kwargs.items())!r}|{wrapper}"
     if key not in cache:
-        import importlib
-
         import gymnasium as gym
         import numpy as np
 
         from natrl.rl.env import env_factory
+        from natrl.rl.trusted import resolve_class
 
         try:
             wrapper_class = None
-            if wrapper is not None:  # as the worker imports it for the jobs themselves
-                module, _, name = wrapper.partition(":")
-                wrapper_class = getattr(importlib.import_module(module), name)
+            if wrapper is not None:
+                wrapper_class = resolve_class(wrapper, gym.Wrapper, field="the preset's wrapper", hint="")
             env = env_factory(env_id, env_kwargs, wrapper_class)()
-        except Exception:  # an env that needs --gym-packages, or bad kwargs: the job itself reports it
+        except Exception:  # an env that needs --gym-packages, bad kwargs, another wrapper: the job reports it
             cache[key] = (None, None)
         else:
             space = env.action_space
