@@ -167,13 +167,18 @@ def failed_row(job: Job, error: str, tb: str | None = None) -> dict[str, Any]:
 
 
 def _wrapper_class(job: Job) -> Any:
-    """The preset's env wrapper class (``"module:Class"``), or None."""
+    """The preset's env wrapper class (``"module:Class"``), or None.
+
+    A preset is a file, so its wrapper is resolved from data only (:func:`natrl.rl.trusted.resolve_class`:
+    gymnasium's and natrl's wrapper classes); the module of any other is not imported."""
     if job.wrapper is None:
         return None
-    import importlib
+    import gymnasium as gym
 
-    module, _, name = job.wrapper.partition(":")
-    return getattr(importlib.import_module(module), name)
+    from natrl.rl.trusted import resolve_class
+
+    hint = "natrl bench runs only gymnasium's and natrl's wrappers; train with your own by natrl train --wrapper"
+    return resolve_class(job.wrapper, gym.Wrapper, field=f"the wrapper of preset {job.preset or '(none)'}", hint=hint)
 
 
 def _eval_env(job: Job) -> Callable[[], Any]:

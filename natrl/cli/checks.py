@@ -55,6 +55,22 @@ def _wrapper(path: str | None) -> Any:
     return wrapper
 
 
+def _preset_wrapper(path: str | None, field: str) -> Any:
+    """The wrapper a preset names (``wrapper = "module:Class"`` in a TOML file), resolved from data only: gymnasium's
+    and natrl's wrapper classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given with ``--wrapper``,
+    which imports the module the command line names."""
+    if path is None:
+        return None
+    import gymnasium as gym
+
+    from natrl.rl.trusted import UntrustedReferenceError, resolve_class
+
+    try:
+        return resolve_class(path, gym.Wrapper, field=field, hint=f"pass --wrapper {path} to use it")
+    except UntrustedReferenceError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _recorded_wrapper(path: str | None, given: str | None) -> Any:
     """The wrapper a run directory's config.toml records, resolved from data only: gymnasium's and natrl's wrapper
     classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given again with ``--wrapper``."""

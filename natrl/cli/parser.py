@@ -153,7 +153,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="PKG",
         help="import a package that registers environments before making the env (repeatable)",
     )
-    p.add_argument("--wrapper", metavar="MODULE:CLASS", help="wrap every env copy, e.g. gymnasium.wrappers:ClipAction")
+    p.add_argument(
+        "--wrapper",
+        metavar="MODULE:CLASS",
+        help="wrap every env copy, e.g. gymnasium.wrappers:ClipAction; imports MODULE, your code (a preset's or "
+        "config.toml's wrapper is never imported: only gymnasium's and natrl's wrapper classes are taken from a file)",
+    )
     p.add_argument(
         "--workers",
         type=int,

@@ -19,6 +19,7 @@ from natrl.cli.checks import (
     _check_device,
     _check_env_id,
     _import_gym_packages,
+    _preset_wrapper,
     _recorded_gym_packages,
     _recorded_wrapper,
     _wrapper,
@@ -78,7 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cli_env_kwargs = _env_kwargs(args.env_kwargs)
     env_kwargs = {**preset.env_kwargs, **cli_env_kwargs}
     wrapper_path = args.wrapper or preset.wrapper
-    wrapper = _wrapper(wrapper_path)
+    if args.wrapper:  # the command line names the user's own code: imported
+        wrapper = _wrapper(args.wrapper)
+    else:  # a file names it: only gymnasium's and natrl's wrappers
+        where = f"[{preset.table}] in {_rel(preset.source)}" if preset.source else "the preset"
+        wrapper = _preset_wrapper(preset.wrapper, f"the wrapper of {where}")
     overrides = parse_overrides(args.overrides, cls.config_cls, algo)
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
