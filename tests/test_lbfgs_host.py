@@ -43,12 +43,27 @@ def _logreg(dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
     return f
 
 
+def _counted(calls: dict[str, int], key: str, fn: Callable[..., object]) -> Callable[..., object]:
+    def counting(*args: object, **kwargs: object) -> object:
+        calls[key] += 1
+        return fn(*args, **kwargs)
+
+    return counting
+
+
 def _run(fun, x0: torch.Tensor, host: bool, monkeypatch: pytest.MonkeyPatch, **kw):  # type: ignore[no-untyped-def]
+    """minimize's L-BFGS iterates, on the host path or (``host_eligible`` answering False) the tensor path;
+    checks that the path asked for is the one that ran (the directions: the host history's, or
+    :func:`lbfgs_direction`)."""
     if not host:
         monkeypatch.setattr(quasi_newton, "host_eligible", lambda *a: False)
+    calls = {"host": 0, "tensor": 0}
+    monkeypatch.setattr(HostHistory, "direction", _counted(calls, "host", HostHistory.direction))
+    monkeypatch.setattr(quasi_newton, "lbfgs_direction", _counted(calls, "tensor", quasi_newton.lbfgs_direction))
     xs: list[torch.Tensor] = []
     res = minimize(fun, x0, method="lbfgs", callback=lambda r: xs.append(r.x.clone()), **kw)
     monkeypatch.undo()
+    assert (calls["host"] > 0, calls["tensor"] > 0) == (host, not host), calls
     return res, torch.stack(xs)
 
 
@@ -212,11 +227,17 @@ def test_objective_fg_numpy_equals_fg() -> None:
 
 
 def _run_bfgs(fun, x0: torch.Tensor, host: bool, monkeypatch: pytest.MonkeyPatch, **kw):  # type: ignore[no-untyped-def]
+    """minimize's BFGS iterates on the host path or the tensor path; checks that the path asked for is the one
+    that ran (the updates of H each path makes: the NumPy update, or :func:`bfgs_update` on tensors)."""
     if not host:
         monkeypatch.setattr(quasi_newton, "host_eligible", lambda *a: False)
+    calls = {"host": 0, "tensor": 0}
+    monkeypatch.setattr(quasi_newton, "_bfgs_update_host", _counted(calls, "host", quasi_newton._bfgs_update_host))
+    monkeypatch.setattr(quasi_newton, "bfgs_update", _counted(calls, "tensor", quasi_newton.bfgs_update))
     xs: list[torch.Tensor] = []
     res = minimize(fun, x0, method="bfgs", callback=lambda r: xs.append(r.x.clone()), **kw)
     monkeypatch.undo()
+    assert (calls["host"] > 0, calls["tensor"] > 0) == (host, not host), calls
     return res, torch.stack(xs)
 
 
