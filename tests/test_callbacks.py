@@ -4,6 +4,7 @@ progress display; compared against the step counts computed by hand."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -12,7 +13,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from natrl.callbacks import BaseCallback, CheckpointCallback, EvalCallback, ProgressBarCallback
+from natrl.callbacks import (
+    BaseCallback,
+    CallbackList,
+    CheckpointCallback,
+    EvalCallback,
+    EveryNTimesteps,
+    ProgressBarCallback,
+)
 from natrl.logger import configure, read_progress
 from natrl.rl import TRPO
 
@@ -156,3 +164,51 @@ def test_an_env_that_raises_mid_training_closes_the_bar_saves_nothing_more_and_r
     hooks = Hooks()
     TRPO("CartPole-v1", seed=0, **SMALL).learn(128, callback=hooks)
     assert hooks.ended == 1 and hooks.errors == []
+
+
+class Started(BaseCallback):
+    """Records the hooks a parent passed on: the start (with the learn call's variables) and the step variables."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[int] = []
+        self.seen_locals: set[str] = set()
+
+    def _on_training_start(self) -> None:
+        self.started.append(int(self.locals["total_timesteps"]))
+
+    def update_child_locals(self, locals_: dict) -> None:  # type: ignore[type-arg]
+        self.seen_locals.update(locals_)
+
+
+@pytest.mark.parametrize("crash", [False, True])
+@pytest.mark.parametrize("parent", ["EveryNTimesteps", "EvalCallback"])
+def test_a_progress_bar_inside_another_callback_is_started_and_closed(parent: str, crash: bool) -> None:
+    """EveryNTimesteps and EvalCallback pass on_training_start (as SB3's EventCallback), the step variables,
+    on_training_end and on_training_error on to the callbacks they hold."""
+    progress = ProgressBarCallback(lines=False, file=io.StringIO())
+    hooks, started = Hooks(), Started()
+    if parent == "EveryNTimesteps":
+        outer: BaseCallback = EveryNTimesteps(64, CallbackList([progress, hooks, started]))
+    else:
+        outer = EvalCallback(eval_freq=10**6, callback_on_new_best=CallbackList([hooks, started]),
+                             callback_after_eval=progress)  # fmt: skip
+    bars = []
+
+    class GrabBar(BaseCallback):  # runs after the parent's start hook: the bar it opened, if any
+        def _on_training_start(self) -> None:
+            bars.append(progress.bar)
+
+    agent = TRPO("CartPole-v1", seed=0, wrapper_class=CrashAtStep if crash else None, **SMALL)
+    with pytest.raises(SimulatorCrash) if crash else contextlib.nullcontext() as raised:
+        agent.learn(512, callback=[outer, GrabBar()])  # the crash: in the third update
+    agent.close()
+    (bar,) = bars
+    assert bar is not None and bar.total == 512  # started, with the learn call's total
+    assert progress.bar is None and bar.disable  # closed (tqdm disables a closed bar)
+    assert started.started == [512]
+    assert "infos" in started.seen_locals, started.seen_locals  # a step's variables
+    if crash:
+        assert hooks.errors == [raised.value] and hooks.ended == 0  # type: ignore[union-attr]
+    else:
+        assert hooks.errors == [] and hooks.ended == 1

@@ -211,7 +211,11 @@ def make_callback(callback: Any) -> BaseCallback:
 
 
 class EveryNTimesteps(BaseCallback):
-    """Calls ``callback.on_step()`` each time another ``n_steps`` transitions have passed."""
+    """Calls ``callback.on_step()`` each time another ``n_steps`` transitions have passed.
+
+    As stable-baselines3's ``EventCallback``, it passes ``on_training_start`` and the step's variables
+    (``update_locals``) on to ``callback``; it also passes ``on_training_end`` and natrl's
+    ``on_training_error``, so that a callback started here is also finished here (a progress bar closed)."""
 
     def __init__(self, n_steps: int, callback: BaseCallback) -> None:
         super().__init__()
@@ -223,11 +227,23 @@ class EveryNTimesteps(BaseCallback):
         self.callback.init_callback(self.model)
         self.callback.parent = self
 
+    def _on_training_start(self) -> None:
+        self.callback.on_training_start(self.locals, self.globals)
+
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last_trigger >= self.n_steps:
             self.last_trigger = self.num_timesteps
             return self.callback.on_step()
         return True
+
+    def _on_training_end(self) -> None:
+        self.callback.on_training_end()
+
+    def _on_training_error(self, error: BaseException) -> None:
+        self.callback.on_training_error(error)
+
+    def update_child_locals(self, locals_: dict[str, Any]) -> None:
+        self.callback.update_locals(locals_)
 
 
 def check_count(owner: str, name: str, value: Any, low: int) -> int:

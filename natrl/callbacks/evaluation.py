@@ -100,16 +100,32 @@ class EvalCallback(BaseCallback):
                     f"EvalCallback: the eval env's spaces {spaces} differ from the agent's "
                     f"({self.model.observation_space}, {self.model.action_space})"
                 )
-        for child in (self.callback_on_new_best, self.callback_after_eval):
-            if child is not None:
-                child.init_callback(self.model)
-                child.parent = self
+        for child in self._children():
+            child.init_callback(self.model)
+            child.parent = self
         for folder in (self.log_path, self.best_model_save_path):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
 
+    def _children(self) -> list[BaseCallback]:
+        return [c for c in (self.callback_on_new_best, self.callback_after_eval) if c is not None]
+
     def _on_training_start(self) -> None:
         self._last_update_step = self.num_timesteps
+        for child in self._children():  # as stable-baselines3's EventCallback does for its callback
+            child.on_training_start(self.locals, self.globals)
+
+    def _on_training_end(self) -> None:
+        for child in self._children():
+            child.on_training_end()
+
+    def _on_training_error(self, error: BaseException) -> None:
+        for child in self._children():
+            child.on_training_error(error)
+
+    def update_child_locals(self, locals_: dict[str, Any]) -> None:
+        for child in self._children():
+            child.update_locals(locals_)
 
     def _on_step(self) -> bool:
         if self.every_timesteps is not None or self.n_calls % self.eval_freq != 0:
