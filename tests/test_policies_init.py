@@ -167,3 +167,23 @@ def test_minatar_ppo_and_its_sb3_peer_start_from_orthogonal_extractors() -> None
         torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
     agent.close()
     model.get_env().close()
+
+
+@pytest.mark.parametrize("gain", [math.nan, math.inf, -math.inf, -1.0, -1e-300, "2", True, None])
+def test_orthogonal_init_refuses_a_gain_that_is_not_finite_and_non_negative(gain: object) -> None:
+    """One ValueError line naming the gain, raised before any weight changes."""
+    layer = nn.Linear(4, 3)
+    before = copy.deepcopy(layer.state_dict())
+    with pytest.raises(ValueError, match=r"^orthogonal_init_: gain must be a finite number >= 0, got ") as raised:
+        orthogonal_init_(layer, gain=gain)  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value) and repr(gain) in str(raised.value)
+    assert all(torch.equal(before[k], v) for k, v in layer.state_dict().items())
+
+
+@pytest.mark.parametrize("gain", [0.0, 0, 0.5, np.float32(2.0), 3])
+def test_orthogonal_init_takes_any_finite_non_negative_gain(gain: float) -> None:
+    """Every singular value of the weight is the gain (numpy's SVD, not torch's init, as the reference)."""
+    layer = orthogonal_init_(nn.Linear(5, 3), gain=gain)
+    np.testing.assert_allclose(np.linalg.svd(layer.weight.detach().double().numpy(), compute_uv=False), float(gain),
+                               atol=1e-6)  # fmt: skip
+    assert not layer.bias.detach().any()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -152,7 +153,12 @@ def orthogonal_init_(module: nn.Module, gain: float = math.sqrt(2.0)) -> nn.Modu
     in deep linear neural networks"): W Wᵀ = gain² I when out ≤ in, Wᵀ W = gain² I otherwise, so every singular
     value of W is ``gain``. With the default gain √2 this is what stable-baselines3's ``ortho_init`` does to a
     policy's features extractor (openai/baselines' gain for ReLU layers); draws from torch's global generator.
+
+    Raises:
+        ValueError: ``gain`` is not a finite real number >= 0 (checked before any weight changes).
     """
+    if isinstance(gain, bool) or not isinstance(gain, numbers.Real) or not math.isfinite(gain) or gain < 0:
+        raise ValueError(f"orthogonal_init_: gain must be a finite number >= 0, got {gain!r}")
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.orthogonal_(m.weight, gain=gain)
