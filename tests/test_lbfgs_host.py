@@ -51,20 +51,49 @@ def _counted(calls: dict[str, int], key: str, fn: Callable[..., object]) -> Call
     return counting
 
 
-def _run(fun, x0: torch.Tensor, host: bool, monkeypatch: pytest.MonkeyPatch, **kw):  # type: ignore[no-untyped-def]
-    """minimize's L-BFGS iterates, on the host path or (``host_eligible`` answering False) the tensor path;
-    checks that the path asked for is the one that ran (the directions: the host history's, or
-    :func:`lbfgs_direction`)."""
+def _run_on_path(
+    method: str,
+    host_step: tuple,
+    tensor_step: tuple,
+    fun,
+    x0: torch.Tensor,
+    host: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    **kw,
+):  # type: ignore[no-untyped-def]
+    """minimize's iterates on the host path or (``host_eligible`` answering False) the tensor path; checks that
+    the path asked for is the one that ran by counting the calls of each path's step, given as (owner, name)."""
     if not host:
         monkeypatch.setattr(quasi_newton, "host_eligible", lambda *a: False)
     calls = {"host": 0, "tensor": 0}
-    monkeypatch.setattr(HostHistory, "direction", _counted(calls, "host", HostHistory.direction))
-    monkeypatch.setattr(quasi_newton, "lbfgs_direction", _counted(calls, "tensor", quasi_newton.lbfgs_direction))
+    for key, (owner, name) in (("host", host_step), ("tensor", tensor_step)):
+        monkeypatch.setattr(owner, name, _counted(calls, key, getattr(owner, name)))
     xs: list[torch.Tensor] = []
-    res = minimize(fun, x0, method="lbfgs", callback=lambda r: xs.append(r.x.clone()), **kw)
+    res = minimize(fun, x0, method=method, callback=lambda r: xs.append(r.x.clone()), **kw)
     monkeypatch.undo()
     assert (calls["host"] > 0, calls["tensor"] > 0) == (host, not host), calls
     return res, torch.stack(xs)
+
+
+def _run(fun, x0: torch.Tensor, host: bool, monkeypatch: pytest.MonkeyPatch, **kw):  # type: ignore[no-untyped-def]
+    """L-BFGS on one path (the directions: the host history's, or :func:`lbfgs_direction`)."""
+    steps = (HostHistory, "direction"), (quasi_newton, "lbfgs_direction")
+    return _run_on_path("lbfgs", *steps, fun, x0, host, monkeypatch, **kw)
+
+
+def _host_and_tensor_runs_agree(run, fun, x0, iters, monkeypatch, **kw):  # type: ignore[no-untyped-def]
+    """Both paths succeed with iterates equal to 1e-8 (relative) over the whole run (then with the same nit and
+    nfev) or its first ``iters`` iterations, and end at the same x to 1e-4; returns both results."""
+    r_host, x_host = run(fun, x0, True, monkeypatch, **kw)
+    r_gen, x_gen = run(fun, x0, False, monkeypatch, **kw)
+    assert r_host.success and r_gen.success
+    k = len(x_gen) if iters is None else iters
+    if iters is None:
+        assert (r_host.nit, r_host.nfev) == (r_gen.nit, r_gen.nfev)
+    scale = x_gen[:k].abs().amax(dim=1, keepdim=True)
+    assert float(((x_host[:k] - x_gen[:k]).abs() / scale).max()) < 1e-8
+    torch.testing.assert_close(r_host.x, r_gen.x, rtol=1e-4, atol=1e-4)
+    return r_host, r_gen
 
 
 @pytest.mark.parametrize("pairs", [1, 4, 10, 17])
@@ -135,15 +164,7 @@ def test_host_iterates_equal_generic_float64(
     else:
         fun, x0, kw = _logreg(torch.float64), torch.zeros(n, dtype=torch.float64), {}
     assert host_eligible(x0, x0, 1.0, ())
-    r_host, x_host = _run(fun, x0, True, monkeypatch, **kw)
-    r_gen, x_gen = _run(fun, x0, False, monkeypatch, **kw)
-    assert r_host.success and r_gen.success
-    k = len(x_gen) if iters is None else iters
-    if iters is None:
-        assert (r_host.nit, r_host.nfev) == (r_gen.nit, r_gen.nfev)
-    scale = x_gen[:k].abs().amax(dim=1, keepdim=True)
-    assert float(((x_host[:k] - x_gen[:k]).abs() / scale).max()) < 1e-8
-    torch.testing.assert_close(r_host.x, r_gen.x, rtol=1e-4, atol=1e-4)
+    r_host, _ = _host_and_tensor_runs_agree(_run, fun, x0, iters, monkeypatch, **kw)
     assert isinstance(r_host.x, torch.Tensor) and r_host.x.dtype == torch.float64
 
 
@@ -227,18 +248,9 @@ def test_objective_fg_numpy_equals_fg() -> None:
 
 
 def _run_bfgs(fun, x0: torch.Tensor, host: bool, monkeypatch: pytest.MonkeyPatch, **kw):  # type: ignore[no-untyped-def]
-    """minimize's BFGS iterates on the host path or the tensor path; checks that the path asked for is the one
-    that ran (the updates of H each path makes: the NumPy update, or :func:`bfgs_update` on tensors)."""
-    if not host:
-        monkeypatch.setattr(quasi_newton, "host_eligible", lambda *a: False)
-    calls = {"host": 0, "tensor": 0}
-    monkeypatch.setattr(quasi_newton, "_bfgs_update_host", _counted(calls, "host", quasi_newton._bfgs_update_host))
-    monkeypatch.setattr(quasi_newton, "bfgs_update", _counted(calls, "tensor", quasi_newton.bfgs_update))
-    xs: list[torch.Tensor] = []
-    res = minimize(fun, x0, method="bfgs", callback=lambda r: xs.append(r.x.clone()), **kw)
-    monkeypatch.undo()
-    assert (calls["host"] > 0, calls["tensor"] > 0) == (host, not host), calls
-    return res, torch.stack(xs)
+    """BFGS on one path (the updates of H: the NumPy update, or :func:`bfgs_update` on tensors)."""
+    steps = (quasi_newton, "_bfgs_update_host"), (quasi_newton, "bfgs_update")
+    return _run_on_path("bfgs", *steps, fun, x0, host, monkeypatch, **kw)
 
 
 @pytest.mark.parametrize("n", [5, 12])
@@ -266,14 +278,6 @@ def test_bfgs_host_iterates_equal_generic(name: str, iters: int | None, monkeypa
         fun, x0, kw = _rosen_fg, torch.tensor(np.tile([-1.2, 1.0], 5)), {"jac": True}
     else:
         fun, x0, kw = _logreg(torch.float64), torch.zeros(12, dtype=torch.float64), {}
-    r_host, x_host = _run_bfgs(fun, x0, True, monkeypatch, **kw)
-    r_gen, x_gen = _run_bfgs(fun, x0, False, monkeypatch, **kw)
-    assert r_host.success and r_gen.success
-    k = len(x_gen) if iters is None else iters
-    if iters is None:
-        assert (r_host.nit, r_host.nfev) == (r_gen.nit, r_gen.nfev)
-    scale = x_gen[:k].abs().amax(dim=1, keepdim=True)
-    assert float(((x_host[:k] - x_gen[:k]).abs() / scale).max()) < 1e-8
-    torch.testing.assert_close(r_host.x, r_gen.x, rtol=1e-4, atol=1e-4)
+    r_host, r_gen = _host_and_tensor_runs_agree(_run_bfgs, fun, x0, iters, monkeypatch, **kw)
     assert isinstance(r_host.hess_inv, torch.Tensor) and r_host.hess_inv.dtype == torch.float64
     torch.testing.assert_close(r_host.hess_inv, r_gen.hess_inv, rtol=1e-3, atol=1e-3)
