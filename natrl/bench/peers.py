@@ -305,18 +305,19 @@ def _image_extractor(space: Any, natrl_kwargs: dict[str, Any], sb3_kwargs: dict[
     for images under 36×36 pixels, where SB3 would build NatureCNN), and the note on the extractor. Its
     initialisation matches: with ``ortho_init`` both libraries make its Linear and Conv2d weights orthogonal
     (gain √2, biases 0)."""
-    from natrl.rl.policies import MinAtarCNN, default_extractor
+    from natrl.rl.policies import MinAtarCNN
+    from natrl.rl.policies.extractors import image_extractor_class
     from natrl.rl.spaces import is_image_space
 
     if space is None or not is_image_space(space) or "features_extractor_class" in natrl_kwargs:
         return []
     notes = []
-    extractor = default_extractor(space)
-    if isinstance(extractor, MinAtarCNN):
+    if image_extractor_class(space) is MinAtarCNN:
+        features_dim = int(_default(MinAtarCNN, "features_dim"))
         sb3_kwargs["features_extractor_class"] = MINATAR_CNN
-        sb3_kwargs["features_extractor_kwargs"] = {"features_dim": int(extractor.features_dim)}
+        sb3_kwargs["features_extractor_kwargs"] = {"features_dim": features_dim}
         notes.append(
-            f"features extractor: natrl's MinAtarCNN (Young & Tian's 16×3×3 convolution and {extractor.features_dim} "
+            f"features extractor: natrl's MinAtarCNN (Young & Tian's 16×3×3 convolution and {features_dim} "
             f"ReLU units, natrl's default for images under 36×36 pixels) as SB3's features_extractor_class; "
             "SB3's CnnPolicy default, NatureCNN, cannot take these images"
         )

@@ -55,10 +55,10 @@ def _wrapper(path: str | None) -> Any:
     return wrapper
 
 
-def _preset_wrapper(path: str | None, field: str) -> Any:
-    """The wrapper a preset names (``wrapper = "module:Class"`` in a TOML file), resolved from data only: gymnasium's
-    and natrl's wrapper classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given with ``--wrapper``,
-    which imports the module the command line names."""
+def _preset_wrapper(path: str | None, field: str, hint: str = "to use it") -> Any:
+    """The wrapper a file names (a preset's ``wrapper = "module:Class"``, a run's config.toml), resolved from data
+    only: gymnasium's and natrl's wrapper classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given
+    with ``--wrapper``, which imports the module the command line names."""
     if path is None:
         return None
     import gymnasium as gym
@@ -66,7 +66,7 @@ def _preset_wrapper(path: str | None, field: str) -> Any:
     from natrl.rl.trusted import UntrustedReferenceError, resolve_class
 
     try:
-        return resolve_class(path, gym.Wrapper, field=field, hint=f"pass --wrapper {path} to use it")
+        return resolve_class(path, gym.Wrapper, field=field, hint=f"pass --wrapper {path} {hint}".rstrip())
     except UntrustedReferenceError as exc:
         raise CLIError(str(exc)) from None
 
@@ -79,16 +79,7 @@ def _recorded_wrapper(path: str | None, given: str | None) -> Any:
             recorded = path or "none"
             raise CLIError(f"--wrapper {given} differs from the run's wrapper ({recorded}); a resumed run keeps it")
         return _wrapper(given)
-    if path is None:
-        return None
-    import gymnasium as gym
-
-    from natrl.rl.trusted import UntrustedReferenceError, resolve_class
-
-    try:
-        return resolve_class(path, gym.Wrapper, field="the run's config.toml wrapper", hint=f"pass --wrapper {path}")
-    except UntrustedReferenceError as exc:
-        raise CLIError(str(exc)) from None
+    return _preset_wrapper(path, "the run's config.toml wrapper", hint="")
 
 
 def _recorded_gym_packages(recorded: Sequence[str], given: Sequence[str], env_id: str) -> None:

@@ -136,12 +136,16 @@ class MinAtarCNN(nn.Module):
         return self.linear(self.cnn(x.permute(0, 3, 1, 2) if self.channels_last else x))
 
 
-def _image_extractor(observation_space: spaces.Box, features_dim: int | None = None) -> nn.Module:
+def image_extractor_class(observation_space: spaces.Box) -> type[NatureCNN] | type[MinAtarCNN]:
     """NatureCNN for images of at least 36×36 pixels (Atari's 84×84), MinAtarCNN for smaller ones."""
     _, _, h, w = image_layout(observation_space.shape)
-    if min(h, w) >= 36:
-        return NatureCNN(observation_space) if features_dim is None else NatureCNN(observation_space, features_dim)
-    return MinAtarCNN(observation_space) if features_dim is None else MinAtarCNN(observation_space, features_dim)
+    return NatureCNN if min(h, w) >= 36 else MinAtarCNN
+
+
+def _image_extractor(observation_space: spaces.Box, features_dim: int | None = None) -> nn.Module:
+    """natrl's image extractor (:func:`image_extractor_class`), its default width or ``features_dim``."""
+    cls = image_extractor_class(observation_space)
+    return cls(observation_space) if features_dim is None else cls(observation_space, features_dim)
 
 
 def orthogonal_init_(module: nn.Module, gain: float = math.sqrt(2.0)) -> nn.Module:
