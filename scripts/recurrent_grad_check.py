@@ -46,13 +46,16 @@ from natrl.rl.ppo import PPOConfig
 from natrl.rl.rollout import Rollout
 
 
-def build_pair(env_id: str, seed: int, pretrain: int = 0) -> tuple[Any, PPO]:
+def build_pair(env_id: str, seed: int, pretrain: int = 0, sequence_length: int | None = None) -> tuple[Any, PPO]:
     """RecurrentPPO as ``natrl bench`` translates natrl's preset, and natrl's PPO with its weights.
 
-    ``pretrain`` steps of RecurrentPPO's ``learn`` come first (0: the initial weights)."""
+    ``pretrain`` steps of RecurrentPPO's ``learn`` come first (0: the initial weights); ``sequence_length``
+    replaces the preset's on natrl's side (RecurrentPPO has none)."""
     preset = load_preset("ppo", env_id, PPOConfig)
-    agent = PPO(env_id, policy=preset.policy, policy_kwargs=dict(preset.policy_kwargs), seed=seed,
-                **preset.hyperparameters)  # fmt: skip
+    hyper = dict(preset.hyperparameters)
+    if sequence_length is not None:
+        hyper["sequence_length"] = sequence_length
+    agent = PPO(env_id, policy=preset.policy, policy_kwargs=dict(preset.policy_kwargs), seed=seed, **hyper)
     spec = translate("ppo", agent.config, preset.policy, dict(preset.policy_kwargs))
     assert spec is not None
     model, _ = build_model(spec, env_id, seed)
@@ -374,16 +377,17 @@ def compare_rollout(model: Any, agent: PPO, epochs: int, repeats: int, fresh_ada
     buf = model.rollout_buffer
     T, E = buf.buffer_size, buf.n_envs
     n, bs, L = T * E, agent.config.batch_size, agent.config.sequence_steps()
-    (g_full,) = natrl_minibatch_grads(agent, batch, mine, n, 1)
-    (g_cut0,), _, _ = sb3_minibatch_grads(model, theirs, n, 1, split=0)
+    (g_natrl,) = natrl_minibatch_grads(agent, batch, mine, n, 1)
+    # the full-rollout gradient, each env's rollout one sequence: RecurrentPPO's minibatch of all steps cut at step 0
+    (g_full,), _, _ = sb3_minibatch_grads(model, theirs, n, 1, split=0)
     g_rand, _, _ = sb3_minibatch_grads(model, theirs, n, 10, split=None, np_seed=1)
     sizes = [p.numel() for p in mine]
     tensors = {
         name: (rel_err(a, b), float(np.mean([rel_err(a, g.split(sizes)[i]) for g in g_rand])), float(b.norm()))
-        for i, (name, a, b) in enumerate(zip([x for x, _, _ in pairs], g_full.split(sizes), g_cut0.split(sizes)))
+        for i, (name, a, b) in enumerate(zip([x for x, _, _ in pairs], g_natrl.split(sizes), g_full.split(sizes)))
     }
-    tensors["all"] = (rel_err(g_full, g_cut0), float(np.mean([rel_err(g_full, g) for g in g_rand])),
-                      float(g_cut0.norm()))  # fmt: skip
+    tensors["all"] = (rel_err(g_natrl, g_full), float(np.mean([rel_err(g_natrl, g) for g in g_rand])),
+                      float(g_full.norm()))  # fmt: skip
 
     g_n = natrl_minibatch_grads(agent, batch, mine, bs, epochs)
     g_s, samples, splits = sb3_minibatch_grads(model, theirs, bs, epochs, split=None, np_seed=2)
@@ -426,10 +430,11 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=3, help="rollouts compared (after one that is not)")
     parser.add_argument("--epochs", type=int, default=25, help="epochs of minibatches for (b)")
     parser.add_argument("--repeats", type=int, default=3, help="whole updates per library and rollout")
+    parser.add_argument("--sequence-length", type=int, default=None, help="natrl's (default: the preset's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    model, agent = build_pair(args.env, args.seed, args.pretrain)
+    model, agent = build_pair(args.env, args.seed, args.pretrain, args.sequence_length)
     fresh_adam = copy.deepcopy(agent.optimizer.state_dict())
     collect(model, 1)
     results = []
