@@ -18,7 +18,11 @@ is inactive) per parameter tensor, natrl against RecurrentPPO with its minibatch
 error ‖g_natrl − g_sb3‖ / ‖g_sb3‖) and with cuts at random points, as ``train`` draws them; (b) what one epoch of
 minibatches holds on each side (sequences, where their state comes from, how far back the gradient reaches) and
 the minibatch gradients against the full-rollout gradient (cosine, averaged over ``--epochs`` epochs of
-minibatches; the mean minibatch gradient against it); (c) the update's settings side by side.
+minibatches; the mean minibatch gradient against it); (c) the update's settings side by side; (d) one whole update
+(all epochs, Adam from a fresh state) by each library's loop from the same weights: the full-rollout surrogate gain,
+KL, value loss and, on TMaze, the probability of the cued arm at the junction; (e) the same with one minibatch of all
+steps on both sides, the parameters compared (RecurrentPPO not cut: the loops' Adam, clipping and epochs; cut at a
+random step: what one truncation of the recurrence changes).
 
     OMP_NUM_THREADS=1 python scripts/recurrent_grad_check.py                       # TMaze-v0, seed 0
     OMP_NUM_THREADS=1 python scripts/recurrent_grad_check.py --env CartPoleNoVel-v1 --pretrain 20000
@@ -369,6 +373,40 @@ def whole_updates(model: Any, agent: PPO, batch: Batch, repeats: int, fresh_adam
     return out
 
 
+def whole_update_distance(model: Any, agent: PPO, batch: Batch, fresh_adam: dict, splits: list[int]) -> list[float]:
+    """One whole update by each library's loop with one minibatch of all steps (every epoch the full rollout), from
+    the same weights and a fresh Adam: ‖θ_natrl − θ_sb3‖ / ‖θ_natrl − θ_0‖ with RecurrentPPO's minibatch cut at
+    each of ``splits`` (0: not cut, the same gradients as natrl's, so the loops' Adam, clipping and epochs are
+    compared; elsewhere: what one truncation of the recurrence at that step changes in an update)."""
+    pairs = param_pairs(model, agent)
+    theta0 = torch.cat([p.detach().flatten() for _, p, _ in pairs])
+    sb3_params = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    sb3_adam = {"state": {}, "param_groups": [dict(g) for g in model.policy.optimizer.state_dict()["param_groups"]]}
+    saved_config, saved_batch_size = agent.config, model.batch_size
+    model._current_progress_remaining = 1.0
+    agent.optimizer.load_state_dict(fresh_adam)
+    agent.config = dataclasses.replace(saved_config, batch_size=len(batch))
+    try:
+        agent._update(batch)
+    finally:
+        agent.config = saved_config
+    theta_natrl = torch.cat([p.detach().flatten() for _, p, _ in pairs])
+    out = []
+    model.batch_size = len(batch)
+    try:
+        for split in splits:
+            model.policy.optimizer.load_state_dict(sb3_adam)
+            with mock.patch.object(np.random, "randint", lambda *a, _s=split, **k: _s):
+                model.train()
+            theta_sb3 = torch.cat([q.detach().flatten() for _, _, q in pairs])
+            out.append(float((theta_natrl - theta_sb3).norm() / (theta_natrl - theta0).norm()))
+            model.policy.load_state_dict(sb3_params)
+    finally:
+        model.batch_size = saved_batch_size
+        copy_weights(model, agent)
+    return out
+
+
 def compare_rollout(model: Any, agent: PPO, epochs: int, repeats: int, fresh_adam: dict) -> dict[str, Any]:
     """(a), (b) and the whole-update measures on the rollout in RecurrentPPO's buffer."""
     batch, gae_err = natrl_batch(model, agent)
@@ -418,8 +456,10 @@ def compare_rollout(model: Any, agent: PPO, epochs: int, repeats: int, fresh_ada
         "junctions": int(junction.sum()),
     }  # fmt: skip
     updates = whole_updates(model, agent, batch, repeats, fresh_adam)
+    cuts = [0, *np.random.RandomState(3).randint(1, n, size=repeats).tolist()]
+    distance = whole_update_distance(model, agent, batch, fresh_adam, cuts)
     return {"gae_err": gae_err, "tensors": tensors, "grads": [grad_stats(g_n), grad_stats(g_s)],
-            "structure": structure, "updates": updates, "L": L}  # fmt: skip
+            "structure": structure, "updates": updates, "L": L, "distance": distance}  # fmt: skip
 
 
 def main() -> None:
@@ -502,6 +542,13 @@ def main() -> None:
                 for side in ("before", "natrl", "RecurrentPPO")]  # fmt: skip
         sd = [np.std([m[k] for r in results for m in r["updates"][side]]) for side in ("natrl", "RecurrentPPO")]
         print(f"| {k} | {cols[0]:.4g} | {cols[1]:.4g} ± {sd[0]:.2g} | {cols[2]:.4g} ± {sd[1]:.2g} |")
+
+    dist = np.array([r["distance"] for r in results])
+    print(f"\n(e) one whole update ({cfg.n_epochs} epochs) with one minibatch of all steps on both sides, from "
+          "the same weights: ||theta_natrl - theta_sb3|| / ||theta_natrl - theta_0||; RecurrentPPO's minibatch "
+          f"not cut (worst of {args.rollouts} rollouts): {dist[:, 0].max():.1e}; cut at a random step (mean, "
+          f"min-max of {dist[:, 1:].size}): {dist[:, 1:].mean():.1e}, "
+          f"{dist[:, 1:].min():.1e} to {dist[:, 1:].max():.1e}")  # fmt: skip
 
     print("\n(c) the update's settings")
     print("| setting | natrl | RecurrentPPO |")
