@@ -471,6 +471,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=25, help="epochs of minibatches for (b)")
     parser.add_argument("--repeats", type=int, default=3, help="whole updates per library and rollout")
     parser.add_argument("--sequence-length", type=int, default=None, help="natrl's (default: the preset's)")
+    parser.add_argument("--per-rollout", action="store_true", help="also print (d) for every rollout and draw")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -543,6 +544,14 @@ def main() -> None:
         sd = [np.std([m[k] for r in results for m in r["updates"][side]]) for side in ("natrl", "RecurrentPPO")]
         print(f"| {k} | {cols[0]:.4g} | {cols[1]:.4g} ± {sd[0]:.2g} | {cols[2]:.4g} ± {sd[1]:.2g} |")
 
+    if args.per_rollout:
+        for i, r in enumerate(results):
+            for k in r["updates"]["before"][0]:
+                draws = {
+                    side: " ".join(f"{m[k]:.4g}" for m in r["updates"][side]) for side in ("natrl", "RecurrentPPO")
+                }
+                print(f"rollout {i + 2}, {k}: before {r['updates']['before'][0][k]:.4g}; natrl {draws['natrl']}; "
+                      f"RecurrentPPO {draws['RecurrentPPO']}")  # fmt: skip
     dist = np.array([r["distance"] for r in results])
     print(f"\n(e) one whole update ({cfg.n_epochs} epochs) with one minibatch of all steps on both sides, from "
           "the same weights: ||theta_natrl - theta_sb3|| / ||theta_natrl - theta_0||; RecurrentPPO's minibatch "
