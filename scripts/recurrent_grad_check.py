@@ -442,6 +442,7 @@ def compare_rollout(model: Any, agent: PPO, epochs: int, repeats: int, fresh_ada
     junction, _ = junction_choices(batch, E, T)
     natrl_cut = np.zeros((E, T), bool)
     natrl_cut[:, ::L] = True
+    check_sb3_cuts(samples, splits, starts, bs)
     seq_s = [s.lstm_states.pi[0].shape[1] for s in samples]
     n_seq = max(1, bs // L)
     structure = {
@@ -460,6 +461,24 @@ def compare_rollout(model: Any, agent: PPO, epochs: int, repeats: int, fresh_ada
     distance = whole_update_distance(model, agent, batch, fresh_adam, cuts)
     return {"gae_err": gae_err, "tensors": tensors, "grads": [grad_stats(g_n), grad_stats(g_s)],
             "structure": structure, "updates": updates, "L": L, "distance": distance}  # fmt: skip
+
+
+def check_sb3_cuts(samples: list[Any], splits: list[int], starts: np.ndarray, batch_size: int) -> None:
+    """Assert that the sequences RecurrentPPO's buffer gave (their unpadded lengths, epoch by epoch) are the
+    segments between :func:`sb3_cuts` and the episode starts, read in the buffer's order from each epoch's split."""
+    E, T = starts.shape
+    n = E * T
+    per_epoch = math.ceil(n / batch_size)
+    for k, split in enumerate(splits):
+        bounds = (sb3_cuts(T, E, batch_size, split) | starts).flatten()
+        order = np.roll(np.arange(n), -split)
+        first = bounds[order]
+        first[0] = True
+        heads = np.flatnonzero(first)
+        expected = np.diff(np.append(heads, n)).tolist()
+        got = [int(x) for s in samples[k * per_epoch : (k + 1) * per_epoch]
+               for x in s.mask.reshape(s.lstm_states.pi[0].shape[1], -1).sum(1)]  # fmt: skip
+        assert got == expected, f"RecurrentPPO's sequences in epoch {k} are not the ones modelled"
 
 
 def main() -> None:
