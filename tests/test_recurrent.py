@@ -364,3 +364,39 @@ def test_log_probs_values_and_entropy_equal_sb3_contrib_recurrent_policy() -> No
     torch.testing.assert_close(dist.log_prob(actions.flatten()), log_prob, rtol=0, atol=1e-5)
     torch.testing.assert_close(dist.entropy(), entropy, rtol=0, atol=1e-5)
     torch.testing.assert_close(v, values.flatten(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_forget_bias_is_added_to_torchs_initialisation_of_every_forget_gate(layers: int) -> None:
+    """policy_kwargs lstm_forget_bias=b: with the same seed, every LSTM layer's forget-gate bias (the second
+    quarter of bias_hh, torch's gate order i, f, g, o) is b above the one without it; every other parameter of
+    actor and critic is equal bit for bit, and the gate it feeds is sigmoid(b + torch's bias) at zero input."""
+    kwargs = dict(lstm_hidden_size=8, n_lstm_layers=layers, net_arch=[16])
+    plain = PPO("CartPole-v1", policy="MlpLstmPolicy", policy_kwargs=kwargs, seed=4)
+    biased = PPO("CartPole-v1", policy="MlpLstmPolicy", policy_kwargs={**kwargs, "lstm_forget_bias": 1.5}, seed=4)
+    for net in ("actor", "critic"):
+        a, b = getattr(plain, net).state_dict(), getattr(biased, net).state_dict()
+        assert a.keys() == b.keys()
+        for key in a:
+            expected = a[key].clone()
+            if key.split(".")[-1].startswith("bias_hh_l"):
+                expected[8:16] += 1.5
+            assert torch.equal(b[key], expected), key
+    rnn = biased.actor.core.rnn
+    with torch.no_grad():
+        gates = rnn.bias_ih_l0 + rnn.bias_hh_l0  # zero input and zero state: the pre-activations are the biases
+        base = plain.actor.core.rnn.bias_ih_l0 + plain.actor.core.rnn.bias_hh_l0
+    torch.testing.assert_close(torch.sigmoid(gates[8:16]), torch.sigmoid(base[8:16] + 1.5))
+
+
+@pytest.mark.parametrize(
+    ("policy", "value", "match"),
+    [
+        ("MlpGruPolicy", 1.0, "GRU has no forget gate"),
+        ("MlpLstmPolicy", float("inf"), "finite number"),
+        ("MlpLstmPolicy", True, "finite number"),
+    ],
+)
+def test_lstm_forget_bias_refuses_a_gru_and_a_non_finite_value(policy: str, value: object, match: str) -> None:
+    with pytest.raises(PolicyError, match=match):
+        PPO("CartPole-v1", policy=policy, policy_kwargs=dict(lstm_forget_bias=value))

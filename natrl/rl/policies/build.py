@@ -25,7 +25,8 @@ or the mean of a Gaussian whose state-independent log-std natrl adds) and the va
 the MLPs (gain √2 hidden, 0.01 policy head, 1 value head) and the features extractor, shared or the actor's
 and the critic's — every ``nn.Linear`` and ``nn.Conv2d`` in it, gain √2, biases zero
 (:func:`~natrl.rl.policies.orthogonal_init_`), a ``features_extractor_class`` of the user's
-included; a recurrent core keeps torch's initialisation, as in sb3-contrib.
+included; a recurrent core keeps torch's initialisation, as in sb3-contrib, unless natrl's ``lstm_forget_bias``
+(recurrent policies) adds a bias to its LSTMs' forget gates.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ POLICY_KWARGS = (
     "log_std_init",
 )
 """The keys ``policy_kwargs`` accepts (with a built-in policy only); any other key is a :class:`PolicyError`."""
-RECURRENT_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm")
-"""sb3-contrib's keys of the recurrent policies (``lstm_*`` also size a GRU), accepted with a recurrent policy."""
+RECURRENT_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm", "lstm_forget_bias")
+"""sb3-contrib's keys of the recurrent policies (``lstm_*`` also size a GRU), accepted with a recurrent policy, and
+natrl's ``lstm_forget_bias`` (added to the LSTMs' forget-gate biases at initialisation; default 0, torch's)."""
 
 
 class PolicyError(ValueError):
@@ -247,12 +249,17 @@ def _recurrent_cores(
     for name, value in (("lstm_hidden_size", hidden), ("n_lstm_layers", layers)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise PolicyError(f"policy_kwargs {name} must be a positive integer, got {value!r}")
+    forget_bias = kwargs.get("lstm_forget_bias", 0.0)
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not np.isfinite(forget_bias):
+        raise PolicyError(f"policy_kwargs lstm_forget_bias must be a finite number (e.g. 1.0), got {forget_bias!r}")
+    if forget_bias and kind != "lstm":
+        raise PolicyError("policy_kwargs lstm_forget_bias applies to an LSTM; a GRU has no forget gate, drop it")
     width_pi = extractor_width(features_pi, space)
-    core_pi = RecurrentCore(width_pi, hidden, layers, kind)
+    core_pi = RecurrentCore(width_pi, hidden, layers, kind, float(forget_bias))
     if shared:
         return core_pi, core_pi
     width_vf = width_pi if features_vf is features_pi else extractor_width(features_vf, space)
-    return core_pi, RecurrentCore(width_vf, hidden, layers, kind)
+    return core_pi, RecurrentCore(width_vf, hidden, layers, kind, float(forget_bias))
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -46,17 +46,31 @@ class RecurrentCore(nn.Module):
         hidden_size: H, the width of the hidden state (sb3-contrib's ``lstm_hidden_size``).
         num_layers: stacked recurrent layers (sb3-contrib's ``n_lstm_layers``).
         kind: "lstm" or "gru".
+        forget_bias: added to every LSTM layer's forget-gate bias after torch's initialisation (0: torch's,
+            as sb3-contrib's policies; 1 is the usual choice, Gers et al. 2000, Jozefowicz et al. 2015, Keras's
+            ``unit_forget_bias``: the cell state starts out kept from step to step instead of halved, so an
+            early input's trace, and its gradient, survive the steps to where it matters).
     """
 
-    def __init__(self, input_size: int, hidden_size: int = 256, num_layers: int = 1, kind: str = "lstm") -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int = 256, num_layers: int = 1, kind: str = "lstm", forget_bias: float = 0.0
+    ) -> None:
         super().__init__()
         if kind not in RNN_KINDS:
             raise ValueError(f"unknown recurrent layer {kind!r}; choose 'lstm' or 'gru'")
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not np.isfinite(forget_bias):
+            raise ValueError(f"the LSTM forget-gate bias must be a finite number, got {forget_bias!r}")
+        if forget_bias and kind != "lstm":
+            raise ValueError("a forget-gate bias applies to an LSTM; a GRU has no forget gate (drop lstm_forget_bias)")
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"the recurrent layer's {name} must be a positive integer, got {value!r}")
         rnn_cls = nn.LSTM if kind == "lstm" else nn.GRU
         self.rnn = rnn_cls(int(input_size), int(hidden_size), int(num_layers), batch_first=True)
+        if forget_bias:
+            with torch.no_grad():
+                for layer in range(int(num_layers)):  # gate order i, f, g, o: the second quarter is f
+                    self.rnn.get_parameter(f"bias_hh_l{layer}")[hidden_size : 2 * hidden_size] += float(forget_bias)
         self.kind = kind
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.state_shape = (2 if kind == "lstm" else 1, self.num_layers, self.hidden_size)
