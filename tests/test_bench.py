@@ -189,6 +189,10 @@ def test_recurrent_ppo_gets_the_presets_lstm_size() -> None:
     kwargs = spec.kwargs["policy_kwargs"]
     assert kwargs["lstm_hidden_size"] == defaults["lstm_hidden_size"].default
     assert kwargs["n_lstm_layers"] == defaults["n_lstm_layers"].default
+    # natrl's forget-gate bias has no RecurrentPPO counterpart: said in a note, nothing passed on
+    spec = translate("ppo", config, "MlpLstmPolicy", {"lstm_hidden_size": 32, "lstm_forget_bias": 1.0})
+    assert spec is not None and set(spec.kwargs["policy_kwargs"]) <= set(defaults) | {"activation_fn", "net_arch"}
+    assert any(n.startswith("APPROXIMATE: natrl adds lstm_forget_bias=1") for n in spec.notes)
 
 
 def test_unmatched_options_are_reported() -> None:

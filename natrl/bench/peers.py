@@ -263,6 +263,11 @@ def translate(
         policy_kwargs_rec: dict[str, Any] = {k: extra[k] for k in ("lstm_hidden_size", "n_lstm_layers") if k in extra}
         sb3_policy_kwargs.update({"lstm_hidden_size": 256, "n_lstm_layers": 1, **policy_kwargs_rec})
         sb3_policy_kwargs.update(shared_lstm=False, enable_critic_lstm=True)
+        if extra.get("lstm_forget_bias"):
+            notes.append(
+                f"APPROXIMATE: natrl adds lstm_forget_bias={extra['lstm_forget_bias']:g} to its LSTMs' forget-gate "
+                "biases; RecurrentPPO has no such option and keeps torch's initialisation"
+            )
         L = cfg.sequence_steps()
         notes.append(
             f"sequences: natrl cuts each env's rollout into sequences of {L} steps (state zeroed at episode "
