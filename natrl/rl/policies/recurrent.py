@@ -48,8 +48,9 @@ class RecurrentCore(nn.Module):
         kind: "lstm" or "gru".
         forget_bias: added to every LSTM layer's forget-gate bias after torch's initialisation (0: torch's,
             as sb3-contrib's policies; 1 is the usual choice, Gers et al. 2000, Jozefowicz et al. 2015, Keras's
-            ``unit_forget_bias``: the cell state starts out kept from step to step instead of halved, so an
-            early input's trace, and its gradient, survive the steps to where it matters).
+            ``unit_forget_bias``: the cell state starts out mostly kept from step to step, sigmoid(1) ≈ 0.73,
+            instead of about halved, so an early input's trace, and its gradient, survive the steps to where it
+            matters).
     """
 
     def __init__(
