@@ -250,16 +250,15 @@ def _recurrent_cores(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise PolicyError(f"policy_kwargs {name} must be a positive integer, got {value!r}")
     forget_bias = kwargs.get("lstm_forget_bias", 0.0)
-    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not np.isfinite(forget_bias):
-        raise PolicyError(f"policy_kwargs lstm_forget_bias must be a finite number (e.g. 1.0), got {forget_bias!r}")
-    if forget_bias and kind != "lstm":
-        raise PolicyError("policy_kwargs lstm_forget_bias applies to an LSTM; a GRU has no forget gate, drop it")
     width_pi = extractor_width(features_pi, space)
-    core_pi = RecurrentCore(width_pi, hidden, layers, kind, float(forget_bias))
+    try:
+        core_pi = RecurrentCore(width_pi, hidden, layers, kind, forget_bias)
+    except ValueError as exc:  # the sizes are checked above: what RecurrentCore refuses is the forget-gate bias
+        raise PolicyError(f"policy_kwargs lstm_forget_bias: {exc}") from None
     if shared:
         return core_pi, core_pi
     width_vf = width_pi if features_vf is features_pi else extractor_width(features_vf, space)
-    return core_pi, RecurrentCore(width_vf, hidden, layers, kind, float(forget_bias))
+    return core_pi, RecurrentCore(width_vf, hidden, layers, kind, forget_bias)
 
 
 # --------------------------------------------------------------------------- checkpoints
