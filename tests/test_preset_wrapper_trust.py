@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from natrl.bench.jobs import plan_jobs
-from natrl.bench.worker import _eval_env, run_job
+from natrl.bench.worker import evaluation_env_factory, run_job
 from natrl.cli import main
 
 _SCRATCH = "natrl_test_preset_wrapper_module"
@@ -102,7 +102,7 @@ def test_a_bench_job_makes_the_minatar_presets_env_with_natrls_wrapper() -> None
 
     (job,) = plan_jobs(["ppo"], ["MinAtar/Breakout-v1"], [0], steps=64)
     assert job.wrapper == "natrl.rl.minatar:MinAtarImage"
-    env = _eval_env(job)()
+    env = evaluation_env_factory(job)()
     try:
         assert isinstance(env, MinAtarImage)
         assert env.reset(seed=0)[0].shape == env.observation_space.shape

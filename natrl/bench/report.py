@@ -161,7 +161,7 @@ def sweeps_of(rows: Sequence[Row], metadata: dict[str, Any]) -> dict[str, Sweep]
     return out
 
 
-def _code_line(sweep: Sweep) -> str:
+def code_line(sweep: Sweep) -> str:
     if sweep.commit is None:
         code = "natrl commit not recorded (not a git checkout, or written before runs recorded it)"
     else:
@@ -174,7 +174,7 @@ def _code_line(sweep: Sweep) -> str:
 _RATIO_NAMES = {"steps_per_second": "steps/s ratio", "threshold_seconds": "time-to-threshold ratio"}
 
 
-def _ratio(natrl: Group | None, peer: Group, key: str, warnings: list[str] | None = None) -> str:
+def ratio_text(natrl: Group | None, peer: Group, key: str, warnings: list[str] | None = None) -> str:
     """sum(natrl) / sum(peer) of ``key`` over the seeds where both runs have it and ran in one sweep.
 
     A ratio is never computed between runs of different sweeps (another commit, another machine load):
@@ -245,12 +245,12 @@ def iqm_of_runs(rows: Sequence[Row], metric: str = "final") -> Interval | None:
     return iqm_interval([scores]) if scores else None
 
 
-def _poi(ours: Group, peer: Group, metric: str) -> Interval | None:
+def poi_interval(ours: Group, peer: Group, metric: str) -> Interval | None:
     x, y = _scores(ours.ok, metric), _scores(peer.ok, metric)
     return probability_of_improvement_interval([x], [y]) if x and y else None
 
 
-def _interval_text(interval: Interval | None, digits: int = 1) -> str:
+def interval_text(interval: Interval | None, digits: int = 1) -> str:
     if interval is None:
         return "–"
     fmt = f"{{:.{digits}f}}"
@@ -259,7 +259,7 @@ def _interval_text(interval: Interval | None, digits: int = 1) -> str:
     return f"{fmt.format(interval.estimate)} [{fmt.format(interval.low)}, {fmt.format(interval.high)}]"
 
 
-def _verdict(ours: Interval | None, theirs: Interval | None, peer_label: str) -> str:
+def verdict_text(ours: Interval | None, theirs: Interval | None, peer_label: str) -> str:
     """Which of two IQMs is higher, said only with ≥ 5 seeds each and intervals that do not overlap."""
     if ours is None or theirs is None:
         return "–"
@@ -299,8 +299,9 @@ def _statistics_sections(groups: Sequence[Group]) -> list[str]:
         a, b = iqm_of_runs(ours.ok), iqm_of_runs(peer.ok)
         lines.append(
             f"| {peer.env} | {peer.algo} | {peer.label()} | {len(ours.ok)} / {len(peer.ok)} | "
-            f"{_interval_text(_poi(ours, peer, 'final'), 2)} | {_interval_text(_poi(ours, peer, 'last3'), 2)} | "
-            f"{_interval_text(a)} | {_interval_text(b)} | {_verdict(a, b, peer.label())} |"
+            f"{interval_text(poi_interval(ours, peer, 'final'), 2)} | "
+            f"{interval_text(poi_interval(ours, peer, 'last3'), 2)} | "
+            f"{interval_text(a)} | {interval_text(b)} | {verdict_text(a, b, peer.label())} |"
         )
     # over envs: each (algo, peer library) on the envs where both ran, runs redrawn within each env
     by_kind: dict[tuple[str, str], list[tuple[Group, Group]]] = {}
@@ -335,9 +336,9 @@ def _statistics_sections(groups: Sequence[Group]) -> list[str]:
                 theirs_n.append(_minmax(y, lo, hi))
             envs = ", ".join(p.env for _, p in items)
             lines.append(
-                f"| {algo} | {items[0][1].label()} | {envs} | {_interval_text(poi['final'], 2)} | "
-                f"{_interval_text(poi['last3'], 2)} | {_interval_text(iqm_interval(ours_n), 2)} | "
-                f"{_interval_text(iqm_interval(theirs_n), 2)} |"
+                f"| {algo} | {items[0][1].label()} | {envs} | {interval_text(poi['final'], 2)} | "
+                f"{interval_text(poi['last3'], 2)} | {interval_text(iqm_interval(ours_n), 2)} | "
+                f"{interval_text(iqm_interval(theirs_n), 2)} |"
             )
     return lines
 
@@ -349,7 +350,7 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
     sweeps = sweeps_of(rows, metadata)
     several = len(sweeps) > 1
     code_lines = [
-        f"Code{f' ({s.label})' if several else ''}: {_code_line(s)}"
+        f"Code{f' ({s.label})' if several else ''}: {code_line(s)}"
         + (f"; command `{s.command}`" if several and s.command else "")
         + "  "
         for s in sweeps.values()
@@ -431,9 +432,11 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
         cells = [env, g.algo, g.label(), runs]
         if several:
             cells.append(",".join(dict.fromkeys(sweeps[_sweep_key(r)].label for r in g.rows)))
-        cells += [_interval_text(iqm_of_runs(ok, "final")), _interval_text(iqm_of_runs(ok, "last3"))]
+        cells += [interval_text(iqm_of_runs(ok, "final")), interval_text(iqm_of_runs(ok, "last3"))]
         if peers:
-            cells.append("" if g.library == "natrl" or ours is None else _interval_text(_poi(ours, g, "final"), 2))
+            cells.append(
+                "" if g.library == "natrl" or ours is None else interval_text(poi_interval(ours, g, "final"), 2)
+            )
         cells += [
             steps_txt,
             _mean_std(_values(ok, "final_eval_mean"), 1),
@@ -449,8 +452,8 @@ def markdown_table(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
                 cells += ["", ""] if g.pair_key in peers else ["no peer", "–"]
             else:
                 cells += [
-                    _ratio(ours, g, "steps_per_second", warnings),
-                    _ratio(ours, g, "threshold_seconds", warnings),
+                    ratio_text(ours, g, "steps_per_second", warnings),
+                    ratio_text(ours, g, "threshold_seconds", warnings),
                 ]
         lines.append("| " + " | ".join(cells) + " |")
     if warnings:

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from natrl.bench.report import (
-    _code_line,
-    _interval_text,
-    _poi,
-    _ratio,
-    _verdict,
+    code_line,
     group_rows,
+    interval_text,
     iqm_of_runs,
+    poi_interval,
+    ratio_text,
     sweeps_of,
+    verdict_text,
 )
 from natrl.bench.results import Row, read_results
 
@@ -72,7 +72,7 @@ def summary_markdown(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
     sweeps = sweeps_of(rows, metadata)
     several = len(sweeps) > 1
     lines = [
-        f"Sweep{f' {s.label}' if several else ''}: {_code_line(s)}"
+        f"Sweep{f' {s.label}' if several else ''}: {code_line(s)}"
         + (f"; command `{s.command}`" if s.command else "")
         + ("  " if several else "")
         for s in sweeps.values()
@@ -89,12 +89,12 @@ def summary_markdown(rows: Sequence[Row], metadata: dict[str, Any]) -> str:
             peer.env,
             peer.algo,
             peer.label(),
-            _interval_text(a),
-            _interval_text(b),
-            _interval_text(_poi(ours, peer, "final"), 2),
-            _ratio(ours, peer, _CPU_RATE),
-            _ratio(ours, peer, "steps_per_second"),
-            _verdict(a, b, peer.label()),
+            interval_text(a),
+            interval_text(b),
+            interval_text(poi_interval(ours, peer, "final"), 2),
+            ratio_text(ours, peer, _CPU_RATE),
+            ratio_text(ours, peer, "steps_per_second"),
+            verdict_text(a, b, peer.label()),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -181,7 +181,7 @@ def _wrapper_class(job: Job) -> Any:
     return resolve_class(job.wrapper, gym.Wrapper, field=f"the wrapper of preset {job.preset or '(none)'}", hint=hint)
 
 
-def _eval_env(job: Job) -> Callable[[], Any]:
+def evaluation_env_factory(job: Job) -> Callable[[], Any]:
     """The evaluation env factory, the same for both libraries: ``gymnasium.make`` with the preset's
     make-kwargs and wrapper (for Atari: rewards clipped as in training)."""
     from natrl.rl.env import env_factory
@@ -200,7 +200,9 @@ def _train_natrl(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str
     agent = cls(job.env_id, seed=job.seed, device=job.device, config=config, env_kwargs=job.env_kwargs,
                 wrapper_class=_wrapper_class(job), policy=job.policy, policy_kwargs=job.policy_kwargs)  # fmt: skip
     try:
-        ev = Evaluator(lambda obs, state: agent.predict(obs, state, deterministic=True), _eval_env(job), **ev_args)
+        ev = Evaluator(
+            lambda obs, state: agent.predict(obs, state, deterministic=True), evaluation_env_factory(job), **ev_args
+        )
 
         def callback(a: Any, stats: dict[str, float]) -> bool:
             if ev.due(a.num_timesteps):
@@ -235,7 +237,7 @@ def _train_sb3(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, str]:
             obs = vec_normalize.normalize_obs(obs)
         return model.predict(obs, state, deterministic=True)
 
-    ev = Evaluator(policy, _eval_env(job), **ev_args)
+    ev = Evaluator(policy, evaluation_env_factory(job), **ev_args)
 
     class _EvalCallback(BaseCallback):
         # on_rollout_start follows the previous update: the policy has learnt from num_timesteps steps
@@ -268,7 +270,7 @@ def _train_tianshou(job: Job, ev_args: dict[str, Any]) -> tuple[Evaluator, int, 
         raise ValueError(f"job {job.name} has no translated tianshou spec")
     spec = TianshouSpec.from_dict(job.peer)
     run = build_tianshou(spec, job.env_id, job.seed, job.total_steps, job.env_kwargs, _wrapper_class(job))
-    ev = Evaluator(run.predict, _eval_env(job), **ev_args)
+    ev = Evaluator(run.predict, evaluation_env_factory(job), **ev_args)
 
     def before_collect(env_step: int) -> None:  # after the previous update: learnt from env_step steps
         if ev.due(env_step):

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from natrl.cli.common import EXIT_ERROR, CLIError, _err, _one_line
+from natrl.cli.common import EXIT_ERROR, CLIError, one_line, print_error
 from natrl.cli.parser import build_parser
 from natrl.logger import RunFileWarning
 
@@ -54,31 +54,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, ValueError) as exc:
         # ValueError covers natrl's PresetError, CheckpointError, UnsupportedSpaceError and
         # the config classes' validation; unexpected exceptions keep their traceback
-        _err(f"error: {_one_line(exc)}")
+        print_error(f"error: {one_line(exc)}")
         return EXIT_ERROR
     except FloatingPointError as exc:  # natrl.rl.NonFiniteError: the env produced NaN/inf
-        _err(f"error: {_one_line(exc)}")
+        print_error(f"error: {one_line(exc)}")
         return EXIT_ERROR
     except (MemoryError, RuntimeError) as exc:
         text = str(exc)
         if not isinstance(exc, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
             raise
-        _err("error: out of memory: the networks or the rollout (n_envs x n_steps) are too large for this machine")
+        print_error(
+            "error: out of memory: the networks or the rollout (n_envs x n_steps) are too large for this machine"
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _err("interrupted")
+        print_error("interrupted")
         return 130
     except BrokenPipeError:  # `natrl list | head`: the reader went away
         # Python flushes stdout at exit, which would raise again: point it at /dev/null
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # a read-only or full disk, a path through a file, a missing file: one line
-        _err(f"error: {_os_error(exc)}")
+        print_error(f"error: {_os_error(exc)}")
         return EXIT_ERROR
     except Exception as exc:
         gym_error = sys.modules.get("gymnasium.error")
         if gym_error is not None and isinstance(exc, gym_error.DependencyNotInstalled):
-            _err(f"error: {_one_line(exc)}")  # e.g. Box2D or pygame for an env
+            print_error(f"error: {one_line(exc)}")  # e.g. Box2D or pygame for an env
             return EXIT_ERROR
         raise
 
@@ -100,7 +102,7 @@ def _path_text(name: object) -> str:
 def _os_error(exc: OSError) -> str:
     """``path: what went wrong; what to do`` for an OSError (its message alone when it names no path)."""
     if exc.filename is None or not exc.strerror:
-        return _one_line(exc)
+        return one_line(exc)
     where = _path_text(exc.filename) + (f" -> {_path_text(exc.filename2)}" if exc.filename2 is not None else "")
     hint = _OS_ERROR_HINTS.get(exc.errno or 0)
     return f"{where}: {exc.strerror}" + (f"; {hint}" if hint else "")
@@ -117,6 +119,6 @@ def _show_warning(
 ) -> None:
     """Show natrl's warnings about run files as one line ``natrl: warning: …``; others as ``previous`` does."""
     if issubclass(category, RunFileWarning):
-        _err(f"warning: {' '.join(str(message).split())}")
+        print_error(f"warning: {' '.join(str(message).split())}")
     else:
         previous(message, category, filename, lineno, file, line)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from natrl.rl import OnPolicyAgent
 
 
-def _agent_class(name: str) -> type[OnPolicyAgent]:
+def agent_class(name: str) -> type[OnPolicyAgent]:
     from natrl.rl import AGENTS
 
     algo = name.lower()
@@ -20,13 +20,13 @@ def _agent_class(name: str) -> type[OnPolicyAgent]:
     return AGENTS[algo]
 
 
-def _check_env_id(env_id: str) -> None:
+def check_env_id(env_id: str) -> None:
     from natrl.rl.env import env_factory
 
     env_factory(env_id)  # ValueError with close matches for an unknown id
 
 
-def _import_gym_packages(packages: Sequence[str]) -> None:
+def import_gym_packages(packages: Sequence[str]) -> None:
     import importlib
 
     for pkg in packages:
@@ -36,7 +36,7 @@ def _import_gym_packages(packages: Sequence[str]) -> None:
             raise CLIError(f"--gym-packages {pkg}: cannot import it ({exc})") from None
 
 
-def _wrapper(path: str | None) -> Any:
+def resolve_wrapper(path: str | None) -> Any:
     if path is None:
         return None
     import importlib
@@ -55,7 +55,7 @@ def _wrapper(path: str | None) -> Any:
     return wrapper
 
 
-def _preset_wrapper(path: str | None, field: str, hint: str = "to use it") -> Any:
+def preset_wrapper(path: str | None, field: str, hint: str = "to use it") -> Any:
     """The wrapper a file names (a preset's ``wrapper = "module:Class"``, a run's config.toml), resolved from data
     only: gymnasium's and natrl's wrapper classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given
     with ``--wrapper``, which imports the module the command line names."""
@@ -71,23 +71,23 @@ def _preset_wrapper(path: str | None, field: str, hint: str = "to use it") -> An
         raise CLIError(str(exc)) from None
 
 
-def _recorded_wrapper(path: str | None, given: str | None) -> Any:
+def recorded_wrapper(path: str | None, given: str | None) -> Any:
     """The wrapper a run directory's config.toml records, resolved from data only: gymnasium's and natrl's wrapper
     classes (:func:`natrl.rl.trusted.resolve_class`); any other must be given again with ``--wrapper``."""
     if given is not None:
         if given != path:
             recorded = path or "none"
             raise CLIError(f"--wrapper {given} differs from the run's wrapper ({recorded}); a resumed run keeps it")
-        return _wrapper(given)
-    return _preset_wrapper(path, "the run's config.toml wrapper", hint="")
+        return resolve_wrapper(given)
+    return preset_wrapper(path, "the run's config.toml wrapper", hint="")
 
 
-def _recorded_gym_packages(recorded: Sequence[str], given: Sequence[str], env_id: str) -> None:
+def recorded_gym_packages(recorded: Sequence[str], given: Sequence[str], env_id: str) -> None:
     """Import the packages given on the command line; those a run directory records are not imported from the
     file: when the env still needs them, one line says to pass them again."""
     import gymnasium as gym
 
-    _import_gym_packages(given)
+    import_gym_packages(given)
     missing = [p for p in recorded if p not in given]
     bare = env_id.partition(":")[2] if ":" in env_id else env_id
     if missing and bare not in gym.registry:
@@ -98,7 +98,7 @@ def _recorded_gym_packages(recorded: Sequence[str], given: Sequence[str], env_id
         )
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     """A one-line error for a device torch does not know or this machine does not have."""
     import torch
 

@@ -16,7 +16,7 @@ class CLIError(Exception):
     """A user error, reported as one line on stderr with exit code 2."""
 
 
-def _err(message: str) -> None:
+def print_error(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
@@ -24,13 +24,13 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "—" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _rel(path: Path) -> str:
+def display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The exception's message on one line (newlines and runs of spaces collapsed)."""
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from natrl.cli.checks import _check_device, _check_env_id, _import_gym_packages
-from natrl.cli.common import CLIError, _rel
+from natrl.cli.checks import check_device, check_env_id, import_gym_packages
+from natrl.cli.common import CLIError, display_path
 
 if TYPE_CHECKING:
     from natrl.rl import EvalResult, OnPolicyAgent
@@ -85,10 +85,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["MUJOCO_GL"] = "egl"  # headless MuJoCo rendering (must be set before mujoco loads)
     path = _model_path(args.model)
-    _check_device(args.device)
-    _import_gym_packages(args.gym_packages)
+    check_device(args.device)
+    import_gym_packages(args.gym_packages)
     if args.env is not None:
-        _check_env_id(args.env)
+        check_env_id(args.env)
     agent = load_agent(str(path), device=args.device, **({"env": args.env} if args.env else {}))
     try:
         visual = args.render or args.video is not None
@@ -102,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         agent.close()
     mode = "stochastic" if args.stochastic else "deterministic"
     print(
-        f"{agent.algo} on {agent.env_id} ({agent.num_timesteps:,} steps) from {_rel(path)}: "
+        f"{agent.algo} on {agent.env_id} ({agent.num_timesteps:,} steps) from {display_path(path)}: "
         f"return {result.mean:.1f} ± {result.std:.1f} over {episodes} "
         f"episode{'s' if episodes > 1 else ''} ({mode})"
     )

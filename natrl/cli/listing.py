@@ -7,8 +7,8 @@ import dataclasses
 import json
 import re
 
-from natrl.cli.checks import _agent_class
-from natrl.cli.common import ENV_LIST_HINT, _rel
+from natrl.cli.checks import agent_class
+from natrl.cli.common import ENV_LIST_HINT, display_path
 
 
 def _field_docs(config_cls: type) -> dict[str, str]:
@@ -48,7 +48,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     folder = agents_dir(args.agents_dir)  # a folder that is not there is an error, also with --params
     if args.params:
-        cls = _agent_class(args.params)
+        cls = agent_class(args.params)
         docs = _field_docs(cls.config_cls)
         print(f"{cls.config_cls.__name__}: natrl train {cls.algo} ENV --set KEY=VALUE")
         for f in dataclasses.fields(cls.config_cls):
@@ -63,7 +63,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if not envs:
             print("         no presets; trains with the built-in defaults")
             continue
-        print(f"         presets ({_rel(folder / (name + '.toml')) if folder else name + '.toml'}):")
+        print(f"         presets ({display_path(folder / (name + '.toml')) if folder else name + '.toml'}):")
         for env_id in envs:
             p = load_preset(name, env_id, cls.config_cls, directory=args.agents_dir)
             expect = f"expected return {p.expected_return:g}" if p.expected_return is not None else ""

@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from natrl.cli.checks import (
-    _agent_class,
-    _check_device,
-    _check_env_id,
-    _import_gym_packages,
-    _preset_wrapper,
-    _recorded_gym_packages,
-    _recorded_wrapper,
-    _wrapper,
+    agent_class,
+    check_device,
+    check_env_id,
+    import_gym_packages,
+    preset_wrapper,
+    recorded_gym_packages,
+    recorded_wrapper,
+    resolve_wrapper,
 )
-from natrl.cli.common import PROG, RUNS_ROOT, CLIError, _err, _rel
-from natrl.cli.values import _env_kwargs, check_env_kwargs
+from natrl.cli.common import PROG, RUNS_ROOT, CLIError, display_path, print_error
+from natrl.cli.values import check_env_kwargs, parse_env_kwargs
 
 if TYPE_CHECKING:
     from natrl.logger import Logger
@@ -49,7 +49,7 @@ def _versions() -> dict[str, str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``natrl train``: a new run, or ``--resume`` of an existing one."""
-    cls = _agent_class(args.algo)
+    cls = agent_class(args.algo)
     if args.resume and getattr(args, "hyperparams", None):
         raise CLIError("--hyperparams starts a new run; a resumed run keeps its hyperparameters")
     if args.resume:
@@ -63,9 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(RUNS_ROOT, algo, args.env, seed)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise CLIError(f"run directory {run_dir} already exists; continue it with --resume or choose another --run-dir")
-    _import_gym_packages(args.gym_packages)
-    _check_env_id(args.env)
-    _check_device(args.device or "cpu")
+    import_gym_packages(args.gym_packages)
+    check_env_id(args.env)
+    check_device(args.device or "cpu")
     zoo_notes: list[str] = []
     if getattr(args, "hyperparams", None):  # an rl-baselines3-zoo file instead of natrl's preset
         from natrl.cli.zoo import zoo_preset
@@ -76,14 +76,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
     # the preset's env settings (e.g. Atari preprocessing), which the command line's flags override
-    cli_env_kwargs = _env_kwargs(args.env_kwargs)
+    cli_env_kwargs = parse_env_kwargs(args.env_kwargs)
     env_kwargs = {**preset.env_kwargs, **cli_env_kwargs}
     wrapper_path = args.wrapper or preset.wrapper
     if args.wrapper:  # the command line names the user's own code: imported
-        wrapper = _wrapper(args.wrapper)
+        wrapper = resolve_wrapper(args.wrapper)
     else:  # a file names it: only gymnasium's and natrl's wrappers
-        where = f"[{preset.table}] in {_rel(preset.source)}" if preset.source else "the preset"
-        wrapper = _preset_wrapper(preset.wrapper, f"the wrapper of {where}")
+        where = f"[{preset.table}] in {display_path(preset.source)}" if preset.source else "the preset"
+        wrapper = preset_wrapper(preset.wrapper, f"the wrapper of {where}")
     overrides = parse_overrides(args.overrides, cls.config_cls, algo)
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec.policy = args.policy or preset.policy
     spec.policy_kwargs = dict(preset.policy_kwargs) if spec.policy == preset.policy else {}
     if env_kwargs:  # a keyword the env does not take: one line naming it and where it came from
-        table = f"[{preset.table}.env_kwargs] in {_rel(preset.source)}" if preset.source else "the preset"
+        table = f"[{preset.table}.env_kwargs] in {display_path(preset.source)}" if preset.source else "the preset"
         check_env_kwargs(args.env, env_kwargs, cli_env_kwargs, table)
     try:
         agent = cls(args.env, seed=seed, device=device, config=config, env_kwargs=env_kwargs, wrapper_class=wrapper,
@@ -135,7 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         lock.acquire()  # one writer per run directory
         spec.write(run_dir)
         if not args.quiet:
-            source = f"{_rel(preset.source)} [{preset.table}]" if preset.source else "none found (built-in defaults)"
+            source = (
+                f"{display_path(preset.source)} [{preset.table}]" if preset.source else "none found (built-in defaults)"
+            )
             if preset.source and preset.table == "default":
                 source += f" (no tuned preset for {args.env})"
             expect = f", expected return {preset.expected_return:g}" if preset.expected_return is not None else ""
@@ -145,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"  zoo name:  {note}")
             if spec.overrides:
                 print(f"  overrides: {' '.join(spec.overrides)}")
-            print(f"  run dir:   {_rel(run_dir)}", flush=True)
+            print(f"  run dir:   {display_path(run_dir)}", flush=True)
         from natrl.logger import configure
 
         logger = configure(run_dir, ["csv", "tensorboard"])
@@ -206,7 +208,7 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
     if args.keep is not None:
         spec.keep = args.keep
     if args.device is not None:
-        _check_device(args.device)
+        check_device(args.device)
         spec.device = args.device
     if not CheckpointManager(run_dir / CHECKPOINT_DIR).list():
         raise CLIError(
@@ -221,11 +223,11 @@ def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> in
     from natrl.logger import CSVOutput, configure
     from natrl.runs import resume_agent
 
-    _recorded_gym_packages(spec.gym_packages, args.gym_packages, spec.env_id)
-    wrapper = _recorded_wrapper(spec.wrapper, args.wrapper)
+    recorded_gym_packages(spec.gym_packages, args.gym_packages, spec.env_id)
+    wrapper = recorded_wrapper(spec.wrapper, args.wrapper)
     state = resume_agent(run_dir, spec, device=spec.device, wrapper_class=wrapper)
     for message in state.skipped:
-        _err(f"warning: {message}")
+        print_error(f"warning: {message}")
     agent = state.agent
     try:
         # progress.csv cut back to the checkpoint's step, TensorBoard's later events hidden
@@ -234,15 +236,15 @@ def _resume_locked(args: argparse.Namespace, run_dir: Path, spec: RunSpec) -> in
         spec.write(run_dir)
         if not args.quiet and agent.num_timesteps >= spec.total_steps:
             print(
-                f"natrl train: {_rel(run_dir)} already reached its {spec.total_steps:,} steps; "
+                f"natrl train: {display_path(run_dir)} already reached its {spec.total_steps:,} steps; "
                 "writing model.pt and evaluating (pass --steps N to train further)",
                 flush=True,
             )
         elif not args.quiet:
             print(
-                f"natrl train: resuming {_rel(run_dir)} at step "
+                f"natrl train: resuming {display_path(run_dir)} at step "
                 f"{agent.num_timesteps:,}/{spec.total_steps:,} "
-                f"from {_rel(state.checkpoint)} ({rows} progress rows kept)",
+                f"from {display_path(state.checkpoint)} ({rows} progress rows kept)",
                 flush=True,
             )
         return _train_loop(
@@ -292,8 +294,9 @@ def _train_loop(
     if outcome.interrupted:
         assert stopper.signum is not None and outcome.checkpoint is not None
         path = outcome.checkpoint
-        print(f"interrupted at step {agent.num_timesteps:,}/{spec.total_steps:,}; checkpoint: {_rel(path)}")
-        print(f"resume with: natrl train {spec.algo} {spec.env_id} --run-dir {shlex.quote(_rel(run_dir))} --resume")
+        print(f"interrupted at step {agent.num_timesteps:,}/{spec.total_steps:,}; checkpoint: {display_path(path)}")
+        run_dir_arg = shlex.quote(display_path(run_dir))
+        print(f"resume with: natrl train {spec.algo} {spec.env_id} --run-dir {run_dir_arg} --resume")
         return 128 + stopper.signum
     result, model = outcome.evaluation, outcome.model
     assert result is not None and model is not None and outcome.summary is not None
@@ -308,9 +311,9 @@ def _train_loop(
             f"(deterministic, {len(result.returns)} episodes): "
             f"return {result.mean:.1f} ± {result.std:.1f}{verdict}"
         )
-        rd = _rel(run_dir)
+        rd = display_path(run_dir)
         print(f"files in {rd}/:")
-        print(f"  model.pt      final model     natrl eval {shlex.quote(_rel(model))}")
+        print(f"  model.pt      final model     natrl eval {shlex.quote(display_path(model))}")
         print(f"  progress.csv  learning curve  natrl plot {shlex.quote(rd)} -o curves.png")
         print("  events.out.*  TensorBoard     tensorboard --logdir " + shlex.quote(str(Path(rd).parent)))
         print("  checkpoints/  the last checkpoints; config.toml: the resolved run; eval.json: this evaluation")

@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from natrl.cli.checks import _agent_class, _check_device, _check_env_id
-from natrl.cli.common import PROG, CLIError, _rel
+from natrl.cli.checks import agent_class, check_device, check_env_id
+from natrl.cli.common import PROG, CLIError, display_path
 from natrl.runs import parse_steps, positive_int
 
 __all__ = ["TUNE_EXAMPLES", "add_tune_parser", "cmd_tune"]
@@ -122,7 +122,7 @@ def _trial_line(trial: Any) -> str:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """``natrl tune``: run the trials, print one line per finished trial, write the best trial's preset."""
-    cls = _agent_class(args.algo)
+    cls = agent_class(args.algo)
     algo = cls.algo
     try:
         import optuna
@@ -141,8 +141,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     if algo not in SEARCH_SPACES:
         raise CLIError(f"natrl tune has search spaces for {', '.join(SEARCH_SPACES)}, not for {algo}")
-    _check_env_id(args.env)
-    _check_device(args.device)
+    check_env_id(args.env)
+    check_device(args.device)
     preset = load_preset(algo, args.env, cls.config_cls, directory=args.agents_dir)
     steps = args.steps or preset.total_steps
     seeds = _seeds(args.seeds or ["0"])
@@ -177,7 +177,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                         policy=base.policy, policy_kwargs=base.policy_kwargs)  # fmt: skip
     if not args.quiet:
         print(f"best: trial {best.number}, return {best.value:.1f} ({counts} in the study)")
-        print(f"  preset:    {_rel(path)} [{args.env}]")
+        print(f"  preset:    {display_path(path)} [{args.env}]")
         if path.name == f"{algo}.toml":
-            print(f"  run it:    natrl train {algo} {args.env} --agents-dir {_rel(path.parent)}")
+            print(f"  run it:    natrl train {algo} {args.env} --agents-dir {display_path(path.parent)}")
     return 0

@@ -11,7 +11,7 @@ from typing import Any
 from natrl.cli.common import CLIError
 
 
-def _env_kwargs(items: Sequence[str]) -> dict[str, Any]:
+def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
     """``--env-kwargs`` items as ``gym.make`` keywords (values in TOML syntax, unchecked)."""
     from natrl.rl.config import parse_value
 

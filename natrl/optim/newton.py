@@ -21,12 +21,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from natrl.optim.quasi_newton import (
-    _below_resolution,
-    _finite,
-    _initial_step_from_decrease,
-    _line_search_status,
-    _wolfe_with_fallback,
+from natrl.optim.descent_steps import (
+    all_finite,
+    below_resolution,
+    initial_step_from_decrease,
+    line_search_status,
+    wolfe_with_fallback,
 )
 from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status, non_finite_message
 
@@ -114,7 +114,7 @@ def run_newton(
 
     if not math.isfinite(f):
         return result(Status.NON_FINITE, non_finite_message("the objective", 0)), nh
-    if not _finite(g):
+    if not all_finite(g):
         return result(Status.NON_FINITE, non_finite_message("the gradient", 0)), nh
     while float(g.abs().max()) > gtol:
         if k >= max_iter:
@@ -122,20 +122,20 @@ def run_newton(
             break
         h = hessian(x)
         nh += 1
-        if not _finite(h):
+        if not all_finite(h):
             status, message = Status.NON_FINITE, non_finite_message("the Hessian", k)
             break
         chol, _ = damped_cholesky(h, beta=beta)
         d = -torch.cholesky_solve(g.unsqueeze(1), chol).squeeze(1)
-        if not _finite(d):
+        if not all_finite(d):
             status, message = Status.NON_FINITE, non_finite_message("the Newton step", k)
             break
-        if _below_resolution(f, float(torch.dot(g, d)), x.dtype):
+        if below_resolution(f, float(torch.dot(g, d)), x.dtype):
             break
-        ls = _wolfe_with_fallback(fg, x, d, f, g, 1.0, c1, c2, 1e-100, 1e100)
+        ls = wolfe_with_fallback(fg, x, d, f, g, 1.0, c1, c2, 1e-100, 1e100)
         nfev += ls.nfev
         if not ls.success or ls.g is None:
-            status, message = _line_search_status(ls, k)
+            status, message = line_search_status(ls, k)
             break
         x, f, g = ls.x, ls.f, ls.g
         k += 1
@@ -289,7 +289,7 @@ def run_newton_cg(
 
     if not math.isfinite(f):
         return result(Status.NON_FINITE, non_finite_message("the objective", 0))
-    if not _finite(g):
+    if not all_finite(g):
         return result(Status.NON_FINITE, non_finite_message("the gradient", 0))
     update_norm = math.inf
     while update_norm > n * xtol:
@@ -314,13 +314,13 @@ def run_newton_cg(
             gtd = float(torch.dot(g, d))
             if gtd == 0.0:
                 break
-        if _below_resolution(f, gtd, x.dtype):
+        if below_resolution(f, gtd, x.dtype):
             break
-        step = _initial_step_from_decrease(f, f_prev, gtd)
-        ls = _wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-8, 50.0)
+        step = initial_step_from_decrease(f, f_prev, gtd)
+        ls = wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-8, 50.0)
         nfev += ls.nfev
         if not ls.success or ls.g is None:
-            status, message = _line_search_status(ls, k)
+            status, message = line_search_status(ls, k)
             break
         update_norm = float(torch.linalg.vector_norm(ls.x - x, ord=1))
         f_prev, f = f, ls.f

@@ -25,8 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from natrl.linesearch.wolfe import NON_FINITE_TRIALS, PRECISION_LOSS, LineSearchResult, strong_wolfe
+from natrl.linesearch.wolfe import NON_FINITE_TRIALS, LineSearchResult, strong_wolfe
 from natrl.optim import lbfgs_host
+from natrl.optim.descent_steps import (
+    all_finite,
+    below_resolution,
+    initial_step_from_decrease,
+    line_search_status,
+    wolfe_with_fallback,
+)
 from natrl.optim.lbfgs_host import host_eligible
 from natrl.optim.result import STATUS_MESSAGES, OptimizeResult, Status, non_finite_message
 
@@ -203,80 +210,6 @@ def _two_loop_matrix(g: Tensor, memory: LBFGSMemory) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _finite(v: Tensor) -> bool:
-    return bool(torch.isfinite(v).all())
-
-
-def _line_search_status(ls: LineSearchResult, k: int) -> tuple[int, str | None]:
-    """The status (and message) of a run whose line search failed at iteration k."""
-    if ls.message == NON_FINITE_TRIALS:
-        return Status.NON_FINITE, non_finite_message("the objective or its gradient at every trial step", k)
-    return Status.LINE_SEARCH_FAILED, None
-
-
-def _below_resolution(f: float, gtd: float, dtype: torch.dtype) -> bool:
-    """Whether the predicted decrease −½∇fᵀd of a full step is below the rounding of f.
-
-    Then no step along d can decrease f representably in ``dtype``: the iterate is converged
-    to machine precision (this ends float32 runs where scipy's float64 tolerances cannot be
-    met, instead of failing their last line search).
-    """
-    return -0.5 * gtd <= float(torch.finfo(dtype).eps) * abs(f)
-
-
-def _initial_step_from_decrease(f: float, f_prev: float | None, gtd: float) -> float:
-    """scipy's guess t = min(1, 1.01 · 2 (f − f_prev) / gᵀd) (N&W eq. 3.60)."""
-    if f_prev is None or gtd == 0.0:
-        return 1.0
-    t = min(1.0, 1.01 * 2.0 * (f - f_prev) / gtd)
-    return 1.0 if t <= 0.0 or not math.isfinite(t) else t
-
-
-def _wolfe_with_fallback(
-    fg: FG,
-    x: Tensor,
-    d: Tensor,
-    f: float,
-    g: Tensor,
-    step: float,
-    c1: float,
-    c2: float,
-    step_min: float,
-    step_max: float,
-    max_evals: int = 100,
-) -> LineSearchResult:
-    """Moré–Thuente first, the zoom search if it fails (as scipy's ``_line_search_wolfe12``)."""
-    ls = strong_wolfe(
-        fg,
-        x,
-        d,
-        f0=f,
-        g0=g,
-        step=step,
-        c1=c1,
-        c2=c2,
-        max_evals=max_evals,
-        step_min=step_min,
-        step_max=step_max,
-    )
-    if ls.success or ls.message == PRECISION_LOSS:
-        return ls
-    ls2 = strong_wolfe(
-        fg,
-        x,
-        d,
-        f0=f,
-        g0=g,
-        step=1.0,
-        c1=c1,
-        c2=c2,
-        max_evals=20,
-        step_max=min(step_max, 1e10),
-        method="zoom",
-    )
-    return ls2._replace(nfev=ls.nfev + ls2.nfev)
-
-
 def run_bfgs(
     fg: FG,
     x0: Tensor,
@@ -365,9 +298,9 @@ def run_bfgs(
 
     if not math.isfinite(f):
         return result(Status.NON_FINITE, non_finite_message("the objective", 0))
-    if not _finite(g):
+    if not all_finite(g):
         return result(Status.NON_FINITE, non_finite_message("the gradient", 0))
-    if not _finite(h):
+    if not all_finite(h):
         h = eye.clone()
     if f_prev is None:
         f_prev = f + float(torch.linalg.vector_norm(g)) / 2.0
@@ -392,13 +325,13 @@ def run_bfgs(
             h = ops.copy(eye)
             d = -g if plain_lr else -g * lr
             gtd = dot(g, d)
-        if _below_resolution(f, gtd, x0.dtype):
+        if below_resolution(f, gtd, x0.dtype):
             break
-        step = _initial_step_from_decrease(f, f_prev, gtd)
-        ls = _wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-100, 1e100)
+        step = initial_step_from_decrease(f, f_prev, gtd)
+        ls = wolfe_with_fallback(fg, x, d, f, g, step, c1, c2, 1e-100, 1e100)
         nfev += ls.nfev
         if not ls.success:
-            status, message = _line_search_status(ls, k)
+            status, message = line_search_status(ls, k)
             break
         assert ls.g is not None
         s = ls.x - x
@@ -501,7 +434,7 @@ def run_lbfgs(
 
     if not math.isfinite(f):
         return result(Status.NON_FINITE, non_finite_message("the objective", 0)), memory
-    if not _finite(g):
+    if not all_finite(g):
         return result(Status.NON_FINITE, non_finite_message("the gradient", 0)), memory
     if float(torch.linalg.vector_norm(g, ord=math.inf)) <= gtol:
         return result(Status.SUCCESS), memory
@@ -551,7 +484,7 @@ class _TensorSpace:
 
     @staticmethod
     def finite(a: Tensor) -> bool:
-        return _finite(a)
+        return all_finite(a)
 
     @staticmethod
     def copy(a: Tensor) -> Tensor:
@@ -706,7 +639,7 @@ def _lbfgs_loop(
             x_new, f_new, g_new = accepted
             accepted = None
         elif not ls.success:
-            status, message = _line_search_status(ls, k)
+            status, message = line_search_status(ls, k)
             if status != Status.NON_FINITE and nfev >= max_evals:
                 status = Status.MAX_EVALS
             break
