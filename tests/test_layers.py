@@ -245,3 +245,23 @@ def test_no_module_of_the_training_infrastructure_is_over_600_lines() -> None:
             if lines > 600:
                 long[name] = lines
     assert not long, f"split these modules (> 600 lines): {long}"
+
+
+def _private_imports(source: str) -> list[str]:
+    """The underscored names (not dunders) that ``from natrl... import`` statements in ``source`` take."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "natrl"):
+            found += [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_the_private_import_reader_on_known_cases() -> None:
+    source = "from natrl.a import _x, y\nfrom .b import _z\nfrom natrl import __version__\nfrom os import _exit\n"
+    assert _private_imports(source) == ["_x", "_z"]
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    # STYLE: no module touches another's private names; what two modules share is public in one of them
+    offenders = {name: found for name, path in _modules().items() if (found := _private_imports(path.read_text()))}
+    assert offenders == {}
