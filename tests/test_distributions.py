@@ -6,6 +6,7 @@ Fisher of that policy."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,6 +154,30 @@ def test_exact_policy_fisher_equals_the_dense_reference(action_space: spaces.Spa
         assert float((got - enum).abs().max()) < 1e-6
     else:
         assert actor.dist_cls is DiagGaussian and actor.act_dim == 4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_box_actions_are_elements_of_the_space_as_sb3_sends_them(dtype: Any) -> None:
+    # the env receives actions in the space's dtype (gymnasium's contract, and what SB3's clip in the space's
+    # dtype gives): a float32 sample clipped to float32 bounds is the same number in either precision
+    space = spaces.Box(np.array([-1.5, 0.0]), np.array([1.5, 4.0]), dtype=dtype)
+    raw = np.array([[-3.25, 0.75], [0.1, 9.0], [1.4, -2.0]], np.float32)
+    out = Actor(3, space, (4,)).to_env_action(raw)
+    assert out.dtype == space.dtype and all(space.contains(a) for a in out)
+    if dtype is np.int64:
+        np.testing.assert_array_equal(out, [[-1, 1], [0, 4], [1, 0]])
+    else:
+        expected = np.clip(raw, space.low, space.high)  # SB3's clip (BasePolicy.predict, OnPolicyAlgorithm)
+        np.testing.assert_array_equal(out, expected.astype(dtype))
+        np.testing.assert_array_equal(out.astype(np.float64), np.clip(raw.astype(np.float64), [-1.5, 0.0], [1.5, 4.0]))
+
+
+def test_a_half_bounded_box_clips_to_its_finite_bounds() -> None:
+    space = spaces.Box(np.array([0.0, -np.inf], np.float32), np.array([np.inf, 1.0], np.float32))
+    raw = np.array([[-0.5, -7.0], [2.0, 3.0]], np.float32)
+    out = Actor(3, space, (4,)).to_env_action(raw)
+    np.testing.assert_array_equal(out, [[0.0, -7.0], [2.0, 1.0]])
+    assert all(space.contains(a) for a in out)
 
 
 def test_box_actions_of_any_shape_reach_the_env_reshaped_and_clipped() -> None:

@@ -281,7 +281,8 @@ class ActionSpec:
     gaussian: bool = False
     state_dependent_std: bool = False
     action_bound: str = "clip"
-    # (low, high, all finite) of a Box action space as flat float64 vectors, set in __post_init__
+    # (low, high, any bound finite) of a Box action space, low and high as flat float64 vectors, set in
+    # __post_init__
     _bounds: tuple[np.ndarray, np.ndarray, bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -306,10 +307,15 @@ class ActionSpec:
         if isinstance(self.space, spaces.Box):
             low = self.space.low.reshape(-1).astype(np.float64)
             high = self.space.high.reshape(-1).astype(np.float64)
-            object.__setattr__(self, "_bounds", (low, high, bool(np.isfinite(low).all() and np.isfinite(high).all())))
+            object.__setattr__(self, "_bounds", (low, high, bool(np.isfinite(low).any() or np.isfinite(high).any())))
 
     def to_env(self, raw: np.ndarray) -> np.ndarray:
-        """Raw samples (..., *raw_shape) → actions the env accepts (..., *space.shape)."""
+        """Raw samples (..., *raw_shape) → actions the env accepts (..., *space.shape): elements of the space.
+
+        Box actions are clipped to every finite bound (an infinite one clips nothing) and given the space's
+        dtype (rounded first for an integer Box). Clipping float32 samples to a float32 space's bounds and
+        casting back is exact: the values are those computed in float64.
+        """
         space = self.space
         if isinstance(space, spaces.Discrete):
             return raw.astype(np.int64) + int(space.start) if space.start else raw.astype(np.int64)
@@ -320,13 +326,16 @@ class ActionSpec:
             return raw.astype(np.int8).reshape(*lead, *space.shape)
         if not isinstance(space, spaces.Box) or self._bounds is None:
             raise UnsupportedSpaceError(f"unsupported action space {space}")
-        low, high, bounded = self._bounds
+        low, high, clipped = self._bounds
         if self.action_bound == "squash":
             out = low + (np.tanh(raw) + 1.0) * 0.5 * (high - low)
-        elif bounded:
+        elif clipped:
             out = np.clip(raw, low, high)
         else:
             out = raw
+        if space.dtype.kind in "iu":
+            out = np.rint(out)
+        out = out.astype(space.dtype, copy=False)
         return out if len(space.shape) == 1 else out.reshape(*lead, *space.shape)
 
 
