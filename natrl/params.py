@@ -116,6 +116,7 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
         ``nn.Module.__call__`` is).
     """
     all_params = dict(module.named_parameters())
+    chosen = names is not None
     if names is None:
         names = [n for n, p in all_params.items() if p.requires_grad]
     unknown = [n for n in names if n not in all_params]
@@ -125,6 +126,16 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
     names = list(names)
 
     def f(theta: Tensor, *args: object, **kwargs: object) -> Any:
+        if theta.dim() != 1 or theta.numel() != spec.size:
+            raise ValueError(
+                f"functional: θ must be a flat vector of the {len(names)} parameters it was made for "
+                f"({spec.size} elements{'' if chosen else ', the trainable ones'}), got shape {tuple(theta.shape)}; "
+                + (
+                    "flatten those parameters, in that order"
+                    if chosen
+                    else "flatten the same ones: flatten(p for p in module.parameters() if p.requires_grad)"
+                )
+            )
         tensors = dict(zip(names, unflatten(theta, spec)))
         return functional_call(module, tensors, args, kwargs, strict=False)
 

@@ -594,3 +594,15 @@ def test_fisher_vp_on_cuda_matches_cpu(dtype: torch.dtype) -> None:
     assert rel_err(got, ref) < (1e-4 if dtype == torch.float32 else 1e-10)
     with pytest.raises(ValueError, match="device mismatch"):
         mv(torch.zeros(theta.numel(), dtype=dtype))
+
+
+def test_functional_takes_the_trainable_parameters_and_says_so_when_given_all() -> None:
+    net = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    net[0].requires_grad_(False)
+    f, x = functional(net), torch.randn(5, 4)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    torch.testing.assert_close(f(flatten(trainable), x), net(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^functional: .* \(8 elements, the trainable ones\), got shape \(23,\); .*"):
+        f(flatten(net.parameters()), x)
+    with pytest.raises(ValueError, match="in that order"):
+        functional(net, ["2.weight"])(flatten(trainable), x)
