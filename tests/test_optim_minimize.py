@@ -375,6 +375,120 @@ def test_callback_stops_run() -> None:
     assert seen == [1, 2, 3] and res.nit == 3 and res.status == 5 and not res.success
 
 
+@pytest.mark.parametrize("method", [*SCIPY_NAME, "newton"])
+def test_callback_raising_stop_iteration_stops_like_scipy(method: str) -> None:
+    """scipy ≥ 1.11 stops cleanly when the callback raises StopIteration: success False, the
+    iterate the callback saw, "`callback` raised `StopIteration`." (natrl's status 5 for a
+    callback stop, where scipy says 99)."""
+    p = PROBLEMS["rosen5"]
+    seen: list[torch.Tensor] = []
+
+    def cb(r: OptimizeResult) -> None:
+        seen.append(r.x.clone())
+        if r.nit == 3:
+            raise StopIteration
+
+    res = minimize(_rosen_torch(torch.float64), torch.tensor(p.x0), method=method, callback=cb)
+    assert (res.success, res.status, res.nit, len(seen)) == (False, 5, 3, 3)
+    assert res.message == "`callback` raised `StopIteration`."
+    assert torch.equal(res.x, seen[-1])
+    if method == "newton":  # no scipy counterpart: the run cut at 3 iterations
+        assert torch.equal(
+            res.x, minimize(_rosen_torch(torch.float64), torch.tensor(p.x0), method=method, max_iter=3).x
+        )
+        return
+    calls: list[int] = []
+
+    def scipy_cb(intermediate_result: so.OptimizeResult) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise StopIteration
+
+    kw = {"hessp": p.hessp} if method in ("newton-cg", "trust-ncg") else {}
+    ref = so.minimize(p.f, p.x0, jac=p.grad, method=SCIPY_NAME[method], callback=scipy_cb, **kw)
+    assert (ref.success, ref.status, ref.nit, ref.message) == (False, 99, 3, res.message)
+    np.testing.assert_allclose(res.x.numpy(), ref.x, rtol=1e-9)
+    assert res.fun == pytest.approx(ref.fun, rel=1e-9)
+
+
+def test_scipy_option_names() -> None:
+    """scipy's maxiter (every method) and L-BFGS-B's maxfun, maxcor, maxls are natrl's max_iter,
+    max_evals, history_size, max_ls_evals; the same limits as scipy's."""
+    f, x0 = _rosen_torch(torch.float64), torch.tensor(PROBLEMS["rosen100"].x0)
+    p = PROBLEMS["rosen100"]
+    for method in ("bfgs", "lbfgs", "newton-cg", "trust-ncg", "newton"):
+        a = minimize(f, x0, method=method, options={"maxiter": 4})
+        b = minimize(f, x0, method=method, max_iter=4)
+        assert torch.equal(a.x, b.x) and (a.nit, a.status) == (4, 1), method
+    ref = so.minimize(p.f, p.x0, jac=p.grad, method="BFGS", options={"maxiter": 4})
+    assert ref.nit == 4
+    np.testing.assert_allclose(minimize(f, x0, options={"maxiter": 4}).x.numpy(), ref.x, rtol=1e-9)
+    scipy_opts = {"maxfun": 30, "maxcor": 3, "maxls": 5}
+    a = minimize(f, x0, method="L-BFGS-B", options=scipy_opts)
+    b = minimize(f, x0, method="lbfgs", options={"max_evals": 30, "history_size": 3, "max_ls_evals": 5})
+    assert torch.equal(a.x, b.x) and a.status == 4 and a.nfev <= 30
+    assert not torch.equal(a.x, minimize(f, x0, method="lbfgs", options={"max_evals": 30}).x)  # maxcor is used
+    with pytest.raises(ValueError, match=r"^minimize: max_iter and options\['maxiter'\] both given; .* give one$"):
+        minimize(f, x0, max_iter=3, options={"maxiter": 3})
+    with pytest.raises(ValueError, match=r"options\['maxfun'\] and options\['max_evals'\] both given"):
+        minimize(f, x0, method="lbfgs", options={"maxfun": 3, "max_evals": 3})
+    with pytest.raises(TypeError, match=r"options\['maxiter'\]"):
+        minimize(f, x0, options={"maxiter": 2.5})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['maxfun'\] for method 'bfgs'"):
+        minimize(f, x0, method="bfgs", options={"maxfun": 3})  # scipy's BFGS has no maxfun either
+
+
+def test_args_are_passed_on_as_scipy_does() -> None:
+    """args reach fun, jac and hessp after x (and p); a non-tuple is the one extra argument."""
+    p = PROBLEMS["rosen5"]
+    x0 = torch.tensor(p.x0)
+
+    def fun(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
+        return a * _rosen_torch(torch.float64)(x) + b
+
+    res = minimize(fun, x0, args=(2.0, 1.0))
+    ref = minimize(lambda x: 2.0 * _rosen_torch(torch.float64)(x) + 1.0, x0)
+    assert torch.equal(res.x, ref.x) and res.nfev == ref.nfev
+
+    def f_np(x: np.ndarray, a: float) -> float:
+        return a * p.f(x)
+
+    def g_np(x: np.ndarray, a: float) -> np.ndarray:
+        return a * p.grad(x)
+
+    def hp_np(x: np.ndarray, v: np.ndarray, a: float) -> np.ndarray:
+        return a * p.hessp(x, v)
+
+    sref = so.minimize(f_np, p.x0, args=3.0, jac=g_np, hessp=hp_np, method="Newton-CG")
+    nres = minimize(
+        lambda x, a: a * _rosen_torch(torch.float64)(x),
+        x0,
+        args=3.0,
+        method="newton-cg",
+        jac=lambda x, a: torch.from_numpy(g_np(x.numpy(), a)),
+        hessp=lambda x, v, a: torch.from_numpy(hp_np(x.numpy(), v.numpy(), a)),
+    )
+    assert nres.success and nres.nhev > 0
+    np.testing.assert_allclose(nres.x.numpy(), sref.x, atol=1e-6)
+    with pytest.raises(TypeError):  # too few arguments for fun: Python's own error, as in scipy
+        minimize(fun, x0, args=(2.0,))
+
+
+def test_default_method_is_bfgs_as_scipy() -> None:
+    """Without bounds or constraints scipy's default method is BFGS; natrl's too."""
+    p = PROBLEMS["rosen5"]
+
+    def fun(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        xn = x.numpy()
+        return float(p.f(xn)), torch.from_numpy(p.grad(xn))
+
+    ref = so.minimize(lambda x: (p.f(x), p.grad(x)), p.x0, jac=True)
+    res = minimize(fun, torch.tensor(p.x0), jac=True)
+    assert (res.nit, res.nfev) == (ref.nit, ref.nfev)
+    np.testing.assert_allclose(res.x.numpy(), ref.x, rtol=1e-8)
+    assert torch.equal(res.x, minimize(fun, torch.tensor(p.x0), jac=True, method="bfgs").x)
+
+
 def test_max_iter_status() -> None:
     res = minimize(
         _rosen_torch(torch.float64),

@@ -63,6 +63,14 @@ _ALIASES = {
     "trust_ncg": "trust-ncg",
     "newton_cg": "newton-cg",
 }
+# scipy's option names that are natrl's options under another name, per method: scipy name →
+# natrl name (L-BFGS-B's maxfun, maxcor, maxls). scipy's ``maxiter`` is natrl's ``max_iter``
+# argument, accepted in ``options`` for every method.
+_SCIPY_OPTIONS: dict[str, dict[str, str]] = {
+    "lbfgs": {"maxfun": "max_evals", "maxcor": "history_size", "maxls": "max_ls_evals"},
+}
+# The message of a run stopped by a callback that raised StopIteration (scipy's message).
+_STOP_ITERATION_MESSAGE = "`callback` raised `StopIteration`."
 # The option that the ``tol`` argument sets, per method (as scipy does).
 _TOL_OPTIONS = {
     "bfgs": ("gtol",),
@@ -163,12 +171,13 @@ def _check_options(name: str, opts: dict[str, Any], x0: Tensor) -> None:
 
 
 def minimize(
-    fun: Callable[[Tensor], Any],
+    fun: Callable[..., Any],
     x0: Tensor,
     *,
-    method: str,
-    jac: Callable[[Tensor], Tensor] | bool | None = None,
-    hessp: Callable[[Tensor, Tensor], Tensor] | None = None,
+    method: str = "bfgs",
+    args: Any = (),
+    jac: Callable[..., Tensor] | bool | None = None,
+    hessp: Callable[..., Tensor] | None = None,
     tol: float | None = None,
     max_iter: int | None = None,
     callback: Callable[[OptimizeResult], object] | None = None,
@@ -191,20 +200,30 @@ def minimize(
       is not positive definite (Algorithm 3.3), strong Wolfe from t = 1. Options: gtol
       (1e-5), c1, c2, beta (1e-3). For small n: it forms the n × n Hessian.
 
+    scipy's spellings are accepted too: ``options={"maxiter": n}`` is ``max_iter=n`` (every
+    method), and for lbfgs ``maxfun``, ``maxcor`` and ``maxls`` are ``max_evals``,
+    ``history_size`` and ``max_ls_evals``; giving both names of one setting is a ValueError.
+
     Args:
-        fun: ``fun(x) -> loss`` (a scalar tensor differentiable by autograd) or
-            ``fun(x) -> (loss, grad)``; ``x`` has the shape, dtype and device of ``x0``.
+        fun: ``fun(x, *args) -> loss`` (a scalar tensor differentiable by autograd) or
+            ``fun(x, *args) -> (loss, grad)``; ``x`` has the shape, dtype and device of ``x0``.
         x0: the starting point, a floating-point tensor of any shape on any device.
         method: one of the names above (case-insensitive; scipy's "L-BFGS-B" and
-            "Newton-CG" are accepted).
-        jac: ``jac(x) -> grad``, or True when ``fun`` returns ``(loss, grad)``; autograd by
-            default.
-        hessp: ``hessp(x, p) -> ∇²f(x) p`` for newton-cg, trust-ncg and newton; autograd
-            (double backward through ``fun``) by default.
+            "Newton-CG" are accepted); "bfgs" by default, scipy's choice for a problem
+            without bounds or constraints.
+        args: extra arguments passed on to ``fun``, ``jac`` and ``hessp`` (after ``x``, and
+            after ``p`` for ``hessp``), as scipy does; a value that is not a tuple is passed as
+            the one extra argument.
+        jac: ``jac(x, *args) -> grad``, or True when ``fun`` returns ``(loss, grad)``;
+            autograd by default.
+        hessp: ``hessp(x, p, *args) -> ∇²f(x) p`` for newton-cg, trust-ncg and newton;
+            autograd (double backward through ``fun``) by default.
         tol: sets the method's main tolerance (gtol, xtol; and ftol for lbfgs) as scipy does.
-        max_iter: iteration limit (method default when None).
+        max_iter: iteration limit (method default when None); scipy's ``options["maxiter"]``.
         callback: ``callback(intermediate: OptimizeResult)`` after each iteration; return
-            True to stop (status 5).
+            True, or raise ``StopIteration`` as with scipy, to stop: the result is then the
+            iterate the callback saw, with ``success=False`` and status 5 (scipy's status 99;
+            the message is scipy's "`callback` raised `StopIteration`." for the latter).
         options: method options (see above).
 
     Returns:
@@ -234,6 +253,18 @@ def minimize(
     if isinstance(x0, Tensor) and x0.numel() == 0:
         raise ValueError("minimize: x0 has no elements; there is nothing to minimise over")
     given = dict(options or {})
+    if "maxiter" in given:
+        if max_iter is not None:
+            raise ValueError("minimize: max_iter and options['maxiter'] both given; they are the same limit, give one")
+        max_iter = check_int("minimize", "options['maxiter']", given.pop("maxiter"), minimum=0)
+    for scipy_key, key in _SCIPY_OPTIONS.get(name, {}).items():
+        if scipy_key in given:
+            if key in given:
+                raise ValueError(
+                    f"minimize: options[{scipy_key!r}] and options[{key!r}] both given; they are the "
+                    "same option (scipy's and natrl's name), give one"
+                )
+            given[key] = given.pop(scipy_key)
     unknown = sorted(set(given) - set(opts))
     if unknown:
         raise ValueError(f"minimize: unknown option(s) {unknown} for method {name!r}; valid options: {sorted(opts)}")
@@ -246,15 +277,25 @@ def minimize(
         max_iter = check_int("minimize", "max_iter", max_iter, minimum=0)
     _check_options(name, opts, x0)
 
+    if not isinstance(args, tuple):
+        args = (args,)  # as scipy: a single extra argument
+    if args:
+        fun, jac, hessp = _with_args(fun, jac, hessp, args)
     obj = Objective(fun, x0, jac=jac, hessp=hessp, where=f"minimize({name})")
     flat0 = x0.detach().reshape(-1)
 
     cb = None
+    raised_stop = False
     if callback is not None:
         user_cb = callback
 
         def cb(r: OptimizeResult) -> object:
-            return user_cb(_shaped(r, x0, obj))
+            nonlocal raised_stop
+            try:
+                return user_cb(_shaped(r, x0, obj))
+            except StopIteration:  # scipy's way to stop: a stop like returning True
+                raised_stop = True
+                return True
 
     if name == "bfgs":
         res = run_bfgs(obj.fg, flat0, max_iter=max_iter, callback=cb, fg_numpy=obj.fg_numpy, **opts)
@@ -268,7 +309,34 @@ def minimize(
         res = run_trust_ncg(obj.fg, obj.hvp, flat0, max_iter=max_iter, callback=cb, **opts)
     else:
         res, _ = run_newton(obj.fg, obj.hessian, flat0, max_iter=max_iter, callback=cb, **opts)
+    if raised_stop:
+        res = res._replace(message=_STOP_ITERATION_MESSAGE)
     return _shaped(res, x0, obj)
+
+
+def _with_args(
+    fun: Callable[..., Any],
+    jac: Callable[..., Tensor] | bool | None,
+    hessp: Callable[..., Tensor] | None,
+    args: tuple[Any, ...],
+) -> tuple[Any, Any, Any]:
+    """``fun``, ``jac`` and ``hessp`` with ``args`` bound after x (and p); what is not callable
+    is returned as it is, for :class:`Objective` to refuse."""
+
+    def fun_args(x: Tensor) -> Any:
+        return fun(x, *args)
+
+    def jac_args(x: Tensor) -> Tensor:
+        return jac(x, *args)  # type: ignore[misc,operator]
+
+    def hessp_args(x: Tensor, p: Tensor) -> Tensor:
+        return hessp(x, p, *args)  # type: ignore[misc]
+
+    return (
+        fun_args if callable(fun) else fun,
+        jac_args if callable(jac) else jac,
+        hessp_args if callable(hessp) else hessp,
+    )
 
 
 def _shaped(res: OptimizeResult, x0: Tensor, obj: Objective) -> OptimizeResult:
