@@ -208,6 +208,48 @@ def test_lbfgs_bad_input() -> None:
         LBFGS([w], line_search="backtracking")
 
 
+def _lbfgs_run(steps: int = 3, **kw: object) -> np.ndarray:
+    """The parameters after ``steps`` LBFGS steps on the logistic regression, from zero."""
+    model = _model()
+    opt = LBFGS(model.parameters(), **kw)  # type: ignore[arg-type]
+    closure = _closure(model, opt)
+    for _ in range(steps):
+        opt.step(closure)
+    return _theta(model)
+
+
+def test_lbfgs_accepts_torchs_line_search_fn() -> None:
+    """torch.optim.LBFGS's keyword line_search_fn means natrl's line_search (same values)."""
+    # lr = 3 overshoots: the strong Wolfe search shortens the steps, fixed steps keep them
+    kw = {"steps": 1, "lr": 3.0, "max_iter": 5}
+    wolfe = _lbfgs_run(line_search="strong_wolfe", **kw)
+    assert np.array_equal(_lbfgs_run(line_search_fn="strong_wolfe", **kw), wolfe)
+    assert np.array_equal(_lbfgs_run(**kw), wolfe)
+    fixed = _lbfgs_run(line_search=None, **kw)
+    assert np.array_equal(_lbfgs_run(line_search_fn=None, **kw), fixed)
+    assert np.abs(fixed - wolfe).max() > 0.1
+    # torch's LBFGS with the same keyword reaches the same minimiser
+    model = _model()
+    topt = torch.optim.LBFGS(
+        model.parameters(), max_iter=200, tolerance_grad=1e-10, tolerance_change=0.0, line_search_fn="strong_wolfe"
+    )
+    topt.step(_closure(model, topt))
+    np.testing.assert_allclose(_lbfgs_run(max_iter=200, line_search_fn="strong_wolfe"), THETA_STAR, atol=1e-6)
+    np.testing.assert_allclose(_theta(model), THETA_STAR, atol=1e-6)
+    # the value kept in the param groups is a plain str: state_dict loads with weights_only=True
+    opt = LBFGS(_model().parameters(), line_search_fn="strong_wolfe")
+    assert type(opt.defaults["line_search"]) is str and type(opt.param_groups[0]["line_search"]) is str
+    assert LBFGS(_model().parameters(), line_search_fn=None).defaults["line_search"] is None
+
+
+def test_lbfgs_line_search_fn_bad_input() -> None:
+    w = nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match=r"^LBFGS: line_search and line_search_fn .* both given; give one$"):
+        LBFGS([w], line_search="strong_wolfe", line_search_fn=None)
+    with pytest.raises(ValueError, match=r"^LBFGS: unknown line_search_fn 'backtracking'; valid"):
+        LBFGS([w], line_search_fn="backtracking")
+
+
 # ---------------------------------------------------------------------------------------------
 # BFGS
 # ---------------------------------------------------------------------------------------------

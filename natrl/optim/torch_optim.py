@@ -260,6 +260,15 @@ class _FlatOptimizer(Optimizer):
         self.result = res
 
 
+class _DefaultLineSearch(str):
+    """The default of ``LBFGS``'s ``line_search`` and ``line_search_fn``: "strong_wolfe", as an
+    object of its own, so that a keyword left at its default is told apart from one given
+    (``line_search is _STRONG_WOLFE_DEFAULT``) while the signature still reads 'strong_wolfe'."""
+
+
+_STRONG_WOLFE_DEFAULT = _DefaultLineSearch("strong_wolfe")
+
+
 class LBFGS(_FlatOptimizer):
     """Limited-memory BFGS with a strong Wolfe line search, for ``nn.Module`` parameters.
 
@@ -280,6 +289,10 @@ class LBFGS(_FlatOptimizer):
         tolerance_grad: stop when ‖∇f‖_∞ ≤ this.
         tolerance_change: stop when the relative decrease (fₖ − fₖ₊₁)/max(|fₖ|, |fₖ₊₁|, 1) ≤ this.
         line_search: ``"strong_wolfe"`` or None (fixed steps of length ``lr``).
+        line_search_fn: ``torch.optim.LBFGS``'s name for ``line_search``, same values and
+            meaning (give one of the two). natrl's default is "strong_wolfe" under either name,
+            where torch's is None; with None, natrl's first step is 1/‖d‖₂ (L-BFGS-B's), where
+            torch's is min(1, 1/‖∇f‖₁) · lr.
         c1: sufficient-decrease constant.
         c2: curvature constant.
         max_ls_evals: evaluations per line search.
@@ -308,13 +321,20 @@ class LBFGS(_FlatOptimizer):
         max_eval: int | None = None,
         tolerance_grad: float = 1e-7,
         tolerance_change: float = 1e-9,
-        line_search: str | None = "strong_wolfe",
+        line_search: str | None = _STRONG_WOLFE_DEFAULT,
+        line_search_fn: str | None = _STRONG_WOLFE_DEFAULT,
         c1: float = 1e-4,
         c2: float = 0.9,
         max_ls_evals: int = 25,
     ) -> None:
+        name = "line_search"
+        if line_search_fn is not _STRONG_WOLFE_DEFAULT:
+            if line_search is not _STRONG_WOLFE_DEFAULT:
+                raise ValueError("LBFGS: line_search and line_search_fn (torch's name for it) both given; give one")
+            line_search, name = line_search_fn, "line_search_fn"
         if line_search not in ("strong_wolfe", None):
-            raise ValueError(f"LBFGS: unknown line_search {line_search!r}; valid: 'strong_wolfe', None")
+            raise ValueError(f"LBFGS: unknown {name} {line_search!r}; valid: 'strong_wolfe', None")
+        line_search = None if line_search is None else "strong_wolfe"  # a plain str for state_dict
         w = "LBFGS"
         lr = _positive(w, "lr", lr)
         history_size = check_int(w, "history_size", history_size)
