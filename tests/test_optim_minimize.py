@@ -566,3 +566,15 @@ def test_fun_without_gradient() -> None:
 def test_integer_x0() -> None:
     with pytest.raises(TypeError, match="floating-point"):
         minimize(lambda x: (x**2).sum(), torch.zeros(2, dtype=torch.int64), method="bfgs")
+
+
+def test_lbfgs_without_a_line_search_does_not_call_an_increase_convergence() -> None:
+    # the first fixed step t = 1/‖d‖ overshoots this quadratic's minimum: f rises, which the relative-reduction
+    # rule must not read as converged; the run goes on to the minimiser A⁻¹b
+    torch.manual_seed(0)
+    m = torch.randn(6, 6, dtype=torch.float64)
+    a, b = m @ m.T + 6 * torch.eye(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    res = minimize(lambda w: 0.5 * w @ a @ w - b @ w, torch.zeros(6, dtype=torch.float64), method="lbfgs",
+                   options={"line_search": None})  # fmt: skip
+    assert res.success and res.nit > 1
+    torch.testing.assert_close(res.x, torch.linalg.solve(a, b), rtol=0, atol=1e-5)

@@ -378,7 +378,8 @@ def run_lbfgs(
     of a run with an empty memory is t = 1/‖d‖₂ (as L-BFGS-B); later steps try t = 1 first.
 
     Stopping rules (those of L-BFGS-B): ‖∇f‖_∞ ≤ gtol, or
-    (fₖ − fₖ₊₁) / max(|fₖ|, |fₖ₊₁|, 1) ≤ ftol, or the iteration / evaluation limits.
+    0 ≤ (fₖ − fₖ₊₁) / max(|fₖ|, |fₖ₊₁|, 1) ≤ ftol (a fixed step that increased f goes on), or the
+    iteration / evaluation limits.
 
     Small problems on the CPU (float32 / float64, at most 1024 entries; g, a tensor ``lr`` and
     ``memory`` on the CPU in x's dtype) run the same iteration on NumPy views of the tensors, H
@@ -657,6 +658,7 @@ def _lbfgs_loop(
             break
         if space.amax(g) <= gtol:
             break
-        if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
+        # scipy's relative-reduction test; a fixed step (no line search) that increased f has not converged
+        if 0.0 <= (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
             break
     return result(status, message)
