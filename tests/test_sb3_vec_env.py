@@ -132,8 +132,9 @@ def test_sb3s_callback_arguments_and_a_vec_env_for_evaluation(tmp_path) -> None:
     venv = VecNormalize(sb3_make_vec_env("Pendulum-v1", n_envs=2, seed=0))
     checkpoints = CheckpointCallback(save_freq=64, save_path=tmp_path, name_prefix="m", save_replay_buffer=True,
                                      save_vecnormalize=True)  # fmt: skip
-    evaluation = EvalCallback(sb3_make_vec_env("Pendulum-v1", n_envs=2, seed=1), n_eval_episodes=2, eval_freq=64,
-                              best_model_save_path=tmp_path / "best", verbose=0)  # fmt: skip
+    eval_env = VecNormalize(sb3_make_vec_env("Pendulum-v1", n_envs=2, seed=1), training=False, norm_reward=False)
+    evaluation = EvalCallback(eval_env, n_eval_episodes=2, eval_freq=64, best_model_save_path=tmp_path / "best",
+                              verbose=0)  # fmt: skip
     model = TRPO("MlpPolicy", venv, n_steps=64)
     model.learn(256, callback=[checkpoints, evaluation])
     assert (tmp_path / "m_128_steps.pt").is_file() and (tmp_path / "m_vecnormalize_128_steps.pkl").is_file()

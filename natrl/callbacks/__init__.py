@@ -18,11 +18,13 @@ update's stats (return False to stop). The hooks run where stable-baselines3 run
 
 The built-in ones: :class:`EvalCallback` (periodic deterministic evaluation, best-model saving,
 ``evaluations.npz``), :class:`CheckpointCallback`, :class:`StopTrainingOnRewardThreshold`,
-:class:`StopTrainingOnNoModelImprovement`, :class:`EveryNTimesteps`, :class:`ProgressBarCallback`.
+:class:`StopTrainingOnNoModelImprovement`, :class:`StopTrainingOnMaxEpisodes`, :class:`EveryNTimesteps`,
+:class:`ProgressBarCallback`.
 """
 
 from natrl.callbacks.base import BaseCallback, CallbackList, EveryNTimesteps, FunctionCallback, make_callback
 from natrl.callbacks.checkpoint import CheckpointCallback
+from natrl.callbacks.episodes import StopTrainingOnMaxEpisodes
 from natrl.callbacks.evaluation import EvalCallback, StopTrainingOnNoModelImprovement, StopTrainingOnRewardThreshold
 from natrl.callbacks.progress import ProgressBarCallback
 
@@ -34,6 +36,7 @@ __all__ = [
     "EveryNTimesteps",
     "FunctionCallback",
     "ProgressBarCallback",
+    "StopTrainingOnMaxEpisodes",
     "StopTrainingOnNoModelImprovement",
     "StopTrainingOnRewardThreshold",
     "make_callback",

@@ -206,8 +206,27 @@ def make_callback(callback: Any) -> BaseCallback:
         return FunctionCallback(callback)
     raise TypeError(
         f"callback must be a natrl.callbacks.BaseCallback, a list of them or a function (agent, stats), "
-        f"got {type(callback).__name__}"
+        f"got {_foreign_callback(callback)}"
     )
+
+
+# stable-baselines3's callback classes that natrl.callbacks has under the same name and constructor
+SB3_NAMESAKES = frozenset({
+    "CallbackList", "CheckpointCallback", "EvalCallback", "EveryNTimesteps", "ProgressBarCallback",
+    "StopTrainingOnMaxEpisodes", "StopTrainingOnNoModelImprovement", "StopTrainingOnRewardThreshold",
+})  # fmt: skip
+
+
+def _foreign_callback(callback: Any) -> str:
+    """What ``callback`` is, and for a stable-baselines3 callback what to use instead: natrl's namesake, or
+    natrl's ``BaseCallback`` as the base class of one of the user's own."""
+    cls = type(callback)
+    name = cls.__name__
+    if not any(c.__name__ == "BaseCallback" and c.__module__.startswith("stable_baselines3.") for c in cls.__mro__):
+        return name
+    if cls.__module__.startswith("stable_baselines3.") and name in SB3_NAMESAKES:
+        return f"stable-baselines3's {name}; import {name} from natrl.callbacks instead (same constructor)"
+    return f"{name}, a stable-baselines3 callback; subclass natrl.callbacks.BaseCallback instead (same hooks)"
 
 
 class EveryNTimesteps(BaseCallback):

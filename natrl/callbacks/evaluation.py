@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from natrl.callbacks.base import BaseCallback, check_count, due
 from natrl.rl.env import env_factory
-from natrl.rl.evaluation import EvalResult, evaluate_vec_env
+from natrl.rl.evaluation import EvalResult, evaluate_env, evaluate_vec_env
 from natrl.rl.sb3_vec_env import SB3VecEnv, is_sb3_vec_env
 
 __all__ = ["EvalCallback", "StopTrainingOnNoModelImprovement", "StopTrainingOnRewardThreshold"]
@@ -23,12 +25,20 @@ class EvalCallback(BaseCallback):
     the best agent to ``best_model_save_path/best_model.pt``, appends to ``log_path/evaluations.npz``
     (``timesteps``, ``results``, ``ep_lengths``, as stable-baselines3 writes it), and calls
     ``callback_on_new_best`` after a new best and ``callback_after_eval`` after every evaluation; either stops
-    training by returning False.
+    training by returning False. With ``verbose >= 1`` it prints stable-baselines3's lines (``Eval
+    num_timesteps=...``, ``Episode length: ...``, ``New best mean reward!``).
+
+    When the agent trains on an SB3 ``VecNormalize``, the eval env must be an SB3 VecEnv wrapped the same way
+    (e.g. ``VecNormalize(make_vec_env(...), training=False, norm_reward=False)``, checked when training starts),
+    and the training env's normalisation statistics are copied to it before each evaluation, as
+    stable-baselines3's ``sync_envs_normalization`` does.
 
     Args:
-        eval_env: an env id, a ``gymnasium.Env``, a factory or an SB3 VecEnv (same spaces as the training
+        eval_env: an env id, a ``gymnasium.Env`` instance (evaluated on itself, not copied, as in
+            stable-baselines3; it is not closed), a factory or an SB3 VecEnv (same spaces as the training
             env); None: a fresh copy of the training env (:meth:`~natrl.rl.OnPolicyAgent.evaluate`'s default).
-        n_eval_episodes: episodes per evaluation (reset with seeds ``eval_seed + i``).
+        n_eval_episodes: episodes per evaluation (a single env resets episode i with seed ``eval_seed + i``,
+            default the agent's ``seed + 10_000`` as in :meth:`~natrl.rl.OnPolicyAgent.evaluate`).
         eval_freq: vector steps between evaluations.
         deterministic: evaluate the policy's mode.
         every_timesteps: natrl's cadence (what ``natrl train`` uses): evaluate after the update that passes
@@ -77,7 +87,7 @@ class EvalCallback(BaseCallback):
         self.log_path = None if log_path is None else Path(log_path)
         self.best_model_save_path = None if best_model_save_path is None else Path(best_model_save_path)
         self.deterministic = deterministic
-        self.eval_seed = eval_seed
+        self.eval_seed = None if eval_seed is None else check_count("EvalCallback", "eval_seed", eval_seed, 0)
         self.best_mean_reward = -np.inf
         self.last_mean_reward = -np.inf
         self.last_result: EvalResult | None = None
@@ -100,6 +110,8 @@ class EvalCallback(BaseCallback):
                     f"EvalCallback: the eval env's spaces {spaces} differ from the agent's "
                     f"({self.model.observation_space}, {self.model.action_space})"
                 )
+        if self.model.get_vec_normalize_env() is not None:
+            _check_normalization_wrapping(self.model.get_env(), self.eval_env)
         for child in self._children():
             child.init_callback(self.model)
             child.parent = self
@@ -143,8 +155,15 @@ class EvalCallback(BaseCallback):
     def evaluate(self) -> EvalResult:
         """Evaluate the agent now (``n_eval_episodes`` episodes); kept as :attr:`last_result`, not logged."""
         assert self.model is not None
+        if self.model.get_vec_normalize_env() is not None:
+            # VecNormalize exists only once SB3 is imported; its statistics go to the eval env, as in SB3
+            sys.modules["stable_baselines3.common.vec_env"].sync_envs_normalization(self.model.get_env(), self.eval_env)
         if is_sb3_vec_env(self.eval_env) or isinstance(self.eval_env, SB3VecEnv):
             res = evaluate_vec_env(self.model, self.eval_env, self.n_eval_episodes, deterministic=self.deterministic)
+        elif isinstance(self.eval_env, gym.Env):  # the instance itself, as SB3 evaluates it
+            seed = self.model.seed + 10_000 if self.eval_seed is None else self.eval_seed  # agent.evaluate's default
+            res = evaluate_env(self.model, self.eval_env, self.n_eval_episodes, deterministic=self.deterministic,
+                               seed=seed)  # fmt: skip
         else:
             res = self.model.evaluate(
                 self.n_eval_episodes, deterministic=self.deterministic, env=self.eval_env, seed=self.eval_seed
@@ -170,10 +189,13 @@ class EvalCallback(BaseCallback):
         logger.record("eval/mean_reward", float(res.mean))
         logger.record("eval/std_reward", float(res.std))
         logger.record("eval/mean_ep_length", float(np.mean(res.lengths)))
-        if self.verbose >= 1:
+        if self.verbose >= 1:  # stable-baselines3's lines
             print(f"Eval num_timesteps={self.num_timesteps}, episode_reward={res.mean:.2f} +/- {res.std:.2f}")
+            print(f"Episode length: {np.mean(res.lengths):.2f} +/- {np.std(res.lengths):.2f}")
         go = True
         if res.mean > self.best_mean_reward:
+            if self.verbose >= 1:
+                print("New best mean reward!")
             self.best_mean_reward = res.mean
             if self.best_model_save_path is not None:
                 self.model.save(self.best_model_save_path / "best_model.pt")
@@ -201,13 +223,31 @@ def _checked_eval_env(env: Any) -> Any:
 
 
 def _eval_env_spaces(env: Any) -> tuple[Any, Any]:
-    if is_sb3_vec_env(env) or isinstance(env, SB3VecEnv):
+    if is_sb3_vec_env(env) or isinstance(env, SB3VecEnv) or isinstance(env, gym.Env):
         return env.observation_space, env.action_space
     probe = env_factory(env)()
     try:
         return probe.observation_space, probe.action_space
     finally:
         probe.close()
+
+
+def _check_normalization_wrapping(training_env: Any, eval_env: Any) -> None:
+    """Refuse an eval env that stable-baselines3's ``sync_envs_normalization`` cannot copy the training env's
+    ``VecNormalize`` statistics to: below each SB3 ``VecEnvWrapper`` of the training env, the eval env must have a
+    wrapper too, and a ``VecNormalize`` where the training env has one."""
+    vec_env = sys.modules["stable_baselines3.common.vec_env"]  # imported: the training env is its VecNormalize
+    train, evaluation = training_env, eval_env
+    while isinstance(train, vec_env.VecEnvWrapper):
+        wanted = vec_env.VecNormalize if isinstance(train, vec_env.VecNormalize) else vec_env.VecEnvWrapper
+        if not isinstance(evaluation, wanted):
+            raise ValueError(
+                f"EvalCallback: the agent trains on a VecNormalize, whose statistics are copied to the eval env "
+                f"before each evaluation, so the eval env must be wrapped the same way (found "
+                f"{type(evaluation).__name__} where the training env has {type(train).__name__}); pass e.g. "
+                f"VecNormalize(make_vec_env(...), training=False, norm_reward=False)"
+            )
+        train, evaluation = train.venv, evaluation.venv
 
 
 class StopTrainingOnRewardThreshold(BaseCallback):
@@ -230,25 +270,21 @@ class StopTrainingOnRewardThreshold(BaseCallback):
         if not isinstance(self.parent, EvalCallback):
             raise TypeError("StopTrainingOnRewardThreshold must be used as EvalCallback's callback_on_new_best")
         go = bool(self.parent.best_mean_reward < self.reward_threshold)
-        if not go and self.verbose >= 1:
-            print(f"Stopping training: the best mean reward {self.parent.best_mean_reward:.2f} "
-                  f"reached the threshold {self.reward_threshold}")  # fmt: skip
+        if not go and self.verbose >= 1:  # stable-baselines3's line
+            print(f"Stopping training because the mean reward {self.parent.best_mean_reward:.2f} "
+                  f"is above the threshold {self.reward_threshold}")  # fmt: skip
         return go
 
 
 class StopTrainingOnNoModelImprovement(BaseCallback):
-    """Child of :class:`EvalCallback` (``callback_after_eval``): stops after ``max_no_improvement_evals``
-    evaluations in a row without a new best (counting from ``min_evals``)."""
+    """Child of :class:`EvalCallback` (``callback_after_eval``): stops when more than ``max_no_improvement_evals``
+    evaluations in a row brought no new best (counting after the first ``min_evals``), as stable-baselines3's."""
 
     def __init__(self, max_no_improvement_evals: int, min_evals: int = 0, verbose: int = 0) -> None:
         super().__init__(verbose)
-        for name, value, low in (
-            ("max_no_improvement_evals", max_no_improvement_evals, 1),
-            ("min_evals", min_evals, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"StopTrainingOnNoModelImprovement: {name} must be an integer >= {low}, got {value!r}")
-        self.max_no_improvement_evals, self.min_evals = int(max_no_improvement_evals), int(min_evals)
+        owner = "StopTrainingOnNoModelImprovement"
+        self.max_no_improvement_evals = check_count(owner, "max_no_improvement_evals", max_no_improvement_evals, 0)
+        self.min_evals = check_count(owner, "min_evals", min_evals, 0)
         self.last_best = -np.inf
         self.no_improvement = 0
 
@@ -261,4 +297,8 @@ class StopTrainingOnNoModelImprovement(BaseCallback):
             else:
                 self.no_improvement += 1
         self.last_best = self.parent.best_mean_reward
-        return self.no_improvement < self.max_no_improvement_evals
+        go = self.no_improvement <= self.max_no_improvement_evals
+        if not go and self.verbose >= 1:  # stable-baselines3's line
+            print(f"Stopping training because there was no new best model in the last {self.no_improvement:d} "
+                  "evaluations")  # fmt: skip
+        return go
