@@ -164,3 +164,48 @@ def test_the_builder_survives_pickling_and_builds_the_envs_make_vector_env_build
     np.testing.assert_array_equal(ours.step(actions)[0], reference.step(actions)[0])
     ours.close()
     reference.close()
+
+
+class _Unregistered(gym.Env):
+    """A user's env with no registered id: 7 steps an episode, reward 1 each."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.t, self.closed = 0, False
+
+    def reset(self, *, seed=None, options=None):  # type: ignore[no-untyped-def]
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation_space.sample() * 0, {}
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        self.t += 1
+        return self.observation_space.sample() * 0, 1.0, self.t >= 7, False, {}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_evaluate_on_an_env_instance_uses_it_as_given_and_leaves_it_open() -> None:
+    agent = PPO(_Unregistered(), seed=0, n_steps=16, batch_size=16)
+    with pytest.raises(ValueError, match=r"^evaluate: the agent trains on envs without a registered spec"):
+        agent.evaluate(1)
+    env = _Unregistered()
+    result = agent.evaluate(3, env=env)
+    assert result.returns == [7.0, 7.0, 7.0] and env.t == 7 and not env.closed  # SB3's evaluate_policy: same env
+    registered = gym.make("CartPole-v1")
+    cartpole = PPO("CartPole-v1", seed=0, n_steps=16, batch_size=16)
+    assert cartpole.evaluate(2, env=registered) == cartpole.evaluate(2)  # the same episodes as on a fresh copy
+
+
+def test_a_hand_built_vector_env_is_evaluated_on_a_copy_of_its_sub_envs() -> None:
+    fns = [lambda: gym.make("CartPole-v1", max_episode_steps=60)] * 2
+    with pytest.raises(ValueError, match=r"build it as SyncVectorEnv\(env_fns, autoreset_mode=.*SAME_STEP\)$"):
+        PPO(gym.vector.SyncVectorEnv(fns), seed=0)
+    agent = PPO(gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP), seed=0, n_steps=16)
+    reference = PPO("CartPole-v1", seed=0, n_steps=16, env_kwargs={"max_episode_steps": 60})
+    reference.actor.load_state_dict(agent.actor.state_dict())
+    result = agent.evaluate(2)
+    assert max(result.lengths) <= 60 and result == reference.evaluate(2)

@@ -433,18 +433,15 @@ class OnPolicyAgent(SB3Attributes):
             episodes: how many.
             deterministic: the policy's mode (default) or samples.
             seed: episode i is reset with ``seed + i``.
-            env: another env to evaluate on (id, Env or factory; same spaces); default a fresh copy
-                of the training env.
+            env: another env to evaluate on (id, Env or factory; same spaces; an Env instance is used as
+                given and left open); default a fresh copy of the training env.
 
         Returns the undiscounted, unnormalised episode returns.
         """
         check_evaluate_args(episodes, deterministic, seed)
-        env_ = self.env_source.evaluation_env(env)
         first_seed = self.seed + 10_000 if seed is None else seed
-        try:
+        with self.env_source.evaluation_env(env) as env_:
             return evaluate_env(self, env_, int(episodes), deterministic=deterministic, seed=first_seed)
-        finally:
-            env_.close()
 
     # ----------------------------------------------------------------- SB3's accessors
     def get_env(self) -> Any:

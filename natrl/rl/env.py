@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from natrl.rl.atari import check_ale_vector_env, make_ale_vector_env
+from natrl.rl.env_checks import NonFiniteError, check_step_types
 from natrl.rl.envpool_env import EnvPoolSameStep, check_envpool_env
 from natrl.rl.mujoco_env import MujocoSameStep, check_mujoco_env, check_mujoco_kwargs
 from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, is_sb3_vec_env, register_with_sb3
@@ -50,10 +52,6 @@ __all__ = [
 ]
 
 EnvLike = str | gym.Env | Callable[[], gym.Env]
-
-
-class NonFiniteError(FloatingPointError):
-    """An environment returned a NaN or infinite observation or reward."""
 
 
 def _unknown_env_message(env_id: str) -> str:
@@ -320,10 +318,29 @@ def check_autoreset(venv: VectorEnv) -> None:
     """Refuse a vector env that does not autoreset in SAME_STEP mode."""
     mode = venv.metadata.get("autoreset_mode")
     if mode is not None and mode != AutoresetMode.SAME_STEP and str(mode) != str(AutoresetMode.SAME_STEP):
-        raise ValueError(
-            f"the vector env autoresets in {mode} mode; natrl needs SAME_STEP (final observations in the step's "
-            "info): gym.make_vec(id, n, vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP})"
+        same_step = "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP"
+        fix = (
+            f"build it as {type(venv).__name__}(env_fns, {same_step})"
+            if isinstance(venv, (SyncVectorEnv, AsyncVectorEnv)) and getattr(venv, "spec", None) is None
+            else f"gym.make_vec(id, n, vector_kwargs={{'autoreset_mode': {same_step.split('=')[1]}}}), or pass the "
+            "id: natrl builds its own vector envs"
         )
+        default = " (Gymnasium's default)" if str(mode) == str(AutoresetMode.NEXT_STEP) else ""
+        raise ValueError(
+            f"the vector env autoresets in {mode} mode{default}; natrl needs SAME_STEP (final observations in the "
+            f"step's info): {fix}"
+        )
+
+
+def _sub_env_spec(venv: VectorEnv) -> Any:
+    """The registered spec that every sub-env of a hand-built Sync/AsyncVectorEnv has, else None."""
+    if not isinstance(venv, (SyncVectorEnv, AsyncVectorEnv)):
+        return None
+    specs = venv.get_attr("spec")
+    first = specs[0] if len(specs) else None
+    if first is None or first.id not in gym.registry or any(spec != first for spec in specs):
+        return None
+    return first
 
 
 SPEC_PREFIX = "spec:"
@@ -391,6 +408,9 @@ class EnvSource:
                 self.env_kwargs = {k: v for k, v in (spec.kwargs or {}).items() if k not in vector_keys}
                 self.factory = env_factory(spec.id, self.env_kwargs)  # for evaluation and checkpoints
                 self.stored = spec.id
+            elif spec is None and (single := _sub_env_spec(env)) is not None:
+                self.env_id = single.id
+                self.factory = lambda: gym.make(single)  # evaluation copies: the sub-envs' id, kwargs and wrappers
             self.observation_space, self.action_space = env.single_observation_space, env.single_action_space
         else:
             self._check_backend(env)
@@ -430,21 +450,30 @@ class EnvSource:
         """The training vector env: the given one, else ``n_envs`` new envs of ``backend``."""
         return self.given if self.given is not None else self.builder()(n_envs)
 
-    def evaluation_env(self, env: EnvLike | None = None) -> gym.Env:
-        """A fresh env to evaluate on: a copy of the training env, or one of ``env`` (an id, an Env or a factory)
-        with the training env's spaces."""
+    @contextmanager
+    def evaluation_env(self, env: EnvLike | None = None) -> Iterator[gym.Env]:
+        """The env to evaluate on, with the training env's spaces: a fresh copy of the training env, ``env`` itself
+        when it is a ``gymnasium.Env`` instance (evaluated as given and left open, as SB3's ``evaluate_policy``
+        does), or a fresh one of an id or factory. Copies are closed on exit."""
         if env is None:
             if self.factory is None:
-                raise ValueError("evaluate: the agent trains on a vector env without a spec; pass env=...")
-            return self.factory()
-        fresh = env_factory(env)()
-        if (fresh.observation_space, fresh.action_space) != (self.observation_space, self.action_space):
-            fresh.close()
-            raise ValueError(
-                f"evaluate: the env's spaces ({fresh.observation_space}, {fresh.action_space}) differ from "
-                f"the agent's ({self.observation_space}, {self.action_space})"
-            )
-        return fresh
+                raise ValueError(
+                    "evaluate: the agent trains on envs without a registered spec, which natrl cannot copy; "
+                    "pass env=... (an env instance or a factory to evaluate on)"
+                )
+            built = self.factory()
+        else:
+            built = env if isinstance(env, gym.Env) else env_factory(env)()
+        try:
+            if (built.observation_space, built.action_space) != (self.observation_space, self.action_space):
+                raise ValueError(
+                    f"evaluate: the env's spaces ({built.observation_space}, {built.action_space}) differ from "
+                    f"the agent's ({self.observation_space}, {self.action_space})"
+                )
+            yield built
+        finally:
+            if built is not env:
+                built.close()
 
     def owns(self, venv: VectorEnv) -> bool:
         """``venv`` was built here (and is closed here), not given by the caller."""
@@ -521,60 +550,5 @@ def _build_first_env(
         raise ValueError(f"building the environment {name}{cause} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(env, gym.Env):
         raise TypeError(f"the environment factory for {name} returned a {type(env).__name__}, not a gymnasium.Env")
-    _check_step_types(env, name)
+    check_step_types(env, name)
     return env
-
-
-def _check_step_types(env: gym.Env, name: str) -> None:
-    """One reset and one step of a throw-away copy: ``terminated``/``truncated`` must be booleans and the reward a
-    number (a vector env would read ``None`` as False and train on it without a word)."""
-    try:
-        first = env.reset(seed=0)
-        step = env.step(env.action_space.sample())
-    except Exception:  # the env's own errors surface, with their traceback, at the first rollout
-        return
-    if not (isinstance(first, tuple) and len(first) == 2 and isinstance(first[1], dict)):
-        raise TypeError(
-            f"{name}: env.reset must return (observation, info dict), as Gymnasium's API, got {first!r:.80}"
-        )
-    if not (isinstance(step, tuple) and len(step) == 5 and isinstance(step[4], dict)):
-        raise TypeError(
-            f"{name}: env.step must return (observation, reward, terminated, truncated, info dict), as Gymnasium's "
-            f"API, got {step!r:.80}"
-        )
-    reward: Any = step[1]
-    terminated, truncated = step[2], step[3]
-    for field_, value in (("terminated", terminated), ("truncated", truncated)):
-        if np.ndim(value) != 0 or np.asarray(value).dtype != np.bool_:
-            raise TypeError(
-                f"{name}: env.step returned {field_}={value!r} ({type(value).__name__}); Gymnasium envs return a bool"
-            )
-    kind = np.asarray(reward).dtype.kind if np.ndim(reward) == 0 else "shape"
-    if kind not in "iuf":
-        raise TypeError(f"{name}: env.step returned reward={reward!r} ({type(reward).__name__}); return a number")
-
-
-def check_finite(obs: np.ndarray, rewards: np.ndarray, step: int) -> None:
-    """Raise :class:`NonFiniteError` naming the env index and step on NaN/inf."""
-    if np.isfinite(obs).all() and np.isfinite(rewards).all():
-        return
-    bad_obs = ~np.isfinite(obs.reshape(obs.shape[0], -1)).all(axis=1)
-    bad_rew = ~np.isfinite(rewards)
-    idx = int(np.flatnonzero(bad_obs | bad_rew)[0])
-    what = "observation" if bad_obs[idx] else "reward"
-    raise NonFiniteError(
-        f"environment {idx} returned a non-finite {what} at step {step}; the update was not "
-        "applied and the policy is unchanged. Check the environment or wrap it to clip/sanitise."
-    )
-
-
-def check_float32_rewards(stored: np.ndarray, first_step: int) -> None:
-    """Raise :class:`NonFiniteError` when rewards that were finite overflowed float32 (T, E) storage."""
-    if np.isfinite(stored).all():
-        return
-    t, e = (int(i[0]) for i in np.nonzero(~np.isfinite(stored)))
-    raise NonFiniteError(
-        f"environment {e} returned a reward beyond float32's range (±3.4e38) at step "
-        f"{first_step + t * stored.shape[1]}, and rollouts store rewards in float32; the update was not "
-        "applied. Scale the rewards with a wrapper (gymnasium.wrappers.TransformReward) or normalize_reward=True."
-    )

@@ -36,7 +36,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import Tensor
 
-from natrl.rl.env import check_finite, check_float32_rewards
+from natrl.rl.env_checks import check_finite, check_float32_rewards
 from natrl.rl.env_state import from_storable, restore_vector_env_state, to_storable, vector_env_state
 from natrl.rl.normalization import ObsNormalizer, RewardScaler
 from natrl.rl.policies import Actor, Critic
