@@ -16,7 +16,7 @@ parameters. With ``use_rms_prop=False`` the optimiser is Adam with ε = 1e-5, as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -27,6 +27,8 @@ from natrl.rl.critic import adam, adam_step, clip_grad_norm, unique_parameters
 from natrl.rl.policies.modules import distribution_and_value
 
 __all__ = ["A2C", "ADAM_EPS", "RMSPROP_ALPHA", "A2CConfig"]
+
+A = TypeVar("A", bound="A2C")
 
 RMSPROP_ALPHA = 0.99
 """The smoothing constant of RMSprop's squared-gradient average (stable-baselines3's A2C fixes it too)."""
@@ -84,6 +86,20 @@ class A2C(OnPolicyAgent):
             )
         else:
             self.optimizer = adam(self.params, lr, eps=ADAM_EPS)
+
+    def learn(
+        self: A,
+        total_timesteps: int | float,
+        callback: Any = None,
+        log_interval: int = 100,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> A:
+        """:meth:`OnPolicyAgent.learn <natrl.rl.agent.OnPolicyAgent.learn>` with stable-baselines3's A2C default
+        ``log_interval=100``: A2C updates every ``n_envs × n_steps`` (5) steps, so the logger is dumped every 100
+        updates (PPO's and TRPO's default is 1)."""
+        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
 
     def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config

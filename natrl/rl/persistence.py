@@ -44,6 +44,7 @@ __all__ = [
     "agent_state",
     "checked_state",
     "checkpoint_path",
+    "config_with",
     "load_agent_class",
     "load_networks",
     "load_parameters",
@@ -333,6 +334,20 @@ def loaded_config(config_cls: type[OnPolicyConfig], values: dict[str, Any]) -> O
     for name, value in zeros.items():  # the frozen dataclass's own way of setting a field after validation
         object.__setattr__(config, name, value)
     return config
+
+
+def config_with(config: OnPolicyConfig, values: dict[str, Any]) -> OnPolicyConfig:
+    """``config`` with the fields of ``values`` replaced, validated as at construction, except that a step size or
+    clip range a loaded model holds at 0 (:func:`loaded_config`) and does not replace stays 0.
+
+    Raises:
+        ValueError: a replaced value the config's validation refuses (one line naming the field).
+    """
+    kept = {k: v for k in SCHEDULABLE if k not in values and hasattr(config, k) and _is_zero(v := getattr(config, k))}
+    new = build_config(type(config), {k: v for k, v in {**config.to_dict(), **values}.items() if k not in kept})
+    for name, value in kept.items():  # as loaded_config sets them
+        object.__setattr__(new, name, value)
+    return new
 
 
 def _replacements(

@@ -1,12 +1,21 @@
 """stable-baselines3's model and policy attributes on natrl's agents, delegating to what natrl already has.
 
 * :class:`SB3Attributes`, a base of :class:`~natrl.rl.agent.OnPolicyAgent`: ``model.env`` (the VecEnv
-  ``get_env()`` returns), ``gamma``, ``learning_rate``, ``n_steps``, ``batch_size`` (read from the config under
-  natrl's name for them: sb3-contrib TRPO's ``learning_rate`` and ``batch_size`` are natrl's ``critic_lr`` and
-  ``critic_batch_size``), ``ep_info_buffer`` and ``set_random_seed``; and the SB3 ``infos`` a callback's
-  ``self.locals`` holds during training (:meth:`SB3Attributes.sb3_step_infos`).
+  ``get_env()`` returns), the hyperparameters under SB3's attribute names (``gamma``, ``learning_rate``,
+  ``n_steps``, ``batch_size`` and :data:`~natrl.rl.sb3_names.SB3_ATTRIBUTES`: ``n_epochs``, ``ent_coef``,
+  ``clip_range``, …; read from the config under natrl's name for them: sb3-contrib TRPO's ``learning_rate``,
+  ``batch_size`` and ``target_kl`` are natrl's ``critic_lr``, ``critic_batch_size`` and ``max_kl / k``),
+  ``ep_info_buffer`` and ``set_random_seed``; and the SB3 ``infos`` a callback's ``self.locals`` holds during
+  training (:meth:`SB3Attributes.sb3_step_infos`).
 * :class:`SB3Policy`, the agent's ``model.policy``: ``predict`` (what ``model.predict`` does),
   ``set_training_mode`` and ``obs_to_tensor``.
+
+Assigning one of those hyperparameter attributes (a callback annealing ``ent_coef`` or ``clip_range``, as SB3's
+users do) replaces the config field behind it, validated as at construction, where the algorithm reads that field
+at every update (:data:`READ_EACH_UPDATE`): it takes effect from the next update (``gae_lambda``: from the next
+rollout's advantages). The others (``gamma``, ``n_steps``, TRPO's ``cg_damping``) are fixed when the agent is
+built; assigning them raises AttributeError naming how to change them. (SB3 itself ignores an assigned
+``learning_rate`` or ``gae_lambda``, which its learning-rate schedule and rollout buffer copied at construction.)
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
 
 import gymnasium as gym
 import numpy as np
@@ -24,16 +34,77 @@ from torch import Tensor
 
 from natrl.rl.acting import act, observation_tensor
 from natrl.rl.arguments import check_seed
-from natrl.rl.config import OnPolicyConfig
+from natrl.rl.config import OnPolicyConfig, schedule_value
 from natrl.rl.normalization import ObsNormalizer
+from natrl.rl.persistence import config_with
 from natrl.rl.policies import Actor, ActorCritic, Critic
-from natrl.rl.sb3_names import natrl_field
+from natrl.rl.sb3_names import action_dims, natrl_values, sb3_attribute_field, sb3_converted, sb3_value
 from natrl.rl.sb3_vec_env import SB3StepInfos, sb3_infos
 
-__all__ = ["STATS_WINDOW_SIZE", "SB3Attributes", "SB3Policy", "time_limit"]
+__all__ = [
+    "READ_EACH_UPDATE",
+    "STATS_WINDOW_SIZE",
+    "ConfigSchedule",
+    "SB3Attributes",
+    "SB3Hyperparameter",
+    "SB3Policy",
+    "time_limit",
+]
 
 STATS_WINDOW_SIZE = 100
 """Episodes ``ep_info_buffer`` keeps (stable-baselines3's default ``stats_window_size``)."""
+
+_ADVANTAGES = ("gae_lambda", "normalize_advantage")
+_CRITIC = ("critic_lr", "critic_epochs", "critic_batch_size")
+READ_EACH_UPDATE: dict[str, frozenset[str]] = {
+    "ppo": frozenset({*_ADVANTAGES, "learning_rate", "n_epochs", "batch_size", "clip_range", "clip_range_vf",
+                      "ent_coef", "vf_coef", "max_grad_norm", "target_kl"}),
+    "a2c": frozenset({*_ADVANTAGES, "learning_rate", "ent_coef", "vf_coef", "max_grad_norm"}),
+    "trpo": frozenset({*_ADVANTAGES, *_CRITIC, "max_kl", "cg_iters", "line_search_shrink",
+                       "line_search_max_backtracks"}),
+    "npg": frozenset({*_ADVANTAGES, *_CRITIC, "cg_iters"}),
+    "acktr": frozenset({*_ADVANTAGES, "critic_epochs", "critic_batch_size", "learning_rate", "ent_coef"}),
+}  # fmt: skip
+"""The config fields each algorithm reads afresh at every rollout or update (its ``_update``, and the agent's
+GAE): the ones an SB3 attribute assignment may replace. The rest are built into optimisers, dampings, the reward
+normaliser or the rollouts when the agent is constructed."""
+
+
+@dataclass(frozen=True)
+class ConfigSchedule:
+    """A hyperparameter read as stable-baselines3's schedule (SB3 turns ``clip_range`` into one at construction):
+    ``clip_range(progress_remaining)`` is its value there.
+
+    Attributes:
+        value: the config's value (a number or ``"lin_<value>"``).
+    """
+
+    value: float | str
+
+    def __call__(self, progress_remaining: float) -> float:
+        return schedule_value(self.value, progress_remaining)
+
+
+_AS_SCHEDULE = ("clip_range", "clip_range_vf")  # SB3's PPO holds them as schedules (clip_range_vf: or None)
+
+
+class SB3Hyperparameter:
+    """A model attribute with stable-baselines3's name over a field of the agent's config: reading gives SB3's value
+    (:meth:`SB3Attributes.sb3_hyperparameter`), assigning replaces the field
+    (:meth:`SB3Attributes.set_sb3_hyperparameter`)."""
+
+    name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, agent: Any, owner: type | None = None) -> Any:
+        if agent is None:
+            return self
+        return agent.sb3_hyperparameter(self.name)
+
+    def __set__(self, agent: Any, value: Any) -> None:
+        agent.set_sb3_hyperparameter(self.name, value)
 
 
 class SB3Policy(ActorCritic):
@@ -120,33 +191,118 @@ class SB3Attributes:
         """The training envs in stable-baselines3's VecEnv API (SB3's ``model.env``; :meth:`get_env`)."""
         return self.get_env()
 
-    def _config_attribute(self, name: str) -> Any:
-        field = natrl_field(name, set(self.config.to_dict()))
+    # SB3's and sb3-contrib TRPO's hyperparameter attributes (SB3_ATTRIBUTES): read and assigned through the config
+    n_epochs = SB3Hyperparameter()
+    gae_lambda = SB3Hyperparameter()
+    ent_coef = SB3Hyperparameter()
+    vf_coef = SB3Hyperparameter()
+    max_grad_norm = SB3Hyperparameter()
+    clip_range = SB3Hyperparameter()
+    clip_range_vf = SB3Hyperparameter()
+    target_kl = SB3Hyperparameter()
+    normalize_advantage = SB3Hyperparameter()
+    cg_damping = SB3Hyperparameter()
+    cg_max_steps = SB3Hyperparameter()
+    n_critic_updates = SB3Hyperparameter()
+    line_search_shrinking_factor = SB3Hyperparameter()
+    line_search_max_iter = SB3Hyperparameter()
+
+    algo: ClassVar[str]
+    progress_remaining: float
+
+    def sb3_hyperparameter(self, name: str) -> Any:
+        """SB3's model attribute ``name`` (``n_epochs``, ``clip_range``, TRPO's ``target_kl``, …) from the config:
+        under natrl's name for it, converted as sb3-contrib's TRPO means it (:func:`~natrl.rl.sb3_names.sb3_value`);
+        ``clip_range`` and ``clip_range_vf`` as SB3's schedules (:class:`ConfigSchedule`), other values as given.
+
+        Raises:
+            AttributeError: the algorithm has no such hyperparameter (as SB3's A2C has no ``n_epochs``).
+        """
+        fields = set(self.config.to_dict())
+        field = sb3_attribute_field(self.algo, name, fields)
         if field is None:
             raise AttributeError(f"{type(self).__name__} has no {name} (no {type(self.config).__name__} field for it)")
-        return getattr(self.config, field)
+        value = getattr(self.config, field)
+        if sb3_converted(self.algo, name) and (isinstance(value, str) or callable(value)):
+            value = schedule_value(value, self.progress_remaining)  # TRPO's target_kl of a max_kl schedule: now
+        value = sb3_value(self.algo, name, value, action_dims(self.action_space))
+        if name in _AS_SCHEDULE and value is not None and not callable(value):
+            return ConfigSchedule(value)
+        return value
+
+    def set_sb3_hyperparameter(self, name: str, value: Any) -> None:
+        """``model.<name> = value`` for SB3's attribute ``name``: the config field behind it replaced, validated as
+        at construction, from the next update on, where the algorithm reads it at every update
+        (:data:`READ_EACH_UPDATE`).
+
+        Raises:
+            AttributeError: the algorithm has no such hyperparameter, or reads it only when built (the message
+                names how to change it: a new agent, or ``load``'s ``custom_objects``).
+            ValueError, TypeError: a value the config refuses.
+        """
+        cls = type(self).__name__
+        fields = set(self.config.to_dict())
+        field = sb3_attribute_field(self.algo, name, fields)
+        if field is None:
+            raise AttributeError(f"{cls} has no {name} (no {type(self.config).__name__} field for it)")
+        if field not in READ_EACH_UPDATE.get(self.algo, frozenset()):
+            self._fixed(name, f"{cls} reads {field} only then")
+        if isinstance(value, ConfigSchedule):
+            value = value.value
+        elif isinstance(value, np.generic):  # a NumPy scalar from a schedule computed with NumPy
+            value = value.item()
+        try:
+            values = natrl_values(self.algo, name, value, fields, action_dims(self.action_space))
+            self.config = config_with(self.config, values)
+        except ValueError as exc:
+            where = "" if field == name else f" (natrl's {field})"
+            raise ValueError(f"{cls}.{name} = {value!r}{where}: {exc}") from None
 
     @property
     def gamma(self) -> float:
         """The discount factor (``config.gamma``)."""
         return float(self.config.gamma)
 
+    @gamma.setter
+    def gamma(self, value: Any) -> None:
+        self._fixed("gamma", "the reward normaliser is built with it")
+
     @property
     def learning_rate(self) -> Any:
         """SB3's ``learning_rate``, as given (a number, ``"lin_<value>"`` or a schedule): ``config.learning_rate``
-        where the algorithm has one, else the critic's ``config.critic_lr`` (sb3-contrib TRPO's meaning)."""
-        return self._config_attribute("learning_rate")
+        where the algorithm has one, else the critic's ``config.critic_lr`` (sb3-contrib TRPO's meaning).
+        Assigning it changes the step size from the next update on (SB3 reads ``lr_schedule`` instead)."""
+        return self.sb3_hyperparameter("learning_rate")
+
+    @learning_rate.setter
+    def learning_rate(self, value: Any) -> None:
+        self.set_sb3_hyperparameter("learning_rate", value)
 
     @property
     def n_steps(self) -> int:
         """Steps per env per rollout (``config.n_steps``)."""
         return int(self.config.n_steps)
 
+    @n_steps.setter
+    def n_steps(self, value: Any) -> None:
+        self._fixed("n_steps", "the rollouts are sized by it")
+
     @property
     def batch_size(self) -> int:
         """SB3's ``batch_size``: PPO's minibatch (``config.batch_size``), or the critic's minibatch
         (``config.critic_batch_size``, sb3-contrib TRPO's meaning); AttributeError where there is neither."""
-        return int(self._config_attribute("batch_size"))
+        return int(self.sb3_hyperparameter("batch_size"))
+
+    @batch_size.setter
+    def batch_size(self, value: Any) -> None:
+        self.set_sb3_hyperparameter("batch_size", value)
+
+    def _fixed(self, name: str, what: str) -> NoReturn:
+        cls = type(self).__name__
+        raise AttributeError(
+            f"{cls}.{name} is fixed when the agent is built ({what}): build a new agent with {name}=..., or load "
+            f"a saved one with {cls}.load(path, custom_objects={{{name!r}: ...}})"
+        )
 
     # ------------------------------------------------------------------ episodes
     def _sb3_clock(self) -> float:

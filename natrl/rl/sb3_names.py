@@ -36,7 +36,18 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["SB3_ONLY_DEFAULTS", "action_dims", "natrl_field", "sb3_names_in", "translate_sb3_names"]
+__all__ = [
+    "SB3_ATTRIBUTES",
+    "SB3_ONLY_DEFAULTS",
+    "action_dims",
+    "natrl_field",
+    "natrl_values",
+    "sb3_attribute_field",
+    "sb3_converted",
+    "sb3_names_in",
+    "sb3_value",
+    "translate_sb3_names",
+]
 
 # sb3-contrib TRPO's names with a one-to-one natrl name
 _TRPO_RENAMED = {
@@ -100,6 +111,71 @@ def natrl_field(name: str, fields: set[str]) -> str | None:
         return name
     target = _TRPO_RENAMED.get(name)
     return target if target in fields else None
+
+
+SB3_ATTRIBUTES = (
+    "n_epochs",
+    "gae_lambda",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "clip_range",
+    "clip_range_vf",
+    "target_kl",
+    "normalize_advantage",
+    "cg_damping",
+    "cg_max_steps",
+    "n_critic_updates",
+    "line_search_shrinking_factor",
+    "line_search_max_iter",
+)
+"""SB3's PPO and A2C and sb3-contrib's TRPO model attributes that hold a hyperparameter (besides ``gamma``,
+``learning_rate``, ``n_steps`` and ``batch_size``), which natrl's agents expose over their config."""
+
+
+def sb3_attribute_field(algo: str, name: str, fields: set[str]) -> str | None:
+    """The config field of natrl's algorithm ``algo`` (``fields``, its field names) behind SB3's model attribute
+    ``name``: sb3-contrib TRPO's ``target_kl``, ``cg_damping`` and ``line_search_max_iter`` read ``max_kl``,
+    ``damping`` and ``line_search_max_backtracks`` (in TRPO only); else :func:`natrl_field`."""
+    if algo == "trpo" and name in _TRPO_SCALED:
+        return _TRPO_SCALED[name]
+    if algo == "trpo" and name == "line_search_max_iter":
+        return "line_search_max_backtracks"
+    return natrl_field(name, fields)
+
+
+def sb3_value(algo: str, name: str, value: Any, k: int) -> Any:
+    """SB3's value of the attribute ``name`` for natrl's value of its :func:`sb3_attribute_field`, ``value`` (a
+    number where the two differ): the inverse of :func:`translate_sb3_names` (TRPO's ``target_kl = max_kl / k``,
+    ``cg_damping = damping / k``, ``line_search_max_iter = line_search_max_backtracks + 1``); ``value`` itself
+    for the names both libraries share."""
+    if not sb3_converted(algo, name):
+        return value
+    if name in _TRPO_SCALED:
+        return float(f"{float(value) / k:.12g}")
+    return int(value) + 1
+
+
+def sb3_converted(algo: str, name: str) -> bool:
+    """SB3's attribute ``name`` and natrl's field behind it differ by a factor or an offset (sb3-contrib TRPO's
+    ``target_kl``, ``cg_damping``, ``line_search_max_iter``): :func:`sb3_value` converts a number."""
+    return algo == "trpo" and (name in _TRPO_SCALED or name == "line_search_max_iter")
+
+
+def natrl_values(algo: str, name: str, value: Any, fields: set[str], k: int) -> dict[str, Any]:
+    """``{field: natrl's value}`` for SB3's attribute ``name`` set to ``value`` (:func:`translate_sb3_names` for
+    sb3-contrib TRPO's names, ``value`` itself for the shared ones); empty when natrl's ``algo`` has no field
+    for it.
+
+    Raises:
+        ValueError: a value with no exact translation (``line_search_max_iter`` below 1, a non-number scaled).
+    """
+    field = sb3_attribute_field(algo, name, fields)
+    if field is None:
+        return {}
+    if algo == "trpo" and name in _TRPO_NAMES:
+        return translate_sb3_names(algo, {name: value}, k, contrib_defaults=False)[0]
+    return {field: value}
 
 
 def _number(name: str, value: Any) -> float:
