@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from pathlib import Path
@@ -10,6 +11,23 @@ PROG = "natrl"
 RUNS_ROOT = "runs"
 EXIT_ERROR = 2
 ENV_LIST_HINT = "python -c 'import gymnasium; gymnasium.pprint_registry()'"
+
+
+MAX_STEPS = 10**15
+"""The most environment steps a command takes (``--steps``, ``--eval-freq``, …): a thousand years of training
+at 30 million steps a second, far inside an int64; a larger count is a typo."""
+
+
+def bounded_steps(value: int, text: str) -> int:
+    """``value``, a step count parsed from ``text`` (:func:`natrl.runs.parse_steps`), when at most
+    :data:`MAX_STEPS`.
+
+    Raises:
+        argparse.ArgumentTypeError: a larger count.
+    """
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"a step count must be at most 1e15, got {text!r}")
+    return value
 
 
 class CLIError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from natrl.cli.common import ENV_LIST_HINT, EXIT_ERROR, PROG, CLIError
+from natrl.cli.common import ENV_LIST_HINT, EXIT_ERROR, PROG, CLIError, bounded_steps
 from natrl.cli.evaluate import cmd_eval
 from natrl.cli.listing import cmd_list
 from natrl.cli.plot import cmd_plot
@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _steps(text: str) -> int:
-    return parse_steps(text, minimum=1)
+    return bounded_steps(parse_steps(text, minimum=1), text)
 
 
 def _positive_int(text: str) -> int:
@@ -52,7 +52,7 @@ def _seed(text: str) -> int:
 
 
 def _non_negative_steps(text: str) -> int:
-    return parse_steps(text, minimum=0)
+    return bounded_steps(parse_steps(text, minimum=0), text)
 
 
 TRAIN_EXAMPLES = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from natrl.cli.checks import agent_class, check_device, check_env_id
-from natrl.cli.common import PROG, CLIError, display_path
+from natrl.cli.common import PROG, CLIError, bounded_steps, display_path
 from natrl.runs import parse_steps, positive_int
 
 __all__ = ["TUNE_EXAMPLES", "add_tune_parser", "cmd_tune"]
@@ -34,7 +34,7 @@ written to --out as an [ENV] table in agents/ALGO.toml format.
 
 
 def _steps(text: str) -> int:
-    return parse_steps(text, minimum=1)
+    return bounded_steps(parse_steps(text, minimum=1), text)
 
 
 def _seeds(values: list[str]) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import platform
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "checked_state",
     "checkpoint_path",
     "config_with",
+    "is_sb3_model_file",
     "load_agent_class",
     "load_networks",
     "load_parameters",
@@ -191,18 +193,40 @@ def write_checkpoint(state: dict[str, Any], path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def is_sb3_model_file(path: Path) -> bool:
+    """``path`` is a model stable-baselines3's ``save`` wrote: a zip archive whose entries include ``data`` (its
+    JSON attributes) and ``policy.pth`` (unlike torch's own zip files, whose entries sit under one folder). Only
+    the archive's directory is read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return {"data", "policy.pth"} <= names
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load and sanity-check a checkpoint file; ``path`` without a suffix is looked for as given, then with
-    ``.pt`` (what :func:`checkpoint_path` adds).
+    ``.pt`` (what :func:`checkpoint_path` adds), then with ``.zip`` (as stable-baselines3's ``load`` looks).
 
     Raises:
-        CheckpointError: no such file, not a natrl checkpoint, another version, a damaged or non-finite entry.
+        CheckpointError: no such file, not a natrl checkpoint (a stable-baselines3 model file is named as such),
+            another version, a damaged or non-finite entry.
     """
     path = Path(path)
-    if not path.is_file() and not path.suffix and path.with_name(path.name + CHECKPOINT_SUFFIX).is_file():
-        path = path.with_name(path.name + CHECKPOINT_SUFFIX)
+    if not path.is_file() and not path.suffix:
+        # natrl's suffix first (what save() adds), then stable-baselines3's (what its save() adds)
+        found = [p for s in (CHECKPOINT_SUFFIX, ".zip") if (p := path.with_name(path.name + s)).is_file()]
+        if not found:
+            raise CheckpointError(f"no checkpoint at {path} (nor {path.name}{CHECKPOINT_SUFFIX})")
+        path = found[0]
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if is_sb3_model_file(path):
+        raise CheckpointError(
+            f"{path} is a stable-baselines3 model file, which natrl cannot load: load it with stable-baselines3 "
+            "(e.g. stable_baselines3.PPO.load(path)), or train the agent with natrl and load natrl's checkpoint"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/garbage files

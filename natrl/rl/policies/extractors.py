@@ -49,7 +49,11 @@ class FlattenExtractor(nn.Module):
 class CombinedExtractor(nn.Module):
     """Dict/Tuple observations: each part flattened, the parts concatenated (SB3's MultiInputPolicy
     extractor for non-image keys); image parts go through a :class:`NatureCNN` each (a :class:`MinAtarCNN`
-    for images smaller than 36×36)."""
+    for images smaller than 36×36).
+
+    Raises:
+        ValueError: a part is itself a Dict or Tuple (a nested space, which SB3 refuses too).
+    """
 
     def __init__(self, observation_space: spaces.Dict | spaces.Tuple, cnn_output_dim: int = 256) -> None:
         super().__init__()
@@ -58,6 +62,16 @@ class CombinedExtractor(nn.Module):
             parts = list(observation_space.spaces.items())
         else:
             parts = list(enumerate(observation_space.spaces))
+        nested = next((k for k, part in parts if isinstance(part, (spaces.Dict, spaces.Tuple))), None)
+        if nested is not None:  # as stable-baselines3, which refuses nested spaces when it builds the policy
+            kind = type(observation_space).__name__
+            raise ValueError(
+                f"the {kind} observation space's entry {nested!r} is itself a "
+                f"{type(dict(parts)[nested]).__name__}: nested observation spaces are not supported (as in "
+                "stable-baselines3); flatten it: wrap the env in gymnasium.wrappers.FlattenObservation (for an id "
+                "or a factory: wrapper_class=FlattenObservation), or give a features_extractor_class that reads "
+                "nested observations"
+            )
         self.keys = [k for k, _ in parts]
         cnns: dict[str, nn.Module] = {}
         for k, part in parts:  # in the space's order: the order of the parameters
