@@ -704,3 +704,29 @@ def test_callbacks_see_sb3s_infos_and_ep_info_buffer_holds_monitors_episodes() -
     assert len(episodes) >= 10 and 0 < truncations < len(episodes)
     assert [(e["r"], e["l"]) for e in model.ep_info_buffer] == [(e["r"], e["l"]) for e in episodes]
     assert all(0 <= e["t"] for e in model.ep_info_buffer)
+
+
+def test_step_infos_are_a_list_that_keeps_every_episode_when_read_later() -> None:
+    # a callback that keeps locals["infos"] and reads them at the rollout's end (many episodes later) sees every
+    # ended episode's Monitor record, equal to the collector's, as SB3's list of dicts would give them
+    from natrl.callbacks import BaseCallback
+
+    class Keep(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kept: list[Any] = []
+            self.dones = 0
+
+        def _on_step(self) -> bool:
+            infos = self.locals["infos"]
+            assert type(infos) is list and all(type(i) is dict for i in infos)
+            self.kept.append(infos)
+            self.dones += int(np.sum(self.locals["dones"]))
+            return True
+
+    keep = Keep()
+    agent = PPO("CartPole-v1", seed=0, n_envs=8, n_steps=512, batch_size=512, n_epochs=1)
+    agent.learn(4096, callback=keep)
+    episodes = [i["episode"] for infos in keep.kept for i in infos if "episode" in i]
+    assert keep.dones > 100 and len(episodes) == keep.dones  # more episodes than the collector's 100-deep memory
+    assert [e["l"] for e in episodes][-100:] == [e["l"] for e in agent.ep_info_buffer]

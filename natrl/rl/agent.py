@@ -339,7 +339,7 @@ class OnPolicyAgent(SB3Attributes):
 
     def _step_hook(self, cb: Any) -> Callable[[dict[str, Any]], bool]:
         n_envs = self.config.n_envs
-        sb3_infos = self.sb3_step_infos(n_envs)  # Gymnasium's info dict → SB3's infos list, built when read
+        sb3_infos = self.sb3_step_infos(n_envs)  # Gymnasium's info dict → SB3's infos list
 
         def hook(step_locals: dict[str, Any]) -> bool:
             self._rollout_steps += n_envs

@@ -39,7 +39,7 @@ from natrl.rl.normalization import ObsNormalizer
 from natrl.rl.persistence import config_with
 from natrl.rl.policies import Actor, ActorCritic, Critic
 from natrl.rl.sb3_names import action_dims, natrl_values, sb3_attribute_field, sb3_converted, sb3_value
-from natrl.rl.sb3_vec_env import SB3StepInfos, sb3_infos
+from natrl.rl.sb3_vec_env import sb3_infos
 
 __all__ = [
     "READ_EACH_UPDATE",
@@ -335,40 +335,33 @@ class SB3Attributes:
         buffer: deque[dict[str, Any]] = self.__dict__["_sb3_episodes"]["buffer"]
         return buffer
 
-    def sb3_step_infos(self, n_envs: int) -> Callable[[dict[str, Any]], SB3StepInfos]:
-        """For the callbacks' step hook: one vector step's ``locals`` → SB3's ``infos`` list
-        (:class:`~natrl.rl.sb3_vec_env.SB3StepInfos`, built on first use from the Gymnasium info dict, the ended
-        episodes' returns and lengths as the collector recorded them, and the step's time).
+    def sb3_step_infos(self, n_envs: int) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+        """For the callbacks' step hook: one vector step's ``locals`` → SB3's ``infos`` list (a plain list, built at
+        the step, as SB3's VecEnvs give it) from the Gymnasium info dict, the ended episodes' returns and lengths
+        as the collector recorded them in this step, and the step's time.
 
         ``TimeLimit.truncated`` is the rollout's ``truncated and not terminated`` where the step's locals hold
         them, else whether the episode reached the env's time limit (``max_episode_steps``)."""
         start = self._sb3_clock()
         limit: list[int | None] = []
 
-        def infos(step_locals: dict[str, Any]) -> SB3StepInfos:
+        def infos(step_locals: dict[str, Any]) -> list[dict[str, Any]]:
             coll, info, dones = self._collector, step_locals["infos"], step_locals["dones"]
-            episodes, now = int(coll.episodes), time.time()
-
-            def build() -> list[dict[str, Any]]:
-                ended = np.flatnonzero(dones)
-                later = int(coll.episodes) - episodes  # episodes finished after this step
-                returns, lengths = list(coll.episode_returns), list(coll.episode_lengths)
-                first = len(returns) - later - len(ended)
-                records: list[tuple[float, int] | None] = [
-                    (float(returns[first + j]), int(lengths[first + j])) if first + j >= 0 else None
-                    for j in range(len(ended))
-                ]
-                if "truncated" in step_locals and "terminated" in step_locals:
-                    cut = np.asarray(step_locals["truncated"]) & ~np.asarray(step_locals["terminated"])
-                else:
-                    if not limit:
-                        limit.append(time_limit(coll.venv))
-                    cut = np.zeros(n_envs, bool)
-                    for i, record in zip(ended, records, strict=True):
-                        cut[i] = limit[0] is not None and record is not None and record[1] >= limit[0]
-                return sb3_infos(info, n_envs, dones, cut, records, round(now - start, 6))
-
-            return SB3StepInfos(build)
+            ended = np.flatnonzero(dones)
+            # the collector appended this step's ended episodes last, in env order
+            returns, lengths, n = coll.episode_returns, coll.episode_lengths, len(coll.episode_returns)
+            records: list[tuple[float, int] | None] = [
+                (float(returns[i]), int(lengths[i])) if i >= 0 else None for i in range(n - len(ended), n)
+            ]
+            if "truncated" in step_locals and "terminated" in step_locals:
+                cut = np.asarray(step_locals["truncated"]) & ~np.asarray(step_locals["terminated"])
+            else:
+                if not limit:
+                    limit.append(time_limit(coll.venv))
+                cut = np.zeros(n_envs, bool)
+                for i, record in zip(ended, records, strict=True):
+                    cut[i] = limit[0] is not None and record is not None and record[1] >= limit[0]
+            return sb3_infos(info, n_envs, dones, cut, records, round(time.time() - start, 6))
 
         return infos
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, overload
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +29,6 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 
 __all__ = [
     "FromSB3VecEnv",
-    "SB3StepInfos",
     "SB3VecEnv",
     "is_sb3_vec_env",
     "make_vec_env",
@@ -230,43 +229,6 @@ def sb3_infos(
         if episode is not None:
             infos[i].setdefault("episode", {"r": round(episode[0], 6), "l": episode[1], "t": elapsed})
     return infos
-
-
-class SB3StepInfos(Sequence[dict[str, Any]]):
-    """SB3's ``infos`` list of one vector step, built by ``build`` on first use (callbacks' ``self.locals["infos"]``:
-    a step whose infos no callback reads costs no conversion)."""
-
-    def __init__(self, build: Callable[[], list[dict[str, Any]]]) -> None:
-        self._build: Callable[[], list[dict[str, Any]]] | None = build
-        self._infos: list[dict[str, Any]] = []
-
-    def _list(self) -> list[dict[str, Any]]:
-        if self._build is not None:
-            self._infos, self._build = self._build(), None
-        return self._infos
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        return self._list()[index]
-
-    def __len__(self) -> int:
-        return len(self._list())
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self._list())
-
-    def __eq__(self, other: object) -> bool:
-        return self._list() == (list(other) if isinstance(other, (list, SB3StepInfos)) else other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._list())
 
 
 def _indices(indices: int | Iterable[int] | None, n: int = 0) -> Iterable[int]:
