@@ -12,7 +12,7 @@ update's stats (return False to stop). The hooks run where stable-baselines3 run
   transitions), with ``self.locals`` holding that step's ``new_obs``, ``actions``, ``rewards`` (those
   natrl trains on: scaled under ``normalize_reward``), ``dones`` and ``infos`` (SB3's list of per-env
   dicts, with ``"episode"``, ``"terminal_observation"`` and ``"TimeLimit.truncated"`` as SB3's
-  VecEnv gives them, built when first read), and Gymnasium's ``terminated`` and ``truncated``; returning
+  VecEnv gives them), and Gymnasium's ``terminated`` and ``truncated``; returning
   False stops training;
 * natrl adds ``_on_update_end(stats)`` after each update, with the update's stats.
 
