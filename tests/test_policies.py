@@ -144,6 +144,8 @@ def test_bad_policies_are_one_clear_line_at_construction() -> None:
         PPO("CartPole-v1", policy="MlpPolicyy")
     with pytest.raises(PolicyError, match=r"unknown policy_kwargs key 'net_archh'; valid keys: net_arch"):
         PPO("CartPole-v1", policy_kwargs={"net_archh": [64]})
+    with pytest.raises(PolicyError, match=r"'optimizer_kwargs'.*build their own optimisers.*drop these keys\)$"):
+        PPO("CartPole-v1", policy_kwargs={"optimizer_kwargs": {"eps": 1e-5}})  # an SB3/rl-zoo key
     with pytest.raises(PolicyError, match="net_arch must be a list of positive integers"):
         PPO("CartPole-v1", policy_kwargs={"net_arch": [64, -1]})
     with pytest.raises(PolicyError, match=r"activation_fn must be an nn\.Module class"):

@@ -130,6 +130,11 @@ def build_policy(
             if set(unknown) & set(RECURRENT_KWARGS)
             else ""
         )
+        if set(unknown) & {"optimizer_class", "optimizer_kwargs"}:
+            only += (
+                " (natrl's agents build their own optimisers: PPO's Adam takes ε 1e-5, SB3's default; A2C's is chosen "
+                "by use_rms_prop and rms_prop_eps; the natural-gradient agents take critic_lr: drop these keys)"
+            )
         raise PolicyError(
             f"unknown policy_kwargs key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
             f"valid keys: {', '.join(valid)}{only}"
