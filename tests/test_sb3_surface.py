@@ -172,9 +172,12 @@ def test_learn_accepts_integral_floats_and_numpy_ints_and_refuses_the_rest() -> 
     assert model.num_timesteps == 64  # reset_num_timesteps=True restarts the count (SB3's default)
     model.learn(32, reset_num_timesteps=False)
     assert model.num_timesteps == 96
-    for bad in (0, -5, 1.5, "100", True):
-        with pytest.raises(ValueError, match="total_timesteps must be a positive whole number"):
+    for bad in (0, -5, 1.5, "100", True, float("inf")):
+        with pytest.raises(ValueError, match="total_timesteps must be a positive whole number, got"):
             model.learn(bad)
+    with pytest.raises(ValueError, match=r"total_timesteps must be a positive whole number, at most 1e15, got 1e\+99"):
+        model.learn(1e99)  # a typo, not a budget: refused before anything runs
+    assert model.num_timesteps == 96
 
 
 def test_predict_shapes_and_state_for_single_and_batched_observations() -> None:

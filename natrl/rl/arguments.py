@@ -44,12 +44,19 @@ def resolve_env_and_policy(name: str, first: Any, env: Any, policy: Any) -> tupl
     return first, policy or "MlpPolicy"
 
 
+MAX_COUNT = 10**15
+"""The largest count :func:`positive_int` takes (the command line's bound on step counts too): beyond it a count is
+a typo (``1e99``), and floats no longer hold every integer near it."""
+
+
 def positive_int(name: str, value: Any) -> int:
-    """An integer count from an int, an integral float (``1e5``) or a NumPy integer; else one clear error."""
+    """An integer count from an int, an integral float (``1e5``) or a NumPy integer, at most :data:`MAX_COUNT`;
+    else one clear error."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok and float(value).is_integer() and value >= 1:
+    if ok and float(value).is_integer() and 1 <= value <= MAX_COUNT:
         return int(value)
-    raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+    bound = "at most 1e15, " if ok and float(value).is_integer() and value > MAX_COUNT else ""
+    raise ValueError(f"{name} must be a positive whole number, {bound}got {value!r}")
 
 
 def jsonable(value: dict[str, Any]) -> dict[str, Any] | None:
