@@ -209,3 +209,14 @@ def test_a_hand_built_vector_env_is_evaluated_on_a_copy_of_its_sub_envs() -> Non
     reference.actor.load_state_dict(agent.actor.state_dict())
     result = agent.evaluate(2)
     assert max(result.lengths) <= 60 and result == reference.evaluate(2)
+
+
+def test_wrapper_class_is_refused_where_natrl_builds_no_env_to_wrap() -> None:
+    same_step = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")], autoreset_mode=AutoresetMode.SAME_STEP)
+    for env in (_Unregistered(), same_step):
+        with pytest.raises(ValueError, match=r"^wrapper_class wraps the envs natrl builds .* or pass a factory$"):
+            PPO(env, wrapper_class=gym.wrappers.TimeLimit, wrapper_kwargs={"max_episode_steps": 3})
+    agent = PPO(lambda: _Unregistered(), wrapper_class=gym.wrappers.TimeLimit, wrapper_kwargs={"max_episode_steps": 3},
+                n_steps=16, batch_size=16)  # fmt: skip
+    agent.learn(16)
+    assert {e["l"] for e in agent.ep_info_buffer} == {3}  # the factory's envs are wrapped

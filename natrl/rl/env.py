@@ -398,6 +398,11 @@ class EnvSource:
         self._sb3_view: SB3VecEnv | None = None
         if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
             check_autoreset(env)
+            if wrapper_class is not None:
+                raise ValueError(
+                    "wrapper_class wraps the envs natrl builds (from an id or a factory), not a ready vector env or "
+                    "an env instance without a registered spec: wrap the env yourself, or pass a factory"
+                )
             self.given = env
             spec = getattr(env, "spec", None)  # gym.make_vec records the single env's id and make-kwargs
             self.env_id = spec.id if spec is not None else type(env).__name__
