@@ -212,3 +212,20 @@ def test_kfac_conv2d_factors_approximate_the_exact_fisher_over_several_locations
     rel = _conv_kfac_vs_exact(obs, torch.nn.Conv2d(1, 1, kernel_size=2), n_actions=4)
     print(f"K-FAC Conv2d block vs exact Fisher, 4 locations, varying inputs: relative error {rel:.3f}")
     assert 0.05 < rel < 1.0, rel
+
+
+def test_a_learning_rate_schedule_that_reaches_zero_takes_no_last_step() -> None:
+    # "lin_0.25" is 0 at the last update of a budget of whole rollouts: the KL clip's ν = √(κ / (η² uᵀFu)) must
+    # not divide by η = 0 there (it raised ZeroDivisionError); that update leaves the actor as it was
+    agent = ACKTR("Pendulum-v1", seed=0, n_envs=1, n_steps=64, learning_rate="lin_0.25")
+    snapshots: list[list[torch.Tensor]] = []
+
+    def record(a: ACKTR, stats: dict) -> bool:
+        snapshots.append([p.detach().clone() for p in a.actor.parameters()])
+        return True
+
+    agent.learn(128, callback=record)
+    assert len(snapshots) == 2
+    for first, last in zip(*snapshots, strict=True):
+        assert torch.isfinite(last).all()
+        torch.testing.assert_close(last, first, rtol=0, atol=0)

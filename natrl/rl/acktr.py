@@ -161,7 +161,8 @@ class ACKTR(OnPolicyAgent):
                 fvp = fisher_vp(objective.model_fn, theta0, objective.inputs, objective.output_fisher())
                 quad = float(buf @ fvp(buf))
             lr = self.scheduled("learning_rate")
-            nu = 1.0 if not quad > 0 else min(1.0, math.sqrt(cfg.kl_clip / (lr**2 * quad)))
+            # a schedule at 0 (its last update) takes no step: nothing to clip
+            nu = 1.0 if not (quad > 0 and lr > 0) else min(1.0, math.sqrt(cfg.kl_clip / (lr**2 * quad)))
             theta1 = theta0 - lr * nu * buf
             if not (math.isfinite(quad) and bool(torch.isfinite(theta1).all())):
                 stats.update(step_skipped=1.0, kl=0.0)  # parameters untouched
