@@ -96,7 +96,7 @@ class A2C(OnPolicyAgent):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> A:
-        """:meth:`OnPolicyAgent.learn <natrl.rl.agent.OnPolicyAgent.learn>` with stable-baselines3's A2C default
+        """:meth:`~natrl.rl.agent.OnPolicyAgent.learn` with stable-baselines3's A2C default
         ``log_interval=100``: A2C updates every ``n_envs × n_steps`` (5) steps, so the logger is dumped every 100
         updates (PPO's and TRPO's default is 1)."""
         return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
