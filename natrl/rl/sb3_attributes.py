@@ -32,12 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from natrl.distributions import Distribution
 from natrl.rl.acting import act, observation_tensor
 from natrl.rl.arguments import check_seed
 from natrl.rl.config import OnPolicyConfig, schedule_value
 from natrl.rl.normalization import ObsNormalizer
 from natrl.rl.persistence import config_with
 from natrl.rl.policies import Actor, ActorCritic, Critic
+from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.sb3_names import action_dims, natrl_values, sb3_attribute_field, sb3_converted, sb3_value
 from natrl.rl.sb3_vec_env import sb3_infos
 
@@ -144,6 +146,33 @@ class SB3Policy(ActorCritic):
     def set_training_mode(self, mode: bool) -> None:
         """Put the networks in training (True) or evaluation (False) mode, as ``nn.Module.train(mode)``."""
         self.train(mode)
+
+    def _feedforward(self, method: str) -> None:
+        if self.actor.recurrent:
+            raise TypeError(
+                f"policy.{method}: the policy is recurrent, and its values and distributions depend on the episode's "
+                "history: use model.predict with state and episode_start"
+            )
+
+    def predict_values(self, obs: Tensor) -> Tensor:
+        """V(obs), shape (batch, 1), for a batch as :meth:`obs_to_tensor` returns it (SB3's ``predict_values``)."""
+        self._feedforward("predict_values")
+        return self.critic(obs).reshape(-1, 1)
+
+    def get_distribution(self, obs: Tensor) -> Distribution:
+        """π(·|obs) for a batch as :meth:`obs_to_tensor` returns it (SB3's ``get_distribution``): a
+        :mod:`natrl.distributions` object (``log_prob``, ``entropy``, ``sample``, ``mode``) over the raw actions the
+        rollouts store (a Box's before clipping)."""
+        self._feedforward("get_distribution")
+        return self.actor.distribution(obs)
+
+    def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(values (batch, 1), log_prob (batch,), entropy (batch,))`` of raw actions (SB3's ``evaluate_actions``;
+        Discrete actions as (batch,) or (batch, 1))."""
+        self._feedforward("evaluate_actions")
+        dist, values = distribution_and_value(self.actor, self.critic, obs)
+        raw = actions.reshape(actions.shape[0], *self.actor.action.raw_shape)
+        return values.reshape(-1, 1), dist.log_prob(raw), dist.entropy()
 
     def obs_to_tensor(self, observation: Any) -> tuple[Tensor, bool]:
         """``(tensor, vectorized)``: one observation or a batch as the batch the networks take (normalised with
