@@ -604,3 +604,118 @@ def test_kfac_with_a_compiled_model_matches_eager() -> None:
     for p, q, r in zip(eager_model.parameters(), model.parameters(), model2.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(r, p, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- in a user's training loop
+
+
+def _mlp(bias: bool = True) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8, bias=bias), nn.Tanh(), nn.Linear(8, 3, bias=bias))
+
+
+def _train(model: nn.Module, opt: KFAC, steps: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x, y = torch.randn(16, 4, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("method", ["eigen", "ekfac", "inverse"])
+def test_a_resumed_optimizer_continues_exactly_between_decompositions(method: str, tmp_path) -> None:
+    # inverse_interval 3 (the default is 10): the state saved at step 4 holds decompositions made at step 3 from
+    # older factors; recomputing them at load would change every later step
+    a = _mlp()
+    opt_a = KFAC(a, lr=0.1, inverse_interval=3, method=method)
+    _train(a, opt_a, 4, seed=1)
+    torch.save({"model": a.state_dict(), "opt": opt_a.state_dict()}, tmp_path / "ck.pt")
+    _train(a, opt_a, 3, seed=2)
+    b = _mlp()
+    opt_b = KFAC(b, lr=0.1, inverse_interval=3, method=method)
+    saved = torch.load(tmp_path / "ck.pt", weights_only=True)
+    b.load_state_dict(saved["model"])
+    opt_b.load_state_dict(saved["opt"])
+    _train(b, opt_b, 3, seed=2)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+def test_load_state_dict_is_strict_about_blocks_and_sizes() -> None:
+    src = _mlp()
+    opt = KFAC(src, lr=0.1)
+    _train(src, opt, 1, seed=0)
+    other = KFAC(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)), lr=0.1)
+    with pytest.raises(
+        ValueError, match=r"^KFAC\.load_state_dict: block '0' has factor G of shape \(8, 8\), this model's has 5"
+    ):
+        other.load_state_dict(opt.state_dict())
+    renamed = KFAC(nn.Sequential(nn.Sequential(*_mlp())), lr=0.1)
+    with pytest.raises(
+        ValueError, match=r"the state's blocks \['0', '2'\] are not this optimizer's \['0\.0', '0\.2'\]"
+    ):
+        renamed.load_state_dict(opt.state_dict())
+    assert renamed.state_dict()["kfac"]["step"] == 0  # nothing changed
+
+
+def test_a_deep_copy_of_the_model_runs_and_leaves_the_optimizer_alone() -> None:
+    model = _mlp()
+    opt = KFAC(model, lr=0.1)
+    snapshot = copy.deepcopy(model)  # an EMA or best-model copy, as training loops keep
+    nn.functional.cross_entropy(snapshot(torch.randn(5, 4)), torch.tensor([0, 1, 2, 0, 1])).backward()
+    assert all(layer.a_sum is None for layer in opt._layers.values())
+    _train(model, opt, 2, seed=0)
+    assert opt.stats is not None and opt.stats.preconditioned_layers == 2
+
+
+def test_a_frozen_bias_is_outside_the_block_as_if_the_layer_had_none() -> None:
+    frozen, plain = _mlp(), _mlp(bias=False)
+    with torch.no_grad():
+        for f, p in zip(frozen[::2], plain[::2], strict=True):
+            p.weight.copy_(f.weight)
+            f.bias.zero_()
+            f.bias.requires_grad_(False)
+    opt_f, opt_p = KFAC(frozen, lr=0.1, kl_clip=None), KFAC(plain, lr=0.1, kl_clip=None)
+    _train(frozen, opt_f, 3, seed=0)
+    _train(plain, opt_p, 3, seed=0)
+    assert all(f.bias.grad is None for f in frozen[::2])  # torch leaves frozen parameters' .grad alone
+    for f, p in zip(frozen[::2], plain[::2], strict=True):
+        torch.testing.assert_close(f.weight, p.weight)
+
+
+def test_tied_weights_are_refused_in_one_line() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.out = nn.Embedding(10, 8), nn.Linear(8, 10, bias=False)
+            self.out.weight = self.emb.weight
+
+    with pytest.raises(ValueError, match=r"^KFAC: layers 'emb' and 'out' share a parameter \(tied weights\)"):
+        KFAC(Tied())
+
+
+def test_each_parameter_gets_its_own_groups_weight_decay() -> None:
+    model = _mlp()
+    extra = nn.Parameter(torch.ones(3))
+    opt = KFAC(model, lr=0.1, momentum=0.0, weight_decay=0.5, kl_clip=None)
+    opt.add_param_group({"params": [extra], "weight_decay": 0.0})
+    reference = torch.optim.SGD([{"params": [extra2 := nn.Parameter(torch.ones(3))], "weight_decay": 0.0}], lr=0.1)
+    extra.grad, extra2.grad = torch.zeros(3), torch.zeros(3)
+    nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.zeros(8, dtype=torch.long)).backward()
+    opt.step()
+    reference.step()
+    torch.testing.assert_close(extra, extra2, rtol=0, atol=0)
+
+
+def test_inputs_its_hooks_cannot_read_and_eval_mode_are_said_in_one_line() -> None:
+    model = _mlp()
+    opt = KFAC(model, lr=0.1)
+    with pytest.raises(TypeError, match=r"^KFAC: layer '0' was called with its input as a keyword argument"):
+        model[0](input=torch.randn(2, 4))
+    with pytest.raises(TypeError, match=r"^KFAC: layer '0' got an unbatched input of shape \(4,\)"):
+        model(torch.randn(4))
+    model.eval()
+    nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.zeros(8, dtype=torch.long)).backward()
+    with pytest.warns(UserWarning, match=r"^KFAC: layers 0, 2 are in eval mode"):
+        opt.step()

@@ -344,9 +344,25 @@ def norm_fisher_diagonal(
     return _norm_diagonal_from(module, normalized_inputs(module, inputs), grad_outputs, scale)
 
 
+_BATCHED_DIMS: dict[type[nn.Module], int] = {nn.Conv1d: 3, nn.Conv2d: 4}
+
+
+def _check_batched(name: str, module: nn.Module, x: Tensor) -> None:
+    """One TypeError for an unbatched input (torch's layers take one; K-FAC's statistics average over a batch)."""
+    low = _BATCHED_DIMS.get(type(module), 2 if isinstance(module, nn.Linear) else 1)
+    if x.dim() < low or (type(module) in _BATCHED_DIMS and x.dim() != low):
+        raise TypeError(
+            f"KFAC: layer {name!r} got an unbatched input of shape {tuple(x.shape)}; K-FAC averages its statistics "
+            "over a batch: add the batch dimension (x.unsqueeze(0))"
+        )
+
+
 def _bias(module: nn.Module) -> Tensor | None:
-    """A layer's bias parameter, None when it has none (``nn.Embedding`` and ``nn.RMSNorm`` have no attribute)."""
-    return cast(Tensor | None, getattr(module, "bias", None))
+    """A layer's trained bias parameter, None when it has none (``nn.Embedding`` and ``nn.RMSNorm`` have no
+    attribute) or it is frozen (``requires_grad=False``: the block is the weight's alone, and the bias's ``.grad``
+    stays None)."""
+    b = cast(Tensor | None, getattr(module, "bias", None))
+    return b if b is not None and b.requires_grad else None
 
 
 def _norm_diagonal_from(module: nn.Module, xhat: Tensor, go: Tensor, scale: str) -> Tensor:
@@ -546,7 +562,8 @@ class _Layer:
 
     @property
     def bias(self) -> Tensor | None:
-        return cast(Tensor | None, getattr(self.module, self.bias_name, None))
+        b = cast(Tensor | None, getattr(self.module, self.bias_name, None))
+        return b if b is not None and b.requires_grad else None  # a frozen bias is not in the block
 
     @property
     def params(self) -> list[Tensor]:
@@ -971,6 +988,7 @@ class KFAC(Optimizer):
         self.nonfinite_steps = 0  # steps skipped because a value was not finite (KFACStats.skipped)
         self._in_fisher_pass = False
         self._suspended = False
+        self._warned_eval = False
         self.stats: KFACStats | None = None
 
         self._layers: dict[str, _Layer] = {}  # the Fisher blocks, by block name
@@ -1004,6 +1022,15 @@ class KFAC(Optimizer):
                 UserWarning,
                 stacklevel=2,
             )
+        owner: dict[int, _Layer] = {}
+        for layer in self._layers.values():
+            for param in layer.params:
+                other = owner.setdefault(id(param), layer)
+                if other.module is not layer.module:  # (a grouped conv's blocks share their module's weight)
+                    raise ValueError(
+                        f"KFAC: layers {other.name!r} and {layer.name!r} share a parameter (tied weights), but "
+                        "K-FAC preconditions each layer's gradient with its own block: give each layer its own weight"
+                    )
         self.layers = [layer.name for layer in self._layers.values()]
         # grad_worker_fraction < 1: the worker group of each Kronecker / embedding block (diagonal blocks stay
         # on every rank), balanced by the elements of its decompositions
@@ -1057,6 +1084,12 @@ class KFAC(Optimizer):
     def _forward_hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         if not (self._collecting and module.training and torch.is_grad_enabled()):
             return
+        if not inputs:
+            name = self._blocks_of[module][0].name if module in self._blocks_of else type(module).__name__
+            raise TypeError(
+                f"KFAC: layer {name!r} was called with its input as a keyword argument, which its statistics hook "
+                "does not see: pass the input positionally (layer(x))"
+            )
         x = inputs[0]
         if not isinstance(x, Tensor) or not isinstance(output, Tensor):
             return
@@ -1064,7 +1097,10 @@ class KFAC(Optimizer):
             # torch.func.functional_call (and the torch.func transforms run through it) swaps the module's
             # parameters for plain tensors: a pass at other parameters, not a data pass of this model
             return
-        blocks = self._blocks_of[module]
+        blocks = self._blocks_of.get(module)
+        if blocks is None:  # a copy of the model (copy.deepcopy shares the hook function): not this optimizer's
+            return
+        _check_batched(blocks[0].name, module, x)
         kind, dtype = blocks[0].kind, blocks[0].dtype
         n = x.shape[0]
         ctx: list[Tensor] | Tensor | None = None
@@ -1614,11 +1650,22 @@ class KFAC(Optimizer):
         if all(p.grad is None for p in params):
             raise RuntimeError("KFAC: no parameter has a gradient; call loss.backward() first")
         self._apply_schedules()
+        if not self._warned_eval and not any(layer.ready for layer in self._layers.values()):
+            idle = sorted({layer.name for layer in self._layers.values() if not layer.module.training})
+            if idle:
+                self._warned_eval = True
+                warnings.warn(
+                    f"KFAC: layers {', '.join(idle)} are in eval mode, where no statistics are collected, so their "
+                    "gradients are not preconditioned: call model.train() for K-FAC steps",
+                    UserWarning,
+                    stacklevel=3,
+                )
         with torch.no_grad():
             return self._precondition(params)
 
     def _precondition(self, params: list[Tensor]) -> tuple[float, int, int, list[str]]:
-        wd = float(self.param_groups[0]["weight_decay"])  # a scheduler edits the group, not defaults
+        # each parameter's own group's decay (a scheduler edits the groups, not defaults)
+        decay = {id(p): float(g["weight_decay"]) for g in self.param_groups for p in g["params"]}
         keep_raw = self.adaptive_damping and not self.preconditioner_only
         raw: dict[int, Tensor] = {}
         if self.allreduce_grads and self._group is not None:
@@ -1634,8 +1681,8 @@ class KFAC(Optimizer):
         for p in params:
             if p.grad is None:
                 continue
-            if wd:
-                p.grad.add_(p, alpha=wd)
+            if decay[id(p)]:
+                p.grad.add_(p, alpha=decay[id(p)])
             if keep_raw:
                 raw[id(p)] = p.grad.clone()
         collect = self._k % self.factor_interval == 0
@@ -1849,20 +1896,37 @@ class KFAC(Optimizer):
                 self.state[p]["momentum_buffer"] = new_buf
 
     def state_dict(self) -> dict[str, Any]:
-        """The torch.optim state plus the factors, λ, the step count and the skipped steps."""
+        """The torch.optim state plus the factors, their decompositions (inverses, EKFAC's diagonal), λ, the step
+        count and the skipped steps: a run resumed from it continues as the uninterrupted one, also between two
+        decompositions (``inverse_interval`` > 1). Plain tensors and tuples (``torch.load(weights_only=True)``)."""
         sd = super().state_dict()
         sd["kfac"] = {
             "step": self._k,
             "damping": self.damping,
             "nonfinite_steps": self.nonfinite_steps,
             "factors": {layer.name: (layer.a, layer.g) for layer in self._layers.values()},
+            "decompositions": {
+                layer.name: {
+                    "eig_a": None if layer.eig_a is None else tuple(layer.eig_a),
+                    "eig_g": None if layer.eig_g is None else tuple(layer.eig_g),
+                    "inv_a": layer.inv_a,
+                    "inv_g": layer.inv_g,
+                    "scales": layer.scales,
+                    "refreshed": layer.refreshed,
+                }
+                for layer in self._layers.values()
+            },
         }
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; decompositions (and EKFAC's diagonal) are recomputed at the next step."""
+        """Restore :meth:`state_dict`, strictly as ``nn.Module.load_state_dict``: the same blocks (by name) with
+        factors of the same sizes, else one ValueError and nothing changed. A state without decompositions (saved
+        before they were kept) recomputes them at the next step."""
         sd = dict(state_dict)
         extra = sd.pop("kfac", None)
+        if extra is not None:
+            self._check_factors(extra["factors"])
         super().load_state_dict(sd)
         if extra is None:
             return
@@ -1870,11 +1934,36 @@ class KFAC(Optimizer):
         self.damping = float(extra["damping"])
         self.nonfinite_steps = int(extra.get("nonfinite_steps", 0))
         self._lm.load_state_dict({"value": self.damping})
+        decompositions = extra.get("decompositions", {})
         for layer in self._layers.values():
-            a, g = extra["factors"].get(layer.name, (None, None))
+            a, g = extra["factors"][layer.name]
             layer.a = None if a is None else a.clone()
             layer.g = None if g is None else g.clone()
             layer.clear_decompositions()
+            saved = decompositions.get(layer.name)
+            if saved is not None:
+                layer.eig_a = None if saved["eig_a"] is None else Eigen(*(t.clone() for t in saved["eig_a"]))
+                layer.eig_g = None if saved["eig_g"] is None else Eigen(*(t.clone() for t in saved["eig_g"]))
+                inverses = (saved["inv_a"], saved["inv_g"], saved["scales"])
+                layer.inv_a, layer.inv_g, layer.scales = (None if t is None else t.clone() for t in inverses)
+                layer.refreshed = bool(saved["refreshed"])
+
+    def _check_factors(self, factors: dict[str, Any]) -> None:
+        """One ValueError unless ``factors`` holds this optimizer's blocks, with factors of their sizes."""
+        mine, theirs = set(self._layers), set(factors)
+        if mine != theirs:
+            raise ValueError(
+                f"KFAC.load_state_dict: the state's blocks {sorted(theirs)} are not this optimizer's {sorted(mine)} "
+                "(another model, or a torch.compile'd module's '_orig_mod.' names: build both optimizers on the same "
+                "module)"
+            )
+        for name, layer in self._layers.items():
+            for which, t, dim in zip("AG", factors[name], (layer.dim_a, layer.dim_g), strict=True):
+                if t is not None and (t.dim() == 0 or t.shape[0] != dim):
+                    raise ValueError(
+                        f"KFAC.load_state_dict: block {name!r} has factor {which} of shape {tuple(t.shape)}, this "
+                        f"model's has {dim} rows (a model of other layer sizes)"
+                    )
 
     def remove_hooks(self) -> None:
         """Detach the forward hooks from the model (the optimizer stops collecting)."""
