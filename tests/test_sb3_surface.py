@@ -733,3 +733,22 @@ def test_step_infos_are_a_list_that_keeps_every_episode_when_read_later() -> Non
     episodes = [i["episode"] for infos in keep.kept for i in infos if "episode" in i]
     assert keep.dones > 100 and len(episodes) == keep.dones  # more episodes than the collector's 100-deep memory
     assert [e["l"] for e in episodes][-100:] == [e["l"] for e in agent.ep_info_buffer]
+
+
+def test_the_global_generators_are_seeded_as_sb3s_set_random_seed_seeds_them() -> None:
+    import random
+
+    from stable_baselines3.common.utils import set_random_seed
+
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))  # noqa: NPY002
+
+    PPO("CartPole-v1", seed=7)
+    ours = draws()
+    set_random_seed(7)
+    assert ours[:2] == draws()[:2]  # a user's wrapper or callback draws reproducibly (torch's: after the init's)
+    model = PPO("CartPole-v1", seed=0)
+    model.set_random_seed(11)
+    ours = draws()
+    set_random_seed(11)
+    assert ours == draws()

@@ -35,6 +35,7 @@ from natrl.rl.arguments import (
     resolve_config,
     resolve_device,
     resolve_env_and_policy,
+    seed_global_generators,
     translate_config,
 )
 from natrl.rl.batch import Batch, batch_from_rollout, explained_variance
@@ -130,7 +131,7 @@ class OnPolicyAgent(SB3Attributes):
         )
         config = self.config
 
-        torch.manual_seed(self.seed)
+        seed_global_generators(self.seed)
         self.policy_name = policy if isinstance(policy, str) else "custom"
         actor, critic = build_policy_for(policy, policy_kwargs, self.observation_space, self.action_space, config)
         self.policy_kwargs = dict(policy_kwargs or {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import random
 from typing import Any
 
 import gymnasium as gym
@@ -47,6 +48,15 @@ def resolve_env_and_policy(name: str, first: Any, env: Any, policy: Any) -> tupl
 MAX_COUNT = 10**15
 """The largest count :func:`positive_int` takes (the command line's bound on step counts too): beyond it a count is
 a typo (``1e99``), and floats no longer hold every integer near it."""
+
+
+def seed_global_generators(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch's, as stable-baselines3's ``set_random_seed`` does
+    (natrl's own samples use the agent's generators; the global ones serve the network's initialisation and users'
+    code: wrappers, callbacks)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global generator is what users' code draws from
+    torch.manual_seed(seed)
 
 
 def positive_int(name: str, value: Any) -> int:

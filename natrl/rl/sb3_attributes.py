@@ -34,7 +34,7 @@ from torch import Tensor
 
 from natrl.distributions import Distribution
 from natrl.rl.acting import act, observation_tensor
-from natrl.rl.arguments import check_seed
+from natrl.rl.arguments import check_seed, seed_global_generators
 from natrl.rl.config import OnPolicyConfig, schedule_value
 from natrl.rl.normalization import ObsNormalizer
 from natrl.rl.persistence import config_with
@@ -396,11 +396,13 @@ class SB3Attributes:
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """Re-seed the agent (SB3's ``set_random_seed``; None does nothing): its seed, its torch and NumPy
-        generators (``predict``'s and the rollouts' samples) and its action space. A collector made afterwards
-        seeds its envs from the new seed; the envs of the current one keep their episodes."""
+        generators (``predict``'s and the rollouts' samples), its action space, and as SB3 Python's, NumPy's and
+        torch's global generators. A collector made afterwards seeds its envs from the new seed; the envs of the
+        current one keep their episodes."""
         if seed is None:
             return
         self.seed = check_seed(seed)
+        seed_global_generators(self.seed)
         self.generator.manual_seed(self.seed)
         self.rng.bit_generator.state = np.random.default_rng(self.seed).bit_generator.state
         self.action_space.seed(self.seed)
