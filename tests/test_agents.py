@@ -143,7 +143,7 @@ def test_corrupt_or_wrong_checkpoint_is_a_clear_error(tmp_path) -> None:
 
 
 def test_unknown_env_id_suggests_and_says_how_to_list() -> None:
-    with pytest.raises(ValueError, match=r"unknown environment id 'CartPol-v1'.*CartPole.*natrl list"):
+    with pytest.raises(ValueError, match=r"unknown environment id 'CartPol-v1'.*CartPole.*pprint_registry\(\)"):
         TRPO("CartPol-v1")
 
 

@@ -302,3 +302,13 @@ def test_bad_input(kwargs: dict, error: type[Exception], match: str) -> None:
 def test_matvec_nan_from_x0_is_reported() -> None:
     with pytest.raises(ValueError, match=r"matvec\(x0\) returned non-finite"):
         conjugate_gradient(lambda v: v * float("nan"), torch.ones(3), x0=torch.ones(3))
+
+
+def test_max_iter_takes_a_numpy_integer_as_scipy_does() -> None:
+    np = pytest.importorskip("numpy")
+    a, b = random_damped_gram(10, 0), rand_vec(10, 1)
+    ours = conjugate_gradient(lambda v: a @ v, b, max_iter=np.int64(3), tol=1e-12)
+    assert ours.iterations == 3
+    torch.testing.assert_close(ours.x, conjugate_gradient(lambda v: a @ v, b, max_iter=3, tol=1e-12).x, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="max_iter must be an int, got float"):
+        conjugate_gradient(lambda v: a @ v, b, max_iter=3.0)

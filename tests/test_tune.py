@@ -298,3 +298,13 @@ def test_parallel_trials_run_in_processes_on_one_storage(tmp_path: Path) -> None
     trials = _study(tmp_path).get_trials()
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert done.stdout.count("return") == 3 + 1  # one line per trial, reported by the parent, and the best
+
+
+def test_an_empty_study_name_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "trpo", "CartPole-v1", "--study-name", " ", *TINY]) == 2
+    assert capsys.readouterr().err == (
+        "natrl: error: --study-name is empty; give a name, or leave the option out for ALGO-ENV\n"
+    )
+    assert not list(tmp_path.iterdir())  # no database made

@@ -14,6 +14,7 @@ ENV_LIST_HINT = "python -c 'import gymnasium; gymnasium.pprint_registry()'"
 
 
 MAX_STEPS = 10**15
+AGENTS_DIR_HELP = "folder of agent-spec TOML files (default: $NATRL_AGENTS_DIR, else the presets shipped with natrl)"
 """The most environment steps a command takes (``--steps``, ``--eval-freq``, …): a thousand years of training
 at 30 million steps a second, far inside an int64; a larger count is a typo."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from natrl.cli.common import ENV_LIST_HINT, EXIT_ERROR, PROG, CLIError, bounded_steps
+from natrl.cli.common import AGENTS_DIR_HELP, ENV_LIST_HINT, EXIT_ERROR, PROG, CLIError, bounded_steps
 from natrl.cli.evaluate import cmd_eval
 from natrl.cli.listing import cmd_list
 from natrl.cli.plot import cmd_plot
@@ -201,7 +201,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="steps between checkpoints (default: steps/10)",
     )
     p.add_argument("--keep", type=_positive_int, metavar="K", help="checkpoints to keep (default: 3)")
-    p.add_argument("--agents-dir", metavar="DIR", help="folder of agent-spec TOML files (default: agents/)")
+    p.add_argument("--agents-dir", metavar="DIR", help=AGENTS_DIR_HELP)
     p.add_argument(
         "--hyperparams",
         metavar="FILE.yml",
@@ -276,7 +276,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("--params", metavar="ALGO", help="show ALGO's hyperparameters with defaults and meaning")
-    p.add_argument("--agents-dir", metavar="DIR", help="folder of agent-spec TOML files (default: agents/)")
+    p.add_argument("--agents-dir", metavar="DIR", help=AGENTS_DIR_HELP)
     p.set_defaults(handler=cmd_list)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from natrl.cli.checks import agent_class, check_device, check_env_id
-from natrl.cli.common import PROG, CLIError, bounded_steps, display_path
+from natrl.cli.common import AGENTS_DIR_HELP, PROG, CLIError, bounded_steps, display_path
 from natrl.runs import parse_steps, positive_int
 
 __all__ = ["TUNE_EXAMPLES", "add_tune_parser", "cmd_tune"]
@@ -88,7 +88,7 @@ def add_tune_parser(sub: argparse._SubParsersAction, formatter_class: type[argpa
         help="seconds between a running trial's heartbeats; a trial silent for 3·S is failed and retried",
     )
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device of the agents")
-    p.add_argument("--agents-dir", metavar="DIR", help="folder of agent-spec TOML files (default: agents/)")
+    p.add_argument("--agents-dir", metavar="DIR", help=AGENTS_DIR_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
     p.set_defaults(handler=cmd_tune)
 
@@ -148,6 +148,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds or ["0"])
     safe = args.env.replace("/", "_").replace(":", "_")
     storage = args.storage or default_storage(algo, args.env)
+    if args.study_name is not None and not args.study_name.strip():
+        raise CLIError("--study-name is empty; give a name, or leave the option out for ALGO-ENV")
     name = args.study_name or f"{algo}-{args.env}"
     out = Path(args.out) if args.out else Path("runs") / "tune" / f"{algo}-{safe}" / f"{algo}.toml"
     check_preset_path(out)  # refused before hours of trials, not after

@@ -25,6 +25,7 @@ exit follows Algorithm 7.1 (line-search Newton-CG).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -257,8 +258,9 @@ def _check_arguments(
             f"conjugate_gradient: b must be 1-D of shape (n,), got shape {tuple(b.shape)}; "
             "flatten it (see natrl.params.flatten)"
         )
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int):
+    if isinstance(max_iter, bool) or not hasattr(max_iter, "__index__"):  # an int or a NumPy integer
         raise TypeError(f"conjugate_gradient: max_iter must be an int, got {type(max_iter).__name__}")
+    max_iter = operator.index(max_iter)
     if max_iter < 1:
         raise ValueError(f"conjugate_gradient: max_iter must be ≥ 1, got {max_iter}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)):

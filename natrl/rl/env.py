@@ -67,7 +67,7 @@ def _unknown_env_message(env_id: str) -> str:
     )
     return (
         f"unknown environment id {env_id!r}.{hint}{mujoco} "
-        "List the registered ids with `natrl list` or `gymnasium.pprint_registry()`."
+        "List the registered ids with `python -c 'import gymnasium; gymnasium.pprint_registry()'`."
     )
 
 
