@@ -610,6 +610,20 @@ def test_cli_registers_bench(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+def test_a_dry_run_says_what_the_real_run_would_find_out(capsys: pytest.CaptureFixture[str]) -> None:
+    # an unknown id (its jobs would fail one by one), a peer list without the algorithm, a negative seed
+    assert main(["--algos", "trpo,acktr", "--envs", "Nope-v0,CartPole-v1", "--seeds", "0", "--against", "sb3",
+                 "--dry-run"]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [
+        "warning: 'Nope-v0' is not a registered environment id; its jobs will fail",
+        "note: --against sb3 has no peer for acktr; its natrl jobs run alone",
+    ]
+    with pytest.raises(SystemExit):
+        main(["--algos", "trpo", "--envs", "CartPole-v1", "--seeds", "-1", "--dry-run"])
+    assert "a seed lies in [0, 2**63)" in capsys.readouterr().err
+
+
 def test_set_overrides_every_natrl_job_and_names_bad_keys() -> None:
     from natrl.bench.jobs import BenchError as _BenchError
     from natrl.bench.jobs import plan_jobs as _plan

@@ -108,7 +108,31 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2 or 0-4, got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    bad = [s for s in seeds if not 0 <= s < 2**63]
+    if bad:
+        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2**63) (natrl train's), got {bad[0]} in {text!r}")
     return list(dict.fromkeys(seeds))
+
+
+def _dry_run_warnings(args: argparse.Namespace, jobs: Sequence[Any]) -> None:
+    """What a real run would find out job by job: unknown env ids (their jobs fail) and algorithms that the
+    peers named by --against do not have (they run alone)."""
+    import gymnasium as gym
+
+    from natrl.rl.env import register_env_id
+
+    for env_id in args.envs:
+        try:
+            known = register_env_id(env_id) in gym.registry
+        except ValueError:  # a module:Env-v0 id whose module does not import
+            known = False
+        if not known:
+            print(f"warning: {env_id!r} is not a registered environment id; its jobs will fail")
+    if args.against:
+        with_peer = {job.algo for job in jobs if job.library != "natrl"}
+        for algo in args.algos:
+            if algo not in with_peer:
+                print(f"note: --against {','.join(args.against)} has no peer for {algo}; its natrl jobs run alone")
 
 
 def _positive_int(text: str) -> int:
@@ -348,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
     )
     if args.dry_run:
+        _dry_run_warnings(args, jobs)
         for job in jobs:
             print(
                 f"{job.index:3d}  {job.name}  steps={job.total_steps:,} eval_every={job.eval_every:,} "
