@@ -114,27 +114,6 @@ def _seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def _dry_run_warnings(args: argparse.Namespace, jobs: Sequence[Any]) -> None:
-    """What a real run would find out job by job: unknown env ids (their jobs fail) and algorithms that the
-    peers named by --against do not have (they run alone)."""
-    import gymnasium as gym
-
-    from natrl.rl.env import register_env_id
-
-    for env_id in args.envs:
-        try:
-            known = register_env_id(env_id) in gym.registry
-        except ValueError:  # a module:Env-v0 id whose module does not import
-            known = False
-        if not known:
-            print(f"warning: {env_id!r} is not a registered environment id; its jobs will fail")
-    if args.against:
-        with_peer = {job.algo for job in jobs if job.library != "natrl"}
-        for algo in args.algos:
-            if algo not in with_peer:
-                print(f"note: --against {','.join(args.against)} has no peer for {algo}; its natrl jobs run alone")
-
-
 def _positive_int(text: str) -> int:
     from natrl.runs import positive_int
 
@@ -332,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         BenchError: an invalid request or a missing optional dependency (one-line message).
         natrl.presets.PresetError: an unreadable preset file.
     """
-    from natrl.bench.jobs import plan_jobs
+    from natrl.bench.jobs import plan_jobs, plan_warnings
     from natrl.presets import agents_dir
 
     if args.agents_dir is not None:
@@ -372,7 +351,8 @@ def run(args: argparse.Namespace) -> int:
         device=device,
     )
     if args.dry_run:
-        _dry_run_warnings(args, jobs)
+        for line in plan_warnings(args.envs, args.algos, args.against, jobs):
+            print(line)
         for job in jobs:
             print(
                 f"{job.index:3d}  {job.name}  steps={job.total_steps:,} eval_every={job.eval_every:,} "

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from natrl.bench.peers import PeerSpec
     from natrl.bench.tianshou_peer import TianshouSpec
 
-__all__ = ["LIBRARIES", "PEERS", "BenchError", "Job", "parse_peers", "plan_jobs"]
+__all__ = ["LIBRARIES", "PEERS", "BenchError", "Job", "parse_peers", "plan_jobs", "plan_warnings"]
 
 LIBRARIES = ("natrl", "sb3", "tianshou")
 PEERS = ("sb3", "tianshou")
@@ -258,3 +258,27 @@ def _check_device(device: str) -> None:
         raise BenchError(f"--device {device!r}: natrl bench runs on cpu or cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"--device {device!r}: torch sees no CUDA device here (torch.cuda.is_available() is False)")
+
+
+def plan_warnings(
+    envs: Sequence[str], algos: Sequence[str], against: Sequence[str] | None, jobs: Sequence[Job]
+) -> list[str]:
+    """What a run of ``jobs`` would find out job by job, for ``--dry-run``: env ids that are not registered (their
+    jobs fail) and algorithms that the ``against`` peers do not have (their natrl jobs run alone)."""
+    import gymnasium as gym
+
+    from natrl.rl.env import register_env_id
+
+    lines = []
+    for env_id in envs:
+        try:
+            known = register_env_id(env_id) in gym.registry
+        except ValueError:  # a module:Env-v0 id whose module does not import
+            known = False
+        if not known:
+            lines.append(f"warning: {env_id!r} is not a registered environment id; its jobs will fail")
+    if against:
+        with_peer = {job.algo for job in jobs if job.library != "natrl"}
+        lines += [f"note: --against {','.join(against)} has no peer for {algo}; its natrl jobs run alone"
+                  for algo in algos if algo not in with_peer]  # fmt: skip
+    return lines
