@@ -15,26 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_lines import one_error_line
 
 from natrl.cli import main
 from natrl.logger import KNOWN_COLUMNS, read_progress
 
 SMALL = ["--set", "n_steps=128", "--set", "n_envs=1", "--set", "hidden_sizes=[16]", "--set", "critic_epochs=1",
          "--eval-every", "0", "--eval-episodes", "1", "--quiet"]  # fmt: skip
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run the CLI; assert it failed with exit code 2 and exactly one line ``natrl: error: …``; return that line."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("natrl: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,29 +11,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from cli_lines import one_error_line
 from gymnasium import spaces
 from gymnasium.wrappers import FlattenObservation
 
 from natrl import PPO
-from natrl.cli import main
 from natrl.cli.parser import build_parser
 from natrl.rl import CheckpointError, load_agent
 from natrl.rl.persistence import is_sb3_model_file
 
 SB3_FILE = r"sb3_ppo\.zip is a stable-baselines3 model file, which natrl cannot load: load it with stable-baselines3"
-
-
-def _one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run the CLI; it fails with exit code 2 and one line ``natrl…: error: …`` on stderr, which is returned."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("natrl") and ": error: " in lines[0], err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +51,7 @@ def test_an_sb3_model_file_is_named_as_such_and_never_unpickled(
             with pytest.raises(CheckpointError, match=SB3_FILE) as info:
                 load(path)
             assert "\n" not in str(info.value)
-    line = _one_error_line(capsys, ["eval", str(stem)])
+    line = one_error_line(capsys, ["eval", str(stem)], prefix="natrl")
     assert line.startswith("natrl: error: ") and "sb3_ppo.zip is a stable-baselines3 model file" in line
 
 
@@ -132,7 +119,7 @@ def test_a_nested_observation_space_is_refused_at_construction_as_stable_baselin
     ],
 )
 def test_the_cli_refuses_step_counts_beyond_1e15(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    line = _one_error_line(capsys, argv)
+    line = one_error_line(capsys, argv, prefix="natrl")
     assert f"a step count must be at most 1e15, got '{argv[-1]}'" in line
 
 
