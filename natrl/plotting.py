@@ -207,7 +207,8 @@ def plot_runs(
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="best")
+        if ax.get_legend_handles_labels()[1]:  # an env with no values draws nothing to label
+            ax.legend(fontsize="small", loc="best")
     for ax in list(axes.flat)[len(envs) :]:
         ax.set_visible(False)
     if drawn == 0:

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,19 @@ def test_plot_output_that_cannot_be_written_is_one_line(
     line = one_error_line(capsys, ["plot", str(finished_run), "-o", "curves.png"])
     assert "curves.png: No space left on device" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["somefile"]  # no half-written image
+
+
+def test_plot_of_a_run_with_no_rows_yet_is_one_line_and_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "progress.csv").write_text(",".join(KNOWN_COLUMNS) + "\n")  # a run killed before its first update
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels" warning came before the line
+        line = one_error_line(capsys, ["plot", str(run), "-o", str(tmp_path / "curves.png")])
+    assert line.startswith("natrl: error: nothing to plot: no run has values of")
 
 
 def test_the_results_file_round_trips_through_the_schema_check(tmp_path: Path) -> None:
