@@ -46,6 +46,17 @@ def resume(run_dir: Path, steps: int = 768) -> list[str]:
     return ["train", "trpo", "CartPole-v1", "--steps", str(steps), "--run-dir", str(run_dir), "--resume", "--quiet"]
 
 
+def test_extending_a_run_says_that_its_linear_schedules_stretch(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # TRPO's CartPole preset shrinks max_kl linearly to 0 over the budget (SB3's progress remaining): a longer budget
+    # moves where it reaches 0, which the resumed run says in one line
+    run_dir = copy_run(finished_run, tmp_path)
+    assert main(resume(run_dir)[:-1]) == 0  # without --quiet
+    out = capsys.readouterr().out
+    assert "natrl train: the linear schedules of max_kl now run to 0 at 768 steps instead of 512\n" in out
+
+
 # ----------------------------------------------------------------------------- progress.csv on resume
 def test_resume_repairs_a_progress_csv_with_a_row_cut_mid_file_and_a_cut_last_row(
     finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -197,7 +197,14 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
                 f"{key}={json.dumps(value) if value is not None else 'none'} differs from the run's "
                 f"{key}={shown}; a resumed run keeps its hyperparameters (start a new run to change them)"
             )
-    if args.steps is not None:
+    if args.steps is not None and args.steps != spec.total_steps:
+        scheduled = sorted(k for k, v in spec.hyperparameters.items() if isinstance(v, str) and v.startswith("lin_"))
+        if scheduled and not args.quiet:  # SB3's progress remaining is taken over the whole (new) budget
+            print(
+                f"natrl train: the linear schedules of {', '.join(scheduled)} now run to 0 at "
+                f"{args.steps:,} steps instead of {spec.total_steps:,}",
+                flush=True,
+            )
         spec.total_steps = args.steps
     if args.eval_every is not None:
         spec.eval_every = args.eval_every
