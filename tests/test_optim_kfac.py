@@ -719,3 +719,25 @@ def test_inputs_its_hooks_cannot_read_and_eval_mode_are_said_in_one_line() -> No
     nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.zeros(8, dtype=torch.long)).backward()
     with pytest.warns(UserWarning, match=r"^KFAC: layers 0, 2 are in eval mode"):
         opt.step()
+
+
+@pytest.mark.parametrize("scale", ["per_example", "batch_mean"])
+def test_gradient_accumulation_gives_the_factors_of_the_whole_batch(scale: str) -> None:
+    # two micro-batches of 32 whose losses are halved (the usual accumulation) against one batch of 64
+    x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(3)), torch.arange(64) % 3
+    whole, parts = _mlp(), _mlp()
+    opt_whole = KFAC(whole, lr=0.1, scale=scale, factor_decay=0.0)
+    opt_parts = KFAC(parts, lr=0.1, scale=scale, factor_decay=0.0, accumulation_steps=2)
+    nn.functional.cross_entropy(whole(x), y).backward()
+    for half in (slice(0, 32), slice(32, 64)):
+        (nn.functional.cross_entropy(parts(x[half]), y[half]) / 2).backward()
+    for p_whole, p_parts in zip(whole.parameters(), parts.parameters(), strict=True):
+        torch.testing.assert_close(p_parts.grad, p_whole.grad)
+    opt_whole.step()
+    opt_parts.step()
+    for name, (a, g) in opt_whole.factors().items():
+        a_parts, g_parts = opt_parts.factors()[name]
+        torch.testing.assert_close(a_parts, a)
+        torch.testing.assert_close(g_parts, g)
+    with pytest.raises(ValueError, match="accumulation_steps must be an int >= 1, got 0"):
+        KFAC(_mlp(), accumulation_steps=0)

@@ -825,6 +825,10 @@ class KFAC(Optimizer):
             independent of the batch size) or ``"batch_mean"`` (G of the batch-mean loss,
             1/N² of it for a batch of N: kfac-pytorch's convention, so its damping values carry
             over); see :func:`g_factor`.
+        accumulation_steps: k backward passes per :meth:`step` whose losses are divided by k (gradient
+            accumulation over micro-batches, as kfac-pytorch's ``accumulation_steps``): the statistics of the k
+            passes are averaged, and under ``"per_example"`` the output gradients are multiplied back by k, so the
+            factors are those of one batch of all the micro-batches (``"batch_mean"`` needs no correction).
         factor_init: ``"first_batch"`` (the moving averages start at the first batch's
             factors) or ``"identity"`` (they start at I, as in kfac-pytorch).
         factor_dtype: dtype of the factors and their decompositions; None: the weight's dtype
@@ -883,6 +887,7 @@ class KFAC(Optimizer):
         fisher: str = "empirical",
         preconditioner_only: bool = False,
         scale: str = "per_example",
+        accumulation_steps: int = 1,
         factor_init: str = "first_batch",
         factor_dtype: torch.dtype | None = None,
         grad_scaler: Any = None,
@@ -922,6 +927,7 @@ class KFAC(Optimizer):
         factor_decay = _check_decay(factor_decay, 0)
         factor_interval = check_int(w, "factor_interval", factor_interval)
         inverse_interval = check_int(w, "inverse_interval", inverse_interval)
+        self.accumulation_steps = check_int(w, "accumulation_steps", accumulation_steps)
         damping_interval = check_int(w, "damping_interval", damping_interval)
         if kl_clip is not None:
             kl_clip = _check_kl(kl_clip, 0)
@@ -1150,6 +1156,8 @@ class KFAC(Optimizer):
             god = go.to(blocks[0].dtype)
             if self.grad_scaler is not None and not self._in_fisher_pass:
                 god = god / float(self.grad_scaler.get_scale())  # the loss was scaled by S: so is ĝ
+            if self.accumulation_steps > 1 and self.scale == "per_example":
+                god = god * self.accumulation_steps  # each micro-batch's loss was divided by k: so is ĝ
             for layer in blocks:
                 if layer.kind == "diag":
                     assert isinstance(ctx, Tensor)
