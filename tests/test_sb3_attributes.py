@@ -20,7 +20,7 @@ from natrl import A2C, ACKTR, NPG, PPO, TRPO
 from natrl.callbacks import BaseCallback
 from natrl.logger import Logger
 from natrl.rl.agent import OnPolicyAgent
-from natrl.rl.sb3_attributes import READ_EACH_UPDATE, ConfigSchedule, SB3Attributes, SB3Hyperparameter
+from natrl.rl.sb3_attributes import ConfigSchedule, SB3Attributes, SB3Hyperparameter
 from natrl.rl.sb3_names import SB3_ATTRIBUTES
 
 PROGRESS = (1.0, 0.5, 0.0)
@@ -290,7 +290,7 @@ def test_assigned_values_keep_natrls_types_and_a_frozen_models_zero_step(tmp_pat
 def test_read_each_update_names_only_config_fields() -> None:
     for cls in (PPO, A2C, TRPO, NPG, ACKTR):
         fields = set(cls.config_cls().to_dict())
-        assert READ_EACH_UPDATE[cls.algo] <= fields, cls.algo
+        assert cls.fields_read_each_update <= fields, cls.algo
 
 
 class _Dumps(Logger):

@@ -75,6 +75,9 @@ class A2C(OnPolicyAgent):
     algo = "a2c"
     config_cls = A2CConfig
     config: A2CConfig
+    fields_read_each_update = OnPolicyAgent.fields_read_each_update | {
+        "learning_rate", "ent_coef", "vf_coef", "max_grad_norm"
+    }  # fmt: skip
 
     def _setup(self) -> None:
         cfg = self.config

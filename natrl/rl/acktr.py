@@ -108,6 +108,9 @@ class ACKTR(OnPolicyAgent):
     algo = "acktr"
     config_cls = ACKTRConfig
     config: ACKTRConfig
+    fields_read_each_update = OnPolicyAgent.fields_read_each_update | {
+        "critic_epochs", "critic_batch_size", "learning_rate", "ent_coef"
+    }  # fmt: skip
 
     def _setup(self) -> None:
         cfg = self.config

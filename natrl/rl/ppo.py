@@ -84,6 +84,10 @@ class PPO(OnPolicyAgent):
     algo = "ppo"
     config_cls = PPOConfig
     config: PPOConfig
+    fields_read_each_update = OnPolicyAgent.fields_read_each_update | {
+        "learning_rate", "n_epochs", "batch_size", "clip_range", "clip_range_vf", "ent_coef", "vf_coef",
+        "max_grad_norm", "target_kl",
+    }  # fmt: skip
 
     def _setup(self) -> None:
         self.params = unique_parameters(self.actor, self.critic)

@@ -12,10 +12,11 @@
 
 Assigning one of those hyperparameter attributes (a callback annealing ``ent_coef`` or ``clip_range``, as SB3's
 users do) replaces the config field behind it, validated as at construction, where the algorithm reads that field
-at every update (:data:`READ_EACH_UPDATE`): it takes effect from the next update (``gae_lambda``: from the next
-rollout's advantages). The others (``gamma``, ``n_steps``, TRPO's ``cg_damping``) are fixed when the agent is
-built; assigning them raises AttributeError naming how to change them. (SB3 itself ignores an assigned
-``learning_rate`` or ``gae_lambda``, which its learning-rate schedule and rollout buffer copied at construction.)
+at every update (its class's :attr:`SB3Attributes.fields_read_each_update`): it takes effect from the next update
+(``gae_lambda``: from the next rollout's advantages). The others (``gamma``, ``n_steps``, TRPO's ``cg_damping``)
+are fixed when the agent is built; assigning them raises AttributeError naming how to change them. (SB3 itself
+ignores an assigned ``learning_rate`` or ``gae_lambda``, which its learning-rate schedule and rollout buffer copied
+at construction.)
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from natrl.rl.sb3_names import action_dims, natrl_values, sb3_attribute_field, s
 from natrl.rl.sb3_vec_env import sb3_infos
 
 __all__ = [
-    "READ_EACH_UPDATE",
     "STATS_WINDOW_SIZE",
     "ConfigSchedule",
     "SB3Attributes",
@@ -55,21 +55,6 @@ __all__ = [
 
 STATS_WINDOW_SIZE = 100
 """Episodes ``ep_info_buffer`` keeps (stable-baselines3's default ``stats_window_size``)."""
-
-_ADVANTAGES = ("gae_lambda", "normalize_advantage")
-_CRITIC = ("critic_lr", "critic_epochs", "critic_batch_size")
-READ_EACH_UPDATE: dict[str, frozenset[str]] = {
-    "ppo": frozenset({*_ADVANTAGES, "learning_rate", "n_epochs", "batch_size", "clip_range", "clip_range_vf",
-                      "ent_coef", "vf_coef", "max_grad_norm", "target_kl"}),
-    "a2c": frozenset({*_ADVANTAGES, "learning_rate", "ent_coef", "vf_coef", "max_grad_norm"}),
-    "trpo": frozenset({*_ADVANTAGES, *_CRITIC, "max_kl", "cg_iters", "line_search_shrink",
-                       "line_search_max_backtracks"}),
-    "npg": frozenset({*_ADVANTAGES, *_CRITIC, "cg_iters"}),
-    "acktr": frozenset({*_ADVANTAGES, "critic_epochs", "critic_batch_size", "learning_rate", "ent_coef"}),
-}  # fmt: skip
-"""The config fields each algorithm reads afresh at every rollout or update (its ``_update``, and the agent's
-GAE): the ones an SB3 attribute assignment may replace. The rest are built into optimisers, dampings, the reward
-normaliser or the rollouts when the agent is constructed."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +223,10 @@ class SB3Attributes:
 
     algo: ClassVar[str]
     progress_remaining: float
+    fields_read_each_update: ClassVar[frozenset[str]] = frozenset({"gae_lambda", "normalize_advantage"})
+    """The config fields the agent reads afresh at every rollout or update (here: the GAE's; each algorithm
+    adds those its ``_update`` reads): the ones an SB3 attribute assignment may replace. The rest are built into
+    optimisers, dampings, the reward normaliser or the rollouts when the agent is constructed."""
 
     def sb3_hyperparameter(self, name: str) -> Any:
         """SB3's model attribute ``name`` (``n_epochs``, ``clip_range``, TRPO's ``target_kl``, …) from the config:
@@ -262,7 +251,7 @@ class SB3Attributes:
     def set_sb3_hyperparameter(self, name: str, value: Any) -> None:
         """``model.<name> = value`` for SB3's attribute ``name``: the config field behind it replaced, validated as
         at construction, from the next update on, where the algorithm reads it at every update
-        (:data:`READ_EACH_UPDATE`).
+        (:attr:`fields_read_each_update`).
 
         Raises:
             AttributeError: the algorithm has no such hyperparameter, or reads it only when built (the message
@@ -274,7 +263,7 @@ class SB3Attributes:
         field = sb3_attribute_field(self.algo, name, fields)
         if field is None:
             raise AttributeError(f"{cls} has no {name} (no {type(self.config).__name__} field for it)")
-        if field not in READ_EACH_UPDATE.get(self.algo, frozenset()):
+        if field not in self.fields_read_each_update:
             self._fixed(name, f"{cls} reads {field} only then")
         if isinstance(value, ConfigSchedule):
             value = value.value

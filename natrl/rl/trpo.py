@@ -125,6 +125,9 @@ class NPGConfig(_NaturalConfig):
 
 class _NaturalAgent(OnPolicyAgent):
     config: _NaturalConfig
+    fields_read_each_update = OnPolicyAgent.fields_read_each_update | {
+        "critic_lr", "critic_epochs", "critic_batch_size", "cg_iters"
+    }  # fmt: skip
 
     def _setup(self) -> None:
         cfg = self.config
@@ -216,6 +219,9 @@ class TRPO(_NaturalAgent):
     algo = "trpo"
     config_cls = TRPOConfig
     config: TRPOConfig
+    fields_read_each_update = _NaturalAgent.fields_read_each_update | {
+        "max_kl", "line_search_shrink", "line_search_max_backtracks"
+    }  # fmt: skip
 
     def _policy_step(self, objective: PolicyObjective) -> dict[str, float]:
         cfg = self.config
