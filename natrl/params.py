@@ -105,7 +105,10 @@ def write_back(params: Iterable[Tensor], flat: Tensor) -> None:
 def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> tuple[Callable[..., Any], list[str]]:
     """A pure function ``f(θ, *args, **kwargs)`` of the module's (chosen) parameters.
 
-    Parameters not in ``names`` and all buffers keep their current values.
+    Parameters not in ``names`` and all buffers keep their current values: ``f`` reads the buffers and leaves
+    them as they were (a train-mode BatchNorm normalises with the batch's statistics, as the module's forward
+    does, without updating the module's running statistics), so calling ``f`` (or a curvature product built on
+    it) changes nothing in the module.
 
     Args:
         module: the module.
@@ -124,6 +127,7 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
         raise KeyError(f"named_functional: module has no parameters {unknown}")
     spec = ParamSpec.of(all_params[n] for n in names)
     names = list(names)
+    buffer_names = [n for n, _ in module.named_buffers()]
 
     def f(theta: Tensor, *args: object, **kwargs: object) -> Any:
         if theta.dim() != 1 or theta.numel() != spec.size:
@@ -137,6 +141,9 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
                 )
             )
         tensors = dict(zip(names, unflatten(theta, spec)))
+        if buffer_names:  # copies: a train-mode BatchNorm would update the module's running statistics in place
+            buffers = dict(module.named_buffers())
+            tensors.update((n, buffers[n].clone()) for n in buffer_names if n in buffers)
         return functional_call(module, tensors, args, kwargs, strict=False)
 
     return f, names

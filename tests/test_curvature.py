@@ -606,3 +606,23 @@ def test_functional_takes_the_trainable_parameters_and_says_so_when_given_all() 
         f(flatten(net.parameters()), x)
     with pytest.raises(ValueError, match="in that order"):
         functional(net, ["2.weight"])(flatten(trainable), x)
+
+
+def test_fisher_vp_of_a_train_mode_batchnorm_leaves_its_running_statistics_and_equals_the_dense_fisher() -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3)).to(DT).train()
+    x = torch.randn(6, 3, generator=gen(1), dtype=DT)
+    theta = flatten(net.parameters()).detach()
+    before = {n: b.clone() for n, b in net.named_buffers()}
+    f = functional(net)
+    v = torch.randn(theta.numel(), generator=gen(2), dtype=DT)
+    fv = fisher_vp(lambda th, obs: (f(th, obs),), theta, x, Categorical)(v)
+    for name, buffer in net.named_buffers():  # the module's forward would have moved them
+        torch.testing.assert_close(buffer, before[name], rtol=0, atol=0)
+    # dense reference: the batch's statistics are part of the function being linearised
+    jac = torch.autograd.functional.jacobian(lambda th: f(th, x), theta)  # (N, C, P)
+    probs = torch.softmax(f(theta, x), dim=-1)
+    dense = sum(
+        jac[i].T @ (torch.diag(probs[i]) - torch.outer(probs[i], probs[i])) @ jac[i] for i in range(x.shape[0])
+    ) / x.shape[0]
+    torch.testing.assert_close(fv, dense @ v, rtol=1e-10, atol=1e-12)
+    assert int(net[1].num_batches_tracked) == 0
