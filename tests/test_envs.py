@@ -6,11 +6,14 @@ from __future__ import annotations
 import sys
 
 import gymnasium as gym
+import numpy as np
 import pytest
+import torch
 from gymnasium.vector import AutoresetMode
 
 from natrl import PPO, TRPO
 from natrl.cli import main
+from natrl.rl.vector_autoreset import SameStepAutoreset, same_step_vector_env
 
 
 def test_env_kwargs_and_wrapper_reach_every_copy_and_the_checkpoint(tmp_path) -> None:
@@ -65,9 +68,12 @@ def test_a_ready_vector_env_is_trained_on_as_given() -> None:
     agent.close()
     venv.step(venv.action_space.sample())  # still the caller's, still open
     venv.close()
-    next_step = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync")
-    with pytest.raises(ValueError, match="natrl needs SAME_STEP"):
-        TRPO(next_step)
+    next_step = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync")  # Gymnasium's default autoreset
+    agent = TRPO(next_step, n_steps=32).learn(64)
+    assert agent.env_id == "CartPole-v1" and isinstance(agent.get_vector_env(), SameStepAutoreset)
+    agent.close()
+    next_step.step(next_step.action_space.sample())  # still the caller's, still open
+    next_step.close()
 
 
 def test_an_env_instance_keeps_its_make_kwargs(tmp_path) -> None:
@@ -202,8 +208,6 @@ def test_evaluate_on_an_env_instance_uses_it_as_given_and_leaves_it_open() -> No
 
 def test_a_hand_built_vector_env_is_evaluated_on_a_copy_of_its_sub_envs() -> None:
     fns = [lambda: gym.make("CartPole-v1", max_episode_steps=60)] * 2
-    with pytest.raises(ValueError, match=r"build it as SyncVectorEnv\(env_fns, autoreset_mode=.*SAME_STEP\)$"):
-        PPO(gym.vector.SyncVectorEnv(fns), seed=0)
     agent = PPO(gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP), seed=0, n_steps=16)
     reference = PPO("CartPole-v1", seed=0, n_steps=16, env_kwargs={"max_episode_steps": 60})
     reference.actor.load_state_dict(agent.actor.state_dict())
@@ -220,3 +224,63 @@ def test_wrapper_class_is_refused_where_natrl_builds_no_env_to_wrap() -> None:
                 n_steps=16, batch_size=16)  # fmt: skip
     agent.learn(16)
     assert {e["l"] for e in agent.ep_info_buffer} == {3}  # the factory's envs are wrapped
+
+
+def _step_both(next_step: gym.vector.VectorEnv, same_step: gym.vector.VectorEnv, steps: int) -> int:
+    """Step both vector envs with the same random actions; every output must be equal. Returns the episode ends."""
+    adapted = same_step_vector_env(next_step)
+    assert isinstance(adapted, SameStepAutoreset) and adapted.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    obs_a, _ = adapted.reset(seed=7)
+    obs_b, _ = same_step.reset(seed=7)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    rng, ends = np.random.default_rng(0), 0
+    for _ in range(steps):
+        actions = rng.integers(0, 2, size=same_step.num_envs)
+        a, b = adapted.step(actions), same_step.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+        ended = np.logical_or(b[2], b[3])
+        assert ("final_obs" in a[4]) == ("final_obs" in b[4]) == bool(ended.any())
+        if ended.any():
+            np.testing.assert_array_equal(a[4]["_final_obs"], b[4]["_final_obs"])
+            for i in np.flatnonzero(ended):
+                np.testing.assert_array_equal(a[4]["final_obs"][i], b[4]["final_obs"][i])
+            assert (
+                a[4]["final_info"]["episode"]["r"][ended].tolist() == b[4]["final_info"]["episode"]["r"][ended].tolist()
+            )
+            ends += int(ended.sum())
+    adapted.close()
+    same_step.close()
+    return ends
+
+
+@pytest.mark.parametrize("vector_cls", [gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv])
+def test_a_next_step_vector_env_is_stepped_as_the_same_env_in_same_step_mode(vector_cls: type) -> None:
+    def fns() -> list:
+        make = lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1", max_episode_steps=15))  # noqa: E731
+        return [make] * 3
+
+    ends = _step_both(vector_cls(fns()), vector_cls(fns(), autoreset_mode=AutoresetMode.SAME_STEP), 120)
+    assert ends > 20  # terminations and truncations at 15 steps, in every env
+
+
+def test_gymnasiums_default_vector_env_trains_as_its_same_step_build() -> None:
+    def trained(**vector_kwargs: object) -> list:
+        venv = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync", **vector_kwargs)
+        agent = PPO(venv, seed=0, n_steps=64, batch_size=32, n_epochs=2).learn(512)
+        assert agent.collector.episodes > 10
+        return [p.detach().clone() for p in agent.actor.parameters()]
+
+    ours = trained()  # NEXT_STEP: gym.make_vec's default
+    for p, q in zip(ours, trained(vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_a_vector_env_natrl_cannot_adapt_to_same_step_is_refused_with_the_fix() -> None:
+    wrapped = gym.wrappers.vector.RecordEpisodeStatistics(gym.make_vec("CartPole-v1", 2, vectorization_mode="sync"))
+    line = r"^the vector env \(RecordEpisodeStatistics\) autoresets in .*NEXT_STEP mode; .* builds its own vector envs$"
+    with pytest.raises(ValueError, match=line):
+        PPO(wrapped)
+    disabled = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")], autoreset_mode=AutoresetMode.DISABLED)
+    with pytest.raises(ValueError, match=r"build it as SyncVectorEnv\(env_fns, autoreset_mode=.*SAME_STEP\)$"):
+        PPO(disabled)

@@ -10,7 +10,8 @@ evaluation, and what a checkpoint stores to rebuild it. Training uses a vector
 env with autoreset in SAME_STEP mode: when an episode ends the final observation
 is in ``info["final_obs"]`` and the returned observation is already the first
 one of the next episode, so every step of the rollout is a real transition (no
-dummy reset steps as with NEXT_STEP mode).
+dummy reset steps as with NEXT_STEP mode; a NEXT_STEP Sync/AsyncVectorEnv, Gymnasium's default, is driven so by
+:mod:`natrl.rl.vector_autoreset`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from natrl.rl.mujoco_env import MujocoSameStep, check_mujoco_env, check_mujoco_k
 from natrl.rl.sb3_vec_env import FromSB3VecEnv, SB3VecEnv, is_sb3_vec_env, register_with_sb3
 from natrl.rl.spaces import check_spaces
 from natrl.rl.trusted import register_namespace
+from natrl.rl.vector_autoreset import same_step_vector_env
 
 __all__ = [
     "BACKENDS",
@@ -42,7 +44,6 @@ __all__ = [
     "EnvSource",
     "NonFiniteError",
     "VectorEnvBuilder",
-    "check_autoreset",
     "env_factory",
     "env_name",
     "make_vector_env",
@@ -314,24 +315,6 @@ def training_env(env: Any, n_envs: Any) -> Any:
     return env
 
 
-def check_autoreset(venv: VectorEnv) -> None:
-    """Refuse a vector env that does not autoreset in SAME_STEP mode."""
-    mode = venv.metadata.get("autoreset_mode")
-    if mode is not None and mode != AutoresetMode.SAME_STEP and str(mode) != str(AutoresetMode.SAME_STEP):
-        same_step = "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP"
-        fix = (
-            f"build it as {type(venv).__name__}(env_fns, {same_step})"
-            if isinstance(venv, (SyncVectorEnv, AsyncVectorEnv)) and getattr(venv, "spec", None) is None
-            else f"gym.make_vec(id, n, vector_kwargs={{'autoreset_mode': {same_step.split('=')[1]}}}), or pass the "
-            "id: natrl builds its own vector envs"
-        )
-        default = " (Gymnasium's default)" if str(mode) == str(AutoresetMode.NEXT_STEP) else ""
-        raise ValueError(
-            f"the vector env autoresets in {mode} mode{default}; natrl needs SAME_STEP (final observations in the "
-            f"step's info): {fix}"
-        )
-
-
 def _sub_env_spec(venv: VectorEnv) -> Any:
     """The registered spec that every sub-env of a hand-built Sync/AsyncVectorEnv has, else None."""
     if not isinstance(venv, (SyncVectorEnv, AsyncVectorEnv)):
@@ -396,14 +379,14 @@ class EnvSource:
         self.wrapper_class, self.wrapper_kwargs = wrapper_class, dict(wrapper_kwargs or {})
         self.given: VectorEnv | None = None
         self._sb3_view: SB3VecEnv | None = None
-        if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given
-            check_autoreset(env)
+        if isinstance(env, VectorEnv):  # a ready vector env: natrl trains on it as given (SAME_STEP autoreset)
+            given = same_step_vector_env(env)
             if wrapper_class is not None:
                 raise ValueError(
                     "wrapper_class wraps the envs natrl builds (from an id or a factory), not a ready vector env or "
                     "an env instance without a registered spec: wrap the env yourself, or pass a factory"
                 )
-            self.given = env
+            self.given = given
             spec = getattr(env, "spec", None)  # gym.make_vec records the single env's id and make-kwargs
             self.env_id = spec.id if spec is not None else type(env).__name__
             self.factory: Callable[[], gym.Env] | None = None
@@ -491,7 +474,7 @@ class EnvSource:
         backend."""
         env = training_env(env, None)
         if isinstance(env, VectorEnv):
-            check_autoreset(env)
+            env = same_step_vector_env(env)
             given = (env.single_observation_space, env.single_action_space)
             if given != (self.observation_space, self.action_space):
                 raise ValueError(
