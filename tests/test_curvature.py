@@ -621,8 +621,9 @@ def test_fisher_vp_of_a_train_mode_batchnorm_leaves_its_running_statistics_and_e
     # dense reference: the batch's statistics are part of the function being linearised
     jac = torch.autograd.functional.jacobian(lambda th: f(th, x), theta)  # (N, C, P)
     probs = torch.softmax(f(theta, x), dim=-1)
-    dense = sum(
-        jac[i].T @ (torch.diag(probs[i]) - torch.outer(probs[i], probs[i])) @ jac[i] for i in range(x.shape[0])
-    ) / x.shape[0]
+    dense = (
+        sum(jac[i].T @ (torch.diag(probs[i]) - torch.outer(probs[i], probs[i])) @ jac[i] for i in range(x.shape[0]))
+        / x.shape[0]
+    )
     torch.testing.assert_close(fv, dense @ v, rtol=1e-10, atol=1e-12)
     assert int(net[1].num_batches_tracked) == 0
