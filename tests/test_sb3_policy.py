@@ -53,6 +53,12 @@ def test_values_distributions_and_evaluated_actions_equal_sb3s(env_id: str) -> N
     torch.testing.assert_close(values, sb3_values)
     torch.testing.assert_close(log_prob, sb3_log_prob)
     torch.testing.assert_close(entropy, sb3_entropy)
+    # policy(obs, deterministic=True): what SB3's ONNX export recipe calls
+    for a, b in zip(agent.policy(ours, deterministic=True), sb3(theirs, deterministic=True), strict=True):
+        torch.testing.assert_close(a, b)
+    sampled, values, log_prob = agent.policy(ours)
+    assert sampled.shape == sb3(theirs)[0].shape
+    torch.testing.assert_close(log_prob, agent.policy.evaluate_actions(ours, sampled)[1])
 
 
 def test_a_recurrent_policy_refuses_them_in_one_line() -> None:

@@ -139,6 +139,17 @@ class SB3Policy(ActorCritic):
                 "history: use model.predict with state and episode_start"
             )
 
+    def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        """SB3's ``policy(obs, deterministic=False)``: ``(actions, values (batch, 1), log_prob (batch,))`` for a
+        batch as :meth:`obs_to_tensor` returns it, the actions raw (a Box's before clipping, as SB3's) in the action
+        space's shape, sampled with the agent's generator unless ``deterministic`` (the distribution's mode). What
+        SB3's ONNX export recipe calls."""
+        self._feedforward("forward")
+        dist, values = distribution_and_value(self.actor, self.critic, obs)
+        actions = dist.mode() if deterministic else dist.sample(self._acting[1])
+        shape = self.actor.action.space.shape or ()
+        return actions.reshape(actions.shape[0], *shape), values.reshape(-1, 1), dist.log_prob(actions)
+
     def predict_values(self, obs: Tensor) -> Tensor:
         """V(obs), shape (batch, 1), for a batch as :meth:`obs_to_tensor` returns it (SB3's ``predict_values``)."""
         self._feedforward("predict_values")
