@@ -24,10 +24,10 @@ import torch
 
 optuna = pytest.importorskip("optuna")
 
-from natrl import A2C, PPO, TRPO  # noqa: E402
+from natrl import A2C, ACKTR, NPG, PPO, TRPO  # noqa: E402
 from natrl.cli import main  # noqa: E402
 from natrl.presets import load_preset  # noqa: E402
-from natrl.runs.search_spaces import sample_a2c, sample_ppo, sample_trpo  # noqa: E402
+from natrl.runs.search_spaces import SEARCH_SPACES, sample_a2c, sample_ppo, sample_trpo  # noqa: E402
 from natrl.runs.tune import (  # noqa: E402
     EVALUATIONS,
     PRESET_ATTR,
@@ -220,8 +220,30 @@ def test_tune_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["tune", "--help"])
     assert exit_.value.code == 0 and "examples:" in capsys.readouterr().out
-    assert main(["tune", "npg", "CartPole-v1", *TINY]) == 2
-    assert "search spaces for trpo, ppo, a2c, not for npg" in capsys.readouterr().err
+    assert main(["tune", "ddpg", "CartPole-v1", *TINY]) == 2
+    assert "ddpg" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algo", ["npg", "acktr"])
+def test_npg_and_acktr_spaces_draw_valid_agents_with_the_step_in_joint_kl(algo: str) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    corner = {"n_steps_pow": 3, "batch_size": 512, "target_kl": 0.1, "kl_clip": 0.05, "learning_rate": 1.0}
+    study.enqueue_trial(corner)  # the largest steps and batches with the shortest rollout, then random draws
+    cls = {"npg": NPG, "acktr": ACKTR}[algo]
+    for i in range(8):
+        trial = study.ask()
+        env, k = ("CartPole-v1", 1) if i % 2 else ("Pendulum-v1", 3)  # k: as if the Box had 3 dimensions
+        hp = SEARCH_SPACES[algo](trial, k=k, n_envs=2, total_steps=10**5)
+        if algo == "npg":  # the zoo's target_kl is a KL per action dimension; NPG's step_size the joint one
+            assert hp["step_size"] == pytest.approx(k * trial.params["target_kl"]) and "max_kl" not in hp
+        else:
+            assert hp["kl_clip"] == pytest.approx(k * trial.params["kl_clip"])
+            assert hp["critic_batch_size"] <= hp["n_steps"] * 2
+        agent = cls(env, seed=i, n_envs=2, **hp)
+        assert agent.config.n_steps == 2 ** trial.params["n_steps_pow"]
+        agent.learn(2 * hp["n_steps"])  # one update with the drawn values
+        assert all(bool(torch.isfinite(p).all()) for p in agent.actor.parameters())
+        agent.close()
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def add_tune_parser(sub: argparse._SubParsersAction, formatter_class: type[argpa
         epilog=TUNE_EXAMPLES,
         formatter_class=formatter_class,
     )
-    p.add_argument("algo", metavar="ALGO", help="algorithm with a search space: trpo, ppo or a2c")
+    p.add_argument("algo", metavar="ALGO", help="algorithm with a search space: trpo, npg, ppo, a2c or acktr")
     p.add_argument("env", metavar="ENV", help="Gymnasium environment id, e.g. Pendulum-v1")
     p.add_argument("--trials", type=positive_int, default=10, metavar="N", help="trials this run adds")
     p.add_argument("--n-jobs", type=positive_int, default=1, metavar="J", help="parallel trials (processes)")

@@ -1,5 +1,7 @@
 """The hyperparameter search spaces of ``natrl tune`` (:mod:`natrl.runs.tune`): rl-baselines3-zoo's samplers
-(``rl_zoo3/hyperparams_opt.py``) in natrl's names, one per algorithm in :data:`SEARCH_SPACES`."""
+(``rl_zoo3/hyperparams_opt.py``) in natrl's names, one per algorithm in :data:`SEARCH_SPACES`; NPG and ACKTR, which
+the zoo does not have, get its TRPO and A2C choices with their own step size in place of TRPO's trust region and
+A2C's optimiser."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SEARCH_SPACES", "sample_a2c", "sample_ppo", "sample_trpo"]
+__all__ = ["SEARCH_SPACES", "sample_a2c", "sample_acktr", "sample_npg", "sample_ppo", "sample_trpo"]
 
 
 def _n_steps_pow(trial: optuna.Trial, total_steps: int, n_envs: int, *, low: int = 5, high: int = 12) -> int:
@@ -131,10 +133,60 @@ def sample_a2c(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) ->
     }
 
 
+def sample_npg(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -> dict[str, Any]:
+    """:func:`sample_trpo`'s choices for the natural policy gradient: NPG has no line search, so the zoo's
+    ``target_kl`` (the KL per action dimension) sets ``step_size``, the KL of the normalised step, as k ·
+    ``target_kl``; the rest (rollout, critic, CG iterations, networks) are TRPO's."""
+    hp = sample_trpo(trial, k=k, n_envs=n_envs, total_steps=total_steps)
+    hp["step_size"] = hp.pop("max_kl")
+    return hp
+
+
+def sample_acktr(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) -> dict[str, Any]:
+    """The zoo's A2C choices (:func:`sample_a2c`: γ, λ, ``n_steps``, ``ent_coef``, orthogonal initialisation,
+    networks) with ACKTR's own step: the K-FAC learning rate log-uniform in [0.01, 1] (the ACKTR paper's 0.25
+    inside), constant or annealed linearly to 0, and the trust region ``kl_clip`` = k · c, c in {0.0005, 0.001,
+    0.002, 0.005, 0.01, 0.05} (the paper's 0.001 for Atari; natrl's MuJoCo presets use 0.01 per dimension, with
+    ``kl_clip`` bounding the joint KL as TRPO's ``max_kl``); the critic's Adam steps as TRPO's sampler draws them
+    (learning rate log-uniform in [1e-5, 1e-2], 5 to 30 epochs, minibatches of 8 to 512 steps)."""
+    gamma = trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999])
+    gae_lambda = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
+    n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs, low=3, high=11)
+    lr_schedule = trial.suggest_categorical("lr_schedule", ["linear", "constant"])
+    learning_rate = trial.suggest_float("learning_rate", 0.01, 1.0, log=True)
+    kl_clip = trial.suggest_categorical("kl_clip", [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05])
+    ent_coef = trial.suggest_float("ent_coef", 1e-8, 0.1, log=True)
+    critic_lr = trial.suggest_float("critic_lr", 1e-5, 1e-2, log=True)
+    critic_epochs = trial.suggest_categorical("critic_epochs", [5, 10, 20, 25, 30])
+    batch_size = trial.suggest_categorical("batch_size", [8, 16, 32, 64, 128, 256, 512])
+    ortho_init = trial.suggest_categorical("ortho_init", [False, True])
+    net_arch = trial.suggest_categorical("net_arch", ["small", "medium"])
+    activation = trial.suggest_categorical("activation", ["tanh", "relu"])
+    return {
+        "n_steps": n_steps,
+        "gamma": gamma,
+        "gae_lambda": gae_lambda,
+        "learning_rate": f"lin_{learning_rate!r}" if lr_schedule == "linear" else learning_rate,
+        "kl_clip": k * kl_clip,
+        "ent_coef": ent_coef,
+        "critic_lr": critic_lr,
+        "critic_epochs": critic_epochs,
+        "critic_batch_size": min(batch_size, n_steps * n_envs),
+        "ortho_init": ortho_init,
+        **_net(net_arch, activation),
+    }
+
+
 def _net(net_arch: str, activation: str) -> dict[str, Any]:
     sizes = {"tiny": [64], "small": [64, 64], "medium": [256, 256]}[net_arch]
     return {"hidden_sizes": sizes, "critic_hidden_sizes": None, "activation": activation}
 
 
-SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {"trpo": sample_trpo, "ppo": sample_ppo, "a2c": sample_a2c}
+SEARCH_SPACES: dict[str, Callable[..., dict[str, Any]]] = {
+    "trpo": sample_trpo,
+    "npg": sample_npg,
+    "ppo": sample_ppo,
+    "a2c": sample_a2c,
+    "acktr": sample_acktr,
+}
 """The search space of each algorithm: ``sample(trial, k=, n_envs=, total_steps=) -> natrl hyperparameters``."""

@@ -81,7 +81,7 @@ class TuneSpec:
     """What a study tunes and how a trial is scored.
 
     Attributes:
-        algo: natrl's algorithm name (``"trpo"``, ``"ppo"`` or ``"a2c"``: :data:`SEARCH_SPACES`).
+        algo: natrl's algorithm name (``"trpo"``, ``"npg"``, ``"ppo"``, ``"a2c"``, ``"acktr"``: :data:`SEARCH_SPACES`).
         env_id: the environment id.
         total_steps: the step budget of every agent.
         seeds: one agent per seed; the objective is the mean of their final evaluations.
