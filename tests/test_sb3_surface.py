@@ -752,3 +752,33 @@ def test_the_global_generators_are_seeded_as_sb3s_set_random_seed_seeds_them() -
     ours = draws()
     set_random_seed(11)
     assert ours == draws()
+
+
+def test_save_takes_a_file_object_and_exclude_as_stable_baselines3s_save(tmp_path) -> None:
+    import io
+
+    from stable_baselines3 import PPO as SB3PPO
+
+    from natrl.rl import load_agent
+
+    sb3 = SB3PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0)
+    theirs = io.BytesIO()
+    assert sb3.save(theirs, exclude=["env", "tensorboard_log"]) is None  # what SB3's save takes and returns
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0).learn(128)
+    ours = io.BytesIO()
+    assert model.save(ours, exclude=["env", "tensorboard_log"]) is None
+    ours.seek(0)
+    obs = np.stack([model.observation_space.sample() for _ in range(8)])
+    for loaded in (load_agent(ours), PPO.load(ours)):  # the file object is left where it was: read twice
+        np.testing.assert_array_equal(
+            loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+        )
+        assert loaded.num_timesteps == 128
+    path = model.save(tmp_path / "m")
+    with open(path, "rb") as file:
+        assert PPO.load(file).num_timesteps == 128
+    with pytest.raises(ValueError, match=r"^save\(include=\['env'\]\): a natrl checkpoint holds a fixed set .*"):
+        model.save(tmp_path / "n", include=["env"])
+    with pytest.raises(TypeError, match=r"^save: exclude must be a list of attribute names, got 'env'$"):
+        model.save(tmp_path / "n", exclude="env")
+    assert not (tmp_path / "n.pt").exists()

@@ -17,13 +17,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
-from torch import Tensor, nn
+from torch import nn
 
 from natrl.logger import Logger, record_stats
 from natrl.rl import persistence
@@ -497,14 +497,6 @@ class OnPolicyAgent(SB3Attributes):
             self._collector = None
 
     # ----------------------------------------------------------------- persistence (natrl.rl.persistence)
-    def get_parameters(self) -> dict[str, dict[str, Tensor]]:
-        """The networks' weights, ``{"policy": state_dict}`` (stable-baselines3's layout)."""
-        return {"policy": self.policy.state_dict()}
-
-    def set_parameters(self, parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str]) -> None:
-        """Load weights from :meth:`get_parameters`'s dict or from a checkpoint file (weights only)."""
-        persistence.load_parameters(self.policy, parameters)
-
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds: plain data and tensors, never code.
 
@@ -520,23 +512,23 @@ class OnPolicyAgent(SB3Attributes):
         state = persistence.agent_state(self, algo_state=self._algo_state(), collector=collector, episodes=episodes)
         return persistence.checked_state(state)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a checkpoint atomically (temporary file in the same folder, then rename).
+    def save(self, path: str | os.PathLike[str] | BinaryIO, exclude: Any = None, include: Any = None) -> Path | None:
+        """Write a checkpoint atomically (temporary file in the same folder, then rename); stable-baselines3's
+        signature (a binary file object, ``exclude``: :func:`~natrl.rl.persistence.save_checkpoint`).
 
         A path without a suffix gets ``.pt`` (as stable-baselines3 adds ``.zip``), so ``save("ppo_cartpole")``
         writes ``ppo_cartpole.pt``, which ``load("ppo_cartpole")`` finds, as it finds the callbacks' files.
 
         Returns:
-            the file written.
+            the file written (None for a file object).
 
         Raises:
             NonFiniteStateError: a parameter or optimiser state is NaN or infinite (nothing is written).
         """
-        file = persistence.checkpoint_path(path)
-        return persistence.write_checkpoint(self.state_dict(), file)
+        return persistence.save_checkpoint(self.state_dict(), path, exclude, include)
 
     @staticmethod
-    def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    def read_checkpoint(path: str | os.PathLike[str] | BinaryIO) -> dict[str, Any]:
         """Load and sanity-check a checkpoint file (raises :class:`~natrl.rl.persistence.CheckpointError`);
         ``path`` without a suffix is looked for as given, then with ``.pt`` (what :meth:`save` writes)."""
         return persistence.read_checkpoint(path)
@@ -561,7 +553,7 @@ class OnPolicyAgent(SB3Attributes):
     @classmethod
     def load(
         cls: type[A],
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | BinaryIO,
         env: EnvLike | None = None,
         device: str | torch.device = "cpu",
         custom_objects: dict[str, Any] | None = None,

@@ -20,7 +20,7 @@ import os
 import platform
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gymnasium as gym
 import numpy as np
@@ -55,6 +55,7 @@ __all__ = [
     "nonfinite_entries",
     "read_checkpoint",
     "rebuild_env",
+    "save_checkpoint",
     "write_checkpoint",
 ]
 
@@ -193,7 +194,37 @@ def write_checkpoint(state: dict[str, Any], path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def is_sb3_model_file(path: Path) -> bool:
+def save_checkpoint(
+    state: dict[str, Any], path: str | os.PathLike[str] | BinaryIO, exclude: Any = None, include: Any = None
+) -> Path | None:
+    """The agent's ``save(path, exclude=None, include=None)``, stable-baselines3's signature: ``path`` a file name
+    (:func:`checkpoint_path`, written atomically; returns the file) or a binary file object (``io.BytesIO``, an
+    open file: the checkpoint is written to it; returns None, as SB3's ``save``).
+
+    SB3's ``exclude`` names model attributes to leave out of its pickled data (the env, a replay buffer, a
+    logger); a natrl checkpoint is a fixed set of plain data that never holds those objects, so the names are
+    accepted and nothing is left out. ``include`` (attributes SB3 would otherwise leave out) cannot be honoured.
+
+    Raises:
+        ValueError: ``include`` given (one line naming why).
+        TypeError: ``exclude`` not a list of names.
+    """
+    if include:
+        raise ValueError(
+            f"save(include={include!r}): a natrl checkpoint holds a fixed set of plain data (networks, optimiser and "
+            "normaliser states, hyperparameters), never the env or other objects; save them yourself"
+        )
+    if exclude is not None and (isinstance(exclude, str) or not all(isinstance(n, str) for n in exclude)):
+        raise TypeError(f"save: exclude must be a list of attribute names, got {exclude!r}")
+    if hasattr(path, "write"):
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        path.write(buf.getvalue())
+        return None
+    return write_checkpoint(state, checkpoint_path(path))
+
+
+def is_sb3_model_file(path: Path | BinaryIO) -> bool:
     """``path`` is a model stable-baselines3's ``save`` wrote: a zip archive whose entries include ``data`` (its
     JSON attributes) and ``policy.pth`` (unlike torch's own zip files, whose entries sit under one folder). Only
     the archive's directory is read."""
@@ -205,30 +236,52 @@ def is_sb3_model_file(path: Path) -> bool:
     return {"data", "policy.pth"} <= names
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def _file_object_bytes(file: BinaryIO) -> bytes:
+    """What a binary file object holds from its position on; a seekable one is left where it was, so that it can
+    be read again (``load_agent`` reads the algorithm's name first)."""
+    start = file.tell() if file.seekable() else None
+    data = file.read()
+    if start is not None:
+        file.seek(start)
+    if not isinstance(data, bytes):
+        raise CheckpointError(
+            f"load: the file object gave {type(data).__name__}, not bytes: open the file in 'rb' mode"
+        )
+    return data
+
+
+def read_checkpoint(path: str | os.PathLike[str] | BinaryIO) -> dict[str, Any]:
     """Load and sanity-check a checkpoint file; ``path`` without a suffix is looked for as given, then with
-    ``.pt`` (what :func:`checkpoint_path` adds), then with ``.zip`` (as stable-baselines3's ``load`` looks).
+    ``.pt`` (what :func:`checkpoint_path` adds), then with ``.zip`` (as stable-baselines3's ``load`` looks). A
+    binary file object (what :func:`save_checkpoint` wrote to one) is read from its position.
 
     Raises:
         CheckpointError: no such file, not a natrl checkpoint (a stable-baselines3 model file is named as such),
             another version, a damaged or non-finite entry.
     """
-    path = Path(path)
-    if not path.is_file() and not path.suffix:
-        # natrl's suffix first (what save() adds), then stable-baselines3's (what its save() adds)
-        found = [p for s in (CHECKPOINT_SUFFIX, ".zip") if (p := path.with_name(path.name + s)).is_file()]
-        if not found:
-            raise CheckpointError(f"no checkpoint at {path} (nor {path.name}{CHECKPOINT_SUFFIX})")
-        path = found[0]
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    if is_sb3_model_file(path):
+    source: Path | io.BytesIO
+    if hasattr(path, "read"):
+        source = io.BytesIO(_file_object_bytes(path))  # type: ignore[arg-type]
+        path = f"the file object {getattr(path, 'name', type(path).__name__)!s}"  # named so in the messages
+    else:
+        path = source = Path(path)
+        if not path.is_file() and not path.suffix:
+            # natrl's suffix first (what save() adds), then stable-baselines3's (what its save() adds)
+            found = [p for s in (CHECKPOINT_SUFFIX, ".zip") if (p := path.with_name(path.name + s)).is_file()]
+            if not found:
+                raise CheckpointError(f"no checkpoint at {path} (nor {path.name}{CHECKPOINT_SUFFIX})")
+            path = source = found[0]
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {path}")
+    if is_sb3_model_file(source):
         raise CheckpointError(
             f"{path} is a stable-baselines3 model file, which natrl cannot load: load it with stable-baselines3 "
             "(e.g. stable_baselines3.PPO.load(path)), or train the agent with natrl and load natrl's checkpoint"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated/garbage files
         # torch's own message (weights-only unpickling advice) would mislead here: the file
         # is not a checkpoint natrl wrote, so name only the kind of failure
@@ -415,7 +468,7 @@ def _print_system_info() -> None:
 
 def load_agent_class(
     cls: Any,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     *,
     device: str | torch.device,
     env: EnvLike | None,
@@ -430,7 +483,7 @@ def load_agent_class(
     """An agent of class ``cls`` rebuilt from a checkpoint (the body of ``OnPolicyAgent.load``).
 
     Args:
-        path: the checkpoint (``.pt`` may be left out).
+        path: the checkpoint (``.pt`` may be left out), or a binary file object holding one.
         device: where to put the networks (``"auto"``: a GPU when there is one).
         env: the env (id, Env, factory or vector env) when the agent was not built from an id, or another
             one with the same spaces (its episodes start fresh).

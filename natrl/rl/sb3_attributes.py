@@ -21,6 +21,7 @@ at construction.)
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from collections import deque
@@ -38,7 +39,7 @@ from natrl.rl.acting import act, observation_tensor
 from natrl.rl.arguments import check_seed, seed_global_generators
 from natrl.rl.config import OnPolicyConfig, schedule_value
 from natrl.rl.normalization import ObsNormalizer
-from natrl.rl.persistence import config_with
+from natrl.rl.persistence import config_with, load_parameters
 from natrl.rl.policies import Actor, ActorCritic, Critic
 from natrl.rl.policies.modules import distribution_and_value
 from natrl.rl.sb3_names import action_dims, natrl_values, sb3_attribute_field, sb3_converted, sb3_value
@@ -234,10 +235,19 @@ class SB3Attributes:
 
     algo: ClassVar[str]
     progress_remaining: float
+    policy: SB3Policy
     fields_read_each_update: ClassVar[frozenset[str]] = frozenset({"gae_lambda", "normalize_advantage"})
     """The config fields the agent reads afresh at every rollout or update (here: the GAE's; each algorithm
     adds those its ``_update`` reads): the ones an SB3 attribute assignment may replace. The rest are built into
     optimisers, dampings, the reward normaliser or the rollouts when the agent is constructed."""
+
+    def get_parameters(self) -> dict[str, dict[str, Tensor]]:
+        """The networks' weights, ``{"policy": state_dict}`` (stable-baselines3's layout)."""
+        return {"policy": self.policy.state_dict()}
+
+    def set_parameters(self, parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str]) -> None:
+        """Load weights from :meth:`get_parameters`'s dict or from a checkpoint file (weights only)."""
+        load_parameters(self.policy, parameters)
 
     def sb3_hyperparameter(self, name: str) -> Any:
         """SB3's model attribute ``name`` (``n_epochs``, ``clip_range``, TRPO's ``target_kl``, …) from the config:
