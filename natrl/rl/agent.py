@@ -514,7 +514,8 @@ class OnPolicyAgent(SB3Attributes):
 
     def save(self, path: str | os.PathLike[str] | BinaryIO, exclude: Any = None, include: Any = None) -> Path | None:
         """Write a checkpoint atomically (temporary file in the same folder, then rename); stable-baselines3's
-        signature (a binary file object, ``exclude``: :func:`~natrl.rl.persistence.save_checkpoint`).
+        signature: ``path`` may be a binary file object (``io.BytesIO``); ``exclude`` is accepted (a checkpoint never
+        holds the env, a buffer or a logger), ``include`` refused.
 
         A path without a suffix gets ``.pt`` (as stable-baselines3 adds ``.zip``), so ``save("ppo_cartpole")``
         writes ``ppo_cartpole.pt``, which ``load("ppo_cartpole")`` finds, as it finds the callbacks' files.
