@@ -284,3 +284,35 @@ def test_a_vector_env_natrl_cannot_adapt_to_same_step_is_refused_with_the_fix() 
     disabled = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")], autoreset_mode=AutoresetMode.DISABLED)
     with pytest.raises(ValueError, match=r"build it as SyncVectorEnv\(env_fns, autoreset_mode=.*SAME_STEP\)$"):
         PPO(disabled)
+
+
+def test_an_envs_own_vector_implementation_is_refused_with_a_fix_that_works() -> None:
+    own = gym.make_vec("CartPole-v1", 2)  # CartPole's CartPoleVectorEnv: NEXT_STEP, no partial reset
+    line = r"^the vector env \(CartPoleVectorEnv\) autoresets in .* gym\.make_vec\(id, n, vectorization_mode='sync'\)"
+    with pytest.raises(ValueError, match=line):
+        PPO(own)
+    PPO(gym.make_vec("CartPole-v1", 2, vectorization_mode="sync"), n_steps=16, batch_size=32).learn(32).close()
+
+
+def test_an_adapted_vector_env_keeps_its_attribute_api_and_resumes_exactly() -> None:
+    import io
+
+    def params_after_resume(mode: AutoresetMode) -> list:
+        venv = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync", max_episode_steps=9,
+                            vector_kwargs={"autoreset_mode": mode})  # fmt: skip
+        agent = PPO(venv, n_steps=32, batch_size=32, n_epochs=1, seed=0).learn(64)
+        checkpoint = io.BytesIO()
+        agent.save(checkpoint)
+        assert agent.get_env().get_attr("spec")[0].max_episode_steps == 9  # the SB3 view reaches the sub-envs
+        assert agent.get_env().env_is_wrapped(gym.wrappers.TimeLimit) == [True, True]
+        assert agent.get_vector_env().get_attr("spec")[0].id == "CartPole-v1"
+        agent.learn(64, reset_num_timesteps=False)
+        checkpoint.seek(0)
+        resumed = PPO.load(checkpoint).learn(64, reset_num_timesteps=False)  # natrl rebuilds the envs from the spec
+        for p, q in zip(agent.actor.parameters(), resumed.actor.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)  # the saved episodes continue where they stood
+        return [p.detach().clone() for p in resumed.actor.parameters()]
+
+    same_step = params_after_resume(AutoresetMode.SAME_STEP)
+    for p, q in zip(params_after_resume(AutoresetMode.NEXT_STEP), same_step, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)

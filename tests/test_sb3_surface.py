@@ -782,3 +782,42 @@ def test_save_takes_a_file_object_and_exclude_as_stable_baselines3s_save(tmp_pat
     with pytest.raises(TypeError, match=r"^save: exclude must be a list of attribute names, got 'env'$"):
         model.save(tmp_path / "n", exclude="env")
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_file_objects_natrl_cannot_read_or_write_are_one_line(tmp_path) -> None:
+    import io
+    import os
+    import threading
+
+    from natrl.rl import CheckpointError, load_agent
+
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0).learn(64)
+    read, write = os.pipe()
+
+    def save_into_pipe() -> None:
+        with os.fdopen(write, "wb") as pipe:
+            model.save(pipe)
+
+    writer = threading.Thread(target=save_into_pipe)
+    writer.start()
+    with os.fdopen(read, "rb") as pipe:  # not seekable: load_agent reads it once
+        assert load_agent(pipe).num_timesteps == 64
+    writer.join(timeout=60)
+    path = model.save(tmp_path / "m")
+    with open(path, encoding="utf-8") as text, pytest.raises(CheckpointError, match=r"is a text file object: .*'rb'"):
+        PPO.load(text)
+    with open(tmp_path / "t", "w") as text, pytest.raises(TypeError, match=r"is a text file object: .*'wb' mode$"):
+        model.save(text)
+    with open(path, "rb") as file, pytest.raises(CheckpointError, match=r"^the file object .*m\.pt holds a ppo agent"):
+        TRPO.load(file)
+    other = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=1)
+    with open(path, "rb") as file:
+        other.set_parameters(file, exact_match=True, device="auto")
+    torch.testing.assert_close(other.get_parameters()["policy"], model.get_parameters()["policy"])
+    partial = {"policy": {k: v for k, v in model.get_parameters()["policy"].items() if k.startswith("critic.")}}
+    with pytest.raises(CheckpointError, match="do not fit"):
+        other.set_parameters(partial)  # exact_match=True, SB3's default
+    other.set_parameters(partial, exact_match=False)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    assert buffer.tell() > 0

@@ -1,7 +1,8 @@
 """Reinforcement learning on Gymnasium: policies, rollouts, GAE and agents (the action distributions are
 :mod:`natrl.distributions`)."""
 
-from typing import Any
+import os
+from typing import Any, BinaryIO
 
 from natrl.rl.a2c import A2C, A2CConfig
 from natrl.rl.acktr import ACKTR, ACKTRConfig
@@ -12,7 +13,7 @@ from natrl.rl.env import EnvSource, NonFiniteError
 from natrl.rl.evaluation import EvalResult
 from natrl.rl.gae import gae
 from natrl.rl.guard import NonFiniteUpdateError
-from natrl.rl.persistence import CheckpointError, NonFiniteStateError, read_checkpoint
+from natrl.rl.persistence import CheckpointError, NonFiniteStateError, checkpoint_name, in_memory, read_checkpoint
 from natrl.rl.policies import (
     Actor,
     CombinedExtractor,
@@ -30,12 +31,14 @@ AGENTS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, 
 """The agent classes by algorithm name, as the command line and the checkpoints' ``"algo"`` entry spell it."""
 
 
-def load_agent(path: str, *, device: str = "cpu", **kwargs: Any) -> OnPolicyAgent:
-    """Load any natrl agent checkpoint, whatever its algorithm (``kwargs`` as for ``TRPO.load``: env, policy, …)."""
+def load_agent(path: str | os.PathLike[str] | BinaryIO, *, device: str = "cpu", **kwargs: Any) -> OnPolicyAgent:
+    """Load any natrl agent checkpoint (a file, or a binary file object), whatever its algorithm (``kwargs`` as for
+    ``TRPO.load``: env, policy, …)."""
+    name, path = checkpoint_name(path), in_memory(path)  # a file object is read once
     state = read_checkpoint(path)
     algo = state["algo"]
     if algo not in AGENTS:
-        raise CheckpointError(f"{path} holds an agent of unknown algorithm {algo!r}")
+        raise CheckpointError(f"{name} holds an agent of unknown algorithm {algo!r}")
     return AGENTS[algo].load(path, device=device, **kwargs)
 
 

@@ -29,6 +29,7 @@ import torch
 from gymnasium.vector import SyncVectorEnv, VectorEnv
 
 from natrl.rl.mujoco_env import MujocoSameStep
+from natrl.rl.vector_autoreset import SameStepAutoreset
 
 __all__ = ["from_storable", "restore_vector_env_state", "to_storable", "vector_env_state"]
 
@@ -162,6 +163,8 @@ def from_storable(obj: Any) -> Any:
 def vector_env_state(venv: VectorEnv) -> list[list[dict[str, Any]]] | None:
     """Every sub-env's state (wrappers, physics, random generator) in :func:`to_storable`'s form, or None when
     it cannot be captured."""
+    if isinstance(venv, SameStepAutoreset):  # a user's NEXT_STEP SyncVectorEnv: its sub-envs hold the state
+        venv = venv.env
     if isinstance(venv, MujocoSameStep):
         venv.record_episode_steps()
     elif not isinstance(venv, SyncVectorEnv):
@@ -178,6 +181,8 @@ def restore_vector_env_state(venv: VectorEnv, states: list[list[dict[str, Any]]]
     Raises:
         ValueError: the vector env is not a SyncVectorEnv (or MujocoSameStep) of the same envs and wrappers.
     """
+    if isinstance(venv, SameStepAutoreset):
+        venv = venv.env
     if not isinstance(venv, (SyncVectorEnv, MujocoSameStep)) or len(venv.envs) != len(states):
         raise ValueError("the saved env states do not match this vector env")
     for env, state in zip(venv.envs, from_storable(states)):

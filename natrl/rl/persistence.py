@@ -7,19 +7,17 @@ data by :mod:`natrl.rl.trusted`. Files are written atomically (temporary file + 
 a NaN or an infinity.
 
 The agent's methods with stable-baselines3's names (``save``, ``load``, ``get_parameters``,
-``set_parameters``) and its ``state_dict`` / ``load_state_dict`` call the functions here.
+``set_parameters``) and its ``state_dict`` / ``load_state_dict`` call the functions here; writing and reading the
+files themselves is :mod:`natrl.rl.checkpoint_files`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import math
 import os
 import platform
-import zipfile
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import gymnasium as gym
@@ -27,8 +25,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from natrl.atomic import atomic_write_bytes
 from natrl.rl.arguments import jsonable
+from natrl.rl.checkpoint_files import (
+    CHECKPOINT_SUFFIX,
+    CheckpointError,
+    checkpoint_name,
+    checkpoint_path,
+    in_memory,
+    is_sb3_model_file,
+    load_checkpoint_file,
+    save_checkpoint,
+    write_checkpoint,
+)
 from natrl.rl.config import SCHEDULABLE, OnPolicyConfig, build_config, schedule_value
 from natrl.rl.env import SPEC_PREFIX, EnvLike
 from natrl.rl.policies import PolicyError
@@ -44,8 +52,10 @@ __all__ = [
     "NonFiniteStateError",
     "agent_state",
     "checked_state",
+    "checkpoint_name",
     "checkpoint_path",
     "config_with",
+    "in_memory",
     "is_sb3_model_file",
     "load_agent_class",
     "load_networks",
@@ -61,7 +71,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "natrl-agent"
 CHECKPOINT_VERSION = 1
-CHECKPOINT_SUFFIX = ".pt"
 
 # what a checkpoint must hold, and of which type, before anything is built from it
 _CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -83,10 +92,6 @@ _LOAD_ATTRIBUTES = ("seed", "verbose", "tensorboard_log")
 # schedulable fields whose 0 an algorithm cannot take (ACKTR's learning rate scales its natural step's KL bound)
 _NO_ZERO = {"ACKTRConfig": ("learning_rate",)}
 _log = logging.getLogger("natrl")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or not compatible with this agent."""
 
 
 class NonFiniteStateError(CheckpointError):
@@ -174,82 +179,6 @@ def checked_state(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def checkpoint_path(path: str | os.PathLike[str]) -> Path:
-    """The file ``save(path)`` writes: ``path``, with ``.pt`` added to a name without a suffix.
-
-    Raises:
-        ValueError: ``path`` is a directory or has no name.
-    """
-    path = Path(path)
-    if not path.name or path.is_dir():
-        example = str(path / "model.pt")
-        raise ValueError(f"save: {str(path)!r} is a directory, not a file name; give e.g. {example!r}")
-    return path.with_name(path.name + CHECKPOINT_SUFFIX) if not path.suffix else path
-
-
-def write_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    """Write ``state`` atomically to the file ``path`` (temporary file in the same folder, then rename)."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def save_checkpoint(
-    state: dict[str, Any], path: str | os.PathLike[str] | BinaryIO, exclude: Any = None, include: Any = None
-) -> Path | None:
-    """The agent's ``save(path, exclude=None, include=None)``, stable-baselines3's signature: ``path`` a file name
-    (:func:`checkpoint_path`, written atomically; returns the file) or a binary file object (``io.BytesIO``, an
-    open file: the checkpoint is written to it; returns None, as SB3's ``save``).
-
-    SB3's ``exclude`` names model attributes to leave out of its pickled data (the env, a replay buffer, a
-    logger); a natrl checkpoint is a fixed set of plain data that never holds those objects, so the names are
-    accepted and nothing is left out. ``include`` (attributes SB3 would otherwise leave out) cannot be honoured.
-
-    Raises:
-        ValueError: ``include`` given (one line naming why).
-        TypeError: ``exclude`` not a list of names.
-    """
-    if include:
-        raise ValueError(
-            f"save(include={include!r}): a natrl checkpoint holds a fixed set of plain data (networks, optimiser and "
-            "normaliser states, hyperparameters), never the env or other objects; save them yourself"
-        )
-    if exclude is not None and (isinstance(exclude, str) or not all(isinstance(n, str) for n in exclude)):
-        raise TypeError(f"save: exclude must be a list of attribute names, got {exclude!r}")
-    if hasattr(path, "write"):
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        path.write(buf.getvalue())
-        return None
-    return write_checkpoint(state, checkpoint_path(path))
-
-
-def is_sb3_model_file(path: Path | BinaryIO) -> bool:
-    """``path`` is a model stable-baselines3's ``save`` wrote: a zip archive whose entries include ``data`` (its
-    JSON attributes) and ``policy.pth`` (unlike torch's own zip files, whose entries sit under one folder). Only
-    the archive's directory is read."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return {"data", "policy.pth"} <= names
-
-
-def _file_object_bytes(file: BinaryIO) -> bytes:
-    """What a binary file object holds from its position on; a seekable one is left where it was, so that it can
-    be read again (``load_agent`` reads the algorithm's name first)."""
-    start = file.tell() if file.seekable() else None
-    data = file.read()
-    if start is not None:
-        file.seek(start)
-    if not isinstance(data, bytes):
-        raise CheckpointError(
-            f"load: the file object gave {type(data).__name__}, not bytes: open the file in 'rb' mode"
-        )
-    return data
-
-
 def read_checkpoint(path: str | os.PathLike[str] | BinaryIO) -> dict[str, Any]:
     """Load and sanity-check a checkpoint file; ``path`` without a suffix is looked for as given, then with
     ``.pt`` (what :func:`checkpoint_path` adds), then with ``.zip`` (as stable-baselines3's ``load`` looks). A
@@ -259,69 +188,49 @@ def read_checkpoint(path: str | os.PathLike[str] | BinaryIO) -> dict[str, Any]:
         CheckpointError: no such file, not a natrl checkpoint (a stable-baselines3 model file is named as such),
             another version, a damaged or non-finite entry.
     """
-    source: Path | io.BytesIO
-    if hasattr(path, "read"):
-        source = io.BytesIO(_file_object_bytes(path))  # type: ignore[arg-type]
-        path = f"the file object {getattr(path, 'name', type(path).__name__)!s}"  # named so in the messages
-    else:
-        path = source = Path(path)
-        if not path.is_file() and not path.suffix:
-            # natrl's suffix first (what save() adds), then stable-baselines3's (what its save() adds)
-            found = [p for s in (CHECKPOINT_SUFFIX, ".zip") if (p := path.with_name(path.name + s)).is_file()]
-            if not found:
-                raise CheckpointError(f"no checkpoint at {path} (nor {path.name}{CHECKPOINT_SUFFIX})")
-            path = source = found[0]
-        if not path.is_file():
-            raise CheckpointError(f"no checkpoint at {path}")
-    if is_sb3_model_file(source):
-        raise CheckpointError(
-            f"{path} is a stable-baselines3 model file, which natrl cannot load: load it with stable-baselines3 "
-            "(e.g. stable_baselines3.PPO.load(path)), or train the agent with natrl and load natrl's checkpoint"
-        )
-    try:
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated/garbage files
-        # torch's own message (weights-only unpickling advice) would mislead here: the file
-        # is not a checkpoint natrl wrote, so name only the kind of failure
-        raise CheckpointError(
-            f"{path} is not a readable natrl checkpoint (corrupt or truncated?): {type(exc).__name__}"
-        ) from None
+    state, name = load_checkpoint_file(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a natrl agent checkpoint")
+        raise CheckpointError(f"{name} is not a natrl agent checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint version {state.get('version')}, this natrl reads {CHECKPOINT_VERSION}"
+            f"{name} has checkpoint version {state.get('version')}, this natrl reads {CHECKPOINT_VERSION}"
         )
     for key, kind in _CHECKPOINT_FIELDS.items():
         value = state.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             what = "has no" if key not in state else f"has a {type(value).__name__} as its"
-            raise CheckpointError(f"{path} {what} {key!r} entry: it is damaged or not written by natrl")
+            raise CheckpointError(f"{name} {what} {key!r} entry: it is damaged or not written by natrl")
     if not 0 <= state["seed"] < 2**63:
-        raise CheckpointError(f"{path} has the seed {state['seed']}, outside [0, 2**63): it is damaged")
+        raise CheckpointError(f"{name} has the seed {state['seed']}, outside [0, 2**63): it is damaged")
     for key in ("algo_state", "policy_kwargs", "env_kwargs", "wrapper_kwargs", "collector"):
         if state.get(key) is not None and not isinstance(state[key], dict):
-            raise CheckpointError(f"{path} has a {type(state[key]).__name__} as its {key!r} entry: it is damaged")
+            raise CheckpointError(f"{name} has a {type(state[key]).__name__} as its {key!r} entry: it is damaged")
     if state["num_timesteps"] < 0 or state["num_updates"] < 0:
-        raise CheckpointError(f"{path} has negative step counters: it is damaged or not written by natrl")
+        raise CheckpointError(f"{name} has negative step counters: it is damaged or not written by natrl")
     bad = nonfinite_entries({k: state.get(k) for k in _NUMERIC_ENTRIES})
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise CheckpointError(
-            f"{path} holds non-finite values ({', '.join(bad[:3])}{more}); natrl does not load them: "
+            f"{name} holds non-finite values ({', '.join(bad[:3])}{more}); natrl does not load them: "
             "use an earlier checkpoint of the run"
         )
     return state
 
 
-def load_parameters(policy: nn.Module, parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str]) -> None:
-    """Load ``get_parameters()``'s dict, or a checkpoint file's weights, into ``policy`` (an agent's
-    :class:`~natrl.rl.agent.ActorCritic`)."""
-    if not isinstance(parameters, (dict, str, os.PathLike)):
+def load_parameters(
+    policy: nn.Module,
+    parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str] | BinaryIO,
+    *,
+    strict: bool = True,
+) -> None:
+    """Load ``get_parameters()``'s dict, or a checkpoint's weights (a file or a binary file object), into ``policy``
+    (an agent's :class:`~natrl.rl.agent.ActorCritic`)."""
+    if not isinstance(strict, bool):
+        raise TypeError(f"set_parameters: exact_match must be True or False, got {strict!r}")
+    if not isinstance(parameters, (dict, str, os.PathLike)) and not hasattr(parameters, "read"):
         raise TypeError(
-            f"set_parameters takes get_parameters()'s dict or a checkpoint path, got {type(parameters).__name__}"
+            "set_parameters takes get_parameters()'s dict, a checkpoint path or a binary file object, got "
+            f"{type(parameters).__name__}"
         )
     if not isinstance(parameters, dict):
         state = read_checkpoint(parameters)
@@ -331,7 +240,7 @@ def load_parameters(policy: nn.Module, parameters: dict[str, dict[str, Tensor]] 
     if bad:
         raise NonFiniteStateError(f"set_parameters: {', '.join(bad[:3])} holds NaN or infinite values")
     try:
-        policy.load_state_dict(parameters["policy"])
+        policy.load_state_dict(parameters["policy"], strict=strict)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"the parameters do not fit this agent's networks: {_one_line(exc)}") from None
 
@@ -527,31 +436,32 @@ def load_agent_class(
     replaced, scaled, ignored = _replacements(cls, {**(custom_objects or {}), **attributes}, fields)
     if ignored:
         _log.info("%s.load: %s not held by the checkpoint: ignored (as stable-baselines3)", cls.__name__, ignored)
+    name, path = checkpoint_name(path), in_memory(path)
     state = read_checkpoint(path)
     if cls.algo and state["algo"] != cls.algo:
-        raise CheckpointError(f"{path} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.rl.load_agent")
+        raise CheckpointError(f"{name} holds a {state['algo']} agent, not {cls.algo}; load it with natrl.rl.load_agent")
     env_given = env
     if env is None:
         hint = f"pass the env yourself: {cls.__name__}.load(path, env=...) or natrl eval PATH --env ID"
         try:
             env = rebuild_env(state.get("env"), hint=hint)
         except UntrustedReferenceError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
+            raise CheckpointError(f"{name}: {exc}") from None
     if env is None:
-        raise CheckpointError(f"{path} was trained on a custom env ({state['env_id']}); pass env=... to load it")
+        raise CheckpointError(f"{name} was trained on a custom env ({state['env_id']}); pass env=... to load it")
     retired = getattr(cls.config_cls, "retired_fields", ())
     saved = {k: v for k, v in state["config"].items() if k not in retired}
     config = loaded_config(cls.config_cls, {**saved, **replaced})
     saved_policy = state.get("policy", "MlpPolicy")
     if saved_policy == "custom" and policy is None:
         raise CheckpointError(
-            f"{path} was trained with your own policy module(s); pass them again: {cls.__name__}.load(path, policy=...)"
+            f"{name} was trained with your own policy module(s); pass them again: {cls.__name__}.load(path, policy=...)"
         )
     kwargs = decode_policy_kwargs(state.get("policy_kwargs") or {}, policy_kwargs)
     # the env as it was made: make-kwargs for an id, the wrapper when the env comes from the checkpoint
     env_kwargs = (state.get("env_kwargs") or {}) if isinstance(env, str) else {}
     if not isinstance(env_kwargs, dict):
-        raise CheckpointError(f"{path}: its env_kwargs entry is not a table: it is damaged")
+        raise CheckpointError(f"{name}: its env_kwargs entry is not a table: it is damaged")
     if wrapper_class is None and env_given is None and state.get("wrapper_class"):
         try:
             wrapper_class = decode_class(
@@ -559,10 +469,10 @@ def load_agent_class(
                 field="the checkpoint's wrapper_class",
             )  # fmt: skip
         except PolicyError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
+            raise CheckpointError(f"{name}: {exc}") from None
     agent = _build_loaded(
         cls,
-        path,
+        name,
         env,
         seed=state["seed"],
         device=device,

@@ -27,7 +27,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, BinaryIO, ClassVar, NoReturn
 
 import gymnasium as gym
 import numpy as np
@@ -142,9 +142,10 @@ class SB3Policy(ActorCritic):
 
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
         """SB3's ``policy(obs, deterministic=False)``: ``(actions, values (batch, 1), log_prob (batch,))`` for a
-        batch as :meth:`obs_to_tensor` returns it, the actions raw (a Box's before clipping, as SB3's) in the action
-        space's shape, sampled with the agent's generator unless ``deterministic`` (the distribution's mode). What
-        SB3's ONNX export recipe calls."""
+        batch as :meth:`obs_to_tensor` returns it (normalised under ``normalize_obs``, a Dict flattened), the
+        actions raw (a Box's before clipping or tanh squashing, as SB3's) in the action space's shape, sampled with
+        the agent's generator unless ``deterministic`` (the distribution's mode). What SB3's ONNX export recipe
+        calls."""
         self._feedforward("forward")
         dist, values = distribution_and_value(self.actor, self.critic, obs)
         actions = dist.mode() if deterministic else dist.sample(self._acting[1])
@@ -245,9 +246,17 @@ class SB3Attributes:
         """The networks' weights, ``{"policy": state_dict}`` (stable-baselines3's layout)."""
         return {"policy": self.policy.state_dict()}
 
-    def set_parameters(self, parameters: dict[str, dict[str, Tensor]] | str | os.PathLike[str]) -> None:
-        """Load weights from :meth:`get_parameters`'s dict or from a checkpoint file (weights only)."""
-        load_parameters(self.policy, parameters)
+    def set_parameters(
+        self,
+        load_path_or_dict: dict[str, dict[str, Tensor]] | str | os.PathLike[str] | BinaryIO,
+        exact_match: bool = True,
+        device: str | torch.device = "auto",
+    ) -> None:
+        """Load weights from :meth:`get_parameters`'s dict or from a checkpoint (a file or a binary file object;
+        weights only), stable-baselines3's signature: ``exact_match=False`` loads a dict that holds only some of
+        the weights; ``device`` is accepted (the weights are copied to the networks' device either way)."""
+        del device
+        load_parameters(self.policy, load_path_or_dict, strict=exact_match)
 
     def sb3_hyperparameter(self, name: str) -> Any:
         """SB3's model attribute ``name`` (``n_epochs``, ``clip_range``, TRPO's ``target_kl``, …) from the config:
