@@ -105,31 +105,16 @@ def sample_a2c(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) ->
     orthogonal initialisation on or off, small or medium networks, tanh or ReLU. ``k`` is unused.
     """
     del k
-    gamma = trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999])
     normalize_advantage = trial.suggest_categorical("normalize_advantage", [False, True])
     max_grad_norm = trial.suggest_categorical("max_grad_norm", [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2.0, 5.0])
     use_rms_prop = trial.suggest_categorical("use_rms_prop", [False, True])
-    gae_lambda = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
-    n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs, low=3, high=11)
-    lr_schedule = trial.suggest_categorical("lr_schedule", ["linear", "constant"])
-    learning_rate = trial.suggest_float("learning_rate", 1e-5, 1.0, log=True)
-    ent_coef = trial.suggest_float("ent_coef", 1e-8, 0.1, log=True)
     vf_coef = trial.suggest_float("vf_coef", 1e-8, 1.0)
-    ortho_init = trial.suggest_categorical("ortho_init", [False, True])
-    net_arch = trial.suggest_categorical("net_arch", ["small", "medium"])
-    activation = trial.suggest_categorical("activation", ["tanh", "relu"])
     return {
-        "n_steps": n_steps,
-        "gamma": gamma,
-        "gae_lambda": gae_lambda,
-        "learning_rate": f"lin_{learning_rate!r}" if lr_schedule == "linear" else learning_rate,
-        "ent_coef": ent_coef,
+        **_actor_critic_choices(trial, total_steps, n_envs, lowest_learning_rate=1e-5),
         "vf_coef": vf_coef,
         "normalize_advantage": normalize_advantage,
         "max_grad_norm": max_grad_norm,
         "use_rms_prop": use_rms_prop,
-        "ortho_init": ortho_init,
-        **_net(net_arch, activation),
     }
 
 
@@ -150,16 +135,32 @@ def sample_acktr(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) 
     CartPole, 0.01 on MuJoCo, 0.05 on Pendulum); the critic's Adam steps as TRPO's sampler draws them (learning
     rate log-uniform in [1e-5, 1e-2], 5 to 30 epochs, minibatches of 8 to 512 steps). ``k`` is unused."""
     del k
+    kl_clip = trial.suggest_categorical("kl_clip", [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05])
+    critic_lr = trial.suggest_float("critic_lr", 1e-5, 1e-2, log=True)
+    critic_epochs = trial.suggest_categorical("critic_epochs", [5, 10, 20, 25, 30])
+    batch_size = trial.suggest_categorical("batch_size", [8, 16, 32, 64, 128, 256, 512])
+    hp = _actor_critic_choices(trial, total_steps, n_envs, lowest_learning_rate=0.01)
+    return {
+        **hp,
+        "kl_clip": kl_clip,
+        "critic_lr": critic_lr,
+        "critic_epochs": critic_epochs,
+        "critic_batch_size": min(batch_size, hp["n_steps"] * n_envs),
+    }
+
+
+def _actor_critic_choices(
+    trial: optuna.Trial, total_steps: int, n_envs: int, *, lowest_learning_rate: float
+) -> dict[str, Any]:
+    """The zoo's A2C choices A2C and ACKTR share: γ, λ, ``n_steps`` 8 to 2,048, the learning rate log-uniform in
+    [``lowest_learning_rate``, 1], constant or ``"lin_<value>"``, ``ent_coef``, orthogonal initialisation, small
+    or medium networks, tanh or ReLU."""
     gamma = trial.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999])
     gae_lambda = trial.suggest_categorical("gae_lambda", [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0])
     n_steps = 2 ** _n_steps_pow(trial, total_steps, n_envs, low=3, high=11)
     lr_schedule = trial.suggest_categorical("lr_schedule", ["linear", "constant"])
-    learning_rate = trial.suggest_float("learning_rate", 0.01, 1.0, log=True)
-    kl_clip = trial.suggest_categorical("kl_clip", [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05])
+    learning_rate = trial.suggest_float("learning_rate", lowest_learning_rate, 1.0, log=True)
     ent_coef = trial.suggest_float("ent_coef", 1e-8, 0.1, log=True)
-    critic_lr = trial.suggest_float("critic_lr", 1e-5, 1e-2, log=True)
-    critic_epochs = trial.suggest_categorical("critic_epochs", [5, 10, 20, 25, 30])
-    batch_size = trial.suggest_categorical("batch_size", [8, 16, 32, 64, 128, 256, 512])
     ortho_init = trial.suggest_categorical("ortho_init", [False, True])
     net_arch = trial.suggest_categorical("net_arch", ["small", "medium"])
     activation = trial.suggest_categorical("activation", ["tanh", "relu"])
@@ -168,11 +169,7 @@ def sample_acktr(trial: optuna.Trial, *, k: int, n_envs: int, total_steps: int) 
         "gamma": gamma,
         "gae_lambda": gae_lambda,
         "learning_rate": f"lin_{learning_rate!r}" if lr_schedule == "linear" else learning_rate,
-        "kl_clip": kl_clip,
         "ent_coef": ent_coef,
-        "critic_lr": critic_lr,
-        "critic_epochs": critic_epochs,
-        "critic_batch_size": min(batch_size, n_steps * n_envs),
         "ortho_init": ortho_init,
         **_net(net_arch, activation),
     }
