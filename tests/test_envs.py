@@ -281,6 +281,11 @@ def test_a_vector_env_natrl_cannot_adapt_to_same_step_is_refused_with_the_fix() 
     line = r"^the vector env \(RecordEpisodeStatistics\) autoresets in .*NEXT_STEP mode; .* builds its own vector envs$"
     with pytest.raises(ValueError, match=line):
         PPO(wrapped)
+    made = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": "Disabled"})
+    with pytest.raises(
+        ValueError, match=r"with gym\.make_vec's default autoreset mode \(NEXT_STEP, which natrl adapts\)"
+    ):
+        PPO(made)
     disabled = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")], autoreset_mode=AutoresetMode.DISABLED)
     with pytest.raises(ValueError, match=r"build it as SyncVectorEnv\(env_fns, autoreset_mode=.*SAME_STEP\)$"):
         PPO(disabled)

@@ -48,12 +48,15 @@ def same_step_vector_env(venv: VectorEnv) -> VectorEnv:
         return SameStepAutoreset(venv)
     same_step = "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP"
     gymnasiums = isinstance(venv, (SyncVectorEnv, AsyncVectorEnv))
-    fix = (
-        f"build it as {type(venv).__name__}(env_fns, {same_step})"
-        if gymnasiums and getattr(venv, "spec", None) is None
-        else "build Gymnasium's own vector env, gym.make_vec(id, n, vectorization_mode='sync') (or 'async'), or "
-        "pass the id: natrl builds its own vector envs"
-    )
+    if not gymnasiums:
+        fix = (
+            "build Gymnasium's own vector env, gym.make_vec(id, n, vectorization_mode='sync') (or 'async'), or pass "
+            "the id: natrl builds its own vector envs"
+        )
+    elif getattr(venv, "spec", None) is None:
+        fix = f"build it as {type(venv).__name__}(env_fns, {same_step})"
+    else:
+        fix = "build it with gym.make_vec's default autoreset mode (NEXT_STEP, which natrl adapts), or pass the id"
     where = "" if gymnasiums else f" ({type(venv).__name__})"
     raise ValueError(
         f"the vector env{where} autoresets in {mode} mode; natrl needs SAME_STEP (final observations in the "
