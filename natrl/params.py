@@ -127,7 +127,7 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
         raise KeyError(f"named_functional: module has no parameters {unknown}")
     spec = ParamSpec.of(all_params[n] for n in names)
     names = list(names)
-    buffer_names = [n for n, _ in module.named_buffers()]
+    has_buffers = any(True for _ in module.named_buffers())
 
     def f(theta: Tensor, *args: object, **kwargs: object) -> Any:
         if theta.dim() != 1 or theta.numel() != spec.size:
@@ -141,9 +141,8 @@ def named_functional(module: nn.Module, names: Sequence[str] | None = None) -> t
                 )
             )
         tensors = dict(zip(names, unflatten(theta, spec)))
-        if buffer_names:  # copies: a train-mode BatchNorm would update the module's running statistics in place
-            buffers = dict(module.named_buffers())
-            tensors.update((n, buffers[n].clone()) for n in buffer_names if n in buffers)
+        if has_buffers:  # copies: a train-mode BatchNorm would update the module's running statistics in place
+            tensors.update((n, b.clone()) for n, b in module.named_buffers())
         return functional_call(module, tensors, args, kwargs, strict=False)
 
     return f, names

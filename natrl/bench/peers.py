@@ -39,6 +39,8 @@ import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from natrl.schedules import linear_start
+
 __all__ = ["MINATAR_CNN", "PEER_NAMES", "PPO_ADAM_EPS", "PeerSpec", "build_model", "translate"]
 
 PEER_NAMES = {
@@ -100,8 +102,9 @@ def _default(func: Any, name: str) -> Any:
 
 def _schedule(value: Any) -> Any:
     """A natrl hyperparameter as the peer spec holds it: a number, or ``{"linear": v}`` for ``"lin_<v>"``."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        return {"linear": float(value[len("lin_") :])}
+    start = linear_start(value)
+    if start is not None:
+        return {"linear": start}
     if callable(value):
         raise ValueError("natrl bench cannot translate a function schedule for the SB3 peer; use 'lin_<value>'")
     return value

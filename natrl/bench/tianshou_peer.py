@@ -32,6 +32,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from natrl.schedules import linear_start
+
 __all__ = ["TIANSHOU_NAMES", "TianshouSpec", "build_tianshou", "translate_tianshou"]
 
 TIANSHOU_NAMES = {"trpo": "tianshou TRPO", "npg": "tianshou NPG", "ppo": "tianshou PPO"}
@@ -92,8 +94,8 @@ class TianshouSpec:
 
 def _constant(name: str, value: Any, notes: list[str]) -> float:
     """A natrl hyperparameter as a number; a ``lin_<v>`` schedule keeps its start value (noted)."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        start = float(value[len("lin_") :])
+    start = linear_start(value)
+    if start is not None:
         notes.append(f"NOT MATCHED: {name}={value}: tianshou keeps it constant at {start:g}")
         return start
     if callable(value):
@@ -178,8 +180,9 @@ def translate_tianshou(
         if cfg.target_kl is not None:
             notes.append(f"NOT MATCHED: target_kl={cfg.target_kl}: tianshou's PPO has no early stop")
         rate = cfg.learning_rate
-        if isinstance(rate, str) and rate.startswith("lin_"):
-            lr = {"linear": float(rate[len("lin_") :])}
+        start = linear_start(rate)
+        if start is not None:
+            lr = {"linear": start}
         else:
             lr = {"linear": float(rate)} if cfg.anneal_lr else _constant("learning_rate", rate, notes)
         from natrl.bench.peers import PPO_ADAM_EPS

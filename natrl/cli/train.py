@@ -26,6 +26,7 @@ from natrl.cli.checks import (
 )
 from natrl.cli.common import PROG, RUNS_ROOT, CLIError, display_path, print_error
 from natrl.cli.values import check_env_kwargs, parse_env_kwargs
+from natrl.schedules import linear_start
 
 if TYPE_CHECKING:
     from natrl.logger import Logger
@@ -198,7 +199,7 @@ def _resume(args: argparse.Namespace, cls: type[OnPolicyAgent]) -> int:
                 f"{key}={shown}; a resumed run keeps its hyperparameters (start a new run to change them)"
             )
     if args.steps is not None and args.steps != spec.total_steps:
-        scheduled = sorted(k for k, v in spec.hyperparameters.items() if isinstance(v, str) and v.startswith("lin_"))
+        scheduled = sorted(k for k, v in spec.hyperparameters.items() if linear_start(v) is not None)
         if scheduled and not args.quiet:  # SB3's progress remaining is taken over the whole (new) budget
             print(
                 f"natrl train: the linear schedules of {', '.join(scheduled)} now run to 0 at "

@@ -361,8 +361,12 @@ def _bias(module: nn.Module) -> Tensor | None:
     """A layer's trained bias parameter, None when it has none (``nn.Embedding`` and ``nn.RMSNorm`` have no
     attribute) or it is frozen (``requires_grad=False``: the block is the weight's alone, and the bias's ``.grad``
     stays None)."""
-    b = cast(Tensor | None, getattr(module, "bias", None))
-    return b if b is not None and b.requires_grad else None
+    return _trained(cast(Tensor | None, getattr(module, "bias", None)))
+
+
+def _trained(bias: Tensor | None) -> Tensor | None:
+    """``bias`` when it is trained, None when it is absent or frozen (then not part of the layer's block)."""
+    return bias if bias is not None and bias.requires_grad else None
 
 
 def _norm_diagonal_from(module: nn.Module, xhat: Tensor, go: Tensor, scale: str) -> Tensor:
@@ -562,8 +566,7 @@ class _Layer:
 
     @property
     def bias(self) -> Tensor | None:
-        b = cast(Tensor | None, getattr(self.module, self.bias_name, None))
-        return b if b is not None and b.requires_grad else None  # a frozen bias is not in the block
+        return _trained(cast(Tensor | None, getattr(self.module, self.bias_name, None)))
 
     @property
     def params(self) -> list[Tensor]:

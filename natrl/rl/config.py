@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from natrl.schedules import linear_start
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -61,7 +63,10 @@ SCHEDULABLE = ("learning_rate", "clip_range", "critic_lr", "max_kl", "step_size"
 def schedule_value(value: float | str | Schedule, progress_remaining: float) -> float:
     """The value of a (possibly scheduled) hyperparameter at ``progress_remaining`` in [0, 1]."""
     if isinstance(value, str):
-        return float(value[len("lin_") :]) * progress_remaining
+        start = linear_start(value)
+        if start is None:
+            raise ValueError(f"{value!r} is not a schedule: 'lin_<value>'")
+        return start * progress_remaining
     if callable(value):
         return float(value(progress_remaining))
     return float(value)
@@ -81,12 +86,11 @@ def checked_schedule_value(name: str, value: float | str | Schedule, progress_re
 
 def _schedule_ok(value: object) -> bool:
     if isinstance(value, str):
-        if not value.startswith("lin_"):
-            return False
         try:
-            return math.isfinite(float(value[len("lin_") :]))
+            start = linear_start(value)
         except ValueError:
             return False
+        return start is not None and math.isfinite(start)
     if callable(value):
         try:
             return math.isfinite(float(value(1.0)))
