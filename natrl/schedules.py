@@ -7,6 +7,7 @@ from __future__ import annotations
 __all__ = ["LINEAR_PREFIX", "linear_start"]
 
 LINEAR_PREFIX = "lin_"
+"""How a linear schedule string starts: ``"lin_3e-4"`` is 3e-4 times the progress remaining."""
 
 
 def linear_start(value: object) -> float | None:
